@@ -1,0 +1,77 @@
+"""The admin socket: how the `clawpen` CLI talks to a running orchestrator.
+
+A Unix socket with owner-only permissions: being able to connect is the authorization.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .channels.cli import CliChannel
+from .metrics import Metrics
+
+ADMIN_SOCKET = "admin.sock"
+
+
+class AdminServer:
+    def __init__(
+        self,
+        path: Path,
+        cli: CliChannel | None,
+        metrics: Metrics,
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.path = path
+        self.cli = cli
+        self.metrics = metrics
+        self.status = status
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat", self._chat)
+        app.router.add_get("/v1/status", self._status)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=2
+        )
+        await self._runner.setup()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        old_umask = os.umask(0o177)  # never world- or group-connectable, not even for an instant
+        try:
+            await web.UnixSite(self._runner, str(self.path)).start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        if self.cli is None:
+            return web.json_response(
+                {"error": "the cli channel is not enabled; add `cli: {}` under channels:"},
+                status=409,
+            )
+        body = await request.json()
+        try:
+            reply = await self.cli.ask(str(body["agent"]), str(body["text"]), body.get("sender"))
+        except LookupError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        return web.json_response({"reply": reply})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), content_type="text/plain")

@@ -1,0 +1,129 @@
+"""The orchestrator's end of each agent's Unix socket.
+
+One aiohttp server per agent, each on its own socket file in a directory that only that agent's
+container mounts. Whatever arrives on the socket is from that agent: identity is the path, so
+there is nothing to forge. Tasks are handed over on a request the agent holds open, the moment
+they exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+from aiohttp import web
+
+from clawpen_agent.protocol import MESSAGES_PATH, NEXT_TASK_PATH, SOCKET_NAME, Task, TaskResult
+
+from .proxy import ModelProxy
+
+
+class AgentGone(Exception):
+    """The agent's container went away while it held a task."""
+
+
+class AgentSession:
+    """One agent's socket: offers one task at a time and collects its result."""
+
+    def __init__(self, agent_id: str, socket_dir: Path, proxy: ModelProxy) -> None:
+        self.agent_id = agent_id
+        self.socket_dir = socket_dir
+        self.socket_path = socket_dir / SOCKET_NAME
+        self.proxy = proxy
+        self._offer: Task | None = None
+        self._changed = asyncio.Condition()
+        self._waiting = 0  # requests for a task currently held open by the agent
+        self._results: dict[int, asyncio.Future[TaskResult]] = {}
+        self._runner: web.AppRunner | None = None
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closing = False
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.socket_dir, 0o755)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.router.add_get(NEXT_TASK_PATH, self._next_task)
+        app.router.add_post("/v1/tasks/{task_id}/result", self._result)
+        app.router.add_post(MESSAGES_PATH, self._messages)
+        app.router.add_post(MESSAGES_PATH + "/count_tokens", self._messages)
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=2
+        )
+        await self._runner.setup()
+        await web.UnixSite(self._runner, str(self.socket_path)).start()
+        # The agent runs as an unprivileged uid; the directory is mounted into its container only.
+        os.chmod(self.socket_path, 0o666)
+
+    async def close(self) -> None:
+        self.fail_all("the orchestrator is shutting down")
+        async with self._changed:
+            self._closing = True  # answer the agent's held-open request now
+            self._changed.notify_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- the orchestrator's side ------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the agent holds a request open, waiting for work."""
+        return self._waiting > 0
+
+    async def wait_connected(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self._waiting > 0)
+
+    async def run(self, task: Task, timeout: float) -> TaskResult:
+        """Hand ``task`` to the agent and wait for its result."""
+        future: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
+        self._results[task.id] = future
+        try:
+            async with self._changed:
+                self._offer = task
+                self._changed.notify_all()
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            self._results.pop(task.id, None)
+            if self._offer is task:
+                self._offer = None
+
+    def fail_all(self, reason: str) -> None:
+        """Wake everyone waiting on a result: the agent will not answer them."""
+        for future in self._results.values():
+            if not future.done():
+                future.set_exception(AgentGone(reason))
+
+    # -- the agent's side -----------------------------------------------------------------------
+
+    async def _next_task(self, request: web.Request) -> web.Response:
+        async with self._changed:
+            self._waiting += 1
+            self._changed.notify_all()
+            try:
+                await self._changed.wait_for(lambda: self._offer is not None or self._closing)
+            finally:
+                self._waiting -= 1
+            task, self._offer = self._offer, None
+        if task is None:
+            return web.Response(status=503, text="orchestrator shutting down")
+        return web.Response(body=task.to_json(), content_type="application/json")
+
+    async def _result(self, request: web.Request) -> web.Response:
+        task_id = int(request.match_info["task_id"])
+        result = TaskResult.from_json(await request.read())
+        future = self._results.get(task_id)
+        if future is None or future.done():
+            return web.json_response({"accepted": False}, status=410)
+        future.set_result(result)
+        return web.json_response({"accepted": True})
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        return await self.proxy.handle(self.agent_id, request)

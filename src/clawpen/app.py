@@ -1,0 +1,131 @@
+"""Start-up wiring: builds every object and owns the one task group everything runs in."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from .admin import ADMIN_SOCKET, AdminServer
+from .agents import AgentPool, instance_id
+from .channels.base import Channel
+from .channels.cli import CliChannel
+from .channels.telegram import TelegramChannel
+from .config import Settings
+from .dispatch import Dispatcher
+from .logging import get_logger
+from .metrics import Metrics
+from .outbox import Outbox
+from .proxy import ModelProxy
+from .runtime.base import AgentRuntime
+from .store import Store
+
+
+def docker_runtime(settings: Settings) -> AgentRuntime:
+    from .runtime.docker import DockerRuntime, connect
+
+    runtime = DockerRuntime(connect(settings.docker_host), instance_id(settings.data_dir))
+    runtime.check_image(settings.image)
+    return runtime
+
+
+class Orchestrator:
+    """One process: channels, store, agents, proxy. ``run`` returns when cancelled."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: AgentRuntime | None = None,
+        upstream: httpx.AsyncClient | None = None,
+        extra_channels: list[Channel] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.log = get_logger()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.data_dir, 0o700)
+        self.metrics = Metrics()
+        self.store = Store(settings.data_dir / "clawpen.db")
+        self.runtime = runtime if runtime is not None else docker_runtime(settings)
+        self.upstream = upstream or httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
+        self.proxy = ModelProxy(
+            self.upstream, settings.model.base_url, settings.model.api_key, self._record_usage
+        )
+        self.cli = CliChannel() if settings.channels.cli is not None else None
+        channels: list[Channel] = [self.cli] if self.cli else []
+        if settings.channels.telegram is not None:
+            channels.append(TelegramChannel(settings.channels.telegram, self.store))
+        channels.extend(extra_channels or [])
+        self.channels = {c.name: c for c in channels}
+        self.pool = AgentPool(settings, self.runtime, self.proxy, self.store, self.metrics)
+        self.outbox = Outbox(self.store, self.channels, self.metrics)
+        self.dispatcher = Dispatcher(settings, self.store, self.pool, self.outbox, self.metrics)
+        self.admin = AdminServer(
+            settings.data_dir / ADMIN_SOCKET, self.cli, self.metrics, self.status
+        )
+        self.ready = asyncio.Event()
+
+    def _record_usage(
+        self, agent_id: str, model: str, input_tokens: int, output_tokens: int
+    ) -> None:
+        self.store.record_usage(agent_id, model, input_tokens, output_tokens)
+        self.metrics.tokens.labels(agent_id, "input").inc(input_tokens)
+        self.metrics.tokens.labels(agent_id, "output").inc(output_tokens)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "agents": {
+                a: {"container": self.pool.containers.get(a), "connected": s.connected}
+                for a, s in self.pool.sessions.items()
+            },
+            "channels": sorted(self.channels),
+            "counts": self.store.counts(),
+        }
+
+    async def run(self) -> None:
+        await self.pool.open()
+        await self.admin.start()
+        self.log.info(
+            "orchestrator_started",
+            agents=sorted(self.pool.sessions),
+            channels=sorted(self.channels),
+            dataDir=str(self.settings.data_dir),
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                for channel in self.channels.values():
+                    group.create_task(channel.run(self.dispatcher.accept), name=channel.name)
+                group.create_task(self.dispatcher.resume(), name="resume")
+                for agent_id in self.pool.sessions:
+                    group.create_task(self.dispatcher.run_agent(agent_id), name=agent_id)
+                self.ready.set()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        await self.admin.close()
+        await self.pool.close()
+        await self.upstream.aclose()
+        await self.runtime.close()
+        self.store.close()
+        self.log.info("orchestrator_stopped")
+
+
+def run_until_signal(orchestrator: Orchestrator) -> None:
+    """Run in the foreground; SIGINT and SIGTERM stop it cleanly."""
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        cancel: Callable[[], Any] = task.cancel
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await orchestrator.run()
+
+    asyncio.run(main())

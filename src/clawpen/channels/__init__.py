@@ -1,0 +1,1 @@
+"""Chat platforms. Each adapter only translates: platform events in, text out."""

@@ -1,0 +1,150 @@
+"""`clawpen ...`: arguments in, results out. Every ClawpenError becomes one line and an exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from .config import DEFAULT_PATH, data_dir_of, load_settings
+from .errors import ClawpenError, OrchestratorUnavailable
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+image_app = typer.Typer(no_args_is_help=True, help="The agent image.")
+app.add_typer(image_app, name="image")
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", envvar="CLAWPEN_CONFIG", help="The config file.")
+]
+T = TypeVar("T")
+
+
+def _fail(error: ClawpenError) -> None:
+    print(f"clawpen: {error}", file=sys.stderr)
+    raise typer.Exit(error.exit_code)
+
+
+def _guard(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except ClawpenError as error:
+        _fail(error)
+        raise AssertionError("unreachable") from None
+
+
+@app.command()
+def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Run the orchestrator in the foreground (JSON logs on stdout)."""
+    from . import logging as clawpen_logging
+    from .app import Orchestrator, run_until_signal
+
+    settings = _guard(lambda: load_settings(config))
+    clawpen_logging.configure(settings.log_level)
+    orchestrator = _guard(lambda: Orchestrator(settings))
+    _guard(lambda: run_until_signal(orchestrator))
+
+
+@app.command()
+def check(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Validate the config file and print what it sets up."""
+    settings = _guard(lambda: load_settings(config))
+    agents = ", ".join(a.id for a in settings.agents)
+    channels = ", ".join(n for n in ("cli", "telegram") if getattr(settings.channels, n))
+    print(f"{config}: ok: agents {agents}; channels {channels}; data in {settings.data_dir}")
+
+
+def _admin(config: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    import httpx
+
+    from .admin import ADMIN_SOCKET
+
+    socket = data_dir_of(config) / ADMIN_SOCKET
+    unavailable = OrchestratorUnavailable(
+        f"no orchestrator answers at {socket}", f"start it: clawpen run --config {config}"
+    )
+    if not socket.exists():
+        raise unavailable
+    transport = httpx.HTTPTransport(uds=str(socket))
+    with httpx.Client(transport=transport, base_url="http://clawpen", timeout=None) as client:
+        try:
+            response = client.request(method, path, json=body)
+        except httpx.TransportError:
+            raise unavailable from None
+    data = response.json()
+    if response.status_code >= 400:
+        raise ClawpenError(data.get("error", response.text), "")
+    return data
+
+
+def _first_agent(config: Path) -> str:
+    from .config import read_yaml
+
+    agents = read_yaml(config).get("agents") or [{}]
+    return str(agents[0].get("id", "assistant"))
+
+
+@app.command()
+def chat(
+    message: Annotated[
+        str | None, typer.Argument(help="Send one message and print the reply.")
+    ] = None,
+    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Agent id.")] = None,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Chat with an agent through the running orchestrator."""
+    agent_id = agent or _guard(lambda: _first_agent(config))
+
+    def ask(text: str) -> str:
+        reply = _admin(config, "POST", "/v1/chat", {"agent": agent_id, "text": text})
+        return str(reply["reply"])
+
+    if message is not None:
+        print(_guard(lambda: ask(message)))
+        return
+    print(f"chatting with {agent_id} (Ctrl-D to leave)", file=sys.stderr)
+    while True:
+        try:
+            line = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return
+        if line.strip():
+            print(f"{agent_id}> {_guard(lambda: ask(line))}")
+
+
+@app.command()
+def status(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Agents, channels and message counts of the running orchestrator."""
+    print(json.dumps(_guard(lambda: _admin(config, "GET", "/v1/status")), indent=2))
+
+
+@image_app.command("build")
+def image_build(
+    tag: Annotated[str, typer.Option(help="Image tag.")] = "clawpen-agent:latest",
+    base: Annotated[
+        str, typer.Option(help="auto, debootstrap, or an image reference to build FROM.")
+    ] = "auto",
+) -> None:
+    """Build the agent image (no registry needed: falls back to a debootstrap base)."""
+    from .image import build_agent_image
+    from .runtime.docker import connect
+
+    def build() -> str:
+        return build_agent_image(
+            connect(), tag=tag, base=base, progress=lambda line: print(line, flush=True)
+        )
+
+    image_id = _guard(build)
+    print(f"built {tag} ({image_id[:19]})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

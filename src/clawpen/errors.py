@@ -1,0 +1,44 @@
+"""Every error clawpen shows a person says what is wrong and how to fix it.
+
+Foreign exceptions (docker, sqlite, yaml, httpx) are turned into a ``ClawpenError`` at the edge
+where they happen; the CLI prints ``str(error)`` as one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class ClawpenError(Exception):
+    """A problem a person can fix: ``problem`` says what, ``fix`` says how."""
+
+    exit_code = 1
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem}; {fix}" if fix else problem)
+
+
+class ConfigError(ClawpenError):
+    """The config file is missing, malformed or refers to something unset."""
+
+    exit_code = 2
+
+
+class DockerUnavailable(ClawpenError):
+    """The Docker engine cannot be reached."""
+
+
+class ImageMissing(ClawpenError):
+    """The agent image has not been built."""
+
+
+class ImageBuildError(ClawpenError):
+    """Building the agent image failed."""
+
+
+class StoreError(ClawpenError):
+    """The SQLite store cannot be opened or written (disk full, permissions)."""
+
+
+class OrchestratorUnavailable(ClawpenError):
+    """The CLI cannot reach a running orchestrator through the admin socket."""

@@ -1,0 +1,37 @@
+"""Pure routing: which agent (if any) may see a message.
+
+No I/O here: the decision is a function of the message and the pairings, so its tests are a
+table. A message that is not routed is never shown to a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from .models import InboundMessage, Rejection, Route
+
+MAX_TEXT = 32_000
+
+
+def route(
+    message: InboundMessage, pairings: Mapping[str, str], agents: Collection[str]
+) -> Route | Rejection:
+    """``pairings`` maps ``channel:chat`` to an agent id.
+
+    The CLI is reached only through the owner-only admin socket, so its chat id *names* the agent;
+    every other channel needs an explicit pairing.
+    """
+    if not message.text.strip():
+        return Rejection("empty message")
+    if len(message.text) > MAX_TEXT:
+        return Rejection(f"message longer than {MAX_TEXT} characters")
+    if message.channel == "cli":
+        if message.chat_id in agents:
+            return Route(message.chat_id)
+        return Rejection(f"no agent {message.chat_id!r}")
+    agent = pairings.get(message.address)
+    if agent is None:
+        return Rejection(f"{message.address} is not paired with an agent")
+    if agent not in agents:
+        return Rejection(f"{message.address} is paired with unknown agent {agent!r}")
+    return Route(agent)

@@ -1,0 +1,1 @@
+"""Where agents run: real containers (``docker``) or threads in this process (``inprocess``)."""

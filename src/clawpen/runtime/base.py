@@ -1,0 +1,35 @@
+"""The seam between the orchestrator and whatever runs agents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """Everything needed to start one agent, decided before any I/O."""
+
+    agent_id: str
+    instance: str  # which orchestrator (data_dir) the agent belongs to
+    image: str
+    socket_dir: Path  # the one host path the agent may see
+    memory_mb: int = 512
+    cpus: float = 0.5
+    pids_limit: int = 256
+    tmp_mb: int = 64
+
+
+class AgentRuntime(Protocol):
+    async def start(self, spec: AgentSpec) -> str:
+        """Make sure exactly one instance of the agent runs; returns its id."""
+
+    async def stop(self, agent_id: str) -> None:
+        """Stop and remove the agent's container (its workspace is kept)."""
+
+    async def running(self) -> dict[str, str]:
+        """Agents of this instance that run now: agent id -> container id."""
+
+    async def close(self) -> None:
+        """Release the runtime's own resources."""

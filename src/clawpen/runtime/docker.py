@@ -1,0 +1,142 @@
+"""Agents in hardened Docker containers, through the Docker Engine API.
+
+``container_spec`` is the whole security posture in one pure function; everything else here is
+plumbing. The docker SDK is synchronous, so calls run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import docker
+import docker.errors
+
+from clawpen_agent.protocol import AGENT_UID, SOCKET_DIR, SOCKET_PATH, WORKSPACE
+
+from ..errors import DockerUnavailable, ImageMissing
+from .base import AgentSpec
+
+LABEL_MANAGED = "clawpen.managed"
+LABEL_INSTANCE = "clawpen.instance"
+LABEL_AGENT = "clawpen.agent"
+
+
+def container_name(instance: str, agent_id: str) -> str:
+    return f"clawpen-{instance}-{agent_id}"
+
+
+def volume_name(instance: str, agent_id: str) -> str:
+    return f"clawpen-{instance}-{agent_id}-workspace"
+
+
+def container_spec(spec: AgentSpec) -> dict[str, Any]:
+    """Keyword arguments for ``containers.create``: no network, no privileges, no host but one dir."""
+    uid = f"{AGENT_UID}"
+    return {
+        "image": spec.image,
+        "name": container_name(spec.instance, spec.agent_id),
+        "user": f"{uid}:{uid}",
+        "environment": {"CLAWPEN_SOCKET": SOCKET_PATH, "CLAWPEN_AGENT_ID": spec.agent_id},
+        "labels": {
+            LABEL_MANAGED: "true",
+            LABEL_INSTANCE: spec.instance,
+            LABEL_AGENT: spec.agent_id,
+        },
+        "network_mode": "none",
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={spec.tmp_mb}m,uid={uid},gid={uid}"},
+        "volumes": {
+            volume_name(spec.instance, spec.agent_id): {"bind": WORKSPACE, "mode": "rw"},
+            str(spec.socket_dir): {"bind": SOCKET_DIR, "mode": "rw"},
+        },
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "mem_limit": f"{spec.memory_mb}m",
+        "memswap_limit": f"{spec.memory_mb}m",
+        "nano_cpus": int(spec.cpus * 1e9),
+        "pids_limit": spec.pids_limit,
+        "ipc_mode": "private",
+        "init": True,
+        "detach": True,
+    }
+
+
+def connect(base_url: str | None = None) -> docker.DockerClient:
+    """A client that is known to answer, or a ``DockerUnavailable`` that says how to start one."""
+    where = base_url or "unix:///var/run/docker.sock"
+    try:
+        client = docker.DockerClient(base_url=where, timeout=60) if base_url else docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise DockerUnavailable(
+            f"cannot reach the Docker engine at {where} ({type(exc).__name__})",
+            "start it: bash scripts/ensure-docker.sh (or `dockerd &`), or set docker_host",
+        ) from None
+    return client
+
+
+class DockerRuntime:
+    def __init__(self, client: docker.DockerClient, instance: str) -> None:
+        self.client = client
+        self.instance = instance
+
+    def check_image(self, image: str) -> None:
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(
+                f"the agent image {image} is not built", "run: clawpen image build"
+            ) from None
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"Docker engine error: {exc}", "check dockerd's log") from None
+
+    async def start(self, spec: AgentSpec) -> str:
+        return await asyncio.to_thread(self._start, spec)
+
+    def _start(self, spec: AgentSpec) -> str:
+        name = container_name(spec.instance, spec.agent_id)
+        try:
+            existing = self.client.containers.get(name)
+        except docker.errors.NotFound:
+            existing = None
+        if existing is not None:
+            if existing.status == "running":
+                return str(existing.id)  # adopt it: never a second container for one agent
+            existing.remove(force=True)
+        try:
+            container = self.client.containers.create(**container_spec(spec))
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(
+                f"the agent image {spec.image} is not built", "run: clawpen image build"
+            ) from None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # created concurrently by someone else: adopt theirs
+                return str(self.client.containers.get(name).id)
+            raise
+        container.start()
+        return str(container.id)
+
+    async def stop(self, agent_id: str) -> None:
+        await asyncio.to_thread(self._stop, agent_id)
+
+    def _stop(self, agent_id: str) -> None:
+        try:
+            container = self.client.containers.get(container_name(self.instance, agent_id))
+        except docker.errors.NotFound:
+            return
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+
+    async def running(self) -> dict[str, str]:
+        return await asyncio.to_thread(self._running)
+
+    def _running(self) -> dict[str, str]:
+        containers = self.client.containers.list(
+            filters={"label": [f"{LABEL_INSTANCE}={self.instance}"], "status": "running"}
+        )
+        return {c.labels[LABEL_AGENT]: str(c.id) for c in containers}
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.client.close)

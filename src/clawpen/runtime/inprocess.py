@@ -1,0 +1,57 @@
+"""Agents as threads of this process: the same agent code, no container.
+
+For unit tests and for the benchmark's cost-of-isolation baseline. It isolates nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+from pathlib import Path
+
+from clawpen_agent.__main__ import serve
+from clawpen_agent.protocol import SOCKET_NAME
+
+from .base import AgentSpec
+
+
+class InProcessRuntime:
+    def __init__(self, workspace_root: Path | None = None) -> None:
+        self.workspace_root = workspace_root or Path(tempfile.mkdtemp(prefix="clawpen-ws-"))
+        self.threads: dict[str, threading.Thread] = {}
+        self.stopping: set[str] = set()
+
+    async def start(self, spec: AgentSpec) -> str:
+        thread = self.threads.get(spec.agent_id)
+        if thread is None or not thread.is_alive():
+            workspace = self.workspace_root / spec.agent_id
+            workspace.mkdir(parents=True, exist_ok=True)
+            self.stopping.discard(spec.agent_id)
+            agent_id = spec.agent_id
+            thread = threading.Thread(
+                target=serve,
+                args=(
+                    str(spec.socket_dir / SOCKET_NAME),
+                    str(workspace),
+                    lambda: agent_id in self.stopping,
+                ),
+                name=f"agent-{spec.agent_id}",
+                daemon=True,
+            )
+            thread.start()
+            self.threads[spec.agent_id] = thread
+        return f"thread-{thread.ident}"
+
+    async def stop(self, agent_id: str) -> None:
+        # A thread cannot be killed: it stops at its next request, which fails once the
+        # orchestrator closes the agent's socket.
+        self.stopping.add(agent_id)
+        self.threads.pop(agent_id, None)
+
+    async def running(self) -> dict[str, str]:
+        return {a: f"thread-{t.ident}" for a, t in self.threads.items() if t.is_alive()}
+
+    async def close(self) -> None:
+        self.stopping.update(self.threads)
+        await asyncio.sleep(0)

@@ -1,0 +1,197 @@
+"""A fake Anthropic Messages API: JSON and SSE streaming, with tool use.
+
+Its behaviour is a pure function of the conversation, so tests can predict every answer:
+
+* a user turn containing ``run: CMD`` asks for the ``shell`` tool with ``{"command": CMD}``;
+* a turn of tool results is answered with ``tool said:`` and the results' text;
+* anything else is echoed as ``echo: TEXT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+MODEL_ERRORS = {
+    401: "authentication_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if block.get("type") == "text":
+            parts.append(block["text"])
+        elif block.get("type") == "tool_result":
+            inner = block.get("content", "")
+            parts.append(_text_of(inner) if not isinstance(inner, str) else inner)
+    return "\n".join(parts)
+
+
+def decide(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The content blocks of the fake model's answer to a conversation."""
+    last = messages[-1]
+    content = last.get("content", "")
+    if isinstance(content, list) and any(b.get("type") == "tool_result" for b in content):
+        return [{"type": "text", "text": "tool said:\n" + _text_of(content)}]
+    text = _text_of(content)
+    if "run: " in text:
+        command = text.split("run: ", 1)[1].strip()
+        return [
+            {"type": "text", "text": "Let me run that."},
+            {
+                "type": "tool_use",
+                "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                "name": "shell",
+                "input": {"command": command},
+            },
+        ]
+    return [{"type": "text", "text": f"echo: {text}"}]
+
+
+@dataclass
+class FakeModel:
+    """``await start()`` serves on 127.0.0.1; ``url`` is the base URL for clients."""
+
+    api_key: str | None = None
+    delay: float = 0.0  # seconds of "thinking" before answering
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    failures: list[int] = field(default_factory=list)  # statuses to answer next, in order
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def start(self, port: int = 0) -> str:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/messages", self._messages)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        sockets = site._server.sockets  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        self.headers.append(dict(request.headers))
+        if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
+            return _error(401, "invalid x-api-key")
+        body = await request.json()
+        self.requests.append(body)
+        if self.failures:
+            return _error(self.failures.pop(0), "injected failure")
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        blocks = decide(body["messages"])
+        stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+        usage = {
+            "input_tokens": len(json.dumps(body["messages"])) // 4,
+            "output_tokens": max(1, len(json.dumps(blocks)) // 4),
+        }
+        message = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "fake"),
+            "content": blocks,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return web.json_response(message)
+        return await self._stream(request, message)
+
+    async def _stream(self, request: web.Request, message: dict[str, Any]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def event(name: str, data: dict[str, Any]) -> None:
+            await response.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {"input_tokens": message["usage"]["input_tokens"], "output_tokens": 1},
+        }
+        await event("message_start", {"type": "message_start", "message": start})
+        for index, block in enumerate(message["content"]):
+            if block["type"] == "text":
+                await event(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+                for piece in _pieces(block["text"]):
+                    await event(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "text_delta", "text": piece},
+                        },
+                    )
+            else:
+                empty = {**block, "input": {}}
+                await event(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": empty},
+                )
+                await event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {
+                            "type": "input_json_delta",
+                            "partial_json": json.dumps(block["input"]),
+                        },
+                    },
+                )
+            await event("content_block_stop", {"type": "content_block_stop", "index": index})
+        await event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": message["usage"]["output_tokens"]},
+            },
+        )
+        await event("message_stop", {"type": "message_stop"})
+        await response.write_eof()
+        return response
+
+
+def _pieces(text: str, size: int = 16) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _error(status: int, message: str) -> web.Response:
+    kind = MODEL_ERRORS.get(status, "api_error")
+    return web.json_response(
+        {"type": "error", "error": {"type": kind, "message": message}}, status=status
+    )
+
+
+async def serve_forever(port: int, api_key: str | None = None) -> None:
+    model = FakeModel(api_key=api_key)
+    print(f"fake model API on {await model.start(port)}", flush=True)
+    await asyncio.Event().wait()

@@ -1,0 +1,184 @@
+"""A fake Telegram Bot API: getMe, getUpdates (long polling), sendMessage.
+
+Speaks the real HTTP API (``/bot<token>/<method>``, JSON or form-encoded parameters, the
+``{"ok": ..., "result": ...}`` envelope), so python-telegram-bot drives it unmodified. Tests
+play the user with ``push_text`` and read what the bot said from ``sent``; ``fail_next`` injects
+429s and 5xxs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+BOT_USER = {
+    "id": 4242,
+    "is_bot": True,
+    "first_name": "clawpen",
+    "username": "clawpen_bot",
+    "can_join_groups": True,
+    "can_read_all_group_messages": False,
+    "supports_inline_queries": False,
+}
+
+
+@dataclass
+class Failure:
+    status: int
+    retry_after: int | None = None
+
+
+@dataclass
+class FakeTelegram:
+    token: str = "123:fake-token"
+    updates: list[dict[str, Any]] = field(default_factory=list)  # not yet confirmed
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    failures: dict[str, list[Failure]] = field(default_factory=dict)
+    url: str = ""
+    _next_update: int = 1
+    _next_message: int = 1
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _runner: web.AppRunner | None = None
+
+    async def start(self, port: int = 0) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._call)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        sockets = site._server.sockets  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- the test's side: play the user --------------------------------------------------------
+
+    async def push_text(self, chat_id: int, text: str, user_id: int | None = None) -> int:
+        """A user writes ``text`` in chat ``chat_id``; returns the message id."""
+        message_id = self._next_message
+        self._next_message += 1
+        user = {"id": user_id or chat_id, "is_bot": False, "first_name": f"user{chat_id}"}
+        update = {
+            "update_id": self._next_update,
+            "message": {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "text": text,
+                "chat": {"id": chat_id, "type": "private"},
+                "from": user,
+            },
+        }
+        self._next_update += 1
+        async with self._changed:
+            self.updates.append(update)
+            self._changed.notify_all()
+        return message_id
+
+    def fail_next(
+        self, method: str, status: int, times: int = 1, retry_after: int | None = None
+    ) -> None:
+        self.failures.setdefault(method, []).extend([Failure(status, retry_after)] * times)
+
+    def texts_to(self, chat_id: int) -> list[str]:
+        return [m["text"] for m in self.sent if m["chat"]["id"] == chat_id]
+
+    async def wait_for_sent(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.sent) >= count)
+        return self.sent
+
+    # -- the bot's side ---------------------------------------------------------------------------
+
+    async def _call(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _fail(401, "Unauthorized")
+        method = request.match_info["method"]
+        self.calls.append(method)
+        params = await _params(request)
+        pending = self.failures.get(method)
+        if pending:
+            failure = pending.pop(0)
+            return _fail(
+                failure.status,
+                "Too Many Requests" if failure.status == 429 else "Internal Server Error",
+                failure.retry_after,
+            )
+        handler = {
+            "getMe": self._get_me,
+            "getUpdates": self._get_updates,
+            "sendMessage": self._send_message,
+        }.get(method)
+        if handler is None:
+            return _ok(True)  # deleteWebhook, close, ... : accepted and ignored
+        return await handler(params)
+
+    async def _get_me(self, params: dict[str, Any]) -> web.Response:
+        return _ok(BOT_USER)
+
+    async def _get_updates(self, params: dict[str, Any]) -> web.Response:
+        offset = int(params.get("offset") or 0)
+        timeout = float(params.get("timeout") or 0)
+        async with self._changed:
+            if offset:  # confirming an offset forgets every update before it, as Telegram does
+                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait_for(lambda: bool(self.updates))
+            except TimeoutError:
+                pass
+            return _ok(list(self.updates[:100]))
+
+    async def _send_message(self, params: dict[str, Any]) -> web.Response:
+        text = str(params.get("text", ""))
+        if not text:
+            return _fail(400, "Bad Request: message text is empty")
+        if len(text) > 4096:
+            return _fail(400, "Bad Request: message is too long")
+        message = {
+            "message_id": self._next_message,
+            "date": int(time.time()),
+            "text": text,
+            "chat": {"id": int(params["chat_id"]), "type": "private"},
+            "from": BOT_USER,
+        }
+        self._next_message += 1
+        async with self._changed:
+            self.sent.append(message)
+            self._changed.notify_all()
+        return _ok(message)
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query)
+    if request.content_type == "application/json":
+        params.update(await request.json())
+    elif request.method == "POST":
+        for key, value in (await request.post()).items():
+            text = value if isinstance(value, str) else ""
+            try:
+                params[key] = json.loads(text) if text[:1] in "[{" else text
+            except ValueError:
+                params[key] = text
+    return params
+
+
+def _ok(result: Any) -> web.Response:
+    return web.json_response({"ok": True, "result": result})
+
+
+def _fail(status: int, description: str, retry_after: int | None = None) -> web.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+    if retry_after is not None:
+        body["description"] = f"Too Many Requests: retry after {retry_after}"
+        body["parameters"] = {"retry_after": retry_after}
+    return web.json_response(body, status=status)

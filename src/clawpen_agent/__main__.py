@@ -1,0 +1,63 @@
+"""Agent entry point: wait for a task on the socket, run it, send the result, repeat."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from .loop import History, model_caller, run_task
+from .protocol import NEXT_TASK_PATH, SOCKET_PATH, WORKSPACE, Task, TaskResult, result_path
+from .transport import HTTPError, SocketClient
+
+
+def log(message: str) -> None:
+    print(f"clawpen-agent: {message}", file=sys.stderr, flush=True)
+
+
+def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: False) -> None:
+    tasks = SocketClient(socket_path)  # held open while waiting: no timeout
+    model = SocketClient(socket_path, timeout=900)
+    call_model = model_caller(model.post_json)
+    history = History(root)
+    delay = 0.05
+    while not stopped():
+        try:
+            status, body = tasks.request("GET", NEXT_TASK_PATH)
+        except OSError as exc:
+            if stopped():
+                return
+            # The orchestrator is restarting: reconnect with backoff; nothing is lost, the
+            # task stays in its store until we come back.
+            log(f"socket unavailable ({exc}); retrying in {delay:.2f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            continue
+        delay = 0.05
+        if status == 204:
+            continue
+        if status != 200:
+            log(f"unexpected {status} from {NEXT_TASK_PATH}: {body[:200]!r}")
+            time.sleep(1)
+            continue
+        task = Task.from_json(body)
+        try:
+            result = run_task(task, call_model, history, root)
+        except HTTPError as exc:
+            result = TaskResult(error=f"model call failed: {exc}")
+        except Exception as exc:  # a bug here must still answer the task
+            result = TaskResult(error=f"agent error: {type(exc).__name__}: {exc}")
+        tasks.request("POST", result_path(task.id), result.to_json())
+
+
+def main() -> None:
+    socket_path = os.environ.get("CLAWPEN_SOCKET", SOCKET_PATH)
+    root = os.environ.get("CLAWPEN_WORKSPACE", WORKSPACE)
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(socket_path, root)
+
+
+if __name__ == "__main__":
+    main()

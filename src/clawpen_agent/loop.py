@@ -1,0 +1,110 @@
+"""The tool-use loop: ask the model, run the tools it asks for, repeat until it answers.
+
+Conversation history lives in /workspace so that it survives container restarts and is never
+seen by another agent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .protocol import MESSAGES_PATH, Task, TaskResult
+from .tools import TOOL_SCHEMAS, run_tool
+
+MAX_STEPS = 25
+HISTORY_MESSAGES = 40
+
+ModelCall = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class History:
+    """Per-conversation message history as a JSON file under the workspace."""
+
+    def __init__(self, root: str) -> None:
+        self.dir = Path(root) / ".clawpen" / "conversations"
+
+    def _path(self, conversation: str) -> Path:
+        return self.dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", conversation) + ".json")
+
+    def load(self, conversation: str) -> list[dict[str, Any]]:
+        try:
+            data: list[dict[str, Any]] = json.loads(self._path(conversation).read_text())
+        except (OSError, ValueError):
+            return []
+        return data
+
+    def save(self, conversation: str, messages: list[dict[str, Any]]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self._path(conversation)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(trim_history(messages)))
+        tmp.replace(path)
+
+
+def trim_history(
+    messages: list[dict[str, Any]], keep: int = HISTORY_MESSAGES
+) -> list[dict[str, Any]]:
+    """Keep the last ``keep`` messages, starting at a plain user turn so tool pairs stay whole."""
+    if len(messages) <= keep:
+        return messages
+    tail = messages[-keep:]
+    for i, message in enumerate(tail):
+        if message["role"] == "user" and isinstance(message["content"], str):
+            return tail[i:]
+    return []
+
+
+def user_turn(task: Task) -> str:
+    if len(task.lines) == 1:
+        return task.lines[0].text
+    return "\n".join(f"[{line.sender}] {line.text}" for line in task.lines)
+
+
+def run_task(task: Task, call_model: ModelCall, history: History, root: str) -> TaskResult:
+    """Run one task to its final text. Tool failures go back to the model, not to the user."""
+    messages = [*history.load(task.conversation), {"role": "user", "content": user_turn(task)}]
+    tool_calls = 0
+    for _ in range(MAX_STEPS):
+        request: dict[str, Any] = {
+            "model": task.model,
+            "max_tokens": task.max_tokens,
+            "messages": messages,
+            "tools": TOOL_SCHEMAS,
+        }
+        if task.system_prompt:
+            request["system"] = task.system_prompt
+        response = call_model(request)
+        content = response.get("content", [])
+        messages.append({"role": "assistant", "content": content})
+        uses = [block for block in content if block.get("type") == "tool_use"]
+        if response.get("stop_reason") != "tool_use" or not uses:
+            history.save(task.conversation, messages)
+            text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
+            return TaskResult(text=text.strip() or "(no answer)", tool_calls=tool_calls)
+        results = []
+        for use in uses:
+            tool_calls += 1
+            output, is_error = run_tool(use["name"], use.get("input") or {}, root)
+            results.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": use["id"],
+                    "content": output,
+                    "is_error": is_error,
+                }
+            )
+        messages.append({"role": "user", "content": results})
+    history.save(task.conversation, messages)
+    return TaskResult(error=f"gave up after {MAX_STEPS} model calls without a final answer")
+
+
+def model_caller(post_json: Callable[[str, dict[str, Any]], Any]) -> ModelCall:
+    def call(request: dict[str, Any]) -> dict[str, Any]:
+        response: dict[str, Any] = post_json(MESSAGES_PATH, request)
+        return response
+
+    return call

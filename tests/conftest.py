@@ -1,0 +1,87 @@
+"""Shared fixtures: fake platforms on loopback, and an orchestrator wired to them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clawpen import logging as clawpen_logging
+from clawpen.app import Orchestrator
+from clawpen.config import Settings
+from clawpen.runtime.base import AgentRuntime
+from clawpen.testing.fake_model import FakeModel
+from clawpen.testing.fake_telegram import FakeTelegram
+
+clawpen_logging.configure("info")
+
+
+@pytest.fixture
+def api_key() -> str:
+    return "sk-ant-test-" + secrets.token_hex(16)
+
+
+@pytest.fixture
+async def fake_model(api_key: str) -> AsyncIterator[FakeModel]:
+    model = FakeModel(api_key=api_key)
+    await model.start()
+    yield model
+    await model.close()
+
+
+@pytest.fixture
+async def fake_telegram() -> AsyncIterator[FakeTelegram]:
+    telegram = FakeTelegram()
+    await telegram.start()
+    yield telegram
+    await telegram.close()
+
+
+def make_settings(
+    data_dir: Path, model: FakeModel, api_key: str, telegram: FakeTelegram | None = None,
+    **overrides: Any,
+) -> Settings:
+    raw: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "model": {"name": "claude-test", "base_url": model.url, "api_key": api_key},
+        "agents": [{"id": "assistant", "system_prompt": "You are a test."}],
+        "channels": {"cli": {}},
+        "pairings": [],
+    }
+    if telegram is not None:
+        raw["channels"]["telegram"] = {"token": telegram.token, "api_base_url": telegram.url,
+                                       "poll_timeout": 2}
+        raw["pairings"] = [{"channel": "telegram:1001", "agent": "assistant"}]
+    raw.update(overrides)
+    return Settings.model_validate(raw)
+
+
+@contextlib.asynccontextmanager
+async def running(orchestrator: Orchestrator) -> AsyncIterator[Orchestrator]:
+    """Run an orchestrator in the background for the body of a ``async with``."""
+    task = asyncio.create_task(orchestrator.run())
+    try:
+        async with asyncio.timeout(60):
+            await orchestrator.ready.wait()
+        yield orchestrator
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+def orchestrator_factory(
+    tmp_path: Path, fake_model: FakeModel, api_key: str
+) -> Callable[..., Orchestrator]:
+    def build(runtime: AgentRuntime, telegram: FakeTelegram | None = None,
+              **overrides: Any) -> Orchestrator:
+        settings = make_settings(tmp_path / "data", fake_model, api_key, telegram, **overrides)
+        return Orchestrator(settings, runtime=runtime)
+
+    return build

@@ -1,0 +1,62 @@
+"""The whole message path with the agent code running in-process (no container)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from clawpen.app import Orchestrator
+from clawpen.runtime.inprocess import InProcessRuntime
+from clawpen.testing.fake_model import FakeModel
+from clawpen.testing.fake_telegram import FakeTelegram
+
+from ..conftest import running
+
+
+async def test_telegram_message_gets_agent_reply(
+    orchestrator_factory: Callable[..., Orchestrator], fake_telegram: FakeTelegram,
+    fake_model: FakeModel, tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "hello there")
+        await fake_telegram.wait_for_sent(1)
+    assert fake_telegram.texts_to(1001) == ["echo: hello there"]
+
+
+async def test_shell_tool_output_reaches_the_chat(
+    orchestrator_factory: Callable[..., Orchestrator], fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "run: echo from-the-shell; exit 3")
+        await fake_telegram.wait_for_sent(1)
+    reply = fake_telegram.texts_to(1001)[0]
+    assert "from-the-shell" in reply
+    assert "exit_code: 3" in reply
+
+
+async def test_unpaired_chat_is_rejected_and_never_reaches_the_model(
+    orchestrator_factory: Callable[..., Orchestrator], fake_telegram: FakeTelegram,
+    fake_model: FakeModel, tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    async with running(orchestrator):
+        await fake_telegram.push_text(666, "let me in")
+        await fake_telegram.push_text(1001, "paired")
+        await fake_telegram.wait_for_sent(1)
+        counts = orchestrator.store.counts()
+    assert fake_telegram.texts_to(666) == []
+    assert all("let me in" not in str(r["messages"]) for r in fake_model.requests)
+    assert counts["messages.rejected"] == 1
+
+
+async def test_cli_chat_round_trip(
+    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
+) -> None:
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"))
+    async with running(orchestrator):
+        assert orchestrator.cli is not None
+        reply = await orchestrator.cli.ask("assistant", "hi from the terminal")
+    assert reply == "echo: hi from the terminal"
