@@ -43,7 +43,10 @@ async def fake_telegram() -> AsyncIterator[FakeTelegram]:
 
 
 def make_settings(
-    data_dir: Path, model: FakeModel, api_key: str, telegram: FakeTelegram | None = None,
+    data_dir: Path,
+    model: FakeModel,
+    api_key: str,
+    telegram: FakeTelegram | None = None,
     **overrides: Any,
 ) -> Settings:
     raw: dict[str, Any] = {
@@ -54,8 +57,11 @@ def make_settings(
         "pairings": [],
     }
     if telegram is not None:
-        raw["channels"]["telegram"] = {"token": telegram.token, "api_base_url": telegram.url,
-                                       "poll_timeout": 2}
+        raw["channels"]["telegram"] = {
+            "token": telegram.token,
+            "api_base_url": telegram.url,
+            "poll_timeout": 2,
+        }
         raw["pairings"] = [{"channel": "telegram:1001", "agent": "assistant"}]
     raw.update(overrides)
     return Settings.model_validate(raw)
@@ -79,8 +85,9 @@ async def running(orchestrator: Orchestrator) -> AsyncIterator[Orchestrator]:
 def orchestrator_factory(
     tmp_path: Path, fake_model: FakeModel, api_key: str
 ) -> Callable[..., Orchestrator]:
-    def build(runtime: AgentRuntime, telegram: FakeTelegram | None = None,
-              **overrides: Any) -> Orchestrator:
+    def build(
+        runtime: AgentRuntime, telegram: FakeTelegram | None = None, **overrides: Any
+    ) -> Orchestrator:
         settings = make_settings(tmp_path / "data", fake_model, api_key, telegram, **overrides)
         return Orchestrator(settings, runtime=runtime)
 

@@ -14,8 +14,10 @@ from ..conftest import running
 
 
 async def test_telegram_message_gets_agent_reply(
-    orchestrator_factory: Callable[..., Orchestrator], fake_telegram: FakeTelegram,
-    fake_model: FakeModel, tmp_path: Path,
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    fake_model: FakeModel,
+    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
     async with running(orchestrator):
@@ -25,7 +27,8 @@ async def test_telegram_message_gets_agent_reply(
 
 
 async def test_shell_tool_output_reaches_the_chat(
-    orchestrator_factory: Callable[..., Orchestrator], fake_telegram: FakeTelegram,
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
     tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
@@ -38,8 +41,10 @@ async def test_shell_tool_output_reaches_the_chat(
 
 
 async def test_unpaired_chat_is_rejected_and_never_reaches_the_model(
-    orchestrator_factory: Callable[..., Orchestrator], fake_telegram: FakeTelegram,
-    fake_model: FakeModel, tmp_path: Path,
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    fake_model: FakeModel,
+    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
     async with running(orchestrator):

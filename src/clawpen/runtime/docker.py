@@ -105,6 +105,7 @@ class DockerRuntime:
             if existing.status == "running":
                 return str(existing.id)  # adopt it: never a second container for one agent
             existing.remove(force=True)
+        self._ensure_volume(spec)
         try:
             container = self.client.containers.create(**container_spec(spec))
         except docker.errors.ImageNotFound:
@@ -117,6 +118,18 @@ class DockerRuntime:
             raise
         container.start()
         return str(container.id)
+
+    def _ensure_volume(self, spec: AgentSpec) -> None:
+        name = volume_name(spec.instance, spec.agent_id)
+        try:
+            self.client.volumes.get(name)
+        except docker.errors.NotFound:
+            labels = {
+                LABEL_MANAGED: "true",
+                LABEL_INSTANCE: spec.instance,
+                LABEL_AGENT: spec.agent_id,
+            }
+            self.client.volumes.create(name, labels=labels)
 
     async def stop(self, agent_id: str) -> None:
         await asyncio.to_thread(self._stop, agent_id)

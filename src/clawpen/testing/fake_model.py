@@ -87,7 +87,7 @@ class FakeModel:
             await self._runner.cleanup()
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        self.headers.append(dict(request.headers))
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
             return _error(401, "invalid x-api-key")
         body = await request.json()
