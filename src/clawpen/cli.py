@@ -1,10 +1,15 @@
-"""`clawpen ...`: arguments in, results out. Every ClawpenError becomes one line and an exit code."""
+"""`clawpen ...`: arguments in, results out.
+
+Every ClawpenError becomes one line on stderr and a non-zero exit code.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -113,7 +118,7 @@ def chat(
             print(file=sys.stderr)
             return
         if line.strip():
-            print(f"{agent_id}> {_guard(lambda: ask(line))}")
+            print(f"{agent_id}> {_guard(partial(ask, line))}")
 
 
 @app.command()
@@ -140,6 +145,21 @@ def image_build(
 
     image_id = _guard(build)
     print(f"built {tag} ({image_id[:19]})")
+
+
+@app.command("demo-model", hidden=True)
+def demo_model(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+    api_key: Annotated[str | None, typer.Option(help="Key to require.")] = None,
+) -> None:
+    """Serve the offline fake model (echo, and `run: CMD` for the shell tool) for trying clawpen
+    without an Anthropic key."""
+    import asyncio
+
+    from .testing.fake_model import serve_forever
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(port, api_key))
 
 
 def main() -> None:

@@ -92,7 +92,8 @@ class Settings(_Model):
         for i, pairing in enumerate(self.pairings):
             if pairing.agent not in ids:
                 raise ValueError(
-                    f"pairings.{i}.agent: no agent {pairing.agent!r}; known agents: {', '.join(ids)}"
+                    f"pairings.{i}.agent: no agent {pairing.agent!r};"
+                    f" known agents: {', '.join(ids)}"
                 )
             platform = pairing.channel.split(":", 1)[0]
             if getattr(self.channels, platform, None) is None:

@@ -20,7 +20,7 @@ def backoff(attempt: int, retry_after: float | None = None, rand: float | None =
     with full jitter, capped at a minute."""
     if retry_after is not None:
         return retry_after
-    cap = min(60.0, 0.5 * 2**attempt)
+    cap = min(60.0, 0.5 * 2.0**attempt)
     return cap * (random.random() if rand is None else rand)
 
 

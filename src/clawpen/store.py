@@ -223,8 +223,8 @@ class Store:
             )
             db.execute("UPDATE messages SET status='answered' WHERE task_id=?", (task_id,))
             db.execute(
-                "INSERT OR IGNORE INTO replies (task_id, channel, chat_id, text, status, created_at)"
-                " VALUES (?,?,?,?, 'pending', ?)",
+                "INSERT OR IGNORE INTO replies (task_id, channel, chat_id, text, status,"
+                " created_at) VALUES (?,?,?,?, 'pending', ?)",
                 (task_id, task["channel"], task["chat_id"], text, now),
             )
         reply = self._one("SELECT * FROM replies WHERE task_id=?", task_id)

@@ -64,7 +64,7 @@ def probe_command() -> str:
 
 
 def parse_probe(reply: str) -> dict[str, Any]:
-    line = next(l for l in reply.splitlines() if l.startswith("PROBE"))
+    line = next(x for x in reply.splitlines() if x.startswith("PROBE"))
     data: dict[str, Any] = json.loads(line[len("PROBE") :])
     return data
 

@@ -32,7 +32,7 @@ def volume_name(instance: str, agent_id: str) -> str:
 
 
 def container_spec(spec: AgentSpec) -> dict[str, Any]:
-    """Keyword arguments for ``containers.create``: no network, no privileges, no host but one dir."""
+    """Arguments for ``containers.create``: no network, no privileges, one host dir."""
     uid = f"{AGENT_UID}"
     return {
         "image": spec.image,

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Set everything up and start clawpen: the orchestrator, plus a chat with your agent.
+#
+#   bash scripts/quickstart.sh
+#
+# Uses ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL, if set) for the model. Without a key it starts
+# the offline demo model, which echoes and runs `run: COMMAND` in the agent's container.
+# TELEGRAM_BOT_TOKEN (and TELEGRAM_CHAT_ID to pair your chat) adds the Telegram channel.
+# With a terminal, you get a chat prompt and the orchestrator stops when you leave it;
+# without one, the orchestrator runs in the foreground.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/bootstrap.sh
+
+echo "quickstart: building the agent image (the first build takes about a minute)"
+clawpen image build
+
+config=${CLAWPEN_CONFIG:-clawpen.yaml}
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+if [[ -z ${ANTHROPIC_API_KEY:-} ]]; then
+  export ANTHROPIC_API_KEY=demo-key ANTHROPIC_BASE_URL=http://127.0.0.1:8765
+  echo "quickstart: ANTHROPIC_API_KEY is not set: using the offline demo model on :8765"
+  echo "            (try: run: uname -a). Set ANTHROPIC_API_KEY for a real Claude."
+  clawpen demo-model --port 8765 --api-key demo-key >/dev/null 2>&1 &
+  pids+=($!)
+fi
+if [[ ! -f $config ]]; then
+  echo "quickstart: writing $config"
+  {
+    echo "data_dir: ./clawpen-data"
+    echo "model:"
+    echo "  name: ${CLAWPEN_MODEL:-claude-sonnet-4-5}"
+    echo "  base_url: env:ANTHROPIC_BASE_URL"
+    echo "  api_key: env:ANTHROPIC_API_KEY"
+    echo "agents:"
+    echo "  - id: assistant"
+    echo "    system_prompt: You are a helpful assistant."
+    echo "channels:"
+    echo "  cli: {}"
+    if [[ -n ${TELEGRAM_BOT_TOKEN:-} ]]; then
+      echo "  telegram:"
+      echo "    token: env:TELEGRAM_BOT_TOKEN"
+      if [[ -n ${TELEGRAM_CHAT_ID:-} ]]; then
+        echo "pairings:"
+        echo "  - channel: telegram:$TELEGRAM_CHAT_ID"
+        echo "    agent: assistant"
+      fi
+    fi
+  } >"$config"
+fi
+export ANTHROPIC_BASE_URL=${ANTHROPIC_BASE_URL:-https://api.anthropic.com}
+clawpen check --config "$config"
+
+if [[ ! -t 0 ]]; then
+  clawpen run --config "$config"
+  exit
+fi
+mkdir -p clawpen-data
+clawpen run --config "$config" >>clawpen-data/orchestrator.log 2>&1 &
+orchestrator=$!
+pids+=($orchestrator)
+for _ in $(seq 100); do
+  [[ -S clawpen-data/admin.sock ]] && break
+  kill -0 $orchestrator 2>/dev/null || { tail -5 clawpen-data/orchestrator.log; exit 1; }
+  sleep 0.1
+done
+echo "quickstart: orchestrator running (logs: clawpen-data/orchestrator.log)"
+clawpen chat --config "$config"

@@ -1,0 +1,189 @@
+"""The real `clawpen` commands as a person runs them: processes, sockets, JSON logs, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clawpen.testing.fake_model import FakeModel
+from clawpen.testing.fake_telegram import FakeTelegram
+
+CLAWPEN = [sys.executable, "-m", "clawpen"]
+
+
+def write_config(path: Path, model_url: str, telegram: FakeTelegram | None = None,
+                 **extra: str) -> Path:
+    lines = [
+        "data_dir: ./data",
+        "model:",
+        "  name: claude-test",
+        f"  base_url: {model_url}",
+        "  api_key: env:ANTHROPIC_API_KEY",
+        "agents:",
+        "  - id: assistant",
+        "    system_prompt: You are a test.",
+        "channels:",
+        "  cli: {}",
+    ]
+    if telegram is not None:
+        lines += [
+            "  telegram:",
+            "    token: env:TELEGRAM_BOT_TOKEN",
+            f"    api_base_url: {telegram.url}",
+            "    poll_timeout: 1",
+            "pairings:",
+            "  - channel: telegram:1001",
+            "    agent: assistant",
+        ]
+    lines += [f"{k}: {v}" for k, v in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def clawpen(*args: str, env: dict[str, str] | None = None,
+                  timeout: float = 60) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *CLAWPEN, *args, env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(timeout):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def orchestrator_process(
+    tmp_path: Path, fake_model: FakeModel, fake_telegram: FakeTelegram, api_key: str,
+    agent_image: str, cleanup_instance: list[str],
+) -> AsyncIterator[tuple[Path, asyncio.subprocess.Process, list[dict[str, Any]]]]:
+    from clawpen.agents import instance_id
+
+    config = write_config(tmp_path / "clawpen.yaml", fake_model.url, fake_telegram)
+    cleanup_instance.append(instance_id(tmp_path / "data"))
+    env = {**os.environ, "ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
+    process = await asyncio.create_subprocess_exec(
+        *CLAWPEN, "run", "--config", str(config), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    logs: list[dict[str, Any]] = []
+
+    async def read_logs() -> None:
+        assert process.stdout is not None
+        async for line in process.stdout:
+            logs.append(json.loads(line))  # every line on stdout is one JSON object
+
+    reader = asyncio.create_task(read_logs())
+    async with asyncio.timeout(30):
+        while not any(entry["event"] == "orchestrator_started" for entry in logs):
+            if process.returncode is not None:
+                assert process.stderr is not None
+                pytest.fail((await process.stderr.read()).decode())
+            await asyncio.sleep(0.05)
+    yield config, process, logs
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        await process.wait()
+        await reader
+
+
+@pytest.mark.docker
+async def test_chat_command_and_telegram_through_a_running_orchestrator(
+    orchestrator_process: tuple[Path, asyncio.subprocess.Process, list[dict[str, Any]]],
+    fake_telegram: FakeTelegram,
+) -> None:
+    config, process, logs = orchestrator_process
+    code, out, err = await clawpen("chat", "--config", str(config), "hello from the CLI")
+    assert (code, out.strip()) == (0, "echo: hello from the CLI"), err
+
+    await fake_telegram.push_text(999, "not paired")
+    await fake_telegram.push_text(1001, "run: echo telegram-ok")
+    await fake_telegram.wait_for_sent(1, timeout=60)
+    assert "telegram-ok" in fake_telegram.texts_to(1001)[0]
+    assert fake_telegram.texts_to(999) == []
+
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        assert await process.wait() == 0
+    events = [entry["event"] for entry in logs]
+    for expected in ("message_received", "message_routed", "message_rejected", "agent_started",
+                     "task_executed", "reply_sent", "agent_stopped"):
+        assert expected in events
+    for entry in logs:
+        assert {"timestamp", "level", "event"} <= set(entry)
+    executed = [e for e in logs if e["event"] == "task_executed"]
+    assert all({"agentId", "taskId", "duration", "success", "channel", "chat"} <= set(e)
+               for e in executed)
+    rejected = next(e for e in logs if e["event"] == "message_rejected")
+    assert rejected["chat"] == "999"
+
+
+@pytest.mark.docker
+async def test_admin_socket_is_owner_only(
+    orchestrator_process: tuple[Path, asyncio.subprocess.Process, list[dict[str, Any]]],
+) -> None:
+    config, _, _ = orchestrator_process
+    socket = config.parent / "data" / "admin.sock"
+    assert socket.stat().st_mode & 0o777 == 0o600
+    assert (config.parent / "data").stat().st_mode & 0o777 == 0o700
+
+
+async def test_chat_without_a_running_orchestrator_says_how_to_start_one(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "clawpen.yaml", "http://127.0.0.1:9")
+    code, out, err = await clawpen("chat", "--config", str(config), "hi")
+    assert code != 0
+    assert err.count("\n") == 1
+    assert "no orchestrator answers" in err and "clawpen run --config" in err
+
+
+@pytest.mark.parametrize(
+    ("config_text", "env", "expected"),
+    [
+        ("model: [unclosed\n", {}, "fix the YAML syntax"),
+        ("WRITE", {"ANTHROPIC_API_KEY": ""}, "model.api_key: ANTHROPIC_API_KEY is not set"),
+        ("WRITE+agents_typo: 1", {"ANTHROPIC_API_KEY": "k"}, "agents_typo: unknown key"),
+    ],
+    ids=["malformed-yaml", "missing-key", "unknown-key"],
+)
+async def test_bad_config_gives_one_line_naming_the_key_and_the_fix(
+    tmp_path: Path, config_text: str, env: dict[str, str], expected: str
+) -> None:
+    path = tmp_path / "clawpen.yaml"
+    if config_text.startswith("WRITE"):
+        write_config(path, "http://127.0.0.1:9")
+        if "+" in config_text:
+            path.write_text(path.read_text() + config_text.split("+", 1)[1] + "\n")
+    else:
+        path.write_text(config_text)
+    code, out, err = await clawpen("run", "--config", str(path), env=env)
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert str(path) in err and expected in err
+
+
+async def test_docker_not_running_gives_one_line_with_the_fix(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "clawpen.yaml", "http://127.0.0.1:9",
+                        docker_host="unix:///nonexistent/docker.sock")
+    code, out, err = await clawpen("run", "--config", str(path), env={"ANTHROPIC_API_KEY": "k"})
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert "cannot reach the Docker engine" in err and "ensure-docker.sh" in err
+
+
+@pytest.mark.docker
+async def test_missing_image_gives_one_line_with_the_fix(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "clawpen.yaml", "http://127.0.0.1:9",
+                        image="clawpen-agent:never-built")
+    code, out, err = await clawpen("run", "--config", str(path), env={"ANTHROPIC_API_KEY": "k"})
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert "clawpen-agent:never-built is not built" in err and "clawpen image build" in err

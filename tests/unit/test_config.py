@@ -1,0 +1,245 @@
+"""clawpen.yaml: the documented minimal config loads; every mistake is one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clawpen.config import data_dir_of, load_settings
+from clawpen.errors import ConfigError
+
+MINIMAL = """\
+data_dir: ./clawpen-data
+model:
+  name: claude-sonnet-4-5
+  base_url: https://api.anthropic.com   # upstream of the model proxy
+  api_key: env:ANTHROPIC_API_KEY        # env:VAR now; secret:NAME once the vault exists
+agents:
+  - id: assistant
+    system_prompt: You are a helpful assistant.
+channels:
+  cli: {}
+  telegram:
+    token: env:TELEGRAM_BOT_TOKEN
+    api_base_url: https://api.telegram.org
+pairings:
+  - channel: telegram:123456789
+    agent: assistant
+"""
+
+ENV = {"ANTHROPIC_API_KEY": "sk-ant-real", "TELEGRAM_BOT_TOKEN": "123:tg-token"}
+
+
+def write(tmp_path: Path, text: str, name: str = "clawpen.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def config_error(path: Path, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, ENV if env is None else env)
+    message = str(info.value)
+    assert "\n" not in message, f"error spans several lines: {message!r}"
+    return message
+
+
+def test_minimal_config_is_accepted_as_written(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL), ENV)
+    assert settings.model.name == "claude-sonnet-4-5"
+    assert settings.model.base_url == "https://api.anthropic.com"
+    assert settings.model.api_key == "sk-ant-real"
+    assert [a.id for a in settings.agents] == ["assistant"]
+    assert settings.agent("assistant").system_prompt == "You are a helpful assistant."
+    assert settings.channels.cli is not None
+    assert settings.channels.telegram is not None
+    assert settings.channels.telegram.token == "123:tg-token"
+    assert settings.channels.telegram.api_base_url == "https://api.telegram.org"
+    assert [(p.channel, p.agent) for p in settings.pairings] == [
+        ("telegram:123456789", "assistant")
+    ]
+
+
+def test_data_dir_is_relative_to_the_config_file_not_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = write(config_dir, MINIMAL)
+    settings = load_settings(path, ENV)
+    assert settings.data_dir == (config_dir / "clawpen-data").resolve()
+    assert data_dir_of(path) == settings.data_dir
+
+
+def test_absolute_data_dir_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "somewhere" / "data"
+    path = write(tmp_path, MINIMAL.replace("./clawpen-data", str(target)))
+    assert load_settings(path, ENV).data_dir == target
+
+
+def test_secrets_do_not_appear_in_repr(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL), ENV)
+    assert "sk-ant-real" not in repr(settings)
+    assert "tg-token" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param(
+            {"ANTHROPIC_API_KEY": "k"},
+            "channels.telegram.token: TELEGRAM_BOT_TOKEN is not set",
+            id="missing_telegram_token",
+        ),
+        pytest.param(
+            {"ANTHROPIC_API_KEY": "k", "TELEGRAM_BOT_TOKEN": ""},
+            "channels.telegram.token: TELEGRAM_BOT_TOKEN is not set",
+            id="empty_telegram_token",
+        ),
+        pytest.param(
+            {"TELEGRAM_BOT_TOKEN": "t"},
+            "model.api_key: ANTHROPIC_API_KEY is not set",
+            id="missing_api_key",
+        ),
+    ],
+)
+def test_unset_env_var_names_file_key_and_fix(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    path = write(tmp_path, MINIMAL)
+    message = config_error(path, env)
+    assert message.startswith(f"{path}: {expected}")
+    assert "export" in message
+
+
+# Each row: a change to the minimal config, and what the one-line error must contain.
+BAD_CONFIGS = [
+    pytest.param(
+        MINIMAL + "colour: blue\n", ["colour", "unknown key"], id="unknown_top_level_key"
+    ),
+    pytest.param(
+        MINIMAL.replace("  name: claude", "  nmae: claude"),
+        ["model.nmae", "unknown key"],
+        id="misspelt_nested_key",
+    ),
+    pytest.param(
+        MINIMAL.replace("  api_key: env:ANTHROPIC_API_KEY", ""),
+        ["model.api_key", "required key is missing"],
+        id="missing_required_api_key",
+    ),
+    pytest.param(
+        MINIMAL.replace("agents:\n", "agents:\n  - id: assistant\n"),
+        ["agents", "duplicate id 'assistant'"],
+        id="duplicate_agent_id",
+    ),
+    pytest.param(
+        MINIMAL + "  - channel: telegram:42\n    agent: nobody\n",
+        ["pairings.1.agent", "no agent 'nobody'", "known agents: assistant"],
+        id="pairing_to_unknown_agent",
+    ),
+    pytest.param(
+        MINIMAL + "  - channel: slack:42\n    agent: assistant\n",
+        ["pairings.1.channel", "'slack' is not configured"],
+        id="pairing_on_unconfigured_channel",
+    ),
+    pytest.param(
+        MINIMAL.replace("  - id: assistant", "  - id: My Assistant").replace(
+            "agent: assistant", "agent: My Assistant"
+        ),
+        ["agents.0.id", "pattern"],
+        id="bad_agent_id",
+    ),
+    pytest.param(
+        MINIMAL.replace("base_url: https://api.anthropic.com", "base_url: api.anthropic.com"),
+        ["model.base_url", "'api.anthropic.com' is not an http(s) URL"],
+        id="base_url_without_scheme",
+    ),
+    pytest.param(
+        MINIMAL.replace("base_url: https://api.anthropic.com", "base_url: ftp://example.com"),
+        ["model.base_url", "not an http(s) URL"],
+        id="base_url_wrong_scheme",
+    ),
+    pytest.param(
+        MINIMAL.replace("api_key: env:ANTHROPIC_API_KEY", "api_key: secret:anthropic"),
+        ["model.api_key", "secret references are not supported yet", "use env:NAME"],
+        id="secret_reference",
+    ),
+    pytest.param("- just\n- a list\n", ["expected a mapping"], id="not_a_mapping"),
+    pytest.param("", ["expected a mapping"], id="empty_file"),
+]
+
+
+@pytest.mark.parametrize(("text", "fragments"), BAD_CONFIGS)
+def test_bad_config_is_one_line_naming_file_key_and_fix(
+    tmp_path: Path, text: str, fragments: list[str]
+) -> None:
+    path = write(tmp_path, text)
+    message = config_error(path)
+    assert message.startswith(f"{path}: ")
+    for fragment in fragments:
+        assert fragment in message
+    assert "; " in message, f"no fix given: {message!r}"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        pytest.param("model:\n  name: [x\n  api_key: y\n", "line 3, column 10", id="open_list"),
+        pytest.param("model:\n  name: x\n   api_key: y\n", "line 3, column 11", id="bad_indent"),
+        pytest.param("model:\n\tname: x\n", "line 2, column 1", id="tab_indent"),
+    ],
+)
+def test_malformed_yaml_names_line_and_column(tmp_path: Path, text: str, where: str) -> None:
+    path = write(tmp_path, text)
+    message = config_error(path)
+    assert message.startswith(f"{path}: ")
+    assert where in message
+    assert "fix the YAML syntax" in message
+
+
+def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    message = config_error(path)
+    assert message == (
+        f"{path}: no such config file; create it (see README) or pass --config PATH"
+    )
+
+
+def test_config_error_carries_problem_and_fix_separately(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, MINIMAL), {"ANTHROPIC_API_KEY": "k"})
+    assert info.value.problem.endswith("TELEGRAM_BOT_TOKEN is not set")
+    assert info.value.fix.startswith("export TELEGRAM_BOT_TOKEN=")
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG config.py:303: read_yaml catches only FileNotFoundError; a directory, an "
+    "unreadable or a non-UTF-8 file escapes as a raw OSError/UnicodeDecodeError",
+    raises=(IsADirectoryError, UnicodeDecodeError),
+)
+@pytest.mark.parametrize("kind", ["directory", "not_utf8"])
+def test_unreadable_config_is_a_config_error(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "clawpen.yaml"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"model: {api_key: \xff}\n")
+    config_error(path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG config.py:194: base_url is checked with re.match (a prefix), so trailing "
+    "garbage after the host is accepted",
+)
+def test_base_url_with_spaces_is_rejected(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "base_url: https://api.anthropic.com", "base_url: 'https://api.anthropic.com oops'"
+    )
+    config_error(write(tmp_path, text))
