@@ -19,8 +19,9 @@ from clawpen.testing.fake_telegram import FakeTelegram
 CLAWPEN = [sys.executable, "-m", "clawpen"]
 
 
-def write_config(path: Path, model_url: str, telegram: FakeTelegram | None = None,
-                 **extra: str) -> Path:
+def write_config(
+    path: Path, model_url: str, telegram: FakeTelegram | None = None, **extra: str
+) -> Path:
     lines = [
         "data_dir: ./data",
         "model:",
@@ -48,11 +49,15 @@ def write_config(path: Path, model_url: str, telegram: FakeTelegram | None = Non
     return path
 
 
-async def clawpen(*args: str, env: dict[str, str] | None = None,
-                  timeout: float = 60) -> tuple[int, str, str]:
+async def clawpen(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        *CLAWPEN, *args, env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *CLAWPEN,
+        *args,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(timeout):
         out, err = await process.communicate()
@@ -62,8 +67,12 @@ async def clawpen(*args: str, env: dict[str, str] | None = None,
 
 @pytest.fixture
 async def orchestrator_process(
-    tmp_path: Path, fake_model: FakeModel, fake_telegram: FakeTelegram, api_key: str,
-    agent_image: str, cleanup_instance: list[str],
+    tmp_path: Path,
+    fake_model: FakeModel,
+    fake_telegram: FakeTelegram,
+    api_key: str,
+    agent_image: str,
+    cleanup_instance: list[str],
 ) -> AsyncIterator[tuple[Path, asyncio.subprocess.Process, list[dict[str, Any]]]]:
     from clawpen.agents import instance_id
 
@@ -71,8 +80,13 @@ async def orchestrator_process(
     cleanup_instance.append(instance_id(tmp_path / "data"))
     env = {**os.environ, "ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
     process = await asyncio.create_subprocess_exec(
-        *CLAWPEN, "run", "--config", str(config), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *CLAWPEN,
+        "run",
+        "--config",
+        str(config),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     logs: list[dict[str, Any]] = []
 
@@ -115,14 +129,22 @@ async def test_chat_command_and_telegram_through_a_running_orchestrator(
     async with asyncio.timeout(30):
         assert await process.wait() == 0
     events = [entry["event"] for entry in logs]
-    for expected in ("message_received", "message_routed", "message_rejected", "agent_started",
-                     "task_executed", "reply_sent", "agent_stopped"):
+    for expected in (
+        "message_received",
+        "message_routed",
+        "message_rejected",
+        "agent_started",
+        "task_executed",
+        "reply_sent",
+        "agent_stopped",
+    ):
         assert expected in events
     for entry in logs:
         assert {"timestamp", "level", "event"} <= set(entry)
     executed = [e for e in logs if e["event"] == "task_executed"]
-    assert all({"agentId", "taskId", "duration", "success", "channel", "chat"} <= set(e)
-               for e in executed)
+    assert all(
+        {"agentId", "taskId", "duration", "success", "channel", "chat"} <= set(e) for e in executed
+    )
     rejected = next(e for e in logs if e["event"] == "message_rejected")
     assert rejected["chat"] == "999"
 
@@ -139,7 +161,7 @@ async def test_admin_socket_is_owner_only(
 
 async def test_chat_without_a_running_orchestrator_says_how_to_start_one(tmp_path: Path) -> None:
     config = write_config(tmp_path / "clawpen.yaml", "http://127.0.0.1:9")
-    code, out, err = await clawpen("chat", "--config", str(config), "hi")
+    code, _out, err = await clawpen("chat", "--config", str(config), "hi")
     assert code != 0
     assert err.count("\n") == 1
     assert "no orchestrator answers" in err and "clawpen run --config" in err
@@ -164,16 +186,19 @@ async def test_bad_config_gives_one_line_naming_the_key_and_the_fix(
             path.write_text(path.read_text() + config_text.split("+", 1)[1] + "\n")
     else:
         path.write_text(config_text)
-    code, out, err = await clawpen("run", "--config", str(path), env=env)
+    code, _out, err = await clawpen("run", "--config", str(path), env=env)
     assert code == 2
     assert err.count("\n") == 1, err
     assert str(path) in err and expected in err
 
 
 async def test_docker_not_running_gives_one_line_with_the_fix(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "clawpen.yaml", "http://127.0.0.1:9",
-                        docker_host="unix:///nonexistent/docker.sock")
-    code, out, err = await clawpen("run", "--config", str(path), env={"ANTHROPIC_API_KEY": "k"})
+    path = write_config(
+        tmp_path / "clawpen.yaml",
+        "http://127.0.0.1:9",
+        docker_host="unix:///nonexistent/docker.sock",
+    )
+    code, _out, err = await clawpen("run", "--config", str(path), env={"ANTHROPIC_API_KEY": "k"})
     assert code == 1
     assert err.count("\n") == 1, err
     assert "cannot reach the Docker engine" in err and "ensure-docker.sh" in err
@@ -181,9 +206,10 @@ async def test_docker_not_running_gives_one_line_with_the_fix(tmp_path: Path) ->
 
 @pytest.mark.docker
 async def test_missing_image_gives_one_line_with_the_fix(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "clawpen.yaml", "http://127.0.0.1:9",
-                        image="clawpen-agent:never-built")
-    code, out, err = await clawpen("run", "--config", str(path), env={"ANTHROPIC_API_KEY": "k"})
+    path = write_config(
+        tmp_path / "clawpen.yaml", "http://127.0.0.1:9", image="clawpen-agent:never-built"
+    )
+    code, _out, err = await clawpen("run", "--config", str(path), env={"ANTHROPIC_API_KEY": "k"})
     assert code == 1
     assert err.count("\n") == 1, err
     assert "clawpen-agent:never-built is not built" in err and "clawpen image build" in err
