@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from .channels.cli import CliChannel
+from .errors import StoreError
 from .metrics import Metrics
 
 ADMIN_SOCKET = "admin.sock"
@@ -68,6 +69,8 @@ class AdminServer:
             reply = await self.cli.ask(str(body["agent"]), str(body["text"]), body.get("sender"))
         except LookupError as exc:
             return web.json_response({"error": str(exc)}, status=404)
+        except StoreError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
         return web.json_response({"reply": reply})
 
     async def _status(self, request: web.Request) -> web.Response:

@@ -38,6 +38,7 @@ class AgentSession:
         self._results: dict[int, asyncio.Future[TaskResult]] = {}
         self._runner: web.AppRunner | None = None
         self._closing = False
+        self._gone: AgentGone | None = None  # set when the agent's container died
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -61,7 +62,7 @@ class AgentSession:
         os.chmod(self.socket_path, 0o666)
 
     async def close(self) -> None:
-        self.fail_all("the orchestrator is shutting down")
+        await self.fail_all(AgentGone("the orchestrator is shutting down"))
         async with self._changed:
             self._closing = True  # answer the agent's held-open request now
             self._changed.notify_all()
@@ -76,9 +77,15 @@ class AgentSession:
         """True while the agent holds a request open, waiting for work."""
         return self._waiting > 0
 
+    def expect_agent(self) -> None:
+        """A (new) container is starting: forget that the last one died."""
+        self._gone = None
+
     async def wait_connected(self, timeout: float) -> None:
         async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: self._waiting > 0)
+            await self._changed.wait_for(lambda: self._waiting > 0 or self._gone is not None)
+        if self._gone is not None:
+            raise self._gone
 
     async def run(self, task: Task, timeout: float) -> TaskResult:
         """Hand ``task`` to the agent and wait for its result."""
@@ -95,11 +102,14 @@ class AgentSession:
             if self._offer is task:
                 self._offer = None
 
-    def fail_all(self, reason: str) -> None:
-        """Wake everyone waiting on a result: the agent will not answer them."""
+    async def fail_all(self, error: AgentGone) -> None:
+        """Wake everyone waiting on the agent: it will not answer them."""
+        self._gone = error
         for future in self._results.values():
             if not future.done():
-                future.set_exception(AgentGone(reason))
+                future.set_exception(error)
+        async with self._changed:
+            self._changed.notify_all()
 
     # -- the agent's side -----------------------------------------------------------------------
 
@@ -111,6 +121,8 @@ class AgentSession:
                 await self._changed.wait_for(lambda: self._offer is not None or self._closing)
             finally:
                 self._waiting -= 1
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the agent hung up: keep the task for the next
             task, self._offer = self._offer, None
         if task is None:
             return web.Response(status=503, text="orchestrator shutting down")

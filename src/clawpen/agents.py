@@ -1,19 +1,27 @@
-"""Agent lifecycle: a socket for every configured agent, a container only while it is needed."""
+"""Agent lifecycle: a socket for every configured agent, a container only while it is needed.
+
+Containers start on an agent's first task, stop when it has been idle long enough, are evicted
+least-recently-used when ``max_containers`` run, and are adopted (never duplicated) after an
+orchestrator restart. A container that dies on its own fails the task it held, so the
+dispatcher can retry it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from .agentapi import AgentSession
+from .agentapi import AgentGone, AgentSession
 from .config import AgentSettings, Settings
-from .errors import ClawpenError
+from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
 from .proxy import ModelProxy
-from .runtime.base import AgentRuntime, AgentSpec
+from .runtime.base import AgentRuntime, AgentSpec, RuntimeEvent
 from .store import Store
 
 START_TIMEOUT = 30.0
@@ -59,29 +67,45 @@ class AgentPool:
         self.sessions = {
             a.id: AgentSession(a.id, self.specs[a.id].socket_dir, proxy) for a in settings.agents
         }
-        self.containers: dict[str, str] = {}
+        self.containers: dict[str, str] = {}  # agent id -> id of its running container
+        self.busy: set[str] = set()
+        self.last_used: dict[str, float] = {}
         self._locks = {a.id: asyncio.Lock() for a in settings.agents}
+        self._freed = asyncio.Event()
 
     async def open(self) -> None:
         """Serve every agent's socket and adopt the containers still running from before."""
         for session in self.sessions.values():
             await session.start()
-        running = await self.runtime.running()
-        for agent_id, container_id in running.items():
+        for agent_id, container_id in (await self.runtime.running()).items():
             if agent_id not in self.sessions:
                 await self.runtime.stop(agent_id)  # no longer configured
                 continue
             self.containers[agent_id] = container_id
+            self.last_used[agent_id] = time.monotonic()
             self.log.info("agent_adopted", agentId=agent_id, container=container_id[:12])
         self.metrics.running_agents.set(len(self.containers))
 
+    @contextlib.asynccontextmanager
+    async def working(self, agent_id: str) -> AsyncIterator[None]:
+        """Marks the agent busy, so it is not evicted to make room for another."""
+        self.busy.add(agent_id)
+        try:
+            yield
+        finally:
+            self.busy.discard(agent_id)
+            self.last_used[agent_id] = time.monotonic()
+            self._freed.set()
+
     async def ensure(self, agent_id: str) -> AgentSession:
-        """The agent's session, with a running agent connected to it."""
+        """The agent's session, with its container running and connected to it."""
         session = self.sessions[agent_id]
         async with self._locks[agent_id]:
-            if session.connected:
+            if agent_id in self.containers and session.connected:
                 return session
+            await self._make_room(agent_id)
             started = time.perf_counter()
+            session.expect_agent()
             container_id = await self.runtime.start(self.specs[agent_id])
             fresh = self.containers.get(agent_id) != container_id
             self.containers[agent_id] = container_id
@@ -93,7 +117,7 @@ class AgentPool:
                     f"check `docker logs {container_id[:12]}`",
                 ) from None
             if fresh:
-                self.store.set_agent_state(agent_id, "running", container_id)
+                self._record_state(agent_id, "running", container_id)
                 self.metrics.running_agents.set(len(self.containers))
                 self.log.info(
                     "agent_started",
@@ -103,14 +127,60 @@ class AgentPool:
                 )
             return session
 
+    async def _make_room(self, agent_id: str) -> None:
+        """Under ``max_containers``: stop the least recently used idle agent, or wait for one."""
+        while agent_id not in self.containers and len(self.containers) >= (
+            self.settings.max_containers
+        ):
+            idle = [a for a in self.containers if a not in self.busy and a != agent_id]
+            if idle:
+                victim = min(idle, key=lambda a: self.last_used.get(a, 0.0))
+                await self.stop(victim, "making room")
+                continue
+            self._freed.clear()
+            await self._freed.wait()
+
     async def stop(self, agent_id: str, reason: str) -> None:
         async with self._locks[agent_id]:
+            self.containers.pop(agent_id, None)  # first: its death is expected, not a crash
             await self.runtime.stop(agent_id)
-            self.containers.pop(agent_id, None)
-            self.sessions[agent_id].fail_all(f"agent stopped: {reason}")
-            self.store.set_agent_state(agent_id, "stopped")
+            await self.sessions[agent_id].fail_all(AgentGone(f"agent stopped: {reason}"))
+            self._record_state(agent_id, "stopped")
             self.metrics.running_agents.set(len(self.containers))
+            self._freed.set()
             self.log.info("agent_stopped", agentId=agent_id, reason=reason)
+
+    def _record_state(self, agent_id: str, state: str, container_id: str | None = None) -> None:
+        """Informational only (for `clawpen status`): a full disk must not stop an agent."""
+        try:
+            self.store.set_agent_state(agent_id, state, container_id)
+        except StoreError as exc:
+            self.log.error("store_unwritable", what="agent state", error=str(exc))
+
+    async def watch(self) -> None:
+        """Follow the runtime's events for as long as the orchestrator runs."""
+        delay = 0.5
+        while True:
+            try:
+                async for event in self.runtime.events():
+                    delay = 0.5
+                    await self.on_event(event)
+            except Exception as exc:  # dockerd restarted: subscribe again
+                self.log.warning("runtime_events_lost", error=str(exc), retryIn=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def on_event(self, event: RuntimeEvent) -> None:
+        if event.kind == "oom":
+            self.log.warning("agent_oom", agentId=event.agent_id)
+            return
+        if self.containers.get(event.agent_id) != event.container_id:
+            return  # one we stopped ourselves, or an old one
+        del self.containers[event.agent_id]
+        self.metrics.running_agents.set(len(self.containers))
+        self._freed.set()
+        self.log.error("agent_crashed", agentId=event.agent_id, detail=event.detail)
+        await self.sessions[event.agent_id].fail_all(AgentGone(f"container exited: {event.detail}"))
 
     async def close(self, stop_agents: bool = True) -> None:
         if stop_agents:

@@ -23,6 +23,7 @@ from .metrics import Metrics
 from .outbox import Outbox
 from .proxy import ModelProxy
 from .runtime.base import AgentRuntime
+from .errors import StoreError
 from .store import Store
 
 
@@ -72,7 +73,10 @@ class Orchestrator:
     def _record_usage(
         self, agent_id: str, model: str, input_tokens: int, output_tokens: int
     ) -> None:
-        self.store.record_usage(agent_id, model, input_tokens, output_tokens)
+        try:
+            self.store.record_usage(agent_id, model, input_tokens, output_tokens)
+        except StoreError as exc:  # the call happened; losing its accounting must not fail it
+            self.log.error("store_unwritable", what="usage", error=str(exc))
         self.metrics.tokens.labels(agent_id, "input").inc(input_tokens)
         self.metrics.tokens.labels(agent_id, "output").inc(output_tokens)
 
@@ -99,7 +103,9 @@ class Orchestrator:
             async with asyncio.TaskGroup() as group:
                 for channel in self.channels.values():
                     group.create_task(channel.run(self.dispatcher.accept), name=channel.name)
-                group.create_task(self.dispatcher.resume(), name="resume")
+                for name in self.channels:
+                    group.create_task(self.outbox.run(name), name=f"outbox-{name}")
+                group.create_task(self.pool.watch(), name="container-events")
                 for agent_id in self.pool.sessions:
                     group.create_task(self.dispatcher.run_agent(agent_id), name=agent_id)
                 self.ready.set()

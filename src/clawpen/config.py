@@ -48,7 +48,8 @@ class AgentSettings(_Model):
     cpus: float = Field(0.5, gt=0, le=64)
     pids_limit: int = Field(256, ge=16)
     tmp_mb: int = Field(64, ge=1)
-    idle_timeout: float = Field(1800, ge=0, description="seconds; 0 keeps the agent warm")
+    idle_timeout: float = Field(1800, ge=0, description="seconds; 0 never stops it")
+    warm: bool = False  # start with the orchestrator and never stop for idleness
     task_timeout: float = Field(600, gt=0)
 
 

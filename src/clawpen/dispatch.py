@@ -1,27 +1,47 @@
-"""The message path, in order: accept -> route -> queue -> agent -> reply -> deliver.
+"""The message path, in order: accept -> route -> queue -> agent -> reply -> outbox.
 
 Every step is committed before the next begins, so a crash anywhere resumes from the store.
 Each agent has one worker: it takes one task at a time, and messages that arrive while it works
-are batched into its next turn.
+are batched into its next turn. A task whose agent dies is retried a bounded number of times;
+after the last try the user is told. Never silence.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from clawpen_agent.protocol import ChatLine, Task
 
 from .agentapi import AgentGone
 from .agents import AgentPool
 from .config import Settings
-from .errors import ClawpenError
+from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
 from .models import ClaimedTask, InboundMessage, Rejection, Route
-from .outbox import Outbox
+from .outbox import Outbox, backoff
 from .router import route
 from .store import Store
+
+MAX_TASK_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+async def until_written(write: Callable[[], T], what: str) -> T:
+    """Retry a store write until it succeeds (the disk may be full for a while). The work it
+    records is already done and must not be lost or done again."""
+    delay = 0.5
+    while True:
+        try:
+            return write()
+        except StoreError as exc:
+            get_logger().error("store_unwritable", what=what, error=str(exc), retryIn=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 class Dispatcher:
@@ -39,8 +59,8 @@ class Dispatcher:
         self._wakeups = {a: asyncio.Event() for a in self.agent_ids}
 
     async def accept(self, message: InboundMessage) -> Route | Rejection | None:
-        """Commit and route one inbound message. Returns after the commit: then it is safe to
-        acknowledge it to the platform."""
+        """Commit and route one inbound message. Returns after the commit: only then may the
+        platform be told we have it. Raises StoreError when the store cannot be written."""
         decision = route(message, self.pairings, self.agent_ids)
         row = self.store.record_inbound(message, decision)
         context = {"channel": message.channel, "chat": message.chat_id}
@@ -59,23 +79,34 @@ class Dispatcher:
         return decision
 
     async def run_agent(self, agent_id: str) -> None:
-        """The agent's worker: one task at a time, for as long as the orchestrator runs."""
+        """The agent's worker, for as long as the orchestrator runs. It first finishes what was
+        in flight before a restart, then takes queued work; when idle for the agent's
+        ``idle_timeout`` it stops the container."""
+        agent = self.settings.agent(agent_id)
         wakeup = self._wakeups[agent_id]
+        for unfinished in await until_written(
+            lambda: self.store.running_tasks(agent_id), "resume"
+        ):
+            self.log.info("task_resumed", agentId=agent_id, taskId=unfinished.id)
+            await self.execute(unfinished)
+        if agent.warm:
+            with contextlib.suppress(ClawpenError):
+                await self.pool.ensure(agent_id)
         while True:
-            await wakeup.wait()
             wakeup.clear()
-            while (task := self.store.claim_next_task(agent_id)) is not None:
+            while (task := await self._claim(agent_id)) is not None:
                 await self.execute(task)
+            idle = None if agent.warm or not agent.idle_timeout else agent.idle_timeout
+            try:
+                async with asyncio.timeout(idle):
+                    await wakeup.wait()
+            except TimeoutError:
+                if agent_id in self.pool.containers:
+                    await self.pool.stop(agent_id, "idle")
+                await wakeup.wait()
 
-    async def resume(self) -> None:
-        """After a restart: re-run tasks that were in flight, resend unsent replies."""
-        for task in self.store.running_tasks():
-            self.log.info("task_resumed", agentId=task.agent_id, taskId=task.id)
-            await self.execute(task)
-        await self.outbox.deliver_pending()
-        for agent_id in self.store.agents_with_queued_messages():
-            if agent_id in self._wakeups:
-                self._wakeups[agent_id].set()
+    async def _claim(self, agent_id: str) -> ClaimedTask | None:
+        return await until_written(lambda: self.store.claim_next_task(agent_id), "claim")
 
     async def execute(self, claimed: ClaimedTask) -> None:
         agent = self.settings.agent(claimed.agent_id)
@@ -94,26 +125,44 @@ class Dispatcher:
             "chat": claimed.chat_id,
         }
         started = time.perf_counter()
-        error: str | None
-        try:
-            session = await self.pool.ensure(agent.id)
-            result = await session.run(task, timeout=agent.task_timeout)
-            text, error = result.text, result.error
-        except TimeoutError:
-            error = f"no answer within {agent.task_timeout:.0f}s"
-        except (AgentGone, ClawpenError) as exc:
-            error = str(exc)
+        attempts = claimed.attempts
+        text, error = "", None
+        while True:
+            try:
+                async with self.pool.working(agent.id):
+                    session = await self.pool.ensure(agent.id)
+                    result = await session.run(task, timeout=agent.task_timeout)
+                text, error = result.text, result.error
+                break
+            except TimeoutError:
+                error = f"no answer within {agent.task_timeout:.0f}s"
+                await self.pool.stop(agent.id, "task timeout")
+                break
+            except AgentGone as exc:
+                if attempts >= MAX_TASK_ATTEMPTS:
+                    error = f"the agent failed {attempts} times on this ({exc})"
+                    break
+                attempts = await until_written(lambda: self.store.retry_task(task.id), "retry")
+                delay = backoff(attempts - 2, rand=1.0)
+                self.log.warning(
+                    "task_retry", attempt=attempts, error=str(exc), retryIn=delay, **context
+                )
+                await asyncio.sleep(delay)
+            except ClawpenError as exc:
+                error = str(exc)
+                break
         duration = time.perf_counter() - started
         self.log.info(
             "task_executed",
             duration=round(duration, 4),
             success=error is None,
             error=error,
+            attempts=attempts,
             **context,
         )
         self.metrics.tasks.labels(agent.id, "ok" if error is None else "error").inc()
         self.metrics.task_seconds.labels(agent.id).observe(duration)
         if error is not None:
             text = f"Sorry, I could not answer that: {error}"
-        reply = self.store.finish_task(task.id, text, error)
-        await self.outbox.deliver(reply)
+        await until_written(lambda: self.store.finish_task(task.id, text, error), "reply")
+        self.outbox.notify(claimed.channel)

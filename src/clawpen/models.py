@@ -42,6 +42,7 @@ class Reply:
     chat_id: str
     text: str
     attempts: int = 0
+    chunks_sent: int = 0
 
 
 @dataclass(frozen=True)

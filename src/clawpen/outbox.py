@@ -1,4 +1,10 @@
-"""Delivering committed replies: retried with backoff, marked sent exactly once."""
+"""Delivering committed replies: one worker per channel, in order, retried, recorded per chunk.
+
+A reply is committed before its first send. Each chunk that the platform confirms is recorded
+at once, so a restart resumes with the next chunk instead of repeating the ones the user has.
+The one window left is between the platform's confirmation and that commit (microseconds);
+a crash exactly there sends the chunk again: at-least-once, never lost.
+"""
 
 from __future__ import annotations
 
@@ -24,35 +30,62 @@ def backoff(attempt: int, retry_after: float | None = None, rand: float | None =
     return cap * (random.random() if rand is None else rand)
 
 
+def split_text(text: str, limit: int) -> list[str]:
+    """Cut a reply into messages the platform accepts, at line ends where possible."""
+    chunks: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind("\n", 0, limit)
+        cut = cut if cut > limit // 2 else limit
+        chunks.append(text[:cut])
+        text = text[cut:].lstrip("\n")
+    chunks.append(text)
+    return chunks
+
+
 class Outbox:
     def __init__(self, store: Store, channels: Mapping[str, Channel], metrics: Metrics) -> None:
         self.store = store
         self.channels = channels
         self.metrics = metrics
         self.log = get_logger()
+        self._wakeups = {name: asyncio.Event() for name in channels}
+
+    def notify(self, channel: str) -> None:
+        """A reply for ``channel`` was committed."""
+        if channel in self._wakeups:
+            self._wakeups[channel].set()
+
+    async def run(self, channel: str) -> None:
+        """Deliver the channel's pending replies in order, forever; starts with any left over
+        from before a restart."""
+        wakeup = self._wakeups[channel]
+        while True:
+            wakeup.clear()
+            for reply in self.store.pending_replies(channel):
+                await self.deliver(reply)
+            await wakeup.wait()
 
     async def deliver(self, reply: Reply) -> bool:
-        channel = self.channels.get(reply.channel)
-        if channel is None:
-            self.store.mark_reply_failed(
-                reply.id, f"channel {reply.channel} is not configured", final=True
-            )
-            return False
-        for attempt in range(reply.attempts, MAX_ATTEMPTS):
+        channel = self.channels[reply.channel]
+        chunks = split_text(reply.text, channel.max_message_length)
+        attempt = reply.attempts
+        sent = reply.chunks_sent
+        while sent < len(chunks):
             try:
-                ids = await channel.send(reply.chat_id, reply.text)
+                platform_id = await channel.send(reply.chat_id, chunks[sent])
             except SendError as exc:
-                final = exc.permanent or attempt + 1 >= MAX_ATTEMPTS
+                attempt += 1
+                final = exc.permanent or attempt >= MAX_ATTEMPTS
                 self.store.mark_reply_failed(reply.id, str(exc), final=final)
                 self.metrics.replies.labels(reply.channel, "error").inc()
-                delay = backoff(attempt, exc.retry_after)
+                delay = backoff(attempt - 1, exc.retry_after)
                 self.log.warning(
                     "reply_failed",
                     channel=reply.channel,
                     chat=reply.chat_id,
                     taskId=reply.task_id,
                     error=str(exc),
-                    attempt=attempt + 1,
+                    attempt=attempt,
                     final=final,
                     retryIn=None if final else round(delay, 3),
                 )
@@ -60,15 +93,14 @@ class Outbox:
                     return False
                 await asyncio.sleep(delay)
                 continue
-            self.store.mark_reply_sent(reply.id, ids)
-            self.metrics.replies.labels(reply.channel, "sent").inc()
-            self.log.info(
-                "reply_sent", channel=reply.channel, chat=reply.chat_id, taskId=reply.task_id
-            )
-            return True
-        return False
-
-    async def deliver_pending(self) -> None:
-        """Replies committed before a restart but never confirmed sent."""
-        for reply in self.store.pending_replies():
-            await self.deliver(reply)
+            sent += 1
+            self.store.record_chunk_sent(reply.id, platform_id, done=sent == len(chunks))
+        self.metrics.replies.labels(reply.channel, "sent").inc()
+        self.log.info(
+            "reply_sent",
+            channel=reply.channel,
+            chat=reply.chat_id,
+            taskId=reply.task_id,
+            chunks=len(chunks),
+        )
+        return True

@@ -58,7 +58,8 @@ MIGRATIONS: list[str] = [
         attempts INTEGER NOT NULL DEFAULT 0,
         created_at REAL NOT NULL,
         sent_at REAL,
-        platform_ids TEXT,
+        chunks_sent INTEGER NOT NULL DEFAULT 0,
+        platform_ids TEXT NOT NULL DEFAULT '',
         error TEXT
     );
     CREATE INDEX replies_pending ON replies (status, id);
@@ -193,9 +194,11 @@ class Store:
             attempts=task["attempts"],
         )
 
-    def running_tasks(self) -> list[ClaimedTask]:
-        """Tasks that were in flight when the orchestrator stopped: to be run again."""
-        rows = self.db.execute("SELECT id FROM tasks WHERE status='running' ORDER BY id")
+    def running_tasks(self, agent_id: str) -> list[ClaimedTask]:
+        """The agent's tasks that were in flight when the orchestrator stopped: to run again."""
+        rows = self.db.execute(
+            "SELECT id FROM tasks WHERE status='running' AND agent_id=? ORDER BY id", (agent_id,)
+        )
         return [self._claimed(row[0]) for row in rows.fetchall()]
 
     def retry_task(self, task_id: int) -> int:
@@ -231,18 +234,23 @@ class Store:
         assert reply is not None
         return _reply(reply)
 
-    def pending_replies(self) -> list[Reply]:
-        rows = self.db.execute("SELECT * FROM replies WHERE status='pending' ORDER BY id")
+    def pending_replies(self, channel: str | None = None) -> list[Reply]:
+        rows = self.db.execute(
+            "SELECT * FROM replies WHERE status='pending' AND (?1 IS NULL OR channel=?1)"
+            " ORDER BY id",
+            (channel,),
+        )
         return [_reply(row) for row in rows.fetchall()]
 
-    def mark_reply_sent(
-        self, reply_id: int, platform_ids: list[str], now: float | None = None
-    ) -> None:
+    def record_chunk_sent(self, reply_id: int, platform_id: str, done: bool) -> None:
+        """One more chunk of a reply reached the platform; ``done`` when it was the last."""
         with self._write() as db:
             db.execute(
-                "UPDATE replies SET status='sent', sent_at=?, platform_ids=?,"
-                " attempts=attempts+1 WHERE id=?",
-                (time.time() if now is None else now, ",".join(platform_ids), reply_id),
+                "UPDATE replies SET chunks_sent=chunks_sent+1,"
+                " platform_ids=ltrim(platform_ids || ',' || ?1, ','),"
+                " status=CASE WHEN ?2 THEN 'sent' ELSE status END,"
+                " sent_at=CASE WHEN ?2 THEN ?3 ELSE sent_at END WHERE id=?4",
+                (platform_id, done, time.time(), reply_id),
             )
 
     def mark_reply_failed(self, reply_id: int, error: str, final: bool) -> None:
@@ -306,6 +314,7 @@ def _reply(row: sqlite3.Row) -> Reply:
         chat_id=row["chat_id"],
         text=row["text"],
         attempts=row["attempts"],
+        chunks_sent=row["chunks_sent"],
     )
 
 

@@ -33,7 +33,7 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
             # task stays in its store until we come back.
             log(f"socket unavailable ({exc}); retrying in {delay:.2f}s")
             time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, 1.0)
             continue
         delay = 0.05
         if status == 204:
@@ -49,7 +49,10 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
             result = TaskResult(error=f"model call failed: {exc}")
         except Exception as exc:  # a bug here must still answer the task
             result = TaskResult(error=f"agent error: {type(exc).__name__}: {exc}")
-        tasks.request("POST", result_path(task.id), result.to_json())
+        try:
+            tasks.request("POST", result_path(task.id), result.to_json())
+        except OSError as exc:
+            log(f"could not hand in task {task.id} ({exc}); the orchestrator will run it again")
 
 
 def main() -> None:

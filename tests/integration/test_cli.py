@@ -2,67 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from clawpen.agents import instance_id
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 
-CLAWPEN = [sys.executable, "-m", "clawpen"]
-
-
-def write_config(
-    path: Path, model_url: str, telegram: FakeTelegram | None = None, **extra: str
-) -> Path:
-    lines = [
-        "data_dir: ./data",
-        "model:",
-        "  name: claude-test",
-        f"  base_url: {model_url}",
-        "  api_key: env:ANTHROPIC_API_KEY",
-        "agents:",
-        "  - id: assistant",
-        "    system_prompt: You are a test.",
-        "channels:",
-        "  cli: {}",
-    ]
-    if telegram is not None:
-        lines += [
-            "  telegram:",
-            "    token: env:TELEGRAM_BOT_TOKEN",
-            f"    api_base_url: {telegram.url}",
-            "    poll_timeout: 1",
-            "pairings:",
-            "  - channel: telegram:1001",
-            "    agent: assistant",
-        ]
-    lines += [f"{k}: {v}" for k, v in extra.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-async def clawpen(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *CLAWPEN,
-        *args,
-        env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(timeout):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+from .procs import Orchestrator, clawpen, write_config
 
 
 @pytest.fixture
@@ -73,49 +22,22 @@ async def orchestrator_process(
     api_key: str,
     agent_image: str,
     cleanup_instance: list[str],
-) -> AsyncIterator[tuple[Path, asyncio.subprocess.Process, list[dict[str, Any]]]]:
-    from clawpen.agents import instance_id
-
+) -> AsyncIterator[Orchestrator]:
     config = write_config(tmp_path / "clawpen.yaml", fake_model.url, fake_telegram)
     cleanup_instance.append(instance_id(tmp_path / "data"))
-    env = {**os.environ, "ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
-    process = await asyncio.create_subprocess_exec(
-        *CLAWPEN,
-        "run",
-        "--config",
-        str(config),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    orchestrator = Orchestrator(
+        config, {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
     )
-    logs: list[dict[str, Any]] = []
-
-    async def read_logs() -> None:
-        assert process.stdout is not None
-        async for line in process.stdout:
-            logs.append(json.loads(line))  # every line on stdout is one JSON object
-
-    reader = asyncio.create_task(read_logs())
-    async with asyncio.timeout(30):
-        while not any(entry["event"] == "orchestrator_started" for entry in logs):
-            if process.returncode is not None:
-                assert process.stderr is not None
-                pytest.fail((await process.stderr.read()).decode())
-            await asyncio.sleep(0.05)
-    yield config, process, logs
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(30):
-        await process.wait()
-        await reader
+    await orchestrator.start()
+    yield orchestrator
+    await orchestrator.stop()
 
 
 @pytest.mark.docker
 async def test_chat_command_and_telegram_through_a_running_orchestrator(
-    orchestrator_process: tuple[Path, asyncio.subprocess.Process, list[dict[str, Any]]],
-    fake_telegram: FakeTelegram,
+    orchestrator_process: Orchestrator, fake_telegram: FakeTelegram
 ) -> None:
-    config, process, logs = orchestrator_process
+    config, logs = orchestrator_process.config, orchestrator_process.logs
     code, out, err = await clawpen("chat", "--config", str(config), "hello from the CLI")
     assert (code, out.strip()) == (0, "echo: hello from the CLI"), err
 
@@ -125,9 +47,7 @@ async def test_chat_command_and_telegram_through_a_running_orchestrator(
     assert "telegram-ok" in fake_telegram.texts_to(1001)[0]
     assert fake_telegram.texts_to(999) == []
 
-    process.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(30):
-        assert await process.wait() == 0
+    assert await orchestrator_process.stop() == 0
     events = [entry["event"] for entry in logs]
     for expected in (
         "message_received",
@@ -151,9 +71,9 @@ async def test_chat_command_and_telegram_through_a_running_orchestrator(
 
 @pytest.mark.docker
 async def test_admin_socket_is_owner_only(
-    orchestrator_process: tuple[Path, asyncio.subprocess.Process, list[dict[str, Any]]],
+    orchestrator_process: Orchestrator,
 ) -> None:
-    config, _, _ = orchestrator_process
+    config = orchestrator_process.config
     socket = config.parent / "data" / "admin.sock"
     assert socket.stat().st_mode & 0o777 == 0o600
     assert (config.parent / "data").stat().st_mode & 0o777 == 0o700

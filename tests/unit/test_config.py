@@ -118,9 +118,7 @@ def test_unset_env_var_names_file_key_and_fix(
 
 # Each row: a change to the minimal config, and what the one-line error must contain.
 BAD_CONFIGS = [
-    pytest.param(
-        MINIMAL + "colour: blue\n", ["colour", "unknown key"], id="unknown_top_level_key"
-    ),
+    pytest.param(MINIMAL + "colour: blue\n", ["colour", "unknown key"], id="unknown_top_level_key"),
     pytest.param(
         MINIMAL.replace("  name: claude", "  nmae: claude"),
         ["model.nmae", "unknown key"],
@@ -204,9 +202,7 @@ def test_malformed_yaml_names_line_and_column(tmp_path: Path, text: str, where: 
 def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
     path = tmp_path / "nope.yaml"
     message = config_error(path)
-    assert message == (
-        f"{path}: no such config file; create it (see README) or pass --config PATH"
-    )
+    assert message == (f"{path}: no such config file; create it (see README) or pass --config PATH")
 
 
 def test_config_error_carries_problem_and_fix_separately(tmp_path: Path) -> None:
@@ -219,7 +215,7 @@ def test_config_error_carries_problem_and_fix_separately(tmp_path: Path) -> None
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG config.py:303: read_yaml catches only FileNotFoundError; a directory, an "
+    reason="BUG config.read_yaml catches only FileNotFoundError; a directory, an "
     "unreadable or a non-UTF-8 file escapes as a raw OSError/UnicodeDecodeError",
     raises=(IsADirectoryError, UnicodeDecodeError),
 )
@@ -235,8 +231,8 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path, kind: str) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG config.py:194: base_url is checked with re.match (a prefix), so trailing "
-    "garbage after the host is accepted",
+    reason="BUG config.ModelSettings._http_url checks base_url with re.match (a prefix), "
+    "so trailing garbage after the host is accepted",
 )
 def test_base_url_with_spaces_is_rejected(tmp_path: Path) -> None:
     text = MINIMAL.replace(

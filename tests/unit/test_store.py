@@ -135,7 +135,7 @@ def test_failed_task_still_gets_a_reply(store: Store) -> None:
     reply = store.finish_task(task.id, "Sorry, I could not answer that", error="timeout")
     assert reply.text == "Sorry, I could not answer that"
     assert store.counts()["tasks.failed"] == 1
-    assert store.running_tasks() == []
+    assert store.running_tasks("assistant") == []
 
 
 def test_running_tasks_are_claimed_but_unfinished(store: Store) -> None:
@@ -146,7 +146,8 @@ def test_running_tasks_are_claimed_but_unfinished(store: Store) -> None:
     assert done is not None
     assert in_flight is not None
     store.finish_task(done.id, "ok")
-    assert store.running_tasks() == [in_flight]
+    assert store.running_tasks("assistant") == [in_flight]
+    assert store.running_tasks("coder") == []
     assert store.counts()["messages.queued"] == 1  # "c" was never claimed
 
 
@@ -159,13 +160,13 @@ def test_running_tasks_survive_a_reopen(db_path: Path) -> None:
 
     after = Store(db_path)
     try:
-        assert after.running_tasks() == [task]
+        assert after.running_tasks("assistant") == [task]
         assert after.claim_next_task("assistant") is None  # not handed out twice
     finally:
         after.close()
 
 
-def test_pending_reply_survives_reopen_until_marked_sent(db_path: Path) -> None:
+def test_pending_reply_survives_reopen_until_sent(db_path: Path) -> None:
     first = Store(db_path)
     first.record_inbound(msg("hi"), ROUTED)
     task = first.claim_next_task("assistant")
@@ -175,8 +176,8 @@ def test_pending_reply_survives_reopen_until_marked_sent(db_path: Path) -> None:
 
     second = Store(db_path)
     assert second.pending_replies() == [reply]
-    assert second.running_tasks() == []
-    second.mark_reply_sent(reply.id, ["77"])
+    assert second.running_tasks("assistant") == []
+    second.record_chunk_sent(reply.id, "77", done=True)
     second.close()
 
     third = Store(db_path)
@@ -184,9 +185,42 @@ def test_pending_reply_survives_reopen_until_marked_sent(db_path: Path) -> None:
         assert third.pending_replies() == []
         assert third.counts()["replies.sent"] == 1
         [sent] = third.replies_for("telegram", "1001")
-        assert sent.attempts == 1
+        assert sent.chunks_sent == 1
     finally:
         third.close()
+
+
+def test_partly_sent_reply_stays_pending_and_remembers_its_chunks(db_path: Path) -> None:
+    first = Store(db_path)
+    first.record_inbound(msg("hi"), ROUTED)
+    task = first.claim_next_task("assistant")
+    assert task is not None
+    reply = first.finish_task(task.id, "a long answer in chunks")
+    first.record_chunk_sent(reply.id, "10", done=False)
+    first.record_chunk_sent(reply.id, "11", done=False)
+    first.close()
+
+    second = Store(db_path)
+    try:
+        [pending] = second.pending_replies()
+        assert pending.chunks_sent == 2
+        second.record_chunk_sent(reply.id, "12", done=True)
+        assert second.pending_replies() == []
+        row = second.db.execute("SELECT platform_ids FROM replies").fetchone()
+        assert row[0] == "10,11,12"
+    finally:
+        second.close()
+
+
+def test_pending_replies_can_be_read_per_channel(store: Store) -> None:
+    for channel, chat in [("telegram", "1"), ("cli", "assistant")]:
+        store.record_inbound(msg("hi", chat_id=chat, channel=channel), ROUTED)
+        task = store.claim_next_task("assistant")
+        assert task is not None
+        store.finish_task(task.id, f"to {channel}")
+    assert [r.text for r in store.pending_replies("cli")] == ["to cli"]
+    assert [r.text for r in store.pending_replies("telegram")] == ["to telegram"]
+    assert [r.text for r in store.pending_replies()] == ["to telegram", "to cli"]
 
 
 def test_failed_delivery_attempt_keeps_reply_pending_until_final(store: Store) -> None:

@@ -22,9 +22,11 @@ class SendError(Exception):
 
 class Channel(Protocol):
     name: str
+    max_message_length: int
 
     async def run(self, accept: Accept) -> None:
         """Receive messages until cancelled, handing each to ``accept`` before acknowledging it."""
 
-    async def send(self, chat_id: str, text: str) -> list[str]:
-        """Deliver ``text``; returns the platform ids of the messages sent. Raises SendError."""
+    async def send(self, chat_id: str, text: str) -> str:
+        """Deliver one message of at most ``max_message_length``; returns its platform id.
+        Raises SendError."""

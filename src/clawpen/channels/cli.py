@@ -13,6 +13,7 @@ from .base import Accept
 
 class CliChannel:
     name = "cli"
+    max_message_length = 1_000_000
 
     def __init__(self) -> None:
         self._accept: Accept | None = None
@@ -48,7 +49,7 @@ class CliChannel:
         finally:
             listeners.discard(queue)
 
-    async def send(self, chat_id: str, text: str) -> list[str]:
+    async def send(self, chat_id: str, text: str) -> str:
         for queue in self._listeners.get(chat_id, ()):
             queue.put_nowait(text)
-        return [uuid.uuid4().hex]
+        return uuid.uuid4().hex

@@ -7,41 +7,39 @@ update before it was committed to the store, so a crash re-reads rather than los
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Sequence
 
 import telegram
-from telegram.error import Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.request import HTTPXRequest
 
 from ..config import TelegramSettings
-from ..errors import ClawpenError
+from ..errors import ClawpenError, StoreError
 from ..logging import get_logger
 from ..models import InboundMessage
 from ..store import Store
 from .base import Accept, SendError
 
-MAX_MESSAGE = 4096
 OFFSET_KEY = "telegram.offset"
-
-
-def split_text(text: str, limit: int = MAX_MESSAGE) -> list[str]:
-    """Telegram refuses messages over 4096 characters: cut at line ends where possible."""
-    chunks: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit)
-        cut = cut if cut > limit // 2 else limit
-        chunks.append(text[:cut])
-        text = text[cut:].lstrip("\n")
-    chunks.append(text)
-    return chunks
 
 
 class TelegramChannel:
     name = "telegram"
+    max_message_length = 4096
 
     def __init__(self, settings: TelegramSettings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.log = get_logger()
+        self._store_delay = 0.5
         base = settings.api_base_url.rstrip("/")
         self.bot = telegram.Bot(
             settings.token,
@@ -79,38 +77,53 @@ class TelegramChannel:
                     delay = min(delay * 2, 60.0)
                     continue
                 delay = 1.0
-                for update in updates:
-                    message = update.message
-                    if message is not None and message.text is not None:
-                        await accept(
-                            InboundMessage(
-                                channel=self.name,
-                                chat_id=str(message.chat.id),
-                                sender_id=str(message.from_user.id if message.from_user else ""),
-                                text=message.text,
-                                platform_id=str(message.message_id),
-                                received_at=message.date.timestamp(),
-                            )
-                        )
-                    offset = update.update_id + 1
-                if updates:
-                    self.store.set_value(OFFSET_KEY, str(offset))
+                acknowledged = await self._accept_all(updates, offset, accept)
+                if acknowledged != offset:
+                    offset = acknowledged
+                    with contextlib.suppress(StoreError):  # if lost: re-read, deduplicated
+                        self.store.set_value(OFFSET_KEY, str(offset))
         finally:
             await self.bot.shutdown()
 
-    async def send(self, chat_id: str, text: str) -> list[str]:
-        ids = []
-        for chunk in split_text(text):
-            try:
-                sent = await self.bot.send_message(chat_id=int(chat_id), text=chunk)
-            except RetryAfter as exc:
-                raise SendError(str(exc), retry_after=_seconds(exc.retry_after)) from None
-            except Forbidden as exc:
-                raise SendError(str(exc), permanent=True) from None
-            except TelegramError as exc:
-                raise SendError(str(exc)) from None
-            ids.append(str(sent.message_id))
-        return ids
+    async def _accept_all(
+        self, updates: Sequence[telegram.Update], offset: int, accept: Accept
+    ) -> int:
+        """Commit updates in order; returns the offset that acknowledges the committed ones.
+        While the store cannot be written, nothing more is acknowledged: Telegram keeps the
+        rest and hands them out again."""
+        for update in updates:
+            message = update.message
+            if message is not None and message.text is not None:
+                inbound = InboundMessage(
+                    channel=self.name,
+                    chat_id=str(message.chat.id),
+                    sender_id=str(message.from_user.id if message.from_user else ""),
+                    text=message.text,
+                    platform_id=str(message.message_id),
+                    received_at=message.date.timestamp(),
+                )
+                try:
+                    await accept(inbound)
+                except StoreError as exc:
+                    self.log.error("store_unwritable", channel=self.name, error=str(exc),
+                                   retryIn=self._store_delay)
+                    await asyncio.sleep(self._store_delay)
+                    self._store_delay = min(self._store_delay * 2, 30.0)
+                    return offset
+            offset = update.update_id + 1
+        self._store_delay = 0.5
+        return offset
+
+    async def send(self, chat_id: str, text: str) -> str:
+        try:
+            sent = await self.bot.send_message(chat_id=int(chat_id), text=text)
+        except RetryAfter as exc:
+            raise SendError(str(exc), retry_after=_seconds(exc.retry_after)) from None
+        except (Forbidden, BadRequest) as exc:
+            raise SendError(str(exc), permanent=True) from None
+        except TelegramError as exc:
+            raise SendError(str(exc)) from None
+        return str(sent.message_id)
 
 
 def _seconds(value: object) -> float:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,16 @@ class AgentSpec:
     tmp_mb: int = 64
 
 
+@dataclass(frozen=True)
+class RuntimeEvent:
+    """Something happened to an agent's container that nobody asked for."""
+
+    kind: Literal["exit", "oom"]
+    agent_id: str
+    container_id: str
+    detail: str = ""
+
+
 class AgentRuntime(Protocol):
     async def start(self, spec: AgentSpec) -> str:
         """Make sure exactly one instance of the agent runs; returns its id."""
@@ -30,6 +41,9 @@ class AgentRuntime(Protocol):
 
     async def running(self) -> dict[str, str]:
         """Agents of this instance that run now: agent id -> container id."""
+
+    def events(self) -> AsyncIterator[RuntimeEvent]:
+        """Exits and OOM kills of this instance's agents, as they happen."""
 
     async def close(self) -> None:
         """Release the runtime's own resources."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import docker
@@ -16,7 +18,7 @@ import docker.errors
 from clawpen_agent.protocol import AGENT_UID, SOCKET_DIR, SOCKET_PATH, WORKSPACE
 
 from ..errors import DockerUnavailable, ImageMissing
-from .base import AgentSpec
+from .base import AgentSpec, RuntimeEvent
 
 LABEL_MANAGED = "clawpen.managed"
 LABEL_INSTANCE = "clawpen.instance"
@@ -150,6 +152,37 @@ class DockerRuntime:
             filters={"label": [f"{LABEL_INSTANCE}={self.instance}"], "status": "running"}
         )
         return {c.labels[LABEL_AGENT]: str(c.id) for c in containers}
+
+    async def events(self) -> AsyncIterator[RuntimeEvent]:
+        """Docker's event stream, filtered to this instance's containers; read in a thread."""
+        filters = {
+            "type": "container",
+            "label": f"{LABEL_INSTANCE}={self.instance}",
+            "event": ["die", "oom"],
+        }
+        stream = await asyncio.to_thread(self.client.events, decode=True, filters=filters)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        def pump() -> None:
+            with contextlib.suppress(Exception):  # closed under us, or dockerd went away
+                for event in stream:
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        threading.Thread(target=pump, name="docker-events", daemon=True).start()
+        try:
+            while (event := await queue.get()) is not None:
+                attributes = event.get("Actor", {}).get("Attributes", {})
+                action = event.get("Action") or event.get("status", "")
+                agent_id = attributes.get(LABEL_AGENT, "")
+                if action == "oom":
+                    yield RuntimeEvent("oom", agent_id, event.get("id", ""), "out of memory")
+                elif action == "die":
+                    detail = f"exit code {attributes.get('exitCode', '?')}"
+                    yield RuntimeEvent("exit", agent_id, event.get("id", ""), detail)
+        finally:
+            stream.close()
 
     async def close(self) -> None:
         await asyncio.to_thread(self.client.close)

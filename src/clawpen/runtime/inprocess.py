@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from clawpen_agent.__main__ import serve
 from clawpen_agent.protocol import SOCKET_NAME
 
-from .base import AgentSpec
+from .base import AgentSpec, RuntimeEvent
 
 
 class InProcessRuntime:
@@ -51,6 +52,10 @@ class InProcessRuntime:
 
     async def running(self) -> dict[str, str]:
         return {a: f"thread-{t.ident}" for a, t in self.threads.items() if t.is_alive()}
+
+    async def events(self) -> AsyncIterator[RuntimeEvent]:
+        await asyncio.Event().wait()  # threads do not crash the way containers do
+        yield RuntimeEvent("exit", "", "")  # never reached
 
     async def close(self) -> None:
         self.stopping.update(self.threads)

@@ -1,0 +1,287 @@
+"""The model proxy on an agent's socket, driven by the real Anthropic SDK.
+
+The agent holds no key: whatever it sends as credentials is dropped and the real key is added
+outside. Answers, SSE streams and upstream errors reach the SDK as if it spoke to Anthropic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anthropic
+import httpx
+import httpx2
+import pytest
+
+from clawpen.agentapi import AgentSession
+from clawpen.proxy import ModelProxy
+from clawpen.testing.fake_model import FakeModel
+
+AGENT_KEY = "not-the-key"
+MODEL = "claude-test"
+T = TypeVar("T")
+
+
+@dataclass
+class Rig:
+    fake: FakeModel
+    key: str
+    socket_path: Path
+    usage: list[tuple[str, str, int, int]] = field(default_factory=list)
+
+    def client(self, **overrides: Any) -> anthropic.Anthropic:
+        """The SDK as an agent would hold it: a made-up key, the socket as transport."""
+        transport = httpx2.HTTPTransport(uds=str(self.socket_path))
+        options: dict[str, Any] = {"max_retries": 0, "timeout": 10.0, **overrides}
+        return anthropic.Anthropic(
+            api_key=AGENT_KEY,
+            base_url="http://agent",
+            http_client=httpx2.Client(transport=transport),
+            **options,
+        )
+
+
+@contextlib.asynccontextmanager
+async def serve_proxy(
+    tmp_path: Path, fake: FakeModel, base_url: str, key: str
+) -> AsyncIterator[Rig]:
+    rig = Rig(fake=fake, key=key, socket_path=tmp_path / "sock" / "agent.sock")
+
+    def collect(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        rig.usage.append((agent, model, input_tokens, output_tokens))
+
+    upstream = httpx.AsyncClient(timeout=httpx.Timeout(10, connect=2))
+    session = AgentSession("a1", tmp_path / "sock", ModelProxy(upstream, base_url, key, collect))
+    await session.start()
+    try:
+        yield rig
+    finally:
+        await session.close()
+        await upstream.aclose()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeModel]:
+    model = FakeModel(api_key="sk-ant-real-" + secrets.token_hex(8))
+    await model.start()
+    yield model
+    await model.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, fake: FakeModel) -> AsyncIterator[Rig]:
+    assert fake.api_key is not None
+    async with serve_proxy(tmp_path, fake, fake.url, fake.api_key) as r:
+        yield r
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    """The SDK is synchronous: run it off the loop that serves the proxy, with a deadline."""
+    async with asyncio.timeout(15):
+        return await asyncio.to_thread(fn)
+
+
+def ask(words: str) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": words}],
+    }
+
+
+def assert_only_the_real_key_went_upstream(rig: Rig) -> None:
+    assert rig.fake.headers, "nothing reached the upstream"
+    for headers in rig.fake.headers:
+        assert headers["x-api-key"] == rig.key
+        assert "authorization" not in headers
+        assert all(AGENT_KEY not in value for value in headers.values())
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+
+async def test_non_streaming_answer_reaches_the_sdk(rig: Rig) -> None:
+    message = await in_thread(lambda: rig.client().messages.create(**ask("hello proxy")))
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "echo: hello proxy"
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0
+    assert_only_the_real_key_went_upstream(rig)
+
+
+async def test_non_streaming_tool_use_reaches_the_sdk(rig: Rig) -> None:
+    message = await in_thread(lambda: rig.client().messages.create(**ask("run: ls -la")))
+    assert message.stop_reason == "tool_use"
+    [tool] = [b for b in message.content if b.type == "tool_use"]
+    assert tool.name == "shell"
+    assert tool.input == {"command": "ls -la"}
+
+
+async def test_streamed_answer_reaches_the_sdk(rig: Rig) -> None:
+    words = "a streamed answer long enough to need several text deltas"
+
+    def stream() -> tuple[list[str], anthropic.types.Message]:
+        with rig.client().messages.stream(**ask(words)) as events:
+            pieces = list(events.text_stream)
+            return pieces, events.get_final_message()
+
+    pieces, final = await in_thread(stream)
+    assert len(pieces) > 1  # relayed as deltas, not as one blob
+    assert "".join(pieces) == f"echo: {words}"
+    assert final.content[0].type == "text"
+    assert final.content[0].text == f"echo: {words}"
+    assert rig.fake.requests[-1]["stream"] is True
+    assert_only_the_real_key_went_upstream(rig)
+
+
+async def test_streamed_tool_use_reaches_the_sdk(rig: Rig) -> None:
+    def stream() -> anthropic.types.Message:
+        with rig.client().messages.stream(**ask("run: echo hi")) as events:
+            return events.get_final_message()
+
+    final = await in_thread(stream)
+    assert final.stop_reason == "tool_use"
+    [tool] = [b for b in final.content if b.type == "tool_use"]
+    assert (tool.name, tool.input) == ("shell", {"command": "echo hi"})
+
+
+async def test_create_with_stream_true_yields_raw_events(rig: Rig) -> None:
+    def events() -> list[Any]:
+        return list(rig.client().messages.create(**ask("raw events"), stream=True))
+
+    received = await in_thread(events)
+    kinds = [e.type for e in received]
+    assert kinds[0] == "message_start"
+    assert kinds[-1] == "message_stop"
+    text = "".join(
+        e.delta.text
+        for e in received
+        if e.type == "content_block_delta" and e.delta.type == "text_delta"
+    )
+    assert text == "echo: raw events"
+
+
+# -- the key -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra_headers",
+    [
+        pytest.param({}, id="sdk_default_x_api_key"),
+        pytest.param({"authorization": "Bearer " + AGENT_KEY}, id="authorization_header"),
+        pytest.param({"x-api-key": AGENT_KEY + "-2"}, id="explicit_x_api_key"),
+    ],
+)
+async def test_agent_credentials_are_never_forwarded(
+    rig: Rig, extra_headers: dict[str, str]
+) -> None:
+    message = await in_thread(
+        lambda: rig.client().messages.create(**ask("hi"), extra_headers=extra_headers)
+    )
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "echo: hi"
+    assert_only_the_real_key_went_upstream(rig)
+    assert all(AGENT_KEY + "-2" not in v for h in rig.fake.headers for v in h.values())
+
+
+# -- usage -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["json", "sse"])
+async def test_usage_is_reported_for_each_call(rig: Rig, streaming: bool) -> None:
+    def call() -> None:
+        client = rig.client()
+        if streaming:
+            with client.messages.stream(**ask("count me")) as events:
+                events.until_done()
+        else:
+            client.messages.create(**ask("count me"))
+
+    await in_thread(call)
+    for _ in range(100):  # the proxy reports after relaying the last byte
+        if rig.usage:
+            break
+        await asyncio.sleep(0.01)
+    [(agent, model, input_tokens, output_tokens)] = rig.usage
+    assert (agent, model) == ("a1", MODEL)
+    assert input_tokens > 0
+    assert output_tokens > 0
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "exception"),
+    [
+        pytest.param(429, anthropic.RateLimitError, id="429_rate_limit"),
+        pytest.param(500, anthropic.InternalServerError, id="500_internal"),
+        pytest.param(529, anthropic.OverloadedError, id="529_overloaded"),
+    ],
+)
+@pytest.mark.parametrize("streaming", [False, True], ids=["json", "sse"])
+async def test_upstream_error_status_reaches_the_sdk_as_its_exception(
+    rig: Rig, status: int, exception: type[anthropic.APIStatusError], streaming: bool
+) -> None:
+    rig.fake.failures = [status]
+
+    def call() -> None:
+        client = rig.client()
+        if streaming:
+            with client.messages.stream(**ask("hi")) as events:
+                events.until_done()
+        else:
+            client.messages.create(**ask("hi"))
+
+    with pytest.raises(exception) as info:
+        await in_thread(call)
+    assert info.value.status_code == status
+    assert "injected failure" in str(info.value)
+    assert rig.usage == []
+
+
+async def test_sdk_retry_after_an_upstream_error_succeeds(rig: Rig) -> None:
+    rig.fake.failures = [529]
+    client = rig.client(max_retries=1)
+    message = await in_thread(lambda: client.messages.create(**ask("second time lucky")))
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "echo: second time lucky"
+    assert len(rig.fake.requests) == 2
+
+
+async def test_wrong_real_key_is_an_authentication_error(tmp_path: Path, fake: FakeModel) -> None:
+    async with serve_proxy(tmp_path, fake, fake.url, "sk-ant-wrong") as rig:
+        with pytest.raises(anthropic.AuthenticationError):
+            await in_thread(lambda: rig.client().messages.create(**ask("hi")))
+
+
+async def test_unreachable_upstream_is_a_502_not_a_hang(tmp_path: Path, fake: FakeModel) -> None:
+    await fake.close()  # nothing listens on its port any more
+    async with serve_proxy(tmp_path, fake, fake.url, "sk-ant-real") as rig:
+        with pytest.raises(anthropic.APIStatusError) as info:
+            await in_thread(lambda: rig.client().messages.create(**ask("anyone there?")))
+    assert info.value.status_code == 502
+    assert isinstance(info.value, anthropic.InternalServerError)
+    assert "model upstream unreachable" in str(info.value)
+
+
+async def test_body_that_is_not_json_is_a_400(rig: Rig) -> None:
+    def post() -> httpx2.Response:
+        transport = httpx2.HTTPTransport(uds=str(rig.socket_path))
+        with httpx2.Client(transport=transport) as client:
+            return client.post(
+                "http://agent/v1/messages",
+                content=b"not json",
+                headers={"content-type": "application/json"},
+            )
+
+    response = await in_thread(post)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert rig.fake.requests == []
