@@ -18,12 +18,12 @@ from .channels.cli import CliChannel
 from .channels.telegram import TelegramChannel
 from .config import Settings
 from .dispatch import Dispatcher
+from .errors import StoreError
 from .logging import get_logger
 from .metrics import Metrics
 from .outbox import Outbox
 from .proxy import ModelProxy
 from .runtime.base import AgentRuntime
-from .errors import StoreError
 from .store import Store
 
 

@@ -20,6 +20,7 @@ from .errors import ConfigError
 
 DEFAULT_PATH = "clawpen.yaml"
 AGENT_ID = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+REFERENCE = re.compile(r"(env|secret):[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 class _Model(BaseModel):
@@ -35,7 +36,7 @@ class ModelSettings(_Model):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
 
@@ -119,14 +120,14 @@ def resolve_references(value: Any, env: Mapping[str, str], where: str = "") -> A
         }
     if isinstance(value, list):
         return [resolve_references(v, env, f"{where}.{i}") for i, v in enumerate(value)]
-    if isinstance(value, str) and value.startswith("env:"):
+    if isinstance(value, str) and REFERENCE.fullmatch(value) and value.startswith("env:"):
         name = value[4:]
         if not env.get(name):
             raise ConfigError(
                 f"{where}: {name} is not set", f"export {name}=... or write the value"
             )
         return env[name]
-    if isinstance(value, str) and value.startswith("secret:"):
+    if isinstance(value, str) and REFERENCE.fullmatch(value):
         raise ConfigError(
             f"{where}: secret references are not supported yet", "use env:NAME for now"
         )
@@ -150,6 +151,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such config file", "create it (see README) or pass --config PATH"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            f"{path}: cannot read the config file ({reason})", "pass a readable UTF-8 YAML file"
         ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

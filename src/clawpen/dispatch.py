@@ -11,37 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from typing import TypeVar
 
 from clawpen_agent.protocol import ChatLine, Task
 
 from .agentapi import AgentGone
 from .agents import AgentPool
 from .config import Settings
-from .errors import ClawpenError, StoreError
+from .errors import ClawpenError
 from .logging import get_logger
 from .metrics import Metrics
 from .models import ClaimedTask, InboundMessage, Rejection, Route
 from .outbox import Outbox, backoff
 from .router import route
-from .store import Store
+from .store import Store, until_written
 
 MAX_TASK_ATTEMPTS = 3
-T = TypeVar("T")
-
-
-async def until_written(write: Callable[[], T], what: str) -> T:
-    """Retry a store write until it succeeds (the disk may be full for a while). The work it
-    records is already done and must not be lost or done again."""
-    delay = 0.5
-    while True:
-        try:
-            return write()
-        except StoreError as exc:
-            get_logger().error("store_unwritable", what=what, error=str(exc), retryIn=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
 
 class Dispatcher:
@@ -84,9 +68,7 @@ class Dispatcher:
         ``idle_timeout`` it stops the container."""
         agent = self.settings.agent(agent_id)
         wakeup = self._wakeups[agent_id]
-        for unfinished in await until_written(
-            lambda: self.store.running_tasks(agent_id), "resume"
-        ):
+        for unfinished in await until_written(lambda: self.store.running_tasks(agent_id), "resume"):
             self.log.info("task_resumed", agentId=agent_id, taskId=unfinished.id)
             await self.execute(unfinished)
         if agent.warm:

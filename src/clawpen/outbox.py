@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping
+from functools import partial
 
 from .channels.base import Channel, SendError
 from .logging import get_logger
 from .metrics import Metrics
 from .models import Reply
-from .store import Store
+from .store import Store, until_written
 
 MAX_ATTEMPTS = 8
 
@@ -61,7 +62,7 @@ class Outbox:
         wakeup = self._wakeups[channel]
         while True:
             wakeup.clear()
-            for reply in self.store.pending_replies(channel):
+            for reply in await until_written(lambda: self.store.pending_replies(channel), "outbox"):
                 await self.deliver(reply)
             await wakeup.wait()
 
@@ -76,7 +77,10 @@ class Outbox:
             except SendError as exc:
                 attempt += 1
                 final = exc.permanent or attempt >= MAX_ATTEMPTS
-                self.store.mark_reply_failed(reply.id, str(exc), final=final)
+                await until_written(
+                    partial(self.store.mark_reply_failed, reply.id, str(exc), final),
+                    "delivery attempt",
+                )
                 self.metrics.replies.labels(reply.channel, "error").inc()
                 delay = backoff(attempt - 1, exc.retry_after)
                 self.log.warning(
@@ -94,7 +98,10 @@ class Outbox:
                 await asyncio.sleep(delay)
                 continue
             sent += 1
-            self.store.record_chunk_sent(reply.id, platform_id, done=sent == len(chunks))
+            done = sent == len(chunks)
+            await until_written(
+                partial(self.store.record_chunk_sent, reply.id, platform_id, done), "delivery"
+            )
         self.metrics.replies.labels(reply.channel, "sent").inc()
         self.log.info(
             "reply_sent",

@@ -10,15 +10,19 @@ crash of the process or the machine. The message path is a handful of state chan
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import StoreError
+from .logging import get_logger
 from .models import ClaimedTask, InboundMessage, Rejection, Reply, Route
+
+T = TypeVar("T")
 
 MIGRATIONS: list[str] = [
     """
@@ -58,8 +62,7 @@ MIGRATIONS: list[str] = [
         attempts INTEGER NOT NULL DEFAULT 0,
         created_at REAL NOT NULL,
         sent_at REAL,
-        chunks_sent INTEGER NOT NULL DEFAULT 0,
-        platform_ids TEXT NOT NULL DEFAULT '',
+        platform_ids TEXT,
         error TEXT
     );
     CREATE INDEX replies_pending ON replies (status, id);
@@ -78,6 +81,10 @@ MIGRATIONS: list[str] = [
         at REAL NOT NULL
     );
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 2: replies are delivered chunk by chunk, each recorded as the platform confirms it
+    """
+    ALTER TABLE replies ADD COLUMN chunks_sent INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 
@@ -247,7 +254,7 @@ class Store:
         with self._write() as db:
             db.execute(
                 "UPDATE replies SET chunks_sent=chunks_sent+1,"
-                " platform_ids=ltrim(platform_ids || ',' || ?1, ','),"
+                " platform_ids=ltrim(coalesce(platform_ids, '') || ',' || ?1, ','),"
                 " status=CASE WHEN ?2 THEN 'sent' ELSE status END,"
                 " sent_at=CASE WHEN ?2 THEN ?3 ELSE sent_at END WHERE id=?4",
                 (platform_id, done, time.time(), reply_id),
@@ -304,6 +311,19 @@ class Store:
             "SELECT * FROM replies WHERE channel=? AND chat_id=? ORDER BY id", (channel, chat_id)
         )
         return [_reply(row) for row in rows.fetchall()]
+
+
+async def until_written(write: Callable[[], T], what: str) -> T:
+    """Retry a store write until it succeeds (the disk may be full for a while). The work it
+    records is already done and must not be lost or done again."""
+    delay = 0.5
+    while True:
+        try:
+            return write()
+        except StoreError as exc:
+            get_logger().error("store_unwritable", what=what, error=str(exc), retryIn=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def _reply(row: sqlite3.Row) -> Reply:

@@ -48,14 +48,17 @@ class History:
 def trim_history(
     messages: list[dict[str, Any]], keep: int = HISTORY_MESSAGES
 ) -> list[dict[str, Any]]:
-    """Keep the last ``keep`` messages, starting at a plain user turn so tool pairs stay whole."""
+    """Keep about the last ``keep`` messages, starting at a plain user turn so that tool-use
+    pairs stay whole; a single turn longer than ``keep`` is kept whole."""
     if len(messages) <= keep:
         return messages
-    tail = messages[-keep:]
-    for i, message in enumerate(tail):
-        if message["role"] == "user" and isinstance(message["content"], str):
-            return tail[i:]
-    return []
+    starts = [
+        i for i, m in enumerate(messages) if m["role"] == "user" and isinstance(m["content"], str)
+    ]
+    within = [i for i in starts if i >= len(messages) - keep]
+    if within:
+        return messages[within[0] :]
+    return messages[starts[-1] :] if starts else messages
 
 
 def user_turn(task: Task) -> str:

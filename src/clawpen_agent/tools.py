@@ -6,8 +6,11 @@ returned as text with ``is_error`` so the model can see and correct them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,24 +34,42 @@ def _clip(text: str) -> str:
     return text[: MAX_OUTPUT // 2] + "\n...[output truncated]...\n" + text[-MAX_OUTPUT // 2 :]
 
 
+def _timeout(args: dict[str, Any]) -> int:
+    value = args.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+        raise ToolError(f"'timeout' must be a number of seconds >= 1, not {value!r}")
+    return min(int(value), MAX_TIMEOUT)
+
+
 def shell(args: dict[str, Any], root: str = WORKSPACE) -> str:
+    """Run ``/bin/sh -c command``. Output goes to a file, not a pipe, so that a background job
+    (``server &``) that inherits it does not hold the call open; on timeout the whole process
+    group is killed."""
     command = args.get("command")
     if not isinstance(command, str) or not command.strip():
         raise ToolError("shell needs a non-empty string 'command'")
-    timeout = min(int(args.get("timeout", DEFAULT_TIMEOUT)), MAX_TIMEOUT)
-    try:
-        done = subprocess.run(
+    timeout = _timeout(args)
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(
             ["/bin/sh", "-c", command],
             cwd=root,
-            capture_output=True,
-            timeout=timeout,
             stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired as exc:
-        partial = (exc.stdout or b"").decode(errors="replace")
-        raise ToolError(f"timed out after {timeout}s\n{_clip(partial)}") from exc
-    output = (done.stdout + done.stderr).decode(errors="replace")
-    return f"exit_code: {done.returncode}\n{_clip(output)}"
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            output.seek(0)
+            partial = output.read().decode(errors="replace")
+            raise ToolError(f"timed out after {timeout}s\n{_clip(partial)}") from None
+        output.seek(0)
+        text = output.read().decode(errors="replace")
+    return f"exit_code: {code}\n{_clip(text)}"
 
 
 def resolve_inside(root: str, relative: str) -> Path:

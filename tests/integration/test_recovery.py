@@ -40,8 +40,13 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None
 
 
 async def test_kill_9_during_a_burst_loses_and_doubles_nothing(
-    tmp_path: Path, fake_model: FakeModel, fake_telegram: FakeTelegram, api_key: str,
-    agent_image: str, cleanup_instance: list[str], docker_client: docker.DockerClient,
+    tmp_path: Path,
+    fake_model: FakeModel,
+    fake_telegram: FakeTelegram,
+    api_key: str,
+    agent_image: str,
+    cleanup_instance: list[str],
+    docker_client: docker.DockerClient,
 ) -> None:
     config = write_config(tmp_path / "clawpen.yaml", fake_model.url, fake_telegram, CHATS)
     instance = instance_id(tmp_path / "data")
@@ -69,13 +74,18 @@ async def test_kill_9_during_a_burst_loses_and_doubles_nothing(
     # the agent's container was adopted across the kills, never started twice at once
     assert orchestrator.events("task_resumed")  # some kills did land mid-task
     assert orchestrator.events("agent_adopted")
-    assert docker_client.containers.list(all=True, filters={
-        "label": [f"clawpen.instance={instance}"]}) == []
+    assert (
+        docker_client.containers.list(all=True, filters={"label": [f"clawpen.instance={instance}"]})
+        == []
+    )
 
 
 async def test_killed_container_mid_task_is_restarted_and_the_task_answered_once(
-    orchestrator_factory: Callable[..., InProcessOrchestrator], fake_telegram: FakeTelegram,
-    fake_model: FakeModel, docker_client: docker.DockerClient, cleanup_instance: list[str],
+    orchestrator_factory: Callable[..., InProcessOrchestrator],
+    fake_telegram: FakeTelegram,
+    fake_model: FakeModel,
+    docker_client: docker.DockerClient,
+    cleanup_instance: list[str],
     agent_image: str,
 ) -> None:
     probe = orchestrator_factory(None, fake_telegram)  # type: ignore[arg-type]
@@ -99,8 +109,11 @@ async def test_killed_container_mid_task_is_restarted_and_the_task_answered_once
 
 
 async def test_task_that_keeps_crashing_its_agent_is_given_up_and_the_user_told(
-    orchestrator_factory: Callable[..., InProcessOrchestrator], fake_telegram: FakeTelegram,
-    docker_client: docker.DockerClient, cleanup_instance: list[str], agent_image: str,
+    orchestrator_factory: Callable[..., InProcessOrchestrator],
+    fake_telegram: FakeTelegram,
+    docker_client: docker.DockerClient,
+    cleanup_instance: list[str],
+    agent_image: str,
 ) -> None:
     probe = orchestrator_factory(None, fake_telegram)  # type: ignore[arg-type]
     instance = instance_id(probe.settings.data_dir)
@@ -118,21 +131,23 @@ async def test_task_that_keeps_crashing_its_agent_is_given_up_and_the_user_told(
 
 
 async def test_out_of_memory_command_is_reported_and_the_agent_lives_on(
-    orchestrator_factory: Callable[..., InProcessOrchestrator], fake_telegram: FakeTelegram,
-    docker_client: docker.DockerClient, cleanup_instance: list[str], agent_image: str,
+    orchestrator_factory: Callable[..., InProcessOrchestrator],
+    fake_telegram: FakeTelegram,
+    docker_client: docker.DockerClient,
+    cleanup_instance: list[str],
+    agent_image: str,
 ) -> None:
     probe = orchestrator_factory(None, fake_telegram)  # type: ignore[arg-type]
     instance = instance_id(probe.settings.data_dir)
     probe.store.close()
     cleanup_instance.append(instance)
     orchestrator = orchestrator_factory(
-        DockerRuntime(docker_client, instance), fake_telegram,
+        DockerRuntime(docker_client, instance),
+        fake_telegram,
         agents=[{"id": "assistant", "memory_mb": 64}],
     )
     async with running(orchestrator):
-        await fake_telegram.push_text(
-            1001, "run: python3 -c 'bytearray(300 * 1024 * 1024)'"
-        )
+        await fake_telegram.push_text(1001, "run: python3 -c 'bytearray(300 * 1024 * 1024)'")
         await fake_telegram.wait_for_sent(1, timeout=60)
         await fake_telegram.push_text(1001, "still there?")
         await fake_telegram.wait_for_sent(2, timeout=60)
@@ -142,15 +157,19 @@ async def test_out_of_memory_command_is_reported_and_the_agent_lives_on(
 
 
 async def test_idle_agent_is_stopped_and_started_again_on_the_next_message(
-    orchestrator_factory: Callable[..., InProcessOrchestrator], fake_telegram: FakeTelegram,
-    docker_client: docker.DockerClient, cleanup_instance: list[str], agent_image: str,
+    orchestrator_factory: Callable[..., InProcessOrchestrator],
+    fake_telegram: FakeTelegram,
+    docker_client: docker.DockerClient,
+    cleanup_instance: list[str],
+    agent_image: str,
 ) -> None:
     probe = orchestrator_factory(None, fake_telegram)  # type: ignore[arg-type]
     instance = instance_id(probe.settings.data_dir)
     probe.store.close()
     cleanup_instance.append(instance)
     orchestrator = orchestrator_factory(
-        DockerRuntime(docker_client, instance), fake_telegram,
+        DockerRuntime(docker_client, instance),
+        fake_telegram,
         agents=[{"id": "assistant", "idle_timeout": 1}],
     )
     name = container_name(instance, "assistant")

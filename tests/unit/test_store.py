@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clawpen.models import InboundMessage, Rejection, Route
-from clawpen.store import Store
+from clawpen.store import MIGRATIONS, Store
 
 ROUTED = Route("assistant")
 
@@ -248,7 +248,7 @@ def test_reopening_does_not_rerun_migrations(db_path: Path) -> None:
     Store(db_path).close()
     again = Store(db_path)
     try:
-        assert again.db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert again.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     finally:
         again.close()
 

@@ -72,11 +72,6 @@ def test_shell_timeout_is_an_error_not_a_hang(root: Path) -> None:
     assert "before" in output  # what it printed so far still helps the model
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG tools.shell waits for EOF on its output pipe, which a background "
-    "job inherits, so 'cmd &' always runs into the timeout (60 s by default) and then fails",
-)
 def test_shell_background_job_does_not_block_the_tool(root: Path) -> None:
     output, is_error = run_tool(
         "shell", {"command": "sleep 2 & echo started", "timeout": 1}, str(root)
@@ -99,12 +94,6 @@ def test_shell_without_a_command_is_an_error(root: Path, args: dict[str, Any]) -
     assert "command" in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, TypeError),
-    reason="BUG tools.shell: a non-integer 'timeout' from the model raises ValueError/TypeError "
-    "out of run_tool instead of a tool error, failing the whole task",
-)
 @pytest.mark.parametrize("timeout", ["soon", None])
 def test_shell_bad_timeout_is_a_tool_error(root: Path, timeout: object) -> None:
     _, is_error = run_tool("shell", {"command": "echo hi", "timeout": timeout}, str(root))

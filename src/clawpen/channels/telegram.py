@@ -105,8 +105,12 @@ class TelegramChannel:
                 try:
                     await accept(inbound)
                 except StoreError as exc:
-                    self.log.error("store_unwritable", channel=self.name, error=str(exc),
-                                   retryIn=self._store_delay)
+                    self.log.error(
+                        "store_unwritable",
+                        channel=self.name,
+                        error=str(exc),
+                        retryIn=self._store_delay,
+                    )
                     await asyncio.sleep(self._store_delay)
                     self._store_delay = min(self._store_delay * 2, 30.0)
                     return offset

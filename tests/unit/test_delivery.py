@@ -1,0 +1,132 @@
+"""Platform failures and limits, end to end with in-process agents: replies arrive exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from clawpen.app import Orchestrator
+from clawpen.runtime.inprocess import InProcessRuntime
+from clawpen.testing.fake_telegram import FakeTelegram
+
+from ..conftest import running
+
+
+async def test_reply_survives_429_and_500_from_telegram_and_arrives_once(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    fake_telegram.fail_next("sendMessage", 429, retry_after=1)
+    fake_telegram.fail_next("sendMessage", 500, times=2)
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "through the storm")
+        await fake_telegram.wait_for_sent(1, timeout=30)
+        await asyncio.sleep(0.5)
+    assert fake_telegram.texts_to(1001) == ["echo: through the storm"]
+    assert fake_telegram.calls.count("sendMessage") == 4
+
+
+async def test_getupdates_errors_are_retried_without_losing_messages(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    fake_telegram.fail_next("getUpdates", 502, times=2)
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    await fake_telegram.push_text(1001, "sent while telegram was flaky")
+    async with running(orchestrator):
+        await fake_telegram.wait_for_sent(1, timeout=30)
+    assert fake_telegram.texts_to(1001) == ["echo: sent while telegram was flaky"]
+
+
+async def test_long_reply_is_split_into_telegram_sized_messages_in_order(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    long_text = "\n".join(f"line {i:05d} " + "x" * 60 for i in range(200))  # ~14 KB
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, long_text)
+        sent = await fake_telegram.wait_for_sent(4, timeout=30)
+    assert all(len(m["text"]) <= 4096 for m in sent)
+    assert "\n".join(m["text"] for m in sent) == "echo: " + long_text
+
+
+async def test_messages_sent_while_the_agent_works_are_batched_into_its_next_turn(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "run: sleep 1; echo first-done")
+        await asyncio.sleep(0.5)
+        for text in ("second", "third", "fourth"):
+            await fake_telegram.push_text(1001, text)
+        await fake_telegram.wait_for_sent(2, timeout=30)
+    first, batch = fake_telegram.texts_to(1001)
+    assert "first-done" in first
+    assert batch == "echo: [1001] second\n[1001] third\n[1001] fourth"
+
+
+async def test_container_cap_stops_the_least_recently_used_idle_agent(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(
+        InProcessRuntime(tmp_path / "ws"),
+        fake_telegram,
+        max_containers=1,
+        agents=[{"id": "assistant"}, {"id": "helper"}],
+        pairings=[
+            {"channel": "telegram:1001", "agent": "assistant"},
+            {"channel": "telegram:1002", "agent": "helper"},
+        ],
+    )
+    running_counts: list[int] = []
+    async with running(orchestrator):
+        for i, chat in enumerate((1001, 1002, 1001, 1002)):
+            await fake_telegram.push_text(chat, f"turn {i}")
+            await fake_telegram.wait_for_sent(i + 1, timeout=30)
+            running_counts.append(len(orchestrator.pool.containers))
+    assert fake_telegram.texts_to(1001) == ["echo: turn 0", "echo: turn 2"]
+    assert fake_telegram.texts_to(1002) == ["echo: turn 1", "echo: turn 3"]
+    assert running_counts == [1, 1, 1, 1]
+
+
+async def test_duplicate_platform_message_is_answered_once(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "only once")
+        await fake_telegram.wait_for_sent(1, timeout=30)
+        # Telegram hands out the same update again (as after a lost acknowledgement)
+        fake_telegram.updates.append(
+            {
+                **fake_telegram.sent[0],
+                "update_id": 99,
+                "message": {**_last_update_message(fake_telegram)},
+            }
+        )
+        async with fake_telegram._changed:
+            fake_telegram._changed.notify_all()
+        await asyncio.sleep(1.0)
+    assert fake_telegram.texts_to(1001) == ["echo: only once"]
+
+
+def _last_update_message(telegram: FakeTelegram) -> dict[str, object]:
+    return {
+        "message_id": 1,
+        "date": 0,
+        "text": "only once",
+        "chat": {"id": 1001, "type": "private"},
+        "from": {"id": 1001, "is_bot": False, "first_name": "u"},
+    }
