@@ -109,12 +109,14 @@ class Dispatcher:
         started = time.perf_counter()
         attempts = claimed.attempts
         text, error = "", None
+        agent_seconds: float | None = None
         while True:
             try:
                 async with self.pool.working(agent.id):
                     session = await self.pool.ensure(agent.id)
                     result = await session.run(task, timeout=agent.task_timeout)
                 text, error = result.text, result.error
+                agent_seconds = _agent_seconds(result.extra)
                 break
             except TimeoutError:
                 error = f"no answer within {agent.task_timeout:.0f}s"
@@ -137,6 +139,7 @@ class Dispatcher:
         self.log.info(
             "task_executed",
             duration=round(duration, 4),
+            agentTime=agent_seconds,
             success=error is None,
             error=error,
             attempts=attempts,
@@ -148,3 +151,11 @@ class Dispatcher:
             text = f"Sorry, I could not answer that: {error}"
         await until_written(lambda: self.store.finish_task(task.id, text, error), "reply")
         self.outbox.notify(claimed.channel)
+
+
+def _agent_seconds(extra: dict[str, object]) -> float | None:
+    """Time the agent itself spent on a task, from the wall-clock times it reports."""
+    received, answered = extra.get("received"), extra.get("answered")
+    if isinstance(received, float) and isinstance(answered, float):
+        return round(answered - received, 4)
+    return None

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from .loop import History, model_caller, run_task
 from .protocol import NEXT_TASK_PATH, SOCKET_PATH, WORKSPACE, Task, TaskResult, result_path
@@ -42,6 +43,7 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
             log(f"unexpected {status} from {NEXT_TASK_PATH}: {body[:200]!r}")
             time.sleep(1)
             continue
+        received = time.time()
         task = Task.from_json(body)
         try:
             result = run_task(task, call_model, history, root)
@@ -49,6 +51,8 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
             result = TaskResult(error=f"model call failed: {exc}")
         except Exception as exc:  # a bug here must still answer the task
             result = TaskResult(error=f"agent error: {type(exc).__name__}: {exc}")
+        # wall-clock times: the orchestrator shares this clock and reports the overhead around us
+        result = replace(result, extra={"received": received, "answered": time.time()})
         try:
             tasks.request("POST", result_path(task.id), result.to_json())
         except OSError as exc:
