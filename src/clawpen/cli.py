@@ -111,9 +111,10 @@ def chat(
         print(_guard(lambda: ask(message)))
         return
     print(f"chatting with {agent_id} (Ctrl-D to leave)", file=sys.stderr)
+    prompt = "you> " if sys.stdin.isatty() else ""  # piped input gets clean output
     while True:
         try:
-            line = input("you> ")
+            line = input(prompt)
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from clawpen.agents import instance_id
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 
-from .procs import Orchestrator, clawpen, write_config
+from .procs import CLAWPEN, Orchestrator, clawpen, write_config
 
 
 @pytest.fixture
@@ -67,6 +69,31 @@ async def test_chat_command_and_telegram_through_a_running_orchestrator(
     )
     rejected = next(e for e in logs if e["event"] == "message_rejected")
     assert rejected["chat"] == "999"
+
+
+@pytest.mark.docker
+async def test_interactive_chat_and_status(orchestrator_process: Orchestrator) -> None:
+    config = orchestrator_process.config
+    process = await asyncio.create_subprocess_exec(
+        *CLAWPEN, "chat", "--config", str(config),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate(b"first line\n\nsecond line\n")
+    assert process.returncode == 0, err
+    assert out.decode().splitlines() == [
+        "assistant> echo: first line",
+        "assistant> echo: second line",
+    ]
+    assert "chatting with assistant" in err.decode()
+
+    code, out, err = await clawpen("status", "--config", str(config))
+    status = json.loads(out)
+    assert code == 0, err
+    assert status["agents"]["assistant"]["connected"] is True
+    assert status["counts"]["messages.answered"] == 2
+    assert status["channels"] == ["cli", "telegram"]
 
 
 @pytest.mark.docker
