@@ -44,14 +44,14 @@ async def fake_telegram() -> AsyncIterator[FakeTelegram]:
 
 def make_settings(
     data_dir: Path,
-    model: FakeModel,
+    upstream: FakeModel,
     api_key: str,
     telegram: FakeTelegram | None = None,
     **overrides: Any,
 ) -> Settings:
     raw: dict[str, Any] = {
         "data_dir": str(data_dir),
-        "model": {"name": "claude-test", "base_url": model.url, "api_key": api_key},
+        "model": {"name": "claude-test", "base_url": upstream.url, "api_key": api_key},
         "agents": [{"id": "assistant", "system_prompt": "You are a test."}],
         "channels": {"cli": {}},
         "pairings": [],

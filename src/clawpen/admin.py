@@ -27,12 +27,15 @@ class AdminServer:
         cli: CliChannel | None,
         metrics: Metrics,
         status: Callable[[], dict[str, Any]],
+        metrics_port: int | None = None,
     ) -> None:
         self.path = path
+        self.metrics_port = metrics_port
         self.cli = cli
         self.metrics = metrics
         self.status = status
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         app = web.Application()
@@ -51,8 +54,16 @@ class AdminServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
+        if self.metrics_port is not None:  # for a Prometheus scraper: metrics only, loopback only
+            metrics_app = web.Application()
+            metrics_app.router.add_get("/metrics", self._metrics)
+            self._metrics_runner = web.AppRunner(metrics_app, access_log=None)
+            await self._metrics_runner.setup()
+            await web.TCPSite(self._metrics_runner, "127.0.0.1", self.metrics_port).start()
 
     async def close(self) -> None:
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         if self._runner is not None:
             await self._runner.cleanup()
         with contextlib.suppress(FileNotFoundError):

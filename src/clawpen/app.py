@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -54,7 +55,11 @@ class Orchestrator:
         self.runtime = runtime if runtime is not None else docker_runtime(settings)
         self.upstream = upstream or httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
         self.proxy = ModelProxy(
-            self.upstream, settings.model.base_url, settings.model.api_key, self._record_usage
+            self.upstream,
+            settings.model.base_url,
+            settings.model.api_key,
+            self._record_usage,
+            self._over_budget,
         )
         self.cli = CliChannel() if settings.channels.cli is not None else None
         channels: list[Channel] = [self.cli] if self.cli else []
@@ -66,7 +71,11 @@ class Orchestrator:
         self.outbox = Outbox(self.store, self.channels, self.metrics)
         self.dispatcher = Dispatcher(settings, self.store, self.pool, self.outbox, self.metrics)
         self.admin = AdminServer(
-            settings.data_dir / ADMIN_SOCKET, self.cli, self.metrics, self.status
+            settings.data_dir / ADMIN_SOCKET,
+            self.cli,
+            self.metrics,
+            self.status,
+            settings.metrics_port,
         )
         self.ready = asyncio.Event()
 
@@ -79,6 +88,19 @@ class Orchestrator:
             self.log.error("store_unwritable", what="usage", error=str(exc))
         self.metrics.tokens.labels(agent_id, "input").inc(input_tokens)
         self.metrics.tokens.labels(agent_id, "output").inc(output_tokens)
+
+    def _over_budget(self, agent_id: str) -> str | None:
+        limit = self.settings.model.daily_token_budget
+        if limit is None:
+            return None
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        used = self.store.tokens_used_since(agent_id, midnight.timestamp())
+        if used < limit:
+            return None
+        return (
+            f"agent {agent_id} has used {used} of its {limit} model tokens for today (UTC);"
+            " raise model.daily_token_budget or wait for tomorrow"
+        )
 
     def status(self) -> dict[str, Any]:
         return {

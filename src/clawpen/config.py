@@ -32,6 +32,7 @@ class ModelSettings(_Model):
     base_url: str = "https://api.anthropic.com"
     api_key: str = Field(repr=False)
     max_tokens: int = Field(4096, ge=1, le=128_000)
+    daily_token_budget: int | None = Field(None, ge=1, description="per agent, input+output")
 
     @field_validator("base_url")
     @classmethod
@@ -80,6 +81,7 @@ class Settings(_Model):
     max_containers: int = Field(10, ge=1)
     docker_host: str | None = None
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="on 127.0.0.1")
     model: ModelSettings
     agents: list[AgentSettings] = Field(min_length=1)
     channels: ChannelSettings = ChannelSettings(cli=CliChannelSettings())

@@ -20,6 +20,7 @@ from .logging import get_logger
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
 FORWARDED_HEADERS = ("content-type", "anthropic-version", "anthropic-beta", "accept")
 UsageSink = Callable[[str, str, int, int], None]  # agent, model, input_tokens, output_tokens
+BudgetCheck = Callable[[str], str | None]  # agent -> why it may not call the model now
 
 
 def api_error(status: int, kind: str, message: str) -> web.Response:
@@ -63,15 +64,25 @@ class UsageTap:
 
 class ModelProxy:
     def __init__(
-        self, upstream: httpx.AsyncClient, base_url: str, api_key: str, on_usage: UsageSink
+        self,
+        upstream: httpx.AsyncClient,
+        base_url: str,
+        api_key: str,
+        on_usage: UsageSink,
+        over_budget: BudgetCheck = lambda agent_id: None,
     ) -> None:
         self.upstream = upstream
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.on_usage = on_usage
+        self.over_budget = over_budget
         self.log = get_logger()
 
     async def handle(self, agent_id: str, request: web.Request) -> web.StreamResponse:
+        refusal = self.over_budget(agent_id)
+        if refusal is not None:
+            self.log.warning("model_call_refused", agentId=agent_id, reason=refusal)
+            return api_error(429, "rate_limit_error", refusal)
         body = await request.read()
         if len(body) > MAX_REQUEST_BYTES:
             return api_error(413, "request_too_large", "request body over 20 MB")

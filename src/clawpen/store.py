@@ -85,6 +85,7 @@ MIGRATIONS: list[str] = [
     # 2: replies are delivered chunk by chunk, each recorded as the platform confirms it
     """
     ALTER TABLE replies ADD COLUMN chunks_sent INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX usage_by_agent ON usage (agent_id, at);
     """,
 ]
 
@@ -277,6 +278,15 @@ class Store:
                 " state=excluded.state, updated_at=excluded.updated_at",
                 (agent_id, container_id, state, time.time()),
             )
+
+    def tokens_used_since(self, agent_id: str, since: float) -> int:
+        row = self._one(
+            "SELECT COALESCE(SUM(input_tokens + output_tokens), 0) FROM usage"
+            " WHERE agent_id=? AND at>=?",
+            agent_id,
+            since,
+        )
+        return int(row[0]) if row else 0
 
     def record_usage(
         self, agent_id: str, model: str, input_tokens: int, output_tokens: int

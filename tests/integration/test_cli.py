@@ -75,8 +75,12 @@ async def test_chat_command_and_telegram_through_a_running_orchestrator(
 async def test_interactive_chat_and_status(orchestrator_process: Orchestrator) -> None:
     config = orchestrator_process.config
     process = await asyncio.create_subprocess_exec(
-        *CLAWPEN, "chat", "--config", str(config),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        *CLAWPEN,
+        "chat",
+        "--config",
+        str(config),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(60):

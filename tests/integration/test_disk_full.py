@@ -43,8 +43,10 @@ def fill(disk: Path) -> Path:
 
 
 async def test_full_disk_holds_messages_unacknowledged_then_resumes_without_corruption(
-    orchestrator_factory: Callable[..., Orchestrator], fake_telegram: FakeTelegram,
-    small_disk: Path, tmp_path: Path,
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    small_disk: Path,
+    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
     assert orchestrator.settings.data_dir == small_disk

@@ -1,0 +1,56 @@
+"""Per-agent token budgets and warm agents, through the whole in-process message path."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from clawpen.app import Orchestrator
+from clawpen.runtime.inprocess import InProcessRuntime
+from clawpen.testing.fake_model import FakeModel
+from clawpen.testing.fake_telegram import FakeTelegram
+
+from ..conftest import running
+
+
+async def test_agent_over_its_daily_budget_is_refused_and_the_user_told(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    fake_model: FakeModel,
+    tmp_path: Path,
+    api_key: str,
+) -> None:
+    orchestrator = orchestrator_factory(
+        InProcessRuntime(tmp_path / "ws"),
+        fake_telegram,
+        model={
+            "name": "claude-test",
+            "base_url": fake_model.url,
+            "api_key": api_key,
+            "daily_token_budget": 5,
+        },
+    )
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "the first call is within budget")
+        await fake_telegram.wait_for_sent(1)
+        await fake_telegram.push_text(1001, "this one is over it")
+        await fake_telegram.wait_for_sent(2)
+    first, second = fake_telegram.texts_to(1001)
+    assert first == "echo: the first call is within budget"
+    assert second.startswith("Sorry, I could not answer that: model call failed: HTTP 429")
+    assert "daily_token_budget" in second
+    assert len(fake_model.requests) == 1  # the refused call never reached the upstream
+
+
+async def test_warm_agent_is_running_before_its_first_message(
+    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
+) -> None:
+    orchestrator = orchestrator_factory(
+        InProcessRuntime(tmp_path / "ws"), agents=[{"id": "assistant", "warm": True}]
+    )
+    async with running(orchestrator):
+        async with asyncio.timeout(10):
+            while not orchestrator.pool.sessions["assistant"].connected:
+                await asyncio.sleep(0.01)
+        assert "assistant" in orchestrator.pool.containers
