@@ -129,8 +129,11 @@ class AgentSession:
         return web.Response(body=task.to_json(), content_type="application/json")
 
     async def _result(self, request: web.Request) -> web.Response:
-        task_id = int(request.match_info["task_id"])
-        result = TaskResult.from_json(await request.read())
+        try:
+            task_id = int(request.match_info["task_id"])
+            result = TaskResult.from_json(await request.read())
+        except (ValueError, TypeError) as exc:  # never trust what comes out of a container
+            return web.json_response({"accepted": False, "error": str(exc)}, status=400)
         future = self._results.get(task_id)
         if future is None or future.done():
             return web.json_response({"accepted": False}, status=410)

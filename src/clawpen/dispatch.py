@@ -26,6 +26,7 @@ from .router import route
 from .store import Store, until_written
 
 MAX_TASK_ATTEMPTS = 3
+MAX_REPLY = 64_000  # characters: a runaway agent must not flood a chat with thousands of messages
 
 
 class Dispatcher:
@@ -149,6 +150,8 @@ class Dispatcher:
         self.metrics.task_seconds.labels(agent.id).observe(duration)
         if error is not None:
             text = f"Sorry, I could not answer that: {error}"
+        if len(text) > MAX_REPLY:
+            text = text[:MAX_REPLY] + f"\n[reply cut at {MAX_REPLY} characters]"
         await until_written(lambda: self.store.finish_task(task.id, text, error), "reply")
         self.outbox.notify(claimed.channel)
 

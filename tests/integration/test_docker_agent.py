@@ -172,3 +172,39 @@ async def test_cli_chat_reaches_a_container_agent(docker_orchestrator: Orchestra
         assert docker_orchestrator.cli is not None
         reply = await docker_orchestrator.cli.ask("assistant", "run: cat /etc/os-release | head -1")
     assert "PRETTY_NAME" in reply
+
+
+async def test_agents_cannot_see_each_others_workspace_or_socket(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    agent_image: str,
+    docker_client: docker.DockerClient,
+    cleanup_instance: list[str],
+) -> None:
+    two_agents = {
+        "agents": [{"id": "alice"}, {"id": "bob"}],
+        "pairings": [
+            {"channel": "telegram:1001", "agent": "alice"},
+            {"channel": "telegram:1002", "agent": "bob"},
+        ],
+    }
+    probe = orchestrator_factory(None, fake_telegram, **two_agents)  # type: ignore[arg-type]
+    instance = instance_id(probe.settings.data_dir)
+    cleanup_instance.append(instance)
+    probe.store.close()
+    orchestrator = orchestrator_factory(
+        DockerRuntime(docker_client, instance), fake_telegram, **two_agents
+    )
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "run: echo alice-secret > /workspace/secret.txt")
+        await fake_telegram.wait_for_sent(1, timeout=60)
+        await fake_telegram.push_text(
+            1002,
+            "run: ls -a /workspace /run/clawpen; grep -rs alice-secret / --exclude-dir=proc"
+            " --exclude-dir=sys; echo searched",
+        )
+        await fake_telegram.wait_for_sent(2, timeout=60)
+    bob_sees = fake_telegram.texts_to(1002)[0]
+    assert "secret.txt" not in bob_sees
+    assert "alice-secret" not in bob_sees
+    assert "agent.sock" in bob_sees and "searched" in bob_sees

@@ -1,0 +1,11 @@
+"""clawpen benchmarks: ``python -m bench`` runs them all and writes docs/benchmarks.md.
+
+Every benchmark is an async function in its own module, registered with
+``@harness.benchmark(...)``; it returns result rows (samples, unit, targets) and the report
+renders whatever rows it gets. To add one: write ``bench/NAME.py`` with a registered function
+and add the module's name to ``MODULES``.
+"""
+
+from __future__ import annotations
+
+MODULES = ("dispatch", "cold_start", "throughput", "memory", "proxy", "isolation")
