@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 
+from clawpen.agents import instance_id
+from clawpen.app import Orchestrator
 from clawpen.image import DEFAULT_TAG, build_agent_image
+from clawpen.runtime.docker import DockerRuntime
+from clawpen.testing.fake_telegram import FakeTelegram
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +41,25 @@ def cleanup_instance(docker_client: docker.DockerClient) -> Iterator[list[str]]:
             container.remove(force=True)
         for volume in docker_client.volumes.list(filters=label):
             volume.remove(force=True)
+
+
+DockerOrchestratorFactory = Callable[..., tuple[Orchestrator, str]]
+
+
+@pytest.fixture
+def docker_orchestrator_factory(
+    orchestrator_factory: Callable[..., Orchestrator],
+    docker_client: docker.DockerClient,
+    agent_image: str,
+    cleanup_instance: list[str],
+    tmp_path: Path,
+) -> DockerOrchestratorFactory:
+    """An in-process orchestrator with real containers; returns it and its instance id."""
+
+    def build(telegram: FakeTelegram | None = None, **overrides: Any) -> tuple[Orchestrator, str]:
+        instance = instance_id(tmp_path / "data")
+        cleanup_instance.append(instance)
+        runtime = DockerRuntime(docker_client, instance)
+        return orchestrator_factory(runtime, telegram, **overrides), instance
+
+    return build

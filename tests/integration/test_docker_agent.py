@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from typing import Any
 
 import docker
@@ -16,11 +15,12 @@ import pytest
 
 from clawpen.agents import instance_id
 from clawpen.app import Orchestrator
-from clawpen.runtime.docker import DockerRuntime, container_name
+from clawpen.runtime.docker import container_name
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 
 from ..conftest import running
+from .conftest import DockerOrchestratorFactory
 
 pytestmark = pytest.mark.docker
 
@@ -71,18 +71,9 @@ def parse_probe(reply: str) -> dict[str, Any]:
 
 @pytest.fixture
 def docker_orchestrator(
-    orchestrator_factory: Callable[..., Orchestrator],
-    fake_telegram: FakeTelegram,
-    agent_image: str,
-    docker_client: docker.DockerClient,
-    cleanup_instance: list[str],
+    docker_orchestrator_factory: DockerOrchestratorFactory, fake_telegram: FakeTelegram
 ) -> Orchestrator:
-    probe = orchestrator_factory(None, fake_telegram)  # type: ignore[arg-type]
-    instance = instance_id(probe.settings.data_dir)
-    cleanup_instance.append(instance)
-    probe.store.close()
-    runtime = DockerRuntime(docker_client, instance)
-    return orchestrator_factory(runtime, fake_telegram)
+    return docker_orchestrator_factory(fake_telegram)[0]
 
 
 async def test_telegram_message_runs_shell_in_container_and_reply_comes_back(
@@ -175,11 +166,7 @@ async def test_cli_chat_reaches_a_container_agent(docker_orchestrator: Orchestra
 
 
 async def test_agents_cannot_see_each_others_workspace_or_socket(
-    orchestrator_factory: Callable[..., Orchestrator],
-    fake_telegram: FakeTelegram,
-    agent_image: str,
-    docker_client: docker.DockerClient,
-    cleanup_instance: list[str],
+    docker_orchestrator_factory: DockerOrchestratorFactory, fake_telegram: FakeTelegram
 ) -> None:
     two_agents = {
         "agents": [{"id": "alice"}, {"id": "bob"}],
@@ -188,13 +175,7 @@ async def test_agents_cannot_see_each_others_workspace_or_socket(
             {"channel": "telegram:1002", "agent": "bob"},
         ],
     }
-    probe = orchestrator_factory(None, fake_telegram, **two_agents)  # type: ignore[arg-type]
-    instance = instance_id(probe.settings.data_dir)
-    cleanup_instance.append(instance)
-    probe.store.close()
-    orchestrator = orchestrator_factory(
-        DockerRuntime(docker_client, instance), fake_telegram, **two_agents
-    )
+    orchestrator, _ = docker_orchestrator_factory(fake_telegram, **two_agents)
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "run: echo alice-secret > /workspace/secret.txt")
         await fake_telegram.wait_for_sent(1, timeout=60)

@@ -16,12 +16,12 @@ import docker
 import pytest
 
 from clawpen.agents import instance_id
-from clawpen.app import Orchestrator as InProcessOrchestrator
-from clawpen.runtime.docker import DockerRuntime, container_name
+from clawpen.runtime.docker import container_name
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 
 from ..conftest import running
+from .conftest import DockerOrchestratorFactory
 from .procs import Orchestrator, write_config
 
 pytestmark = pytest.mark.docker
@@ -81,18 +81,12 @@ async def test_kill_9_during_a_burst_loses_and_doubles_nothing(
 
 
 async def test_killed_container_mid_task_is_restarted_and_the_task_answered_once(
-    orchestrator_factory: Callable[..., InProcessOrchestrator],
+    docker_orchestrator_factory: DockerOrchestratorFactory,
     fake_telegram: FakeTelegram,
     fake_model: FakeModel,
     docker_client: docker.DockerClient,
-    cleanup_instance: list[str],
-    agent_image: str,
 ) -> None:
-    probe = orchestrator_factory(None, fake_telegram)  # type: ignore[arg-type]
-    instance = instance_id(probe.settings.data_dir)
-    probe.store.close()
-    cleanup_instance.append(instance)
-    orchestrator = orchestrator_factory(DockerRuntime(docker_client, instance), fake_telegram)
+    orchestrator, instance = docker_orchestrator_factory(fake_telegram)
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "run: sleep 2; echo survived")
         await wait_until(lambda: len(fake_model.requests) >= 1)
@@ -109,17 +103,10 @@ async def test_killed_container_mid_task_is_restarted_and_the_task_answered_once
 
 
 async def test_task_that_keeps_crashing_its_agent_is_given_up_and_the_user_told(
-    orchestrator_factory: Callable[..., InProcessOrchestrator],
+    docker_orchestrator_factory: DockerOrchestratorFactory,
     fake_telegram: FakeTelegram,
-    docker_client: docker.DockerClient,
-    cleanup_instance: list[str],
-    agent_image: str,
 ) -> None:
-    probe = orchestrator_factory(None, fake_telegram)  # type: ignore[arg-type]
-    instance = instance_id(probe.settings.data_dir)
-    probe.store.close()
-    cleanup_instance.append(instance)
-    orchestrator = orchestrator_factory(DockerRuntime(docker_client, instance), fake_telegram)
+    orchestrator, _instance = docker_orchestrator_factory(fake_telegram)
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "run: kill -9 $PPID")  # the agent kills itself
         await fake_telegram.wait_for_sent(1, timeout=60)
@@ -131,20 +118,11 @@ async def test_task_that_keeps_crashing_its_agent_is_given_up_and_the_user_told(
 
 
 async def test_out_of_memory_command_is_reported_and_the_agent_lives_on(
-    orchestrator_factory: Callable[..., InProcessOrchestrator],
+    docker_orchestrator_factory: DockerOrchestratorFactory,
     fake_telegram: FakeTelegram,
-    docker_client: docker.DockerClient,
-    cleanup_instance: list[str],
-    agent_image: str,
 ) -> None:
-    probe = orchestrator_factory(None, fake_telegram)  # type: ignore[arg-type]
-    instance = instance_id(probe.settings.data_dir)
-    probe.store.close()
-    cleanup_instance.append(instance)
-    orchestrator = orchestrator_factory(
-        DockerRuntime(docker_client, instance),
-        fake_telegram,
-        agents=[{"id": "assistant", "memory_mb": 64}],
+    orchestrator, _instance = docker_orchestrator_factory(
+        fake_telegram, agents=[{"id": "assistant", "memory_mb": 64}]
     )
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "run: python3 -c 'bytearray(300 * 1024 * 1024)'")
@@ -157,20 +135,12 @@ async def test_out_of_memory_command_is_reported_and_the_agent_lives_on(
 
 
 async def test_idle_agent_is_stopped_and_started_again_on_the_next_message(
-    orchestrator_factory: Callable[..., InProcessOrchestrator],
+    docker_orchestrator_factory: DockerOrchestratorFactory,
     fake_telegram: FakeTelegram,
     docker_client: docker.DockerClient,
-    cleanup_instance: list[str],
-    agent_image: str,
 ) -> None:
-    probe = orchestrator_factory(None, fake_telegram)  # type: ignore[arg-type]
-    instance = instance_id(probe.settings.data_dir)
-    probe.store.close()
-    cleanup_instance.append(instance)
-    orchestrator = orchestrator_factory(
-        DockerRuntime(docker_client, instance),
-        fake_telegram,
-        agents=[{"id": "assistant", "idle_timeout": 1}],
+    orchestrator, instance = docker_orchestrator_factory(
+        fake_telegram, agents=[{"id": "assistant", "idle_timeout": 1}]
     )
     name = container_name(instance, "assistant")
     labels = {"label": [f"clawpen.instance={instance}"]}

@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from . import serve_on_loopback
+
 MODEL_ERRORS = {
     401: "authentication_error",
     429: "rate_limit_error",
@@ -74,12 +76,7 @@ class FakeModel:
     async def start(self, port: int = 0) -> str:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        sockets = site._server.sockets  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        self._runner, self.url = await serve_on_loopback(app, port)
         return self.url
 
     async def close(self) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from . import serve_on_loopback
+
 BOT_USER = {
     "id": 4242,
     "is_bot": True,
@@ -49,12 +51,7 @@ class FakeTelegram:
     async def start(self, port: int = 0) -> str:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._call)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        sockets = site._server.sockets  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        self._runner, self.url = await serve_on_loopback(app, port)
         return self.url
 
     async def close(self) -> None:
