@@ -48,6 +48,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=DEFAULT_REPORT,
         help="where to write the Markdown report; the plot goes next to it as NAME-latency.png",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record py-spy profiles (folded stacks) of the child orchestrators into DIR",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs, dbs)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     return parser.parse_args(argv)
@@ -91,6 +97,7 @@ async def run_all(args: argparse.Namespace, benchmarks: list[Benchmark]) -> list
         image=DEFAULT_TAG,
         api_key="sk-ant-bench-" + secrets.token_hex(16),
         log=log,
+        profile=args.profile,
     )
     outcomes: list[Outcome] = []
     try:

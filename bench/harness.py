@@ -185,6 +185,7 @@ class BenchContext:
     image: str
     api_key: str
     log: TextIO  # the in-process orchestrators' JSON log lines go here
+    profile: Path | None = None  # --profile DIR: py-spy profiles of child orchestrators
     notes: list[str] = field(default_factory=list)
     instances: set[str] = field(default_factory=set)
     _dirs: int = 0
@@ -575,3 +576,30 @@ def pss_kb(pid: int) -> int:
         if line.startswith("Pss:"):
             return int(line.split()[1])
     return 0
+
+
+@contextlib.asynccontextmanager
+async def profiled(ctx: BenchContext, pid: int, name: str) -> AsyncIterator[None]:
+    """With ``--profile DIR``: py-spy records process ``pid`` for the body of the ``with``
+    into DIR/NAME.svg (a flame graph) and DIR/NAME.txt (a top-like table)."""
+    if ctx.profile is None:
+        yield
+        return
+    ctx.profile.mkdir(parents=True, exist_ok=True)
+    command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
+    spy = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")),
+        *command[1:],
+        "--format",
+        "raw",
+        "--output",
+        str(ctx.profile / f"{name}.folded"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)  # py-spy attaches
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        await spy.wait()

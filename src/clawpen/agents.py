@@ -143,7 +143,10 @@ class AgentPool:
     async def stop(self, agent_id: str, reason: str) -> None:
         async with self._locks[agent_id]:
             self.containers.pop(agent_id, None)  # first: its death is expected, not a crash
-            await self.runtime.stop(agent_id)
+            try:
+                await self.runtime.stop(agent_id)
+            except ClawpenError as exc:  # the engine is gone; so, then, is the container
+                self.log.error("agent_stop_failed", agentId=agent_id, error=str(exc))
             await self.sessions[agent_id].fail_all(AgentGone(f"agent stopped: {reason}"))
             self._record_state(agent_id, "stopped")
             self.metrics.running_agents.set(len(self.containers))

@@ -17,7 +17,7 @@ from clawpen_agent.protocol import ChatLine, Task
 from .agentapi import AgentGone
 from .agents import AgentPool
 from .config import Settings
-from .errors import ClawpenError
+from .errors import ClawpenError, DockerUnavailable
 from .logging import get_logger
 from .metrics import Metrics
 from .models import ClaimedTask, InboundMessage, Rejection, Route
@@ -123,9 +123,9 @@ class Dispatcher:
                 error = f"no answer within {agent.task_timeout:.0f}s"
                 await self.pool.stop(agent.id, "task timeout")
                 break
-            except AgentGone as exc:
+            except (AgentGone, DockerUnavailable) as exc:
                 if attempts >= MAX_TASK_ATTEMPTS:
-                    error = f"the agent failed {attempts} times on this ({exc})"
+                    error = f"the agent failed {attempts} times on this ({exc.args[0]})"
                     break
                 attempts = await until_written(lambda: self.store.retry_task(task.id), "retry")
                 delay = backoff(attempts - 2, rand=1.0)

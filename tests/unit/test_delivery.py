@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clawpen.app import Orchestrator
+from clawpen.errors import DockerUnavailable
+from clawpen.runtime.base import AgentSpec
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.testing.fake_telegram import FakeTelegram
 
@@ -130,3 +132,27 @@ def _last_update_message(telegram: FakeTelegram) -> dict[str, object]:
         "chat": {"id": 1001, "type": "private"},
         "from": {"id": 1001, "is_bot": False, "first_name": "u"},
     }
+
+
+class EngineGone(InProcessRuntime):
+    """A runtime whose engine stops answering: every start fails."""
+
+    async def start(self, spec: AgentSpec) -> str:
+        raise DockerUnavailable("the Docker engine failed (ConnectionError)", "start dockerd")
+
+
+async def test_docker_down_mid_run_is_retried_then_reported_in_the_chat(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(EngineGone(tmp_path / "ws"), fake_telegram)
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "anyone home?")
+        await fake_telegram.wait_for_sent(1, timeout=30)
+        await fake_telegram.push_text(1001, "still nobody?")
+        await fake_telegram.wait_for_sent(2, timeout=30)
+    first, second = fake_telegram.texts_to(1001)
+    assert first.startswith("Sorry, I could not answer that: the agent failed 3 times")
+    assert "Docker engine failed" in first
+    assert second.startswith("Sorry")  # the orchestrator itself kept running

@@ -9,17 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import requests
 
 from clawpen_agent.protocol import AGENT_UID, SOCKET_DIR, SOCKET_PATH, WORKSPACE
 
 from ..errors import DockerUnavailable, ImageMissing
 from .base import AgentSpec, RuntimeEvent
 
+T = TypeVar("T")
 LABEL_MANAGED = "clawpen.managed"
 LABEL_INSTANCE = "clawpen.instance"
 LABEL_AGENT = "clawpen.agent"
@@ -94,8 +96,19 @@ class DockerRuntime:
         except docker.errors.DockerException as exc:
             raise DockerUnavailable(f"Docker engine error: {exc}", "check dockerd's log") from None
 
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking SDK call in a thread; an engine that went away becomes an error that
+        says so (and that the dispatcher retries), not a traceback."""
+        try:
+            return await asyncio.to_thread(function, *args)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailable(
+                f"the Docker engine failed ({type(exc).__name__}: {exc})",
+                "check that dockerd runs (bash scripts/ensure-docker.sh) and its log",
+            ) from None
+
     async def start(self, spec: AgentSpec) -> str:
-        return await asyncio.to_thread(self._start, spec)
+        return await self._call(self._start, spec)
 
     def _start(self, spec: AgentSpec) -> str:
         name = container_name(spec.instance, spec.agent_id)
@@ -134,7 +147,7 @@ class DockerRuntime:
             self.client.volumes.create(name, labels=labels)
 
     async def stop(self, agent_id: str) -> None:
-        await asyncio.to_thread(self._stop, agent_id)
+        await self._call(self._stop, agent_id)
 
     def _stop(self, agent_id: str) -> None:
         try:
@@ -145,7 +158,7 @@ class DockerRuntime:
             container.remove(force=True)
 
     async def running(self) -> dict[str, str]:
-        return await asyncio.to_thread(self._running)
+        return await self._call(self._running)
 
     def _running(self) -> dict[str, str]:
         containers = self.client.containers.list(
