@@ -1,1 +1,122 @@
-"""placeholder"""
+"""4. Memory: an idle agent container, and the orchestrator process with 50 agents."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+from docker.models.containers import Container
+
+from clawpen.agents import instance_id
+from clawpen.runtime.docker import LABEL_INSTANCE
+
+from .harness import (
+    BenchContext,
+    Row,
+    at_most,
+    benchmark,
+    chat_id,
+    config,
+    fake_model,
+    fake_telegram,
+    orchestrator_process,
+    proc_status,
+    pss_kb,
+)
+
+IDLE = 3.0  # seconds of idleness after the last reply before measuring
+MB = 1024 * 1024
+
+
+@dataclass
+class ContainerMemory:
+    vm_rss: float  # MB: sum of VmRSS of the container's processes, read on the host
+    pss: float  # MB: sum of their PSS (shared pages split between users)
+    cgroup_rss: float  # MB: memory_stats.stats.rss (cgroup v1) or anon (v2)
+    cgroup_usage: float  # MB: memory_stats.usage (includes page cache)
+    processes: int
+
+
+@benchmark(
+    "memory",
+    "Memory: idle agent containers and the orchestrator with 50 agents",
+    """`clawpen run` as its own process with 50 agents (`warm: true`, `max_containers: 60`), each
+    paired with its own Telegram chat; one message to each chat, all 50 replies received, then
+    3 s idle. Orchestrator: VmRSS of its process. Each agent container: the VmRSS (and PSS) of
+    its processes summed from /proc on the host (pids from `container.top()`), and the cgroup's
+    own figures from `container.stats()` (cgroup v1: `stats.rss`, and `usage`, which also counts
+    page cache).""",
+)
+async def memory(ctx: BenchContext) -> list[Row]:
+    agents = ctx.size(50, 10)
+    async with fake_model(ctx) as model, fake_telegram() as telegram:
+        data_dir = ctx.data_dir("memory")
+        raw = config(
+            data_dir, model.url, ctx.api_key, telegram, agents, warm=True, max_containers=60
+        )
+        async with orchestrator_process(ctx, raw, "docker") as process:
+            replies = [telegram.expect(f"echo: hello-{i}") for i in range(agents)]
+            for i in range(agents):
+                await telegram.push_text(chat_id(i), f"hello-{i}")
+            async with asyncio.timeout(300):
+                await asyncio.gather(*replies)
+            await asyncio.sleep(IDLE)
+            status = proc_status(process.pid)
+            orchestrator_pss = pss_kb(process.pid) / 1024
+            per_container = await asyncio.to_thread(
+                measure_containers, ctx, instance_id(data_dir), agents
+            )
+    rss, hwm = status["VmRSS"] / 1024, status["VmHWM"] / 1024
+    label = f"{agents} agents"
+    rows = [
+        Row(f"orchestrator VmRSS with {label}", "MB", [rss], at_most(150), digits=1),
+        Row(f"orchestrator PSS with {label}", "MB", [orchestrator_pss], digits=1),
+        Row("orchestrator VmHWM (peak RSS so far)", "MB", [hwm], digits=1),
+        Row("idle agent container: VmRSS of its processes", "MB",
+            [c.vm_rss for c in per_container], at_most(50), digits=1),
+        Row("idle agent container: PSS of its processes", "MB",
+            [c.pss for c in per_container], digits=1),
+        Row("idle agent container: cgroup stats.rss", "MB",
+            [c.cgroup_rss for c in per_container], at_most(50), digits=1),
+        Row("idle agent container: cgroup usage (incl. page cache)", "MB",
+            [c.cgroup_usage for c in per_container], digits=1),
+        Row(f"all {label}' containers: VmRSS summed", "MB",
+            [sum(c.vm_rss for c in per_container)], digits=0),
+        Row(f"all {label}' containers: PSS summed", "MB",
+            [sum(c.pss for c in per_container)], digits=0),
+        Row(f"all {label}' containers: cgroup usage summed", "MB",
+            [sum(c.cgroup_usage for c in per_container)], digits=0),
+    ]
+    processes = sorted({c.processes for c in per_container})
+    ctx.note(
+        f"Each container runs {'/'.join(map(str, processes))} processes (docker-init and the"
+        " agent's python3). VmRSS counts shared pages (the python3 binary and libraries, shared"
+        " by every container through the same image layers) once per process; PSS splits them."
+    )
+    return rows
+
+
+def measure_containers(ctx: BenchContext, instance: str, expected: int) -> list[ContainerMemory]:
+    label = {"label": [f"{LABEL_INSTANCE}={instance}"], "status": "running"}
+    containers = ctx.docker.containers.list(filters=label)
+    if len(containers) != expected:
+        raise RuntimeError(f"expected {expected} running agent containers, found {len(containers)}")
+    return [container_memory(c) for c in containers]
+
+
+def container_memory(container: Container) -> ContainerMemory:
+    top: dict[str, Any] = container.top()
+    column = top["Titles"].index("PID")
+    pids = [int(process[column]) for process in top["Processes"]]
+    vm_rss = sum(proc_status(pid).get("VmRSS", 0) for pid in pids) / 1024
+    pss = sum(pss_kb(pid) for pid in pids) / 1024
+    try:
+        stats = container.stats(stream=False, one_shot=True)
+    except docker.errors.APIError:  # engines before API 1.41: two samples, ~1 s
+        stats = container.stats(stream=False)
+    memory = stats["memory_stats"]
+    detail = memory.get("stats", {})
+    cgroup_rss = detail.get("rss", detail.get("anon", 0)) / MB
+    return ContainerMemory(vm_rss, pss, cgroup_rss, memory.get("usage", 0) / MB, len(pids))

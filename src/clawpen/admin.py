@@ -14,7 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from .channels.cli import CliChannel
-from .errors import StoreError
+from .dispatch import Dispatcher
+from .errors import ClawpenError, StoreError
 from .metrics import Metrics
 
 ADMIN_SOCKET = "admin.sock"
@@ -25,6 +26,7 @@ class AdminServer:
         self,
         path: Path,
         cli: CliChannel | None,
+        dispatcher: Dispatcher,
         metrics: Metrics,
         status: Callable[[], dict[str, Any]],
         metrics_port: int | None = None,
@@ -32,6 +34,7 @@ class AdminServer:
         self.path = path
         self.metrics_port = metrics_port
         self.cli = cli
+        self.dispatcher = dispatcher
         self.metrics = metrics
         self.status = status
         self._runner: web.AppRunner | None = None
@@ -41,6 +44,9 @@ class AdminServer:
         app = web.Application()
         app.router.add_post("/v1/chat", self._chat)
         app.router.add_get("/v1/status", self._status)
+        app.router.add_get("/v1/pairings", self._pairings)
+        app.router.add_post("/v1/pairings", self._pair)
+        app.router.add_delete("/v1/pairings/{address}", self._unpair)
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=2
@@ -83,6 +89,23 @@ class AdminServer:
         except StoreError as exc:
             return web.json_response({"error": str(exc)}, status=503)
         return web.json_response({"reply": reply})
+
+    async def _pairings(self, request: web.Request) -> web.Response:
+        return web.json_response(self.dispatcher.pairings)
+
+    async def _pair(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            self.dispatcher.pair(str(body["chat"]), str(body["agent"]))
+        except ClawpenError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.dispatcher.pairings)
+
+    async def _unpair(self, request: web.Request) -> web.Response:
+        address = request.match_info["address"]
+        if not self.dispatcher.unpair(address):
+            return web.json_response({"error": f"{address} is not paired"}, status=404)
+        return web.json_response(self.dispatcher.pairings)
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.status())

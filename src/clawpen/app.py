@@ -73,6 +73,7 @@ class Orchestrator:
         self.admin = AdminServer(
             settings.data_dir / ADMIN_SOCKET,
             self.cli,
+            self.dispatcher,
             self.metrics,
             self.status,
             settings.metrics_port,

@@ -128,6 +128,37 @@ def status(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     print(json.dumps(_guard(lambda: _admin(config, "GET", "/v1/status")), indent=2))
 
 
+@app.command()
+def pair(
+    chat: Annotated[str, typer.Argument(help="The chat, as platform:chat_id.")],
+    agent: Annotated[str, typer.Argument(help="The agent that answers it.")],
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Pair a chat with an agent, at once and across restarts."""
+    _guard(lambda: _admin(config, "POST", "/v1/pairings", {"chat": chat, "agent": agent}))
+    print(f"paired {chat} with {agent}")
+
+
+@app.command()
+def unpair(
+    chat: Annotated[str, typer.Argument(help="The chat, as platform:chat_id.")],
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Stop a chat from reaching any agent (a pairing from the config file returns at the next
+    start: remove it there for good)."""
+    from urllib.parse import quote
+
+    _guard(lambda: _admin(config, "DELETE", f"/v1/pairings/{quote(chat, safe='')}"))
+    print(f"unpaired {chat}")
+
+
+@app.command()
+def pairings(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """List the chats paired with agents."""
+    for chat, agent in _guard(lambda: _admin(config, "GET", "/v1/pairings")).items():
+        print(f"{chat}\t{agent}")
+
+
 @image_app.command("build")
 def image_build(
     tag: Annotated[str, typer.Option(help="Image tag.")] = "clawpen-agent:latest",

@@ -39,7 +39,8 @@ class Dispatcher:
         self.outbox = outbox
         self.metrics = metrics
         self.log = get_logger()
-        self.pairings = {p.channel: p.agent for p in settings.pairings}
+        store.sync_config_pairings({p.channel: p.agent for p in settings.pairings})
+        self.pairings = store.pairings()
         self.agent_ids = frozenset(a.id for a in settings.agents)
         self._wakeups = {a: asyncio.Event() for a in self.agent_ids}
 
@@ -62,6 +63,27 @@ class Dispatcher:
         self.metrics.messages.labels(message.channel, "routed").inc()
         self._wakeups[decision.agent_id].set()
         return decision
+
+    def pair(self, address: str, agent_id: str) -> None:
+        """Let chat ``address`` (``platform:chat_id``) talk to ``agent_id`` from now on."""
+        platform = address.split(":", 1)[0]
+        if ":" not in address or platform == "cli" or not address.split(":", 1)[1]:
+            raise ClawpenError(f"{address!r} is not a chat address", "write it as telegram:CHAT_ID")
+        if getattr(self.settings.channels, platform, None) is None:
+            raise ClawpenError(f"channel {platform!r} is not configured", "add it under channels:")
+        if agent_id not in self.agent_ids:
+            known = ", ".join(sorted(self.agent_ids))
+            raise ClawpenError(f"no agent {agent_id!r}", f"use one of: {known}")
+        self.store.pair(address, agent_id)
+        self.pairings = self.store.pairings()
+        self.log.info("chat_paired", chat=address, agentId=agent_id)
+
+    def unpair(self, address: str) -> bool:
+        removed = self.store.unpair(address)
+        self.pairings = self.store.pairings()
+        if removed:
+            self.log.info("chat_unpaired", chat=address)
+        return removed
 
     async def run_agent(self, agent_id: str) -> None:
         """The agent's worker, for as long as the orchestrator runs. It first finishes what was

@@ -87,6 +87,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE replies ADD COLUMN chunks_sent INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX usage_by_agent ON usage (agent_id, at);
     """,
+    # 3: pairings live here; the config file's are restored at every start
+    """
+    CREATE TABLE pairings (
+        address TEXT PRIMARY KEY,        -- channel:chat_id
+        agent_id TEXT NOT NULL,
+        source TEXT NOT NULL,            -- config | cli
+        created_at REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -297,6 +306,33 @@ class Store:
                 " VALUES (?,?,?,?,?)",
                 (agent_id, model, input_tokens, output_tokens, time.time()),
             )
+
+    def sync_config_pairings(self, pairings: dict[str, str]) -> None:
+        """Make the config file's pairings exactly those with source 'config'."""
+        with self._write() as db:
+            db.execute("DELETE FROM pairings WHERE source='config'")
+            db.executemany(
+                "INSERT OR REPLACE INTO pairings (address, agent_id, source, created_at)"
+                " VALUES (?,?, 'config', ?)",
+                [(address, agent, time.time()) for address, agent in pairings.items()],
+            )
+
+    def pair(self, address: str, agent_id: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO pairings (address, agent_id, source, created_at)"
+                " VALUES (?,?, 'cli', ?)",
+                (address, agent_id, time.time()),
+            )
+
+    def unpair(self, address: str) -> bool:
+        with self._write() as db:
+            removed = db.execute("DELETE FROM pairings WHERE address=?", (address,)).rowcount
+        return bool(removed)
+
+    def pairings(self) -> dict[str, str]:
+        rows = self.db.execute("SELECT address, agent_id FROM pairings ORDER BY address")
+        return {row[0]: row[1] for row in rows}
 
     def get_value(self, key: str) -> str | None:
         row = self._one("SELECT value FROM kv WHERE key=?", key)

@@ -164,3 +164,29 @@ async def test_missing_image_gives_one_line_with_the_fix(tmp_path: Path) -> None
     assert code == 1
     assert err.count("\n") == 1, err
     assert "clawpen-agent:never-built is not built" in err and "clawpen image build" in err
+
+
+@pytest.mark.docker
+async def test_pairing_a_chat_at_runtime_lets_it_in_and_unpairing_shuts_it_out(
+    orchestrator_process: Orchestrator, fake_telegram: FakeTelegram
+) -> None:
+    config = str(orchestrator_process.config)
+    await fake_telegram.push_text(2002, "before pairing")
+    code, out, err = await clawpen("pair", "--config", config, "telegram:2002", "assistant")
+    assert (code, out.strip()) == (0, "paired telegram:2002 with assistant"), err
+    code, out, _ = await clawpen("pairings", "--config", config)
+    assert out.splitlines() == ["telegram:1001\tassistant", "telegram:2002\tassistant"]
+
+    await fake_telegram.push_text(2002, "after pairing")
+    await fake_telegram.wait_for_sent(1, timeout=60)
+    assert fake_telegram.texts_to(2002) == ["echo: after pairing"]
+
+    code, _, err = await clawpen("unpair", "--config", config, "telegram:2002")
+    assert code == 0, err
+    await fake_telegram.push_text(2002, "after unpairing")
+    await fake_telegram.push_text(1001, "still paired")
+    await fake_telegram.wait_for_sent(2, timeout=60)
+    assert fake_telegram.texts_to(2002) == ["echo: after pairing"]
+
+    code, _, err = await clawpen("pair", "--config", config, "telegram:3", "nobody")
+    assert code == 1 and "no agent 'nobody'" in err and err.count("\n") == 1

@@ -283,3 +283,16 @@ def test_offset_value_survives_reopen(db_path: Path) -> None:
         assert second.get_value("telegram.offset") == "18"
     finally:
         second.close()
+
+
+def test_config_pairings_are_restored_at_start_and_runtime_pairings_kept(tmp_path: Path) -> None:
+    store = Store(tmp_path / "pairings.db")
+    store.sync_config_pairings({"telegram:1": "assistant"})
+    store.pair("telegram:2", "helper")
+    store.unpair("telegram:1")
+    assert store.pairings() == {"telegram:2": "helper"}
+    store.close()
+    reopened = Store(tmp_path / "pairings.db")
+    reopened.sync_config_pairings({"telegram:1": "assistant"})  # the next start
+    assert reopened.pairings() == {"telegram:1": "assistant", "telegram:2": "helper"}
+    reopened.close()
