@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import os
 import secrets
 import shutil
 import signal
@@ -26,7 +27,18 @@ from clawpen import logging as clawpen_logging
 from clawpen.image import DEFAULT_TAG, build_agent_image
 
 from . import MODULES
-from .harness import REGISTRY, REPO_ROOT, BenchContext, Benchmark, Outcome, Row
+from .harness import (
+    PID_FILE,
+    REGISTRY,
+    REPO_ROOT,
+    SCRATCH_PARENT,
+    SCRATCH_PREFIX,
+    BenchContext,
+    Benchmark,
+    Outcome,
+    Row,
+    sweep_stale,
+)
 from .report import machine_info, plot_latencies, render
 
 DEFAULT_REPORT = REPO_ROOT / "docs" / "benchmarks.md"
@@ -78,16 +90,22 @@ def summary(row: Row) -> str:
     return f"  {row.name}: p50 {row.p50:.{row.digits}f}{p99} {row.unit} (n={row.n}){verdict}"
 
 
-async def run_all(args: argparse.Namespace, benchmarks: list[Benchmark]) -> list[Outcome]:
+async def run_all(
+    args: argparse.Namespace, benchmarks: list[Benchmark]
+) -> tuple[list[Outcome], dict[str, str]]:
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     client = docker.from_env()
+    for stale in await asyncio.to_thread(sweep_stale, client):
+        print(f"removed what a killed run left behind: {stale}", flush=True)
     print("building the agent image (cached layers: seconds)", flush=True)
     began = time.perf_counter()
     await asyncio.to_thread(build_agent_image, client, tag=DEFAULT_TAG, progress=lambda _: None)
     print(f"  image {DEFAULT_TAG} ready in {time.perf_counter() - began:.1f} s", flush=True)
-    root = Path(tempfile.mkdtemp(prefix="cpb-", dir="/var/tmp"))
+    machine = machine_info(client)
+    root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=SCRATCH_PARENT))
+    (root / PID_FILE).write_text(str(os.getpid()))
     log = (root / "orchestrator.log").open("w")
     clawpen_logging.configure("info", stream=log)
     ctx = BenchContext(
@@ -128,7 +146,7 @@ async def run_all(args: argparse.Namespace, benchmarks: list[Benchmark]) -> list
         else:
             shutil.rmtree(root, ignore_errors=True)
         client.close()
-    return outcomes
+    return outcomes, machine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,20 +157,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{bench.name:12} {bench.title}")
         return 0
     benchmarks = select(args.only)
+    if args.profile and not Path(sys.executable).with_name("py-spy").exists():
+        raise SystemExit("--profile needs py-spy in the venv: .venv/bin/pip install py-spy")
     began = time.perf_counter()
-    outcomes = asyncio.run(run_all(args, benchmarks))
+    outcomes, machine = asyncio.run(run_all(args, benchmarks))
     seconds = time.perf_counter() - began
     report: Path = args.report
     report.parent.mkdir(parents=True, exist_ok=True)
     plot = report.with_name(f"{report.stem}-latency.png")
     drawn = plot_latencies(outcomes, plot)
-    client: docker.DockerClient | None = None
-    with contextlib.suppress(docker.errors.DockerException):
-        client = docker.from_env()
     command = "python -m bench" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
     text = render(
         outcomes,
-        machine_info(client),
+        machine,
         quick=args.quick,
         seconds=seconds,
         command=command,

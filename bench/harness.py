@@ -13,7 +13,9 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -36,10 +38,14 @@ from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRATCH_PARENT = "/var/tmp"  # the real disk: the store's fsyncs must be real ones
+SCRATCH_PREFIX = "cpb-"
+PID_FILE = "bench.pid"
+INSTANCES_FILE = "instances"
 FIRST_CHAT = 1001
 RuntimeKind = Literal["docker", "inprocess"]
 
-# -- results ------------------------------------------------------------------------------------
+# -- results ---------------------------------------------------------------------------------------
 
 Stat = Literal["p50", "p99"]
 Op = Literal["<=", ">="]
@@ -134,7 +140,7 @@ def ms(seconds: Iterable[float]) -> list[float]:
     return [s * 1000 for s in seconds]
 
 
-# -- the registry ---------------------------------------------------------------------------------
+# -- the registry ----------------------------------------------------------------------------------
 
 
 BenchFn = Callable[["BenchContext"], Awaitable[list[Row]]]
@@ -174,7 +180,7 @@ class Outcome:
     error: str | None = None
 
 
-# -- the context every benchmark gets -----------------------------------------------------------
+# -- the context every benchmark gets --------------------------------------------------------------
 
 
 @dataclass
@@ -206,13 +212,34 @@ class BenchContext:
         return path
 
     def track(self, instance: str) -> None:
-        """Containers and volumes labelled with ``instance`` are removed after the benchmark."""
+        """Containers and volumes labelled with ``instance`` are removed after the benchmark
+        (and by the next run's ``sweep_stale`` if this one is killed before it can)."""
+        if instance not in self.instances:
+            with (self.root / INSTANCES_FILE).open("a") as record:
+                record.write(instance + "\n")
         self.instances.add(instance)
 
     def cleanup(self) -> None:
         for instance in sorted(self.instances):
             remove_instance(self.docker, instance)
         self.instances.clear()
+
+
+def sweep_stale(client: docker.DockerClient) -> list[Path]:
+    """Remove what earlier runs that were killed left behind: their containers, volumes and
+    scratch dirs. A run that is still alive (its pid file names a live process) is left alone."""
+    swept = []
+    for root in sorted(Path(SCRATCH_PARENT).glob(f"{SCRATCH_PREFIX}*")):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((root / PID_FILE).read_text())
+            if Path(f"/proc/{pid}").exists():
+                continue
+        with contextlib.suppress(OSError):
+            for instance in (root / INSTANCES_FILE).read_text().split():
+                remove_instance(client, instance)
+        shutil.rmtree(root, ignore_errors=True)
+        swept.append(root)
+    return swept
 
 
 def remove_instance(client: docker.DockerClient, instance: str) -> None:
@@ -225,7 +252,7 @@ def remove_instance(client: docker.DockerClient, instance: str) -> None:
             volume.remove(force=True)
 
 
-# -- fakes ------------------------------------------------------------------------------------------
+# -- fakes -----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -303,7 +330,7 @@ async def roundtrip(
     return pushed, arrived
 
 
-# -- configuration ------------------------------------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------------
 
 
 def agent_id(i: int) -> str:
@@ -420,7 +447,7 @@ def install_probes(orchestrator: Orchestrator) -> Probes:
             probes.send_calls[text] = time.time()
             return str(await send(chat, text))
 
-        channel.send = timed_send  # type: ignore[method-assign]
+        channel.send = timed_send  # type: ignore[method-assign,assignment]
 
     start = orchestrator.runtime.start
 
@@ -468,12 +495,13 @@ async def orchestrator(
             await task
 
 
-# -- an orchestrator as a child process ----------------------------------------------------------
+# -- an orchestrator as a child process ------------------------------------------------------------
 
 
 class OrchestratorProcess:
     """``python -m clawpen run`` (or ``bench.orchestrator_proc`` for the in-process runtime) in a
-    child process, with its JSON log in a file next to its config."""
+    child process under ``bench.guard`` (which stops it if the bench dies), with its JSON log in
+    a file next to its config."""
 
     def __init__(self, config_path: Path, env: dict[str, str], runtime: RuntimeKind = "docker"):
         self.config = config_path
@@ -481,26 +509,32 @@ class OrchestratorProcess:
         self.runtime = runtime
         self.log = config_path.with_suffix(".log")
         self.errors = config_path.with_suffix(".err")
-        self.process: asyncio.subprocess.Process | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+        self.pid_file = config_path.with_suffix(".pid")
+        self.process: asyncio.subprocess.Process | None = None  # the guard
+        self.pid = 0  # the orchestrator's own pid
 
     def command(self) -> list[str]:
         if self.runtime == "docker":
-            return [sys.executable, "-m", "clawpen", "run", "--config", str(self.config)]
-        module = ["-m", "bench.orchestrator_proc", "--runtime", self.runtime]
-        return [sys.executable, *module, "--config", str(self.config)]
+            orchestrator = ["-m", "clawpen", "run", "--config", str(self.config)]
+        else:
+            orchestrator = ["-m", "bench.orchestrator_proc", "--runtime", self.runtime]
+            orchestrator += ["--config", str(self.config)]
+        guard = [sys.executable, "-m", "bench.guard", "--pid-file", str(self.pid_file), "--"]
+        return [*guard, sys.executable, *orchestrator]
 
     async def start(self, timeout: float = 60) -> None:
         with self.log.open("wb") as out, self.errors.open("wb") as err:
             self.process = await asyncio.create_subprocess_exec(
-                *self.command(), env=self.env, stdout=out, stderr=err, cwd=REPO_ROOT
+                *self.command(),
+                env=self.env,
+                stdout=out,
+                stderr=err,
+                cwd=REPO_ROOT,
             )
         async with asyncio.timeout(timeout):
-            while not self.events("orchestrator_started"):
+            while not self.events("orchestrator_started") or not self.pid:
+                with contextlib.suppress(OSError, ValueError):
+                    self.pid = int(self.pid_file.read_text())
                 if self.process.returncode is not None:
                     raise RuntimeError(
                         f"the orchestrator exited with {self.process.returncode}:"
@@ -522,11 +556,14 @@ class OrchestratorProcess:
     async def stop(self, timeout: float = 120) -> int | None:
         if self.process is None or self.process.returncode is not None:
             return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(signal.SIGTERM)  # the guard passes it on, once
         try:
             async with asyncio.timeout(timeout):
                 return await self.process.wait()
         except TimeoutError:
+            if self.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
             self.process.kill()
             return await self.process.wait()
 
@@ -546,7 +583,7 @@ async def orchestrator_process(
         await process.stop()
 
 
-# -- small tools --------------------------------------------------------------------------------------
+# -- small tools -----------------------------------------------------------------------------------
 
 
 async def wait_until(
@@ -554,7 +591,7 @@ async def wait_until(
 ) -> None:
     try:
         async with asyncio.timeout(timeout):
-            while not condition():
+            while not condition():  # noqa: ASYNC110 (state of other processes: no event to await)
                 await asyncio.sleep(every)
     except TimeoutError:
         raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}") from None
@@ -580,20 +617,18 @@ def pss_kb(pid: int) -> int:
 
 @contextlib.asynccontextmanager
 async def profiled(ctx: BenchContext, pid: int, name: str) -> AsyncIterator[None]:
-    """With ``--profile DIR``: py-spy records process ``pid`` for the body of the ``with``
-    into DIR/NAME.svg (a flame graph) and DIR/NAME.txt (a top-like table)."""
+    """With ``--profile DIR``: py-spy samples process ``pid`` (250 Hz, without pausing it) for
+    the body of the ``with`` into DIR/NAME.folded, folded stacks: feed them to
+    ``python -m bench.profile_summary`` or to any flame graph tool."""
     if ctx.profile is None:
         yield
         return
     ctx.profile.mkdir(parents=True, exist_ok=True)
-    command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
+    py_spy = str(Path(sys.executable).with_name("py-spy"))
+    output = str(ctx.profile / f"{name}.folded")
     spy = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("py-spy")),
-        *command[1:],
-        "--format",
-        "raw",
-        "--output",
-        str(ctx.profile / f"{name}.folded"),
+        *(py_spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking"),
+        *("--format", "raw", "--output", output),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -603,3 +638,91 @@ async def profiled(ctx: BenchContext, pid: int, name: str) -> AsyncIterator[None
     finally:
         spy.send_signal(signal.SIGINT)
         await spy.wait()
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far by the parts of a run, and by the whole machine."""
+
+    orchestrator: float
+    agents: float  # the agent containers' processes (0 for the in-process runtime)
+    bench: float  # this process: the fakes and the driver
+    machine_busy: float
+    machine_total: float  # busy + idle, over all cores
+
+    def __sub__(self, other: CpuSnapshot) -> CpuSnapshot:
+        return CpuSnapshot(
+            self.orchestrator - other.orchestrator,
+            self.agents - other.agents,
+            self.bench - other.bench,
+            self.machine_busy - other.machine_busy,
+            self.machine_total - other.machine_total,
+        )
+
+    @property
+    def machine_share(self) -> float:
+        """Busy fraction of all cores (0..1)."""
+        return self.machine_busy / self.machine_total if self.machine_total else math.nan
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of a process (all its threads), seconds; 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    idle = values[3] + values[4]
+    total = sum(values)
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / tick, total / tick
+
+
+def cpu_snapshot(orchestrator_pid: int, agent_pids: Iterable[int] = ()) -> CpuSnapshot:
+    times = os.times()
+    busy, total = machine_cpu()
+    return CpuSnapshot(
+        orchestrator=process_cpu(orchestrator_pid),
+        agents=sum(process_cpu(pid) for pid in agent_pids),
+        bench=times.user + times.system,
+        machine_busy=busy,
+        machine_total=total,
+    )
+
+
+def container_pids(client: docker.DockerClient, instance: str) -> list[int]:
+    """Host pids of every process in the instance's running containers."""
+    label = {"label": [f"{LABEL_INSTANCE}={instance}"], "status": "running"}
+    pids = []
+    for container in client.containers.list(filters=label):
+        top = container.top()
+        column = top["Titles"].index("PID")
+        pids += [int(process[column]) for process in top["Processes"]]
+    return pids
+
+
+def commit_latencies(directory: Path, count: int) -> list[float]:
+    """Seconds per SQLite commit of one small row, configured as the store is (WAL,
+    synchronous=FULL), on the disk under ``directory``: the price of each durable step."""
+    path = directory / "commits.db"
+    db = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, value TEXT)")
+        samples = []
+        for i in range(count):
+            began = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t (value) VALUES (?)", (f"row {i}",))
+            db.execute("COMMIT")
+            samples.append(time.perf_counter() - began)
+        return samples
+    finally:
+        db.close()

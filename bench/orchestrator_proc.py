@@ -23,7 +23,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings(args.config)
     clawpen_logging.configure(settings.log_level)
-    runtime = InProcessRuntime(settings.data_dir / "workspaces") if args.runtime == "inprocess" else None
+    runtime = (
+        InProcessRuntime(settings.data_dir / "workspaces") if args.runtime == "inprocess" else None
+    )
     run_until_signal(Orchestrator(settings, runtime=runtime))
 
 

@@ -33,7 +33,7 @@ REQUEST = {
     the proxy and the fake serve on the event loop.""",
 )
 async def proxy(ctx: BenchContext) -> list[Row]:
-    count = ctx.size(400, 40)
+    count = ctx.size(500, 50)
     async with fake_model(ctx) as model:
         upstream = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
         proxy = ModelProxy(upstream, model.url, ctx.api_key, lambda *usage: None)

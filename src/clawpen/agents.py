@@ -72,6 +72,7 @@ class AgentPool:
         self.last_used: dict[str, float] = {}
         self._locks = {a.id: asyncio.Lock() for a in settings.agents}
         self._freed = asyncio.Event()
+        self._starting: dict[str, asyncio.Future[str]] = {}
 
     async def open(self) -> None:
         """Serve every agent's socket and adopt the containers still running from before."""
@@ -106,7 +107,15 @@ class AgentPool:
             await self._make_room(agent_id)
             started = time.perf_counter()
             session.expect_agent()
-            container_id = await self.runtime.start(self.specs[agent_id])
+            # A task of its own, shielded: if we are cancelled (shutdown) the start still
+            # finishes, and close() knows there is one more container to stop.
+            start = asyncio.ensure_future(self.runtime.start(self.specs[agent_id]))
+            self._starting[agent_id] = start
+            try:
+                container_id = await asyncio.shield(start)
+            finally:
+                if start.done():
+                    del self._starting[agent_id]
             fresh = self.containers.get(agent_id) != container_id
             self.containers[agent_id] = container_id
             try:
@@ -186,7 +195,10 @@ class AgentPool:
         await self.sessions[event.agent_id].fail_all(AgentGone(f"container exited: {event.detail}"))
 
     async def close(self, stop_agents: bool = True) -> None:
+        await asyncio.gather(*self._starting.values(), return_exceptions=True)
         if stop_agents:
-            await asyncio.gather(*(self.stop(a, "shutdown") for a in list(self.containers)))
+            agents = set(self.containers) | set(self._starting)
+            await asyncio.gather(*(self.stop(a, "shutdown") for a in agents))
+        self._starting.clear()
         for session in self.sessions.values():
             await session.close()

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,7 +150,11 @@ def run_until_signal(orchestrator: Orchestrator) -> None:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        cancel: Callable[[], Any] = task.cancel
+
+        def cancel() -> None:
+            if not task.cancelling():  # a second signal must not cut the clean shutdown short
+                task.cancel()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, cancel)
         with contextlib.suppress(asyncio.CancelledError):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from clawpen.agents import instance_id
@@ -190,3 +192,32 @@ async def test_pairing_a_chat_at_runtime_lets_it_in_and_unpairing_shuts_it_out(
 
     code, _, err = await clawpen("pair", "--config", config, "telegram:3", "nobody")
     assert code == 1 and "no agent 'nobody'" in err and err.count("\n") == 1
+
+
+@pytest.mark.docker
+async def test_sigterm_twice_while_agents_start_leaves_no_container_behind(
+    tmp_path: Path,
+    fake_model: FakeModel,
+    api_key: str,
+    agent_image: str,
+    cleanup_instance: list[str],
+    docker_client: docker.DockerClient,
+) -> None:
+    config = write_config(tmp_path / "clawpen.yaml", fake_model.url)
+    text = config.read_text().replace(
+        "  - id: assistant\n    system_prompt: You are a test.\n",
+        "".join(f"  - id: agent{i}\n    warm: true\n" for i in range(6)),
+    )
+    config.write_text(text)
+    instance = instance_id(tmp_path / "data")
+    cleanup_instance.append(instance)
+    orchestrator = Orchestrator(config, {"ANTHROPIC_API_KEY": api_key})
+    await orchestrator.start()
+    await asyncio.sleep(0.3)  # some agents running, some starting
+    assert orchestrator.process is not None
+    orchestrator.process.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.05)
+    assert await orchestrator.stop(signal.SIGTERM) == 0
+    assert orchestrator.events("orchestrator_stopped")
+    labels = {"label": [f"clawpen.instance={instance}"]}
+    assert docker_client.containers.list(all=True, filters=labels) == []

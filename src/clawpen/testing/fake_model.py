@@ -85,7 +85,10 @@ class FakeModel:
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
-        if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
+        offered = request.headers.get("x-api-key") or request.headers.get(
+            "authorization", ""
+        ).removeprefix("Bearer ")
+        if self.api_key is not None and offered != self.api_key:
             return _error(401, "invalid x-api-key")
         body = await request.json()
         self.requests.append(body)
