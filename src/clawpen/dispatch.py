@@ -58,6 +58,8 @@ class Dispatcher:
         if isinstance(decision, Rejection):
             self.log.warning("message_rejected", messageId=row, reason=decision.reason, **context)
             self.metrics.messages.labels(message.channel, "rejected").inc()
+            if decision.answer:
+                self.outbox.notify(message.channel)
             return decision
         self.log.info("message_routed", messageId=row, agentId=decision.agent_id, **context)
         self.metrics.messages.labels(message.channel, "routed").inc()

@@ -29,7 +29,8 @@ class Route:
 
 @dataclass(frozen=True)
 class Rejection:
-    reason: str
+    reason: str  # for the log
+    answer: str | None = None  # for the sender, when they may hear from us (a paired chat)
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,18 @@ def route(
     The CLI is reached only through the owner-only admin socket, so its chat id *names* the agent;
     every other channel needs an explicit pairing.
     """
-    if not message.text.strip():
-        return Rejection("empty message")
-    if len(message.text) > MAX_TEXT:
-        return Rejection(f"message longer than {MAX_TEXT} characters")
-    if message.channel == "cli":
-        if message.chat_id in agents:
-            return Route(message.chat_id)
-        return Rejection(f"no agent {message.chat_id!r}")
-    agent = pairings.get(message.address)
+    agent = message.chat_id if message.channel == "cli" else pairings.get(message.address)
     if agent is None:
         return Rejection(f"{message.address} is not paired with an agent")
     if agent not in agents:
-        return Rejection(f"{message.address} is paired with unknown agent {agent!r}")
+        return Rejection(f"{message.address}: no agent {agent!r}")
+    # From here on the sender is someone the agent serves: a refusal is answered, not dropped.
+    if not message.text.strip():
+        return Rejection("empty message")
+    if len(message.text) > MAX_TEXT:
+        return Rejection(
+            f"message of {len(message.text)} characters, over {MAX_TEXT}",
+            answer=f"Your message has {len(message.text)} characters; I take at most"
+            f" {MAX_TEXT}. Please send it in parts.",
+        )
     return Route(agent)

@@ -164,7 +164,26 @@ class Store:
                     reason,
                 ),
             )
+            if cursor.rowcount and isinstance(decision, Rejection) and decision.answer:
+                self._refuse(db, message, cursor.lastrowid, decision.answer)
         return cursor.lastrowid if cursor.rowcount else None
+
+    def _refuse(
+        self, db: sqlite3.Connection, message: InboundMessage, row: int | None, answer: str
+    ) -> None:
+        """A refused message still gets its answer, through the same reply path as any other."""
+        now = time.time()
+        task_id = db.execute(
+            "INSERT INTO tasks (agent_id, channel, chat_id, status, created_at, finished_at,"
+            " error) VALUES ('', ?, ?, 'failed', ?, ?, 'refused')",
+            (message.channel, message.chat_id, now, now),
+        ).lastrowid
+        db.execute("UPDATE messages SET task_id=? WHERE id=?", (task_id, row))
+        db.execute(
+            "INSERT INTO replies (task_id, channel, chat_id, text, status, created_at)"
+            " VALUES (?,?,?,?, 'pending', ?)",
+            (task_id, message.channel, message.chat_id, answer, now),
+        )
 
     def agents_with_queued_messages(self) -> list[str]:
         rows = self.db.execute("SELECT DISTINCT agent_id FROM messages WHERE status='queued'")

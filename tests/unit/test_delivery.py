@@ -8,8 +8,10 @@ from pathlib import Path
 
 from clawpen.app import Orchestrator
 from clawpen.errors import DockerUnavailable
+from clawpen.models import InboundMessage
 from clawpen.runtime.base import AgentSpec
 from clawpen.runtime.inprocess import InProcessRuntime
+from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 
 from ..conftest import running
@@ -156,3 +158,21 @@ async def test_docker_down_mid_run_is_retried_then_reported_in_the_chat(
     assert first.startswith("Sorry, I could not answer that: the agent failed 3 times")
     assert "Docker engine failed" in first
     assert second.startswith("Sorry")  # the orchestrator itself kept running
+
+
+async def test_oversized_message_from_a_paired_chat_is_answered_not_dropped(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    fake_model: FakeModel,
+    tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    async with running(orchestrator):
+        # Telegram caps messages at 4096 characters; other ways in (the CLI, later platforms)
+        # do not, so the orchestrator sees one as it would arrive from them.
+        message = InboundMessage("telegram", "1001", "1001", "y" * 40_000, "big-1", 0.0)
+        await orchestrator.dispatcher.accept(message)
+        await fake_telegram.wait_for_sent(1)
+    (answer,) = fake_telegram.texts_to(1001)
+    assert answer.startswith("Your message has 40000 characters; I take at most 32000.")
+    assert fake_model.requests == []

@@ -65,7 +65,7 @@ def test_message_is_routed_to_agent(channel: str, chat_id: str, text: str, expec
             "telegram",
             "2002",
             "hello",
-            "unknown agent 'ghost'",
+            "no agent 'ghost'",
             id="pairing_to_unknown_agent_is_rejected",
         ),
     ],
