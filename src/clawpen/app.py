@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +20,7 @@ from .channels.cli import CliChannel
 from .channels.telegram import TelegramChannel
 from .config import Settings
 from .dispatch import Dispatcher
-from .errors import StoreError
+from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
 from .outbox import Outbox
@@ -49,6 +51,7 @@ class Orchestrator:
         self.log = get_logger()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.data_dir, 0o700)
+        self._lock = hold_lock(settings.data_dir / "clawpen.lock")
         self.metrics = Metrics()
         self.store = Store(settings.data_dir / "clawpen.db")
         self.runtime = runtime if runtime is not None else docker_runtime(settings)
@@ -140,7 +143,26 @@ class Orchestrator:
         await self.upstream.aclose()
         await self.runtime.close()
         self.store.close()
+        os.close(self._lock)
         self.log.info("orchestrator_stopped")
+
+
+def hold_lock(path: Path) -> int:
+    """One orchestrator per data_dir: two would both poll Telegram and answer every message
+    twice. The kernel drops the lock when the process dies, however it dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode().strip() or "?"
+        os.close(fd)
+        raise ClawpenError(
+            f"another orchestrator (pid {holder}) is running with data_dir {path.parent}",
+            "stop it first, or give this one its own data_dir",
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 def run_until_signal(orchestrator: Orchestrator) -> None:

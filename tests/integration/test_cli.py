@@ -221,3 +221,14 @@ async def test_sigterm_twice_while_agents_start_leaves_no_container_behind(
     assert orchestrator.events("orchestrator_stopped")
     labels = {"label": [f"clawpen.instance={instance}"]}
     assert docker_client.containers.list(all=True, filters=labels) == []
+
+
+@pytest.mark.docker
+async def test_a_second_orchestrator_on_the_same_data_dir_refuses_to_start(
+    orchestrator_process: Orchestrator, api_key: str, fake_telegram: FakeTelegram
+) -> None:
+    env = {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
+    code, _, err = await clawpen("run", "--config", str(orchestrator_process.config), env=env)
+    assert orchestrator_process.process is not None
+    assert code == 1 and err.count("\n") == 1
+    assert f"another orchestrator (pid {orchestrator_process.process.pid}) is running" in err
