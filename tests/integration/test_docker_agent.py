@@ -51,9 +51,11 @@ print("PROBE" + json.dumps({
     "interfaces": sorted(os.listdir("/sys/class/net")),
     "root_writable": writable("/probe"), "etc_writable": writable("/etc/probe"),
     "workspace_writable": writable("/workspace/probe"), "tmp_writable": writable("/tmp/probe"),
-    "tmp_exec": can_exec_tmp(),
+    "tmp_exec": can_exec_tmp(), "socket_dir_writable": writable("/run/clawpen/probe"),
     "docker_socket": any(os.path.exists(p) for p in ("/var/run/docker.sock", "/run/docker.sock")),
-    "mounts": mounts,
+    "mounts": mounts, "processes": sorted(
+        open(f"/proc/{p}/comm").read().strip() for p in os.listdir("/proc") if p.isdigit()
+    ),
 }))
 """
 
@@ -115,7 +117,10 @@ async def test_container_is_locked_down_from_the_inside(
     assert facts["root_writable"] is False and facts["etc_writable"] is False
     assert facts["workspace_writable"] is True and facts["tmp_writable"] is True
     assert facts["tmp_exec"] is False
+    assert facts["socket_dir_writable"] is False  # it cannot replace or shadow its own socket
     assert facts["docker_socket"] is False
+    # its own pid namespace: docker-init, the agent, the shell running this, and the probe
+    assert len(facts["processes"]) <= 5 and "dockerd" not in facts["processes"]
     host = attrs["HostConfig"]
     assert host["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] is True
