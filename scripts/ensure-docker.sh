@@ -26,9 +26,11 @@ fi
 
 # running NAME: is a process with this command name alive? (/proc only: procps may be absent)
 running() {
-  local comm
-  for comm in /proc/[0-9]*/comm; do
-    [[ "$(cat "$comm" 2>/dev/null)" == "$1" ]] && return 0
+  local dir
+  for dir in /proc/[0-9]*; do
+    [[ "$(cat "$dir/comm" 2>/dev/null)" == "$1" ]] || continue
+    # a killed daemon can linger as a zombie for a moment: that one runs no more
+    grep -q '^State:[[:space:]]*Z' "$dir/status" 2>/dev/null || return 0
   done
   return 1
 }
@@ -44,22 +46,26 @@ clear_stale_pidfile() {
   fi
 }
 
-if ! running dockerd; then
+start_dockerd() {
   rm -f /var/run/docker.pid
   clear_stale_pidfile /var/run/docker/containerd/containerd.pid
   clear_stale_pidfile /run/containerd/containerd.pid
   echo "ensure-docker: starting dockerd (log: $LOG)"
   # setsid + nohup: the daemon must outlive this script and the shell that called it.
   nohup setsid dockerd >>"$LOG" 2>&1 </dev/null &
-fi
+}
 
+starts=0
 for ((i = 0; i < WAIT_SECONDS; i++)); do
   if docker info >/dev/null 2>&1; then
     echo "ensure-docker: Docker engine is up"
     exit 0
   fi
-  if ((i >= 3)) && ! running dockerd; then
-    break # it died: no point waiting the full minute
+  if ! running dockerd; then
+    # none yet, or one that was killed and is going away, or ours died: (re)start, twice at most
+    ((starts < 2)) || break
+    starts=$((starts + 1))
+    start_dockerd
   fi
   sleep 1
 done
