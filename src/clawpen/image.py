@@ -79,11 +79,18 @@ def build_agent_image(
         raise _unreachable(error) from error
     root = repo_root or Path(__file__).resolve().parents[2]
     base_ref = _resolve_base(client, base, progress)
+    previous = client.images.get(tag).id if image_exists(client, tag) else None
     with tempfile.TemporaryDirectory(prefix="clawpen-context-") as tmp:
         context = Path(tmp)
         _assemble_context(context, root, progress)
         progress(f"building {tag} on {base_ref}")
-        return _build(client, context, tag, base_ref, progress)
+        image_id = _build(client, context, tag, base_ref, progress)
+    if previous and previous != image_id:
+        # the old image is untagged now; drop it unless a running agent still uses it
+        with suppress(*_DOCKER_ERRORS):
+            client.images.remove(previous)
+            progress(f"removed the previous {tag} ({previous[:19]})")
+    return image_id
 
 
 def _resolve_base(client: docker.DockerClient, base: str, progress: Progress) -> str:
