@@ -18,7 +18,11 @@ import typer
 from .config import DEFAULT_PATH, data_dir_of, load_settings
 from .errors import ClawpenError, OrchestratorUnavailable
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Personal Claude agents, each in its own locked-down container, on your chat apps.",
+)
 image_app = typer.Typer(no_args_is_help=True, help="The agent image.")
 app.add_typer(image_app, name="image")
 
@@ -144,8 +148,7 @@ def unpair(
     chat: Annotated[str, typer.Argument(help="The chat, as platform:chat_id.")],
     config: ConfigOption = Path(DEFAULT_PATH),
 ) -> None:
-    """Stop a chat from reaching any agent (a pairing from the config file returns at the next
-    start: remove it there for good)."""
+    """Stop a chat from reaching any agent (config-file pairings return at the next start)."""
     from urllib.parse import quote
 
     _guard(lambda: _admin(config, "DELETE", f"/v1/pairings/{quote(chat, safe='')}"))
