@@ -160,6 +160,10 @@ class Dispatcher:
             except ClawpenError as exc:
                 error = str(exc)
                 break
+            except Exception as exc:  # a bug must cost one answer, not crash-loop the process
+                self.log.exception("task_failed", **context)
+                error = f"internal error ({type(exc).__name__}); see the orchestrator's log"
+                break
         duration = time.perf_counter() - started
         self.log.info(
             "task_executed",

@@ -66,6 +66,15 @@ class Outbox:
                 await self.deliver(reply)
             await wakeup.wait()
 
+    async def _send(self, channel: Channel, chat_id: str, text: str) -> str:
+        try:
+            return await channel.send(chat_id, text)
+        except SendError:
+            raise
+        except Exception as exc:  # an adapter's unexpected error: retried like any other
+            self.log.exception("channel_send_error", channel=channel.name, chat=chat_id)
+            raise SendError(f"{type(exc).__name__}: {exc}") from exc
+
     async def deliver(self, reply: Reply) -> bool:
         channel = self.channels[reply.channel]
         chunks = split_text(reply.text, channel.max_message_length)
@@ -73,7 +82,7 @@ class Outbox:
         sent = reply.chunks_sent
         while sent < len(chunks):
             try:
-                platform_id = await channel.send(reply.chat_id, chunks[sent])
+                platform_id = await self._send(channel, reply.chat_id, chunks[sent])
             except SendError as exc:
                 attempt += 1
                 final = exc.permanent or attempt >= MAX_ATTEMPTS

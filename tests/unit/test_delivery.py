@@ -176,3 +176,27 @@ async def test_oversized_message_from_a_paired_chat_is_answered_not_dropped(
     (answer,) = fake_telegram.texts_to(1001)
     assert answer.startswith("Your message has 40000 characters; I take at most 32000.")
     assert fake_model.requests == []
+
+
+class Buggy(InProcessRuntime):
+    """A runtime with a bug: what a programming error anywhere on the path looks like."""
+
+    async def start(self, spec: AgentSpec) -> str:
+        raise KeyError("a bug")
+
+
+async def test_a_bug_on_the_path_costs_one_answer_not_the_orchestrator(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(Buggy(tmp_path / "ws"), fake_telegram)
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "trigger it")
+        await fake_telegram.wait_for_sent(1, timeout=30)
+        await fake_telegram.push_text(1001, "and again")
+        await fake_telegram.wait_for_sent(2, timeout=30)
+    for answer in fake_telegram.texts_to(1001):
+        assert answer == (
+            "Sorry, I could not answer that: internal error (KeyError); see the orchestrator's log"
+        )
