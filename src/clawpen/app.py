@@ -66,7 +66,7 @@ class Orchestrator:
         self.cli = CliChannel() if settings.channels.cli is not None else None
         channels: list[Channel] = [self.cli] if self.cli else []
         if settings.channels.telegram is not None:
-            channels.append(TelegramChannel(settings.channels.telegram, self.store))
+            channels.append(TelegramChannel(settings.channels.telegram))
         channels.extend(extra_channels or [])
         self.channels = {c.name: c for c in channels}
         self.pool = AgentPool(settings, self.runtime, self.proxy, self.store, self.metrics)

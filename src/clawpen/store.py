@@ -96,6 +96,10 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # 4: Telegram keeps unconfirmed updates itself; its offset needs no storage here
+    """
+    DROP TABLE kv;
+    """,
 ]
 
 
@@ -352,14 +356,6 @@ class Store:
     def pairings(self) -> dict[str, str]:
         rows = self.db.execute("SELECT address, agent_id FROM pairings ORDER BY address")
         return {row[0]: row[1] for row in rows}
-
-    def get_value(self, key: str) -> str | None:
-        row = self._one("SELECT value FROM kv WHERE key=?", key)
-        return None if row is None else str(row[0])
-
-    def set_value(self, key: str, value: str) -> None:
-        with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?,?)", (key, value))
 
     def counts(self) -> dict[str, int]:
         """Row counts by table and status, for ``clawpen status`` and tests."""

@@ -272,19 +272,6 @@ def test_counts_by_table_and_status(store: Store) -> None:
     }
 
 
-def test_offset_value_survives_reopen(db_path: Path) -> None:
-    first = Store(db_path)
-    assert first.get_value("telegram.offset") is None
-    first.set_value("telegram.offset", "17")
-    first.set_value("telegram.offset", "18")
-    first.close()
-    second = Store(db_path)
-    try:
-        assert second.get_value("telegram.offset") == "18"
-    finally:
-        second.close()
-
-
 def test_config_pairings_are_restored_at_start_and_runtime_pairings_kept(tmp_path: Path) -> None:
     store = Store(tmp_path / "pairings.db")
     store.sync_config_pairings({"telegram:1": "assistant"})

@@ -1,13 +1,14 @@
 """Telegram through python-telegram-bot: Bot API long polling in, sendMessage out.
 
-The update offset is the acknowledgement: it is saved, and sent to Telegram, only after every
-update before it was committed to the store, so a crash re-reads rather than loses.
+The update offset is the acknowledgement: it is sent to Telegram only after every update
+before it was committed to the store. Telegram keeps unconfirmed updates and hands them out
+again, so after a crash they are re-read (and deduplicated), never lost, and the offset needs no
+storage of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 
 import telegram
@@ -25,19 +26,15 @@ from ..config import TelegramSettings
 from ..errors import ClawpenError, StoreError
 from ..logging import get_logger
 from ..models import InboundMessage
-from ..store import Store
 from .base import Accept, SendError
-
-OFFSET_KEY = "telegram.offset"
 
 
 class TelegramChannel:
     name = "telegram"
     max_message_length = 4096
 
-    def __init__(self, settings: TelegramSettings, store: Store) -> None:
+    def __init__(self, settings: TelegramSettings) -> None:
         self.settings = settings
-        self.store = store
         self.log = get_logger()
         self._store_delay = 0.5
         base = settings.api_base_url.rstrip("/")
@@ -56,7 +53,7 @@ class TelegramChannel:
             raise ClawpenError(
                 "telegram: the bot token was refused", "check channels.telegram.token"
             ) from None
-        offset = int(self.store.get_value(OFFSET_KEY) or 0)
+        offset = 0  # from 0, Telegram starts at the earliest update not yet confirmed
         delay = 1.0
         try:
             while True:
@@ -77,11 +74,7 @@ class TelegramChannel:
                     delay = min(delay * 2, 60.0)
                     continue
                 delay = 1.0
-                acknowledged = await self._accept_all(updates, offset, accept)
-                if acknowledged != offset:
-                    offset = acknowledged
-                    with contextlib.suppress(StoreError):  # if lost: re-read, deduplicated
-                        self.store.set_value(OFFSET_KEY, str(offset))
+                offset = await self._accept_all(updates, offset, accept)
         finally:
             await self.bot.shutdown()
 
