@@ -17,6 +17,8 @@ from .tools import TOOL_SCHEMAS, run_tool
 
 MAX_STEPS = 25
 HISTORY_MESSAGES = 40
+NOTES_FILE = "CLAUDE.md"
+MAX_NOTES = 20_000
 
 ModelCall = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -67,9 +69,25 @@ def user_turn(task: Task) -> str:
     return "\n".join(f"[{line.sender}] {line.text}" for line in task.lines)
 
 
+def system_prompt(configured: str, root: str) -> str:
+    """The configured prompt plus the agent's own notes: a memory that outlives conversations,
+    which the agent keeps itself with its file tools."""
+    try:
+        notes = (Path(root) / NOTES_FILE).read_text(errors="replace")[:MAX_NOTES]
+    except OSError:
+        notes = ""
+    parts = [configured] if configured else []
+    if notes.strip():
+        parts.append(
+            f"Your notes, kept in /workspace/{NOTES_FILE} (update them with write_file):\n{notes}"
+        )
+    return "\n\n".join(parts)
+
+
 def run_task(task: Task, call_model: ModelCall, history: History, root: str) -> TaskResult:
     """Run one task to its final text. Tool failures go back to the model, not to the user."""
     messages = [*history.load(task.conversation), {"role": "user", "content": user_turn(task)}]
+    system = system_prompt(task.system_prompt, root)
     tool_calls = 0
     for _ in range(MAX_STEPS):
         request: dict[str, Any] = {
@@ -78,8 +96,8 @@ def run_task(task: Task, call_model: ModelCall, history: History, root: str) -> 
             "messages": messages,
             "tools": TOOL_SCHEMAS,
         }
-        if task.system_prompt:
-            request["system"] = task.system_prompt
+        if system:
+            request["system"] = system
         response = call_model(request)
         content = response.get("content", [])
         messages.append({"role": "assistant", "content": content})

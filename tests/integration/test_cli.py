@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import docker
+import httpx
 import pytest
 
 from clawpen.agents import instance_id
@@ -232,3 +233,42 @@ async def test_a_second_orchestrator_on_the_same_data_dir_refuses_to_start(
     assert orchestrator_process.process is not None
     assert code == 1 and err.count("\n") == 1
     assert f"another orchestrator (pid {orchestrator_process.process.pid}) is running" in err
+
+
+@pytest.mark.docker
+async def test_prometheus_metrics_count_what_happened(
+    tmp_path: Path,
+    fake_model: FakeModel,
+    fake_telegram: FakeTelegram,
+    api_key: str,
+    agent_image: str,
+    cleanup_instance: list[str],
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(
+        tmp_path / "clawpen.yaml", fake_model.url, fake_telegram, metrics_port=port
+    )
+    cleanup_instance.append(instance_id(tmp_path / "data"))
+    orchestrator = Orchestrator(
+        config, {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
+    )
+    await orchestrator.start()
+    try:
+        await fake_telegram.push_text(1001, "count me")
+        await fake_telegram.push_text(4242, "not paired")
+        await fake_telegram.wait_for_sent(1, timeout=60)
+        await asyncio.sleep(0.2)
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    finally:
+        await orchestrator.stop()
+    assert 'clawpen_messages_total{channel="telegram",outcome="routed"} 1.0' in text
+    assert 'clawpen_messages_total{channel="telegram",outcome="rejected"} 1.0' in text
+    assert 'clawpen_tasks_total{agent="assistant",outcome="ok"} 1.0' in text
+    assert 'clawpen_replies_total{channel="telegram",outcome="sent"} 1.0' in text
+    assert 'clawpen_model_tokens_total{agent="assistant",kind="output"}' in text
+    assert "clawpen_running_agents 1.0" in text

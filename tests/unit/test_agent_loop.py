@@ -316,3 +316,13 @@ def test_default_history_limit_applies_when_saving(tmp_path: Path) -> None:
     saved = history.load("cli:assistant")
     assert len(saved) == HISTORY_MESSAGES
     assert saved[-1] == assistant(f"a{HISTORY_MESSAGES - 1}")
+
+
+def test_the_agents_notes_file_joins_its_system_prompt(tmp_path: Path) -> None:
+    from clawpen_agent.loop import system_prompt
+
+    assert system_prompt("Be brief.", str(tmp_path)) == "Be brief."
+    (tmp_path / "CLAUDE.md").write_text("The user's name is Ada.\n")
+    prompt = system_prompt("Be brief.", str(tmp_path))
+    assert prompt.startswith("Be brief.\n\nYour notes, kept in /workspace/CLAUDE.md")
+    assert prompt.endswith("The user's name is Ada.\n")
