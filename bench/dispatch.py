@@ -57,8 +57,8 @@ async def dispatch(ctx: BenchContext) -> list[Row]:
         Row("for scale: one SQLite commit (WAL, synchronous=FULL) here", "ms", commits),
     ]
     ctx.note(
-        "On the inbound path the store commits three times before the agent has the task (the"
-        " message, Telegram's update offset, the task claim); on the outbound path once (the"
+        "On the inbound path the store commits twice before the agent has the task (the"
+        " message, the task claim); on the outbound path once (the"
         f" task's outcome with its reply). A commit costs {rows[-1].p50:.2f} ms (p50) on this"
         " disk; the rest is python-telegram-bot handing the update over, the event loop, and"
         " HTTP over the agent's Unix socket."
