@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from clawpen.app import Orchestrator
 from clawpen.errors import DockerUnavailable
 from clawpen.models import InboundMessage
@@ -136,30 +138,6 @@ def _last_update_message(telegram: FakeTelegram) -> dict[str, object]:
     }
 
 
-class EngineGone(InProcessRuntime):
-    """A runtime whose engine stops answering: every start fails."""
-
-    async def start(self, spec: AgentSpec) -> str:
-        raise DockerUnavailable("the Docker engine failed (ConnectionError)", "start dockerd")
-
-
-async def test_docker_down_mid_run_is_retried_then_reported_in_the_chat(
-    orchestrator_factory: Callable[..., Orchestrator],
-    fake_telegram: FakeTelegram,
-    tmp_path: Path,
-) -> None:
-    orchestrator = orchestrator_factory(EngineGone(tmp_path / "ws"), fake_telegram)
-    async with running(orchestrator):
-        await fake_telegram.push_text(1001, "anyone home?")
-        await fake_telegram.wait_for_sent(1, timeout=30)
-        await fake_telegram.push_text(1001, "still nobody?")
-        await fake_telegram.wait_for_sent(2, timeout=30)
-    first, second = fake_telegram.texts_to(1001)
-    assert first.startswith("Sorry, I could not answer that: the agent failed 3 times")
-    assert "Docker engine failed" in first
-    assert second.startswith("Sorry")  # the orchestrator itself kept running
-
-
 async def test_oversized_message_from_a_paired_chat_is_answered_not_dropped(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
@@ -178,25 +156,44 @@ async def test_oversized_message_from_a_paired_chat_is_answered_not_dropped(
     assert fake_model.requests == []
 
 
-class Buggy(InProcessRuntime):
-    """A runtime with a bug: what a programming error anywhere on the path looks like."""
+class FailingStart(InProcessRuntime):
+    """A runtime whose every start raises ``error``."""
+
+    def __init__(self, workspace_root: Path, error: Exception) -> None:
+        super().__init__(workspace_root)
+        self.error = error
 
     async def start(self, spec: AgentSpec) -> str:
-        raise KeyError("a bug")
+        raise self.error
 
 
-async def test_a_bug_on_the_path_costs_one_answer_not_the_orchestrator(
+@pytest.mark.parametrize(
+    ("error", "answer"),
+    [
+        pytest.param(
+            DockerUnavailable("the Docker engine failed (ConnectionError)", "start dockerd"),
+            "Sorry, I could not answer that: the agent failed 3 times on this (the Docker engine"
+            " failed (ConnectionError); start dockerd)",
+            id="docker-down-retried-then-reported",
+        ),
+        pytest.param(
+            KeyError("a bug"),
+            "Sorry, I could not answer that: internal error (KeyError); see the orchestrator's log",
+            id="a-bug-costs-one-answer",
+        ),
+    ],
+)
+async def test_failure_to_start_an_agent_is_told_and_the_orchestrator_carries_on(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
     tmp_path: Path,
+    error: Exception,
+    answer: str,
 ) -> None:
-    orchestrator = orchestrator_factory(Buggy(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(FailingStart(tmp_path / "ws", error), fake_telegram)
     async with running(orchestrator):
-        await fake_telegram.push_text(1001, "trigger it")
+        await fake_telegram.push_text(1001, "anyone home?")
         await fake_telegram.wait_for_sent(1, timeout=30)
-        await fake_telegram.push_text(1001, "and again")
+        await fake_telegram.push_text(1001, "still nobody?")  # answered: still running
         await fake_telegram.wait_for_sent(2, timeout=30)
-    for answer in fake_telegram.texts_to(1001):
-        assert answer == (
-            "Sorry, I could not answer that: internal error (KeyError); see the orchestrator's log"
-        )
+    assert fake_telegram.texts_to(1001) == [answer, answer]
