@@ -82,7 +82,7 @@ class ModelProxy:
         refusal = self.over_budget(agent_id)
         if refusal is not None:
             self.log.warning("model_call_refused", agentId=agent_id, reason=refusal)
-            return api_error(429, "rate_limit_error", refusal)
+            return api_error(403, "permission_error", refusal)  # not retried: it will not pass
         body = await request.read()
         if len(body) > MAX_REQUEST_BYTES:
             return api_error(413, "request_too_large", "request body over 20 MB")

@@ -28,7 +28,9 @@ def route(
         return Rejection(f"{message.address}: no agent {agent!r}")
     # From here on the sender is someone the agent serves: a refusal is answered, not dropped.
     if not message.text.strip():
-        return Rejection("empty message")
+        return Rejection(
+            "no text", answer="I can only read text for now: please write your message out."
+        )
     if len(message.text) > MAX_TEXT:
         return Rejection(
             f"message of {len(message.text)} characters, over {MAX_TEXT}",

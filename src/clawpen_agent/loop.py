@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .protocol import MESSAGES_PATH, Task, TaskResult
 from .tools import TOOL_SCHEMAS, run_tool
+from .transport import HTTPError
 
 MAX_STEPS = 25
+RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 HISTORY_MESSAGES = 40
 NOTES_FILE = "CLAUDE.md"
 MAX_NOTES = 20_000
@@ -123,9 +126,23 @@ def run_task(task: Task, call_model: ModelCall, history: History, root: str) -> 
     return TaskResult(error=f"gave up after {MAX_STEPS} model calls without a final answer")
 
 
-def model_caller(post_json: Callable[[str, dict[str, Any]], Any]) -> ModelCall:
+def model_caller(
+    post_json: Callable[[str, dict[str, Any]], Any],
+    sleep: Callable[[float], None] = time.sleep,
+    attempts: int = 4,
+) -> ModelCall:
+    """Calls the model through the proxy, retrying what the Anthropic SDK would retry
+    (rate limits, overload, server errors) with exponential backoff."""
+
     def call(request: dict[str, Any]) -> dict[str, Any]:
-        response: dict[str, Any] = post_json(MESSAGES_PATH, request)
-        return response
+        for attempt in range(attempts):
+            try:
+                response: dict[str, Any] = post_json(MESSAGES_PATH, request)
+                return response
+            except HTTPError as exc:
+                if exc.status not in RETRIED_STATUSES or attempt == attempts - 1:
+                    raise
+                sleep(min(8.0, 0.5 * 2**attempt))
+        raise AssertionError("unreachable")
 
     return call

@@ -326,3 +326,28 @@ def test_the_agents_notes_file_joins_its_system_prompt(tmp_path: Path) -> None:
     prompt = system_prompt("Be brief.", str(tmp_path))
     assert prompt.startswith("Be brief.\n\nYour notes, kept in /workspace/CLAUDE.md")
     assert prompt.endswith("The user's name is Ada.\n")
+
+
+def test_model_overload_is_retried_like_the_sdk_would_and_then_given_up() -> None:
+    from clawpen_agent.loop import model_caller
+    from clawpen_agent.transport import HTTPError
+
+    answers: list[object] = [HTTPError(529, b"overloaded"), HTTPError(500, b"oops"), {"ok": 1}]
+    waits: list[float] = []
+
+    def post_json(path: str, payload: dict[str, Any]) -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert model_caller(post_json, sleep=waits.append)({}) == {"ok": 1}
+    assert waits == [0.5, 1.0]
+
+    answers[:] = [HTTPError(400, b"bad request")]
+    with pytest.raises(HTTPError):
+        model_caller(post_json, sleep=waits.append)({})  # a client error is not retried
+    answers[:] = [HTTPError(429, b"slow down")] * 4
+    with pytest.raises(HTTPError):
+        model_caller(post_json, sleep=waits.append)({})
+    assert waits == [0.5, 1.0, 0.5, 1.0, 2.0]

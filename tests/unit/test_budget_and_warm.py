@@ -38,7 +38,7 @@ async def test_agent_over_its_daily_budget_is_refused_and_the_user_told(
         await fake_telegram.wait_for_sent(2)
     first, second = fake_telegram.texts_to(1001)
     assert first == "echo: the first call is within budget"
-    assert second.startswith("Sorry, I could not answer that: model call failed: HTTP 429")
+    assert second.startswith("Sorry, I could not answer that: model call failed: HTTP 403")
     assert "daily_token_budget" in second
     assert len(fake_model.requests) == 1  # the refused call never reached the upstream
 

@@ -197,3 +197,23 @@ async def test_failure_to_start_an_agent_is_told_and_the_orchestrator_carries_on
         await fake_telegram.push_text(1001, "still nobody?")  # answered: still running
         await fake_telegram.wait_for_sent(2, timeout=30)
     assert fake_telegram.texts_to(1001) == [answer, answer]
+
+
+async def test_a_photo_is_read_by_its_caption_and_without_one_the_user_is_told(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    async with running(orchestrator):
+        await fake_telegram.push_photo(1001)
+        await fake_telegram.wait_for_sent(1)
+        await fake_telegram.push_photo(1001, caption="what is this?")
+        await fake_telegram.wait_for_sent(2)
+        await fake_telegram.push_photo(666)  # unpaired: still not a word to strangers
+        await asyncio.sleep(0.5)
+    assert fake_telegram.texts_to(1001) == [
+        "I can only read text for now: please write your message out.",
+        "echo: what is this?",
+    ]
+    assert fake_telegram.texts_to(666) == []

@@ -51,9 +51,9 @@ def test_message_is_routed_to_agent(channel: str, chat_id: str, text: str, expec
         ),
         pytest.param("slack", "1001", "hello", "slack:1001", id="pairing_is_per_channel"),
         pytest.param("cli", "nobody", "hello", "'nobody'", id="unknown_cli_agent_is_rejected"),
-        pytest.param("telegram", "1001", "", "empty", id="empty_message_is_rejected"),
-        pytest.param("telegram", "1001", " \n\t ", "empty", id="whitespace_message_is_rejected"),
-        pytest.param("cli", "assistant", "   ", "empty", id="whitespace_cli_message_is_rejected"),
+        pytest.param("telegram", "1001", "", "no text", id="empty_message_is_rejected"),
+        pytest.param("telegram", "1001", " \n\t ", "no text", id="whitespace_message_is_rejected"),
+        pytest.param("cli", "assistant", "   ", "no text", id="whitespace_cli_message_is_rejected"),
         pytest.param(
             "telegram",
             "1001",

@@ -86,12 +86,14 @@ class TelegramChannel:
         rest and hands them out again."""
         for update in updates:
             message = update.message
-            if message is not None and message.text is not None:
+            # text, or a photo/file/voice with its caption (or none: the router answers that);
+            # service messages (joins, pins) carry neither and are not for the agent
+            if message is not None and (message.text or message.effective_attachment):
                 inbound = InboundMessage(
                     channel=self.name,
                     chat_id=str(message.chat.id),
                     sender_id=str(message.from_user.id if message.from_user else ""),
-                    text=message.text,
+                    text=message.text or message.caption or "",
                     platform_id=str(message.message_id),
                     received_at=message.date.timestamp(),
                 )

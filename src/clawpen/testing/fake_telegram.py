@@ -62,6 +62,17 @@ class FakeTelegram:
 
     async def push_text(self, chat_id: int, text: str, user_id: int | None = None) -> int:
         """A user writes ``text`` in chat ``chat_id``; returns the message id."""
+        return await self._push(chat_id, {"text": text}, user_id)
+
+    async def push_photo(self, chat_id: int, caption: str | None = None) -> int:
+        """A user sends a photo (with a caption, or none)."""
+        photo = {"file_id": "AgAD-photo", "file_unique_id": "photo-1", "width": 90, "height": 90}
+        content: dict[str, Any] = {"photo": [photo]}
+        if caption is not None:
+            content["caption"] = caption
+        return await self._push(chat_id, content, None)
+
+    async def _push(self, chat_id: int, content: dict[str, Any], user_id: int | None) -> int:
         message_id = self._next_message
         self._next_message += 1
         user = {"id": user_id or chat_id, "is_bot": False, "first_name": f"user{chat_id}"}
@@ -70,9 +81,9 @@ class FakeTelegram:
             "message": {
                 "message_id": message_id,
                 "date": int(time.time()),
-                "text": text,
                 "chat": {"id": chat_id, "type": "private"},
                 "from": user,
+                **content,
             },
         }
         self._next_update += 1
