@@ -116,15 +116,15 @@ class Orchestrator:
         }
 
     async def run(self) -> None:
-        await self.pool.open()
-        await self.admin.start()
-        self.log.info(
-            "orchestrator_started",
-            agents=sorted(self.pool.sessions),
-            channels=sorted(self.channels),
-            dataDir=str(self.settings.data_dir),
-        )
         try:
+            await self.pool.open()
+            await self.admin.start()
+            self.log.info(
+                "orchestrator_started",
+                agents=sorted(self.pool.sessions),
+                channels=sorted(self.channels),
+                dataDir=str(self.settings.data_dir),
+            )
             async with asyncio.TaskGroup() as group:
                 for channel in self.channels.values():
                     group.create_task(channel.run(self.dispatcher.accept), name=channel.name)
@@ -134,6 +134,9 @@ class Orchestrator:
                 for agent_id in self.pool.sessions:
                     group.create_task(self.dispatcher.run_agent(agent_id), name=agent_id)
                 self.ready.set()
+        except* ClawpenError as failed:  # e.g. a refused bot token: one line, not a traceback
+            self.log.error("orchestrator_failed", error=str(failed.exceptions[0]))
+            raise failed.exceptions[0] from None
         finally:
             await self.close()
 

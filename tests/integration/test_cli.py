@@ -272,3 +272,21 @@ async def test_prometheus_metrics_count_what_happened(
     assert 'clawpen_replies_total{channel="telegram",outcome="sent"} 1.0' in text
     assert 'clawpen_model_tokens_total{agent="assistant",kind="output"}' in text
     assert "clawpen_running_agents 1.0" in text
+
+
+@pytest.mark.docker
+async def test_a_refused_telegram_token_stops_the_orchestrator_with_one_line(
+    tmp_path: Path,
+    fake_model: FakeModel,
+    fake_telegram: FakeTelegram,
+    api_key: str,
+    agent_image: str,
+    cleanup_instance: list[str],
+) -> None:
+    config = write_config(tmp_path / "clawpen.yaml", fake_model.url, fake_telegram)
+    cleanup_instance.append(instance_id(tmp_path / "data"))
+    env = {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": "999:not-the-token"}
+    code, out, err = await clawpen("run", "--config", str(config), env=env)
+    assert code == 1
+    assert err == ("clawpen: telegram: the bot token was refused; check channels.telegram.token\n")
+    assert json.loads(out.splitlines()[-1])["event"] == "orchestrator_stopped"
