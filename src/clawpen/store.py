@@ -189,10 +189,6 @@ class Store:
             (task_id, message.channel, message.chat_id, answer, now),
         )
 
-    def agents_with_queued_messages(self) -> list[str]:
-        rows = self.db.execute("SELECT DISTINCT agent_id FROM messages WHERE status='queued'")
-        return [row[0] for row in rows]
-
     def claim_next_task(self, agent_id: str, now: float | None = None) -> ClaimedTask | None:
         """Batch every queued message of the agent's oldest waiting conversation into one task."""
         now = time.time() if now is None else now
