@@ -45,7 +45,6 @@ class Orchestrator:
         settings: Settings,
         runtime: AgentRuntime | None = None,
         upstream: httpx.AsyncClient | None = None,
-        extra_channels: list[Channel] | None = None,
     ) -> None:
         self.settings = settings
         self.log = get_logger()
@@ -67,7 +66,6 @@ class Orchestrator:
         channels: list[Channel] = [self.cli] if self.cli else []
         if settings.channels.telegram is not None:
             channels.append(TelegramChannel(settings.channels.telegram))
-        channels.extend(extra_channels or [])
         self.channels = {c.name: c for c in channels}
         self.pool = AgentPool(settings, self.runtime, self.proxy, self.store, self.metrics)
         self.outbox = Outbox(self.store, self.channels, self.metrics)
