@@ -60,7 +60,7 @@ class Orchestrator:
             settings.model.base_url,
             settings.model.api_key,
             self._record_usage,
-            self._over_budget,
+            self._admit,
         )
         self.cli = CliChannel() if settings.channels.cli is not None else None
         channels: list[Channel] = [self.cli] if self.cli else []
@@ -90,7 +90,12 @@ class Orchestrator:
         self.metrics.tokens.labels(agent_id, "input").inc(input_tokens)
         self.metrics.tokens.labels(agent_id, "output").inc(output_tokens)
 
-    def _over_budget(self, agent_id: str) -> str | None:
+    def _admit(self, agent_id: str, model: str) -> str | None:
+        """Policy for one model call: the agent's own model only, within its daily budget.
+        A compromised agent must not pick a pricier model or spend without end."""
+        allowed = self.settings.agent(agent_id).model or self.settings.model.name
+        if model != allowed:
+            return f"agent {agent_id} may use model {allowed} only, not {model!r}"
         limit = self.settings.model.daily_token_budget
         if limit is None:
             return None

@@ -20,7 +20,7 @@ from .logging import get_logger
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
 FORWARDED_HEADERS = ("content-type", "anthropic-version", "anthropic-beta", "accept")
 UsageSink = Callable[[str, str, int, int], None]  # agent, model, input_tokens, output_tokens
-BudgetCheck = Callable[[str], str | None]  # agent -> why it may not call the model now
+Admission = Callable[[str, str], str | None]  # agent, model -> why it may not make this call
 
 
 def api_error(status: int, kind: str, message: str) -> web.Response:
@@ -69,20 +69,16 @@ class ModelProxy:
         base_url: str,
         api_key: str,
         on_usage: UsageSink,
-        over_budget: BudgetCheck = lambda agent_id: None,
+        admit: Admission = lambda agent_id, model: None,
     ) -> None:
         self.upstream = upstream
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.on_usage = on_usage
-        self.over_budget = over_budget
+        self.admit = admit
         self.log = get_logger()
 
     async def handle(self, agent_id: str, request: web.Request) -> web.StreamResponse:
-        refusal = self.over_budget(agent_id)
-        if refusal is not None:
-            self.log.warning("model_call_refused", agentId=agent_id, reason=refusal)
-            return api_error(403, "permission_error", refusal)  # not retried: it will not pass
         body = await request.read()
         if len(body) > MAX_REQUEST_BYTES:
             return api_error(413, "request_too_large", "request body over 20 MB")
@@ -91,6 +87,10 @@ class ModelProxy:
         except ValueError:
             return api_error(400, "invalid_request_error", "body is not JSON")
         model = str(payload.get("model", "")) if isinstance(payload, dict) else ""
+        refusal = self.admit(agent_id, model)
+        if refusal is not None:
+            self.log.warning("model_call_refused", agentId=agent_id, reason=refusal)
+            return api_error(403, "permission_error", refusal)  # not retried: it will not pass
         streaming = bool(isinstance(payload, dict) and payload.get("stream"))
         headers = {k: v for k in FORWARDED_HEADERS if (v := request.headers.get(k))}
         headers.setdefault("anthropic-version", "2023-06-01")

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from clawpen.app import Orchestrator
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.testing.fake_model import FakeModel
@@ -54,3 +56,22 @@ async def test_warm_agent_is_running_before_its_first_message(
             while not orchestrator.pool.sessions["assistant"].connected:
                 await asyncio.sleep(0.01)
         assert "assistant" in orchestrator.pool.containers
+
+
+async def test_an_agent_cannot_call_a_model_other_than_its_own(
+    orchestrator_factory: Callable[..., Orchestrator], fake_model: FakeModel, tmp_path: Path
+) -> None:
+    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"))
+    socket_path = orchestrator.pool.sessions["assistant"].socket_path
+    request = {"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    async with running(orchestrator):
+        transport = httpx.AsyncHTTPTransport(uds=str(socket_path))
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as agent:
+            pricier = await agent.post("/v1/messages", json={**request, "model": "claude-opus"})
+            own = await agent.post("/v1/messages", json={**request, "model": "claude-test"})
+    assert pricier.status_code == 403
+    assert pricier.json()["error"]["message"] == (
+        "agent assistant may use model claude-test only, not 'claude-opus'"
+    )
+    assert own.status_code == 200
+    assert [r["model"] for r in fake_model.requests] == ["claude-test"]
