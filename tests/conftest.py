@@ -15,6 +15,7 @@ from clawpen import logging as clawpen_logging
 from clawpen.app import Orchestrator
 from clawpen.config import Settings
 from clawpen.runtime.base import AgentRuntime
+from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 
@@ -86,9 +87,12 @@ def orchestrator_factory(
     tmp_path: Path, fake_model: FakeModel, api_key: str
 ) -> Callable[..., Orchestrator]:
     def build(
-        runtime: AgentRuntime, telegram: FakeTelegram | None = None, **overrides: Any
+        runtime: AgentRuntime | None = None,
+        telegram: FakeTelegram | None = None,
+        **overrides: Any,
     ) -> Orchestrator:
+        """An orchestrator on the fakes; agents run in-process unless a runtime is given."""
         settings = make_settings(tmp_path / "data", fake_model, api_key, telegram, **overrides)
-        return Orchestrator(settings, runtime=runtime)
+        return Orchestrator(settings, runtime=runtime or InProcessRuntime(tmp_path / "ws"))
 
     return build

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import docker
@@ -18,24 +18,39 @@ from clawpen.testing.fake_telegram import FakeTelegram
 
 from .procs import CLAWPEN, Orchestrator, clawpen, write_config
 
+StartOrchestrator = Callable[..., Awaitable[Orchestrator]]
+
 
 @pytest.fixture
-async def orchestrator_process(
+async def start_orchestrator(
     tmp_path: Path,
     fake_model: FakeModel,
     fake_telegram: FakeTelegram,
     api_key: str,
     agent_image: str,
     cleanup_instance: list[str],
-) -> AsyncIterator[Orchestrator]:
-    config = write_config(tmp_path / "clawpen.yaml", fake_model.url, fake_telegram)
-    cleanup_instance.append(instance_id(tmp_path / "data"))
-    orchestrator = Orchestrator(
-        config, {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
-    )
-    await orchestrator.start()
-    yield orchestrator
-    await orchestrator.stop()
+) -> AsyncIterator[StartOrchestrator]:
+    """`clawpen run` as a process, with config keys added as given; stopped at the end."""
+    started: list[Orchestrator] = []
+
+    async def start(**extra: object) -> Orchestrator:
+        config = write_config(tmp_path / "clawpen.yaml", fake_model.url, fake_telegram, **extra)
+        cleanup_instance.append(instance_id(tmp_path / "data"))
+        orchestrator = Orchestrator(
+            config, {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
+        )
+        await orchestrator.start()
+        started.append(orchestrator)
+        return orchestrator
+
+    yield start
+    for orchestrator in started:
+        await orchestrator.stop()
+
+
+@pytest.fixture
+async def orchestrator_process(start_orchestrator: StartOrchestrator) -> Orchestrator:
+    return await start_orchestrator()
 
 
 @pytest.mark.docker
@@ -237,35 +252,20 @@ async def test_a_second_orchestrator_on_the_same_data_dir_refuses_to_start(
 
 @pytest.mark.docker
 async def test_prometheus_metrics_count_what_happened(
-    tmp_path: Path,
-    fake_model: FakeModel,
-    fake_telegram: FakeTelegram,
-    api_key: str,
-    agent_image: str,
-    cleanup_instance: list[str],
+    start_orchestrator: StartOrchestrator, fake_telegram: FakeTelegram
 ) -> None:
     import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = write_config(
-        tmp_path / "clawpen.yaml", fake_model.url, fake_telegram, metrics_port=port
-    )
-    cleanup_instance.append(instance_id(tmp_path / "data"))
-    orchestrator = Orchestrator(
-        config, {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
-    )
-    await orchestrator.start()
-    try:
-        await fake_telegram.push_text(1001, "count me")
-        await fake_telegram.push_text(4242, "not paired")
-        await fake_telegram.wait_for_sent(1, timeout=60)
-        await asyncio.sleep(0.2)
-        async with httpx.AsyncClient() as client:
-            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    finally:
-        await orchestrator.stop()
+    await start_orchestrator(metrics_port=port)
+    await fake_telegram.push_text(1001, "count me")
+    await fake_telegram.push_text(4242, "not paired")
+    await fake_telegram.wait_for_sent(1, timeout=60)
+    await asyncio.sleep(0.2)
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     assert 'clawpen_messages_total{channel="telegram",outcome="routed"} 1.0' in text
     assert 'clawpen_messages_total{channel="telegram",outcome="rejected"} 1.0' in text
     assert 'clawpen_tasks_total{agent="assistant",outcome="ok"} 1.0' in text

@@ -14,7 +14,6 @@ import pytest
 import structlog
 
 from clawpen.app import Orchestrator
-from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.testing.fake_telegram import FakeTelegram
 
 from ..conftest import running
@@ -52,7 +51,7 @@ async def test_full_disk_holds_messages_unacknowledged_then_resumes_without_corr
     small_disk: Path,
     tmp_path: Path,
 ) -> None:
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(telegram=fake_telegram)
     assert orchestrator.settings.data_dir == small_disk
     big = "x" * 20_000  # needs fresh pages in the WAL: cannot fit in space already allocated
     with structlog.testing.capture_logs() as logs:

@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 
 from clawpen.app import Orchestrator
-from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 
@@ -24,8 +23,7 @@ async def test_agent_over_its_daily_budget_is_refused_and_the_user_told(
     api_key: str,
 ) -> None:
     orchestrator = orchestrator_factory(
-        InProcessRuntime(tmp_path / "ws"),
-        fake_telegram,
+        telegram=fake_telegram,
         model={
             "name": "claude-test",
             "base_url": fake_model.url,
@@ -48,9 +46,7 @@ async def test_agent_over_its_daily_budget_is_refused_and_the_user_told(
 async def test_warm_agent_is_running_before_its_first_message(
     orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
 ) -> None:
-    orchestrator = orchestrator_factory(
-        InProcessRuntime(tmp_path / "ws"), agents=[{"id": "assistant", "warm": True}]
-    )
+    orchestrator = orchestrator_factory(agents=[{"id": "assistant", "warm": True}])
     async with running(orchestrator):
         async with asyncio.timeout(10):
             while not orchestrator.pool.sessions["assistant"].connected:
@@ -61,7 +57,7 @@ async def test_warm_agent_is_running_before_its_first_message(
 async def test_an_agent_cannot_call_a_model_other_than_its_own(
     orchestrator_factory: Callable[..., Orchestrator], fake_model: FakeModel, tmp_path: Path
 ) -> None:
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"))
+    orchestrator = orchestrator_factory()
     socket_path = orchestrator.pool.sessions["assistant"].socket_path
     request = {"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
     async with running(orchestrator):

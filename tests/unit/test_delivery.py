@@ -26,7 +26,7 @@ async def test_reply_survives_429_and_500_from_telegram_and_arrives_once(
 ) -> None:
     fake_telegram.fail_next("sendMessage", 429, retry_after=1)
     fake_telegram.fail_next("sendMessage", 500, times=2)
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "through the storm")
         await fake_telegram.wait_for_sent(1, timeout=30)
@@ -41,7 +41,7 @@ async def test_getupdates_errors_are_retried_without_losing_messages(
     tmp_path: Path,
 ) -> None:
     fake_telegram.fail_next("getUpdates", 502, times=2)
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(telegram=fake_telegram)
     await fake_telegram.push_text(1001, "sent while telegram was flaky")
     async with running(orchestrator):
         await fake_telegram.wait_for_sent(1, timeout=30)
@@ -53,7 +53,7 @@ async def test_long_reply_is_split_into_telegram_sized_messages_in_order(
     fake_telegram: FakeTelegram,
     tmp_path: Path,
 ) -> None:
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(telegram=fake_telegram)
     long_text = "\n".join(f"line {i:05d} " + "x" * 60 for i in range(200))  # ~14 KB
     async with running(orchestrator):
         await fake_telegram.push_text(1001, long_text)
@@ -67,7 +67,7 @@ async def test_messages_sent_while_the_agent_works_are_batched_into_its_next_tur
     fake_telegram: FakeTelegram,
     tmp_path: Path,
 ) -> None:
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "run: sleep 1; echo first-done")
         await asyncio.sleep(0.5)
@@ -85,8 +85,7 @@ async def test_container_cap_stops_the_least_recently_used_idle_agent(
     tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(
-        InProcessRuntime(tmp_path / "ws"),
-        fake_telegram,
+        telegram=fake_telegram,
         max_containers=1,
         agents=[{"id": "assistant"}, {"id": "helper"}],
         pairings=[
@@ -110,7 +109,7 @@ async def test_duplicate_platform_message_is_answered_once(
     fake_telegram: FakeTelegram,
     tmp_path: Path,
 ) -> None:
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "only once")
         await fake_telegram.wait_for_sent(1, timeout=30)
@@ -144,7 +143,7 @@ async def test_oversized_message_from_a_paired_chat_is_answered_not_dropped(
     fake_model: FakeModel,
     tmp_path: Path,
 ) -> None:
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
         # Telegram caps messages at 4096 characters; other ways in (the CLI, later platforms)
         # do not, so the orchestrator sees one as it would arrive from them.
@@ -204,7 +203,7 @@ async def test_a_photo_is_read_by_its_caption_and_without_one_the_user_is_told(
     fake_telegram: FakeTelegram,
     tmp_path: Path,
 ) -> None:
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
         await fake_telegram.push_photo(1001)
         await fake_telegram.wait_for_sent(1)

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clawpen.app import Orchestrator
-from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 
@@ -19,7 +18,7 @@ async def test_telegram_message_gets_agent_reply(
     fake_model: FakeModel,
     tmp_path: Path,
 ) -> None:
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "hello there")
         await fake_telegram.wait_for_sent(1)
@@ -31,7 +30,7 @@ async def test_shell_tool_output_reaches_the_chat(
     fake_telegram: FakeTelegram,
     tmp_path: Path,
 ) -> None:
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "run: echo from-the-shell; exit 3")
         await fake_telegram.wait_for_sent(1)
@@ -46,7 +45,7 @@ async def test_unpaired_chat_is_rejected_and_never_reaches_the_model(
     fake_model: FakeModel,
     tmp_path: Path,
 ) -> None:
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"), fake_telegram)
+    orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
         await fake_telegram.push_text(666, "let me in")
         await fake_telegram.push_text(1001, "paired")
@@ -60,7 +59,7 @@ async def test_unpaired_chat_is_rejected_and_never_reaches_the_model(
 async def test_cli_chat_round_trip(
     orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
 ) -> None:
-    orchestrator = orchestrator_factory(InProcessRuntime(tmp_path / "ws"))
+    orchestrator = orchestrator_factory()
     async with running(orchestrator):
         assert orchestrator.cli is not None
         reply = await orchestrator.cli.ask("assistant", "hi from the terminal")
