@@ -49,7 +49,6 @@ async def test_full_disk_holds_messages_unacknowledged_then_resumes_without_corr
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
     small_disk: Path,
-    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(telegram=fake_telegram)
     assert orchestrator.settings.data_dir == small_disk

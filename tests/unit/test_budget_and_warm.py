@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 
@@ -19,7 +18,6 @@ async def test_agent_over_its_daily_budget_is_refused_and_the_user_told(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
     fake_model: FakeModel,
-    tmp_path: Path,
     api_key: str,
 ) -> None:
     orchestrator = orchestrator_factory(
@@ -44,7 +42,7 @@ async def test_agent_over_its_daily_budget_is_refused_and_the_user_told(
 
 
 async def test_warm_agent_is_running_before_its_first_message(
-    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
+    orchestrator_factory: Callable[..., Orchestrator],
 ) -> None:
     orchestrator = orchestrator_factory(agents=[{"id": "assistant", "warm": True}])
     async with running(orchestrator):
@@ -55,7 +53,7 @@ async def test_warm_agent_is_running_before_its_first_message(
 
 
 async def test_an_agent_cannot_call_a_model_other_than_its_own(
-    orchestrator_factory: Callable[..., Orchestrator], fake_model: FakeModel, tmp_path: Path
+    orchestrator_factory: Callable[..., Orchestrator], fake_model: FakeModel
 ) -> None:
     orchestrator = orchestrator_factory()
     socket_path = orchestrator.pool.sessions["assistant"].socket_path

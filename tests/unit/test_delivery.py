@@ -22,7 +22,6 @@ from ..conftest import running
 async def test_reply_survives_429_and_500_from_telegram_and_arrives_once(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
-    tmp_path: Path,
 ) -> None:
     fake_telegram.fail_next("sendMessage", 429, retry_after=1)
     fake_telegram.fail_next("sendMessage", 500, times=2)
@@ -38,7 +37,6 @@ async def test_reply_survives_429_and_500_from_telegram_and_arrives_once(
 async def test_getupdates_errors_are_retried_without_losing_messages(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
-    tmp_path: Path,
 ) -> None:
     fake_telegram.fail_next("getUpdates", 502, times=2)
     orchestrator = orchestrator_factory(telegram=fake_telegram)
@@ -51,7 +49,6 @@ async def test_getupdates_errors_are_retried_without_losing_messages(
 async def test_long_reply_is_split_into_telegram_sized_messages_in_order(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
-    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(telegram=fake_telegram)
     long_text = "\n".join(f"line {i:05d} " + "x" * 60 for i in range(200))  # ~14 KB
@@ -65,7 +62,6 @@ async def test_long_reply_is_split_into_telegram_sized_messages_in_order(
 async def test_messages_sent_while_the_agent_works_are_batched_into_its_next_turn(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
-    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
@@ -82,7 +78,6 @@ async def test_messages_sent_while_the_agent_works_are_batched_into_its_next_tur
 async def test_container_cap_stops_the_least_recently_used_idle_agent(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
-    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(
         telegram=fake_telegram,
@@ -107,7 +102,6 @@ async def test_container_cap_stops_the_least_recently_used_idle_agent(
 async def test_duplicate_platform_message_is_answered_once(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
-    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
@@ -141,7 +135,6 @@ async def test_oversized_message_from_a_paired_chat_is_answered_not_dropped(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
     fake_model: FakeModel,
-    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
@@ -201,7 +194,6 @@ async def test_failure_to_start_an_agent_is_told_and_the_orchestrator_carries_on
 async def test_a_photo_is_read_by_its_caption_and_without_one_the_user_is_told(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
-    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):

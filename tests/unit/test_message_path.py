@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from clawpen.app import Orchestrator
 from clawpen.testing.fake_model import FakeModel
@@ -16,7 +15,6 @@ async def test_telegram_message_gets_agent_reply(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
     fake_model: FakeModel,
-    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
@@ -28,7 +26,6 @@ async def test_telegram_message_gets_agent_reply(
 async def test_shell_tool_output_reaches_the_chat(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
-    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
@@ -43,7 +40,6 @@ async def test_unpaired_chat_is_rejected_and_never_reaches_the_model(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
     fake_model: FakeModel,
-    tmp_path: Path,
 ) -> None:
     orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
@@ -56,9 +52,7 @@ async def test_unpaired_chat_is_rejected_and_never_reaches_the_model(
     assert counts["messages.rejected"] == 1
 
 
-async def test_cli_chat_round_trip(
-    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
-) -> None:
+async def test_cli_chat_round_trip(orchestrator_factory: Callable[..., Orchestrator]) -> None:
     orchestrator = orchestrator_factory()
     async with running(orchestrator):
         assert orchestrator.cli is not None
