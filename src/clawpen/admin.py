@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ class AdminServer:
         cli: CliChannel | None,
         dispatcher: Dispatcher,
         metrics: Metrics,
-        status: Callable[[], dict[str, Any]],
+        status: Callable[[], Awaitable[dict[str, Any]]],
         metrics_port: int | None = None,
     ) -> None:
         self.path = path
@@ -96,19 +96,19 @@ class AdminServer:
     async def _pair(self, request: web.Request) -> web.Response:
         body = await request.json()
         try:
-            self.dispatcher.pair(str(body["chat"]), str(body["agent"]))
+            await self.dispatcher.pair(str(body["chat"]), str(body["agent"]))
         except ClawpenError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(self.dispatcher.pairings)
 
     async def _unpair(self, request: web.Request) -> web.Response:
         address = request.match_info["address"]
-        if not self.dispatcher.unpair(address):
+        if not await self.dispatcher.unpair(address):
             return web.json_response({"error": f"{address} is not paired"}, status=404)
         return web.json_response(self.dispatcher.pairings)
 
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.status())
+        return web.json_response(await self.status())
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), content_type="text/plain")

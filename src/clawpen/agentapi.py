@@ -39,6 +39,7 @@ class AgentSession:
         self._runner: web.AppRunner | None = None
         self._closing = False
         self._gone: AgentGone | None = None  # set when the agent's container died
+        self._seen = False  # the agent has asked for work since its container started
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -77,9 +78,16 @@ class AgentSession:
         """True while the agent holds a request open, waiting for work."""
         return self._waiting > 0
 
+    @property
+    def alive(self) -> bool:
+        """True from the agent's first request for work until its container is gone: between
+        two tasks it is not ``connected`` for a moment, but needs no start."""
+        return self._seen and self._gone is None
+
     def expect_agent(self) -> None:
         """A (new) container is starting: forget that the last one died."""
         self._gone = None
+        self._seen = False
 
     async def wait_connected(self, timeout: float) -> None:
         async with asyncio.timeout(timeout), self._changed:
@@ -116,6 +124,7 @@ class AgentSession:
     async def _next_task(self, request: web.Request) -> web.Response:
         async with self._changed:
             self._waiting += 1
+            self._seen = True
             self._changed.notify_all()
             try:
                 await self._changed.wait_for(lambda: self._offer is not None or self._closing)

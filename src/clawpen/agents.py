@@ -21,6 +21,7 @@ from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
 from .proxy import ModelProxy
+from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime, AgentSpec, RuntimeEvent
 from .store import Store
 
@@ -102,8 +103,8 @@ class AgentPool:
         """The agent's session, with its container running and connected to it."""
         session = self.sessions[agent_id]
         async with self._locks[agent_id]:
-            if agent_id in self.containers and session.connected:
-                return session
+            if agent_id in self.containers and session.alive:
+                return session  # between two tasks: running, and back for the next in a moment
             await self._make_room(agent_id)
             started = time.perf_counter()
             session.expect_agent()
@@ -126,7 +127,7 @@ class AgentPool:
                     f"check `docker logs {container_id[:12]}`",
                 ) from None
             if fresh:
-                self._record_state(agent_id, "running", container_id)
+                await self._record_state(agent_id, "running", container_id)
                 self.metrics.running_agents.set(len(self.containers))
                 self.log.info(
                     "agent_started",
@@ -157,30 +158,34 @@ class AgentPool:
             except ClawpenError as exc:  # the engine is gone; so, then, is the container
                 self.log.error("agent_stop_failed", agentId=agent_id, error=str(exc))
             await self.sessions[agent_id].fail_all(AgentGone(f"agent stopped: {reason}"))
-            self._record_state(agent_id, "stopped")
+            await self._record_state(agent_id, "stopped")
             self.metrics.running_agents.set(len(self.containers))
             self._freed.set()
             self.log.info("agent_stopped", agentId=agent_id, reason=reason)
 
-    def _record_state(self, agent_id: str, state: str, container_id: str | None = None) -> None:
+    async def _record_state(
+        self, agent_id: str, state: str, container_id: str | None = None
+    ) -> None:
         """Informational only (for `clawpen status`): a full disk must not stop an agent."""
         try:
-            self.store.set_agent_state(agent_id, state, container_id)
+            await self.store.set_agent_state(agent_id, state, container_id, time.time())
         except StoreError as exc:
             self.log.error("store_unwritable", what="agent state", error=str(exc))
 
     async def watch(self) -> None:
         """Follow the runtime's events for as long as the orchestrator runs."""
-        delay = 0.5
+        retrier = Retrier(RESTART)
         while True:
             try:
                 async for event in self.runtime.events():
-                    delay = 0.5
+                    retrier.reset()
                     await self.on_event(event)
             except Exception as exc:  # dockerd restarted: subscribe again
+                delay = retrier.next_delay()
                 self.log.warning("runtime_events_lost", error=str(exc), retryIn=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+                await asyncio.sleep(delay)
+            else:
+                await retrier.wait()
 
     async def on_event(self, event: RuntimeEvent) -> None:
         if event.kind == "oom":

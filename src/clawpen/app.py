@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import os
 import signal
+import socket
+import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,18 +19,25 @@ import httpx
 
 from .admin import ADMIN_SOCKET, AdminServer
 from .agents import AgentPool, instance_id
-from .channels.base import Channel
+from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
-from .channels.telegram import TelegramChannel
+from .channels.registry import plugins
 from .config import Settings
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, Leases
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
+from .models import ChannelState
 from .outbox import Outbox
 from .proxy import ModelProxy
+from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
-from .store import Store
+from .store import SQLiteStore, Store
+
+HOUSEKEEPING_SECONDS = 15.0
+STRANGERS_KEPT_SECONDS = 7 * 86400
+
+ChannelFactory = Callable[[str, Any], Channel]
 
 
 def docker_runtime(settings: Settings) -> AgentRuntime:
@@ -37,6 +48,11 @@ def docker_runtime(settings: Settings) -> AgentRuntime:
     return runtime
 
 
+def in_process_channel(name: str, settings: Any) -> Channel:
+    """The platform's adapter in this very process (tests; the CLI always)."""
+    return plugins()[name].adapter(settings)
+
+
 class Orchestrator:
     """One process: channels, store, agents, proxy. ``run`` returns when cancelled."""
 
@@ -45,6 +61,9 @@ class Orchestrator:
         settings: Settings,
         runtime: AgentRuntime | None = None,
         upstream: httpx.AsyncClient | None = None,
+        store: Store | None = None,
+        channels: Mapping[str, Channel] | None = None,
+        channel_factory: ChannelFactory = in_process_channel,
     ) -> None:
         self.settings = settings
         self.log = get_logger()
@@ -52,7 +71,8 @@ class Orchestrator:
         os.chmod(settings.data_dir, 0o700)
         self._lock = hold_lock(settings.data_dir / "clawpen.lock")
         self.metrics = Metrics()
-        self.store = Store(settings.data_dir / "clawpen.db")
+        self.store = store if store is not None else SQLiteStore(settings.data_dir / "clawpen.db")
+        self.leases = Leases(f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
         self.runtime = runtime if runtime is not None else docker_runtime(settings)
         self.upstream = upstream or httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
         self.proxy = ModelProxy(
@@ -62,14 +82,26 @@ class Orchestrator:
             self._record_usage,
             self._admit,
         )
-        self.cli = CliChannel() if settings.channels.cli is not None else None
-        channels: list[Channel] = [self.cli] if self.cli else []
-        if settings.channels.telegram is not None:
-            channels.append(TelegramChannel(settings.channels.telegram))
-        self.channels = {c.name: c for c in channels}
+        configured = settings.channel_settings()
+        built: dict[str, Channel] = dict(channels or {})
+        for name, channel_settings in configured.items():
+            if name not in built:
+                in_process = name == "cli" or plugins()[name].in_process
+                factory = in_process_channel if in_process else channel_factory
+                built[name] = factory(name, channel_settings)
+        self.channels = built
+        cli = built.get("cli")
+        self.cli = cli if isinstance(cli, CliChannel) else None
+        self.channel_states = {name: ChannelState(name, "starting") for name in built}
+        limits = {
+            name: plugins()[name].limits(configured[name]) if name in configured else _UNLIMITED
+            for name in built
+        }
         self.pool = AgentPool(settings, self.runtime, self.proxy, self.store, self.metrics)
-        self.outbox = Outbox(self.store, self.channels, self.metrics)
-        self.dispatcher = Dispatcher(settings, self.store, self.pool, self.outbox, self.metrics)
+        self.outbox = Outbox(self.store, self.channels, limits, self.metrics, self.leases.lease)
+        self.dispatcher = Dispatcher(
+            settings, self.store, self.pool, self.outbox, self.metrics, self.leases
+        )
         self.admin = AdminServer(
             settings.data_dir / ADMIN_SOCKET,
             self.cli,
@@ -80,17 +112,19 @@ class Orchestrator:
         )
         self.ready = asyncio.Event()
 
-    def _record_usage(
+    async def _record_usage(
         self, agent_id: str, model: str, input_tokens: int, output_tokens: int
     ) -> None:
         try:
-            self.store.record_usage(agent_id, model, input_tokens, output_tokens)
+            await self.store.record_usage(
+                agent_id, model, input_tokens, output_tokens, self.leases.clock()
+            )
         except StoreError as exc:  # the call happened; losing its accounting must not fail it
             self.log.error("store_unwritable", what="usage", error=str(exc))
         self.metrics.tokens.labels(agent_id, "input").inc(input_tokens)
         self.metrics.tokens.labels(agent_id, "output").inc(output_tokens)
 
-    def _admit(self, agent_id: str, model: str) -> str | None:
+    async def _admit(self, agent_id: str, model: str) -> str | None:
         """Policy for one model call: the agent's own model only, within its daily budget.
         A compromised agent must not pick a pricier model or spend without end."""
         allowed = self.settings.agent(agent_id).model or self.settings.model.name
@@ -100,7 +134,7 @@ class Orchestrator:
         if limit is None:
             return None
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        used = self.store.tokens_used_since(agent_id, midnight.timestamp())
+        used = await self.store.tokens_used_since(agent_id, midnight.timestamp())
         if used < limit:
             return None
         return (
@@ -108,18 +142,30 @@ class Orchestrator:
             " raise model.daily_token_budget or wait for tomorrow"
         )
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         return {
             "agents": {
                 a: {"container": self.pool.containers.get(a), "connected": s.connected}
                 for a, s in self.pool.sessions.items()
             },
-            "channels": sorted(self.channels),
-            "counts": self.store.counts(),
+            "channels": {
+                name: {
+                    "state": state.state,
+                    **({"error": state.error} if state.error else {}),
+                    **({"restarts": state.restarts} if state.restarts else {}),
+                    **({"pid": state.pid} if state.pid else {}),
+                }
+                for name, state in sorted(self.channel_states.items())
+            },
+            "counts": await self.store.counts(),
         }
 
     async def run(self) -> None:
         try:
+            # We hold the data_dir's lock, so whoever claimed work before us is dead: take it
+            # over now instead of waiting for the leases to run out.
+            await self.store.release_leases()
+            await self.dispatcher.open()
             await self.pool.open()
             await self.admin.start()
             self.log.info(
@@ -128,29 +174,77 @@ class Orchestrator:
                 channels=sorted(self.channels),
                 dataDir=str(self.settings.data_dir),
             )
+            gc.freeze()  # what start-up built lives for ever: later collections skip it
             async with asyncio.TaskGroup() as group:
-                for channel in self.channels.values():
-                    group.create_task(channel.run(self.dispatcher.accept), name=channel.name)
-                for name in self.channels:
+                for name, channel in self.channels.items():
+                    group.create_task(self._run_channel(name, channel), name=name)
                     group.create_task(self.outbox.run(name), name=f"outbox-{name}")
                 group.create_task(self.pool.watch(), name="container-events")
+                group.create_task(self._housekeeping(), name="housekeeping")
+                group.create_task(self.metrics.watch_event_loop(), name="loop-lag")
                 for agent_id in self.pool.sessions:
                     group.create_task(self.dispatcher.run_agent(agent_id), name=agent_id)
                 self.ready.set()
-        except* ClawpenError as failed:  # e.g. a refused bot token: one line, not a traceback
+        except* ClawpenError as failed:  # one line, not a traceback
             self.log.error("orchestrator_failed", error=str(failed.exceptions[0]))
             raise failed.exceptions[0] from None
         finally:
             await self.close()
+
+    async def _run_channel(self, name: str, channel: Channel) -> None:
+        """Run a channel for as long as the orchestrator runs: restarted with backoff when it
+        fails, disabled (the others go on) when it cannot work at all."""
+        retrier = Retrier(RESTART)
+        while True:
+            self._set_channel(name, "running")
+            try:
+                await channel.run(self.dispatcher.accept)
+                error = "stopped on its own"
+            except ChannelFatal as exc:
+                self._set_channel(name, "disabled", str(exc))
+                self.log.error("channel_disabled", channel=name, error=str(exc))
+                await asyncio.Event().wait()  # until shutdown; fix the config and restart
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                self.log.exception("channel_crashed", channel=name)
+            delay = retrier.next_delay()
+            state = self.channel_states[name]
+            self._set_channel(name, "restarting", error, state.restarts + 1)
+            self.log.warning("channel_restarting", channel=name, error=error, retryIn=delay)
+            await asyncio.sleep(delay)
+
+    def _set_channel(self, name: str, state: str, error: str = "", restarts: int = -1) -> None:
+        old = self.channel_states[name]
+        self.channel_states[name] = ChannelState(
+            name, state, error, old.restarts if restarts < 0 else restarts, old.pid
+        )
+        self.metrics.channel_up.labels(name).set(1 if state == "running" else 0)
+
+    async def _housekeeping(self) -> None:
+        """Renew this orchestrator's leases on its work, and forget old strangers."""
+        expired_at = 0.0
+        while True:
+            now = self.leases.clock()
+            try:
+                await self.store.renew_leases(self.leases.lease(now))
+                if now - expired_at > 3600:
+                    await self.store.expire_strangers(now - STRANGERS_KEPT_SECONDS)
+                    expired_at = now
+            except StoreError as exc:
+                self.log.error("store_unwritable", what="housekeeping", error=str(exc))
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
     async def close(self) -> None:
         await self.admin.close()
         await self.pool.close()
         await self.upstream.aclose()
         await self.runtime.close()
-        self.store.close()
+        await self.store.close()
         os.close(self._lock)
         self.log.info("orchestrator_stopped")
+
+
+_UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
 
 
 def hold_lock(path: Path) -> int:

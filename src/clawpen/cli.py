@@ -62,7 +62,7 @@ def check(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     """Validate the config file and print what it sets up."""
     settings = _guard(lambda: load_settings(config))
     agents = ", ".join(a.id for a in settings.agents)
-    channels = ", ".join(n for n in ("cli", "telegram") if getattr(settings.channels, n))
+    channels = ", ".join(settings.channel_settings())
     print(f"{config}: ok: agents {agents}; channels {channels}; data in {settings.data_dir}")
 
 

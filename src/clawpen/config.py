@@ -14,8 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from .channels.base import ChannelSettings
+from .channels.registry import address_problem, plugins
 from .errors import ConfigError
 
 DEFAULT_PATH = "clawpen.yaml"
@@ -55,23 +65,19 @@ class AgentSettings(_Model):
     task_timeout: float = Field(600, gt=0)
 
 
-class CliChannelSettings(_Model):
-    pass
+def _channels_model() -> type[BaseModel]:
+    """``channels:``: one optional block per installed platform, each its plugin's model."""
+    fields: dict[str, Any] = {
+        name: (plugin.settings | None, None) for name, plugin in plugins().items()
+    }
+    return create_model("Channels", __base__=_Model, **fields)
 
 
-class TelegramSettings(_Model):
-    token: str = Field(repr=False)
-    api_base_url: str = "https://api.telegram.org"
-    poll_timeout: int = Field(30, ge=0, le=50)
-
-
-class ChannelSettings(_Model):
-    cli: CliChannelSettings | None = None
-    telegram: TelegramSettings | None = None
+Channels = _channels_model()
 
 
 class Pairing(_Model):
-    channel: str = Field(pattern=r"^[a-z]+:.+$", description="platform:chat_id")
+    channel: str = Field(description="platform:chat_id")
     agent: str
 
 
@@ -84,7 +90,7 @@ class Settings(_Model):
     metrics_port: int | None = Field(None, ge=1, le=65535, description="on 127.0.0.1")
     model: ModelSettings
     agents: list[AgentSettings] = Field(min_length=1)
-    channels: ChannelSettings = ChannelSettings(cli=CliChannelSettings())
+    channels: Channels = Channels(cli={})  # type: ignore[valid-type]
     pairings: list[Pairing] = []
 
     @model_validator(mode="after")
@@ -99,12 +105,18 @@ class Settings(_Model):
                     f"pairings.{i}.agent: no agent {pairing.agent!r};"
                     f" known agents: {', '.join(ids)}"
                 )
-            platform = pairing.channel.split(":", 1)[0]
-            if getattr(self.channels, platform, None) is None:
-                raise ValueError(
-                    f"pairings.{i}.channel: channel {platform!r} is not configured under channels:"
-                )
+            problem = address_problem(pairing.channel, self.channel_settings())
+            if problem is not None:
+                raise ValueError(f"pairings.{i}.channel: {problem}")
         return self
+
+    def channel_settings(self) -> dict[str, ChannelSettings]:
+        """The configured channels, by name."""
+        return {
+            name: value
+            for name in plugins()
+            if (value := getattr(self.channels, name, None)) is not None
+        }
 
     def agent(self, agent_id: str) -> AgentSettings:
         for agent in self.agents:

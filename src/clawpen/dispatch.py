@@ -2,8 +2,10 @@
 
 Every step is committed before the next begins, so a crash anywhere resumes from the store.
 Each agent has one worker: it takes one task at a time, and messages that arrive while it works
-are batched into its next turn. A task whose agent dies is retried a bounded number of times;
-after the last try the user is told. Never silence.
+are batched into its next turn. A task whose agent dies is retried a bounded number of times,
+and so is one that was cut short by the orchestrator's own death; after the last try the user
+is told. Anything that goes wrong on one task's path costs that task, never the process.
+Never silence.
 """
 
 from __future__ import annotations
@@ -11,91 +13,156 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from functools import partial
 
 from clawpen_agent.protocol import ChatLine, Task
 
 from .agentapi import AgentGone
 from .agents import AgentPool
+from .channels.registry import address_problem
 from .config import Settings
-from .errors import ClawpenError, DockerUnavailable
+from .errors import ClawpenError, DockerUnavailable, StoreRejected, StoreUnavailable
 from .logging import get_logger
 from .metrics import Metrics
-from .models import ClaimedTask, InboundMessage, Rejection, Route
-from .outbox import Outbox, backoff
-from .router import route
-from .store import Store, until_written
+from .models import ClaimedTask, Decision, InboundMessage, Rejection, Reply, Stranger
+from .outbox import Outbox
+from .ratelimit import KeyedBuckets
+from .retry import AGENT
+from .router import MAX_TEXT, route
+from .store import Lease, Store, until_written
+from .text import clean_text, clip
 
-MAX_TASK_ATTEMPTS = 3
+MAX_TASK_ATTEMPTS = 3  # starts of one task, counting those cut short by a crash of either side
 MAX_REPLY = 64_000  # characters: a runaway agent must not flood a chat with thousands of messages
+STRANGERS_PER_HOUR = 10  # per unpaired chat: what is recorded of it (the rest is only counted)
+
+
+class Leases:
+    """This orchestrator's name on the work it claims, and how long a claim lasts unrenewed."""
+
+    def __init__(self, owner: str, seconds: float = 60.0, clock: Callable[[], float] = time.time):
+        self.owner = owner
+        self.seconds = seconds
+        self.clock = clock
+
+    def lease(self, now: float | None = None) -> Lease:
+        return Lease(self.owner, (self.clock() if now is None else now) + self.seconds)
 
 
 class Dispatcher:
     def __init__(
-        self, settings: Settings, store: Store, pool: AgentPool, outbox: Outbox, metrics: Metrics
+        self,
+        settings: Settings,
+        store: Store,
+        pool: AgentPool,
+        outbox: Outbox,
+        metrics: Metrics,
+        leases: Leases,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
         self.pool = pool
         self.outbox = outbox
         self.metrics = metrics
+        self.leases = leases
+        self.clock = clock
         self.log = get_logger()
-        store.sync_config_pairings({p.channel: p.agent for p in settings.pairings})
-        self.pairings = store.pairings()
+        self.pairings: dict[str, str] = {}
         self.agent_ids = frozenset(a.id for a in settings.agents)
         self._wakeups = {a: asyncio.Event() for a in self.agent_ids}
+        self._strangers: KeyedBuckets[str] = KeyedBuckets(STRANGERS_PER_HOUR / 3600, 3)
 
-    async def accept(self, message: InboundMessage) -> Route | Rejection | None:
+    async def open(self) -> None:
+        """Restore the config file's pairings (those made at runtime are kept) and load them."""
+        pairings = {p.channel: p.agent for p in self.settings.pairings}
+        await self.store.sync_config_pairings(pairings, self.clock())
+        self.pairings = await self.store.pairings()
+
+    # -- in -------------------------------------------------------------------------------------
+
+    async def accept(self, message: InboundMessage) -> Decision | None:
         """Commit and route one inbound message. Returns after the commit: only then may the
-        platform be told we have it. Raises StoreError when the store cannot be written."""
+        platform be told we have it. Raises ``StoreUnavailable`` when the store cannot be
+        written now (the platform keeps the message); a message the store refuses for good is
+        logged and dropped, so that it cannot block the messages behind it."""
+        now = self.clock()
+        message = replace(message, text=clean_text(message.text))
         decision = route(message, self.pairings, self.agent_ids)
-        row = self.store.record_inbound(message, decision)
-        context = {"channel": message.channel, "chat": message.chat_id}
+        message = replace(message, text=clip(message.text, MAX_TEXT))  # what is stored is capped
+        address = message.address
+        context = {"channel": address.channel, "chat": address.chat}
+        if isinstance(decision, Rejection) and decision.answer is None:
+            await self._stranger(message, decision, now)
+            return decision
+        try:
+            row = await self.store.record_inbound(message, decision, self.leases.lease(now), now)
+        except StoreRejected as exc:
+            self.log.error("message_unstorable", error=str(exc), **context)
+            self.metrics.messages.labels(address.channel, "unstorable").inc()
+            return Rejection(str(exc))
         if row is None:
             self.log.info("message_duplicate", platformId=message.platform_id, **context)
-            self.metrics.messages.labels(message.channel, "duplicate").inc()
+            self.metrics.messages.labels(address.channel, "duplicate").inc()
             return None
-        self.log.info("message_received", messageId=row, **context)
+        self.log.info("message_received", messageId=row, platformId=message.platform_id, **context)
         if isinstance(decision, Rejection):
-            self.log.warning("message_rejected", messageId=row, reason=decision.reason, **context)
-            self.metrics.messages.labels(message.channel, "rejected").inc()
-            if decision.answer:
-                self.outbox.notify(message.channel)
+            self.log.warning("message_refused", messageId=row, reason=decision.reason, **context)
+            self.metrics.messages.labels(address.channel, "rejected").inc()
+            self.outbox.notify(address.channel)
             return decision
         self.log.info("message_routed", messageId=row, agentId=decision.agent_id, **context)
-        self.metrics.messages.labels(message.channel, "routed").inc()
+        self.metrics.messages.labels(address.channel, "routed").inc()
         self._wakeups[decision.agent_id].set()
         return decision
 
-    def pair(self, address: str, agent_id: str) -> None:
+    async def _stranger(self, message: InboundMessage, decision: Rejection, now: float) -> None:
+        """A chat that is not paired: it never reaches a model and is never answered. Who,
+        when and how much is recorded (not the text), a few times an hour per chat."""
+        address = message.address
+        self.metrics.messages.labels(address.channel, "rejected").inc()
+        self.log.warning(
+            "message_rejected",
+            channel=address.channel,
+            chat=address.chat,
+            reason=decision.reason,
+            size=len(message.text),
+        )
+        if address.channel == "cli" or not self._strangers.allow(address.chat_address, now):
+            return
+        stranger = Stranger(address, message.sender_id[:200], len(message.text), now)
+        with contextlib.suppress(StoreUnavailable, StoreRejected):  # a stranger is not worth a wait
+            await self.store.record_stranger(stranger)
+
+    async def pair(self, address: str, agent_id: str) -> None:
         """Let chat ``address`` (``platform:chat_id``) talk to ``agent_id`` from now on."""
-        platform = address.split(":", 1)[0]
-        if ":" not in address or platform == "cli" or not address.split(":", 1)[1]:
-            raise ClawpenError(f"{address!r} is not a chat address", "write it as telegram:CHAT_ID")
-        if getattr(self.settings.channels, platform, None) is None:
-            raise ClawpenError(f"channel {platform!r} is not configured", "add it under channels:")
+        problem = address_problem(address, self.settings.channel_settings())
+        if problem is not None:
+            raise ClawpenError(problem)
         if agent_id not in self.agent_ids:
             known = ", ".join(sorted(self.agent_ids))
             raise ClawpenError(f"no agent {agent_id!r}", f"use one of: {known}")
-        self.store.pair(address, agent_id)
-        self.pairings = self.store.pairings()
+        await self.store.pair(address, agent_id, self.clock())
+        self.pairings = await self.store.pairings()
         self.log.info("chat_paired", chat=address, agentId=agent_id)
 
-    def unpair(self, address: str) -> bool:
-        removed = self.store.unpair(address)
-        self.pairings = self.store.pairings()
+    async def unpair(self, address: str) -> bool:
+        removed = await self.store.unpair(address)
+        self.pairings = await self.store.pairings()
         if removed:
             self.log.info("chat_unpaired", chat=address)
         return removed
 
+    # -- to the agent and back -------------------------------------------------------------------
+
     async def run_agent(self, agent_id: str) -> None:
-        """The agent's worker, for as long as the orchestrator runs. It first finishes what was
-        in flight before a restart, then takes queued work; when idle for the agent's
-        ``idle_timeout`` it stops the container."""
+        """The agent's worker, for as long as the orchestrator runs. Tasks left unfinished by a
+        crash are claimed first; when idle for the agent's ``idle_timeout`` it stops the
+        container."""
         agent = self.settings.agent(agent_id)
         wakeup = self._wakeups[agent_id]
-        for unfinished in await until_written(lambda: self.store.running_tasks(agent_id), "resume"):
-            self.log.info("task_resumed", agentId=agent_id, taskId=unfinished.id)
-            await self.execute(unfinished)
         if agent.warm:
             with contextlib.suppress(ClawpenError):
                 await self.pool.ensure(agent_id)
@@ -113,80 +180,138 @@ class Dispatcher:
                 await wakeup.wait()
 
     async def _claim(self, agent_id: str) -> ClaimedTask | None:
-        return await until_written(lambda: self.store.claim_next_task(agent_id), "claim")
+        def claim() -> Awaitable[ClaimedTask | None]:
+            now = self.clock()
+            return self.store.claim_next_task(agent_id, self.leases.lease(now), now)
+
+        return await until_written(claim, "claim")
 
     async def execute(self, claimed: ClaimedTask) -> None:
+        """Run one task to its reply. Whatever happens in between, the task ends with a reply
+        committed (an answer or an apology), except when the orchestrator itself is stopping:
+        then it is handed back, to run again at the next start."""
+        context = {
+            "agentId": claimed.agent_id,
+            "taskId": claimed.id,
+            "channel": claimed.address.channel,
+            "chat": claimed.address.chat,
+        }
+        started = time.perf_counter()
+        text, error, attempts = "", None, claimed.attempts
+        agent_times: dict[str, float] = {}
+        try:
+            if claimed.resumed:
+                self.log.info("task_resumed", attempt=attempts, **context)
+            if attempts > MAX_TASK_ATTEMPTS:
+                error = (
+                    f"I started on it {attempts - 1} times and was interrupted every time,"
+                    " so I gave it up"
+                )
+            else:
+                text, error, attempts, agent_times = await self._run(claimed, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must cost one answer, not the process
+            self.log.exception("task_failed", **context)
+            error = f"internal error ({type(exc).__name__}); see the orchestrator's log"
+        duration = time.perf_counter() - started
+        self.log.info(
+            "task_executed",
+            duration=round(duration, 4),
+            success=error is None,
+            error=error,
+            attempts=attempts,
+            **agent_times,
+            **context,
+        )
+        self.metrics.tasks.labels(claimed.agent_id, "ok" if error is None else "error").inc()
+        self.metrics.task_seconds.labels(claimed.agent_id).observe(duration)
+        if error is not None:
+            text = f"Sorry, I could not answer that: {error}"
+        await self._finish(claimed, clip(clean_text(text), MAX_REPLY, _CUT), error, context)
+
+    async def _run(
+        self, claimed: ClaimedTask, context: dict[str, object]
+    ) -> tuple[str, str | None, int, dict[str, float]]:
+        """Hand the task to the agent, starting its container if need be, retrying when it
+        dies; returns (text, error, attempts, the agent's own timings)."""
         agent = self.settings.agent(claimed.agent_id)
         task = Task(
             id=claimed.id,
-            conversation=f"{claimed.channel}:{claimed.chat_id}",
+            conversation=str(claimed.address),
             lines=[ChatLine(s, t) for s, t in zip(claimed.senders, claimed.texts, strict=True)],
             model=agent.model or self.settings.model.name,
             system_prompt=agent.system_prompt,
             max_tokens=self.settings.model.max_tokens,
         )
-        context = {
-            "agentId": agent.id,
-            "taskId": task.id,
-            "channel": claimed.channel,
-            "chat": claimed.chat_id,
-        }
-        started = time.perf_counter()
         attempts = claimed.attempts
-        text, error = "", None
-        agent_seconds: float | None = None
         while True:
             try:
                 async with self.pool.working(agent.id):
                     session = await self.pool.ensure(agent.id)
                     result = await session.run(task, timeout=agent.task_timeout)
-                text, error = result.text, result.error
-                agent_seconds = _agent_seconds(result.extra)
-                break
+                return result.text, result.error, attempts, _agent_times(result.extra)
             except TimeoutError:
-                error = f"no answer within {agent.task_timeout:.0f}s"
                 await self.pool.stop(agent.id, "task timeout")
-                break
+                return "", f"no answer within {agent.task_timeout:.0f}s", attempts, {}
+            except asyncio.CancelledError:
+                await self._hand_back(claimed)
+                raise
             except (AgentGone, DockerUnavailable) as exc:
                 if attempts >= MAX_TASK_ATTEMPTS:
                     error = f"the agent failed {attempts} times on this ({exc.args[0]})"
-                    break
-                attempts = await until_written(lambda: self.store.retry_task(task.id), "retry")
-                delay = backoff(attempts - 2, rand=1.0)
+                    return "", error, attempts, {}
+                attempts = await until_written(
+                    lambda: self.store.retry_task(task.id, self.leases.lease()), "retry"
+                )
+                delay = AGENT.delay(attempts - 2)
                 self.log.warning(
                     "task_retry", attempt=attempts, error=str(exc), retryIn=delay, **context
                 )
                 await asyncio.sleep(delay)
             except ClawpenError as exc:
-                error = str(exc)
-                break
-            except Exception as exc:  # a bug must cost one answer, not crash-loop the process
-                self.log.exception("task_failed", **context)
-                error = f"internal error ({type(exc).__name__}); see the orchestrator's log"
-                break
-        duration = time.perf_counter() - started
-        self.log.info(
-            "task_executed",
-            duration=round(duration, 4),
-            agentTime=agent_seconds,
-            success=error is None,
-            error=error,
-            attempts=attempts,
-            **context,
-        )
-        self.metrics.tasks.labels(agent.id, "ok" if error is None else "error").inc()
-        self.metrics.task_seconds.labels(agent.id).observe(duration)
-        if error is not None:
-            text = f"Sorry, I could not answer that: {error}"
-        if len(text) > MAX_REPLY:
-            text = text[:MAX_REPLY] + f"\n[reply cut at {MAX_REPLY} characters]"
-        await until_written(lambda: self.store.finish_task(task.id, text, error), "reply")
-        self.outbox.notify(claimed.channel)
+                return "", str(exc), attempts, {}
+
+    async def _finish_once(self, task_id: int, text: str, error: str | None) -> Reply | None:
+        now = self.clock()
+        return await self.store.finish_task(task_id, text, error, self.leases.lease(now), now)
+
+    async def _hand_back(self, claimed: ClaimedTask) -> None:
+        """Stopping (not crashing): give the task back without counting this try, so a few
+        restarts during a long task do not make it look like a poison one."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.store.release_task(claimed.id, self.leases.owner))
+
+    async def _finish(
+        self, claimed: ClaimedTask, text: str, error: str | None, context: dict[str, object]
+    ) -> None:
+        """Commit the outcome and its reply; if the store refuses this reply for good, commit
+        a plain apology instead, so the user still hears from us."""
+        for reply_text in (text, "Sorry, I could not store my answer to that; please ask again."):
+            try:
+                reply = await until_written(
+                    partial(self._finish_once, claimed.id, reply_text, error), "reply"
+                )
+            except StoreRejected as exc:
+                self.log.error("reply_unstorable", error=str(exc), **context)
+                error = error or "the answer could not be stored"
+                continue
+            if reply is None:
+                self.log.warning("task_taken_over", **context)
+            self.outbox.notify(claimed.address.channel)
+            return
 
 
-def _agent_seconds(extra: dict[str, object]) -> float | None:
-    """Time the agent itself spent on a task, from the wall-clock times it reports."""
+_CUT = "\n[reply cut at {limit} characters]"
+
+
+def _agent_times(extra: dict[str, object]) -> dict[str, float]:
+    """When the agent (its own wall clock, which it shares with us) got and answered the task."""
     received, answered = extra.get("received"), extra.get("answered")
     if isinstance(received, float) and isinstance(answered, float):
-        return round(answered - received, 4)
-    return None
+        return {
+            "agentReceived": received,
+            "agentAnswered": answered,
+            "agentTime": round(answered - received, 4),
+        }
+    return {}

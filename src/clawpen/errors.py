@@ -2,6 +2,14 @@
 
 Foreign exceptions (docker, sqlite, yaml, httpx) are turned into a ``ClawpenError`` at the edge
 where they happen; the CLI prints ``str(error)`` as one line and exits non-zero.
+
+    ClawpenError
+     ├── ConfigError              the config file is wrong (exit code 2)
+     ├── DockerUnavailable, ImageMissing, ImageBuildError
+     ├── StoreError
+     │    ├── StoreUnavailable    not now: retry (disk full, locked)
+     │    └── StoreRejected       never: fail the work it belongs to
+     └── OrchestratorUnavailable  the CLI finds no orchestrator
 """
 
 from __future__ import annotations
@@ -37,7 +45,15 @@ class ImageBuildError(ClawpenError):
 
 
 class StoreError(ClawpenError):
-    """The SQLite store cannot be opened or written (disk full, permissions)."""
+    """The store failed; the subclass says whether trying again can help."""
+
+
+class StoreUnavailable(StoreError):
+    """Transient: the write can succeed later (disk full, database locked, I/O error)."""
+
+
+class StoreRejected(StoreError):
+    """Permanent: this write will never succeed; fail the work it belongs to."""
 
 
 class OrchestratorUnavailable(ClawpenError):

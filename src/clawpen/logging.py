@@ -2,22 +2,101 @@
 
 Events are snake_case (``message_routed``); context keys follow the seed's log schema
 (``agentId``, ``taskId``, ``channel``, ``chat``, ``duration``, ``success``).
+
+Every event, at any level, first goes to the in-process subscribers (``subscribe``: the
+benchmark, a dashboard later), so they listen to what the log says instead of patching methods.
+Then repeated warnings and errors are rate-limited, the level is applied, and the line is
+written.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+import time
+from collections.abc import Callable, MutableMapping
+from typing import Any, TextIO
 
 import structlog
+from structlog.exceptions import DropEvent
+from structlog.typing import EventDict, WrappedLogger
+
+from .ratelimit import KeyedBuckets
 
 LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
     "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "exception": logging.ERROR,
 }
+Subscriber = Callable[[EventDict], None]
+REPEAT_KEYS = ("agentId", "channel", "chat", "reason")  # what makes two warnings "the same"
+
+
+class Fanout:
+    """Hands every event dict to each subscriber (which must not change it, nor block)."""
+
+    def __init__(self) -> None:
+        self.subscribers: list[Subscriber] = []
+
+    def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        for subscriber in self.subscribers:
+            subscriber(event)
+        return event
+
+
+class LevelFilter:
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        if LEVELS.get(method, logging.INFO) < self.level:
+            raise DropEvent
+        return event
+
+
+class RepeatLimiter:
+    """At most ``burst`` lines at once, then ``rate`` a second, of the same warning or error
+    (same event and the same agent, channel, chat and reason); the next line that passes says
+    how many were held back (``suppressed``). A flood from one hostile agent or platform must
+    not bury everything else or fill the disk."""
+
+    def __init__(
+        self,
+        rate: float = 1.0,
+        burst: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.buckets: KeyedBuckets[tuple[Any, ...]] = KeyedBuckets(rate, burst, max_keys=4096)
+        self.suppressed: dict[tuple[Any, ...], int] = {}
+        self.clock = clock
+
+    def __call__(
+        self, logger: WrappedLogger, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if LEVELS.get(method, logging.INFO) < logging.WARNING:
+            return event
+        key = (event.get("event"), *(str(event.get(k, "")) for k in REPEAT_KEYS))
+        if not self.buckets.allow(key, self.clock()):
+            self.suppressed[key] = self.suppressed.get(key, 0) + 1
+            if len(self.suppressed) > 4096:
+                self.suppressed.clear()
+            raise DropEvent
+        held = self.suppressed.pop(key, 0)
+        if held:
+            event["suppressed"] = held
+        return event
+
+
+FANOUT = Fanout()
+
+
+def subscribe(subscriber: Subscriber) -> Callable[[], None]:
+    """Receive every event from now on; returns the function that stops it."""
+    FANOUT.subscribers.append(subscriber)
+    return lambda: FANOUT.subscribers.remove(subscriber)
 
 
 def configure(level: str = "info", stream: TextIO | None = None) -> None:
@@ -40,13 +119,16 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     root.setLevel(logging.WARNING)
     structlog.configure(
         processors=[
+            FANOUT,
+            LevelFilter(LEVELS[level]),
+            RepeatLimiter(),
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LAG_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+LAG_INTERVAL = 0.01  # seconds between two looks at the event loop
 
 
 class Metrics:
@@ -36,6 +42,32 @@ class Metrics:
         self.running_agents = Gauge(
             "clawpen_running_agents", "Agent containers running", registry=r
         )
+        self.channel_up = Gauge(
+            "clawpen_channel_up", "1 while a channel's adapter runs", ["channel"], registry=r
+        )
+        self.loop_lag = Histogram(
+            "clawpen_event_loop_lag_seconds",
+            "How late the event loop woke a timer: how long something held it",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag_max = Gauge(
+            "clawpen_event_loop_lag_max_seconds", "The longest event loop stall seen", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def watch_event_loop(self, interval: float = LAG_INTERVAL) -> None:
+        """Sleep ``interval`` again and again; whatever it oversleeps, something held the loop
+        (a blocking call, a long computation, a garbage collection) and every other task
+        waited as long."""
+        worst = 0.0
+        while True:
+            began = time.perf_counter()
+            await asyncio.sleep(interval)
+            lag = max(0.0, time.perf_counter() - began - interval)
+            self.loop_lag.observe(lag)
+            if lag > worst:
+                worst = lag
+                self.loop_lag_max.set(lag)

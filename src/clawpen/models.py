@@ -1,25 +1,53 @@
-"""Value types shared by the orchestrator's modules."""
+"""Value types shared by the orchestrator's modules.
+
+A conversation is an ``Address``: the channel, the chat in it, and the thread inside that chat
+(a Slack thread, an e-mail thread, a forum topic), so that a reply lands where the question was.
+Pairings name a chat (``telegram:123``); the thread only says where in it to answer.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class Address:
+    channel: str  # "telegram", "cli", ...
+    chat: str  # the platform's chat / conversation / channel id
+    thread: str = ""  # "" when the platform has no thread or the message was not in one
+
+    @property
+    def chat_address(self) -> str:
+        """``channel:chat``: the form pairings and the CLI use."""
+        return f"{self.channel}:{self.chat}"
+
+    def __str__(self) -> str:
+        """The conversation key: ``channel:chat``, or ``channel:chat:thread`` in a thread."""
+        return f"{self.chat_address}:{self.thread}" if self.thread else self.chat_address
 
 
 @dataclass(frozen=True)
 class InboundMessage:
     """A chat message as every channel hands it over, before anything is decided about it."""
 
-    channel: str  # "telegram", "cli", ...
-    chat_id: str
+    address: Address
     sender_id: str
     text: str
     platform_id: str  # the platform's own message id: the key for dropping duplicates
     received_at: float
+    reply_to: str = ""  # platform id of the message this one answers, if any
 
-    @property
-    def address(self) -> str:
-        """``channel:chat_id``, the form pairings use."""
-        return f"{self.channel}:{self.chat_id}"
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """What a channel is asked to deliver: one platform message's worth of text, for now.
+
+    ``reply_to`` quotes the user's message where the platform can; attachments and buttons come
+    later as more fields, so adapters already receive one object rather than loose arguments."""
+
+    address: Address
+    text: str
+    reply_to: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,27 +61,59 @@ class Rejection:
     answer: str | None = None  # for the sender, when they may hear from us (a paired chat)
 
 
+Decision = Route | Rejection
+
+
 @dataclass(frozen=True)
 class Reply:
     """An answer committed to the store and waiting to be delivered."""
 
     id: int
     task_id: int
-    channel: str
-    chat_id: str
+    address: Address
     text: str
+    reply_to: str = ""
     attempts: int = 0
     chunks_sent: int = 0
+    next_attempt_at: float = 0.0  # not to be tried before this Unix time (a 429's wait)
+    owner: str | None = None  # the orchestrator delivering it, while its lease runs
+    lease_until: float = 0.0
 
 
 @dataclass(frozen=True)
 class ClaimedTask:
-    """A batch of queued messages of one conversation, claimed for one agent turn."""
+    """A batch of queued messages of one conversation, claimed for one agent turn.
+
+    ``attempts`` counts every start of this task, including those cut short by a crash of the
+    orchestrator: a task that keeps killing the process is given up, not resumed for ever."""
 
     id: int
     agent_id: str
-    channel: str
-    chat_id: str
+    address: Address
     senders: tuple[str, ...]
     texts: tuple[str, ...]
     attempts: int
+    reply_to: str = ""
+    resumed: bool = False  # claimed again after its owner died without finishing it
+
+
+@dataclass(frozen=True)
+class Stranger:
+    """What is kept of a message from an unpaired chat: who, when, how much. Never its text."""
+
+    address: Address
+    sender_id: str
+    size: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    """How an adapter is doing, for ``clawpen status``."""
+
+    name: str
+    state: str  # starting | running | restarting | disabled
+    error: str = ""
+    restarts: int = 0
+    pid: int | None = None
+    detail: dict[str, object] = field(default_factory=dict)

@@ -1,34 +1,37 @@
-"""Delivering committed replies: one worker per channel, in order, retried, recorded per chunk.
+"""Delivering committed replies: in order within a chat, chats independent of each other.
 
-A reply is committed before its first send. Each chunk that the platform confirms is recorded
-at once, so a restart resumes with the next chunk instead of repeating the ones the user has.
-The one window left is between the platform's confirmation and that commit (microseconds);
-a crash exactly there sends the chunk again: at-least-once, never lost.
+A reply is committed (leased to this orchestrator) before its first send. ``plan`` decides,
+from the pending replies and the time, which reply of which chat goes now: the oldest of each
+chat, if it is due (a 429 stores when it is due again) and nobody else holds it. Each chat's
+delivery then runs on its own, so one chat held back by the platform never stalls another.
+Before each send the chat's and the channel's rate limits are respected, so the platform rarely
+has to answer 429 at all.
+
+Each chunk that the platform confirms is recorded at once, so a restart resumes with the next
+chunk instead of repeating the ones the user has. The one window left is between the platform's
+confirmation and that commit (microseconds); a crash exactly there sends the chunk again:
+at-least-once, never lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Mapping
+import contextlib
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 
-from .channels.base import Channel, SendError
+from .channels.base import Channel, RateLimitSettings, SendError
 from .logging import get_logger
 from .metrics import Metrics
-from .models import Reply
-from .store import Store, until_written
+from .models import OutboundMessage, Reply
+from .ratelimit import KeyedBuckets, TokenBucket
+from .retry import PLATFORM
+from .store import Lease, Store, until_written
 
 MAX_ATTEMPTS = 8
-
-
-def backoff(attempt: int, retry_after: float | None = None, rand: float | None = None) -> float:
-    """Seconds before try ``attempt + 1``: the platform's wait if it gave one, else exponential
-    with full jitter, capped at a minute."""
-    if retry_after is not None:
-        return retry_after
-    cap = min(60.0, 0.5 * 2.0**attempt)
-    return cap * (random.random() if rand is None else rand)
+IDLE_RECHECK = 30.0  # seconds: look at the store again even without a wake-up
 
 
 def split_text(text: str, limit: int) -> list[str]:
@@ -43,80 +46,175 @@ def split_text(text: str, limit: int) -> list[str]:
     return chunks
 
 
+@dataclass(frozen=True)
+class Plan:
+    start: list[Reply]  # deliver these now: at most one per chat, each its chat's oldest
+    wake_at: float | None  # when the next reply held back becomes due (None: nothing waits)
+
+
+def plan(pending: Sequence[Reply], now: float, busy: Collection[str], owner: str) -> Plan:
+    """Which replies to start delivering now.
+
+    ``pending`` oldest first; ``busy``: chats (``channel:chat``) with a delivery under way.
+    Order is kept per chat: a chat's later replies wait for its oldest, however long that
+    takes; other chats are not affected."""
+    start: list[Reply] = []
+    wake_at: float | None = None
+    seen: set[str] = set()
+    for reply in pending:
+        chat = reply.address.chat_address
+        if chat in seen:
+            continue
+        seen.add(chat)
+        if chat in busy:
+            continue
+        held = reply.owner not in (None, owner) and reply.lease_until > now
+        due_at = max(reply.next_attempt_at, reply.lease_until if held else 0.0)
+        if due_at > now:
+            wake_at = due_at if wake_at is None else min(wake_at, due_at)
+            continue
+        start.append(reply)
+    return Plan(start, wake_at)
+
+
+class Pacer:
+    """A channel's rate limits: a bucket per chat and one for the whole channel. A send waits
+    for both (reservations queue up in order, so nobody starves)."""
+
+    def __init__(self, limits: RateLimitSettings, clock: Callable[[], float]) -> None:
+        self.chats: KeyedBuckets[str] = KeyedBuckets(limits.per_chat, limits.per_chat_burst)
+        self.overall = TokenBucket(limits.overall, limits.overall_burst)
+        self.clock = clock
+
+    async def wait(self, chat: str) -> None:
+        now = self.clock()
+        delay = max(self.chats.reserve(chat, now), self.overall.reserve(now))
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
 class Outbox:
-    def __init__(self, store: Store, channels: Mapping[str, Channel], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        limits: Mapping[str, RateLimitSettings],
+        metrics: Metrics,
+        lease: Callable[[], Lease],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.channels = channels
         self.metrics = metrics
+        self.lease = lease
+        self.clock = clock
         self.log = get_logger()
         self._wakeups = {name: asyncio.Event() for name in channels}
+        self._pacers = {name: Pacer(limits[name], clock) for name in channels}
+        self._busy: dict[str, set[str]] = {name: set() for name in channels}
+        self._ended: dict[str, int] = {name: 0 for name in channels}  # deliveries finished
 
     def notify(self, channel: str) -> None:
-        """A reply for ``channel`` was committed."""
+        """A reply for ``channel`` was committed, or a delivery ended."""
         if channel in self._wakeups:
             self._wakeups[channel].set()
 
     async def run(self, channel: str) -> None:
-        """Deliver the channel's pending replies in order, forever; starts with any left over
-        from before a restart."""
+        """Deliver the channel's pending replies, for ever; starts with any left over from
+        before a restart. Each chat's delivery is a task of this one's task group."""
         wakeup = self._wakeups[channel]
-        while True:
-            wakeup.clear()
-            for reply in await until_written(lambda: self.store.pending_replies(channel), "outbox"):
-                await self.deliver(reply)
-            await wakeup.wait()
+        busy = self._busy[channel]
+        async with asyncio.TaskGroup() as deliveries:
+            while True:
+                wakeup.clear()
+                pending = await until_written(lambda: self.store.pending_replies(channel), "outbox")
+                now = self.clock()
+                decided = plan(pending, now, busy, self.lease().owner)
+                for reply in decided.start:
+                    busy.add(reply.address.chat_address)
+                    deliveries.create_task(self._deliver_in_chat(reply))
+                wait = IDLE_RECHECK if decided.wake_at is None else decided.wake_at - now
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, min(wait, IDLE_RECHECK))):
+                        await wakeup.wait()
 
-    async def _send(self, channel: Channel, chat_id: str, text: str) -> str:
+    async def _deliver_in_chat(self, reply: Reply) -> None:
         try:
-            return await channel.send(chat_id, text)
+            await self.deliver(reply)
+        except Exception:  # a bug in one chat's delivery must not end every chat's
+            self.log.exception("reply_delivery_crashed", taskId=reply.task_id)
+        finally:
+            self._busy[reply.address.channel].discard(reply.address.chat_address)
+            self._ended[reply.address.channel] += 1
+            self.notify(reply.address.channel)
+
+    async def deliver(self, reply: Reply) -> bool:
+        """Send what is left of ``reply``; returns True when all of it reached the platform.
+
+        On a failure that may pass, the attempt is recorded with when to try next, and this
+        returns: the chat waits (in order), the others go on."""
+        lease = self.lease()
+        if reply.owner != lease.owner or reply.lease_until < self.clock():
+            taken = await until_written(
+                lambda: self.store.lease_reply(reply.id, lease, self.clock()), "lease"
+            )
+            if not taken:
+                return False  # another orchestrator delivers it
+        channel = self.channels[reply.address.channel]
+        pacer = self._pacers[reply.address.channel]
+        chunks = split_text(reply.text, channel.max_message_length)
+        sent = reply.chunks_sent
+        context = {
+            "channel": reply.address.channel,
+            "chat": reply.address.chat,
+            "taskId": reply.task_id,
+        }
+        while sent < len(chunks):
+            await pacer.wait(reply.address.chat_address)
+            message = OutboundMessage(
+                reply.address, chunks[sent], reply.reply_to if sent == 0 else ""
+            )
+            self.log.debug("reply_sending", chunk=sent, **context)
+            try:
+                platform_id = await self._send(channel, message)
+            except SendError as exc:
+                await self._failed(reply, exc, context)
+                return False
+            sent += 1
+            await until_written(
+                partial(self._record_sent, reply.id, platform_id, sent == len(chunks)),
+                "delivery",
+            )
+        self.metrics.replies.labels(reply.address.channel, "sent").inc()
+        self.log.info("reply_sent", chunks=len(chunks), **context)
+        return True
+
+    async def _record_sent(self, reply_id: int, platform_id: str, done: bool) -> None:
+        await self.store.record_chunk_sent(reply_id, platform_id, done, self.clock())
+
+    async def _send(self, channel: Channel, message: OutboundMessage) -> str:
+        try:
+            return await channel.send(message)
         except SendError:
             raise
         except Exception as exc:  # an adapter's unexpected error: retried like any other
-            self.log.exception("channel_send_error", channel=channel.name, chat=chat_id)
+            self.log.exception("channel_send_error", channel=channel.name)
             raise SendError(f"{type(exc).__name__}: {exc}") from exc
 
-    async def deliver(self, reply: Reply) -> bool:
-        channel = self.channels[reply.channel]
-        chunks = split_text(reply.text, channel.max_message_length)
-        attempt = reply.attempts
-        sent = reply.chunks_sent
-        while sent < len(chunks):
-            try:
-                platform_id = await self._send(channel, reply.chat_id, chunks[sent])
-            except SendError as exc:
-                attempt += 1
-                final = exc.permanent or attempt >= MAX_ATTEMPTS
-                await until_written(
-                    partial(self.store.mark_reply_failed, reply.id, str(exc), final),
-                    "delivery attempt",
-                )
-                self.metrics.replies.labels(reply.channel, "error").inc()
-                delay = backoff(attempt - 1, exc.retry_after)
-                self.log.warning(
-                    "reply_failed",
-                    channel=reply.channel,
-                    chat=reply.chat_id,
-                    taskId=reply.task_id,
-                    error=str(exc),
-                    attempt=attempt,
-                    final=final,
-                    retryIn=None if final else round(delay, 3),
-                )
-                if final:
-                    return False
-                await asyncio.sleep(delay)
-                continue
-            sent += 1
-            done = sent == len(chunks)
-            await until_written(
-                partial(self.store.record_chunk_sent, reply.id, platform_id, done), "delivery"
-            )
-        self.metrics.replies.labels(reply.channel, "sent").inc()
-        self.log.info(
-            "reply_sent",
-            channel=reply.channel,
-            chat=reply.chat_id,
-            taskId=reply.task_id,
-            chunks=len(chunks),
+    async def _failed(self, reply: Reply, exc: SendError, context: dict[str, object]) -> None:
+        attempt = reply.attempts + 1
+        final = exc.permanent or attempt >= MAX_ATTEMPTS
+        delay = PLATFORM.delay(attempt - 1, exc.retry_after)
+        await until_written(
+            lambda: self.store.record_send_failure(reply.id, str(exc), final, self.clock() + delay),
+            "delivery attempt",
         )
-        return True
+        self.metrics.replies.labels(reply.address.channel, "error").inc()
+        self.log.warning(
+            "reply_failed",
+            error=str(exc),
+            attempt=attempt,
+            final=final,
+            retryIn=None if final else round(delay, 3),
+            **context,
+        )

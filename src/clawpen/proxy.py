@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 from aiohttp import web
@@ -19,8 +19,8 @@ from .logging import get_logger
 
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
 FORWARDED_HEADERS = ("content-type", "anthropic-version", "anthropic-beta", "accept")
-UsageSink = Callable[[str, str, int, int], None]  # agent, model, input_tokens, output_tokens
-Admission = Callable[[str, str], str | None]  # agent, model -> why it may not make this call
+UsageSink = Callable[[str, str, int, int], Awaitable[None]]  # agent, model, input, output tokens
+Admission = Callable[[str, str], Awaitable[str | None]]  # agent, model -> why it may not call
 
 
 def api_error(status: int, kind: str, message: str) -> web.Response:
@@ -69,7 +69,7 @@ class ModelProxy:
         base_url: str,
         api_key: str,
         on_usage: UsageSink,
-        admit: Admission = lambda agent_id, model: None,
+        admit: Admission | None = None,
     ) -> None:
         self.upstream = upstream
         self.base_url = base_url.rstrip("/")
@@ -87,7 +87,7 @@ class ModelProxy:
         except ValueError:
             return api_error(400, "invalid_request_error", "body is not JSON")
         model = str(payload.get("model", "")) if isinstance(payload, dict) else ""
-        refusal = self.admit(agent_id, model)
+        refusal = None if self.admit is None else await self.admit(agent_id, model)
         if refusal is not None:
             self.log.warning("model_call_refused", agentId=agent_id, reason=refusal)
             return api_error(403, "permission_error", refusal)  # not retried: it will not pass
@@ -124,7 +124,7 @@ class ModelProxy:
             await upstream.aclose()
         tap.close()
         if tap.input_tokens or tap.output_tokens:
-            self.on_usage(agent_id, model, tap.input_tokens, tap.output_tokens)
+            await self.on_usage(agent_id, model, tap.input_tokens, tap.output_tokens)
         self.log.info(
             "model_call",
             agentId=agent_id,

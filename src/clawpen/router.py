@@ -21,11 +21,12 @@ def route(
     The CLI is reached only through the owner-only admin socket, so its chat id *names* the agent;
     every other channel needs an explicit pairing.
     """
-    agent = message.chat_id if message.channel == "cli" else pairings.get(message.address)
+    address = message.address
+    agent = address.chat if address.channel == "cli" else pairings.get(address.chat_address)
     if agent is None:
-        return Rejection(f"{message.address} is not paired with an agent")
+        return Rejection(f"{address.chat_address} is not paired with an agent")
     if agent not in agents:
-        return Rejection(f"{message.address}: no agent {agent!r}")
+        return Rejection(f"{address.chat_address}: no agent {agent!r}")
     # From here on the sender is someone the agent serves: a refusal is answered, not dropped.
     if not message.text.strip():
         return Rejection(

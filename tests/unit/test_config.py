@@ -140,9 +140,26 @@ BAD_CONFIGS = [
         id="pairing_to_unknown_agent",
     ),
     pytest.param(
-        MINIMAL + "  - channel: slack:42\n    agent: assistant\n",
-        ["pairings.1.channel", "'slack' is not configured"],
+        MINIMAL.replace(
+            "  telegram:\n    token: env:TELEGRAM_BOT_TOKEN\n", "  telegram:\n"
+        ).replace("  telegram:\n    api_base_url: https://api.telegram.org\n", ""),
+        ["pairings.0.channel", "'telegram' is not configured", "add it under channels:"],
         id="pairing_on_unconfigured_channel",
+    ),
+    pytest.param(
+        MINIMAL + "  - channel: fax:42\n    agent: assistant\n",
+        ["pairings.1.channel", "'fax' is not a chat platform", "use one of: telegram"],
+        id="pairing_on_unknown_platform",
+    ),
+    pytest.param(
+        MINIMAL + "  - channel: telegram:@alice\n    agent: assistant\n",
+        ["pairings.1.channel", "'@alice' is not a telegram chat id", "telegram:123456789"],
+        id="pairing_with_a_malformed_chat_id",
+    ),
+    pytest.param(
+        MINIMAL + "  - channel: telegram\n    agent: assistant\n",
+        ["pairings.1.channel", "PLATFORM:CHAT_ID"],
+        id="pairing_without_a_chat",
     ),
     pytest.param(
         MINIMAL.replace("  - id: assistant", "  - id: My Assistant").replace(

@@ -10,7 +10,7 @@ import pytest
 
 from clawpen.app import Orchestrator
 from clawpen.errors import DockerUnavailable
-from clawpen.models import InboundMessage
+from clawpen.models import Address, InboundMessage
 from clawpen.runtime.base import AgentSpec
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.testing.fake_model import FakeModel
@@ -140,7 +140,7 @@ async def test_oversized_message_from_a_paired_chat_is_answered_not_dropped(
     async with running(orchestrator):
         # Telegram caps messages at 4096 characters; other ways in (the CLI, later platforms)
         # do not, so the orchestrator sees one as it would arrive from them.
-        message = InboundMessage("telegram", "1001", "1001", "y" * 40_000, "big-1", 0.0)
+        message = InboundMessage(Address("telegram", "1001"), "1001", "y" * 40_000, "big-1", 0.0)
         await orchestrator.dispatcher.accept(message)
         await fake_telegram.wait_for_sent(1)
     (answer,) = fake_telegram.texts_to(1001)

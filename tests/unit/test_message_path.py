@@ -46,10 +46,11 @@ async def test_unpaired_chat_is_rejected_and_never_reaches_the_model(
         await fake_telegram.push_text(666, "let me in")
         await fake_telegram.push_text(1001, "paired")
         await fake_telegram.wait_for_sent(1)
-        counts = orchestrator.store.counts()
+        counts = await orchestrator.store.counts()
     assert fake_telegram.texts_to(666) == []
     assert all("let me in" not in str(r["messages"]) for r in fake_model.requests)
-    assert counts["messages.rejected"] == 1
+    assert counts["strangers"] == 1  # who and when, not what
+    assert "messages.rejected" not in counts
 
 
 async def test_cli_chat_round_trip(orchestrator_factory: Callable[..., Orchestrator]) -> None:

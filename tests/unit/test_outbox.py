@@ -1,53 +1,27 @@
-"""Delivering replies: retried with backoff until sent, sent once, given up on when hopeless."""
+"""Delivering replies: in order within a chat, chats independent of each other, retried until
+sent, sent once, paced below the platform's limits, given up on when hopeless."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from clawpen.channels.base import Accept, SendError
+from clawpen.channels.base import RateLimitSettings, SendError
 from clawpen.metrics import Metrics
-from clawpen.models import InboundMessage, Reply, Route
-from clawpen.outbox import MAX_ATTEMPTS, Outbox, backoff, split_text
-from clawpen.store import Store
+from clawpen.models import Address, InboundMessage, Reply, Route
+from clawpen.outbox import MAX_ATTEMPTS, Outbox, plan, split_text
+from clawpen.store import Lease, SQLiteStore
+from clawpen.testing.fake_channel import MemoryChannel
 
-# -- backoff -----------------------------------------------------------------------------------
+UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
+OWNER = "me"
 
-
-@pytest.mark.parametrize(
-    ("attempt", "retry_after", "rand", "expected"),
-    [
-        pytest.param(0, None, 1.0, 0.5, id="first_retry_at_most_half_a_second"),
-        pytest.param(1, None, 1.0, 1.0, id="doubles"),
-        pytest.param(3, None, 1.0, 4.0, id="exponential"),
-        pytest.param(6, None, 1.0, 32.0, id="below_cap"),
-        pytest.param(7, None, 1.0, 60.0, id="capped_at_a_minute"),
-        pytest.param(100, None, 1.0, 60.0, id="stays_capped"),
-        pytest.param(3, None, 0.0, 0.0, id="full_jitter_low_end"),
-        pytest.param(3, None, 0.25, 1.0, id="full_jitter_scales_the_cap"),
-        pytest.param(0, 3.0, 0.5, 3.0, id="retry_after_honoured"),
-        pytest.param(7, 0.0, 1.0, 0.0, id="retry_after_zero_honoured"),
-        pytest.param(0, 300.0, 1.0, 300.0, id="platform_wait_beyond_cap_honoured"),
-    ],
-)
-def test_backoff_table(
-    attempt: int, retry_after: float | None, rand: float, expected: float
-) -> None:
-    assert backoff(attempt, retry_after, rand) == pytest.approx(expected)
-
-
-@pytest.mark.parametrize("attempt", [0, 2, 5, 10])
-def test_backoff_without_rand_is_jittered_within_the_cap(attempt: int) -> None:
-    cap = min(60.0, 0.5 * 2**attempt)
-    delays = [backoff(attempt) for _ in range(200)]
-    assert all(0 <= d <= cap for d in delays)
-    assert len(set(delays)) > 1  # jitter: retries of many replies do not line up
-
-
-# -- delivery ----------------------------------------------------------------------------------
+# -- pure decisions ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -67,210 +41,307 @@ def test_split_text_table(text: str, limit: int, expected: list[str]) -> None:
     assert all(len(c) <= limit for c in chunks)
 
 
-class ScriptedChannel:
-    """A Channel whose sends fail with the given errors, in order, then succeed."""
-
-    name = "telegram"
-
-    def __init__(
-        self, failures: list[SendError] | None = None, max_message_length: int = 4096
-    ) -> None:
-        self.max_message_length = max_message_length
-        self.failures = list(failures or [])
-        self.attempts: list[tuple[str, str]] = []
-        self.delivered: list[tuple[str, str]] = []
-
-    async def run(self, accept: Accept) -> None:  # pragma: no cover - not used here
-        raise NotImplementedError
-
-    async def send(self, chat_id: str, text: str) -> str:
-        self.attempts.append((chat_id, text))
-        if self.failures:
-            raise self.failures.pop(0)
-        self.delivered.append((chat_id, text))
-        return f"m{len(self.delivered)}"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "clawpen.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
-
-
-def committed_reply(store: Store, text: str = "echo: hi", chat_id: str = "1001") -> Reply:
-    """A reply as the dispatcher leaves it: message recorded, claimed, task finished."""
-    message = InboundMessage("telegram", chat_id, "u1", "hi", f"p-{text}", 1.0)
-    store.record_inbound(message, Route("assistant"))
-    task = store.claim_next_task("assistant")
-    assert task is not None
-    return store.finish_task(task.id, text)
-
-
-def replies_counted(metrics: Metrics, outcome: str) -> float:
-    value = metrics.registry.get_sample_value(
-        "clawpen_replies_total", {"channel": "telegram", "outcome": outcome}
+def pending(
+    id: int,
+    chat: str,
+    due: float = 0.0,
+    owner: str | None = OWNER,
+    lease_until: float = 200.0,
+) -> Reply:
+    return Reply(
+        id=id,
+        task_id=id,
+        address=Address("telegram", chat),
+        text=f"reply {id}",
+        next_attempt_at=due,
+        owner=owner,
+        lease_until=lease_until,
     )
-    return value or 0.0
 
 
-def transient() -> SendError:
-    return SendError("429: Too Many Requests", retry_after=0)
-
-
-async def test_reply_is_delivered_once_after_transient_failures(
-    store: Store, metrics: Metrics
+@pytest.mark.parametrize(
+    ("replies", "busy", "start", "wake_at"),
+    [
+        pytest.param([], set(), [], None, id="nothing_pending"),
+        pytest.param(
+            [pending(1, "a"), pending(2, "a"), pending(3, "b")],
+            set(),
+            [1, 3],
+            None,
+            id="oldest_of_each_chat",
+        ),
+        pytest.param(
+            [pending(1, "a", due=150), pending(2, "a"), pending(3, "b")],
+            set(),
+            [3],
+            150,
+            id="a_chat_waiting_out_a_429_keeps_its_order_and_others_go",
+        ),
+        pytest.param(
+            [pending(1, "a"), pending(2, "b")],
+            {"telegram:a"},
+            [2],
+            None,
+            id="a_chat_with_a_delivery_under_way_is_left_alone",
+        ),
+        pytest.param(
+            [pending(1, "a", owner="other", lease_until=130), pending(2, "b", owner=None)],
+            set(),
+            [2],
+            130,
+            id="another_owners_live_lease_is_respected_until_it_ends",
+        ),
+        pytest.param(
+            [pending(1, "a", owner="other", lease_until=90)],
+            set(),
+            [1],
+            None,
+            id="an_expired_lease_is_free_to_take",
+        ),
+        pytest.param(
+            [pending(1, "a", due=120), pending(2, "b", due=110)],
+            set(),
+            [],
+            110,
+            id="wakes_for_the_earliest_due",
+        ),
+    ],
+)
+def test_plan_table(
+    replies: list[Reply], busy: set[str], start: list[int], wake_at: float | None
 ) -> None:
-    channel = ScriptedChannel([transient(), transient()])
-    reply = committed_reply(store)
+    decided = plan(replies, 100.0, busy, OWNER)
+    assert [r.id for r in decided.start] == start
+    assert decided.wake_at == wake_at
 
-    assert await Outbox(store, {"telegram": channel}, metrics).deliver(reply) is True
 
-    assert channel.delivered == [("1001", "echo: hi")]
+# -- delivery through a store and a channel ------------------------------------------------------
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "clawpen.db")
+    yield s
+    await s.close()
+
+
+def lease() -> Lease:
+    import time
+
+    return Lease(OWNER, time.time() + 60)
+
+
+async def commit_reply(store: SQLiteStore, text: str = "echo: hi", chat: str = "1001") -> Reply:
+    """A reply as the dispatcher leaves it: message recorded, claimed, task finished."""
+    message = InboundMessage(Address("telegram", chat), "u1", "hi", f"p-{text}-{chat}", 1.0)
+    await store.record_inbound(message, Route("assistant"), lease(), 1.0)
+    task = await store.claim_next_task("assistant", lease(), 1.0)
+    assert task is not None
+    reply = await store.finish_task(task.id, text, None, lease(), 1.0)
+    assert reply is not None
+    return reply
+
+
+def make_outbox(
+    store: SQLiteStore, channel: MemoryChannel, limits: RateLimitSettings = UNLIMITED
+) -> Outbox:
+    return Outbox(store, {"telegram": channel}, {"telegram": limits}, Metrics(), lease)
+
+
+@contextlib.asynccontextmanager
+async def running(outbox: Outbox) -> AsyncIterator[Outbox]:
+    worker = asyncio.create_task(outbox.run("telegram"))
+    try:
+        yield outbox
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+
+
+def transient(retry_after: float = 0) -> SendError:
+    return SendError("429: Too Many Requests", retry_after=retry_after)
+
+
+async def all_sent(store: SQLiteStore) -> None:
+    """Wait until the store has recorded every delivery (it commits just after the send)."""
+    async with asyncio.timeout(10):
+        while await store.pending_replies("telegram"):
+            await asyncio.sleep(0.005)
+
+
+async def status_of(store: SQLiteStore, reply_id: int) -> tuple[str, int, int]:
+    [reply] = [r for r in await store.replies_for(Address("telegram", "1001")) if r.id == reply_id]
+    row = sqlite3.connect(store.path).execute("SELECT status FROM replies WHERE id=?", (reply_id,))
+    return row.fetchone()[0], reply.attempts, reply.chunks_sent
+
+
+async def test_reply_is_delivered_once_after_transient_failures(store: SQLiteStore) -> None:
+    channel = MemoryChannel()
+    channel.fail_next("1001", transient(), SendError("502 Bad Gateway", retry_after=0))
+    reply = await commit_reply(store)
+    outbox = make_outbox(store, channel)
+    async with running(outbox):
+        await all_sent(store)
+    assert channel.texts_to("1001") == ["echo: hi"]
     assert len(channel.attempts) == 3
-    assert store.pending_replies() == []
-    assert store.counts()["replies.sent"] == 1
-    [stored] = store.replies_for("telegram", "1001")
-    assert (stored.attempts, stored.chunks_sent) == (2, 1)
-    assert replies_counted(metrics, "error") == 2
-    assert replies_counted(metrics, "sent") == 1
+    assert await status_of(store, reply.id) == ("sent", 2, 1)
+    metrics = outbox.metrics.registry
+    assert (
+        metrics.get_sample_value(
+            "clawpen_replies_total", {"channel": "telegram", "outcome": "error"}
+        )
+        == 2
+    )
 
 
-async def test_permanent_failure_is_not_retried(store: Store, metrics: Metrics) -> None:
-    channel = ScriptedChannel([SendError("Forbidden: bot was blocked", permanent=True)])
-    reply = committed_reply(store)
-
-    assert await Outbox(store, {"telegram": channel}, metrics).deliver(reply) is False
-
+async def test_permanent_failure_is_not_retried(store: SQLiteStore) -> None:
+    channel = MemoryChannel()
+    channel.fail_next("1001", SendError("Forbidden: bot was blocked", permanent=True))
+    reply = await commit_reply(store)
+    assert await make_outbox(store, channel).deliver(reply) is False
     assert len(channel.attempts) == 1
-    assert channel.delivered == []
-    assert store.pending_replies() == []
-    assert store.counts()["replies.failed"] == 1
-    row = store.db.execute("SELECT error FROM replies WHERE id=?", (reply.id,)).fetchone()
-    assert "blocked" in row[0]
+    assert await store.pending_replies("telegram") == []
+    assert (await status_of(store, reply.id))[0] == "failed"
 
 
-async def test_reply_is_given_up_after_max_attempts(store: Store, metrics: Metrics) -> None:
-    channel = ScriptedChannel([transient()] * (MAX_ATTEMPTS + 5))
-    reply = committed_reply(store)
-
-    assert await Outbox(store, {"telegram": channel}, metrics).deliver(reply) is False
-
+async def test_reply_is_given_up_after_max_attempts(store: SQLiteStore) -> None:
+    channel = MemoryChannel()
+    channel.fail_next("1001", *[transient() for _ in range(MAX_ATTEMPTS + 5)])
+    reply = await commit_reply(store)
+    async with running(make_outbox(store, channel)):
+        await all_sent(store)
     assert len(channel.attempts) == MAX_ATTEMPTS
-    assert store.counts()["replies.failed"] == 1
+    assert (await status_of(store, reply.id))[0] == "failed"
 
 
-async def test_long_reply_is_sent_in_chunks_in_order(store: Store, metrics: Metrics) -> None:
-    channel = ScriptedChannel(max_message_length=10)
-    reply = committed_reply(store, "first one\nsecond one\nthird")
-
-    assert await Outbox(store, {"telegram": channel}, metrics).deliver(reply) is True
-
-    assert [t for _, t in channel.delivered] == ["first one", "second one", "third"]
-    row = store.db.execute("SELECT platform_ids, status FROM replies").fetchone()
-    assert tuple(row) == ("m1,m2,m3", "sent")
+async def test_long_reply_is_sent_in_chunks_in_order(store: SQLiteStore) -> None:
+    channel = MemoryChannel(max_message_length=10)
+    reply = await commit_reply(store, "first one\nsecond one\nthird")
+    assert await make_outbox(store, channel).deliver(reply) is True
+    assert channel.texts_to("1001") == ["first one", "second one", "third"]
+    assert await status_of(store, reply.id) == ("sent", 0, 3)
 
 
 async def test_failed_chunk_is_retried_without_resending_earlier_chunks(
-    store: Store, metrics: Metrics
+    store: SQLiteStore,
 ) -> None:
-    channel = ScriptedChannel(max_message_length=10)
-    reply = committed_reply(store, "aaaaaaaaaabbbbbbbbbbcc")
-    original_send = channel.send
+    channel = MemoryChannel(max_message_length=10)
+    reply = await commit_reply(store, "aaaaaaaaaabbbbbbbbbbcc")
+    outbox = make_outbox(store, channel)
+    original = channel.send
+    failed: list[str] = []
 
-    async def fail_second_chunk_once(chat_id: str, text: str) -> str:
-        if text.startswith("b") and not any(t.startswith("b") for _, t in channel.attempts):
-            channel.attempts.append((chat_id, text))
+    async def fail_second_chunk_once(message: object) -> str:
+        text = message.text  # type: ignore[attr-defined]
+        if text.startswith("b") and not failed:
+            failed.append(text)
             raise transient()
-        return await original_send(chat_id, text)
+        return await original(message)  # type: ignore[arg-type]
 
-    channel.send = fail_second_chunk_once  # type: ignore[method-assign]
-    assert await Outbox(store, {"telegram": channel}, metrics).deliver(reply) is True
-    assert [t for _, t in channel.delivered] == ["a" * 10, "b" * 10, "cc"]
+    channel.send = fail_second_chunk_once  # type: ignore[method-assign,assignment]
+    async with running(outbox):
+        await all_sent(store)
+    assert channel.texts_to("1001") == ["a" * 10, "b" * 10, "cc"]
+    assert await status_of(store, reply.id) == ("sent", 1, 3)
 
 
-async def test_restart_resumes_with_the_next_unsent_chunk(tmp_path: Path, metrics: Metrics) -> None:
-    before = Store(tmp_path / "clawpen.db")
-    reply = committed_reply(before, "aaaaaaaaaabbbbbbbbbbcc")
-    waiting = ScriptedChannel(max_message_length=10)
-    slow = SendError("429", retry_after=60)
-    original_send = waiting.send
+async def test_restart_resumes_with_the_next_unsent_chunk(tmp_path: Path) -> None:
+    before = SQLiteStore(tmp_path / "clawpen.db")
+    reply = await commit_reply(before, "aaaaaaaaaabbbbbbbbbbcc")
+    stalled = MemoryChannel(max_message_length=10)
+    original = stalled.send
 
-    async def stall_on_second_chunk(chat_id: str, text: str) -> str:
-        if text.startswith("b"):
-            raise slow
-        return await original_send(chat_id, text)
+    async def stall_on_second_chunk(message: object) -> str:
+        if message.text.startswith("b"):  # type: ignore[attr-defined]
+            await asyncio.Event().wait()  # the orchestrator is stopped while this hangs
+        return await original(message)  # type: ignore[arg-type]
 
-    waiting.send = stall_on_second_chunk  # type: ignore[method-assign]
-    delivery = asyncio.create_task(Outbox(before, {"telegram": waiting}, metrics).deliver(reply))
-    for _ in range(200):
-        if before.replies_for("telegram", "1001")[0].attempts:
-            break
-        await asyncio.sleep(0.005)
-    delivery.cancel()  # the orchestrator stops while waiting out the 429
-    with pytest.raises(asyncio.CancelledError):
+    stalled.send = stall_on_second_chunk  # type: ignore[method-assign,assignment]
+    delivery = asyncio.create_task(make_outbox(before, stalled).deliver(reply))
+    await stalled.wait_sent(1)
+    await asyncio.sleep(0.05)
+    delivery.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
         await delivery
-    before.close()
+    await before.close()
 
-    after = Store(tmp_path / "clawpen.db")
+    after = SQLiteStore(tmp_path / "clawpen.db")
     try:
-        [pending] = after.pending_replies("telegram")
-        assert pending.chunks_sent == 1
-        channel = ScriptedChannel(max_message_length=10)
-        assert await Outbox(after, {"telegram": channel}, Metrics()).deliver(pending) is True
-        assert [t for _, t in channel.delivered] == ["b" * 10, "cc"]  # "a..." is not repeated
-        assert after.pending_replies() == []
+        await after.release_leases()
+        channel = MemoryChannel(max_message_length=10)
+        async with running(make_outbox(after, channel)):
+            await all_sent(after)
+        assert channel.texts_to("1001") == ["b" * 10, "cc"]  # "a..." is not repeated
+        assert await after.pending_replies("telegram") == []
     finally:
-        after.close()
+        await after.close()
 
 
-async def test_outbox_worker_delivers_replies_left_from_before_a_restart(
-    tmp_path: Path, metrics: Metrics
-) -> None:
-    before = Store(tmp_path / "clawpen.db")
-    committed_reply(before, "first", chat_id="1")
-    committed_reply(before, "second", chat_id="2")
-    before.close()
+async def test_outbox_worker_delivers_replies_left_from_before_a_restart(tmp_path: Path) -> None:
+    before = SQLiteStore(tmp_path / "clawpen.db")
+    await commit_reply(before, "first", chat="1")
+    await commit_reply(before, "second", chat="2")
+    await before.close()
 
-    after = Store(tmp_path / "clawpen.db")
-    channel = ScriptedChannel()
-    outbox = Outbox(after, {"telegram": channel}, metrics)
-    worker = asyncio.create_task(outbox.run("telegram"))
+    after = SQLiteStore(tmp_path / "clawpen.db")
+    await after.release_leases()
+    channel = MemoryChannel()
+    outbox = make_outbox(after, channel)
     try:
-        for _ in range(200):
-            if len(channel.delivered) >= 2:
-                break
-            await asyncio.sleep(0.005)
-        assert channel.delivered == [("1", "first"), ("2", "second")]
-        assert after.pending_replies() == []
-
-        committed_reply(after, "third", chat_id="3")  # a new reply wakes the worker
-        outbox.notify("telegram")
-        for _ in range(200):
-            if len(channel.delivered) >= 3:
-                break
-            await asyncio.sleep(0.005)
-        assert channel.delivered[2:] == [("3", "third")]
+        async with running(outbox):
+            await channel.wait_sent(2)
+            await commit_reply(after, "third", chat="3")  # a new reply wakes the worker
+            outbox.notify("telegram")
+            await channel.wait_sent(3)
+        assert sorted(s.message.text for s in channel.sent) == ["first", "second", "third"]
     finally:
-        worker.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await worker
-        after.close()
+        await after.close()
 
 
-async def test_attempts_left_carry_over_a_restart(store: Store, metrics: Metrics) -> None:
-    reply = committed_reply(store)
+async def test_attempts_left_carry_over_a_restart(store: SQLiteStore) -> None:
+    reply = await commit_reply(store)
     for _ in range(MAX_ATTEMPTS - 1):
-        store.mark_reply_failed(reply.id, "503", final=False)
-    [pending] = store.pending_replies()
-    channel = ScriptedChannel([transient()] * 3)
-
-    assert await Outbox(store, {"telegram": channel}, metrics).deliver(pending) is False
-
+        await store.record_send_failure(reply.id, "503", final=False, next_attempt_at=0)
+    [left] = await store.pending_replies("telegram")
+    channel = MemoryChannel()
+    channel.fail_next("1001", transient(), transient(), transient())
+    assert await make_outbox(store, channel).deliver(left) is False
     assert len(channel.attempts) == 1  # only the last attempt was left
-    assert store.counts()["replies.failed"] == 1
+    assert (await status_of(store, reply.id))[0] == "failed"
+
+
+async def test_a_chat_held_by_429s_does_not_hold_up_another_chat(store: SQLiteStore) -> None:
+    channel = MemoryChannel()
+    channel.fail_next("1", transient(retry_after=2.0))
+    await commit_reply(store, "held 1", chat="1")
+    await commit_reply(store, "held 2", chat="1")
+    for i in range(3):
+        await commit_reply(store, f"free {i}", chat="2")
+    async with running(make_outbox(store, channel)):
+        async with asyncio.timeout(1.0):  # the other chat gets its replies at once
+            await channel.wait_sent(3, chat="2")
+        assert channel.texts_to("1") == []
+        await channel.wait_sent(2, chat="1", timeout=10)
+    assert channel.texts_to("2") == ["free 0", "free 1", "free 2"]
+    assert channel.texts_to("1") == ["held 1", "held 2"]  # the order within a chat is kept
+    [first_try] = [t for m, t in channel.attempts if m.text == "held 1"][:1]
+    held = [s.at for s in channel.sent if s.message.text == "held 1"][0]
+    assert held - first_try >= 1.9  # the platform's wait was honoured
+
+
+async def test_sends_are_paced_per_chat_before_the_platform_must_refuse(
+    store: SQLiteStore,
+) -> None:
+    channel = MemoryChannel()
+    limits = RateLimitSettings(per_chat=5, per_chat_burst=1, overall=100, overall_burst=100)
+    for i in range(4):
+        await commit_reply(store, f"slow {i}", chat="1")
+    await commit_reply(store, "other", chat="2")
+    async with running(make_outbox(store, channel, limits)):
+        await channel.wait_sent(4, chat="1")
+    times = [s.at for s in channel.sent if s.message.address.chat == "1"]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 0.18  # 5 per second, one at a time
+    other = [s.at for s in channel.sent if s.message.address.chat == "2"][0]
+    assert other - times[0] < 0.15  # another chat has its own allowance

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clawpen.models import InboundMessage, Rejection, Route
+from clawpen.models import Address, InboundMessage, Rejection, Route
 from clawpen.router import MAX_TEXT, route
 
 PAIRINGS = {"telegram:1001": "assistant", "telegram:2002": "ghost"}
@@ -13,8 +13,7 @@ AGENTS = frozenset({"assistant", "coder"})
 
 def message(channel: str, chat_id: str, text: str = "hello") -> InboundMessage:
     return InboundMessage(
-        channel=channel,
-        chat_id=chat_id,
+        address=Address(channel, chat_id),
         sender_id="u1",
         text=text,
         platform_id="1",

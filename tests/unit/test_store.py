@@ -1,26 +1,35 @@
-"""The store: what it commits survives a reopen, duplicates are dropped, tasks batch by chat."""
+"""The store: what it commits survives a reopen, duplicates are dropped, tasks batch by
+conversation, claimed work has one owner at a time, and a bad write fails alone."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from clawpen.models import InboundMessage, Rejection, Route
-from clawpen.store import MIGRATIONS, Store
+from clawpen.models import Address, InboundMessage, Rejection, Route, Stranger
+from clawpen.store import Lease, SQLiteStore, StoreRejected, StoreUnavailable
+from clawpen.store.sqlite import MIGRATIONS
 
 ROUTED = Route("assistant")
+NOW = 1_000.0
+ME = Lease("me", NOW + 60)
+OTHER = Lease("other", NOW + 60)
 
 
 def msg(
-    text: str, chat_id: str = "1001", platform_id: str | None = None, channel: str = "telegram"
+    text: str,
+    chat: str = "1001",
+    platform_id: str | None = None,
+    channel: str = "telegram",
+    thread: str = "",
 ) -> InboundMessage:
     return InboundMessage(
-        channel=channel,
-        chat_id=chat_id,
-        sender_id=f"user{chat_id}",
+        address=Address(channel, chat, thread),
+        sender_id=f"user{chat}",
         text=text,
         platform_id=platform_id or text,
         received_at=1.0,
@@ -33,252 +42,405 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    s = Store(db_path)
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(db_path)
     yield s
-    s.close()
+    await s.close()
 
 
-def test_duplicate_platform_message_is_recorded_once(store: Store) -> None:
-    first = store.record_inbound(msg("hi", platform_id="42"), ROUTED)
-    again = store.record_inbound(msg("hi", platform_id="42"), ROUTED)
+async def record(store: SQLiteStore, *messages: InboundMessage) -> None:
+    for message in messages:
+        await store.record_inbound(message, ROUTED, ME, NOW)
+
+
+async def answered(store: SQLiteStore, text: str = "hi", reply: str = "echo: hi") -> int:
+    await record(store, msg(text))
+    task = await store.claim_next_task("assistant", ME, NOW)
+    assert task is not None
+    done = await store.finish_task(task.id, reply, None, ME, NOW)
+    assert done is not None
+    return done.id
+
+
+# -- inbound ---------------------------------------------------------------------------------
+
+
+async def test_duplicate_platform_message_is_recorded_once(store: SQLiteStore) -> None:
+    first = await store.record_inbound(msg("hi", platform_id="42"), ROUTED, ME, NOW)
+    again = await store.record_inbound(msg("hi", platform_id="42"), ROUTED, ME, NOW)
     assert isinstance(first, int)
     assert again is None
-    assert store.counts() == {"messages.queued": 1}
+    assert await store.counts() == {"messages.queued": 1, "strangers": 0}
 
 
-def test_duplicate_is_dropped_even_if_routing_changed(store: Store) -> None:
-    store.record_inbound(msg("hi", platform_id="42"), ROUTED)
-    assert store.record_inbound(msg("hi", platform_id="42"), Rejection("unpaired")) is None
-    assert store.counts() == {"messages.queued": 1}
+async def test_duplicate_is_dropped_even_if_routing_changed(store: SQLiteStore) -> None:
+    await store.record_inbound(msg("hi", platform_id="42"), ROUTED, ME, NOW)
+    refused = Rejection("too long", answer="too long")
+    assert await store.record_inbound(msg("hi", platform_id="42"), refused, ME, NOW) is None
+    assert (await store.counts())["messages.queued"] == 1
 
 
 @pytest.mark.parametrize(
-    ("other"),
+    "other",
     [
-        pytest.param(msg("hi", chat_id="2002", platform_id="42"), id="same_id_other_chat"),
+        pytest.param(msg("hi", chat="2002", platform_id="42"), id="same_id_other_chat"),
         pytest.param(msg("hi", channel="cli", platform_id="42"), id="same_id_other_channel"),
     ],
 )
-def test_same_platform_id_elsewhere_is_a_different_message(
-    store: Store, other: InboundMessage
+async def test_same_platform_id_elsewhere_is_a_different_message(
+    store: SQLiteStore, other: InboundMessage
 ) -> None:
-    store.record_inbound(msg("hi", platform_id="42"), ROUTED)
-    assert store.record_inbound(other, ROUTED) is not None
-    assert store.counts() == {"messages.queued": 2}
+    await record(store, msg("hi", platform_id="42"))
+    assert await store.record_inbound(other, ROUTED, ME, NOW) is not None
+    assert (await store.counts())["messages.queued"] == 2
 
 
-def test_rejected_message_is_kept_but_never_claimed(store: Store) -> None:
-    store.record_inbound(msg("let me in", chat_id="666"), Rejection("not paired"))
-    assert store.claim_next_task("assistant") is None
-    assert store.counts() == {"messages.rejected": 1}
+async def test_refused_message_gets_its_answer_as_a_pending_reply(store: SQLiteStore) -> None:
+    refusal = Rejection("too long", answer="Please send it in parts.")
+    await store.record_inbound(msg("x" * 50, platform_id="9"), refusal, ME, NOW)
+    assert await store.claim_next_task("assistant", ME, NOW) is None
+    [reply] = await store.pending_replies("telegram")
+    assert reply.text == "Please send it in parts."
+    assert reply.reply_to == "9"
+    assert reply.owner == "me"
 
 
-def test_queued_messages_of_one_chat_batch_into_one_task_in_order(store: Store) -> None:
-    store.record_inbound(msg("first"), ROUTED)
-    store.record_inbound(msg("other chat", chat_id="2002"), ROUTED)
-    store.record_inbound(msg("second"), ROUTED)
-    store.record_inbound(msg("third"), ROUTED)
+async def test_strangers_are_kept_without_their_text_and_expire(store: SQLiteStore) -> None:
+    address = Address("telegram", "666")
+    await store.record_stranger(Stranger(address, "u666", 12, received_at=10.0))
+    await store.record_stranger(Stranger(address, "u666", 5, received_at=20.0))
+    assert (await store.counts())["strangers"] == 2
+    assert await store.expire_strangers(before=15.0) == 1
+    assert (await store.counts())["strangers"] == 1
 
-    task = store.claim_next_task("assistant")
+
+# -- tasks -----------------------------------------------------------------------------------
+
+
+async def test_queued_messages_of_one_conversation_batch_into_one_task_in_order(
+    store: SQLiteStore,
+) -> None:
+    await record(
+        store,
+        msg("first"),
+        msg("other chat", chat="2002"),
+        msg("in a thread", thread="t1"),
+        msg("second"),
+        msg("third"),
+    )
+    task = await store.claim_next_task("assistant", ME, NOW)
     assert task is not None
-    assert (task.channel, task.chat_id) == ("telegram", "1001")
+    assert task.address == Address("telegram", "1001")
     assert task.texts == ("first", "second", "third")
     assert task.senders == ("user1001",) * 3
     assert task.attempts == 1
+    assert task.reply_to == "third"
+    assert not task.resumed
 
-    other = store.claim_next_task("assistant")
+    other = await store.claim_next_task("assistant", ME, NOW)
     assert other is not None
-    assert other.id != task.id
-    assert (other.chat_id, other.texts) == ("2002", ("other chat",))
-    assert store.claim_next_task("assistant") is None
+    assert (other.address.chat, other.texts) == ("2002", ("other chat",))
+    threaded = await store.claim_next_task("assistant", ME, NOW)
+    assert threaded is not None
+    assert threaded.address == Address("telegram", "1001", "t1")
+    assert await store.claim_next_task("assistant", ME, NOW) is None
 
 
-def test_message_arriving_during_a_task_goes_into_the_next_task(store: Store) -> None:
-    store.record_inbound(msg("first"), ROUTED)
-    task = store.claim_next_task("assistant")
+async def test_message_arriving_during_a_task_goes_into_the_next_task(store: SQLiteStore) -> None:
+    await record(store, msg("first"))
+    task = await store.claim_next_task("assistant", ME, NOW)
     assert task is not None
-    store.record_inbound(msg("while busy"), ROUTED)
-    assert task.texts == ("first",)
-    nxt = store.claim_next_task("assistant")
+    await record(store, msg("while busy"))
+    nxt = await store.claim_next_task("assistant", ME, NOW)
     assert nxt is not None
-    assert nxt.texts == ("while busy",)
+    assert (task.texts, nxt.texts) == (("first",), ("while busy",))
 
 
-def test_tasks_are_per_agent(store: Store) -> None:
-    store.record_inbound(msg("for coder", chat_id="coder", channel="cli"), Route("coder"))
-    assert store.claim_next_task("assistant") is None
-    assert store.counts() == {"messages.queued": 1}
-    task = store.claim_next_task("coder")
+async def test_tasks_are_per_agent(store: SQLiteStore) -> None:
+    await store.record_inbound(msg("for coder", chat="coder", channel="cli"), Route("coder"), ME, 1)
+    assert await store.claim_next_task("assistant", ME, NOW) is None
+    task = await store.claim_next_task("coder", ME, NOW)
     assert task is not None
     assert task.agent_id == "coder"
 
 
-def test_finish_task_commits_exactly_one_reply(store: Store) -> None:
-    store.record_inbound(msg("hi"), ROUTED)
-    task = store.claim_next_task("assistant")
+async def test_finish_task_commits_exactly_one_reply(store: SQLiteStore) -> None:
+    await record(store, msg("hi"))
+    task = await store.claim_next_task("assistant", ME, NOW)
     assert task is not None
-    reply = store.finish_task(task.id, "echo: hi")
-    again = store.finish_task(task.id, "a second answer")
-    assert again.id == reply.id
-    assert again.text == "echo: hi"
-    assert (reply.channel, reply.chat_id, reply.task_id) == ("telegram", "1001", task.id)
-    assert store.pending_replies() == [reply]
-    assert store.counts() == {"messages.answered": 1, "tasks.done": 1, "replies.pending": 1}
+    reply = await store.finish_task(task.id, "echo: hi", None, ME, NOW)
+    again = await store.finish_task(task.id, "a second answer", None, ME, NOW)
+    assert reply is not None
+    assert again is None  # finished already: nothing more is sent
+    assert (reply.address, reply.task_id, reply.text) == (task.address, task.id, "echo: hi")
+    assert await store.pending_replies("telegram") == [reply]
+    assert await store.counts() == {
+        "messages.answered": 1,
+        "tasks.done": 1,
+        "replies.pending": 1,
+        "strangers": 0,
+    }
 
 
-def test_failed_task_still_gets_a_reply(store: Store) -> None:
-    store.record_inbound(msg("hi"), ROUTED)
-    task = store.claim_next_task("assistant")
+async def test_failed_task_still_gets_a_reply(store: SQLiteStore) -> None:
+    await record(store, msg("hi"))
+    task = await store.claim_next_task("assistant", ME, NOW)
     assert task is not None
-    reply = store.finish_task(task.id, "Sorry, I could not answer that", error="timeout")
-    assert reply.text == "Sorry, I could not answer that"
-    assert store.counts()["tasks.failed"] == 1
-    assert store.running_tasks("assistant") == []
+    reply = await store.finish_task(task.id, "Sorry", "timeout", ME, NOW)
+    assert reply is not None
+    assert reply.text == "Sorry"
+    assert (await store.counts())["tasks.failed"] == 1
 
 
-def test_running_tasks_are_claimed_but_unfinished(store: Store) -> None:
-    for text, chat in [("a", "1"), ("b", "2"), ("c", "3")]:
-        store.record_inbound(msg(text, chat_id=chat), ROUTED)
-    done = store.claim_next_task("assistant")
-    in_flight = store.claim_next_task("assistant")
-    assert done is not None
-    assert in_flight is not None
-    store.finish_task(done.id, "ok")
-    assert store.running_tasks("assistant") == [in_flight]
-    assert store.running_tasks("coder") == []
-    assert store.counts()["messages.queued"] == 1  # "c" was never claimed
+async def test_a_leased_task_is_not_claimed_by_another_owner(store: SQLiteStore) -> None:
+    await record(store, msg("hi"))
+    task = await store.claim_next_task("assistant", ME, NOW)
+    assert task is not None
+    assert await store.claim_next_task("assistant", OTHER, NOW + 30) is None
+    assert await store.finish_task(task.id, "not mine", None, OTHER, NOW) is None
 
 
-def test_running_tasks_survive_a_reopen(db_path: Path) -> None:
-    before = Store(db_path)
-    before.record_inbound(msg("hello"), ROUTED)
-    before.record_inbound(msg("again"), ROUTED)
-    task = before.claim_next_task("assistant")
-    before.close()  # the orchestrator dies mid-task
+async def test_a_task_whose_lease_ran_out_is_resumed_once_with_one_more_attempt(
+    store: SQLiteStore,
+) -> None:
+    await record(store, msg("hi"))
+    task = await store.claim_next_task("assistant", ME, NOW)
+    assert task is not None
+    later = NOW + 61  # the owner died: it renewed nothing
+    resumed = await store.claim_next_task("assistant", Lease("other", later + 60), later)
+    assert resumed is not None
+    assert (resumed.id, resumed.texts, resumed.attempts, resumed.resumed) == (
+        task.id,
+        ("hi",),
+        2,
+        True,
+    )
+    assert await store.claim_next_task("assistant", Lease("third", later + 60), later) is None
 
-    after = Store(db_path)
+
+async def test_renewed_leases_keep_work_with_its_owner(store: SQLiteStore) -> None:
+    await record(store, msg("hi"))
+    await store.claim_next_task("assistant", ME, NOW)
+    await store.renew_leases(Lease("me", NOW + 600))
+    assert await store.claim_next_task("assistant", OTHER, NOW + 100) is None
+
+
+async def test_released_leases_let_a_restart_resume_at_once(db_path: Path) -> None:
+    before = SQLiteStore(db_path)
+    await record(before, msg("hello"), msg("again"))
+    task = await before.claim_next_task("assistant", ME, NOW)
+    await before.close()  # the orchestrator dies mid-task
+
+    after = SQLiteStore(db_path)
     try:
-        assert after.running_tasks("assistant") == [task]
-        assert after.claim_next_task("assistant") is None  # not handed out twice
+        assert await after.claim_next_task("assistant", OTHER, NOW) is None  # lease still runs
+        assert await after.release_leases() == 1  # a sole owner knows the old one is dead
+        resumed = await after.claim_next_task("assistant", OTHER, NOW)
+        assert resumed is not None and task is not None
+        assert (resumed.id, resumed.texts, resumed.attempts) == (task.id, task.texts, 2)
     finally:
-        after.close()
+        await after.close()
 
 
-def test_pending_reply_survives_reopen_until_sent(db_path: Path) -> None:
-    first = Store(db_path)
-    first.record_inbound(msg("hi"), ROUTED)
-    task = first.claim_next_task("assistant")
+async def test_a_task_handed_back_at_shutdown_does_not_count_an_attempt(
+    store: SQLiteStore,
+) -> None:
+    await record(store, msg("hi"))
+    task = await store.claim_next_task("assistant", ME, NOW)
     assert task is not None
-    reply = first.finish_task(task.id, "echo: hi")
-    first.close()
+    await store.release_task(task.id, "me")
+    again = await store.claim_next_task("assistant", OTHER, NOW)
+    assert again is not None
+    assert (again.id, again.attempts) == (task.id, 1)
 
-    second = Store(db_path)
-    assert second.pending_replies() == [reply]
-    assert second.running_tasks("assistant") == []
-    second.record_chunk_sent(reply.id, "77", done=True)
-    second.close()
 
-    third = Store(db_path)
+async def test_retry_counts_attempts(store: SQLiteStore) -> None:
+    await record(store, msg("hi"))
+    task = await store.claim_next_task("assistant", ME, NOW)
+    assert task is not None
+    assert await store.retry_task(task.id, ME) == 2
+    assert await store.retry_task(task.id, ME) == 3
+
+
+# -- replies ---------------------------------------------------------------------------------
+
+
+async def test_pending_reply_survives_reopen_until_sent(db_path: Path) -> None:
+    first = SQLiteStore(db_path)
+    reply_id = await answered(first)
+    await first.close()
+
+    second = SQLiteStore(db_path)
+    [pending] = await second.pending_replies("telegram")
+    assert (pending.id, pending.text) == (reply_id, "echo: hi")
+    await second.record_chunk_sent(reply_id, "77", done=True, now=NOW)
+    await second.close()
+
+    third = SQLiteStore(db_path)
     try:
-        assert third.pending_replies() == []
-        assert third.counts()["replies.sent"] == 1
-        [sent] = third.replies_for("telegram", "1001")
-        assert sent.chunks_sent == 1
+        assert await third.pending_replies("telegram") == []
+        [sent] = await third.replies_for(Address("telegram", "1001"))
+        assert (sent.chunks_sent, sent.owner) == (1, None)
     finally:
-        third.close()
+        await third.close()
 
 
-def test_partly_sent_reply_stays_pending_and_remembers_its_chunks(db_path: Path) -> None:
-    first = Store(db_path)
-    first.record_inbound(msg("hi"), ROUTED)
-    task = first.claim_next_task("assistant")
-    assert task is not None
-    reply = first.finish_task(task.id, "a long answer in chunks")
-    first.record_chunk_sent(reply.id, "10", done=False)
-    first.record_chunk_sent(reply.id, "11", done=False)
-    first.close()
+async def test_partly_sent_reply_stays_pending_and_remembers_its_chunks(db_path: Path) -> None:
+    first = SQLiteStore(db_path)
+    reply_id = await answered(first, reply="a long answer in chunks")
+    await first.record_chunk_sent(reply_id, "10", done=False, now=NOW)
+    await first.record_chunk_sent(reply_id, "11", done=False, now=NOW)
+    await first.close()
 
-    second = Store(db_path)
+    second = SQLiteStore(db_path)
     try:
-        [pending] = second.pending_replies()
+        [pending] = await second.pending_replies("telegram")
         assert pending.chunks_sent == 2
-        second.record_chunk_sent(reply.id, "12", done=True)
-        assert second.pending_replies() == []
-        row = second.db.execute("SELECT platform_ids FROM replies").fetchone()
-        assert row[0] == "10,11,12"
+        await second.record_chunk_sent(reply_id, "12", done=True, now=NOW)
+        assert await second.pending_replies("telegram") == []
     finally:
-        second.close()
+        await second.close()
+    raw = sqlite3.connect(db_path)
+    assert raw.execute("SELECT platform_ids FROM replies").fetchone()[0] == "10,11,12"
+    raw.close()
 
 
-def test_pending_replies_can_be_read_per_channel(store: Store) -> None:
+async def test_pending_replies_are_read_per_channel(store: SQLiteStore) -> None:
     for channel, chat in [("telegram", "1"), ("cli", "assistant")]:
-        store.record_inbound(msg("hi", chat_id=chat, channel=channel), ROUTED)
-        task = store.claim_next_task("assistant")
+        await record(store, msg("hi", chat=chat, channel=channel))
+        task = await store.claim_next_task("assistant", ME, NOW)
         assert task is not None
-        store.finish_task(task.id, f"to {channel}")
-    assert [r.text for r in store.pending_replies("cli")] == ["to cli"]
-    assert [r.text for r in store.pending_replies("telegram")] == ["to telegram"]
-    assert [r.text for r in store.pending_replies()] == ["to telegram", "to cli"]
+        await store.finish_task(task.id, f"to {channel}", None, ME, NOW)
+    assert [r.text for r in await store.pending_replies("cli")] == ["to cli"]
+    assert [r.text for r in await store.pending_replies("telegram")] == ["to telegram"]
 
 
-def test_failed_delivery_attempt_keeps_reply_pending_until_final(store: Store) -> None:
-    store.record_inbound(msg("hi"), ROUTED)
-    task = store.claim_next_task("assistant")
-    assert task is not None
-    reply = store.finish_task(task.id, "echo: hi")
-    store.mark_reply_failed(reply.id, "429", final=False)
-    assert [r.attempts for r in store.pending_replies()] == [1]
-    store.mark_reply_failed(reply.id, "403", final=True)
-    assert store.pending_replies() == []
-    assert store.counts()["replies.failed"] == 1
+async def test_failed_delivery_is_due_again_later_until_final(store: SQLiteStore) -> None:
+    reply_id = await answered(store)
+    await store.record_send_failure(reply_id, "429", final=False, next_attempt_at=NOW + 10)
+    [pending] = await store.pending_replies("telegram")
+    assert (pending.attempts, pending.next_attempt_at) == (1, NOW + 10)
+    await store.record_send_failure(reply_id, "403", final=True, next_attempt_at=NOW)
+    assert await store.pending_replies("telegram") == []
+    assert (await store.counts())["replies.failed"] == 1
 
 
-def test_database_is_in_wal_mode(store: Store, db_path: Path) -> None:
-    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+async def test_a_reply_leased_by_another_owner_is_not_taken_until_its_lease_ends(
+    store: SQLiteStore,
+) -> None:
+    reply_id = await answered(store)  # leased to "me" until NOW + 60
+    assert not await store.lease_reply(reply_id, OTHER, NOW + 1)
+    assert await store.lease_reply(reply_id, Lease("other", NOW + 200), NOW + 61)
+    assert not await store.lease_reply(reply_id, ME, NOW + 62)
+
+
+# -- transactions ----------------------------------------------------------------------------
+
+
+async def test_concurrent_writes_commit_together_in_the_order_they_were_asked(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    ids = await asyncio.gather(
+        *(store.record_inbound(msg(f"m{i}", chat=str(i % 3)), ROUTED, ME, NOW) for i in range(300))
+    )
+    assert ids == sorted(ids)  # committed in the order asked, whatever the batching
+    assert len(set(ids)) == 300
+    raw = sqlite3.connect(db_path)
+    texts = [r[0] for r in raw.execute("SELECT text FROM messages ORDER BY id")]
+    raw.close()
+    assert texts == [f"m{i}" for i in range(300)]
+
+
+async def test_a_write_the_database_refuses_fails_alone_and_is_not_retried(
+    store: SQLiteStore,
+) -> None:
+    good = store.record_inbound(msg("good"), ROUTED, ME, NOW)
+    bad = store.record_inbound(msg(["a"]), ROUTED, ME, NOW)  # type: ignore[arg-type]
+    surrogate = store.record_inbound(msg("\ud800", platform_id="s"), ROUTED, ME, NOW)
+    after = store.record_inbound(msg("after"), ROUTED, ME, NOW)
+    results = await asyncio.gather(good, bad, surrogate, after, return_exceptions=True)
+    assert isinstance(results[0], int) and isinstance(results[3], int)
+    assert isinstance(results[1], StoreRejected)
+    assert isinstance(results[2], StoreRejected)
+    assert "refused a write" in str(results[1])
+    assert (await store.counts())["messages.queued"] == 2
+
+
+async def test_a_locked_database_is_unavailable_not_refused(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    blocker = sqlite3.connect(db_path, timeout=0.1)
+    blocker.execute("PRAGMA busy_timeout=0")
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        store._writer.db.execute("PRAGMA busy_timeout=50")
+        with pytest.raises(StoreUnavailable, match="retries"):
+            await store.record_inbound(msg("hi"), ROUTED, ME, NOW)
+        blocker.execute("ROLLBACK")
+        assert await store.record_inbound(msg("hi"), ROUTED, ME, NOW) is not None
+    finally:
+        blocker.close()
+        await store.close()
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+async def test_database_is_in_wal_mode(store: SQLiteStore, db_path: Path) -> None:
     other = sqlite3.connect(db_path)
     try:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert other.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     finally:
         other.close()
 
 
-def test_reopening_does_not_rerun_migrations(db_path: Path) -> None:
-    Store(db_path).close()
-    again = Store(db_path)
+async def test_reopening_does_not_rerun_migrations(db_path: Path) -> None:
+    await SQLiteStore(db_path).close()
+    again = SQLiteStore(db_path)
+    await again.close()
+
+
+async def test_a_store_from_before_addresses_keeps_its_work_and_drops_strangers_text(
+    db_path: Path,
+) -> None:
+    old = sqlite3.connect(db_path, isolation_level=None)
+    for script in MIGRATIONS[:4]:
+        old.executescript(script)
+    old.execute("PRAGMA user_version=4")
+    old.execute(
+        "INSERT INTO messages (channel, chat_id, sender_id, platform_id, text, received_at,"
+        " status, agent_id) VALUES ('telegram', '1001', 'u', '5', 'queued one', 1, 'queued',"
+        " 'assistant')"
+    )
+    old.execute(
+        "INSERT INTO messages (channel, chat_id, sender_id, platform_id, text, received_at,"
+        " status, reason) VALUES ('telegram', '666', 'x', '6', 'secret text', 2, 'rejected',"
+        " 'not paired')"
+    )
+    old.close()
+    store = SQLiteStore(db_path)
     try:
-        assert again.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        task = await store.claim_next_task("assistant", ME, NOW)
+        assert task is not None
+        assert task.texts == ("queued one",)
+        assert (await store.counts())["strangers"] == 1
     finally:
-        again.close()
+        await store.close()
+    raw = sqlite3.connect(db_path)
+    assert "secret text" not in [r[0] for r in raw.execute("SELECT text FROM messages")]
+    raw.close()
 
 
-def test_counts_by_table_and_status(store: Store) -> None:
-    assert store.counts() == {}
-    store.record_inbound(msg("a", chat_id="1"), ROUTED)
-    store.record_inbound(msg("b", chat_id="2"), ROUTED)
-    store.record_inbound(msg("nope", chat_id="9"), Rejection("not paired"))
-    task = store.claim_next_task("assistant")
-    assert task is not None
-    store.finish_task(task.id, "ok")
-    store.claim_next_task("assistant")
-    assert store.counts() == {
-        "messages.answered": 1,
-        "messages.claimed": 1,
-        "messages.rejected": 1,
-        "tasks.done": 1,
-        "tasks.running": 1,
-        "replies.pending": 1,
-    }
-
-
-def test_config_pairings_are_restored_at_start_and_runtime_pairings_kept(tmp_path: Path) -> None:
-    store = Store(tmp_path / "pairings.db")
-    store.sync_config_pairings({"telegram:1": "assistant"})
-    store.pair("telegram:2", "helper")
-    store.unpair("telegram:1")
-    assert store.pairings() == {"telegram:2": "helper"}
-    store.close()
-    reopened = Store(tmp_path / "pairings.db")
-    reopened.sync_config_pairings({"telegram:1": "assistant"})  # the next start
-    assert reopened.pairings() == {"telegram:1": "assistant", "telegram:2": "helper"}
-    reopened.close()
+async def test_config_pairings_are_restored_at_start_and_runtime_pairings_kept(
+    db_path: Path,
+) -> None:
+    store = SQLiteStore(db_path)
+    await store.sync_config_pairings({"telegram:1": "assistant"}, NOW)
+    await store.pair("telegram:2", "helper", NOW)
+    await store.unpair("telegram:1")
+    assert await store.pairings() == {"telegram:2": "helper"}
+    await store.close()
+    reopened = SQLiteStore(db_path)
+    await reopened.sync_config_pairings({"telegram:1": "assistant"}, NOW)  # the next start
+    assert await reopened.pairings() == {"telegram:1": "assistant", "telegram:2": "helper"}
+    await reopened.close()

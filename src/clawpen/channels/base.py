@@ -1,23 +1,43 @@
-"""The Channel protocol every platform adapter implements."""
+"""What a chat platform plugs in: its settings, its adapter, and the rules for its addresses.
+
+An adapter only translates: platform events in (``accept``), ``OutboundMessage`` out
+(``send``). The same ``Channel`` protocol is met by an adapter itself (in a unit test, or the
+CLI, which lives in the core) and by ``ChannelProcess``, which runs the adapter in a child
+process of its own and speaks for it in the core.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from ..models import InboundMessage, Rejection, Route
+from pydantic import BaseModel, ConfigDict, Field
 
-Accept = Callable[[InboundMessage], Awaitable[Route | Rejection | None]]
-"""Commits a message and decides its route; ``None`` for a duplicate. Returns once committed."""
+from ..models import Decision, InboundMessage, OutboundMessage
+
+Accept = Callable[[InboundMessage], Awaitable[Decision | None]]
+"""Commits a message and decides its route; ``None`` for a duplicate. Returns once committed;
+raises ``StoreUnavailable`` when it could not commit (then the platform must not be told we
+have the message: it will hand it out again)."""
 
 
 class SendError(Exception):
-    """Sending failed. ``retry_after`` is the platform's own wait, when it gave one."""
+    """Sending failed. ``retry_after`` is the platform's own wait, when it gave one;
+    ``permanent`` when trying again cannot help (the bot was blocked, the chat is gone)."""
 
-    def __init__(self, message: str, retry_after: float | None = None, permanent: bool = False):
+    def __init__(
+        self, message: str, retry_after: float | None = None, permanent: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.permanent = permanent
+
+
+class ChannelFatal(Exception):
+    """The adapter cannot work at all (a refused token): the channel is disabled, with this
+    message, until the configuration is fixed. Other channels go on."""
 
 
 class Channel(Protocol):
@@ -25,8 +45,58 @@ class Channel(Protocol):
     max_message_length: int
 
     async def run(self, accept: Accept) -> None:
-        """Receive messages until cancelled, handing each to ``accept`` before acknowledging it."""
+        """Receive messages until cancelled, handing each to ``accept`` before acknowledging
+        it to the platform. Raises ``ChannelFatal`` when it cannot work at all."""
 
-    async def send(self, chat_id: str, text: str) -> str:
+    async def send(self, message: OutboundMessage) -> str:
         """Deliver one message of at most ``max_message_length``; returns its platform id.
         Raises SendError."""
+
+
+# -- settings shared by every channel -----------------------------------------------------------
+
+
+class RateLimitSettings(BaseModel):
+    """Sends per second, per chat and for the whole channel; 0 turns a limit off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_chat: float = Field(default=1.0, ge=0)
+    per_chat_burst: int = Field(default=5, ge=1)
+    overall: float = Field(default=30.0, ge=0)
+    overall_burst: int = Field(default=30, ge=1)
+
+
+class ChannelSettings(BaseModel):
+    """The base of every channel's block under ``channels:``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate_limit: RateLimitSettings | None = None  # None: the platform's own defaults
+
+
+DEFAULT_RATE_LIMIT = RateLimitSettings()
+
+
+@dataclass(frozen=True)
+class ChannelPlugin:
+    """A platform's registration (an entry point in the ``clawpen.channels`` group)."""
+
+    name: str  # the key under channels: and the prefix of its addresses ("telegram")
+    settings: type[ChannelSettings]
+    adapter: Callable[[Any], Channel]  # settings -> adapter; imports the platform's SDK lazily
+    chat_pattern: str  # what a chat id looks like on this platform (a regex)
+    chat_example: str  # shown in errors: "telegram:123456789"
+    max_message_length: int
+    rate_limit: RateLimitSettings = DEFAULT_RATE_LIMIT
+    in_process: bool = False  # True only for the CLI: it holds no credential
+    credentials: tuple[str, ...] = ()  # settings fields that hold secrets (never logged)
+
+    def chat_problem(self, chat: str) -> str | None:
+        """Why ``chat`` is not a chat id on this platform, or None if it is."""
+        if re.fullmatch(self.chat_pattern, chat):
+            return None
+        return f"{chat!r} is not a {self.name} chat id (for example {self.chat_example})"
+
+    def limits(self, settings: ChannelSettings) -> RateLimitSettings:
+        return settings.rate_limit or self.rate_limit

@@ -1,4 +1,7 @@
-"""The local CLI channel: `clawpen chat` talks to it through the owner-only admin socket."""
+"""The local CLI channel: `clawpen chat` talks to it through the owner-only admin socket.
+
+It holds no credential and speaks to no platform, so it stays in the orchestrator's process.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,19 @@ import getpass
 import time
 import uuid
 
-from ..models import InboundMessage, Rejection, Route
-from .base import Accept
+from ..models import Address, InboundMessage, OutboundMessage, Rejection, Route
+from .base import Accept, ChannelPlugin, ChannelSettings, RateLimitSettings
+
+
+class CliSettings(ChannelSettings):
+    pass
 
 
 class CliChannel:
     name = "cli"
     max_message_length = 1_000_000
 
-    def __init__(self) -> None:
+    def __init__(self, settings: CliSettings | None = None) -> None:
         self._accept: Accept | None = None
         self._listeners: dict[str, set[asyncio.Queue[str]]] = {}
         self._ready = asyncio.Event()
@@ -34,8 +41,7 @@ class CliChannel:
         listeners.add(queue)
         try:
             message = InboundMessage(
-                channel=self.name,
-                chat_id=agent_id,
+                address=Address(self.name, agent_id),
                 sender_id=sender or getpass.getuser(),
                 text=text,
                 platform_id=uuid.uuid4().hex,
@@ -49,7 +55,19 @@ class CliChannel:
         finally:
             listeners.discard(queue)
 
-    async def send(self, chat_id: str, text: str) -> str:
-        for queue in self._listeners.get(chat_id, ()):
-            queue.put_nowait(text)
+    async def send(self, message: OutboundMessage) -> str:
+        for queue in self._listeners.get(message.address.chat, ()):
+            queue.put_nowait(message.text)
         return uuid.uuid4().hex
+
+
+plugin = ChannelPlugin(
+    name="cli",
+    settings=CliSettings,
+    adapter=CliChannel,
+    chat_pattern=r"[a-z0-9][a-z0-9_-]{0,39}",  # the chat id names the agent
+    chat_example="cli:assistant",
+    max_message_length=CliChannel.max_message_length,
+    rate_limit=RateLimitSettings(per_chat=0, overall=0),
+    in_process=True,
+)

@@ -3,58 +3,70 @@
 The update offset is the acknowledgement: it is sent to Telegram only after every update
 before it was committed to the store. Telegram keeps unconfirmed updates and hands them out
 again, so after a crash they are re-read (and deduplicated), never lost, and the offset needs no
-storage of its own.
+storage of its own. The updates of one poll are handed over together, so the store commits them
+in one transaction.
+
+This adapter runs in a process of its own (``process.py``); python-telegram-bot is imported
+there, never in the orchestrator.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import telegram
-from telegram.error import (
-    BadRequest,
-    Forbidden,
-    InvalidToken,
-    NetworkError,
-    RetryAfter,
-    TelegramError,
-)
-from telegram.request import HTTPXRequest
+from pydantic import Field
 
-from ..config import TelegramSettings
-from ..errors import ClawpenError, StoreError
 from ..logging import get_logger
-from ..models import InboundMessage
-from .base import Accept, SendError
+from ..models import Address, InboundMessage, OutboundMessage
+from ..retry import PLATFORM, STORE, Retrier
+from ..store.base import StoreUnavailable
+from .base import Accept, ChannelFatal, ChannelPlugin, ChannelSettings, RateLimitSettings, SendError
+
+if TYPE_CHECKING:
+    import telegram
+
+MAX_MESSAGE_LENGTH = 4096
 
 
-class TelegramChannel:
+class TelegramSettings(ChannelSettings):
+    token: str = Field(repr=False)
+    api_base_url: str = "https://api.telegram.org"
+    poll_timeout: int = Field(30, ge=0, le=50)
+
+
+class TelegramAdapter:
     name = "telegram"
-    max_message_length = 4096
+    max_message_length = MAX_MESSAGE_LENGTH
 
     def __init__(self, settings: TelegramSettings) -> None:
+        import telegram
+        from telegram.request import HTTPXRequest
+
         self.settings = settings
         self.log = get_logger()
-        self._store_delay = 0.5
         base = settings.api_base_url.rstrip("/")
         self.bot = telegram.Bot(
             settings.token,
             base_url=f"{base}/bot",
             base_file_url=f"{base}/file/bot",
-            request=HTTPXRequest(connection_pool_size=8),
+            request=HTTPXRequest(connection_pool_size=16),
             get_updates_request=HTTPXRequest(read_timeout=settings.poll_timeout + 10),
         )
 
     async def run(self, accept: Accept) -> None:
+        from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
+
         try:
             await self.bot.initialize()
         except InvalidToken:
-            raise ClawpenError(
-                "telegram: the bot token was refused", "check channels.telegram.token"
+            raise ChannelFatal(
+                "telegram: the bot token was refused; check channels.telegram.token"
             ) from None
         offset = 0  # from 0, Telegram starts at the earliest update not yet confirmed
-        delay = 1.0
+        polls = Retrier(PLATFORM)
+        store = Retrier(STORE)
         try:
             while True:
                 try:
@@ -64,58 +76,65 @@ class TelegramChannel:
                         allowed_updates=["message"],
                     )
                 except RetryAfter as exc:
-                    await asyncio.sleep(_seconds(exc.retry_after))
+                    await polls.wait(_seconds(exc.retry_after))
                     continue
                 except (NetworkError, TelegramError) as exc:
+                    delay = polls.next_delay()
                     self.log.warning(
                         "channel_error", channel=self.name, error=str(exc), retryIn=delay
                     )
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 60.0)
                     continue
-                delay = 1.0
-                offset = await self._accept_all(updates, offset, accept)
+                polls.reset()
+                offset, unwritable = await self._accept_all(updates, offset, accept)
+                if unwritable is None:
+                    store.reset()
+                    continue
+                delay = store.next_delay()
+                self.log.error(
+                    "store_unwritable", channel=self.name, error=unwritable, retryIn=delay
+                )
+                await asyncio.sleep(delay)
         finally:
             await self.bot.shutdown()
 
     async def _accept_all(
         self, updates: Sequence[telegram.Update], offset: int, accept: Accept
-    ) -> int:
-        """Commit updates in order; returns the offset that acknowledges the committed ones.
-        While the store cannot be written, nothing more is acknowledged: Telegram keeps the
-        rest and hands them out again."""
-        for update in updates:
-            message = update.message
-            # text, or a photo/file/voice with its caption (or none: the router answers that);
-            # service messages (joins, pins) carry neither and are not for the agent
-            if message is not None and (message.text or message.effective_attachment):
-                inbound = InboundMessage(
-                    channel=self.name,
-                    chat_id=str(message.chat.id),
-                    sender_id=str(message.from_user.id if message.from_user else ""),
-                    text=message.text or message.caption or "",
-                    platform_id=str(message.message_id),
-                    received_at=message.date.timestamp(),
-                )
-                try:
-                    await accept(inbound)
-                except StoreError as exc:
-                    self.log.error(
-                        "store_unwritable",
-                        channel=self.name,
-                        error=str(exc),
-                        retryIn=self._store_delay,
-                    )
-                    await asyncio.sleep(self._store_delay)
-                    self._store_delay = min(self._store_delay * 2, 30.0)
-                    return offset
-            offset = update.update_id + 1
-        self._store_delay = 0.5
-        return offset
+    ) -> tuple[int, str | None]:
+        """Hand every update over at once (they commit together); returns the offset that
+        acknowledges those committed without a gap, and the store's error if one was not."""
+        inbound = [(update.update_id, _inbound(update)) for update in updates]
+        outcomes = await asyncio.gather(
+            *(accept(message) for _, message in inbound if message is not None),
+            return_exceptions=True,
+        )
+        results = iter(outcomes)
+        for update_id, message in inbound:
+            if message is not None:
+                outcome = next(results)
+                if isinstance(outcome, StoreUnavailable):
+                    return offset, str(outcome)
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            offset = update_id + 1
+        return offset, None
 
-    async def send(self, chat_id: str, text: str) -> str:
+    async def send(self, message: OutboundMessage) -> str:
+        from telegram import ReplyParameters
+        from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+
+        address = message.address
+        options: dict[str, Any] = {}
+        if address.thread:
+            options["message_thread_id"] = int(address.thread)
+        if message.reply_to and address.chat.startswith("-"):  # quote only in group chats
+            options["reply_parameters"] = ReplyParameters(
+                int(message.reply_to), allow_sending_without_reply=True
+            )
         try:
-            sent = await self.bot.send_message(chat_id=int(chat_id), text=text)
+            sent = await self.bot.send_message(
+                chat_id=int(address.chat), text=message.text, **options
+            )
         except RetryAfter as exc:
             raise SendError(str(exc), retry_after=_seconds(exc.retry_after)) from None
         except (Forbidden, BadRequest) as exc:
@@ -125,6 +144,37 @@ class TelegramChannel:
         return str(sent.message_id)
 
 
+def _inbound(update: telegram.Update) -> InboundMessage | None:
+    """Text, or a photo/file/voice with its caption (or none: the router answers that);
+    service messages (joins, pins) carry neither and are not for the agent."""
+    message = update.message
+    if message is None or not (message.text or message.effective_attachment):
+        return None
+    topic = message.message_thread_id if message.is_topic_message else None
+    reply = message.reply_to_message
+    return InboundMessage(
+        address=Address("telegram", str(message.chat.id), str(topic) if topic else ""),
+        sender_id=str(message.from_user.id if message.from_user else ""),
+        text=message.text or message.caption or "",
+        platform_id=str(message.message_id),
+        received_at=message.date.timestamp(),
+        reply_to=str(reply.message_id) if reply is not None else "",
+    )
+
+
 def _seconds(value: object) -> float:
     total = getattr(value, "total_seconds", None)
     return float(total()) if callable(total) else float(value)  # type: ignore[arg-type]
+
+
+plugin = ChannelPlugin(
+    name="telegram",
+    settings=TelegramSettings,
+    adapter=TelegramAdapter,
+    chat_pattern=r"-?[0-9]{1,20}",
+    chat_example="telegram:123456789",
+    max_message_length=MAX_MESSAGE_LENGTH,
+    # Telegram: about one message a second per chat, 30 a second per bot
+    rate_limit=RateLimitSettings(per_chat=1.0, per_chat_burst=5, overall=30.0, overall_burst=30),
+    credentials=("token",),
+)

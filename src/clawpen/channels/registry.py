@@ -1,0 +1,46 @@
+"""Which platforms exist: the ``clawpen.channels`` entry points, and the one place that checks
+an address (``telegram:123456789``) for every one of them.
+
+Adding a platform is a module with a ``ChannelPlugin`` and one line under
+``[project.entry-points."clawpen.channels"]`` in pyproject.toml; no core module changes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection
+from importlib.metadata import entry_points
+
+from .base import ChannelPlugin
+
+GROUP = "clawpen.channels"
+
+
+@functools.cache
+def plugins() -> dict[str, ChannelPlugin]:
+    """Every installed platform, by name."""
+    found: dict[str, ChannelPlugin] = {}
+    for entry in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        plugin = entry.load()
+        if not isinstance(plugin, ChannelPlugin) or plugin.name != entry.name:
+            raise TypeError(f"entry point {entry.name} = {entry.value} is not its ChannelPlugin")
+        found[plugin.name] = plugin
+    return found
+
+
+def address_problem(address: str, configured: Collection[str] | None = None) -> str | None:
+    """Why ``address`` cannot be paired, or None. ``configured``: the channels in the config
+    (None: any installed platform will do)."""
+    platform, colon, chat = address.partition(":")
+    known = plugins()
+    if not colon or not platform or not chat:
+        return f"{address!r} is not a chat address; write it as PLATFORM:CHAT_ID, for example" + (
+            " telegram:123456789"
+        )
+    plugin = known.get(platform)
+    if plugin is None or plugin.in_process:
+        names = ", ".join(n for n, p in known.items() if not p.in_process)
+        return f"{platform!r} is not a chat platform; use one of: {names}"
+    if configured is not None and platform not in configured:
+        return f"channel {platform!r} is not configured; add it under channels:"
+    return plugin.chat_problem(chat)

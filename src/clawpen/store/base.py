@@ -1,0 +1,150 @@
+"""The store seam: what the orchestrator records, as awaitable named operations.
+
+Nothing above this interface writes SQL or knows which database holds the rows; SQLite
+(``sqlite.py``) is the one implementation today, and a PostgreSQL one can join it without
+touching the message path. Times come in as arguments (``now``), never from inside the store.
+
+The message path is a handful of state changes:
+
+    inbound message:  queued -> claimed (into a task) -> answered | rejected
+    task:             running (owner, lease) -> done | failed
+                      running again, attempt + 1, when its owner's lease ran out (a crash)
+    reply:            pending (owner, lease, next_attempt_at) -> sent | failed
+    stranger:         recorded (who, when, size; never the text) -> expired
+
+Claimed work carries an owner and a lease: an orchestrator takes a task or a reply only when
+nobody holds a live lease on it, so two orchestrators on one database never run the same task
+or send the same reply.
+
+Two kinds of failure, because they need opposite handling:
+
+* ``StoreUnavailable``: the database cannot be written now (disk full, locked, I/O error).
+  The same write will succeed later; callers hold their work and retry (``retry.STORE``).
+* ``StoreRejected``: this write can never succeed (a bug, a value the database refuses).
+  Retrying it would wedge its caller for ever; the work it belongs to is failed instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from ..errors import StoreError, StoreRejected, StoreUnavailable
+from ..logging import get_logger
+from ..models import Address, ClaimedTask, Decision, InboundMessage, Reply, Stranger
+from ..retry import STORE, until_done
+
+__all__ = ["Lease", "Store", "StoreError", "StoreRejected", "StoreUnavailable", "until_written"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """``owner`` may act on what it claims until ``until`` (a Unix time), unless it renews."""
+
+    owner: str
+    until: float
+
+
+class Store(Protocol):
+    # -- inbound -------------------------------------------------------------------------------
+
+    async def record_inbound(
+        self, message: InboundMessage, decision: Decision, lease: Lease, now: float
+    ) -> int | None:
+        """Commit a message with its routing decision; ``None`` if it was seen before. A refusal
+        with an answer commits that answer as a pending reply in the same transaction."""
+
+    async def record_stranger(self, stranger: Stranger) -> None:
+        """Who wrote from an unpaired chat, when and how much: never what."""
+
+    async def expire_strangers(self, before: float) -> int:
+        """Forget strangers recorded before ``before``; returns how many."""
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    async def claim_next_task(self, agent_id: str, lease: Lease, now: float) -> ClaimedTask | None:
+        """The agent's next task: first one whose owner's lease ran out (resumed, attempt + 1),
+        else every queued message of its oldest waiting conversation, batched into a new one."""
+
+    async def retry_task(self, task_id: int, lease: Lease) -> int:
+        """Count one more attempt at a task; returns the attempt number."""
+
+    async def finish_task(
+        self, task_id: int, text: str, error: str | None, lease: Lease, now: float
+    ) -> Reply | None:
+        """Close a task and commit its reply in one transaction: no answer without a reply row.
+        The reply is leased to the finisher, who is about to deliver it. ``None`` when the task
+        is no longer ``lease.owner``'s: whoever holds it now answers it."""
+
+    async def release_task(self, task_id: int, owner: str) -> None:
+        """Give a running task back (the orchestrator is stopping, not crashing): its next
+        start is not counted as another attempt."""
+
+    async def renew_leases(self, lease: Lease) -> None:
+        """Extend every lease ``lease.owner`` holds to ``lease.until``."""
+
+    async def release_leases(self, owner: str | None = None) -> int:
+        """End the leases of ``owner`` (``None``: everyone's; only for a store that one
+        orchestrator holds exclusively, at start, when every other owner is known dead)."""
+
+    # -- replies -------------------------------------------------------------------------------
+
+    async def pending_replies(self, channel: str) -> list[Reply]:
+        """Every reply of ``channel`` not yet sent or given up, oldest first."""
+
+    async def lease_reply(self, reply_id: int, lease: Lease, now: float) -> bool:
+        """Take a pending reply for delivery, unless someone else holds a live lease on it."""
+
+    async def record_chunk_sent(
+        self, reply_id: int, platform_id: str, done: bool, now: float
+    ) -> None:
+        """One more chunk reached the platform; ``done`` when it was the last."""
+
+    async def record_send_failure(
+        self, reply_id: int, error: str, final: bool, next_attempt_at: float
+    ) -> None:
+        """A delivery attempt failed; ``final`` gives the reply up, else it is due again at
+        ``next_attempt_at``."""
+
+    # -- agents, usage, pairings ---------------------------------------------------------------
+
+    async def set_agent_state(
+        self, agent_id: str, state: str, container_id: str | None, now: float
+    ) -> None: ...
+
+    async def record_usage(
+        self, agent_id: str, model: str, input_tokens: int, output_tokens: int, now: float
+    ) -> None: ...
+
+    async def tokens_used_since(self, agent_id: str, since: float) -> int: ...
+
+    async def sync_config_pairings(self, pairings: dict[str, str], now: float) -> None:
+        """Make the config file's pairings exactly those with source 'config'."""
+
+    async def pair(self, address: str, agent_id: str, now: float) -> None: ...
+
+    async def unpair(self, address: str) -> bool: ...
+
+    async def pairings(self) -> dict[str, str]: ...
+
+    # -- reading, for status and tests ---------------------------------------------------------
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts by table and status, e.g. ``{"messages.queued": 3}``."""
+
+    async def replies_for(self, address: Address) -> list[Reply]: ...
+
+    async def close(self) -> None: ...
+
+
+async def until_written(write: Callable[[], Awaitable[T]], what: str) -> T:
+    """Retry a write while the store is unavailable (a full disk) for as long as it takes: it
+    records work already done, which must be neither lost nor done again. A write the store
+    rejects for good is raised at once (``StoreRejected``)."""
+
+    def report(exc: BaseException, delay: float) -> None:
+        get_logger().error("store_unwritable", what=what, error=str(exc), retryIn=delay)
+
+    return await until_done(write, StoreUnavailable, STORE, report)
