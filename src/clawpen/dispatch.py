@@ -89,6 +89,12 @@ class Dispatcher:
         written now (the platform keeps the message); a message the store refuses for good is
         logged and dropped, so that it cannot block the messages behind it."""
         now = self.clock()
+        self.log.debug(
+            "message_arrived",
+            channel=message.address.channel,
+            chat=message.address.chat,
+            platformId=message.platform_id,
+        )
         message = replace(message, text=clean_text(message.text))
         decision = route(message, self.pairings, self.agent_ids)
         message = replace(message, text=clip(message.text, MAX_TEXT))  # what is stored is capped
@@ -249,6 +255,7 @@ class Dispatcher:
             try:
                 async with self.pool.working(agent.id):
                     session = await self.pool.ensure(agent.id)
+                    self.log.debug("task_handed", platformIds=list(claimed.platform_ids), **context)
                     result = await session.run(task, timeout=agent.task_timeout)
                 return result.text, result.error, attempts, _agent_times(result.extra)
             except TimeoutError:

@@ -95,6 +95,7 @@ class ClaimedTask:
     attempts: int
     reply_to: str = ""
     resumed: bool = False  # claimed again after its owner died without finishing it
+    platform_ids: tuple[str, ...] = ()  # of the messages, in order: for the log
 
 
 @dataclass(frozen=True)

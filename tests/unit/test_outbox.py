@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -326,7 +327,7 @@ async def test_a_chat_held_by_429s_does_not_hold_up_another_chat(store: SQLiteSt
     assert channel.texts_to("2") == ["free 0", "free 1", "free 2"]
     assert channel.texts_to("1") == ["held 1", "held 2"]  # the order within a chat is kept
     [first_try] = [t for m, t in channel.attempts if m.text == "held 1"][:1]
-    held = [s.at for s in channel.sent if s.message.text == "held 1"][0]
+    held = next(s.at for s in channel.sent if s.message.text == "held 1")
     assert held - first_try >= 1.9  # the platform's wait was honoured
 
 
@@ -341,7 +342,7 @@ async def test_sends_are_paced_per_chat_before_the_platform_must_refuse(
     async with running(make_outbox(store, channel, limits)):
         await channel.wait_sent(4, chat="1")
     times = [s.at for s in channel.sent if s.message.address.chat == "1"]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.18  # 5 per second, one at a time
-    other = [s.at for s in channel.sent if s.message.address.chat == "2"][0]
+    other = next(s.at for s in channel.sent if s.message.address.chat == "2")
     assert other - times[0] < 0.15  # another chat has its own allowance

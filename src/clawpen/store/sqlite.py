@@ -643,7 +643,8 @@ def _claim_next_task(
 def _claimed(db: sqlite3.Connection, task_id: int, resumed: bool) -> ClaimedTask:
     task = db.execute("SELECT * FROM tasks WHERE id=?", (task_id,)).fetchone()
     lines = db.execute(
-        "SELECT sender_id, text FROM messages WHERE task_id=? ORDER BY id", (task_id,)
+        "SELECT sender_id, text, platform_id FROM messages WHERE task_id=? ORDER BY id",
+        (task_id,),
     ).fetchall()
     return ClaimedTask(
         id=task_id,
@@ -654,6 +655,7 @@ def _claimed(db: sqlite3.Connection, task_id: int, resumed: bool) -> ClaimedTask
         attempts=task["attempts"],
         reply_to=task["reply_to"],
         resumed=resumed,
+        platform_ids=tuple(row[2] for row in lines),
     )
 
 
