@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from clawpen import logging as clawpen_logging
-from clawpen.app import Orchestrator
+from clawpen.app import AdapterMode, Orchestrator
 from clawpen.config import Settings
 from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.inprocess import InProcessRuntime
@@ -89,10 +89,14 @@ def orchestrator_factory(
     def build(
         runtime: AgentRuntime | None = None,
         telegram: FakeTelegram | None = None,
+        adapters: AdapterMode = "in_process",
         **overrides: Any,
     ) -> Orchestrator:
-        """An orchestrator on the fakes; agents run in-process unless a runtime is given."""
+        """An orchestrator on the fakes; agents run in-process unless a runtime is given, and
+        adapters in this process unless ``adapters="process"``."""
         settings = make_settings(tmp_path / "data", fake_model, api_key, telegram, **overrides)
-        return Orchestrator(settings, runtime=runtime or InProcessRuntime(tmp_path / "ws"))
+        return Orchestrator(
+            settings, runtime=runtime or InProcessRuntime(tmp_path / "ws"), adapters=adapters
+        )
 
     return build

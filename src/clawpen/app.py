@@ -10,10 +10,10 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -21,6 +21,7 @@ from .admin import ADMIN_SOCKET, AdminServer
 from .agents import AgentPool, instance_id
 from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
+from .channels.process import ChannelProcess
 from .channels.registry import plugins
 from .config import Settings
 from .dispatch import Dispatcher, Leases
@@ -37,7 +38,7 @@ from .store import SQLiteStore, Store
 HOUSEKEEPING_SECONDS = 15.0
 STRANGERS_KEPT_SECONDS = 7 * 86400
 
-ChannelFactory = Callable[[str, Any], Channel]
+AdapterMode = Literal["process", "in_process"]
 
 
 def docker_runtime(settings: Settings) -> AgentRuntime:
@@ -48,9 +49,13 @@ def docker_runtime(settings: Settings) -> AgentRuntime:
     return runtime
 
 
-def in_process_channel(name: str, settings: Any) -> Channel:
-    """The platform's adapter in this very process (tests; the CLI always)."""
-    return plugins()[name].adapter(settings)
+def build_channel(name: str, settings: Any, mode: AdapterMode, log_level: str) -> Channel:
+    """A platform's adapter in a process of its own, or (the CLI, and tests that ask for it)
+    in this one."""
+    plugin = plugins()[name]
+    if plugin.in_process or mode == "in_process":
+        return plugin.adapter(settings)
+    return ChannelProcess(name, settings, plugin.max_message_length, log_level)
 
 
 class Orchestrator:
@@ -63,7 +68,7 @@ class Orchestrator:
         upstream: httpx.AsyncClient | None = None,
         store: Store | None = None,
         channels: Mapping[str, Channel] | None = None,
-        channel_factory: ChannelFactory = in_process_channel,
+        adapters: AdapterMode = "process",
     ) -> None:
         self.settings = settings
         self.log = get_logger()
@@ -86,9 +91,7 @@ class Orchestrator:
         built: dict[str, Channel] = dict(channels or {})
         for name, channel_settings in configured.items():
             if name not in built:
-                in_process = name == "cli" or plugins()[name].in_process
-                factory = in_process_channel if in_process else channel_factory
-                built[name] = factory(name, channel_settings)
+                built[name] = build_channel(name, channel_settings, adapters, settings.log_level)
         self.channels = built
         cli = built.get("cli")
         self.cli = cli if isinstance(cli, CliChannel) else None
@@ -153,7 +156,7 @@ class Orchestrator:
                     "state": state.state,
                     **({"error": state.error} if state.error else {}),
                     **({"restarts": state.restarts} if state.restarts else {}),
-                    **({"pid": state.pid} if state.pid else {}),
+                    **({"pid": pid} if (pid := getattr(self.channels[name], "pid", None)) else {}),
                 }
                 for name, state in sorted(self.channel_states.items())
             },

@@ -91,6 +91,9 @@ class ChannelPlugin:
     rate_limit: RateLimitSettings = DEFAULT_RATE_LIMIT
     in_process: bool = False  # True only for the CLI: it holds no credential
     credentials: tuple[str, ...] = ()  # settings fields that hold secrets (never logged)
+    # modules the adapter imports only when it first needs them: loaded before its process
+    # gives up its privileges, as it may not be able to read them afterwards
+    preload: tuple[str, ...] = ()
 
     def chat_problem(self, chat: str) -> str | None:
         """Why ``chat`` is not a chat id on this platform, or None if it is."""

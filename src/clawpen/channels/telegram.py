@@ -177,4 +177,13 @@ plugin = ChannelPlugin(
     # Telegram: about one message a second per chat, 30 a second per bot
     rate_limit=RateLimitSettings(per_chat=1.0, per_chat_burst=5, overall=30.0, overall_burst=30),
     credentials=("token",),
+    preload=(
+        "telegram",
+        "telegram.error",
+        "telegram.request",
+        "anyio._backends._asyncio",  # httpcore's event loop backend, loaded on first use
+        "encodings.idna",  # host names are encoded with it on first connect
+        "stringprep",
+        "unicodedata",
+    ),
 )

@@ -1,0 +1,148 @@
+"""The adapter process: ``python -m clawpen.channels.runner FD``, started by ``process.py``.
+
+It reads its channel and settings (with its credential) from the socket on FD, runs the
+platform's adapter, and bridges it to the core: each message the adapter accepts goes to the
+core as a frame, and the adapter's ``accept`` returns only when the core says it is committed
+(so the platform is acknowledged after the commit, across the process boundary too); each send
+the core asks for is done and answered. When the core goes away (its end of the socket closes),
+this process ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import itertools
+import os
+import signal
+import socket
+import sys
+
+from .. import logging as clawpen_logging
+from ..errors import StoreUnavailable
+from ..models import Decision, InboundMessage
+from . import wire
+from .base import Channel, ChannelFatal, SendError
+from .registry import plugins
+
+EXIT_FATAL = 3
+
+
+class Bridge:
+    """The adapter's side of the socket."""
+
+    def __init__(self, channel: str, writer: asyncio.StreamWriter) -> None:
+        self.channel = channel
+        self.writer = writer
+        self.log = clawpen_logging.get_logger()
+        self._accepts: dict[int, asyncio.Future[Decision | None]] = {}
+        self._ids = itertools.count(1)
+
+    async def accept(self, message: InboundMessage) -> Decision | None:
+        """Hand a message to the core; returns once it is committed there."""
+        request_id = next(self._ids)
+        future: asyncio.Future[Decision | None] = asyncio.get_running_loop().create_future()
+        self._accepts[request_id] = future
+        try:
+            self.writer.write(wire.encode(wire.inbound_frame(request_id, message)))
+            return await future
+        finally:
+            self._accepts.pop(request_id, None)
+
+    async def serve(self, reader: asyncio.StreamReader, adapter: Channel) -> None:
+        """Answer the core's frames until it hangs up."""
+        async with asyncio.TaskGroup() as sends:
+            while (frame := await wire.read_frame(reader)) is not None:
+                kind = frame["type"]
+                if kind == "accepted":
+                    request_id, decision = wire.parse_accepted(frame)
+                    self._settle(request_id, decision)
+                elif kind == "not_accepted":
+                    request_id, error = wire.parse_not_accepted(frame)
+                    self._settle(request_id, StoreUnavailable(error or "the store is unavailable"))
+                elif kind == "send":
+                    request_id, message = wire.parse_send(frame, self.channel)
+                    sends.create_task(self._send(adapter, request_id, message))
+            raise EOFError("the orchestrator closed the socket")
+
+    def _settle(self, request_id: int, outcome: Decision | BaseException | None) -> None:
+        future = self._accepts.get(request_id)
+        if future is None or future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    async def _send(self, adapter: Channel, request_id: int, message: object) -> None:
+        try:
+            platform_id = await adapter.send(message)  # type: ignore[arg-type]
+            frame = wire.sent_frame(request_id, platform_id)
+        except SendError as exc:
+            frame = wire.send_failed_frame(request_id, str(exc), exc.retry_after, exc.permanent)
+        except Exception as exc:  # the adapter's bug: the core retries it like any failure
+            self.log.exception("channel_send_error", channel=self.channel)
+            frame = wire.send_failed_frame(request_id, f"{type(exc).__name__}: {exc}", None, False)
+        self.writer.write(wire.encode(frame))
+
+
+def drop_privileges(uid: int) -> None:
+    """Become ``uid`` (its own group, no others) for good: from here on this process cannot
+    read data_dir (0700, root's) nor trace another adapter (another uid), and the kernel marks
+    it undumpable."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise SystemExit(f"could not drop to uid {uid}")
+
+
+async def serve(fd: int, uid: int | None = None) -> int:
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=wire.MAX_FRAME)
+    start = await wire.read_frame(reader)
+    if start is None or start["type"] != "start":
+        return 2
+    name = str(start["channel"])
+    plugin = plugins()[name]
+    settings = plugin.settings.model_validate(start["settings"])
+    del start  # the credential stays in the adapter only
+    adapter = plugin.adapter(settings)
+    for module in plugin.preload:
+        importlib.import_module(module)
+    if uid is not None:
+        drop_privileges(uid)
+    bridge = Bridge(name, writer)
+    log = clawpen_logging.get_logger().bind(channel=name)
+    code = 0
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(adapter.run(bridge.accept))
+            group.create_task(bridge.serve(reader, adapter))
+    except* ChannelFatal as fatal:
+        error = str(fatal.exceptions[0])
+        writer.write(wire.encode(wire.fatal_frame(error)))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        log.error("channel_fatal", error=error)
+        code = EXIT_FATAL
+    except* (EOFError, ConnectionError):
+        pass  # the orchestrator is gone or stopping us
+    except* wire.FrameError as broken:
+        log.error("channel_protocol_error", error=str(broken.exceptions[0]))
+        code = 2
+    return code
+
+
+def main() -> None:
+    fd = int(sys.argv[1])
+    uid = int(sys.argv[3]) if sys.argv[2:3] == ["--uid"] else None
+    clawpen_logging.configure(os.environ.get("CLAWPEN_LOG_LEVEL", "info"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(asyncio.run(serve(fd, uid)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The frames between the orchestrator and an adapter process: one JSON object per line.
+
+Each adapter has a Unix socket pair of its own, so the channel a frame belongs to is known from
+the socket it came in on: the core stamps it and never reads it from a frame. The adapter is
+treated as untrusted (it parses everything a platform sends), so every frame from it is checked
+here before it is believed.
+
+    core -> adapter   {"type": "start", "channel": "telegram", "settings": {...}}   first, once
+                      {"type": "send", "id": 7, "chat": "42", "thread": "", "text": "...",
+                       "reply_to": ""}
+                      {"type": "accepted", "id": 3, "outcome": "routed"|"rejected"|"duplicate"}
+                      {"type": "not_accepted", "id": 3, "error": "..."}   (store unavailable)
+    adapter -> core   {"type": "inbound", "id": 3, "chat": "42", "thread": "", "sender": "...",
+                       "text": "...", "platform_id": "...", "received_at": 1.5, "reply_to": ""}
+                      {"type": "sent", "id": 7, "platform_id": "..."}
+                      {"type": "send_failed", "id": 7, "error": "...", "retry_after": null,
+                       "permanent": false}
+                      {"type": "fatal", "error": "..."}   the adapter cannot work at all
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import Any
+
+from ..models import Address, Decision, InboundMessage, OutboundMessage, Rejection, Route
+
+MAX_FRAME = 4 * 1024 * 1024  # bytes in one line: a message is capped far below this
+MAX_ID = 256  # characters in a chat, thread, sender or platform id
+MAX_TEXT = 200_000  # characters of inbound text (the core caps what it stores lower still)
+MAX_ERROR = 2_000
+
+Frame = dict[str, Any]
+
+
+class FrameError(ValueError):
+    """A frame that is not what the protocol says: the adapter is broken or hostile."""
+
+
+def encode(frame: Frame) -> bytes:
+    """One line; ``ensure_ascii`` keeps a lone surrogate an escape instead of a bad byte."""
+    return json.dumps(frame, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
+    """The next frame, or None at the end of the stream. Raises FrameError."""
+    try:
+        line = await reader.readline()
+    except (asyncio.LimitOverrunError, ValueError):
+        raise FrameError(f"a frame over {MAX_FRAME} bytes") from None
+    if not line:
+        return None
+    try:
+        frame = json.loads(line)
+    except ValueError:
+        raise FrameError("a frame that is not JSON") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise FrameError("a frame without a type")
+    return frame
+
+
+def _text(frame: Frame, key: str, limit: int, required: bool = True) -> str:
+    value = frame.get(key, None if required else "")
+    if not isinstance(value, str):
+        raise FrameError(f"{frame.get('type')}.{key} must be a string")
+    if len(value) > limit:
+        raise FrameError(f"{frame.get('type')}.{key} is longer than {limit} characters")
+    return value
+
+
+def _id(frame: Frame) -> int:
+    value = frame.get("id")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise FrameError(f"{frame.get('type')}.id must be a non-negative integer")
+    return value
+
+
+# -- adapter -> core ---------------------------------------------------------------------------
+
+
+def inbound_frame(request_id: int, message: InboundMessage) -> Frame:
+    return {
+        "type": "inbound",
+        "id": request_id,
+        "chat": message.address.chat,
+        "thread": message.address.thread,
+        "sender": message.sender_id,
+        "text": message.text,
+        "platform_id": message.platform_id,
+        "received_at": message.received_at,
+        "reply_to": message.reply_to,
+    }
+
+
+def parse_inbound(frame: Frame, channel: str) -> tuple[int, InboundMessage]:
+    """The message, addressed to ``channel``: the socket's channel, whatever the frame says."""
+    received_at = frame.get("received_at")
+    if (
+        not isinstance(received_at, int | float)
+        or isinstance(received_at, bool)
+        or not math.isfinite(received_at)
+    ):
+        raise FrameError("inbound.received_at must be a number")
+    chat = _text(frame, "chat", MAX_ID)
+    platform_id = _text(frame, "platform_id", MAX_ID)
+    if not chat or not platform_id:
+        raise FrameError("inbound.chat and inbound.platform_id must not be empty")
+    message = InboundMessage(
+        address=Address(channel, chat, _text(frame, "thread", MAX_ID, required=False)),
+        sender_id=_text(frame, "sender", MAX_ID, required=False),
+        text=_text(frame, "text", MAX_TEXT),
+        platform_id=platform_id,
+        received_at=float(received_at),
+        reply_to=_text(frame, "reply_to", MAX_ID, required=False),
+    )
+    return _id(frame), message
+
+
+def sent_frame(request_id: int, platform_id: str) -> Frame:
+    return {"type": "sent", "id": request_id, "platform_id": platform_id}
+
+
+def send_failed_frame(
+    request_id: int, error: str, retry_after: float | None, permanent: bool
+) -> Frame:
+    return {
+        "type": "send_failed",
+        "id": request_id,
+        "error": error[:MAX_ERROR],
+        "retry_after": retry_after,
+        "permanent": permanent,
+    }
+
+
+def parse_send_outcome(frame: Frame) -> tuple[int, str | None, str, float | None, bool]:
+    """(id, platform id or None, error, retry_after, permanent) of a sent/send_failed frame."""
+    request_id = _id(frame)
+    if frame["type"] == "sent":
+        return request_id, _text(frame, "platform_id", MAX_ID), "", None, False
+    retry_after = frame.get("retry_after")
+    if retry_after is not None and (
+        not isinstance(retry_after, int | float)
+        or isinstance(retry_after, bool)
+        or not 0 <= retry_after <= 86_400
+    ):
+        raise FrameError("send_failed.retry_after must be null or seconds up to a day")
+    permanent = frame.get("permanent", False)
+    if not isinstance(permanent, bool):
+        raise FrameError("send_failed.permanent must be true or false")
+    error = _text(frame, "error", MAX_ERROR)
+    return request_id, None, error, None if retry_after is None else float(retry_after), permanent
+
+
+def fatal_frame(error: str) -> Frame:
+    return {"type": "fatal", "error": error[:MAX_ERROR]}
+
+
+# -- core -> adapter -------------------------------------------------------------------------
+
+
+def start_frame(channel: str, settings: dict[str, Any]) -> Frame:
+    return {"type": "start", "channel": channel, "settings": settings}
+
+
+def send_frame(request_id: int, message: OutboundMessage) -> Frame:
+    return {
+        "type": "send",
+        "id": request_id,
+        "chat": message.address.chat,
+        "thread": message.address.thread,
+        "text": message.text,
+        "reply_to": message.reply_to,
+    }
+
+
+def parse_send(frame: Frame, channel: str) -> tuple[int, OutboundMessage]:
+    address = Address(
+        channel, _text(frame, "chat", MAX_ID), _text(frame, "thread", MAX_ID, required=False)
+    )
+    message = OutboundMessage(
+        address, _text(frame, "text", MAX_FRAME), _text(frame, "reply_to", MAX_ID, False)
+    )
+    return _id(frame), message
+
+
+def accepted_frame(request_id: int, decision: Decision | None) -> Frame:
+    outcome = (
+        "duplicate"
+        if decision is None
+        else "rejected"
+        if isinstance(decision, Rejection)
+        else "routed"
+    )
+    return {"type": "accepted", "id": request_id, "outcome": outcome}
+
+
+def parse_not_accepted(frame: Frame) -> tuple[int, str]:
+    return _id(frame), _text(frame, "error", MAX_ERROR, required=False)
+
+
+def parse_accepted(frame: Frame) -> tuple[int, Decision | None]:
+    """What the adapter needs to know: committed (routed or rejected) or seen before."""
+    outcome = frame.get("outcome")
+    if outcome == "routed":
+        return _id(frame), Route("")
+    if outcome == "rejected":
+        return _id(frame), Rejection("")
+    if outcome == "duplicate":
+        return _id(frame), None
+    raise FrameError("accepted.outcome must be routed, rejected or duplicate")
