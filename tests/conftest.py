@@ -16,6 +16,7 @@ from clawpen.app import AdapterMode, Orchestrator
 from clawpen.config import Settings
 from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.inprocess import InProcessRuntime
+from clawpen.store import Store
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 
@@ -90,13 +91,17 @@ def orchestrator_factory(
         runtime: AgentRuntime | None = None,
         telegram: FakeTelegram | None = None,
         adapters: AdapterMode = "in_process",
+        store: Store | None = None,
         **overrides: Any,
     ) -> Orchestrator:
         """An orchestrator on the fakes; agents run in-process unless a runtime is given, and
         adapters in this process unless ``adapters="process"``."""
         settings = make_settings(tmp_path / "data", fake_model, api_key, telegram, **overrides)
         return Orchestrator(
-            settings, runtime=runtime or InProcessRuntime(tmp_path / "ws"), adapters=adapters
+            settings,
+            runtime=runtime or InProcessRuntime(tmp_path / "ws"),
+            adapters=adapters,
+            store=store,
         )
 
     return build

@@ -215,11 +215,13 @@ class Dispatcher:
                 )
             else:
                 text, error, attempts, agent_times = await self._run(claimed, context)
+            text = _reply_text(text, error)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must cost one answer, not the process
             self.log.exception("task_failed", **context)
             error = f"internal error ({type(exc).__name__}); see the orchestrator's log"
+            text = _reply_text("", error)
         duration = time.perf_counter() - started
         self.log.info(
             "task_executed",
@@ -232,9 +234,7 @@ class Dispatcher:
         )
         self.metrics.tasks.labels(claimed.agent_id, "ok" if error is None else "error").inc()
         self.metrics.task_seconds.labels(claimed.agent_id).observe(duration)
-        if error is not None:
-            text = f"Sorry, I could not answer that: {error}"
-        await self._finish(claimed, clip(clean_text(text), MAX_REPLY, _CUT), error, context)
+        await self._finish(claimed, text, error, context)
 
     async def _run(
         self, claimed: ClaimedTask, context: dict[str, object]
@@ -309,7 +309,11 @@ class Dispatcher:
             return
 
 
-_CUT = "\n[reply cut at {limit} characters]"
+def _reply_text(text: str, error: str | None) -> str:
+    """What the user reads: the answer, or why there is none; clean, and not endless."""
+    if error is not None:
+        text = f"Sorry, I could not answer that: {error}"
+    return clip(clean_text(text), MAX_REPLY, "\n[reply cut at {limit} characters]")
 
 
 def _agent_times(extra: dict[str, object]) -> dict[str, float]:

@@ -115,7 +115,9 @@ async def test_interactive_chat_and_status(orchestrator_process: Orchestrator) -
     assert code == 0, err
     assert status["agents"]["assistant"]["connected"] is True
     assert status["counts"]["messages.answered"] == 2
-    assert status["channels"] == ["cli", "telegram"]
+    assert status["channels"]["cli"] == {"state": "running"}
+    assert status["channels"]["telegram"]["state"] == "running"
+    assert status["channels"]["telegram"]["pid"] > 0  # its adapter runs in a process of its own
 
 
 @pytest.mark.docker
@@ -275,7 +277,7 @@ async def test_prometheus_metrics_count_what_happened(
 
 
 @pytest.mark.docker
-async def test_a_refused_telegram_token_stops_the_orchestrator_with_one_line(
+async def test_a_refused_telegram_token_disables_telegram_with_one_line_and_the_cli_goes_on(
     tmp_path: Path,
     fake_model: FakeModel,
     fake_telegram: FakeTelegram,
@@ -286,7 +288,22 @@ async def test_a_refused_telegram_token_stops_the_orchestrator_with_one_line(
     config = write_config(tmp_path / "clawpen.yaml", fake_model.url, fake_telegram)
     cleanup_instance.append(instance_id(tmp_path / "data"))
     env = {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": "999:not-the-token"}
-    code, out, err = await clawpen("run", "--config", str(config), env=env)
-    assert code == 1
-    assert err == ("clawpen: telegram: the bot token was refused; check channels.telegram.token\n")
-    assert json.loads(out.splitlines()[-1])["event"] == "orchestrator_stopped"
+    orchestrator = Orchestrator(config, env)
+    await orchestrator.start()
+    try:
+        async with asyncio.timeout(30):
+            while not orchestrator.events("channel_disabled"):
+                await asyncio.sleep(0.05)
+        code, out, err = await clawpen("chat", "--config", str(config), "still there?")
+        assert (code, out) == (0, "echo: still there?\n"), err
+        code, out, _ = await clawpen("status", "--config", str(config))
+        assert json.loads(out)["channels"]["telegram"] == {
+            "state": "disabled",
+            "error": "telegram: the bot token was refused; check channels.telegram.token",
+        }
+    finally:
+        assert await orchestrator.stop() == 0
+    [disabled] = orchestrator.events("channel_disabled")
+    assert disabled["error"] == (
+        "telegram: the bot token was refused; check channels.telegram.token"
+    )

@@ -65,13 +65,18 @@ async def test_full_disk_holds_messages_unacknowledged_then_resumes_without_corr
             filler.unlink()
             await fake_telegram.wait_for_sent(6, timeout=30)  # 20 KB: five Telegram messages
             async with asyncio.timeout(10):
-                while "replies.pending" in (counts := orchestrator.store.counts()):
+                while "replies.pending" in (counts := await orchestrator.store.counts()):
                     await asyncio.sleep(0.05)
     assert unacknowledged == ["during"]  # Telegram still holds it: nothing was lost
     assert replies_while_full == 1
     assert any(e["event"] == "store_unwritable" for e in logs)
     before, *during = fake_telegram.texts_to(1001)
     assert (before, "".join(during)) == ("echo: before", "echo: during " + big)
-    assert counts == {"messages.answered": 2, "tasks.done": 2, "replies.sent": 2}
+    assert counts == {
+        "messages.answered": 2,
+        "tasks.done": 2,
+        "replies.sent": 2,
+        "strangers": 0,
+    }
     with sqlite3.connect(small_disk / "clawpen.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -95,11 +95,16 @@ async def test_killed_container_mid_task_is_restarted_and_the_task_answered_once
         await fake_telegram.wait_for_sent(1, timeout=60)
         await asyncio.sleep(0.5)
         second = docker_client.containers.get(container_name(instance, "assistant"))
-        counts = orchestrator.store.counts()
+        counts = await orchestrator.store.counts()
     replies = fake_telegram.texts_to(1001)
     assert len(replies) == 1 and "survived" in replies[0]
     assert second.id != first.id
-    assert counts == {"messages.answered": 1, "tasks.done": 1, "replies.sent": 1}
+    assert counts == {
+        "messages.answered": 1,
+        "tasks.done": 1,
+        "replies.sent": 1,
+        "strangers": 0,
+    }
 
 
 async def test_task_that_keeps_crashing_its_agent_is_given_up_and_the_user_told(

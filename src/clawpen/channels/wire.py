@@ -50,6 +50,8 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
         line = await reader.readline()
     except (asyncio.LimitOverrunError, ValueError):
         raise FrameError(f"a frame over {MAX_FRAME} bytes") from None
+    except ConnectionError:
+        return None  # the other side died: the same as hanging up
     if not line:
         return None
     try:

@@ -33,6 +33,7 @@ BOT_USER = {
 class Failure:
     status: int
     retry_after: int | None = None
+    chat_id: int | None = None  # only calls for this chat fail (None: any call)
 
 
 @dataclass
@@ -93,9 +94,15 @@ class FakeTelegram:
         return message_id
 
     def fail_next(
-        self, method: str, status: int, times: int = 1, retry_after: int | None = None
+        self,
+        method: str,
+        status: int,
+        times: int = 1,
+        retry_after: int | None = None,
+        chat_id: int | None = None,
     ) -> None:
-        self.failures.setdefault(method, []).extend([Failure(status, retry_after)] * times)
+        failure = Failure(status, retry_after, chat_id)
+        self.failures.setdefault(method, []).extend([failure] * times)
 
     def texts_to(self, chat_id: int) -> list[str]:
         return [m["text"] for m in self.sent if m["chat"]["id"] == chat_id]
@@ -113,9 +120,13 @@ class FakeTelegram:
         method = request.match_info["method"]
         self.calls.append(method)
         params = await _params(request)
-        pending = self.failures.get(method)
-        if pending:
-            failure = pending.pop(0)
+        pending = self.failures.get(method, [])
+        chat = params.get("chat_id")
+        failure = next(
+            (f for f in pending if f.chat_id is None or str(f.chat_id) == str(chat)), None
+        )
+        if failure is not None:
+            pending.remove(failure)
             return _fail(
                 failure.status,
                 "Too Many Requests" if failure.status == 429 else "Internal Server Error",

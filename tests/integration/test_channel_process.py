@@ -1,0 +1,194 @@
+"""Each platform adapter runs in a process of its own, holding only its own credential: a flaw
+in one adapter cannot reach the model key, another platform's token or the store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from clawpen.app import Orchestrator
+from clawpen.channels.process import ChannelProcess, adapter_uid, process_spec
+from clawpen.testing.fake_telegram import FakeTelegram
+
+from ..conftest import running
+
+
+def adapter_pid(orchestrator: Orchestrator) -> int:
+    channel = orchestrator.channels["telegram"]
+    assert isinstance(channel, ChannelProcess)
+    assert channel.pid is not None
+    return channel.pid
+
+
+async def wait_for_adapter(orchestrator: Orchestrator, other_than: int | None = None) -> int:
+    async with asyncio.timeout(30):
+        while True:
+            channel = orchestrator.channels["telegram"]
+            pid = getattr(channel, "pid", None)
+            if pid is not None and pid != other_than:
+                return int(pid)
+            await asyncio.sleep(0.02)
+
+
+def readable_memory(pid: int) -> bytes:
+    """Every readable mapping of a process, as root reads it through /proc/PID/mem."""
+    chunks = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("r"):
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                chunks.append(mem.read(end - start))
+            except (OSError, OverflowError, ValueError):
+                continue  # [vvar] and the like cannot be read
+    return b"".join(chunks)
+
+
+def test_an_adapter_gets_nothing_of_the_orchestrators_environment() -> None:
+    parent_env = {
+        "ANTHROPIC_API_KEY": "sk-ant-secret",
+        "SLACK_BOT_TOKEN": "xoxb-other",
+        "HTTPS_PROXY": "http://proxy:3128",
+        "PATH": "/opt/bin",
+    }
+    spec = process_spec("telegram", 7, "/usr/bin/python3", "/srv/clawpen", 0, parent_env)
+    assert "sk-ant-secret" not in str(spec)
+    assert "xoxb-other" not in str(spec)
+    assert spec.env["HTTPS_PROXY"] == "http://proxy:3128"
+    assert spec.env["PYTHONPATH"] == "/srv/clawpen"
+    assert spec.argv[-2:] == ("--uid", str(adapter_uid("telegram")))
+    assert spec.cwd == "/"
+    as_user = process_spec("telegram", 7, "/usr/bin/python3", "/srv/clawpen", 1000, parent_env)
+    assert as_user.user is None and "--uid" not in as_user.argv  # not root: nothing to drop
+    assert adapter_uid("telegram") != adapter_uid("slack")
+
+
+async def test_telegram_is_served_by_a_process_of_its_own_that_holds_only_its_token(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    api_key: str,
+) -> None:
+    orchestrator = orchestrator_factory(telegram=fake_telegram, adapters="process")
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "hello through a process")
+        await fake_telegram.wait_for_sent(1, timeout=30)
+        pid = adapter_pid(orchestrator)
+        assert pid != os.getpid()
+        environ = await asyncio.to_thread(Path(f"/proc/{pid}/environ").read_bytes)
+        cmdline = await asyncio.to_thread(Path(f"/proc/{pid}/cmdline").read_bytes)
+        memory = await asyncio.to_thread(readable_memory, pid)
+        status = await orchestrator.status()
+    assert fake_telegram.texts_to(1001) == ["echo: hello through a process"]
+    assert status["channels"]["telegram"]["state"] == "running"
+    for place in (environ, cmdline, memory):
+        assert api_key.encode() not in place  # the model key never entered that process
+    assert fake_telegram.token.encode() not in environ + cmdline  # its own token: memory only
+    assert fake_telegram.token.encode() in memory  # (it does hold that one: the probe works)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand out another uid")
+async def test_an_adapter_runs_as_its_own_user_and_cannot_read_the_store(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    orchestrator = orchestrator_factory(telegram=fake_telegram, adapters="process")
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "hi")
+        await fake_telegram.wait_for_sent(1, timeout=30)
+        pid = adapter_pid(orchestrator)
+        status = await asyncio.to_thread(Path(f"/proc/{pid}/status").read_text)
+    uid = adapter_uid("telegram")
+    assert f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}" in status
+    assert re.search(r"^Groups:\s*$", status, re.MULTILINE)  # no supplementary groups
+    # what that uid can do with the store, tried by a process with the same credentials
+    store = orchestrator.settings.data_dir / "clawpen.db"
+    probe = await asyncio.to_thread(
+        subprocess.run,
+        ["/usr/bin/python3", "-c", f"open({str(store)!r}, 'rb')"],
+        user=uid,
+        group=uid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    assert probe.returncode != 0
+    assert "PermissionError" in probe.stderr
+
+
+async def test_a_killed_adapter_is_restarted_and_no_message_is_lost_or_doubled(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+) -> None:
+    orchestrator = orchestrator_factory(telegram=fake_telegram, adapters="process")
+    async with running(orchestrator):
+        first = await wait_for_adapter(orchestrator)
+        for i in range(20):
+            await fake_telegram.push_text(1001, f"before {i}")
+        os.kill(first, signal.SIGKILL)  # mid-burst: some committed, some not yet acknowledged
+        for i in range(20):
+            await fake_telegram.push_text(1001, f"after {i}")
+        second = await wait_for_adapter(orchestrator, other_than=first)
+        async with asyncio.timeout(60):
+            while True:
+                counts = await orchestrator.store.counts()
+                answered = counts.get("messages.answered", 0)
+                if answered == 40 and not counts.get("replies.pending"):
+                    break
+                await asyncio.sleep(0.05)
+        status = await orchestrator.status()
+    assert second != first
+    assert status["channels"]["telegram"]["restarts"] >= 1
+    # every message answered exactly once (several may share one turn, one line each)
+    parts = [
+        re.sub(r"^\[\d+\] ", "", line)
+        for reply in fake_telegram.texts_to(1001)
+        for line in reply.removeprefix("echo: ").splitlines()
+    ]
+    expected = [f"before {i}" for i in range(20)] + [f"after {i}" for i in range(20)]
+    assert sorted(parts) == sorted(expected)
+
+
+async def test_a_refused_token_disables_that_channel_and_the_others_go_on(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+) -> None:
+    orchestrator = orchestrator_factory(telegram=fake_telegram, adapters="process")
+    fake_telegram.token = "123:a-new-one"  # the bot's token was revoked: ours is refused
+    async with running(orchestrator):
+        async with asyncio.timeout(30):
+            while orchestrator.channel_states["telegram"].state != "disabled":
+                await asyncio.sleep(0.05)
+        assert orchestrator.cli is not None
+        reply = await orchestrator.cli.ask("assistant", "still there?")
+        status = await orchestrator.status()
+    assert reply == "echo: still there?"
+    assert status["channels"]["telegram"] == {
+        "state": "disabled",
+        "error": "telegram: the bot token was refused; check channels.telegram.token",
+    }
+    assert status["channels"]["cli"]["state"] == "running"
+
+
+def test_the_adapter_module_can_be_started_by_the_python_we_run_on() -> None:
+    """The child is `python -m clawpen.channels.runner`: it must import without our sys.path."""
+    code = subprocess.run(
+        [sys.executable, "-c", "import clawpen.channels.runner"],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2] / "src")},
+        cwd="/",
+        capture_output=True,
+        text=True,
+    )
+    assert code.returncode == 0, code.stderr

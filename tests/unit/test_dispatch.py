@@ -1,0 +1,171 @@
+"""The message path's rules, with an in-memory runtime whose containers crash on cue: a crash
+is retried and answered once, a task that keeps failing is given up and told, a bug costs one
+answer, strangers cost nothing, and a running agent's next task never asks the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clawpen.app import Orchestrator
+from clawpen.errors import StoreRejected
+from clawpen.models import Address, Reply
+from clawpen.store import Lease, SQLiteStore
+from clawpen.testing.fake_runtime import FakeRuntime, echo
+from clawpen_agent.protocol import Task, TaskResult
+
+from ..conftest import running
+
+
+async def ask(orchestrator: Orchestrator, text: str, agent: str = "assistant") -> str:
+    assert orchestrator.cli is not None
+    async with asyncio.timeout(30):
+        return await orchestrator.cli.ask(agent, text)
+
+
+async def test_a_crashed_container_is_restarted_and_the_task_answered_once(
+    orchestrator_factory: Callable[..., Orchestrator],
+) -> None:
+    runtime = FakeRuntime()
+    crashed: list[int] = []
+
+    def crash_first_try(agent_id: str, task: Task) -> bool:
+        if task.id in crashed:
+            return False
+        crashed.append(task.id)
+        return True
+
+    runtime.crash_on = crash_first_try
+    orchestrator = orchestrator_factory(runtime)
+    async with running(orchestrator):
+        assert await ask(orchestrator, "survive this") == "echo: survive this"
+        counts = await orchestrator.store.counts()
+    assert runtime.starts == ["assistant", "assistant"]  # a fresh container for the retry
+    replies = sum(n for key, n in counts.items() if key.startswith("replies."))
+    assert (counts["tasks.done"], replies) == (1, 1)
+
+
+async def test_a_task_that_always_crashes_its_agent_is_given_up_and_the_user_told(
+    orchestrator_factory: Callable[..., Orchestrator],
+) -> None:
+    runtime = FakeRuntime()
+    runtime.crash_on = lambda agent_id, task: "poison" in task.lines[0].text
+    orchestrator = orchestrator_factory(runtime)
+    async with running(orchestrator):
+        reply = await ask(orchestrator, "poison pill")
+        after = await ask(orchestrator, "and now?")
+    assert reply.startswith("Sorry, I could not answer that: the agent failed 3 times on this")
+    assert after == "echo: and now?"
+
+
+async def test_a_task_resumed_after_crashes_of_the_orchestrator_is_given_up_not_resumed_for_ever(
+    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
+) -> None:
+    """The task was cut short by the orchestrator's own death three times: its fourth start
+    answers the user instead of running it (and maybe dying) again."""
+    path = tmp_path / "data" / "clawpen.db"
+    path.parent.mkdir()
+    await SQLiteStore(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(
+        "INSERT INTO messages (channel, chat_id, thread, sender_id, platform_id, reply_to, text,"
+        " received_at, status, agent_id, task_id) VALUES ('cli', 'assistant', '', 'me', 'p1',"
+        " '', 'the poison', 1, 'claimed', 'assistant', 1)"
+    )
+    db.execute(
+        "INSERT INTO tasks (id, agent_id, channel, chat_id, status, attempts, created_at, owner,"
+        " lease_until) VALUES (1, 'assistant', 'cli', 'assistant', 'running', 3, 1, 'dead', 0)"
+    )
+    db.close()
+    runtime = FakeRuntime()
+    again = orchestrator_factory(runtime)
+    async with running(again):
+        async with asyncio.timeout(10):
+            while not (await again.store.counts()).get("tasks.failed"):
+                await asyncio.sleep(0.01)
+        [reply] = await again.store.replies_for(Address("cli", "assistant"))
+    assert reply.text.startswith("Sorry, I could not answer that: I started on it 3 times")
+    assert runtime.tasks_seen == []  # never handed to the agent again
+
+
+async def test_a_bug_on_one_tasks_path_costs_that_answer_not_the_process(
+    orchestrator_factory: Callable[..., Orchestrator],
+) -> None:
+    def broken(task: Task) -> TaskResult:
+        if "break" in task.lines[0].text:
+            return TaskResult(text=123)  # type: ignore[arg-type]
+        return echo(task)
+
+    orchestrator = orchestrator_factory(FakeRuntime(broken))
+    async with running(orchestrator):
+        reply = await ask(orchestrator, "break it")
+        after = await ask(orchestrator, "still alive?")
+    assert reply.startswith("Sorry, I could not answer that: internal error")
+    assert after == "echo: still alive?"
+
+
+class RefusingStore(SQLiteStore):
+    """The store refuses the first reply it is asked to commit, for good."""
+
+    refused = 0
+
+    async def finish_task(
+        self, task_id: int, text: str, error: str | None, lease: Lease, now: float
+    ) -> Reply | None:
+        if not self.refused:
+            self.refused += 1
+            raise StoreRejected("the store refused a write (test)")
+        return await super().finish_task(task_id, text, error, lease, now)
+
+
+async def test_a_reply_the_store_refuses_becomes_an_apology_not_a_wedged_task(
+    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
+) -> None:
+    (tmp_path / "data").mkdir()
+    store = RefusingStore(tmp_path / "data" / "clawpen.db")
+    orchestrator = orchestrator_factory(FakeRuntime(), store=store)
+    async with running(orchestrator):
+        reply = await ask(orchestrator, "hello")
+        after = await ask(orchestrator, "again")
+    assert reply == "Sorry, I could not store my answer to that; please ask again."
+    assert after == "echo: again"
+
+
+async def test_a_running_agents_next_tasks_never_ask_the_engine(
+    orchestrator_factory: Callable[..., Orchestrator],
+) -> None:
+    runtime = FakeRuntime()
+    orchestrator = orchestrator_factory(runtime)
+    async with running(orchestrator):
+        for i in range(20):
+            assert await ask(orchestrator, f"task {i}") == f"echo: task {i}"
+    assert runtime.starts == ["assistant"]
+
+
+async def test_strangers_are_recorded_without_their_text_a_few_times_and_never_answered(
+    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path, fake_telegram: Any
+) -> None:
+    orchestrator = orchestrator_factory(FakeRuntime(), telegram=fake_telegram)
+    async with running(orchestrator):
+        for i in range(50):
+            await fake_telegram.push_text(666, f"let me in, secret-{i}")
+        await fake_telegram.push_text(1001, "paired")
+        await fake_telegram.wait_for_sent(1)
+        counts = await orchestrator.store.counts()
+    assert fake_telegram.texts_to(666) == []
+    assert counts["strangers"] == 3  # a few a chat, then only counted
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("clawpen.db*"))
+    assert b"secret-" not in raw and b"let me in" not in raw
+
+
+async def test_text_a_database_cannot_take_is_cleaned_and_answered(
+    orchestrator_factory: Callable[..., Orchestrator], fake_telegram: Any
+) -> None:
+    orchestrator = orchestrator_factory(FakeRuntime(), telegram=fake_telegram)
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "half a pair \ud800 and a nul \x00 here")
+        await fake_telegram.wait_for_sent(1)
+    assert fake_telegram.texts_to(1001) == ["echo: half a pair \ufffd and a nul  here"]
