@@ -208,3 +208,32 @@ async def test_a_photo_is_read_by_its_caption_and_without_one_the_user_is_told(
         "echo: what is this?",
     ]
     assert fake_telegram.texts_to(666) == []
+
+
+async def test_a_chat_held_by_telegram_429s_for_10s_does_not_hold_up_another_chat(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+) -> None:
+    fake_telegram.fail_next("sendMessage", 429, retry_after=10, chat_id=1001)
+    pairings = [
+        {"channel": "telegram:1001", "agent": "assistant"},
+        {"channel": "telegram:1002", "agent": "assistant"},
+    ]
+    orchestrator = orchestrator_factory(telegram=fake_telegram, pairings=pairings)
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "held back")
+        async with asyncio.timeout(5):
+            while fake_telegram.calls.count("sendMessage") < 1:  # the 429 came back
+                await asyncio.sleep(0.01)
+        held_at = asyncio.get_running_loop().time()
+        for i in range(3):
+            await fake_telegram.push_text(1002, f"go on {i}")
+            async with asyncio.timeout(3):  # at once, whatever chat 1001 is waiting for
+                while len(fake_telegram.texts_to(1002)) <= i:
+                    await asyncio.sleep(0.01)
+        assert fake_telegram.texts_to(1001) == []
+        await fake_telegram.wait_for_sent(4, timeout=20)
+        waited = asyncio.get_running_loop().time() - held_at
+    assert fake_telegram.texts_to(1001) == ["echo: held back"]
+    assert fake_telegram.texts_to(1002) == [f"echo: go on {i}" for i in range(3)]
+    assert waited >= 9.5  # Telegram's retry_after was honoured for that chat

@@ -1,0 +1,99 @@
+"""The frames between the core and an adapter process: the socket says which channel, and a
+frame that is not what the protocol says is refused, never believed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from clawpen.channels import wire
+from clawpen.models import Address, InboundMessage, OutboundMessage, Rejection, Route
+
+GOOD: dict[str, Any] = {
+    "type": "inbound",
+    "id": 3,
+    "chat": "42",
+    "thread": "",
+    "sender": "7",
+    "text": "hi",
+    "platform_id": "99",
+    "received_at": 1.5,
+    "reply_to": "",
+}
+
+
+def test_an_inbound_message_round_trips() -> None:
+    message = InboundMessage(Address("telegram", "42", "t"), "7", "hi \ud800", "99", 1.5, "98")
+    line = wire.encode(wire.inbound_frame(3, message))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    frame = asyncio.run(_read(line))
+    assert wire.parse_inbound(frame, "telegram") == (3, message)
+
+
+async def _read(data: bytes) -> dict[str, Any]:
+    reader = asyncio.StreamReader(limit=wire.MAX_FRAME)
+    reader.feed_data(data)
+    reader.feed_eof()
+    frame = await wire.read_frame(reader)
+    assert frame is not None
+    return frame
+
+
+def test_the_channel_comes_from_the_socket_not_from_the_frame() -> None:
+    forged = {**GOOD, "channel": "slack", "address": "cli:assistant"}
+    _, message = wire.parse_inbound(forged, "telegram")
+    assert message.address == Address("telegram", "42")
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        pytest.param({"text": 123}, "inbound.text must be a string", id="text_not_a_string"),
+        pytest.param({"text": ["a"]}, "inbound.text must be a string", id="text_a_list"),
+        pytest.param({"chat": ""}, "must not be empty", id="no_chat"),
+        pytest.param({"chat": "9" * 300}, "longer than 256", id="endless_chat_id"),
+        pytest.param({"received_at": "now"}, "received_at must be a number", id="bad_time"),
+        pytest.param({"received_at": float("nan")}, "must be a number", id="nan_time"),
+        pytest.param({"id": -1}, "non-negative integer", id="negative_id"),
+        pytest.param({"id": True}, "non-negative integer", id="boolean_id"),
+        pytest.param({"text": "x" * (wire.MAX_TEXT + 1)}, "longer than", id="endless_text"),
+    ],
+)
+def test_a_malformed_inbound_frame_is_refused(change: dict[str, Any], problem: str) -> None:
+    with pytest.raises(wire.FrameError, match=problem):
+        wire.parse_inbound({**GOOD, **change}, "telegram")
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        pytest.param(b"not json\n", "not JSON", id="garbage"),
+        pytest.param(b"[1, 2]\n", "without a type", id="not_an_object"),
+        pytest.param(b'{"id": 1}\n', "without a type", id="no_type"),
+        pytest.param(b"x" * (wire.MAX_FRAME + 10), "over", id="endless_line"),
+    ],
+)
+def test_a_broken_frame_is_refused(data: bytes, problem: str) -> None:
+    with pytest.raises(wire.FrameError, match=problem):
+        asyncio.run(_read(data))
+
+
+def test_a_send_outcome_is_checked() -> None:
+    ok = {"type": "sent", "id": 4, "platform_id": "55"}
+    assert wire.parse_send_outcome(ok) == (4, "55", "", None, False)
+    failed = wire.send_failed_frame(5, "429", 3.0, False)
+    assert wire.parse_send_outcome(failed) == (5, None, "429", 3.0, False)
+    with pytest.raises(wire.FrameError, match="retry_after"):
+        wire.parse_send_outcome({**failed, "retry_after": 10**9})
+    with pytest.raises(wire.FrameError, match="permanent"):
+        wire.parse_send_outcome({**failed, "permanent": "yes"})
+
+
+def test_decisions_and_sends_cross_intact() -> None:
+    out = OutboundMessage(Address("telegram", "42", "7"), "answer", "99")
+    assert wire.parse_send(wire.send_frame(9, out), "telegram") == (9, out)
+    assert wire.parse_accepted(wire.accepted_frame(1, Route("a"))) == (1, Route(""))
+    assert wire.parse_accepted(wire.accepted_frame(2, Rejection("no"))) == (2, Rejection(""))
+    assert wire.parse_accepted(wire.accepted_frame(3, None)) == (3, None)
