@@ -54,13 +54,18 @@ class Orchestrator:
         self.metrics = Metrics()
         self.store = Store(settings.data_dir / "clawpen.db")
         self.runtime = runtime if runtime is not None else docker_runtime(settings)
-        self.upstream = upstream or httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
+        # No pool-wide cap: each agent's max_model_calls bounds the connections, so that one
+        # agent's slow calls cannot make another's wait for a connection.
+        self.upstream = upstream or httpx.AsyncClient(
+            timeout=httpx.Timeout(600, connect=10), limits=httpx.Limits(max_connections=None)
+        )
         self.proxy = ModelProxy(
             self.upstream,
             settings.model.base_url,
             settings.model.api_key,
             self._record_usage,
             self._admit,
+            calls_allowed=lambda agent_id: settings.agent(agent_id).max_model_calls,
         )
         self.cli = CliChannel() if settings.channels.cli is not None else None
         channels: list[Channel] = [self.cli] if self.cli else []
@@ -80,7 +85,7 @@ class Orchestrator:
         )
         self.ready = asyncio.Event()
 
-    def _record_usage(
+    async def _record_usage(
         self, agent_id: str, model: str, input_tokens: int, output_tokens: int
     ) -> None:
         try:
@@ -90,7 +95,7 @@ class Orchestrator:
         self.metrics.tokens.labels(agent_id, "input").inc(input_tokens)
         self.metrics.tokens.labels(agent_id, "output").inc(output_tokens)
 
-    def _admit(self, agent_id: str, model: str) -> str | None:
+    async def _admit(self, agent_id: str, model: str) -> str | None:
         """Policy for one model call: the agent's own model only, within its daily budget.
         A compromised agent must not pick a pricier model or spend without end."""
         allowed = self.settings.agent(agent_id).model or self.settings.model.name

@@ -53,7 +53,7 @@ async def serve_proxy(
 ) -> AsyncIterator[Rig]:
     rig = Rig(fake=fake, key=key, socket_path=tmp_path / "sock" / "agent.sock")
 
-    def collect(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
+    async def collect(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
         rig.usage.append((agent, model, input_tokens, output_tokens))
 
     upstream = httpx.AsyncClient(timeout=httpx.Timeout(10, connect=2))

@@ -15,7 +15,7 @@ from clawpen.proxy import ModelProxy
 from clawpen_agent.protocol import ChatLine, Task, TaskResult
 
 
-def no_usage(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
+async def no_usage(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
     pass
 
 
