@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 from .loop import History, model_caller, run_task
 from .protocol import NEXT_TASK_PATH, SOCKET_PATH, WORKSPACE, Task, TaskResult, result_path
@@ -56,8 +57,12 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
         hand_in(tasks, task.id, result)
 
 
+class Requester(Protocol):
+    def request(self, method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]: ...
+
+
 def hand_in(
-    client: SocketClient,
+    client: Requester,
     task_id: int,
     result: TaskResult,
     sleep: Callable[[float], None] = time.sleep,
