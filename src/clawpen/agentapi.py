@@ -164,6 +164,9 @@ class AgentSession:
     async def _result(self, request: web.Request) -> web.Response:
         try:
             task_id = parse_task_id(request.match_info["task_id"])
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "bad_task_id", str(exc)))
+        try:
             async with self.door.json_body(request, self.door.limits.result_body_max) as body:
                 result = check_result(body[1])
         except ProtocolError as exc:
