@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -194,9 +195,17 @@ class DoorConnection(RequestHandler):
     """aiohttp's per-connection protocol, plus what the door wants to know about it: whether
     it ever carried a whole request, and its errors as one-line JSON, logged without storms."""
 
-    def __init__(self, manager: web.Server, *, door: Door, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        door: Door,
+        on_lost: Callable[[DoorConnection], None],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self.door = door
+        self.on_lost = on_lost
         self.requests = 0  # begun on this connection
         self.busy = False
         self.pending = 0  # bytes received since the last request ended
@@ -217,6 +226,7 @@ class DoorConnection(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
+        self.on_lost(self)
         if self.closing or self.busy:
             return
         if self.pending:  # a head that never completed: too slow, or the client gave up
@@ -296,6 +306,10 @@ class DoorSite(web.BaseSite):
         super().__init__(runner)
         self._path = path
         self._door = door
+        # Counted from the moment a connection is accepted (aiohttp's own list only from its
+        # first callback, a few too late under a flood). Weak: one whose transport could not be
+        # made is never closed, only forgotten.
+        self._open: weakref.WeakSet[DoorConnection] = weakref.WeakSet()
 
     @property
     def name(self) -> str:
@@ -309,10 +323,17 @@ class DoorSite(web.BaseSite):
     def _connect(self) -> asyncio.BaseProtocol:
         server = self._runner.server
         limits = self._door.limits
-        if server is None or len(server.connections) >= limits.max_connections:
+        if server is None or len(self._open) >= limits.max_connections:
             self._door.refusals(
                 self._door.agent_id, "too_many_connections", limit=limits.max_connections
             )
             return _TurnAway()
-        loop = asyncio.get_running_loop()
-        return DoorConnection(server, door=self._door, loop=loop, **limits.handler_kwargs())
+        connection = DoorConnection(
+            server,
+            door=self._door,
+            on_lost=self._open.discard,
+            loop=asyncio.get_running_loop(),
+            **limits.handler_kwargs(),
+        )
+        self._open.add(connection)
+        return connection
