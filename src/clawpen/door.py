@@ -40,6 +40,7 @@ from .logging import get_logger
 
 KiB = 1024
 MiB = 1024 * KiB
+BACKLOG = 32  # connections waiting to be accepted, per agent
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,9 @@ class DoorSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(self._connect, self._path)
+        # asyncio accepts up to ``backlog`` connections per wake-up before the turned-away
+        # ones are closed: a small one keeps a flood's passing file descriptors few.
+        self._server = await loop.create_unix_server(self._connect, self._path, backlog=BACKLOG)
 
     def _connect(self) -> asyncio.BaseProtocol:
         server = self._runner.server
