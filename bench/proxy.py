@@ -23,6 +23,10 @@ REQUEST = {
 }
 
 
+async def no_usage(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
+    pass
+
+
 @benchmark(
     "proxy",
     "Model proxy: added time to the first streamed token",
@@ -36,7 +40,7 @@ async def proxy(ctx: BenchContext) -> list[Row]:
     count = ctx.size(500, 50)
     async with fake_model(ctx) as model:
         upstream = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
-        proxy = ModelProxy(upstream, model.url, ctx.api_key, lambda *usage: None)
+        proxy = ModelProxy(upstream, model.url, ctx.api_key, no_usage)
         session = AgentSession("bench", ctx.data_dir("proxy"), proxy)
         await session.start()
         try:

@@ -3,7 +3,8 @@
 One aiohttp server per agent, each on its own socket file in a directory that only that agent's
 container mounts. Whatever arrives on the socket is from that agent: identity is the path, so
 there is nothing to forge. Tasks are handed over on a request the agent holds open, the moment
-they exist.
+they exist. Nothing that arrives is trusted: ``door.py`` caps connections, heads, bodies and
+parsing per agent, and every body is checked by ``clawpen_agent.protocol`` before it is used.
 """
 
 from __future__ import annotations
@@ -15,9 +16,19 @@ from pathlib import Path
 
 from aiohttp import web
 
-from clawpen_agent.protocol import MESSAGES_PATH, NEXT_TASK_PATH, SOCKET_NAME, Task, TaskResult
+from clawpen_agent.protocol import (
+    MESSAGES_PATH,
+    NEXT_TASK_PATH,
+    SOCKET_NAME,
+    ProtocolError,
+    Task,
+    TaskResult,
+    check_result,
+    parse_task_id,
+)
 
-from .proxy import ModelProxy
+from .door import Door, DoorLimits, DoorSite, Refusals, Refused, track_requests
+from .proxy import ModelProxy, api_error
 
 
 class AgentGone(Exception):
@@ -27,7 +38,14 @@ class AgentGone(Exception):
 class AgentSession:
     """One agent's socket: offers one task at a time and collects its result."""
 
-    def __init__(self, agent_id: str, socket_dir: Path, proxy: ModelProxy) -> None:
+    def __init__(
+        self,
+        agent_id: str,
+        socket_dir: Path,
+        proxy: ModelProxy,
+        limits: DoorLimits | None = None,
+        refusals: Refusals | None = None,
+    ) -> None:
         self.agent_id = agent_id
         self.socket_dir = socket_dir
         self.socket_path = socket_dir / SOCKET_NAME
@@ -39,7 +57,8 @@ class AgentSession:
         self._runner: web.AppRunner | None = None
         self._closing = False
         self._gone: AgentGone | None = None  # set when the agent's container died
-        self._seen = False  # the agent has asked for work since its container started
+        self._alive = False
+        self.door = Door(agent_id, limits or DoorLimits(), refusals or Refusals())
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -49,16 +68,20 @@ class AgentSession:
         os.chmod(self.socket_dir, 0o755)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        app = web.Application(client_max_size=32 * 1024 * 1024)
+        limits = self.door.limits
+        app = web.Application(
+            client_max_size=max(limits.result_body_max, limits.messages_body_max),
+            middlewares=[track_requests],
+        )
         app.router.add_get(NEXT_TASK_PATH, self._next_task)
         app.router.add_post("/v1/tasks/{task_id}/result", self._result)
         app.router.add_post(MESSAGES_PATH, self._messages)
         app.router.add_post(MESSAGES_PATH + "/count_tokens", self._messages)
         self._runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=2
+            app, handler_cancellation=True, shutdown_timeout=2, **limits.handler_kwargs()
         )
         await self._runner.setup()
-        await web.UnixSite(self._runner, str(self.socket_path)).start()
+        await DoorSite(self._runner, str(self.socket_path), self.door).start()
         # The agent runs as an unprivileged uid; the directory is mounted into its container only.
         os.chmod(self.socket_path, 0o666)
 
@@ -80,14 +103,14 @@ class AgentSession:
 
     @property
     def alive(self) -> bool:
-        """True from the agent's first request for work until its container is gone: between
-        two tasks it is not ``connected`` for a moment, but needs no start."""
-        return self._seen and self._gone is None
+        """True from the agent's first request for work after ``expect_agent`` until
+        ``fail_all``: between two tasks it runs, even though it holds no request open."""
+        return self._alive
 
     def expect_agent(self) -> None:
         """A (new) container is starting: forget that the last one died."""
         self._gone = None
-        self._seen = False
+        self._alive = False
 
     async def wait_connected(self, timeout: float) -> None:
         async with asyncio.timeout(timeout), self._changed:
@@ -113,6 +136,7 @@ class AgentSession:
     async def fail_all(self, error: AgentGone) -> None:
         """Wake everyone waiting on the agent: it will not answer them."""
         self._gone = error
+        self._alive = False
         for future in self._results.values():
             if not future.done():
                 future.set_exception(error)
@@ -124,7 +148,7 @@ class AgentSession:
     async def _next_task(self, request: web.Request) -> web.Response:
         async with self._changed:
             self._waiting += 1
-            self._seen = True
+            self._alive = self._alive or self._gone is None
             self._changed.notify_all()
             try:
                 await self._changed.wait_for(lambda: self._offer is not None or self._closing)
@@ -139,15 +163,35 @@ class AgentSession:
 
     async def _result(self, request: web.Request) -> web.Response:
         try:
-            task_id = int(request.match_info["task_id"])
-            result = TaskResult.from_json(await request.read())
-        except (ValueError, TypeError) as exc:  # never trust what comes out of a container
-            return web.json_response({"accepted": False, "error": str(exc)}, status=400)
+            task_id = parse_task_id(request.match_info["task_id"])
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "bad_task_id", str(exc)))
+        try:
+            async with self.door.json_body(request, self.door.limits.result_body_max) as body:
+                result = check_result(body[1])
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_result", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
         future = self._results.get(task_id)
         if future is None or future.done():
             return web.json_response({"accepted": False}, status=410)
         future.set_result(result)
         return web.json_response({"accepted": True})
 
+    def _refuse(self, refusal: Refused) -> web.Response:
+        self.door.refused(refusal)
+        body = {"accepted": False, "error": refusal.message}
+        return web.json_response(body, status=refusal.status, headers=refusal.headers)
+
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        return await self.proxy.handle(self.agent_id, request)
+        try:
+            async with self.door.json_body(request, self.door.limits.messages_body_max) as body:
+                return await self.proxy.handle(self.agent_id, request, *body)
+        except Refused as refusal:
+            self.door.refused(refusal)
+            kind = API_ERRORS.get(refusal.status, "invalid_request_error")
+            return api_error(refusal.status, kind, refusal.message, refusal.headers)
+
+
+API_ERRORS = {413: "request_too_large", 429: "rate_limit_error"}

@@ -79,13 +79,18 @@ class Orchestrator:
         self.store = store if store is not None else SQLiteStore(settings.data_dir / "clawpen.db")
         self.leases = Leases(f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
         self.runtime = runtime if runtime is not None else docker_runtime(settings)
-        self.upstream = upstream or httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
+        # No pool-wide cap: each agent's max_model_calls bounds the connections, so that one
+        # agent's slow calls cannot make another's wait for a connection.
+        self.upstream = upstream or httpx.AsyncClient(
+            timeout=httpx.Timeout(600, connect=10), limits=httpx.Limits(max_connections=None)
+        )
         self.proxy = ModelProxy(
             self.upstream,
             settings.model.base_url,
             settings.model.api_key,
             self._record_usage,
             self._admit,
+            calls_allowed=lambda agent_id: settings.agent(agent_id).max_model_calls,
         )
         configured = settings.channel_settings()
         built: dict[str, Channel] = dict(channels or {})

@@ -63,6 +63,7 @@ class AgentSettings(_Model):
     idle_timeout: float = Field(1800, ge=0, description="seconds; 0 never stops it")
     warm: bool = False  # start with the orchestrator and never stop for idleness
     task_timeout: float = Field(600, gt=0)
+    max_model_calls: int = Field(4, ge=1, le=64, description="in flight upstream at once")
 
 
 def _channels_model() -> type[BaseModel]:

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 from .loop import History, model_caller, run_task
 from .protocol import NEXT_TASK_PATH, SOCKET_PATH, WORKSPACE, Task, TaskResult, result_path
@@ -53,10 +54,42 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
             result = TaskResult(error=f"agent error: {type(exc).__name__}: {exc}")
         # wall-clock times: the orchestrator shares this clock and reports the overhead around us
         result = replace(result, extra={"received": received, "answered": time.time()})
+        hand_in(tasks, task.id, result)
+
+
+class Requester(Protocol):
+    def request(self, method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]: ...
+
+
+def hand_in(
+    client: Requester,
+    task_id: int,
+    result: TaskResult,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Send the result, cleaned so that the orchestrator's checks pass. Should it refuse it all
+    the same (400), an error result ends the task instead of leaving it to time out; when it is
+    busy (429, 503) it is asked again shortly."""
+    body = result.sanitized().to_json()
+    substituted = False
+    for attempt in range(4):
         try:
-            tasks.request("POST", result_path(task.id), result.to_json())
+            status, answer = client.request("POST", result_path(task_id), body)
         except OSError as exc:
-            log(f"could not hand in task {task.id} ({exc}); the orchestrator will run it again")
+            log(f"could not hand in task {task_id} ({exc}); the orchestrator will run it again")
+            return
+        if status == 400 and not substituted:
+            log(f"result of task {task_id} refused: {answer[:200]!r}; sending an error instead")
+            refused = answer[:500].decode(errors="replace")
+            body = TaskResult(error=f"the answer was refused: {refused}").sanitized().to_json()
+            substituted = True
+            continue
+        if status in (429, 503) and attempt < 3:
+            sleep(0.5 * 2**attempt)
+            continue
+        if status >= 400:
+            log(f"task {task_id}: result answered {status}: {answer[:200]!r}")
+        return
 
 
 def main() -> None:

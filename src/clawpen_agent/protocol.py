@@ -8,13 +8,19 @@ tokens. Three routes matter:
 ``POST /v1/tasks/{id}/result``  the agent's answer to one task
 ``POST /v1/messages``           the Anthropic-compatible model proxy (the key is added outside)
 
+Whatever arrives on the socket may have been written by code the agent was tricked into running,
+so the orchestrator checks every body with the pure functions below before it acts on it, and an
+honest agent cleans what it sends so that it never trips them (``TaskResult.sanitized``).
+
 Standard library only: this module runs inside the container too.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import re
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 SOCKET_DIR = "/run/clawpen"
@@ -27,8 +33,122 @@ NEXT_TASK_PATH = "/v1/tasks/next"
 MESSAGES_PATH = "/v1/messages"
 
 
+MAX_RESULT_BYTES = 1024 * 1024  # a reply is cut at 64,000 characters anyway
+MAX_TEXT_CHARS = 100_000
+MAX_ERROR_CHARS = 10_000
+MAX_TOOL_CALLS = 1_000_000
+MAX_EXTRA_KEYS = 16
+MAX_EXTRA_KEY_CHARS = 64
+MAX_EXTRA_TEXT_CHARS = 256
+# A Messages API request from the agent holds a few thousand JSON values. The bound keeps the
+# time and memory of parsing one body small (500,000 empty objects: ~40 ms, ~36 MB).
+MAX_JSON_VALUES = 500_000
+MAX_INT = 2**63 - 1  # what SQLite stores
+
+_TASK_ID = re.compile(r"[0-9]{1,18}")
+_UNSAFE_CHARS = re.compile("[\x00\ud800-\udfff]")  # NUL, and lone surrogates (not UTF-8)
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def result_path(task_id: int) -> str:
     return f"/v1/tasks/{task_id}/result"
+
+
+class ProtocolError(ValueError):
+    """A body or path that breaks the wire format. The message is one line, names the field
+    and never echoes the value, so it is safe to send back and to log."""
+
+
+def parse_task_id(raw: str) -> int:
+    """``"42"`` -> 42; anything but 1 to 18 ASCII digits is refused."""
+    if not _TASK_ID.fullmatch(raw):
+        raise ProtocolError("the task id in the path must be a number")
+    return int(raw)
+
+
+def parse_json(raw: bytes, max_values: int = MAX_JSON_VALUES) -> Any:
+    """Strict JSON: UTF-8 only (the bytes of a lone surrogate are refused), no NaN or Infinity,
+    no deeper nesting than the interpreter's recursion limit, and at most ``max_values`` values,
+    counted before parsing as an upper bound (every value but the first follows a comma or
+    opens a container), so that a body cannot cost more than that to parse."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"the body is not UTF-8 (at byte {exc.start})") from None
+    if 1 + text.count(",") + text.count("[") + text.count("{") > max_values:
+        raise ProtocolError(f"the body has more than {max_values} JSON values")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ProtocolError("the body is nested too deeply") from None
+    except ValueError as exc:
+        raise ProtocolError(f"the body is not JSON ({str(exc).splitlines()[0]})") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def check_text(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError(f"{name} must be a string, not {_kind(value)}")
+    if len(value) > limit:
+        raise ProtocolError(f"{name} is over {limit} characters")
+    if _UNSAFE_CHARS.search(value):
+        raise ProtocolError(f"{name} holds a NUL or a lone surrogate; send valid Unicode text")
+    return value
+
+
+def check_result(data: Any) -> TaskResult:
+    """The agent's parsed result body -> a ``TaskResult`` whose every field the store can take.
+    Unknown keys are refused: a typo must not silently drop an answer."""
+    if not isinstance(data, dict):
+        raise ProtocolError(f"a result must be a JSON object, not {_kind(data)}")
+    unknown = sorted(set(data) - {"text", "error", "tool_calls", "extra"})
+    if unknown:
+        raise ProtocolError(f"unknown key {unknown[0][:MAX_EXTRA_KEY_CHARS]!r} in the result")
+    error = data.get("error")
+    tool_calls = data.get("tool_calls", 0)
+    if type(tool_calls) is not int or not 0 <= tool_calls <= MAX_TOOL_CALLS:
+        raise ProtocolError(f"tool_calls must be an integer from 0 to {MAX_TOOL_CALLS}")
+    return TaskResult(
+        text=check_text(data.get("text", ""), "text", MAX_TEXT_CHARS),
+        error=None if error is None else check_text(error, "error", MAX_ERROR_CHARS),
+        tool_calls=tool_calls,
+        extra=check_extra(data.get("extra", {})),
+    )
+
+
+def check_extra(extra: Any) -> dict[str, Any]:
+    """A few named JSON scalars (timings, counts): never a container."""
+    if not isinstance(extra, dict):
+        raise ProtocolError(f"extra must be a JSON object, not {_kind(extra)}")
+    if len(extra) > MAX_EXTRA_KEYS:
+        raise ProtocolError(f"extra has more than {MAX_EXTRA_KEYS} keys")
+    for key, value in extra.items():
+        check_text(key, "a key of extra", MAX_EXTRA_KEY_CHARS)
+        if isinstance(value, str):
+            check_text(value, f"extra.{key}", MAX_EXTRA_TEXT_CHARS)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ProtocolError(f"extra.{key} must be a finite number")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise ProtocolError(f"extra.{key} is out of range")
+        elif value is not None and not isinstance(value, bool | int | float | str):
+            raise ProtocolError(f"extra.{key} must be a string, number, boolean or null")
+    return extra
+
+
+def clean_text(text: str, limit: int) -> str:
+    """What an honest agent sends: lone surrogates become U+FFFD, NULs go, at most ``limit``
+    characters. ``clean_text("a\x00b\ud800", 10) == "ab\ufffd"``"""
+    return _SURROGATES.sub("\ufffd", text.replace("\x00", ""))[:limit]
+
+
+def _kind(value: Any) -> str:
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return kinds.get(type(value), "a number")
 
 
 @dataclass(frozen=True)
@@ -70,8 +190,14 @@ class TaskResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        return json.dumps(asdict(self), ensure_ascii=False).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> TaskResult:
-        return cls(**json.loads(raw))
+    def from_json(cls, raw: bytes) -> TaskResult:
+        """Checked as the orchestrator checks it; raises ``ProtocolError``."""
+        return check_result(parse_json(raw))
+
+    def sanitized(self) -> TaskResult:
+        """This result in a form the orchestrator accepts: text cleaned and cut to size."""
+        error = None if self.error is None else clean_text(self.error, MAX_ERROR_CHARS)
+        return replace(self, text=clean_text(self.text, MAX_TEXT_CHARS), error=error)

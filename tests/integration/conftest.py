@@ -11,9 +11,11 @@ import pytest
 
 from clawpen.agents import instance_id
 from clawpen.app import Orchestrator
-from clawpen.image import DEFAULT_TAG, build_agent_image
+from clawpen.image import build_agent_image
 from clawpen.runtime.docker import DockerRuntime
 from clawpen.testing.fake_telegram import FakeTelegram
+
+from .procs import TEST_IMAGE
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +27,10 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="session")
 def agent_image(docker_client: docker.DockerClient) -> str:
-    """The agent image as the repo builds it now (cached layers make this quick)."""
-    build_agent_image(docker_client, tag=DEFAULT_TAG, progress=lambda line: None)
-    return DEFAULT_TAG
+    """The agent image as the repo builds it now (cached layers make this quick), tagged
+    ``CLAWPEN_TEST_IMAGE`` (default clawpen-agent:latest)."""
+    build_agent_image(docker_client, tag=TEST_IMAGE, progress=lambda line: None)
+    return TEST_IMAGE
 
 
 @pytest.fixture
@@ -60,6 +63,7 @@ def docker_orchestrator_factory(
         instance = instance_id(tmp_path / "data")
         cleanup_instance.append(instance)
         runtime = DockerRuntime(docker_client, instance)
+        overrides.setdefault("image", agent_image)
         return orchestrator_factory(runtime, telegram, **overrides), instance
 
     return build

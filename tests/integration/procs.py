@@ -10,9 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clawpen.image import DEFAULT_TAG
 from clawpen.testing.fake_telegram import FakeTelegram
 
 CLAWPEN = [sys.executable, "-m", "clawpen"]
+# The agent image the tests build and run. Two work trees on one Docker engine would otherwise
+# overwrite each other's clawpen-agent:latest; give each its own tag.
+TEST_IMAGE = os.environ.get("CLAWPEN_TEST_IMAGE", DEFAULT_TAG)
 
 
 def write_config(
@@ -25,6 +29,7 @@ def write_config(
 ) -> Path:
     lines = [
         "data_dir: ./data",
+        f"image: {extra.pop('image', TEST_IMAGE)}",
         "model:",
         "  name: claude-test",
         f"  base_url: {model_url}",

@@ -8,7 +8,9 @@ import docker
 import pytest
 
 from clawpen.errors import DockerUnavailable, ImageBuildError
-from clawpen.image import DEFAULT_TAG, build_agent_image, image_exists
+from clawpen.image import build_agent_image, image_exists
+
+from .procs import TEST_IMAGE
 
 pytestmark = pytest.mark.docker
 
@@ -27,13 +29,13 @@ def client(docker_client: docker.DockerClient) -> docker.DockerClient:
 @pytest.fixture(scope="module")
 def first_build(client: docker.DockerClient) -> Build:
     lines: list[str] = []
-    image_id = build_agent_image(client, progress=lines.append)
+    image_id = build_agent_image(client, tag=TEST_IMAGE, progress=lines.append)
     return Build(image_id, lines)
 
 
 def _run(client: docker.DockerClient, code: str) -> str:
     output: bytes = client.containers.run(
-        DEFAULT_TAG,
+        TEST_IMAGE,
         entrypoint=["python3", "-c", code],
         network_mode="none",
         read_only=True,
@@ -43,8 +45,8 @@ def _run(client: docker.DockerClient, code: str) -> str:
 
 
 def test_build_tags_the_image(client: docker.DockerClient, first_build: Build) -> None:
-    assert image_exists(client, DEFAULT_TAG)
-    assert client.images.get(DEFAULT_TAG).id == first_build.image_id
+    assert image_exists(client, TEST_IMAGE)
+    assert client.images.get(TEST_IMAGE).id == first_build.image_id
     assert any("Successfully built" in line for line in first_build.lines)
 
 
@@ -64,7 +66,7 @@ def test_image_has_the_stdlib_the_agent_needs(
 
 def test_second_build_reuses_cached_layers(client: docker.DockerClient, first_build: Build) -> None:
     lines: list[str] = []
-    image_id = build_agent_image(client, progress=lines.append)
+    image_id = build_agent_image(client, tag=TEST_IMAGE, progress=lines.append)
     assert image_id == first_build.image_id
     copy_steps = [i for i, line in enumerate(lines) if line.startswith("Step") and " COPY " in line]
     assert len(copy_steps) == 2

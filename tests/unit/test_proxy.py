@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +55,7 @@ async def serve_proxy(
 ) -> AsyncIterator[Rig]:
     rig = Rig(fake=fake, key=key, socket_path=tmp_path / "sock" / "agent.sock")
 
-    def collect(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
+    async def collect(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
         rig.usage.append((agent, model, input_tokens, output_tokens))
 
     upstream = httpx.AsyncClient(timeout=httpx.Timeout(10, connect=2))
@@ -285,3 +287,89 @@ async def test_body_that_is_not_json_is_a_400(rig: Rig) -> None:
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert rig.fake.requests == []
+
+
+# -- one agent cannot slow another -------------------------------------------------------------
+
+
+async def test_calls_past_an_agents_cap_wait_then_get_429_while_another_agent_goes_through(
+    tmp_path: Path, fake: FakeModel
+) -> None:
+    assert fake.api_key is not None
+    fake.delay = 1.0  # every call "thinks" for a second
+    upstream = httpx.AsyncClient(timeout=httpx.Timeout(10, connect=2))
+
+    async def no_usage(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        pass
+
+    proxy = ModelProxy(
+        upstream, fake.url, fake.api_key, no_usage, calls_allowed=lambda agent: 2, slot_wait=0.3
+    )
+    sessions = [AgentSession(name, tmp_path / name, proxy) for name in ("alice", "bob")]
+    for session in sessions:
+        await session.start()
+    alice, bob = (Rig(fake, fake.api_key, s.socket_path) for s in sessions)
+
+    def timed_call(rig: Rig) -> tuple[str, float]:
+        started = time.monotonic()
+        try:
+            rig.client().messages.create(**ask("hi"))
+            outcome = "answered"
+        except anthropic.RateLimitError as exc:
+            assert exc.response.headers["retry-after"] == "1"
+            outcome = "429"
+        return outcome, time.monotonic() - started
+
+    try:
+        async with asyncio.timeout(15):
+            alices = [asyncio.to_thread(timed_call, alice) for _ in range(3)]
+            alice_results = asyncio.gather(*alices)
+            await asyncio.sleep(0.1)  # alice's two slots are taken, her third is waiting
+            bob_outcome, bob_seconds = await asyncio.to_thread(timed_call, bob)
+            outcomes = await alice_results
+    finally:
+        for session in sessions:
+            await session.close()
+        await upstream.aclose()
+    assert sorted(o for o, _ in outcomes) == ["429", "answered", "answered"]
+    refused_after = next(s for o, s in outcomes if o == "429")
+    assert 0.25 < refused_after < 0.9  # it waited briefly for a slot, then was told to retry
+    assert bob_outcome == "answered"
+    assert bob_seconds < 1.6  # one call's thinking: bob never queued behind alice
+
+
+async def test_usage_is_recorded_when_the_agent_hangs_up_mid_stream(tmp_path: Path) -> None:
+    finish = asyncio.Event()
+
+    async def stream() -> AsyncIterator[bytes]:
+        start = {"type": "message_start", "message": {"usage": {"input_tokens": 321}}}
+        yield f"event: message_start\ndata: {json.dumps(start)}\n\n".encode()
+        await finish.wait()  # the rest never comes before the agent gives up
+        yield b"event: message_stop\ndata: {}\n\n"
+
+    def upstream_answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream())
+
+    usage: list[tuple[str, str, int, int]] = []
+
+    async def record(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        usage.append((agent, model, input_tokens, output_tokens))
+
+    upstream = httpx.AsyncClient(transport=httpx.MockTransport(upstream_answer))
+    session = AgentSession("a1", tmp_path / "s", ModelProxy(upstream, "http://up", "k", record))
+    await session.start()
+    try:
+        transport = httpx.AsyncHTTPTransport(uds=str(session.socket_path))
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as agent:
+            request = {**ask("hi"), "stream": True}
+            async with agent.stream("POST", "/v1/messages", json=request) as response:
+                async for _ in response.aiter_raw():
+                    break  # the first event arrived: hang up
+        async with asyncio.timeout(5):
+            while not usage:
+                await asyncio.sleep(0.01)
+    finally:
+        finish.set()
+        await session.close()
+        await upstream.aclose()
+    assert usage == [("a1", MODEL, 321, 0)]
