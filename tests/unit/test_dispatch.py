@@ -91,19 +91,41 @@ async def test_a_task_resumed_after_crashes_of_the_orchestrator_is_given_up_not_
     assert runtime.tasks_seen == []  # never handed to the agent again
 
 
-async def test_a_bug_on_one_tasks_path_costs_that_answer_not_the_process(
+async def test_a_result_the_door_refuses_still_ends_its_task_with_an_answer(
     orchestrator_factory: Callable[..., Orchestrator],
 ) -> None:
-    def broken(task: Task) -> TaskResult:
+    def hostile(task: Task) -> TaskResult:
         if "break" in task.lines[0].text:
             return TaskResult(text=123)  # type: ignore[arg-type]
         return echo(task)
 
-    orchestrator = orchestrator_factory(FakeRuntime(broken))
+    orchestrator = orchestrator_factory(FakeRuntime(hostile))
     async with running(orchestrator):
         reply = await ask(orchestrator, "break it")
         after = await ask(orchestrator, "still alive?")
-    assert reply.startswith("Sorry, I could not answer that: internal error")
+    assert reply == "Sorry, I could not answer that: the orchestrator refused my result"
+    assert after == "echo: still alive?"
+
+
+async def test_a_bug_on_one_tasks_path_costs_that_answer_not_the_process(
+    orchestrator_factory: Callable[..., Orchestrator],
+) -> None:
+    orchestrator = orchestrator_factory(FakeRuntime())
+    session = orchestrator.pool.sessions["assistant"]
+    run = session.run
+
+    async def buggy(task: Task, timeout: float) -> TaskResult:
+        if "break" in task.lines[0].text:
+            raise RuntimeError("a bug")
+        return await run(task, timeout)
+
+    session.run = buggy  # type: ignore[method-assign]
+    async with running(orchestrator):
+        reply = await ask(orchestrator, "break it")
+        after = await ask(orchestrator, "still alive?")
+    assert reply == (
+        "Sorry, I could not answer that: internal error (RuntimeError); see the orchestrator's log"
+    )
     assert after == "echo: still alive?"
 
 
