@@ -27,7 +27,7 @@ from clawpen_agent.protocol import (
     parse_task_id,
 )
 
-from .door import Door, DoorLimits, DoorSite, Refusals, Refused, track_requests
+from .door import Door, DoorLimits, DoorSite, Refused, track_requests
 from .proxy import ModelProxy, api_error
 
 
@@ -44,7 +44,6 @@ class AgentSession:
         socket_dir: Path,
         proxy: ModelProxy,
         limits: DoorLimits | None = None,
-        refusals: Refusals | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.socket_dir = socket_dir
@@ -58,7 +57,7 @@ class AgentSession:
         self._closing = False
         self._gone: AgentGone | None = None  # set when the agent's container died
         self._alive = False
-        self.door = Door(agent_id, limits or DoorLimits(), refusals or Refusals())
+        self.door = Door(agent_id, limits or DoorLimits())
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -15,14 +15,13 @@ so each agent gets caps of its own, and none of them can be spent by another age
 
 A request the agent holds open (``GET /v1/tasks/next``) is idle *after* its head: no deadline.
 Every refusal is logged as ``agent_request_refused`` with a snake_case reason, at most a few
-lines a second per agent and reason (``Refusals``).
+lines a second per agent and reason (the log pipeline's ``RepeatLimiter``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -87,59 +86,30 @@ class Refused(Exception):
         return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
-class Refusals:
-    """``agent_request_refused`` log lines, at most ``burst`` per agent and reason in each
-    ``period``; the next line that gets through carries the number left out (``suppressed``)."""
+def log_refusal(agent_id: str, reason: str, **details: Any) -> None:
+    """One ``agent_request_refused`` line; the log pipeline holds back a flood of the same one
+    (``logging.RepeatLimiter``: per event, agent and reason) and says how many it left out."""
+    get_logger().warning("agent_request_refused", agentId=agent_id, reason=reason, **details)
 
-    def __init__(
-        self, burst: int = 5, period: float = 1.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.burst = burst
-        self.period = period
-        self.clock = clock
-        self.log = get_logger()
-        self._windows: dict[tuple[str, str], tuple[float, int, int]] = {}
 
-    def admit(self, agent_id: str, reason: str) -> int | None:
-        """None to drop this line; else how many lines were dropped before it."""
-        now = self.clock()
-        start, count, dropped = self._windows.get((agent_id, reason), (now, 0, 0))
-        if now - start >= self.period:
-            start, count = now, 0
-        if count >= self.burst:
-            self._windows[(agent_id, reason)] = (start, count, dropped + 1)
-            return None
-        self._windows[(agent_id, reason)] = (start, count + 1, 0)
-        return dropped
-
-    def __call__(self, agent_id: str, reason: str, **details: Any) -> None:
-        dropped = self.admit(agent_id, reason)
-        if dropped is None:
-            return
-        if dropped:
-            details["suppressed"] = dropped
-        self.log.warning("agent_request_refused", agentId=agent_id, reason=reason, **details)
-
-    def failed(self, agent_id: str, exc: BaseException) -> None:
-        """A handler raised: a bug of ours, logged with its traceback, but not in a storm."""
-        dropped = self.admit(agent_id, "internal_error")
-        if dropped is not None:
-            details = {"suppressed": dropped} if dropped else {}
-            self.log.error("agent_request_failed", agentId=agent_id, exc_info=exc, **details)
+def log_failure(agent_id: str, exc: BaseException) -> None:
+    """A handler raised: a bug of ours, logged with its traceback (and limited the same way)."""
+    get_logger().error(
+        "agent_request_failed", agentId=agent_id, reason="internal_error", exc_info=exc
+    )
 
 
 class Door:
     """One agent's caps that span its connections: the body budget and the parser's turn."""
 
-    def __init__(self, agent_id: str, limits: DoorLimits, refusals: Refusals) -> None:
+    def __init__(self, agent_id: str, limits: DoorLimits) -> None:
         self.agent_id = agent_id
         self.limits = limits
-        self.refusals = refusals
         self.body_bytes = 0  # reserved by bodies being read or used now
         self._parsing = asyncio.Lock()
 
     def refused(self, refusal: Refused) -> None:
-        self.refusals(self.agent_id, refusal.reason, status=refusal.status, error=refusal.message)
+        log_refusal(self.agent_id, refusal.reason, status=refusal.status, error=refusal.message)
 
     @contextlib.asynccontextmanager
     async def json_body(self, request: web.Request, limit: int) -> AsyncIterator[tuple[bytes, Any]]:
@@ -231,9 +201,9 @@ class DoorConnection(RequestHandler):
         if self.closing or self.busy:
             return
         if self.pending:  # a head that never completed: too slow, or the client gave up
-            self.door.refusals(self.door.agent_id, "incomplete_request", bytes=self.pending)
+            log_refusal(self.door.agent_id, "incomplete_request", bytes=self.pending)
         elif not self.requests:
-            self.door.refusals(self.door.agent_id, "no_request")
+            log_refusal(self.door.agent_id, "no_request")
 
     def handle_error(
         self,
@@ -246,12 +216,12 @@ class DoorConnection(RequestHandler):
         (500): answer in one JSON line and close, instead of logging a traceback each time."""
         self.closing = True
         if status == 500:
-            self.door.refusals.failed(self.door.agent_id, exc or RuntimeError(message))
+            log_failure(self.door.agent_id, exc or RuntimeError(message))
             text = "internal error; see the orchestrator's log"
         else:
             reason = "request_head_too_large" if _too_large(exc) else "malformed_request"
             text = (message or "bad request").splitlines()[0][:200]
-            self.door.refusals(self.door.agent_id, reason, status=status, error=text)
+            log_refusal(self.door.agent_id, reason, status=status, error=text)
         if request.writer.output_size > 0:
             raise ConnectionError("the answer had begun; closing the connection instead")
         response = web.json_response({"accepted": False, "error": text}, status=status)
@@ -327,9 +297,7 @@ class DoorSite(web.BaseSite):
         server = self._runner.server
         limits = self._door.limits
         if server is None or len(self._open) >= limits.max_connections:
-            self._door.refusals(
-                self._door.agent_id, "too_many_connections", limit=limits.max_connections
-            )
+            log_refusal(self._door.agent_id, "too_many_connections", limit=limits.max_connections)
             return _TurnAway()
         connection = DoorConnection(
             server,

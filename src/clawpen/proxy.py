@@ -24,7 +24,7 @@ from aiohttp import web
 
 from clawpen_agent.protocol import ProtocolError
 
-from .door import Refusals
+from .door import log_refusal
 from .logging import get_logger
 
 FORWARDED_HEADERS = ("content-type", "anthropic-version", "anthropic-beta", "accept")
@@ -106,7 +106,6 @@ class ModelProxy:
         calls_allowed: Callable[[str], int] = lambda agent_id: DEFAULT_MAX_MODEL_CALLS,
         slot_wait: float = 2.0,
         write_timeout: float = 60.0,
-        refusals: Refusals | None = None,
     ) -> None:
         self.upstream = upstream
         self.base_url = base_url.rstrip("/")
@@ -116,7 +115,6 @@ class ModelProxy:
         self.calls_allowed = calls_allowed
         self.slot_wait = slot_wait
         self.write_timeout = write_timeout  # an agent that stops reading frees its slot
-        self.refusals = refusals or Refusals()
         self.log = get_logger()
         self._slots: dict[str, asyncio.Semaphore] = {}
 
@@ -127,7 +125,7 @@ class ModelProxy:
         try:
             model, streaming = requested_call(payload)
         except ProtocolError as exc:
-            self.refusals(agent_id, "invalid_model_request", status=400, error=str(exc))
+            log_refusal(agent_id, "invalid_model_request", status=400, error=str(exc))
             return api_error(400, "invalid_request_error", str(exc))
         refusal = await self.admit(agent_id, model)
         if refusal is not None:
@@ -141,7 +139,7 @@ class ModelProxy:
                 await slots.acquire()
         except TimeoutError:
             limit = self.calls_allowed(agent_id)
-            self.refusals(agent_id, "too_many_model_calls", status=429, limit=limit)
+            log_refusal(agent_id, "too_many_model_calls", status=429, limit=limit)
             message = f"agent {agent_id} has {limit} model calls in flight; retry shortly"
             return api_error(429, "rate_limit_error", message, {"retry-after": "1"})
         try:
