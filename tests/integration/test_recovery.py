@@ -54,16 +54,21 @@ async def test_kill_9_during_a_burst_loses_and_doubles_nothing(
     orchestrator = Orchestrator(
         config, {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
     )
-    fake_model.delay = 0.05  # a little thinking, so that kills land mid-task too
+    fake_model.delay = 0.3  # some thinking, so that kills land mid-task too
     rng = random.Random(7)
     texts = []
     await orchestrator.start()
     for round_ in range(4):
+        calls = len(fake_model.requests)
         for i in range(10):
             text = f"burst-{round_}-{i}"
             texts.append(text)
             await fake_telegram.push_text(CHATS[i % len(CHATS)], text)
-        await asyncio.sleep(rng.uniform(0.05, 0.8))  # before, during or after the work
+        if round_ % 2 == 0:  # while the model thinks: a task is in flight
+            await wait_until(lambda calls=calls: len(fake_model.requests) > calls)  # type: ignore[misc]
+            await asyncio.sleep(0.05)
+        else:  # before, during or after the work
+            await asyncio.sleep(rng.uniform(0.05, 0.8))
         assert await orchestrator.stop(signal.SIGKILL) == -signal.SIGKILL
         await orchestrator.start()
     await wait_until(lambda: all(occurrences(fake_telegram, t) for t in texts), timeout=120)
