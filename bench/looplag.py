@@ -7,6 +7,7 @@ its admin socket (``GET /metrics``) before and after a run: the histogram's diff
 run's own. Its longest stall is at most the upper bound of the highest bucket that gained
 samples; when the all-time maximum rose during the run, that maximum is the run's, exactly.
 
+    >>> import math
     >>> before = Lag({0.001: 10, 0.005: 10, math.inf: 10}, 10, 0.002)
     >>> after = Lag({0.001: 15, 0.005: 18, math.inf: 18}, 18, 0.004)
     >>> stall = Stall.between(before, after)

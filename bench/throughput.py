@@ -264,6 +264,14 @@ def cost_rows(before: Contestant, after: Contestant, inprocess: Contestant) -> l
                 "ms",
             )
         )
+    rows.append(
+        ratio_row(
+            "closed loop: event-loop thread's CPU per message, after / before",
+            cpu_ms(before.loops, "loop_cpu"),
+            cpu_ms(after.loops, "loop_cpu"),
+            "ms",
+        )
+    )
     if before.memory is not None and after.memory is not None:
         rows += [
             ratio_row(
@@ -306,12 +314,15 @@ def notes(ctx: BenchContext, before: Contestant, after: Contestant, commit_ms: f
         loop_seconds = sum(r.seconds for r in c.loops)
         burst_messages = sum(r.messages for r in c.bursts)
         turns = sum(r.tasks for r in c.bursts)
+        thread = cpu_ms(c.loops, "loop_cpu")
         ctx.note(
             f"{c.label}: in the closed loop the orchestrator's processes spent"
             f" {cpu_ms(c.loops, 'orchestrator'):.2f} ms of CPU per message and ran at"
-            f" {loop_cpu / loop_seconds:.0%} of one core; in the bursts"
-            f" {burst_messages / max(turns, 1):.1f} messages rode on each agent turn. Store at"
-            f" the end: {c.counts}."
+            f" {loop_cpu / loop_seconds:.0%} of one core; {thread:.2f} ms of it was the"
+            f" event-loop thread's, which was on a CPU {share(c.loops, 'loop_cpu'):.0f}% of"
+            f" the time: one core running nothing else could take it to at most"
+            f" {1000 / thread:.0f} msg/s. In the bursts {burst_messages / max(turns, 1):.1f}"
+            f" messages rode on each agent turn. Store at the end: {c.counts}."
         )
     closed = statistics.median(rates(after.loops))
     stall = total_stall(after.loops)
