@@ -30,7 +30,6 @@ from . import MODULES
 from .harness import (
     PID_FILE,
     REGISTRY,
-    REPO_ROOT,
     SCRATCH_PARENT,
     SCRATCH_PREFIX,
     BenchContext,
@@ -40,6 +39,7 @@ from .harness import (
     sweep_stale,
 )
 from .report import machine_info, plot_latencies, render
+from .trees import BASELINE_COMMIT, REPO_ROOT
 
 DEFAULT_REPORT = REPO_ROOT / "docs" / "benchmarks.md"
 
@@ -85,9 +85,17 @@ def select(only: list[str]) -> list[Benchmark]:
 
 
 def summary(row: Row) -> str:
-    p99 = "" if row.scalar else f" p99 {row.p99:.{row.digits}f}"
+    if row.scalar:
+        p99 = ""
+    elif row.spread:
+        p99 = f" range {min(row.samples):.{row.digits}f}-{max(row.samples):.{row.digits}f}"
+    else:
+        p99 = f" p99 {row.p99:.{row.digits}f}"
     verdict = {None: "", True: "  pass", False: "  MISS"}[row.passed]
-    return f"  {row.name}: p50 {row.p50:.{row.digits}f}{p99} {row.unit} (n={row.n}){verdict}"
+    if row.waived:
+        verdict = f"  n/a ({row.waived})"
+    note = f" [{row.note}]" if row.note else ""
+    return f"  {row.name}: p50 {row.p50:.{row.digits}f}{p99} {row.unit} (n={row.n}){note}{verdict}"
 
 
 async def run_all(
@@ -104,6 +112,9 @@ async def run_all(
     await asyncio.to_thread(build_agent_image, client, tag=DEFAULT_TAG, progress=lambda _: None)
     print(f"  image {DEFAULT_TAG} ready in {time.perf_counter() - began:.1f} s", flush=True)
     machine = machine_info(client)
+    machine["baseline"] = (
+        f"{BASELINE_COMMIT}, the code before the core rebuild (a scratch git worktree)"
+    )
     root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=SCRATCH_PARENT))
     (root / PID_FILE).write_text(str(os.getpid()))
     log = (root / "orchestrator.log").open("w")
@@ -139,7 +150,7 @@ async def run_all(
             outcomes.append(outcome)
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(ctx.cleanup)
+            await asyncio.to_thread(ctx.close)
         log.close()
         if args.keep:
             print(f"scratch dir kept: {root}")

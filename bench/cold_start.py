@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
-from pathlib import Path
-from typing import Any
 
-from clawpen.runtime.base import AgentSpec
-from clawpen.runtime.docker import LABEL_INSTANCE, LABEL_MANAGED, container_spec
-
-from .harness import (
-    BenchContext,
-    Row,
-    agent_id,
-    at_most,
-    benchmark,
-    chat_id,
-    config,
-    fake_model,
-    fake_telegram,
-    ms,
-    orchestrator,
-    roundtrip,
-)
+from .fakes import agent_id, chat_id, config, fake_model, fake_telegram, roundtrip
+from .floors import docker_runs
+from .harness import BenchContext, Row, at_most, benchmark, ms
+from .inprocess import orchestrator
 
 SETTLE = 0.1  # seconds between stopping the agent and the next message
 
@@ -33,14 +17,15 @@ SETTLE = 0.1  # seconds between stopping the agent and the next message
     "cold_start",
     "Cold start (no container yet -> task started inside it)",
     """The agent is stopped (`AgentPool.stop`: its container removed) before every sample; then one
-    message: `Dispatcher.accept` entered -> the agent in its new container has the task. The
-    floor is the same image doing nothing, through the same Docker SDK: create + start + wait
-    of `python3 -c pass` (bare, and with the agent's full hardened `container_spec`).""",
+    message: `message_arrived` (`Dispatcher.accept` entered) -> the agent in its new container
+    has the task (its own `agentReceived`). The floor is the same image doing nothing, through
+    the same Docker SDK: create + start + wait of `python3 -c pass` (bare, and with the agent's
+    full hardened `container_spec`), measured in the same run.""",
 )
 async def cold_start(ctx: BenchContext) -> list[Row]:
     count = ctx.size(40, 5)
     agent = agent_id(0)
-    texts: list[str] = []
+    ids: list[str] = []
     stops: list[float] = []
     async with fake_model(ctx) as model, fake_telegram() as telegram:
         raw = config(ctx.data_dir("cold"), model.url, ctx.api_key, telegram)
@@ -51,13 +36,12 @@ async def cold_start(ctx: BenchContext) -> list[Row]:
                 await orch.pool.stop(agent, "bench")
                 stops.append(time.perf_counter() - began)
                 await asyncio.sleep(SETTLE)
-                text = f"cold-{i:03d}"
-                await roundtrip(telegram, chat_id(0), text)
-                texts.append(text)
-            starts = probes.starts[1:]
-            cold = ms(probes.inbound(t) for t in texts)
-    bare_parts = await asyncio.to_thread(floor_runs, ctx, count, hardened=False)
-    hardened_parts = await asyncio.to_thread(floor_runs, ctx, count, hardened=True)
+                trip = await roundtrip(telegram, chat_id(0), f"cold-{i:03d}")
+                ids.append(trip.platform_id)
+            starts = probes.starts[-count:]
+            cold = ms(probes.inbound(i) for i in ids)
+    bare_parts = await asyncio.to_thread(docker_runs, ctx, count, hardened=False)
+    hardened_parts = await asyncio.to_thread(docker_runs, ctx, count, hardened=True)
     panel = "Cold start vs. the bare `docker run` floor"
     cold_row = Row(
         "cold start: accept -> task started in new container",
@@ -100,42 +84,15 @@ async def cold_start(ctx: BenchContext) -> list[Row]:
     )
     return [
         cold_row,
-        Row("  of which runtime.start (SDK: inspect, create, start)", "ms", ms(starts), digits=0),
+        Row(
+            "  of which agent start (`agent_started`: container start until the agent connected)",
+            "ms",
+            ms(starts),
+            digits=0,
+        ),
         bare,
         *phases,
         hardened,
         Row("stopping an agent (AgentPool.stop: container removed)", "ms", ms(stops), digits=0),
+        Row("cold start p50 / bare docker run floor p50", "ratio", [cold_row.p50 / bare.p50]),
     ]
-
-
-def floor_runs(ctx: BenchContext, count: int, hardened: bool) -> list[tuple[float, float, float]]:
-    """(create, start, wait) seconds of ``python3 -c pass`` in the agent image, per run."""
-    instance = f"bench{secrets.token_hex(4)}"
-    ctx.track(instance)
-    labels = {LABEL_MANAGED: "true", LABEL_INSTANCE: instance, "clawpen.agent": "floor"}
-    args: dict[str, Any]
-    if hardened:
-        spec = AgentSpec("floor", instance, ctx.image, Path(ctx.data_dir("floor")))
-        args = container_spec(spec)
-        for volume in args["volumes"]:
-            if not volume.startswith("/"):  # the named workspace volume, made as the runtime does
-                ctx.docker.volumes.create(volume, labels=labels)
-    else:
-        args = {"image": ctx.image, "network_mode": "none", "labels": labels}
-    args["entrypoint"] = ["python3", "-c", "pass"]
-    samples = []
-    for i in range(count + 1):  # the first one warms the caches and is not counted
-        args["name"] = f"clawpen-{instance}-floor-{i}"
-        began = time.perf_counter()
-        container = ctx.docker.containers.create(**args)
-        created = time.perf_counter()
-        container.start()
-        started = time.perf_counter()
-        status = container.wait()
-        ended = time.perf_counter()
-        container.remove(force=True)
-        if status.get("StatusCode") != 0:
-            raise RuntimeError(f"the floor container exited with {status}")
-        if i:
-            samples.append((created - began, started - created, ended - started))
-    return samples

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from .harness import (
-    BenchContext,
-    Probes,
-    Row,
-    benchmark,
-    chat_id,
-    config,
-    fake_model,
-    fake_telegram,
-    ms,
-    orchestrator,
-    roundtrip,
-)
+from .fakes import chat_id, config, fake_model, fake_telegram, roundtrip
+from .harness import BenchContext, Row, benchmark, ms
+from .inprocess import Probes, orchestrator
 
 WARMUP = 10
 
@@ -31,7 +21,7 @@ WARMUP = 10
 async def isolation(ctx: BenchContext) -> list[Row]:
     count = ctx.size(500, 60)
     e2e: dict[str, list[float]] = {"docker": [], "inprocess": []}
-    texts: dict[str, list[str]] = {"docker": [], "inprocess": []}
+    ids: dict[str, list[str]] = {"docker": [], "inprocess": []}
     probes: dict[str, Probes] = {}
     async with (
         fake_model(ctx) as model,
@@ -52,11 +42,10 @@ async def isolation(ctx: BenchContext) -> list[Row]:
             for i in range(WARMUP + count):
                 order = ("docker", "inprocess") if i % 2 else ("inprocess", "docker")
                 for kind in order:
-                    text = f"iso-{kind}-{i:05d}"
-                    pushed, arrived = await roundtrip(telegrams[kind], chat_id(0), text)
+                    trip = await roundtrip(telegrams[kind], chat_id(0), f"iso-{kind}-{i:05d}")
                     if i >= WARMUP:
-                        e2e[kind].append(arrived - pushed)
-                        texts[kind].append(text)
+                        e2e[kind].append(trip.seconds)
+                        ids[kind].append(trip.platform_id)
     panel = "End to end, one message at a time: Docker vs. in-process agent"
     rows = [
         Row("Docker runtime: push -> reply", "ms", ms(e2e["docker"]), plot=panel),
@@ -78,25 +67,18 @@ async def isolation(ctx: BenchContext) -> list[Row]:
         " start (see above) and each container's memory."
     )
     for kind, label in (("docker", "Docker"), ("inprocess", "in-process")):
-        probe, done = probes[kind], texts[kind]
+        probe, done = probes[kind], ids[kind]
         rows += [
             Row(
                 f"{label}: inbound (accept -> agent has task)",
                 "ms",
-                ms(probe.inbound(t) for t in done),
+                ms(probe.inbound(i) for i in done),
             ),
+            Row(f"{label}: inside the agent", "ms", ms(probe.inside(i) for i in done)),
             Row(
-                f"{label}: inside the agent",
+                f"{label}: outbound (agent answered -> reply_sending)",
                 "ms",
-                ms(
-                    float(probe.agent[t]["answered"]) - float(probe.agent[t]["received"])
-                    for t in done
-                ),
-            ),
-            Row(
-                f"{label}: outbound (agent answered -> send call)",
-                "ms",
-                ms(probe.outbound(t) for t in done),
+                ms(probe.outbound(i) for i in done),
             ),
         ]
     return rows

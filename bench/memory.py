@@ -1,4 +1,4 @@
-"""4. Memory: an idle agent container, and the orchestrator process with 50 agents."""
+"""4. Memory: an idle agent container, and the orchestrator's processes with 50 agents."""
 
 from __future__ import annotations
 
@@ -14,19 +14,11 @@ from docker.models.containers import Container
 from clawpen.agents import instance_id
 from clawpen.runtime.docker import LABEL_INSTANCE
 
-from .harness import (
-    BenchContext,
-    Row,
-    at_most,
-    benchmark,
-    chat_id,
-    config,
-    fake_model,
-    fake_telegram,
-    orchestrator_process,
-    proc_status,
-    pss_kb,
-)
+from .children import orchestrator_process
+from .fakes import chat_id, config, fake_model, fake_telegram
+from .harness import BenchContext, Row, at_most, benchmark, ratio_row
+from .procs import TreeMemory, proc_status, pss_kb, tree_memory
+from .trees import Tree
 
 IDLE = 3.0  # seconds of idleness after the last reply before measuring
 MB = 1024 * 1024
@@ -43,39 +35,55 @@ class ContainerMemory:
 
 @benchmark(
     "memory",
-    "Memory: idle agent containers and the orchestrator with 50 agents",
+    "Memory: idle agent containers and the orchestrator with 50 agents, before and after",
     """`clawpen run` as its own process with 50 agents (`warm: true`, `max_containers: 60`), each
     paired with its own Telegram chat; one message to each chat, all 50 replies received, then
-    3 s idle. Orchestrator: VmRSS of its process. Each agent container: the VmRSS (and PSS) of
-    its processes summed from /proc on the host (pids from `container.top()`), and the cgroup's
-    own figures from `container.stats()` (cgroup v1: `stats.rss`, and `usage`, which also counts
-    page cache).""",
+    3 s idle. Orchestrator: RSS and PSS summed over its process tree (it and every process it
+    started, such as channel adapters), and its own peak (VmHWM). Each agent container: the
+    VmRSS (and PSS) of its processes summed from /proc on the host (pids from
+    `container.top()`), and the cgroup's own figures from `container.stats()` (cgroup v1:
+    `stats.rss`, and `usage`, which also counts page cache). Then the same for the baseline's
+    orchestrator (the code before the core rebuild), with the same 50 agents.""",
 )
 async def memory(ctx: BenchContext) -> list[Row]:
     agents = 50  # the target is for 50; --quick keeps it (about 12 s)
-    async with fake_model(ctx) as model, fake_telegram() as telegram:
-        data_dir = ctx.data_dir("memory")
-        raw = config(
-            data_dir, model.url, ctx.api_key, telegram, agents, warm=True, max_containers=60
-        )
-        async with orchestrator_process(ctx, raw, "docker") as process:
-            replies = [telegram.expect(f"echo: hello-{i}") for i in range(agents)]
-            for i in range(agents):
-                await telegram.push_text(chat_id(i), f"hello-{i}")
-            async with asyncio.timeout(300):
-                await asyncio.gather(*replies)
-            await asyncio.sleep(IDLE)
-            status = proc_status(process.pid)
-            orchestrator_pss = pss_kb(process.pid) / 1024
-            per_container = await asyncio.to_thread(
-                measure_containers, instance_id(data_dir), agents
-            )
-    rss, hwm = status["VmRSS"] / 1024, status["VmHWM"] / 1024
+    baseline = await ctx.baseline()
+    after, per_container = await idle_orchestrator(ctx, ctx.current, agents, containers=True)
+    before, _ = await idle_orchestrator(ctx, baseline, agents, containers=False)
     label = f"{agents} agents"
     rows = [
-        Row(f"orchestrator VmRSS with {label}", "MB", [rss], at_most(150), digits=1),
-        Row(f"orchestrator PSS with {label}", "MB", [orchestrator_pss], digits=1),
-        Row("orchestrator VmHWM (peak RSS so far)", "MB", [hwm], digits=1),
+        Row(
+            f"orchestrator processes RSS summed with {label} ({plural(after.processes)})",
+            "MB",
+            [after.rss_mb],
+            at_most(150),
+            digits=1,
+        ),
+        Row(f"orchestrator processes PSS summed with {label}", "MB", [after.pss_mb], digits=1),
+        Row("orchestrator VmHWM (its own peak RSS so far)", "MB", [after.root_hwm_mb], digits=1),
+        Row(
+            f"{baseline.label}: orchestrator processes RSS summed ({plural(before.processes)})",
+            "MB",
+            [before.rss_mb],
+            digits=1,
+        ),
+        Row(
+            f"{baseline.label}: orchestrator processes PSS summed", "MB", [before.pss_mb], digits=1
+        ),
+        ratio_row(
+            f"orchestrator processes RSS with {label}, after / before",
+            before.rss_mb,
+            after.rss_mb,
+            "MB",
+            digits=1,
+        ),
+        ratio_row(
+            f"orchestrator processes PSS with {label}, after / before",
+            before.pss_mb,
+            after.pss_mb,
+            "MB",
+            digits=1,
+        ),
         Row(
             "idle agent container: VmRSS of its processes",
             "MB",
@@ -128,6 +136,36 @@ async def memory(ctx: BenchContext) -> list[Row]:
         " by every container through the same image layers) once per process; PSS splits them."
     )
     return rows
+
+
+def plural(processes: int) -> str:
+    return f"{processes} process" + ("es" if processes != 1 else "")
+
+
+async def idle_orchestrator(
+    ctx: BenchContext, tree: Tree, agents: int, containers: bool
+) -> tuple[TreeMemory, list[ContainerMemory]]:
+    """Start ``tree``'s orchestrator with ``agents`` warm agents, answer one message in each
+    chat, idle, and measure its process tree (and, with ``containers``, every container)."""
+    per_container: list[ContainerMemory] = []
+    async with fake_model(ctx) as model, fake_telegram() as telegram:
+        data_dir = ctx.data_dir(f"mem{'b' if tree.baseline else 'a'}")
+        raw = config(
+            data_dir, model.url, ctx.api_key, telegram, agents, warm=True, max_containers=60
+        )
+        async with orchestrator_process(ctx, tree, raw) as process:
+            replies = [telegram.expect(f"echo: hello-{i}") for i in range(agents)]
+            for i in range(agents):
+                await telegram.push_text(chat_id(i), f"hello-{i}")
+            async with asyncio.timeout(300):
+                await asyncio.gather(*replies)
+            await asyncio.sleep(IDLE)
+            memory = tree_memory(process.pid)
+            if containers:
+                per_container = await asyncio.to_thread(
+                    measure_containers, instance_id(data_dir), agents
+                )
+    return memory, per_container
 
 
 def measure_containers(instance: str, expected: int) -> list[ContainerMemory]:

@@ -13,7 +13,8 @@ import httpx2
 from clawpen.agentapi import AgentSession
 from clawpen.proxy import ModelProxy
 
-from .harness import BenchContext, Row, at_most, benchmark, fake_model, ms
+from .fakes import fake_model
+from .harness import BenchContext, Row, at_most, benchmark, ms
 
 WARMUP = 10
 REQUEST = {
@@ -21,10 +22,6 @@ REQUEST = {
     "max_tokens": 64,
     "messages": [{"role": "user", "content": "hello, how fast is the first token?"}],
 }
-
-
-async def no_usage(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
-    pass
 
 
 @benchmark(
@@ -40,7 +37,7 @@ async def proxy(ctx: BenchContext) -> list[Row]:
     count = ctx.size(500, 50)
     async with fake_model(ctx) as model:
         upstream = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
-        proxy = ModelProxy(upstream, model.url, ctx.api_key, no_usage)
+        proxy = ModelProxy(upstream, model.url, ctx.api_key, ignore_usage)
         session = AgentSession("bench", ctx.data_dir("proxy"), proxy)
         await session.start()
         try:
@@ -62,6 +59,10 @@ async def proxy(ctx: BenchContext) -> list[Row]:
         Row("added, per interleaved pair (proxied - direct)", "ms", paired),
     ]
     return rows
+
+
+async def ignore_usage(agent_id: str, model: str, input_tokens: int, output_tokens: int) -> None:
+    pass
 
 
 def measure(url: str, api_key: str, socket: Path, count: int) -> tuple[list[float], list[float]]:

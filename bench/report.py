@@ -16,7 +16,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from .harness import REPO_ROOT, Outcome, Row
+from .harness import Outcome, Row
+from .trees import REPO_ROOT
 
 
 def machine_info(client: docker.DockerClient | None) -> dict[str, str]:
@@ -101,10 +102,27 @@ def _number(value: float, digits: int) -> str:
 
 
 def _status(row: Row) -> str:
+    if row.waived:
+        return f"n/a ({row.waived})"
     passed = row.passed
     if passed is None:
         return ""
     return "pass" if passed else "**MISS**"
+
+
+def _p99(row: Row, unit: str = "") -> str:
+    """The p99 column: a p99, or the range of a few samples (rounds), or nothing (scalar)."""
+    if row.scalar:
+        return "—"
+    suffix = f" {unit}" if unit else ""
+    if row.spread:
+        low, high = min(row.samples), max(row.samples)
+        return f"range {_number(low, row.digits)}-{_number(high, row.digits)}{suffix}"
+    return f"{_number(row.p99, row.digits)}{suffix}"
+
+
+def _name(row: Row) -> str:
+    return row.name + (f" ({row.note})" if row.note else "")
 
 
 def _table(rows: Sequence[Row]) -> list[str]:
@@ -115,11 +133,32 @@ def _table(rows: Sequence[Row]) -> list[str]:
     for row in rows:
         count = row.count or str(row.n)
         p50 = _number(row.p50, row.digits)
-        p99 = "—" if row.scalar else _number(row.p99, row.digits)
         target = ", ".join(t.describe(row.unit, row.scalar) for t in row.targets)
-        name = row.name + (f" ({row.note})" if row.note else "")
         lines.append(
-            f"| {name} | {count} | {p50} | {p99} | {row.unit} | {target} | {_status(row)} |"
+            f"| {_name(row)} | {count} | {p50} | {_p99(row)} | {row.unit} | {target}"
+            f" | {_status(row)} |"
+        )
+    return lines
+
+
+def _versus_table(outcomes: Sequence[Outcome]) -> list[str]:
+    """Every before/after ratio of the run in one table: both figures and their ratio."""
+    compared = [(o.benchmark, r) for o in outcomes for r in o.rows if r.versus is not None]
+    if not compared:
+        return []
+    lines = [
+        "| benchmark | measure | before | after | after / before | target | result |",
+        "| --- | --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for bench, row in compared:
+        versus = row.versus
+        assert versus is not None
+        target = ", ".join(t.describe("", True).strip() for t in row.targets)
+        lines.append(
+            f"| {bench.name} | {_name(row)}"
+            f" | {_number(versus.before, versus.digits)} {versus.unit}"
+            f" | {_number(versus.after, versus.digits)} {versus.unit}"
+            f" | {_number(row.p50, 2)} | {target} | {_status(row)} |"
         )
     return lines
 
@@ -135,6 +174,7 @@ def render(
 ) -> str:
     rows = [r for o in outcomes for r in o.rows]
     missed = [r for r in rows if r.passed is False]
+    waived = [r for r in rows if r.targets and r.waived]
     failed = [o for o in outcomes if o.error]
     out = [
         "# Benchmarks",
@@ -158,10 +198,21 @@ def render(
         f"**Summary:** {sum(r.passed is True for r in rows)} targets met,"
         f" {len(missed)} missed"
         + (f" ({', '.join(r.name for r in missed)})" if missed else "")
+        + (f", {len(waived)} not applicable on this machine" if waived else "")
         + (f"; {len(failed)} benchmark(s) failed to run" if failed else "")
         + ".",
         "",
     ]
+    versus = _versus_table(outcomes)
+    if versus:
+        out += [
+            "**Before and after**, measured in this run on this machine: before is the code"
+            " before the core rebuild, checked out from git history and run as a child"
+            " process exactly as this tree is; after is this tree.",
+            "",
+            *versus,
+            "",
+        ]
     targeted = [(o.benchmark, r) for o in outcomes for r in o.rows if r.targets]
     if targeted:
         out += [
@@ -169,11 +220,10 @@ def render(
             "| --- | --- | ---: | ---: | --- | --- |",
         ]
         for bench, row in targeted:
-            p99 = "—" if row.scalar else f"{_number(row.p99, row.digits)} {row.unit}"
             target = ", ".join(t.describe(row.unit, row.scalar) for t in row.targets)
             out.append(
-                f"| {bench.name} | {row.name} | {_number(row.p50, row.digits)} {row.unit}"
-                f" | {p99} | {target} | {_status(row)} |"
+                f"| {bench.name} | {_name(row)} | {_number(row.p50, row.digits)} {row.unit}"
+                f" | {_p99(row, row.unit)} | {target} | {_status(row)} |"
             )
         out.append("")
     if plot is not None:
