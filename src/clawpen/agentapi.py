@@ -173,9 +173,13 @@ class AgentSession:
         except Refused as refusal:
             return self._refuse(refusal)
         future = self._results.get(task_id)
-        if future is None or future.done():
+        accepted = future is not None and not future.done()
+        if future is not None and accepted:
+            future.set_result(result)
+        if request.query.get("next") == "1":  # the agent wants its next task in this answer
+            return await self._next_task(request)
+        if not accepted:
             return web.json_response({"accepted": False}, status=410)
-        future.set_result(result)
         return web.json_response({"accepted": True})
 
     def _refuse(self, refusal: Refused) -> web.Response:

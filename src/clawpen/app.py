@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import uvloop
 
 from .admin import ADMIN_SOCKET, AdminServer
 from .agents import AgentPool, instance_id
@@ -81,11 +82,10 @@ class Orchestrator:
         self.runtime = runtime if runtime is not None else docker_runtime(settings)
         # No pool-wide cap: each agent's max_model_calls bounds the connections, so that one
         # agent's slow calls cannot make another's wait for a connection.
-        self.upstream = upstream or httpx.AsyncClient(
-            timeout=httpx.Timeout(600, connect=10), limits=httpx.Limits(max_connections=None)
-        )
+        self.upstream = upstream
+        self.upstreams: dict[str, httpx.AsyncClient] = {}
         self.proxy = ModelProxy(
-            self.upstream,
+            upstream or self._upstream_for,
             settings.model.base_url,
             settings.model.api_key,
             self._record_usage,
@@ -119,6 +119,17 @@ class Orchestrator:
             settings.metrics_port,
         )
         self.ready = asyncio.Event()
+
+    def _upstream_for(self, agent_id: str) -> httpx.AsyncClient:
+        """The agent's own connections to the model API, as many as its calls in flight."""
+        client = self.upstreams.get(agent_id)
+        if client is None:
+            calls = self.settings.agent(agent_id).max_model_calls
+            client = self.upstreams[agent_id] = httpx.AsyncClient(
+                timeout=httpx.Timeout(600, connect=10),
+                limits=httpx.Limits(max_connections=calls, max_keepalive_connections=calls),
+            )
+        return client
 
     async def _record_usage(
         self, agent_id: str, model: str, input_tokens: int, output_tokens: int
@@ -245,7 +256,9 @@ class Orchestrator:
     async def close(self) -> None:
         await self.admin.close()
         await self.pool.close()
-        await self.upstream.aclose()
+        for client in [self.upstream, *self.upstreams.values()]:
+            if client is not None:
+                await client.aclose()
         await self.runtime.close()
         await self.store.close()
         os.close(self._lock)
@@ -290,4 +303,4 @@ def run_until_signal(orchestrator: Orchestrator) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await orchestrator.run()
 
-    asyncio.run(main())
+    uvloop.run(main())  # libuv's loop: the same asyncio, a good deal less CPU per message

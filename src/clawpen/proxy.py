@@ -95,10 +95,17 @@ class UsageTap:
             return
 
 
+UpstreamFor = Callable[[str], httpx.AsyncClient]  # agent id -> the client for its calls
+
+
 class ModelProxy:
+    """``upstream`` is one client for every agent (tests), or a client per agent: each pool
+    then holds only that agent's few connections, so no agent's calls wait behind another's,
+    and a request does not scan every agent's connections for a free one."""
+
     def __init__(
         self,
-        upstream: httpx.AsyncClient,
+        upstream: httpx.AsyncClient | UpstreamFor,
         base_url: str,
         api_key: str,
         on_usage: UsageSink,
@@ -107,7 +114,9 @@ class ModelProxy:
         slot_wait: float = 2.0,
         write_timeout: float = 60.0,
     ) -> None:
-        self.upstream = upstream
+        self.upstream_for: UpstreamFor = (
+            (lambda agent_id: upstream) if isinstance(upstream, httpx.AsyncClient) else upstream
+        )
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.on_usage = on_usage
@@ -157,11 +166,10 @@ class ModelProxy:
         url = self.base_url + request.path_qs
         started = time.perf_counter()
         tap = UsageTap(streaming)
+        client = self.upstream_for(agent_id)
         try:
-            upstream_request = self.upstream.build_request(
-                "POST", url, content=body, headers=headers
-            )
-            upstream = await self.upstream.send(upstream_request, stream=True)
+            upstream_request = client.build_request("POST", url, content=body, headers=headers)
+            upstream = await client.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
             self.log.warning("model_call_failed", agentId=agent_id, error=str(exc) or repr(exc))
             return api_error(502, "api_error", f"model upstream unreachable: {type(exc).__name__}")

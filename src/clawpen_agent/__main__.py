@@ -11,7 +11,15 @@ from dataclasses import replace
 from typing import Protocol
 
 from .loop import History, model_caller, run_task
-from .protocol import NEXT_TASK_PATH, SOCKET_PATH, WORKSPACE, Task, TaskResult, result_path
+from .protocol import (
+    NEXT_TASK_PATH,
+    SOCKET_PATH,
+    WORKSPACE,
+    Task,
+    TaskResult,
+    is_task,
+    result_path,
+)
 from .transport import HTTPError, SocketClient
 
 
@@ -25,9 +33,11 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
     call_model = model_caller(model.post_json)
     history = History(root)
     delay = 0.05
+    ahead: tuple[int, bytes] | None = None  # the next task, handed over with the last result
     while not stopped():
         try:
-            status, body = tasks.request("GET", NEXT_TASK_PATH)
+            status, body = ahead or tasks.request("GET", NEXT_TASK_PATH)
+            ahead = None
         except OSError as exc:
             if stopped():
                 return
@@ -54,7 +64,7 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
             result = TaskResult(error=f"agent error: {type(exc).__name__}: {exc}")
         # wall-clock times: the orchestrator shares this clock and reports the overhead around us
         result = replace(result, extra={"received": received, "answered": time.time()})
-        hand_in(tasks, task.id, result)
+        ahead = hand_in(tasks, task.id, result)
 
 
 class Requester(Protocol):
@@ -66,18 +76,21 @@ def hand_in(
     task_id: int,
     result: TaskResult,
     sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Send the result, cleaned so that the orchestrator's checks pass. Should it refuse it all
-    the same (400), an error result ends the task instead of leaving it to time out; when it is
-    busy (429, 503) it is asked again shortly."""
+) -> tuple[int, bytes] | None:
+    """Send the result, cleaned so that the orchestrator's checks pass, and ask for the next
+    task in the same exchange; returns that answer when it carries one. Should the result be
+    refused all the same (400), an error result ends the task instead of leaving it to time
+    out; when the orchestrator is busy (429, 503) it is asked again shortly."""
     body = result.sanitized().to_json()
     substituted = False
     for attempt in range(4):
         try:
-            status, answer = client.request("POST", result_path(task_id), body)
+            status, answer = client.request("POST", result_path(task_id, then_next=True), body)
         except OSError as exc:
             log(f"could not hand in task {task_id} ({exc}); the orchestrator will run it again")
-            return
+            return None
+        if status == 200 and is_task(answer):
+            return status, answer
         if status == 400 and not substituted:
             log(f"result of task {task_id} refused: {answer[:200]!r}; sending an error instead")
             refused = answer[:500].decode(errors="replace")
@@ -89,7 +102,8 @@ def hand_in(
             continue
         if status >= 400:
             log(f"task {task_id}: result answered {status}: {answer[:200]!r}")
-        return
+        return None
+    return None
 
 
 def main() -> None:

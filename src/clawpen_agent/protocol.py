@@ -50,8 +50,16 @@ _UNSAFE_CHARS = re.compile("[\x00\ud800-\udfff]")  # NUL, and lone surrogates (n
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def result_path(task_id: int) -> str:
-    return f"/v1/tasks/{task_id}/result"
+def result_path(task_id: int, then_next: bool = False) -> str:
+    """Where a result goes. ``then_next``: the answer to it is the agent's next task, held
+    until one exists, exactly as ``GET /v1/tasks/next`` would be (one exchange per task, not
+    two)."""
+    return f"/v1/tasks/{task_id}/result" + ("?next=1" if then_next else "")
+
+
+def is_task(body: bytes) -> bool:
+    """Whether an answer carries a task (rather than an acknowledgement or an error)."""
+    return body.startswith(b"{") and b'"lines"' in body
 
 
 class ProtocolError(ValueError):

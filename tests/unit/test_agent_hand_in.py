@@ -17,7 +17,7 @@ class Orchestrator:
         self.bodies: list[bytes] = []
 
     def request(self, method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
-        assert method == "POST" and url == "/v1/tasks/7/result" and body is not None
+        assert method == "POST" and url == "/v1/tasks/7/result?next=1" and body is not None
         self.bodies.append(body)
         status = self.statuses.pop(0)
         return status, json.dumps({"accepted": status == 200, "error": "nope"}).encode()
@@ -47,3 +47,14 @@ def test_a_busy_orchestrator_is_asked_again() -> None:
     slept: list[float] = []
     hand_in(orchestrator, 7, TaskResult(text="x"), sleep=slept.append)
     assert len(orchestrator.bodies) == 3 and slept == [0.5, 1.0]
+
+
+def test_the_next_task_comes_back_with_the_result() -> None:
+    class Handing(Orchestrator):
+        def request(self, method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
+            super().request(method, url, body)
+            return 200, b'{"id": 8, "conversation": "c", "lines": [], "model": "m"}'
+
+    ahead = hand_in(Handing(200), 7, TaskResult(text="x"))
+    assert ahead is not None and b'"id": 8' in ahead[1]
+    assert hand_in(Orchestrator(200), 7, TaskResult(text="x")) is None  # an older orchestrator

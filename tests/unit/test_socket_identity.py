@@ -21,14 +21,15 @@ async def no_usage(agent: str, model: str, input_tokens: int, output_tokens: int
 
 @pytest.fixture
 async def sessions(tmp_path: Path) -> AsyncIterator[dict[str, AgentSession]]:
-    proxy = ModelProxy(httpx.AsyncClient(), "http://127.0.0.1:9", "key", no_usage)
+    upstream = httpx.AsyncClient()
+    proxy = ModelProxy(upstream, "http://127.0.0.1:9", "key", no_usage)
     pair = {name: AgentSession(name, tmp_path / name, proxy) for name in ("alice", "bob")}
     for session in pair.values():
         await session.start()
     yield pair
     for session in pair.values():
         await session.close()
-    await proxy.upstream.aclose()
+    await upstream.aclose()
 
 
 def client(session: AgentSession) -> httpx.AsyncClient:
@@ -90,3 +91,22 @@ async def test_malformed_results_from_an_agent_are_refused_not_crashing(
         assert (await as_alice.post("/v1/tasks/x/result", content=b"{}")).status_code == 400
         await as_alice.post("/v1/tasks/9/result", content=TaskResult(text="fine").to_json())
     assert (await running).text == "fine"
+
+
+async def test_a_result_can_carry_the_agents_next_task_back_in_one_exchange(
+    sessions: dict[str, AgentSession],
+) -> None:
+    alice = sessions["alice"]
+    first = asyncio.create_task(alice.run(task(7), timeout=5))
+    async with client(alice) as as_alice:
+        assert (await as_alice.get("/v1/tasks/next")).json()["id"] == 7
+        hand_in = asyncio.create_task(
+            as_alice.post("/v1/tasks/7/result?next=1", content=TaskResult(text="one").to_json())
+        )
+        assert (await first).text == "one"  # the result counts at once
+        assert not hand_in.done()  # while the answer waits for the next task
+        second = asyncio.create_task(alice.run(task(8), timeout=5))
+        answer = await hand_in
+        assert answer.json()["id"] == 8
+        await as_alice.post("/v1/tasks/8/result", content=TaskResult(text="two").to_json())
+    assert (await second).text == "two"

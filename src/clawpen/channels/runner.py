@@ -19,6 +19,8 @@ import signal
 import socket
 import sys
 
+import uvloop
+
 from .. import logging as clawpen_logging
 from ..errors import StoreUnavailable
 from ..models import Decision, InboundMessage
@@ -141,7 +143,7 @@ def main() -> None:
     clawpen_logging.configure(os.environ.get("CLAWPEN_LOG_LEVEL", "info"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(asyncio.run(serve(fd, uid)))
+        sys.exit(uvloop.run(serve(fd, uid)))
 
 
 if __name__ == "__main__":
