@@ -34,7 +34,8 @@ from .router import MAX_TEXT, route
 from .store import Lease, Store, until_written
 from .text import clean_text, clip
 
-MAX_TASK_ATTEMPTS = 3  # starts of one task, counting those cut short by a crash of either side
+MAX_TASK_ATTEMPTS = 3  # tries of the agent at one task (a container that died takes one)
+MAX_RESUMES = 5  # takeovers of one task after the orchestrator died holding it
 MAX_REPLY = 64_000  # characters: a runaway agent must not flood a chat with thousands of messages
 STRANGERS_PER_HOUR = 10  # per unpaired chat: what is recorded of it (the rest is only counted)
 
@@ -207,10 +208,10 @@ class Dispatcher:
         agent_times: dict[str, float] = {}
         try:
             if claimed.resumed:
-                self.log.info("task_resumed", attempt=attempts, **context)
-            if attempts > MAX_TASK_ATTEMPTS:
+                self.log.info("task_resumed", resumes=claimed.resumes, **context)
+            if claimed.resumes >= MAX_RESUMES:
                 error = (
-                    f"I started on it {attempts - 1} times and was interrupted every time,"
+                    f"I started on it {claimed.resumes} times and was interrupted every time,"
                     " so I gave it up"
                 )
             else:

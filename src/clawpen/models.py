@@ -84,8 +84,9 @@ class Reply:
 class ClaimedTask:
     """A batch of queued messages of one conversation, claimed for one agent turn.
 
-    ``attempts`` counts every start of this task, including those cut short by a crash of the
-    orchestrator: a task that keeps killing the process is given up, not resumed for ever."""
+    ``attempts`` counts the agent's tries (a container that died takes one); ``resumes``
+    counts the times it was taken over after its orchestrator died holding it: a task that
+    keeps killing the process is given up, not resumed for ever."""
 
     id: int
     agent_id: str
@@ -93,6 +94,7 @@ class ClaimedTask:
     senders: tuple[str, ...]
     texts: tuple[str, ...]
     attempts: int
+    resumes: int = 0
     reply_to: str = ""
     resumed: bool = False  # claimed again after its owner died without finishing it
     platform_ids: tuple[str, ...] = ()  # of the messages, in order: for the log

@@ -64,7 +64,7 @@ async def test_a_task_that_always_crashes_its_agent_is_given_up_and_the_user_tol
 async def test_a_task_resumed_after_crashes_of_the_orchestrator_is_given_up_not_resumed_for_ever(
     orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
 ) -> None:
-    """The task was cut short by the orchestrator's own death three times: its fourth start
+    """The task was cut short by the orchestrator's own death five times: the next start
     answers the user instead of running it (and maybe dying) again."""
     path = tmp_path / "data" / "clawpen.db"
     path.parent.mkdir()
@@ -76,8 +76,8 @@ async def test_a_task_resumed_after_crashes_of_the_orchestrator_is_given_up_not_
         " '', 'the poison', 1, 'claimed', 'assistant', 1)"
     )
     db.execute(
-        "INSERT INTO tasks (id, agent_id, channel, chat_id, status, attempts, created_at, owner,"
-        " lease_until) VALUES (1, 'assistant', 'cli', 'assistant', 'running', 3, 1, 'dead', 0)"
+        "INSERT INTO tasks (id, agent_id, channel, chat_id, status, resumes, created_at, owner,"
+        " lease_until) VALUES (1, 'assistant', 'cli', 'assistant', 'running', 4, 1, 'dead', 0)"
     )
     db.close()
     runtime = FakeRuntime()
@@ -87,7 +87,7 @@ async def test_a_task_resumed_after_crashes_of_the_orchestrator_is_given_up_not_
             while not (await again.store.counts()).get("tasks.failed"):
                 await asyncio.sleep(0.01)
         [reply] = await again.store.replies_for(Address("cli", "assistant"))
-    assert reply.text.startswith("Sorry, I could not answer that: I started on it 3 times")
+    assert reply.text.startswith("Sorry, I could not answer that: I started on it 5 times")
     assert runtime.tasks_seen == []  # never handed to the agent again
 
 

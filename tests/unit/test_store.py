@@ -200,7 +200,7 @@ async def test_a_leased_task_is_not_claimed_by_another_owner(store: SQLiteStore)
     assert await store.finish_task(task.id, "not mine", None, OTHER, NOW) is None
 
 
-async def test_a_task_whose_lease_ran_out_is_resumed_once_with_one_more_attempt(
+async def test_a_task_whose_lease_ran_out_is_resumed_once_and_the_resume_counted(
     store: SQLiteStore,
 ) -> None:
     await record(store, msg("hi"))
@@ -209,10 +209,10 @@ async def test_a_task_whose_lease_ran_out_is_resumed_once_with_one_more_attempt(
     later = NOW + 61  # the owner died: it renewed nothing
     resumed = await store.claim_next_task("assistant", Lease("other", later + 60), later)
     assert resumed is not None
-    assert (resumed.id, resumed.texts, resumed.attempts, resumed.resumed) == (
+    assert (resumed.id, resumed.texts, resumed.resumes, resumed.resumed) == (
         task.id,
         ("hi",),
-        2,
+        1,
         True,
     )
     assert await store.claim_next_task("assistant", Lease("third", later + 60), later) is None
@@ -237,12 +237,12 @@ async def test_released_leases_let_a_restart_resume_at_once(db_path: Path) -> No
         assert await after.release_leases() == 1  # a sole owner knows the old one is dead
         resumed = await after.claim_next_task("assistant", OTHER, NOW)
         assert resumed is not None and task is not None
-        assert (resumed.id, resumed.texts, resumed.attempts) == (task.id, task.texts, 2)
+        assert (resumed.id, resumed.texts, resumed.resumes) == (task.id, task.texts, 1)
     finally:
         await after.close()
 
 
-async def test_a_task_handed_back_at_shutdown_does_not_count_an_attempt(
+async def test_a_task_handed_back_at_shutdown_does_not_count_a_resume(
     store: SQLiteStore,
 ) -> None:
     await record(store, msg("hi"))
@@ -251,7 +251,7 @@ async def test_a_task_handed_back_at_shutdown_does_not_count_an_attempt(
     await store.release_task(task.id, "me")
     again = await store.claim_next_task("assistant", OTHER, NOW)
     assert again is not None
-    assert (again.id, again.attempts) == (task.id, 1)
+    assert (again.id, again.resumes) == (task.id, 0)
 
 
 async def test_retry_counts_attempts(store: SQLiteStore) -> None:

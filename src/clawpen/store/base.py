@@ -8,7 +8,7 @@ The message path is a handful of state changes:
 
     inbound message:  queued -> claimed (into a task) -> answered | rejected
     task:             running (owner, lease) -> done | failed
-                      running again, attempt + 1, when its owner's lease ran out (a crash)
+                      running again, resumes + 1, when its owner's lease ran out (a crash)
     reply:            pending (owner, lease, next_attempt_at) -> sent | failed
     stranger:         recorded (who, when, size; never the text) -> expired
 
@@ -65,7 +65,7 @@ class Store(Protocol):
     # -- tasks ---------------------------------------------------------------------------------
 
     async def claim_next_task(self, agent_id: str, lease: Lease, now: float) -> ClaimedTask | None:
-        """The agent's next task: first one whose owner's lease ran out (resumed, attempt + 1),
+        """The agent's next task: first one whose owner's lease ran out (resumed, resumes + 1),
         else every queued message of its oldest waiting conversation, batched into a new one."""
 
     async def retry_task(self, task_id: int, lease: Lease) -> int:
@@ -80,7 +80,7 @@ class Store(Protocol):
 
     async def release_task(self, task_id: int, owner: str) -> None:
         """Give a running task back (the orchestrator is stopping, not crashing): its next
-        start is not counted as another attempt."""
+        start is not counted as a resume."""
 
     async def renew_leases(self, lease: Lease) -> None:
         """Extend every lease ``lease.owner`` holds to ``lease.until``."""

@@ -112,6 +112,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE tasks ADD COLUMN reply_to TEXT NOT NULL DEFAULT '';
     ALTER TABLE tasks ADD COLUMN owner TEXT;
     ALTER TABLE tasks ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX tasks_by_agent ON tasks (agent_id, status, id);
     ALTER TABLE replies ADD COLUMN thread TEXT NOT NULL DEFAULT '';
     ALTER TABLE replies ADD COLUMN reply_to TEXT NOT NULL DEFAULT '';
@@ -370,7 +371,7 @@ class SQLiteStore:
     async def release_task(self, task_id: int, owner: str) -> None:
         await self._write(
             lambda db: db.execute(
-                "UPDATE tasks SET owner=NULL, lease_until=0, attempts=attempts-1"
+                "UPDATE tasks SET owner=NULL, lease_until=0, resumes=resumes-1"
                 " WHERE id=? AND owner=? AND status='running'",
                 (task_id, owner),
             )
@@ -609,7 +610,7 @@ def _claim_next_task(
     ).fetchone()
     if orphan is not None:
         db.execute(
-            "UPDATE tasks SET owner=?, lease_until=?, attempts=attempts+1 WHERE id=?",
+            "UPDATE tasks SET owner=?, lease_until=?, resumes=resumes+1 WHERE id=?",
             (lease.owner, lease.until, orphan[0]),
         )
         return _claimed(db, orphan[0], resumed=True)
@@ -653,6 +654,7 @@ def _claimed(db: sqlite3.Connection, task_id: int, resumed: bool) -> ClaimedTask
         senders=tuple(row[0] for row in lines),
         texts=tuple(row[1] for row in lines),
         attempts=task["attempts"],
+        resumes=task["resumes"],
         reply_to=task["reply_to"],
         resumed=resumed,
         platform_ids=tuple(row[2] for row in lines),
