@@ -6,8 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import aiohttp
 import anthropic
-import httpx
 import httpx2
 
 from clawpen.agentapi import AgentSession
@@ -36,7 +36,7 @@ REQUEST = {
 async def proxy(ctx: BenchContext) -> list[Row]:
     count = ctx.size(500, 50)
     async with fake_model(ctx) as model:
-        upstream = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
+        upstream = aiohttp.ClientSession()
         proxy = ModelProxy(upstream, model.url, ctx.api_key, ignore_usage)
         session = AgentSession("bench", ctx.data_dir("proxy"), proxy)
         await session.start()
@@ -46,7 +46,7 @@ async def proxy(ctx: BenchContext) -> list[Row]:
             )
         finally:
             await session.close()
-            await upstream.aclose()
+            await upstream.close()
     panel = "Time to first streamed token (anthropic SDK)"
     rows = [
         Row("direct: SDK -> fake model (TCP loopback)", "ms", ms(direct), plot=panel),

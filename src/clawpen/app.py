@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
+import aiohttp
 import uvloop
 
 from .admin import ADMIN_SOCKET, AdminServer
@@ -66,7 +66,7 @@ class Orchestrator:
         self,
         settings: Settings,
         runtime: AgentRuntime | None = None,
-        upstream: httpx.AsyncClient | None = None,
+        upstream: aiohttp.ClientSession | None = None,
         store: Store | None = None,
         channels: Mapping[str, Channel] | None = None,
         adapters: AdapterMode = "process",
@@ -83,7 +83,7 @@ class Orchestrator:
         # No pool-wide cap: each agent's max_model_calls bounds the connections, so that one
         # agent's slow calls cannot make another's wait for a connection.
         self.upstream = upstream
-        self.upstreams: dict[str, httpx.AsyncClient] = {}
+        self.upstreams: dict[str, aiohttp.ClientSession] = {}
         self.proxy = ModelProxy(
             upstream or self._upstream_for,
             settings.model.base_url,
@@ -120,16 +120,14 @@ class Orchestrator:
         )
         self.ready = asyncio.Event()
 
-    def _upstream_for(self, agent_id: str) -> httpx.AsyncClient:
+    def _upstream_for(self, agent_id: str) -> aiohttp.ClientSession:
         """The agent's own connections to the model API, as many as its calls in flight."""
-        client = self.upstreams.get(agent_id)
-        if client is None:
+        session = self.upstreams.get(agent_id)
+        if session is None:
             calls = self.settings.agent(agent_id).max_model_calls
-            client = self.upstreams[agent_id] = httpx.AsyncClient(
-                timeout=httpx.Timeout(600, connect=10),
-                limits=httpx.Limits(max_connections=calls, max_keepalive_connections=calls),
-            )
-        return client
+            connector = aiohttp.TCPConnector(limit=calls)
+            session = self.upstreams[agent_id] = aiohttp.ClientSession(connector=connector)
+        return session
 
     async def _record_usage(
         self, agent_id: str, model: str, input_tokens: int, output_tokens: int
@@ -256,9 +254,9 @@ class Orchestrator:
     async def close(self) -> None:
         await self.admin.close()
         await self.pool.close()
-        for client in [self.upstream, *self.upstreams.values()]:
-            if client is not None:
-                await client.aclose()
+        for session in [self.upstream, *self.upstreams.values()]:
+            if session is not None:
+                await session.close()
         await self.runtime.close()
         await self.store.close()
         os.close(self._lock)

@@ -1,9 +1,10 @@
 """The model proxy: an Anthropic-compatible endpoint on each agent's socket.
 
 The agent sends requests without a key; the proxy drops whatever auth headers came in, adds the
-real key and forwards to ``model.base_url`` through an injected ``httpx.AsyncClient`` (tests pass
-one with a mock or a loopback fake). Responses, SSE streams included, are relayed chunk by chunk
-as they arrive, and token usage is read off the way through.
+real key and forwards to ``model.base_url`` through an injected ``aiohttp.ClientSession`` (one
+per agent, or one for all in tests; aiohttp spends about half a millisecond less CPU per call
+than httpx here). Responses, SSE streams included, are relayed chunk by chunk as they arrive,
+and token usage is read off the way through.
 
 Each agent has at most ``calls_allowed(agent)`` calls in flight upstream; one more waits up to
 ``slot_wait`` seconds for a slot, then gets a 429 (the agent retries those). So one agent's slow
@@ -19,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+import aiohttp
 from aiohttp import web
 
 from clawpen_agent.protocol import ProtocolError
@@ -95,7 +96,8 @@ class UsageTap:
             return
 
 
-UpstreamFor = Callable[[str], httpx.AsyncClient]  # agent id -> the client for its calls
+UpstreamFor = Callable[[str], aiohttp.ClientSession]  # agent id -> the session for its calls
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=600)
 
 
 class ModelProxy:
@@ -105,7 +107,7 @@ class ModelProxy:
 
     def __init__(
         self,
-        upstream: httpx.AsyncClient | UpstreamFor,
+        upstream: aiohttp.ClientSession | UpstreamFor,
         base_url: str,
         api_key: str,
         on_usage: UsageSink,
@@ -115,7 +117,7 @@ class ModelProxy:
         write_timeout: float = 60.0,
     ) -> None:
         self.upstream_for: UpstreamFor = (
-            (lambda agent_id: upstream) if isinstance(upstream, httpx.AsyncClient) else upstream
+            (lambda agent_id: upstream) if isinstance(upstream, aiohttp.ClientSession) else upstream
         )
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
@@ -166,14 +168,15 @@ class ModelProxy:
         url = self.base_url + request.path_qs
         started = time.perf_counter()
         tap = UsageTap(streaming)
-        client = self.upstream_for(agent_id)
+        session = self.upstream_for(agent_id)
         try:
-            upstream_request = client.build_request("POST", url, content=body, headers=headers)
-            upstream = await client.send(upstream_request, stream=True)
-        except httpx.HTTPError as exc:
+            upstream = await session.post(
+                url, data=body, headers=headers, timeout=UPSTREAM_TIMEOUT, auto_decompress=False
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self.log.warning("model_call_failed", agentId=agent_id, error=str(exc) or repr(exc))
             return api_error(502, "api_error", f"model upstream unreachable: {type(exc).__name__}")
-        response = web.StreamResponse(status=upstream.status_code)
+        response = web.StreamResponse(status=upstream.status)
         content_type = upstream.headers.get("content-type", "application/json")
         response.content_type = content_type.split(";")[0]
         for name in ("request-id", "retry-after", "anthropic-ratelimit-requests-remaining"):
@@ -181,19 +184,19 @@ class ModelProxy:
                 response.headers[name] = upstream.headers[name]
         try:
             await response.prepare(request)
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.content.iter_any():
                 tap.feed(chunk)
                 async with asyncio.timeout(self.write_timeout):
                     await response.write(chunk)
             await response.write_eof()
-        except (httpx.HTTPError, TimeoutError, ConnectionError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             # Part of an answer was relayed: cut the connection, so the agent sees a broken
             # response (and retries) rather than one that looks complete.
             self.log.warning("model_call_cut", agentId=agent_id, cause=_cut_cause(exc))
             if request.transport is not None:
                 request.transport.abort()
         finally:
-            await upstream.aclose()
+            upstream.release()
             tap.close()
             # Also when the agent hung up mid-stream: the tokens were spent all the same.
             await self._record_usage(agent_id, model, tap)
@@ -201,7 +204,7 @@ class ModelProxy:
             "model_call",
             agentId=agent_id,
             model=model,
-            status=upstream.status_code,
+            status=upstream.status,
             stream=streaming,
             inputTokens=tap.input_tokens,
             outputTokens=tap.output_tokens,
@@ -221,7 +224,7 @@ class ModelProxy:
 
 
 def _cut_cause(exc: Exception) -> str:
-    if isinstance(exc, httpx.HTTPError):
+    if isinstance(exc, aiohttp.ClientError):
         return f"upstream: {type(exc).__name__}"
     if isinstance(exc, TimeoutError):
         return "the agent stopped reading"

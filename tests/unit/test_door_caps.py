@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 import structlog
 
@@ -61,7 +61,7 @@ def refusals(logs: Logs, reason: str) -> Logs:
 
 @pytest.fixture
 async def make_session(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    upstream = httpx.AsyncClient()
+    upstream = aiohttp.ClientSession()
     proxy = ModelProxy(upstream, "http://127.0.0.1:9", "key", no_usage)
     started: list[AgentSession] = []
 
@@ -74,7 +74,7 @@ async def make_session(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     yield make
     for session in started:
         await session.close()
-    await upstream.aclose()
+    await upstream.close()
 
 
 @pytest.fixture

@@ -16,13 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import anthropic
 import httpx
 import httpx2
 import pytest
+from aiohttp import web
 
 from clawpen.agentapi import AgentSession
 from clawpen.proxy import ModelProxy
+from clawpen.testing import serve_on_loopback
 from clawpen.testing.fake_model import FakeModel
 
 AGENT_KEY = "not-the-key"
@@ -58,14 +61,14 @@ async def serve_proxy(
     async def collect(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
         rig.usage.append((agent, model, input_tokens, output_tokens))
 
-    upstream = httpx.AsyncClient(timeout=httpx.Timeout(10, connect=2))
+    upstream = aiohttp.ClientSession()
     session = AgentSession("a1", tmp_path / "sock", ModelProxy(upstream, base_url, key, collect))
     await session.start()
     try:
         yield rig
     finally:
         await session.close()
-        await upstream.aclose()
+        await upstream.close()
 
 
 @pytest.fixture
@@ -297,7 +300,7 @@ async def test_calls_past_an_agents_cap_wait_then_get_429_while_another_agent_go
 ) -> None:
     assert fake.api_key is not None
     fake.delay = 1.0  # every call "thinks" for a second
-    upstream = httpx.AsyncClient(timeout=httpx.Timeout(10, connect=2))
+    upstream = aiohttp.ClientSession()
 
     async def no_usage(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
         pass
@@ -330,7 +333,7 @@ async def test_calls_past_an_agents_cap_wait_then_get_429_while_another_agent_go
     finally:
         for session in sessions:
             await session.close()
-        await upstream.aclose()
+        await upstream.close()
     assert sorted(o for o, _ in outcomes) == ["429", "answered", "answered"]
     refused_after = next(s for o, s in outcomes if o == "429")
     assert 0.25 < refused_after < 0.9  # it waited briefly for a slot, then was told to retry
@@ -347,16 +350,23 @@ async def test_usage_is_recorded_when_the_agent_hangs_up_mid_stream(tmp_path: Pa
         await finish.wait()  # the rest never comes before the agent gives up
         yield b"event: message_stop\ndata: {}\n\n"
 
-    def upstream_answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream())
+    async def upstream_answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        async for chunk in stream():
+            await response.write(chunk)
+        return response
 
+    app = web.Application()
+    app.router.add_post("/v1/messages", upstream_answer)
+    runner, url = await serve_on_loopback(app)
     usage: list[tuple[str, str, int, int]] = []
 
     async def record(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
         usage.append((agent, model, input_tokens, output_tokens))
 
-    upstream = httpx.AsyncClient(transport=httpx.MockTransport(upstream_answer))
-    session = AgentSession("a1", tmp_path / "s", ModelProxy(upstream, "http://up", "k", record))
+    upstream = aiohttp.ClientSession()
+    session = AgentSession("a1", tmp_path / "s", ModelProxy(upstream, url, "k", record))
     await session.start()
     try:
         transport = httpx.AsyncHTTPTransport(uds=str(session.socket_path))
@@ -371,5 +381,6 @@ async def test_usage_is_recorded_when_the_agent_hangs_up_mid_stream(tmp_path: Pa
     finally:
         finish.set()
         await session.close()
-        await upstream.aclose()
+        await upstream.close()
+        await runner.cleanup()
     assert usage == [("a1", MODEL, 321, 0)]

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
@@ -21,7 +22,7 @@ async def no_usage(agent: str, model: str, input_tokens: int, output_tokens: int
 
 @pytest.fixture
 async def sessions(tmp_path: Path) -> AsyncIterator[dict[str, AgentSession]]:
-    upstream = httpx.AsyncClient()
+    upstream = aiohttp.ClientSession()
     proxy = ModelProxy(upstream, "http://127.0.0.1:9", "key", no_usage)
     pair = {name: AgentSession(name, tmp_path / name, proxy) for name in ("alice", "bob")}
     for session in pair.values():
@@ -29,7 +30,7 @@ async def sessions(tmp_path: Path) -> AsyncIterator[dict[str, AgentSession]]:
     yield pair
     for session in pair.values():
         await session.close()
-    await upstream.aclose()
+    await upstream.close()
 
 
 def client(session: AgentSession) -> httpx.AsyncClient:

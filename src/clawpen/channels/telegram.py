@@ -42,7 +42,8 @@ class TelegramAdapter:
 
     def __init__(self, settings: TelegramSettings) -> None:
         import telegram
-        from telegram.request import HTTPXRequest
+
+        from .aiohttp_request import AiohttpRequest
 
         self.settings = settings
         self.log = get_logger()
@@ -51,8 +52,8 @@ class TelegramAdapter:
             settings.token,
             base_url=f"{base}/bot",
             base_file_url=f"{base}/file/bot",
-            request=HTTPXRequest(connection_pool_size=16),
-            get_updates_request=HTTPXRequest(read_timeout=settings.poll_timeout + 10),
+            request=AiohttpRequest(connection_pool_size=16),
+            get_updates_request=AiohttpRequest(1, read_timeout=settings.poll_timeout + 10),
         )
 
     async def run(self, accept: Accept) -> None:
@@ -181,7 +182,6 @@ plugin = ChannelPlugin(
         "telegram",
         "telegram.error",
         "telegram.request",
-        "anyio._backends._asyncio",  # httpcore's event loop backend, loaded on first use
         "encodings.idna",  # host names are encoded with it on first connect
         "stringprep",
         "unicodedata",
