@@ -23,7 +23,7 @@ from clawpen.agents import instance_id
 from .fakes import write_config
 from .harness import BenchContext
 from .inprocess import RuntimeKind
-from .looplag import Lag, read_lag
+from .looplag import Readings, read_lag
 from .trees import REPO_ROOT, Tree
 
 
@@ -85,7 +85,7 @@ class OrchestratorProcess:
                             found.append(entry)
         return found
 
-    async def lag(self) -> Lag | None:
+    async def lag(self) -> Readings | None:
         """Its loop-lag histogram (None for the baseline, which has no probe)."""
         if self.tree.baseline:
             return None

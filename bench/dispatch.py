@@ -128,7 +128,7 @@ async def before_after(ctx: BenchContext) -> list[Row]:
         for side in trees
     ]
     if lag is not None and lagged is not None:
-        stall = Stall.between(lag, lagged)
+        stall = Stall.between(lag.lag, lagged.lag)
         rows += [
             Row(
                 f"{ctx.current.label}: longest event-loop stall, one message at a time",

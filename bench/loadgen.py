@@ -44,6 +44,7 @@ class Run:
     tasks: int = 0
     replies: int = 0
     stall: Stall | None = None  # this tree's loop-lag probe during the run
+    held: Stall | None = None  # the part of those stalls the orchestrator caused itself
 
     @property
     def rate(self) -> float:
@@ -151,8 +152,10 @@ async def load(ctx: BenchContext, contestant: Contestant, r: int, sizes: Sizes) 
     await asyncio.sleep(SETTLE)
     after = await contestant.process.lag()
     if lag is not None and middle is not None and after is not None:
-        burst.stall = Stall.between(lag, middle)
-        loop.stall = Stall.between(middle, after)
+        burst.stall = Stall.between(lag.lag, middle.lag)
+        loop.stall = Stall.between(middle.lag, after.lag)
+        burst.held = Stall.between(lag.held, middle.held)
+        loop.held = Stall.between(middle.held, after.held)
     contestant.bursts.append(burst)
     contestant.loops.append(loop)
 

@@ -28,6 +28,10 @@ from clawpen.admin import ADMIN_SOCKET
 
 HISTOGRAM = "clawpen_event_loop_lag_seconds"
 MAXIMUM = "clawpen_event_loop_lag_max_seconds"
+# the part of each stall the orchestrator caused itself: the lag less the time its loop thread
+# waited for a CPU that other processes held (the kernel's schedstat)
+HELD_HISTOGRAM = "clawpen_event_loop_held_seconds"
+HELD_MAXIMUM = "clawpen_event_loop_held_max_seconds"
 
 
 @dataclass(frozen=True)
@@ -39,19 +43,19 @@ class Lag:
     maximum: float
 
     @classmethod
-    def parse(cls, text: str) -> Lag:
+    def parse(cls, text: str, histogram: str = HISTOGRAM, maximum_name: str = MAXIMUM) -> Lag:
         buckets: dict[float, float] = {}
         count = maximum = math.nan
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == f"{HISTOGRAM}_bucket":
+                if sample.name == f"{histogram}_bucket":
                     buckets[float(sample.labels["le"])] = sample.value
-                elif sample.name == f"{HISTOGRAM}_count":
+                elif sample.name == f"{histogram}_count":
                     count = sample.value
-                elif sample.name == MAXIMUM:
+                elif sample.name == maximum_name:
                     maximum = sample.value
         if not buckets:
-            raise ValueError(f"no {HISTOGRAM} in the metrics: does this orchestrator have it?")
+            raise ValueError(f"no {histogram} in the metrics: does this orchestrator have it?")
         return cls(buckets, count, maximum)
 
 
@@ -96,8 +100,14 @@ class Stall:
         return Stall(gained, self.samples + other.samples, bound, exact)
 
 
-async def read_lag(data_dir: Path) -> Lag:
-    """The loop-lag histogram of the orchestrator running on ``data_dir``, from its admin
+@dataclass(frozen=True)
+class Readings:
+    lag: Lag  # every stall, as the loop's tasks felt it
+    held: Lag  # the part of each that the orchestrator caused itself
+
+
+async def read_lag(data_dir: Path) -> Readings:
+    """The loop-lag histograms of the orchestrator running on ``data_dir``, from its admin
     socket."""
     connector = aiohttp.UnixConnector(path=str(data_dir / ADMIN_SOCKET))
     async with (
@@ -105,4 +115,5 @@ async def read_lag(data_dir: Path) -> Lag:
         session.get("http://admin/metrics", timeout=aiohttp.ClientTimeout(total=10)) as response,
     ):
         response.raise_for_status()
-        return Lag.parse(await response.text())
+        text = await response.text()
+    return Readings(Lag.parse(text), Lag.parse(text, HELD_HISTOGRAM, HELD_MAXIMUM))

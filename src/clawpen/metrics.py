@@ -54,20 +54,49 @@ class Metrics:
         self.loop_lag_max = Gauge(
             "clawpen_event_loop_lag_max_seconds", "The longest event loop stall seen", registry=r
         )
+        self.loop_held = Histogram(
+            "clawpen_event_loop_held_seconds",
+            "The part of each stall this process caused: the lag less the time its loop thread"
+            " waited for a CPU that other processes held",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.loop_held_max = Gauge(
+            "clawpen_event_loop_held_max_seconds",
+            "The longest stall this process caused itself",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     async def watch_event_loop(self, interval: float = LAG_INTERVAL) -> None:
-        """Sleep ``interval`` again and again; whatever it oversleeps, something held the loop
-        (a blocking call, a long computation, a garbage collection) and every other task
-        waited as long."""
-        worst = 0.0
+        """Sleep ``interval`` again and again; whatever it oversleeps, every other task waited
+        as long. Either something here held the loop (a blocking call, a long computation, a
+        garbage collection, another of our threads holding the GIL), or the machine's CPUs were
+        busy with other processes: the kernel's count of the time the loop thread waited to
+        run tells the two apart (``held`` is the lag without that wait)."""
+        worst_lag = worst_held = 0.0
         while True:
-            began = time.perf_counter()
+            began, queued = time.perf_counter(), _run_queue_wait()
             await asyncio.sleep(interval)
             lag = max(0.0, time.perf_counter() - began - interval)
+            held = max(0.0, lag - (_run_queue_wait() - queued))
             self.loop_lag.observe(lag)
-            if lag > worst:
-                worst = lag
+            self.loop_held.observe(held)
+            if lag > worst_lag:
+                worst_lag = lag
                 self.loop_lag_max.set(lag)
+            if held > worst_held:
+                worst_held = held
+                self.loop_held_max.set(held)
+
+
+def _run_queue_wait() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat; 0.0
+    where the kernel does not say, and then every stall counts as held)."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0

@@ -38,6 +38,7 @@ ADAPTER_UID_BASE = 61_000  # + a number from the channel's name: one uid per pla
 SEND_TIMEOUT = 120.0
 STOP_GRACE = 5.0
 MAX_INBOUND_IN_FLIGHT = 1_000  # frames being committed at once; past it we stop reading
+FRAMES_AT_ONCE = 32  # frames handled per turn of the event loop
 PASSED_ENV = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
 
 
@@ -162,7 +163,11 @@ class ChannelProcess:
         """Read the adapter's frames until it hangs up; returns its fatal error, if it sent
         one. A broken frame ends the adapter (it is restarted): it is not to be believed."""
         in_flight = asyncio.Semaphore(MAX_INBOUND_IN_FLIGHT)
+        count = 0
         while True:
+            count += 1
+            if count % FRAMES_AT_ONCE == 0:
+                await asyncio.sleep(0)  # buffered frames return at once: let the loop breathe
             try:
                 frame = await wire.read_frame(reader)
             except wire.FrameError as exc:

@@ -26,6 +26,7 @@ from .base import Lease, StoreError, StoreRejected, StoreUnavailable
 
 T = TypeVar("T")
 MAX_BATCH = 512  # writes per transaction: bounds how long one commit holds the others
+WAKE_AT_ONCE = 16  # waiters resumed per turn of the event loop: a big batch must not hold it
 
 MIGRATIONS: list[str] = [
     """
@@ -179,7 +180,12 @@ class _Op(Generic[T]):
 
 
 def _resolve(ops: list[_Op[Any]]) -> None:
-    """On the event loop: hand every op's outcome to its waiter (if it still waits)."""
+    """On the event loop: hand each op's outcome to its waiter (if it still waits), a few per
+    turn of the loop, so that a batch of hundreds resumes its waiters in slices with the loop's
+    other work (timers, sockets) in between."""
+    if len(ops) > WAKE_AT_ONCE:
+        asyncio.get_running_loop().call_soon(_resolve, ops[WAKE_AT_ONCE:])
+        ops = ops[:WAKE_AT_ONCE]
     for op in ops:
         if op.future.done():
             continue
