@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
 from clawpen import logging as clawpen_logging
 from clawpen.app import AdapterMode, Orchestrator
@@ -21,6 +22,13 @@ from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 
 clawpen_logging.configure("info")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The loop `clawpen run` runs on (uvloop), so the tests see what production sees."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import contextlib
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
@@ -264,8 +264,8 @@ class _TurnAway(asyncio.Protocol):
     """For a connection over the cap: say so, and close, without reading a byte."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(TURNED_AWAY)
+        # uvloop's transports write as asyncio's do, without deriving from WriteTransport
+        cast(asyncio.WriteTransport, transport).write(TURNED_AWAY)
         transport.close()
 
 
