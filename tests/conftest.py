@@ -14,6 +14,7 @@ import uvloop
 
 from clawpen import logging as clawpen_logging
 from clawpen.app import AdapterMode, Orchestrator
+from clawpen.channels.base import Channel
 from clawpen.config import Settings
 from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.inprocess import InProcessRuntime
@@ -100,6 +101,7 @@ def orchestrator_factory(
         telegram: FakeTelegram | None = None,
         adapters: AdapterMode = "in_process",
         store: Store | None = None,
+        channels: dict[str, Channel] | None = None,
         **overrides: Any,
     ) -> Orchestrator:
         """An orchestrator on the fakes; agents run in-process unless a runtime is given, and
@@ -110,6 +112,7 @@ def orchestrator_factory(
             runtime=runtime or InProcessRuntime(tmp_path / "ws"),
             adapters=adapters,
             store=store,
+            channels=channels,
         )
 
     return build

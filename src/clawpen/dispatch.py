@@ -26,7 +26,7 @@ from .config import Settings
 from .errors import ClawpenError, DockerUnavailable, StoreRejected, StoreUnavailable
 from .logging import get_logger
 from .metrics import Metrics
-from .models import ClaimedTask, Decision, InboundMessage, Rejection, Reply, Stranger
+from .models import ClaimedTask, Decision, InboundMessage, Rejection, Reply, Route, Stranger
 from .outbox import Outbox
 from .ratelimit import KeyedBuckets
 from .retry import AGENT
@@ -37,6 +37,7 @@ from .text import clean_text, clip
 MAX_TASK_ATTEMPTS = 3  # tries of the agent at one task (a container that died takes one)
 MAX_RESUMES = 5  # takeovers of one task after the orchestrator died holding it
 MAX_REPLY = 64_000  # characters: a runaway agent must not flood a chat with thousands of messages
+BATCH_WAIT = 0.05  # seconds a worker waits at most for messages being committed to land
 STRANGERS_PER_HOUR = 10  # per unpaired chat: what is recorded of it (the rest is only counted)
 
 
@@ -50,6 +51,31 @@ class Leases:
 
     def lease(self, now: float | None = None) -> Lease:
         return Lease(self.owner, (self.clock() if now is None else now) + self.seconds)
+
+
+class Arrivals:
+    """Counts messages on their way into the store for one agent (``with arrivals:``), and
+    tells when none is (``landed``). A lone message is committed before its worker wakes, so
+    this costs it nothing; in a burst, the worker's next turn takes the whole burst."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def __enter__(self) -> None:
+        self.count += 1
+        self._none.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self.count -= 1
+        if not self.count:
+            self._none.set()
+
+    async def landed(self, at_most: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(at_most):
+                await self._none.wait()
 
 
 class Dispatcher:
@@ -74,6 +100,9 @@ class Dispatcher:
         self.pairings: dict[str, str] = {}
         self.agent_ids = frozenset(a.id for a in settings.agents)
         self._wakeups = {a: asyncio.Event() for a in self.agent_ids}
+        # messages routed to an agent and being committed right now: its worker lets them land
+        # before it claims, so that a burst rides on one turn instead of one turn each
+        self._arriving = {a: Arrivals() for a in self.agent_ids}
         self._strangers: KeyedBuckets[str] = KeyedBuckets(STRANGERS_PER_HOUR / 3600, 3)
 
     async def open(self) -> None:
@@ -104,8 +133,11 @@ class Dispatcher:
         if isinstance(decision, Rejection) and decision.answer is None:
             await self._stranger(message, decision, now)
             return decision
+        arriving = self._arriving[decision.agent_id] if isinstance(decision, Route) else None
         try:
-            row = await self.store.record_inbound(message, decision, self.leases.lease(now), now)
+            with arriving or contextlib.nullcontext():
+                lease = self.leases.lease(now)
+                row = await self.store.record_inbound(message, decision, lease, now)
         except StoreRejected as exc:
             self.log.error("message_unstorable", error=str(exc), **context)
             self.metrics.messages.labels(address.channel, "unstorable").inc()
@@ -175,8 +207,10 @@ class Dispatcher:
                 await self.pool.ensure(agent_id)
         while True:
             wakeup.clear()
+            await self._arriving[agent_id].landed(BATCH_WAIT)
             while (task := await self._claim(agent_id)) is not None:
                 await self.execute(task)
+                await self._arriving[agent_id].landed(BATCH_WAIT)
             idle = None if agent.warm or not agent.idle_timeout else agent.idle_timeout
             try:
                 async with asyncio.timeout(idle):

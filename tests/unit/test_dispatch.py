@@ -12,8 +12,9 @@ from typing import Any
 
 from clawpen.app import Orchestrator
 from clawpen.errors import StoreRejected
-from clawpen.models import Address, Reply
+from clawpen.models import Address, Decision, InboundMessage, Reply
 from clawpen.store import Lease, SQLiteStore
+from clawpen.testing.fake_channel import MemoryChannel
 from clawpen.testing.fake_runtime import FakeRuntime, echo
 from clawpen_agent.protocol import Task, TaskResult
 
@@ -191,3 +192,32 @@ async def test_text_a_database_cannot_take_is_cleaned_and_answered(
         await fake_telegram.push_text(1001, "half a pair \ud800 and a nul \x00 here")
         await fake_telegram.wait_for_sent(1)
     assert fake_telegram.texts_to(1001) == ["echo: half a pair \ufffd and a nul  here"]
+
+
+class UnevenStore(SQLiteStore):
+    """Each message takes a little longer to commit than the one before (a disk under load)."""
+
+    delay = 0.0
+
+    async def record_inbound(
+        self, message: InboundMessage, decision: Decision, lease: Lease, now: float
+    ) -> int | None:
+        self.delay += 0.005
+        await asyncio.sleep(self.delay)
+        return await super().record_inbound(message, decision, lease, now)
+
+
+async def test_a_burst_still_being_committed_rides_on_one_turn(
+    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
+) -> None:
+    (tmp_path / "data").mkdir()
+    runtime = FakeRuntime()
+    channel = MemoryChannel(name="cli")
+    orchestrator = orchestrator_factory(
+        runtime, store=UnevenStore(tmp_path / "data" / "x.db"), channels={"cli": channel}
+    )
+    async with running(orchestrator):
+        await asyncio.gather(*(channel.push("assistant", f"part {i}") for i in range(5)))
+        await channel.wait_sent(1)
+    assert len(runtime.tasks_seen) == 1  # one turn, not five
+    assert channel.texts_to("assistant")[0].count("part") == 5
