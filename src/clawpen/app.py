@@ -9,6 +9,7 @@ import gc
 import os
 import signal
 import socket
+import sys
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -192,6 +193,9 @@ class Orchestrator:
                 dataDir=str(self.settings.data_dir),
             )
             gc.freeze()  # what start-up built lives for ever: later collections skip it
+            # The store's threads (and Docker's) take the GIL in short turns; the loop must not
+            # wait the default 5 ms for it when one of them holds it.
+            sys.setswitchinterval(0.001)
             async with asyncio.TaskGroup() as group:
                 for name, channel in self.channels.items():
                     group.create_task(self._run_channel(name, channel), name=name)
