@@ -11,8 +11,13 @@ written.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import json
 import logging
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
@@ -90,6 +95,60 @@ class RepeatLimiter:
         return event
 
 
+class LineWriter:
+    """A file for the log that never blocks the caller: lines go to a queue, and a thread of
+    its own writes them out. A stdout that stalls (a full pipe, a paused terminal, a disk that
+    throttles writes) then costs log lines, counted and reported, never the event loop."""
+
+    def __init__(self, target: TextIO, max_pending: int = 100_000) -> None:
+        self.target = target
+        self.max_pending = max_pending
+        self.dropped = 0
+        self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # keeps "queue empty" and "idle" in step
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._write_out, name="log-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.drain)
+
+    def write(self, text: str) -> int:
+        if self._lines.qsize() >= self.max_pending:
+            self.dropped += 1
+            return len(text)
+        with self._lock:
+            self._idle.clear()
+            self._lines.put(text)
+        return len(text)
+
+    def flush(self) -> None:
+        """Lines are written as soon as the writer gets to them; nothing to wait for here."""
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until every line so far is written (at exit, and in tests)."""
+        self._idle.wait(timeout)
+
+    def _write_out(self) -> None:
+        while True:
+            lines = [self._lines.get()]
+            while not self._lines.empty():
+                lines.append(self._lines.get_nowait())
+            if self.dropped:
+                lines.append(_dropped_line(self.dropped))
+                self.dropped = 0
+            with contextlib.suppress(OSError, ValueError):  # stdout closed: nowhere to write
+                self.target.write("".join(lines))
+                self.target.flush()
+            with self._lock:
+                if self._lines.empty():
+                    self._idle.set()
+
+
+def _dropped_line(count: int) -> str:
+    event = {"event": "log_lines_dropped", "count": count, "level": "error"}
+    return json.dumps(event) + "\n"
+
+
 FANOUT = Fanout()
 
 
@@ -100,10 +159,11 @@ def subscribe(subscriber: Subscriber) -> Callable[[], None]:
 
 
 def configure(level: str = "info", stream: TextIO | None = None) -> None:
-    stream = stream or sys.stdout
+    """JSON lines on ``stream``, or on stdout through a ``LineWriter``."""
+    out: TextIO | LineWriter = stream or LineWriter(sys.stdout)
     # Libraries that log through the standard library (PTB, httpx, aiohttp) end up as the same
     # JSON lines, so that stdout stays one object per line.
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=structlog.processors.JSONRenderer(),
@@ -129,7 +189,7 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.WriteLoggerFactory(out),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

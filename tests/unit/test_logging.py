@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
 from structlog.exceptions import DropEvent
 
 from clawpen import logging as clawpen_logging
-from clawpen.logging import RepeatLimiter
+from clawpen.logging import LineWriter, RepeatLimiter
 
 
 def test_subscribers_get_debug_events_the_log_leaves_out() -> None:
@@ -61,3 +63,31 @@ def test_warnings_and_errors_are_limited(level: str) -> None:
     limiter(None, level, {"event": "x"})
     with pytest.raises(DropEvent):
         limiter(None, level, {"event": "x"})
+
+
+class StuckStream(io.StringIO):
+    """A stdout whose reader stopped reading: a write blocks until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.release.wait()
+        return super().write(text)
+
+
+def test_a_stalled_stdout_costs_log_lines_not_the_caller() -> None:
+    stuck = StuckStream()
+    writer = LineWriter(stuck, max_pending=100)
+    began = time.monotonic()
+    for i in range(1000):
+        writer.write(f'{{"event": "line", "n": {i}}}\n')
+    assert time.monotonic() - began < 0.5  # nothing waited for the stuck stream
+    stuck.release.set()
+    writer.drain()
+    lines = [json.loads(line) for line in stuck.getvalue().splitlines()]
+    kept = [line["n"] for line in lines if line["event"] == "line"]
+    assert kept == sorted(kept) and 100 <= len(kept) <= 102  # in order; the rest dropped
+    [dropped] = [line for line in lines if line["event"] == "log_lines_dropped"]
+    assert dropped["count"] == 1000 - len(kept)
