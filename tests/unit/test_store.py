@@ -12,7 +12,7 @@ import pytest
 
 from clawpen.models import Address, InboundMessage, Rejection, Route, Stranger
 from clawpen.store import Lease, SQLiteStore, StoreRejected, StoreUnavailable
-from clawpen.store.sqlite import MIGRATIONS
+from clawpen.store.migrations import MIGRATIONS
 
 ROUTED = Route("assistant")
 NOW = 1_000.0

@@ -1,312 +1,27 @@
-"""The SQLite store: the only module that speaks SQL.
+"""The SQLite store: the only module that speaks the application's SQL.
 
 WAL mode with ``synchronous=FULL``: when a write's future resolves, what it wrote survives a
-crash of the process or the machine. The event loop never waits on the disk: writes go to one
-writer thread, which commits everything that queued up while the previous commit was syncing as
-one transaction (group commit), each write in a savepoint of its own so that one bad write
-fails alone. Reads run on a second thread with its own connection (WAL lets them go on while
-the writer commits). The state machines are in ``base.py``.
+crash of the process or the machine. Writes and reads run on threads of their own
+(``worker.py``: group commit, a savepoint per write), the schema is ``migrations.py``, and the
+state machines are in ``base.py``. Each write below is a plain function of a connection, run on
+the writer thread inside its own savepoint.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TypeVar
 
 from ..models import Address, ClaimedTask, Decision, InboundMessage, Rejection, Reply, Stranger
-from .base import Lease, StoreError, StoreRejected, StoreUnavailable
+from .base import Lease
+from .migrations import MIGRATIONS
+from .worker import Worker, classify, connect
 
 T = TypeVar("T")
-MAX_BATCH = 512  # writes per transaction: bounds how long one commit holds the others
-WAKE_AT_ONCE = 16  # waiters resumed per turn of the event loop: a big batch must not hold it
-
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE messages (
-        id INTEGER PRIMARY KEY,
-        channel TEXT NOT NULL,
-        chat_id TEXT NOT NULL,
-        sender_id TEXT NOT NULL,
-        platform_id TEXT NOT NULL,
-        text TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        status TEXT NOT NULL,            -- queued | claimed | answered | rejected
-        agent_id TEXT,
-        reason TEXT,
-        task_id INTEGER,
-        UNIQUE (channel, chat_id, platform_id)
-    );
-    CREATE INDEX messages_queue ON messages (agent_id, status, id);
-    CREATE TABLE tasks (
-        id INTEGER PRIMARY KEY,
-        agent_id TEXT NOT NULL,
-        channel TEXT NOT NULL,
-        chat_id TEXT NOT NULL,
-        status TEXT NOT NULL,            -- running | done | failed
-        attempts INTEGER NOT NULL DEFAULT 1,
-        created_at REAL NOT NULL,
-        finished_at REAL,
-        error TEXT
-    );
-    CREATE TABLE replies (
-        id INTEGER PRIMARY KEY,
-        task_id INTEGER NOT NULL UNIQUE,
-        channel TEXT NOT NULL,
-        chat_id TEXT NOT NULL,
-        text TEXT NOT NULL,
-        status TEXT NOT NULL,            -- pending | sent | failed
-        attempts INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        sent_at REAL,
-        platform_ids TEXT,
-        error TEXT
-    );
-    CREATE INDEX replies_pending ON replies (status, id);
-    CREATE TABLE agents (
-        id TEXT PRIMARY KEY,
-        container_id TEXT,
-        state TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE usage (
-        id INTEGER PRIMARY KEY,
-        agent_id TEXT NOT NULL,
-        model TEXT NOT NULL,
-        input_tokens INTEGER NOT NULL,
-        output_tokens INTEGER NOT NULL,
-        at REAL NOT NULL
-    );
-    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
-    # 2: replies are delivered chunk by chunk, each recorded as the platform confirms it
-    """
-    ALTER TABLE replies ADD COLUMN chunks_sent INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX usage_by_agent ON usage (agent_id, at);
-    """,
-    # 3: pairings live here; the config file's are restored at every start
-    """
-    CREATE TABLE pairings (
-        address TEXT PRIMARY KEY,        -- channel:chat_id
-        agent_id TEXT NOT NULL,
-        source TEXT NOT NULL,            -- config | cli
-        created_at REAL NOT NULL
-    );
-    """,
-    # 4: Telegram keeps unconfirmed updates itself; its offset needs no storage here
-    """
-    DROP TABLE kv;
-    """,
-    # 5: a conversation is an address (channel, chat, thread); claimed work has an owner and a
-    #    lease; replies are due at next_attempt_at; strangers are kept as metadata, never text
-    """
-    ALTER TABLE messages ADD COLUMN thread TEXT NOT NULL DEFAULT '';
-    ALTER TABLE messages ADD COLUMN reply_to TEXT NOT NULL DEFAULT '';
-    ALTER TABLE tasks ADD COLUMN thread TEXT NOT NULL DEFAULT '';
-    ALTER TABLE tasks ADD COLUMN reply_to TEXT NOT NULL DEFAULT '';
-    ALTER TABLE tasks ADD COLUMN owner TEXT;
-    ALTER TABLE tasks ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
-    ALTER TABLE tasks ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX tasks_by_agent ON tasks (agent_id, status, id);
-    ALTER TABLE replies ADD COLUMN thread TEXT NOT NULL DEFAULT '';
-    ALTER TABLE replies ADD COLUMN reply_to TEXT NOT NULL DEFAULT '';
-    ALTER TABLE replies ADD COLUMN next_attempt_at REAL NOT NULL DEFAULT 0;
-    ALTER TABLE replies ADD COLUMN owner TEXT;
-    ALTER TABLE replies ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
-    DROP INDEX replies_pending;
-    CREATE INDEX replies_pending ON replies (channel, status, id);
-    CREATE TABLE strangers (
-        id INTEGER PRIMARY KEY,
-        channel TEXT NOT NULL,
-        chat_id TEXT NOT NULL,
-        sender_id TEXT NOT NULL,
-        size INTEGER NOT NULL,           -- characters of text; the text itself is not kept
-        received_at REAL NOT NULL
-    );
-    CREATE INDEX strangers_by_time ON strangers (received_at);
-    INSERT INTO strangers (channel, chat_id, sender_id, size, received_at)
-        SELECT channel, chat_id, sender_id, length(text), received_at FROM messages
-        WHERE status = 'rejected' AND task_id IS NULL;
-    DELETE FROM messages WHERE status = 'rejected' AND task_id IS NULL;
-    """,
-]
-
-# SQLite's primary result codes that mean "not now" rather than "never"
-_TRANSIENT_CODES = {
-    5,  # SQLITE_BUSY
-    6,  # SQLITE_LOCKED
-    7,  # SQLITE_NOMEM
-    8,  # SQLITE_READONLY (permissions, a remount)
-    10,  # SQLITE_IOERR
-    13,  # SQLITE_FULL
-    14,  # SQLITE_CANTOPEN
-    15,  # SQLITE_PROTOCOL
-}
-
-
-def classify(exc: BaseException, path: Path) -> StoreError:
-    """A transient ``StoreUnavailable`` or a permanent ``StoreRejected``, with the fix."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _TRANSIENT_CODES:
-        if code & 0xFF in (8, 14):
-            fix = "check that data_dir exists and is writable by this user"
-        elif code & 0xFF in (5, 6):
-            fix = "another process holds the database; clawpen retries"
-        else:
-            fix = "free disk space; clawpen resumes when writes succeed again"
-        return StoreUnavailable(f"{path}: cannot write the store ({exc})", fix)
-    return StoreRejected(
-        f"{path}: the store refused a write ({type(exc).__name__}: {exc})",
-        "this is a bug or bad data; the work it belonged to was failed and reported",
-    )
-
-
-@dataclass
-class _Op(Generic[T]):
-    """One read or write, run on a store thread; its future is resolved on its own loop."""
-
-    run: Callable[[sqlite3.Connection], T]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[T]
-    result: Any = None
-    error: BaseException | None = None
-
-
-def _resolve(ops: list[_Op[Any]]) -> None:
-    """On the event loop: hand each op's outcome to its waiter (if it still waits), a few per
-    turn of the loop, so that a batch of hundreds resumes its waiters in slices with the loop's
-    other work (timers, sockets) in between."""
-    if len(ops) > WAKE_AT_ONCE:
-        asyncio.get_running_loop().call_soon(_resolve, ops[WAKE_AT_ONCE:])
-        ops = ops[:WAKE_AT_ONCE]
-    for op in ops:
-        if op.future.done():
-            continue
-        if op.error is not None:
-            op.future.set_exception(op.error)
-        else:
-            op.future.set_result(op.result)
-
-
-@dataclass
-class _Worker:
-    """A thread that owns one connection and runs ops from its queue.
-
-    The writer (``transactional``) runs every op that queued up as one transaction, each in its
-    own savepoint; one fsync then commits them all. The reader runs ops one by one."""
-
-    name: str
-    db: sqlite3.Connection
-    path: Path
-    transactional: bool
-    ops: queue.SimpleQueue[_Op[Any] | None] = field(default_factory=queue.SimpleQueue)
-    thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-        self.thread.start()
-
-    def submit(self, run: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self.ops.put(_Op(run, loop, future))
-        return future
-
-    def stop(self) -> None:
-        self.ops.put(None)
-        if self.thread is not None:
-            self.thread.join()
-        self.db.close()
-
-    def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self.ops.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    op = self.ops.get_nowait()
-                except queue.Empty:
-                    break
-                if op is None:
-                    stopping = True
-                    break
-                batch.append(op)
-            if self.transactional:
-                self._transaction(batch)
-            else:
-                for op in batch:
-                    self._run(op)
-            by_loop: dict[asyncio.AbstractEventLoop, list[_Op[Any]]] = {}
-            for op in batch:
-                by_loop.setdefault(op.loop, []).append(op)
-            for loop, ops in by_loop.items():  # one wake-up per loop and batch, not per op
-                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                    loop.call_soon_threadsafe(_resolve, ops)
-
-    def _run(self, op: _Op[Any]) -> None:
-        try:
-            op.result = op.run(self.db)
-        except Exception as exc:
-            op.error = classify(exc, self.path)
-
-    def _transaction(self, batch: list[_Op[Any]]) -> None:
-        db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            for op in batch:
-                op.error = classify(exc, self.path)
-            return
-        for op in batch:
-            try:
-                db.execute("SAVEPOINT op")
-                op.result = op.run(db)
-                db.execute("RELEASE op")
-            except Exception as exc:
-                op.error = classify(exc, self.path)
-                if not db.in_transaction:  # SQLite rolled the whole transaction back (full disk)
-                    self._fail_all(batch, exc)
-                    return
-                try:
-                    db.execute("ROLLBACK TO op")
-                    db.execute("RELEASE op")
-                except sqlite3.Error as undo:
-                    self._fail_all(batch, undo)
-                    return
-        try:
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._fail_all(batch, exc)
-
-    def _fail_all(self, batch: list[_Op[Any]], exc: BaseException) -> None:
-        """Nothing of this batch was committed: every op gets the error."""
-        if self.db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self.db.execute("ROLLBACK")
-        error = classify(exc, self.path)
-        for op in batch:
-            op.result = None
-            if op.error is None or isinstance(error, StoreUnavailable):
-                op.error = error
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=5000")
-    return db
 
 
 class SQLiteStore:
@@ -315,14 +30,14 @@ class SQLiteStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         try:
-            writer = _connect(self.path)
+            writer = connect(self.path)
             self._migrate(writer)
-            reader = _connect(self.path)
+            reader = connect(self.path)
             reader.execute("PRAGMA query_only=1")
         except sqlite3.Error as exc:
             raise classify(exc, self.path) from None
-        self._writer = _Worker("store-writer", writer, self.path, transactional=True)
-        self._reader = _Worker("store-reader", reader, self.path, transactional=False)
+        self._writer = Worker("store-writer", writer, self.path, transactional=True)
+        self._reader = Worker("store-reader", reader, self.path, transactional=False)
         self._writer.start()
         self._reader.start()
         self._closed = False

@@ -1,0 +1,116 @@
+"""The store's schema, as the migrations that build it: each runs once, in order, in one
+transaction, and ``PRAGMA user_version`` remembers how far a database has come. Never edit one
+that has shipped; add the next.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        platform_id TEXT NOT NULL,
+        text TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        status TEXT NOT NULL,            -- queued | claimed | answered | rejected
+        agent_id TEXT,
+        reason TEXT,
+        task_id INTEGER,
+        UNIQUE (channel, chat_id, platform_id)
+    );
+    CREATE INDEX messages_queue ON messages (agent_id, status, id);
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        status TEXT NOT NULL,            -- running | done | failed
+        attempts INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        error TEXT
+    );
+    CREATE TABLE replies (
+        id INTEGER PRIMARY KEY,
+        task_id INTEGER NOT NULL UNIQUE,
+        channel TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        text TEXT NOT NULL,
+        status TEXT NOT NULL,            -- pending | sent | failed
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        sent_at REAL,
+        platform_ids TEXT,
+        error TEXT
+    );
+    CREATE INDEX replies_pending ON replies (status, id);
+    CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        container_id TEXT,
+        state TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 2: replies are delivered chunk by chunk, each recorded as the platform confirms it
+    """
+    ALTER TABLE replies ADD COLUMN chunks_sent INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX usage_by_agent ON usage (agent_id, at);
+    """,
+    # 3: pairings live here; the config file's are restored at every start
+    """
+    CREATE TABLE pairings (
+        address TEXT PRIMARY KEY,        -- channel:chat_id
+        agent_id TEXT NOT NULL,
+        source TEXT NOT NULL,            -- config | cli
+        created_at REAL NOT NULL
+    );
+    """,
+    # 4: Telegram keeps unconfirmed updates itself; its offset needs no storage here
+    """
+    DROP TABLE kv;
+    """,
+    # 5: a conversation is an address (channel, chat, thread); claimed work has an owner and a
+    #    lease; replies are due at next_attempt_at; strangers are kept as metadata, never text
+    """
+    ALTER TABLE messages ADD COLUMN thread TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN reply_to TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tasks ADD COLUMN thread TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tasks ADD COLUMN reply_to TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tasks ADD COLUMN owner TEXT;
+    ALTER TABLE tasks ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX tasks_by_agent ON tasks (agent_id, status, id);
+    ALTER TABLE replies ADD COLUMN thread TEXT NOT NULL DEFAULT '';
+    ALTER TABLE replies ADD COLUMN reply_to TEXT NOT NULL DEFAULT '';
+    ALTER TABLE replies ADD COLUMN next_attempt_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE replies ADD COLUMN owner TEXT;
+    ALTER TABLE replies ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+    DROP INDEX replies_pending;
+    CREATE INDEX replies_pending ON replies (channel, status, id);
+    CREATE TABLE strangers (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        size INTEGER NOT NULL,           -- characters of text; the text itself is not kept
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX strangers_by_time ON strangers (received_at);
+    INSERT INTO strangers (channel, chat_id, sender_id, size, received_at)
+        SELECT channel, chat_id, sender_id, length(text), received_at FROM messages
+        WHERE status = 'rejected' AND task_id IS NULL;
+    DELETE FROM messages WHERE status = 'rejected' AND task_id IS NULL;
+    """,
+]
