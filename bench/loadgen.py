@@ -127,9 +127,20 @@ async def start(
         max_containers=AGENTS + 5,
     )
     process = await stack.enter_async_context(orchestrator_process(ctx, tree, raw, runtime))
-    async with asyncio.timeout(180):
-        await asyncio.gather(
-            *(roundtrip(telegram, chat_id(i), f"warmup-{i}", 180) for i in range(AGENTS))
+    warmups = [
+        asyncio.ensure_future(roundtrip(telegram, chat_id(i), f"warmup-{i}", 180))
+        for i in range(AGENTS)
+    ]
+    _, pending = await asyncio.wait(warmups, timeout=180)
+    if pending:
+        for waiting in pending:
+            waiting.cancel()
+        silent = sorted(i for i, w in enumerate(warmups) if w in pending)
+        failed = [e for e in process.events("task_executed") if not e.get("success")]
+        raise RuntimeError(
+            f"{label}: no answer to the warm-up of agents {silent} within 180 s; what the"
+            f" chats got: {[telegram.texts_to(chat_id(i))[-1:] for i in silent]}; failed"
+            f" tasks: {failed[-3:]}; see {process.log}"
         )
     agent_pids: list[int] = []
     if runtime == "docker":

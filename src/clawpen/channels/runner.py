@@ -18,6 +18,8 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 import uvloop
 
@@ -141,9 +143,15 @@ def main() -> None:
     fd = int(sys.argv[1])
     uid = int(sys.argv[3]) if sys.argv[2:3] == ["--uid"] else None
     clawpen_logging.configure(os.environ.get("CLAWPEN_LOG_LEVEL", "info"))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(uvloop.run(serve(fd, uid)))
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit(uvloop.run(until_terminated(serve(fd, uid))))
+
+
+async def until_terminated(work: Coroutine[Any, Any, int]) -> int:
+    """SIGTERM (the orchestrator stopping us) ends ``work`` as a cancellation, cleanly."""
+    task = asyncio.ensure_future(work)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await task
 
 
 if __name__ == "__main__":
