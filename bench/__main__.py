@@ -22,6 +22,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import uvloop
 
 from clawpen import logging as clawpen_logging
 from clawpen.image import DEFAULT_TAG, build_agent_image
@@ -171,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile and not Path(sys.executable).with_name("py-spy").exists():
         raise SystemExit("--profile needs py-spy in the venv: .venv/bin/pip install py-spy")
     began = time.perf_counter()
-    outcomes, machine = asyncio.run(run_all(args, benchmarks))
+    # uvloop, as the orchestrator runs: on the default selector loop, about one run in three
+    # had a fake model's connection whose request sat unread in the kernel for good (the
+    # selector no longer watched its reused descriptor), and an agent waited on it for ever
+    outcomes, machine = uvloop.run(run_all(args, benchmarks))
     seconds = time.perf_counter() - began
     report: Path = args.report
     report.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from clawpen.agents import instance_id
 from clawpen.testing.fake_model import FakeModel
 
 from .children import OrchestratorProcess, orchestrator_process
-from .fakes import BenchTelegram, chat_id, config, fake_telegram, roundtrip
+from .fakes import BenchTelegram, agent_id, chat_id, config, fake_telegram, roundtrip
 from .harness import BenchContext, wait_until
 from .inprocess import RuntimeKind
 from .looplag import Stall
@@ -137,6 +139,15 @@ async def start(
             waiting.cancel()
         silent = sorted(i for i, w in enumerate(warmups) if w in pending)
         failed = [e for e in process.events("task_executed") if not e.get("success")]
+        if runtime == "docker":
+            for i in silent:
+                print(f"-- {label}: agent {agent_id(i)}'s container log:")
+                print(await asyncio.to_thread(agent_log, ctx, data_dir, agent_id(i)))
+        port = model.url.rsplit(":", 1)[1]
+        ss = await asyncio.create_subprocess_exec("ss", "-tanp", stdout=asyncio.subprocess.PIPE)
+        sockets = (await ss.communicate())[0].decode()
+        print(f"-- model calls seen by the fake: {len(model.requests)}; its sockets:")
+        print("\n".join(line for line in sockets.splitlines() if f":{port}" in line))
         raise RuntimeError(
             f"{label}: no answer to the warm-up of agents {silent} within 180 s; what the"
             f" chats got: {[telegram.texts_to(chat_id(i))[-1:] for i in silent]}; failed"
@@ -146,6 +157,25 @@ async def start(
     if runtime == "docker":
         agent_pids = await asyncio.to_thread(container_pids, ctx.docker, instance_id(data_dir))
     return Contestant(key, label, tree, runtime, process, telegram, agent_pids)
+
+
+def agent_log(ctx: BenchContext, data_dir: Path, agent: str) -> str:
+    """What an agent's container printed (its stderr: the agent logs there), and where its
+    Python is (py-spy)."""
+    name = f"clawpen-{instance_id(data_dir)}-{agent}"
+    out = []
+    for c in ctx.docker.containers.list(all=True, filters={"name": name}):
+        out.append(f"{c.name} {c.status}: {c.logs(tail=50).decode(errors='replace')!r}")
+        if c.status != "running":
+            continue
+        for process in c.top()["Processes"]:
+            if process[-1].startswith("python3"):
+                spy = str(Path(sys.executable).with_name("py-spy"))
+                dump = subprocess.run(
+                    [spy, "dump", "--pid", process[1]], capture_output=True, text=True
+                )
+                out.append(dump.stdout + dump.stderr)
+    return "\n".join(out) or f"(no container named {name})"
 
 
 async def load(ctx: BenchContext, contestant: Contestant, r: int, sizes: Sizes) -> None:

@@ -7,7 +7,7 @@ so each agent gets caps of its own, and none of them can be spent by another age
 | --- | --- | --- |
 | connections open at once (64) | ``DoorSite``, on accept | a 503 written, closed |
 | request line, one header, header count (8 KiB, 8 KiB, 32) | aiohttp's parser | 400, closed |
-| a request head within 5 s of connecting or of the last answer | aiohttp keep-alive | closed |
+| a request head within 5 s of connecting or of the last answer | ``DoorConnection`` | closed |
 | a ``Content-Length`` under the route cap (1 MiB, 20 MiB) | ``Door.json_body``, unread | 411, 413 |
 | bytes of bodies in flight (32 MiB), reserved from the header | ``Door.json_body`` | 429 |
 | the whole body within 10 s | ``Door.json_body`` | 408, closed |
@@ -56,8 +56,8 @@ class DoorLimits:
     inline_parse_max: int = 64 * KiB  # larger bodies are parsed in a thread, one at a time
 
     def handler_kwargs(self) -> dict[str, Any]:
-        """aiohttp's per-connection settings. Its keep-alive timer closes a connection that has
-        not delivered a whole request head in time, which is the head deadline; lingering 0
+        """aiohttp's per-connection settings. Its keep-alive timer closes an idle connection
+        as the head deadline does (``DoorConnection`` enforces that one itself); lingering 0
         closes a connection whose body was refused instead of reading it to the end."""
         return {
             "max_line_size": self.max_line_size,
@@ -181,6 +181,26 @@ class DoorConnection(RequestHandler):
         self.busy = False
         self.pending = 0  # bytes received since the last request ended
         self.closing = False  # refused or answered an error: it closes, nothing left to report
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._await_head()
+
+    def _await_head(self) -> None:
+        """A whole request head must arrive within ``head_timeout`` of connecting or of the
+        last answer, else the connection is closed (a slowloris, or a client that connects
+        and says nothing). Kept here, not left to aiohttp's keep-alive timer, whose arming
+        for a fresh connection differs between its versions."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self.door.limits.head_timeout, self._head_overdue)
+
+    def _head_overdue(self) -> None:
+        self._deadline = None
+        if not self.busy and self.transport is not None:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         self.pending += len(data)
@@ -189,14 +209,22 @@ class DoorConnection(RequestHandler):
     def request_began(self) -> None:
         self.requests += 1
         self.busy = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def request_ended(self, body_read: bool) -> None:
         self.busy = False
         self.pending = 0
         self.closing = self.closing or not body_read  # aiohttp closes it: lingering_time is 0
+        if not self.closing and self.transport is not None:
+            self._await_head()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         self.on_lost(self)
         if self.closing or self.busy:
             return
