@@ -4,6 +4,7 @@ event-loop stalls of this tree during it and the floors the targets are judged a
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 
 from .fakes import fake_model
@@ -329,6 +330,21 @@ def notes(ctx: BenchContext, before: Contestant, after: Contestant, commit_ms: f
             f" messages rode on each agent turn. Store at the end: {c.counts}."
         )
     closed = statistics.median(rates(after.loops))
+    cores = os.cpu_count() or 1
+    outside = cpu_ms(after.loops, "agents") + cpu_ms(after.loops, "bench")
+    total = cpu_ms(after.loops, "orchestrator") + outside
+    wanted = 4 * statistics.median(rates(before.loops))
+    ctx.note(
+        f"What bounds the closed loop here: every process shares these {cores} cores, and a"
+        f" message costs {total:.2f} ms of CPU in all ({cpu_ms(after.loops, 'orchestrator'):.2f}"
+        f" in the orchestrator's processes, {outside:.2f} in the agent containers and the fakes),"
+        f" so {1000 * cores / total:.0f} msg/s is this machine's ceiling for it even at 100%"
+        f" busy; {closed:.0f} msg/s were measured. Four times the baseline ({wanted:.0f} msg/s)"
+        f" would need at most {1000 * cores / wanted:.2f} ms per message in all, and the agents"
+        f" and fakes alone take {outside:.2f} ms: the orchestrator would have to spend under"
+        f" {max(0.0, 1000 * cores / wanted - outside):.2f} ms (it spent"
+        f" {cpu_ms(before.loops, 'orchestrator'):.2f} ms before the rebuild)."
+    )
     stall, held = total_stall(after.loops), total_stall(after.loops, True)
     if stall is not None and held is not None:
         ctx.note(
