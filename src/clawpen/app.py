@@ -237,7 +237,7 @@ class Orchestrator:
     def _set_channel(self, name: str, state: str, error: str = "", restarts: int = -1) -> None:
         old = self.channel_states[name]
         self.channel_states[name] = ChannelState(
-            name, state, error, old.restarts if restarts < 0 else restarts, old.pid
+            name, state, error, old.restarts if restarts < 0 else restarts
         )
         self.metrics.channel_up.labels(name).set(1 if state == "running" else 0)
 

@@ -7,7 +7,7 @@ Pairings name a chat (``telegram:123``); the thread only says where in it to ans
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, order=True)
@@ -118,5 +118,3 @@ class ChannelState:
     state: str  # starting | running | restarting | disabled
     error: str = ""
     restarts: int = 0
-    pid: int | None = None
-    detail: dict[str, object] = field(default_factory=dict)
