@@ -27,6 +27,16 @@ class Address:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file sent with a message, as the adapter downloaded it (at most
+    ``channels.base.MAX_ATTACHMENT_BYTES``). The agent finds it in ``/workspace/inbox/``."""
+
+    name: str  # the file name the sender gave it (cleaned by the core before use)
+    media_type: str  # "image/png", "application/pdf", ...
+    data: bytes
+
+
+@dataclass(frozen=True)
 class InboundMessage:
     """A chat message as every channel hands it over, before anything is decided about it."""
 
@@ -36,6 +46,10 @@ class InboundMessage:
     platform_id: str  # the platform's own message id: the key for dropping duplicates
     received_at: float
     reply_to: str = ""  # platform id of the message this one answers, if any
+    attachments: tuple[Attachment, ...] = ()
+    # False for a message in a group channel that does not mention the bot: it reaches the
+    # agent only when the pairing says to listen to everything (``mentions_only: false``)
+    addressed: bool = True
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..models import Decision, InboundMessage, OutboundMessage
+from ..models import Address, Decision, InboundMessage, OutboundMessage
+
+MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024  # per file; larger ones are named, not downloaded
+MAX_ATTACHMENTS = 10  # per message
 
 Accept = Callable[[InboundMessage], Awaitable[Decision | None]]
 """Commits a message and decides its route; ``None`` for a duplicate. Returns once committed;
@@ -51,6 +54,18 @@ class Channel(Protocol):
     async def send(self, message: OutboundMessage) -> str:
         """Deliver one message of at most ``max_message_length``; returns its platform id.
         Raises SendError."""
+
+    async def typing(self, address: Address, message_id: str, active: bool) -> None:
+        """Show (``active``) or stop showing that the agent is working on ``message_id`` in
+        ``address``. Called again every few seconds while it works, and once with
+        ``active=False`` at the end. Best effort: it never raises."""
+
+
+def skipped_attachment_note(name: str, size: int) -> str:
+    """The line a message carries instead of a file too large to download."""
+    megabytes = size / (1024 * 1024)
+    limit = MAX_ATTACHMENT_BYTES // (1024 * 1024)
+    return f"[{name}: not downloaded, {megabytes:.1f} MB is over the {limit} MB limit]"
 
 
 # -- settings shared by every channel -----------------------------------------------------------

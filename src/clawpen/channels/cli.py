@@ -60,6 +60,9 @@ class CliChannel:
             queue.put_nowait(message.text)
         return uuid.uuid4().hex
 
+    async def typing(self, address: Address, message_id: str, active: bool) -> None:
+        """The terminal shows its own "thinking" while it waits."""
+
 
 plugin = ChannelPlugin(
     name="cli",

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from ..errors import StoreUnavailable
 from ..logging import get_logger
-from ..models import OutboundMessage
+from ..models import Address, OutboundMessage
 from . import wire
 from .base import Accept, ChannelFatal, SendError
 
@@ -238,6 +238,9 @@ class ChannelProcess:
             ) from None
         finally:
             self._sends.pop(request_id, None)
+
+    async def typing(self, address: Address, message_id: str, active: bool) -> None:
+        self._write(wire.typing_frame(address, message_id, active))
 
     def _fail_sends(self, reason: str) -> None:
         for future in self._sends.values():

@@ -25,7 +25,7 @@ import uvloop
 
 from .. import logging as clawpen_logging
 from ..errors import StoreUnavailable
-from ..models import Decision, InboundMessage
+from ..models import Address, Decision, InboundMessage
 from . import wire
 from .base import Channel, ChannelFatal, SendError
 from .registry import plugins
@@ -68,7 +68,18 @@ class Bridge:
                 elif kind == "send":
                     request_id, message = wire.parse_send(frame, self.channel)
                     sends.create_task(self._send(adapter, request_id, message))
+                elif kind == "typing":
+                    address, message_id, active = wire.parse_typing(frame, self.channel)
+                    sends.create_task(self._typing(adapter, address, message_id, active))
             raise EOFError("the orchestrator closed the socket")
+
+    async def _typing(
+        self, adapter: Channel, address: Address, message_id: str, active: bool
+    ) -> None:
+        try:
+            await adapter.typing(address, message_id, active)
+        except Exception as exc:  # best effort: a missing indicator costs nobody a message
+            self.log.debug("channel_typing_failed", channel=self.channel, error=str(exc))
 
     def _settle(self, request_id: int, outcome: Decision | BaseException | None) -> None:
         future = self._accepts.get(request_id)

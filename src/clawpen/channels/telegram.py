@@ -144,6 +144,21 @@ class TelegramAdapter:
             raise SendError(str(exc)) from None
         return str(sent.message_id)
 
+    async def typing(self, address: Address, message_id: str, active: bool) -> None:
+        """Telegram shows "typing..." for 5 seconds per call; it ends by itself."""
+        if not active:
+            return
+        from telegram.constants import ChatAction
+        from telegram.error import TelegramError
+
+        options: dict[str, Any] = {}
+        if address.thread:
+            options["message_thread_id"] = int(address.thread)
+        try:
+            await self.bot.send_chat_action(int(address.chat), ChatAction.TYPING, **options)
+        except TelegramError as exc:
+            self.log.debug("channel_typing_failed", channel=self.name, error=str(exc))
+
 
 def _inbound(update: telegram.Update) -> InboundMessage | None:
     """Text, or a photo/file/voice with its caption (or none: the router answers that);
@@ -180,6 +195,7 @@ plugin = ChannelPlugin(
     credentials=("token",),
     preload=(
         "telegram",
+        "telegram.constants",
         "telegram.error",
         "telegram.request",
         "encodings.idna",  # host names are encoded with it on first connect

@@ -8,10 +8,15 @@ here before it is believed.
     core -> adapter   {"type": "start", "channel": "telegram", "settings": {...}}   first, once
                       {"type": "send", "id": 7, "chat": "42", "thread": "", "text": "...",
                        "reply_to": ""}
+                      {"type": "typing", "chat": "42", "thread": "", "message_id": "9",
+                       "active": true}            best effort, never answered
                       {"type": "accepted", "id": 3, "outcome": "routed"|"rejected"|"duplicate"}
                       {"type": "not_accepted", "id": 3, "error": "..."}   (store unavailable)
     adapter -> core   {"type": "inbound", "id": 3, "chat": "42", "thread": "", "sender": "...",
-                       "text": "...", "platform_id": "...", "received_at": 1.5, "reply_to": ""}
+                       "text": "...", "platform_id": "...", "received_at": 1.5, "reply_to": "",
+                       "addressed": true,
+                       "attachments": [{"name": "a.png", "media_type": "image/png",
+                                        "data": "<base64>"}]}
                       {"type": "sent", "id": 7, "platform_id": "..."}
                       {"type": "send_failed", "id": 7, "error": "...", "retry_after": null,
                        "permanent": false}
@@ -21,13 +26,28 @@ here before it is believed.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import math
 from typing import Any
 
-from ..models import Address, Decision, InboundMessage, OutboundMessage, Rejection, Route
+from ..models import (
+    Address,
+    Attachment,
+    Decision,
+    InboundMessage,
+    OutboundMessage,
+    Rejection,
+    Route,
+)
+from .base import MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
 
-MAX_FRAME = 4 * 1024 * 1024  # bytes in one line: a message is capped far below this
+MAX_ATTACHMENTS_TOTAL = 2 * MAX_ATTACHMENT_BYTES  # bytes of files in one message
+MAX_FRAME = 4 * 1024 * 1024 + MAX_ATTACHMENTS_TOTAL * 4 // 3  # bytes in one line, base64 in
+BIG_FRAME = 256 * 1024  # frames larger than this are parsed off the event loop
+MAX_NAME = 255  # characters in a file name
+MAX_MEDIA_TYPE = 127
 MAX_ID = 256  # characters in a chat, thread, sender or platform id
 MAX_TEXT = 200_000  # characters of inbound text (the core caps what it stores lower still)
 MAX_ERROR = 2_000
@@ -55,7 +75,9 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
     if not line:
         return None
     try:
-        frame = json.loads(line)
+        frame = (
+            await asyncio.to_thread(json.loads, line) if len(line) > BIG_FRAME else json.loads(line)
+        )
     except ValueError:
         raise FrameError("a frame that is not JSON") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
@@ -93,6 +115,15 @@ def inbound_frame(request_id: int, message: InboundMessage) -> Frame:
         "platform_id": message.platform_id,
         "received_at": message.received_at,
         "reply_to": message.reply_to,
+        "addressed": message.addressed,
+        "attachments": [
+            {
+                "name": file.name,
+                "media_type": file.media_type,
+                "data": base64.b64encode(file.data).decode(),
+            }
+            for file in message.attachments
+        ],
     }
 
 
@@ -109,6 +140,9 @@ def parse_inbound(frame: Frame, channel: str) -> tuple[int, InboundMessage]:
     platform_id = _text(frame, "platform_id", MAX_ID)
     if not chat or not platform_id:
         raise FrameError("inbound.chat and inbound.platform_id must not be empty")
+    addressed = frame.get("addressed", True)
+    if not isinstance(addressed, bool):
+        raise FrameError("inbound.addressed must be true or false")
     message = InboundMessage(
         address=Address(channel, chat, _text(frame, "thread", MAX_ID, required=False)),
         sender_id=_text(frame, "sender", MAX_ID, required=False),
@@ -116,8 +150,36 @@ def parse_inbound(frame: Frame, channel: str) -> tuple[int, InboundMessage]:
         platform_id=platform_id,
         received_at=float(received_at),
         reply_to=_text(frame, "reply_to", MAX_ID, required=False),
+        attachments=_attachments(frame.get("attachments", [])),
+        addressed=addressed,
     )
     return _id(frame), message
+
+
+def _attachments(files: Any) -> tuple[Attachment, ...]:
+    if not isinstance(files, list) or len(files) > MAX_ATTACHMENTS:
+        raise FrameError(f"inbound.attachments must be a list of at most {MAX_ATTACHMENTS}")
+    found: list[Attachment] = []
+    total = 0
+    for file in files:
+        if not isinstance(file, dict):
+            raise FrameError("inbound.attachments holds something that is not an object")
+        encoded = _text(file | {"type": "attachment"}, "data", MAX_FRAME)
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise FrameError("attachment.data is not base64") from None
+        total += len(data)
+        if len(data) > MAX_ATTACHMENT_BYTES or total > MAX_ATTACHMENTS_TOTAL:
+            raise FrameError("inbound.attachments are larger than the limit")
+        found.append(
+            Attachment(
+                name=_text(file | {"type": "attachment"}, "name", MAX_NAME),
+                media_type=_text(file | {"type": "attachment"}, "media_type", MAX_MEDIA_TYPE),
+                data=data,
+            )
+        )
+    return tuple(found)
 
 
 def sent_frame(request_id: int, platform_id: str) -> Frame:
@@ -185,6 +247,26 @@ def parse_send(frame: Frame, channel: str) -> tuple[int, OutboundMessage]:
         address, _text(frame, "text", MAX_FRAME), _text(frame, "reply_to", MAX_ID, False)
     )
     return _id(frame), message
+
+
+def typing_frame(address: Address, message_id: str, active: bool) -> Frame:
+    return {
+        "type": "typing",
+        "chat": address.chat,
+        "thread": address.thread,
+        "message_id": message_id,
+        "active": active,
+    }
+
+
+def parse_typing(frame: Frame, channel: str) -> tuple[Address, str, bool]:
+    address = Address(
+        channel, _text(frame, "chat", MAX_ID), _text(frame, "thread", MAX_ID, required=False)
+    )
+    active = frame.get("active")
+    if not isinstance(active, bool):
+        raise FrameError("typing.active must be true or false")
+    return address, _text(frame, "message_id", MAX_ID, required=False), active
 
 
 def accepted_frame(request_id: int, decision: Decision | None) -> Frame:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..channels.base import Accept, SendError
-from ..models import Address, Decision, InboundMessage, OutboundMessage
+from ..models import Address, Attachment, Decision, InboundMessage, OutboundMessage
 
 
 @dataclass
@@ -29,6 +29,7 @@ class MemoryChannel:
     sent: list[SentMessage] = field(default_factory=list)
     attempts: list[tuple[OutboundMessage, float]] = field(default_factory=list)
     failures: dict[str, list[SendError]] = field(default_factory=dict)  # chat -> next errors
+    typing_calls: list[tuple[Address, str, bool]] = field(default_factory=list)
     _accept: Accept | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -40,7 +41,14 @@ class MemoryChannel:
         await asyncio.Event().wait()
 
     async def push(
-        self, chat: str, text: str, thread: str = "", sender: str = "", platform_id: str = ""
+        self,
+        chat: str,
+        text: str,
+        thread: str = "",
+        sender: str = "",
+        platform_id: str = "",
+        attachments: tuple[Attachment, ...] = (),
+        addressed: bool = True,
     ) -> Decision | None:
         """A user writes ``text`` in ``chat``; returns once the orchestrator committed it."""
         await asyncio.wait_for(self._ready.wait(), 30)
@@ -51,8 +59,13 @@ class MemoryChannel:
             text=text,
             platform_id=platform_id or f"in-{next(self._ids)}",
             received_at=time.time(),
+            attachments=attachments,
+            addressed=addressed,
         )
         return await self._accept(message)
+
+    async def typing(self, address: Address, message_id: str, active: bool) -> None:
+        self.typing_calls.append((address, message_id, active))
 
     def fail_next(self, chat: str, *errors: SendError) -> None:
         self.failures.setdefault(chat, []).extend(errors)
