@@ -80,6 +80,8 @@ Channels = _channels_model()
 class Pairing(_Model):
     channel: str = Field(description="platform:chat_id")
     agent: str
+    # in a group channel, only messages that mention the bot reach the agent; false: all of them
+    mentions_only: bool = True
 
 
 class Settings(_Model):

@@ -98,6 +98,9 @@ class Dispatcher:
         self.clock = clock
         self.log = get_logger()
         self.pairings: dict[str, str] = {}
+        self.every_message = frozenset(
+            p.channel for p in settings.pairings if not p.mentions_only
+        )
         self.agent_ids = frozenset(a.id for a in settings.agents)
         self._wakeups = {a: asyncio.Event() for a in self.agent_ids}
         # messages routed to an agent and being committed right now: its worker lets them land
@@ -126,10 +129,14 @@ class Dispatcher:
             platformId=message.platform_id,
         )
         message = replace(message, text=clean_text(message.text))
-        decision = route(message, self.pairings, self.agent_ids)
+        decision = route(message, self.pairings, self.agent_ids, self.every_message)
         message = replace(message, text=clip(message.text, MAX_TEXT))  # what is stored is capped
         address = message.address
         context = {"channel": address.channel, "chat": address.chat}
+        if isinstance(decision, Rejection) and decision.ignored:
+            self.log.debug("message_ignored", reason=decision.reason, **context)
+            self.metrics.messages.labels(address.channel, "ignored").inc()
+            return decision
         if isinstance(decision, Rejection) and decision.answer is None:
             await self._stranger(message, decision, now)
             return decision

@@ -73,6 +73,9 @@ class Route:
 class Rejection:
     reason: str  # for the log
     answer: str | None = None  # for the sender, when they may hear from us (a paired chat)
+    # not for the agent at all (chatter in a group channel that does not mention the bot):
+    # neither stored nor answered nor counted as a stranger
+    ignored: bool = False
 
 
 Decision = Route | Rejection

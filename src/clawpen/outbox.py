@@ -28,22 +28,11 @@ from .metrics import Metrics
 from .models import OutboundMessage, Reply
 from .ratelimit import KeyedBuckets, TokenBucket
 from .retry import PLATFORM
+from .split import split_text
 from .store import Lease, Store, until_written
 
 MAX_ATTEMPTS = 8
 IDLE_RECHECK = 30.0  # seconds: look at the store again even without a wake-up
-
-
-def split_text(text: str, limit: int) -> list[str]:
-    """Cut a reply into messages the platform accepts, at line ends where possible."""
-    chunks: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit)
-        cut = cut if cut > limit // 2 else limit
-        chunks.append(text[:cut])
-        text = text[cut:].lstrip("\n")
-    chunks.append(text)
-    return chunks
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,13 @@ MAX_TEXT = 32_000
 
 
 def route(
-    message: InboundMessage, pairings: Mapping[str, str], agents: Collection[str]
+    message: InboundMessage,
+    pairings: Mapping[str, str],
+    agents: Collection[str],
+    every_message: Collection[str] = (),
 ) -> Route | Rejection:
-    """``pairings`` maps ``channel:chat`` to an agent id.
+    """``pairings`` maps ``channel:chat`` to an agent id; ``every_message``: the paired group
+    chats where the agent hears everything, not only what mentions it.
 
     The CLI is reached only through the owner-only admin socket, so its chat id *names* the agent;
     every other channel needs an explicit pairing.
@@ -27,10 +31,13 @@ def route(
         return Rejection(f"{address.chat_address} is not paired with an agent")
     if agent not in agents:
         return Rejection(f"{address.chat_address}: no agent {agent!r}")
+    if not message.addressed and address.chat_address not in every_message:
+        return Rejection("a group message that does not mention the bot", ignored=True)
     # From here on the sender is someone the agent serves: a refusal is answered, not dropped.
-    if not message.text.strip():
+    if not message.text.strip() and not message.attachments:
         return Rejection(
-            "no text", answer="I can only read text for now: please write your message out."
+            "no text",
+            answer="I could not read that message: please write it out, or send it as a file.",
         )
     if len(message.text) > MAX_TEXT:
         return Rejection(

@@ -204,7 +204,7 @@ async def test_a_photo_is_read_by_its_caption_and_without_one_the_user_is_told(
         await fake_telegram.push_photo(666)  # unpaired: still not a word to strangers
         await asyncio.sleep(0.5)
     assert fake_telegram.texts_to(1001) == [
-        "I can only read text for now: please write your message out.",
+        "I could not read that message: please write it out, or send it as a file.",
         "echo: what is this?",
     ]
     assert fake_telegram.texts_to(666) == []

@@ -15,7 +15,7 @@ import pytest
 from clawpen.channels.base import RateLimitSettings, SendError
 from clawpen.metrics import Metrics
 from clawpen.models import Address, InboundMessage, Reply, Route
-from clawpen.outbox import MAX_ATTEMPTS, Outbox, plan, split_text
+from clawpen.outbox import MAX_ATTEMPTS, Outbox, plan
 from clawpen.store import Lease, SQLiteStore
 from clawpen.testing.fake_channel import MemoryChannel
 
@@ -23,23 +23,6 @@ UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
 OWNER = "me"
 
 # -- pure decisions ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "limit", "expected"),
-    [
-        pytest.param("short", 10, ["short"], id="fits"),
-        pytest.param("", 10, [""], id="empty"),
-        pytest.param("abcdefghij", 10, ["abcdefghij"], id="exactly_the_limit"),
-        pytest.param("abcdefghijkl", 5, ["abcde", "fghij", "kl"], id="hard_cut_without_lines"),
-        pytest.param("line one\nline two", 12, ["line one", "line two"], id="cut_at_line_end"),
-        pytest.param("ab\ncdefghijkl", 10, ["ab\ncdefghi", "jkl"], id="early_newline_ignored"),
-    ],
-)
-def test_split_text_table(text: str, limit: int, expected: list[str]) -> None:
-    chunks = split_text(text, limit)
-    assert chunks == expected
-    assert all(len(c) <= limit for c in chunks)
 
 
 def pending(

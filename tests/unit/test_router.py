@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clawpen.models import Address, InboundMessage, Rejection, Route
+from clawpen.models import Address, Attachment, InboundMessage, Rejection, Route
 from clawpen.router import MAX_TEXT, route
 
 PAIRINGS = {"telegram:1001": "assistant", "telegram:2002": "ghost"}
@@ -86,3 +86,34 @@ def test_cli_chat_id_is_not_looked_up_in_pairings() -> None:
     """A pairing named like a CLI address does not let the CLI reach an unnamed agent."""
     decision = route(message("cli", "assistant2"), {"cli:assistant2": "assistant"}, AGENTS)
     assert isinstance(decision, Rejection)
+
+
+def group_message(addressed: bool, text: str = "hi all", files: int = 0) -> InboundMessage:
+    return InboundMessage(
+        address=Address("telegram", "1001"),
+        sender_id="u1",
+        text=text,
+        platform_id="1",
+        received_at=0.0,
+        attachments=tuple(Attachment(f"f{i}.png", "image/png", b"x") for i in range(files)),
+        addressed=addressed,
+    )
+
+
+def test_group_chatter_that_does_not_mention_the_bot_is_ignored_not_refused() -> None:
+    decision = route(group_message(addressed=False), PAIRINGS, AGENTS)
+    assert isinstance(decision, Rejection)
+    assert decision.ignored and decision.answer is None
+
+
+def test_a_mention_in_a_group_reaches_the_agent() -> None:
+    assert route(group_message(addressed=True), PAIRINGS, AGENTS) == Route("assistant")
+
+
+def test_a_pairing_that_hears_every_message_routes_group_chatter() -> None:
+    decision = route(group_message(addressed=False), PAIRINGS, AGENTS, {"telegram:1001"})
+    assert decision == Route("assistant")
+
+
+def test_a_file_without_a_caption_is_routed() -> None:
+    assert route(group_message(True, text="", files=1), PAIRINGS, AGENTS) == Route("assistant")
