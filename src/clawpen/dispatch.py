@@ -13,17 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from functools import partial
 
-from clawpen_agent.protocol import ChatLine, Task
+from clawpen_agent.protocol import ChatLine, InboxFile, Task
 
 from .agentapi import AgentGone
 from .agents import AgentPool
 from .channels.registry import address_problem
 from .config import Settings
 from .errors import ClawpenError, DockerUnavailable, StoreRejected, StoreUnavailable
+from .inbox import with_files
 from .logging import get_logger
 from .metrics import Metrics
 from .models import ClaimedTask, Decision, InboundMessage, Rejection, Reply, Route, Stranger
@@ -38,6 +39,7 @@ MAX_TASK_ATTEMPTS = 3  # tries of the agent at one task (a container that died t
 MAX_RESUMES = 5  # takeovers of one task after the orchestrator died holding it
 MAX_REPLY = 64_000  # characters: a runaway agent must not flood a chat with thousands of messages
 BATCH_WAIT = 0.05  # seconds a worker waits at most for messages being committed to land
+TYPING_EVERY = 4.0  # seconds between "typing..." signals (Telegram shows one for 5)
 STRANGERS_PER_HOUR = 10  # per unpaired chat: what is recorded of it (the rest is only counted)
 
 
@@ -98,9 +100,7 @@ class Dispatcher:
         self.clock = clock
         self.log = get_logger()
         self.pairings: dict[str, str] = {}
-        self.every_message = frozenset(
-            p.channel for p in settings.pairings if not p.mentions_only
-        )
+        self.every_message = frozenset(p.channel for p in settings.pairings if not p.mentions_only)
         self.agent_ids = frozenset(a.id for a in settings.agents)
         self._wakeups = {a: asyncio.Event() for a in self.agent_ids}
         # messages routed to an agent and being committed right now: its worker lets them land
@@ -128,7 +128,14 @@ class Dispatcher:
             chat=message.address.chat,
             platformId=message.platform_id,
         )
-        message = replace(message, text=clean_text(message.text))
+        message = replace(
+            message,
+            text=clean_text(message.text),
+            attachments=tuple(
+                replace(f, name=clean_text(f.name), media_type=clean_text(f.media_type))
+                for f in message.attachments
+            ),
+        )
         decision = route(message, self.pairings, self.agent_ids, self.every_message)
         message = replace(message, text=clip(message.text, MAX_TEXT))  # what is stored is capped
         address = message.address
@@ -256,7 +263,8 @@ class Dispatcher:
                     " so I gave it up"
                 )
             else:
-                text, error, attempts, agent_times = await self._run(claimed, context)
+                async with self._typing(claimed):
+                    text, error, attempts, agent_times = await self._run(claimed, context)
             text = _reply_text(text, error)
         except asyncio.CancelledError:
             raise
@@ -278,19 +286,41 @@ class Dispatcher:
         self.metrics.task_seconds.labels(claimed.agent_id).observe(duration)
         await self._finish(claimed, text, error, context)
 
+    @contextlib.asynccontextmanager
+    async def _typing(self, claimed: ClaimedTask) -> AsyncIterator[None]:
+        """The chat shows that the agent is at work, for as long as it is."""
+
+        async def keep_typing() -> None:
+            while True:
+                await self.outbox.typing(claimed.address, claimed.reply_to, True)
+                await asyncio.sleep(TYPING_EVERY)
+
+        indicator = asyncio.create_task(keep_typing())
+        try:
+            yield
+        finally:
+            indicator.cancel()
+            await asyncio.shield(self.outbox.typing(claimed.address, claimed.reply_to, False))
+
     async def _run(
         self, claimed: ClaimedTask, context: dict[str, object]
     ) -> tuple[str, str | None, int, dict[str, float]]:
         """Hand the task to the agent, starting its container if need be, retrying when it
         dies; returns (text, error, attempts, the agent's own timings)."""
         agent = self.settings.agent(claimed.agent_id)
+        lines = [ChatLine(s, t) for s, t in zip(claimed.senders, claimed.texts, strict=True)]
+        files: list[InboxFile] = []
+        if claimed.has_files:
+            stored = await until_written(lambda: self.store.task_files(claimed.id), "files")
+            lines, files = with_files(lines, claimed.platform_ids, stored)
         task = Task(
             id=claimed.id,
             conversation=str(claimed.address),
-            lines=[ChatLine(s, t) for s, t in zip(claimed.senders, claimed.texts, strict=True)],
+            lines=lines,
             model=agent.model or self.settings.model.name,
             system_prompt=agent.system_prompt,
             max_tokens=self.settings.model.max_tokens,
+            files=files,
         )
         attempts = claimed.attempts
         while True:

@@ -115,6 +115,17 @@ class ClaimedTask:
     reply_to: str = ""
     resumed: bool = False  # claimed again after its owner died without finishing it
     platform_ids: tuple[str, ...] = ()  # of the messages, in order: for the log
+    has_files: bool = False  # some message came with files (``Store.task_files``)
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """A file sent with one of a task's messages, as stored until the agent has it."""
+
+    platform_id: str  # of the message it came with
+    name: str
+    media_type: str
+    data: bytes
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from functools import partial
 from .channels.base import Channel, RateLimitSettings, SendError
 from .logging import get_logger
 from .metrics import Metrics
-from .models import OutboundMessage, Reply
+from .models import Address, OutboundMessage, Reply
 from .ratelimit import KeyedBuckets, TokenBucket
 from .retry import PLATFORM
 from .split import split_text
@@ -107,6 +107,16 @@ class Outbox:
         """A reply for ``channel`` was committed, or a delivery ended."""
         if channel in self._wakeups:
             self._wakeups[channel].set()
+
+    async def typing(self, address: Address, message_id: str, active: bool) -> None:
+        """Show (or stop showing) the chat that its agent is at work; best effort."""
+        channel = self.channels.get(address.channel)
+        if channel is None:
+            return
+        try:
+            await channel.typing(address, message_id, active)
+        except Exception as exc:  # a missing indicator must not cost a reply
+            self.log.debug("typing_failed", channel=address.channel, error=str(exc))
 
     async def run(self, channel: str) -> None:
         """Deliver the channel's pending replies, for ever; starts with any left over from

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .inbox import save_files, user_content
 from .protocol import MESSAGES_PATH, Task, TaskResult
 from .tools import TOOL_SCHEMAS, run_tool
 from .transport import HTTPError
@@ -89,7 +90,20 @@ def system_prompt(configured: str, root: str) -> str:
 
 def run_task(task: Task, call_model: ModelCall, history: History, root: str) -> TaskResult:
     """Run one task to its final text. Tool failures go back to the model, not to the user."""
-    messages = [*history.load(task.conversation), {"role": "user", "content": user_turn(task)}]
+    earlier = history.load(task.conversation)
+    text = user_turn(task)
+    content = user_content(text, save_files(task.files, root))
+    messages = [*earlier, {"role": "user", "content": content}]
+    result = _turn(task, messages, call_model, root)
+    messages[len(earlier)] = {"role": "user", "content": text}  # the text names the files
+    history.save(task.conversation, messages)
+    return result
+
+
+def _turn(
+    task: Task, messages: list[dict[str, Any]], call_model: ModelCall, root: str
+) -> TaskResult:
+    """Ask, run tools, ask again, until the model answers; ``messages`` grows as it goes."""
     system = system_prompt(task.system_prompt, root)
     tool_calls = 0
     for _ in range(MAX_STEPS):
@@ -106,7 +120,6 @@ def run_task(task: Task, call_model: ModelCall, history: History, root: str) -> 
         messages.append({"role": "assistant", "content": content})
         uses = [block for block in content if block.get("type") == "tool_use"]
         if response.get("stop_reason") != "tool_use" or not uses:
-            history.save(task.conversation, messages)
             text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
             return TaskResult(text=text.strip() or "(no answer)", tool_calls=tool_calls)
         results = []
@@ -122,7 +135,6 @@ def run_task(task: Task, call_model: ModelCall, history: History, root: str) -> 
                 }
             )
         messages.append({"role": "user", "content": results})
-    history.save(task.conversation, messages)
     return TaskResult(error=f"gave up after {MAX_STEPS} model calls without a final answer")
 
 

@@ -168,6 +168,15 @@ class ChatLine:
 
 
 @dataclass(frozen=True)
+class InboxFile:
+    """A file a user sent, for the agent to save as ``/workspace/inbox/<name>``."""
+
+    name: str  # a plain file name, chosen by the orchestrator
+    media_type: str
+    data: str  # base64
+
+
+@dataclass(frozen=True)
 class Task:
     """Work pushed to an agent: the new chat lines of one conversation, answered in one turn."""
 
@@ -177,6 +186,7 @@ class Task:
     model: str
     system_prompt: str = ""
     max_tokens: int = 4096
+    files: list[InboxFile] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -185,6 +195,7 @@ class Task:
     def from_json(cls, raw: bytes | str) -> Task:
         data: dict[str, Any] = json.loads(raw)
         data["lines"] = [ChatLine(**line) for line in data["lines"]]
+        data["files"] = [InboxFile(**file) for file in data.get("files", [])]
         return cls(**data)
 
 

@@ -32,7 +32,7 @@ from typing import Protocol, TypeVar
 
 from ..errors import StoreError, StoreRejected, StoreUnavailable
 from ..logging import get_logger
-from ..models import Address, ClaimedTask, Decision, InboundMessage, Reply, Stranger
+from ..models import Address, ClaimedTask, Decision, InboundMessage, Reply, Stranger, TaskFile
 from ..retry import STORE, until_done
 
 __all__ = ["Lease", "Store", "StoreError", "StoreRejected", "StoreUnavailable", "until_written"]
@@ -67,6 +67,9 @@ class Store(Protocol):
     async def claim_next_task(self, agent_id: str, lease: Lease, now: float) -> ClaimedTask | None:
         """The agent's next task: first one whose owner's lease ran out (resumed, resumes + 1),
         else every queued message of its oldest waiting conversation, batched into a new one."""
+
+    async def task_files(self, task_id: int) -> list[TaskFile]:
+        """The files of the task's messages, in the order they came (kept until it ends)."""
 
     async def retry_task(self, task_id: int, lease: Lease) -> int:
         """Count one more attempt at a task; returns the attempt number."""

@@ -113,4 +113,15 @@ MIGRATIONS: list[str] = [
         WHERE status = 'rejected' AND task_id IS NULL;
     DELETE FROM messages WHERE status = 'rejected' AND task_id IS NULL;
     """,
+    # 6: files sent with a message, kept until the agent has them in its workspace
+    """
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX files_by_message ON files (message_id);
+    """,
 ]

@@ -16,7 +16,16 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from ..models import Address, ClaimedTask, Decision, InboundMessage, Rejection, Reply, Stranger
+from ..models import (
+    Address,
+    ClaimedTask,
+    Decision,
+    InboundMessage,
+    Rejection,
+    Reply,
+    Stranger,
+    TaskFile,
+)
 from .base import Lease
 from .migrations import MIGRATIONS
 from .worker import Worker, classify, connect
@@ -80,6 +89,17 @@ class SQLiteStore:
 
     async def claim_next_task(self, agent_id: str, lease: Lease, now: float) -> ClaimedTask | None:
         return await self._write(partial(_claim_next_task, agent_id, lease, now))
+
+    async def task_files(self, task_id: int) -> list[TaskFile]:
+        def files(db: sqlite3.Connection) -> list[TaskFile]:
+            rows = db.execute(
+                "SELECT m.platform_id, f.name, f.media_type, f.data FROM files f"
+                " JOIN messages m ON m.id = f.message_id WHERE m.task_id=? ORDER BY f.id",
+                (task_id,),
+            )
+            return [TaskFile(*row) for row in rows.fetchall()]
+
+        return await self._read(files)
 
     async def retry_task(self, task_id: int, lease: Lease) -> int:
         return await self._write(partial(_retry_task, task_id, lease))
@@ -296,6 +316,11 @@ def _record_inbound(
     if not cursor.rowcount:
         return None
     row = cursor.lastrowid
+    if not isinstance(decision, Rejection):
+        db.executemany(
+            "INSERT INTO files (message_id, name, media_type, data) VALUES (?,?,?,?)",
+            [(row, f.name, f.media_type, f.data) for f in message.attachments],
+        )
     if isinstance(decision, Rejection) and decision.answer:
         # A refused message still gets its answer, through the same reply path as any other.
         task_id = db.execute(
@@ -365,7 +390,9 @@ def _claim_next_task(
 def _claimed(db: sqlite3.Connection, task_id: int, resumed: bool) -> ClaimedTask:
     task = db.execute("SELECT * FROM tasks WHERE id=?", (task_id,)).fetchone()
     lines = db.execute(
-        "SELECT sender_id, text, platform_id FROM messages WHERE task_id=? ORDER BY id",
+        "SELECT sender_id, text, platform_id,"
+        " EXISTS (SELECT 1 FROM files WHERE message_id=messages.id)"
+        " FROM messages WHERE task_id=? ORDER BY id",
         (task_id,),
     ).fetchall()
     return ClaimedTask(
@@ -379,6 +406,7 @@ def _claimed(db: sqlite3.Connection, task_id: int, resumed: bool) -> ClaimedTask
         reply_to=task["reply_to"],
         resumed=resumed,
         platform_ids=tuple(row[2] for row in lines),
+        has_files=any(row[3] for row in lines),
     )
 
 
@@ -400,6 +428,11 @@ def _finish_task(
     if not closed:
         return None  # no longer ours (or finished already): its owner answers it
     db.execute("UPDATE messages SET status='answered' WHERE task_id=?", (task_id,))
+    # the agent has its files now (or never will): they need not fill the database
+    db.execute(
+        "DELETE FROM files WHERE message_id IN (SELECT id FROM messages WHERE task_id=?)",
+        (task_id,),
+    )
     task = db.execute("SELECT * FROM tasks WHERE id=?", (task_id,)).fetchone()
     address = Address(task["channel"], task["chat_id"], task["thread"])
     _insert_reply(db, task_id, address, task["reply_to"], text, lease, now)

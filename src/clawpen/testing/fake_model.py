@@ -10,6 +10,8 @@ Its behaviour is a pure function of the conversation, so tests can predict every
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +36,12 @@ def _text_of(content: Any) -> str:
     for block in content:
         if block.get("type") == "text":
             parts.append(block["text"])
+        elif block.get("type") in ("image", "document"):
+            # say what it saw, so a test can tell the model got the very bytes the user sent
+            source = block.get("source", {})
+            data = base64.b64decode(source.get("data", ""))
+            digest = hashlib.sha256(data).hexdigest()[:12]
+            parts.append(f"[{block['type']}: {source.get('media_type')}, sha256 {digest}]")
         elif block.get("type") == "tool_result":
             inner = block.get("content", "")
             parts.append(_text_of(inner) if not isinstance(inner, str) else inner)

@@ -1,0 +1,39 @@
+"""While the agent works the chat shows it, and the indicator ends with the answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from clawpen import dispatch
+from clawpen.app import Orchestrator
+from clawpen.models import Address
+from clawpen.runtime.inprocess import InProcessRuntime
+from clawpen.testing.fake_channel import MemoryChannel
+from clawpen.testing.fake_model import FakeModel
+
+from ..conftest import running
+
+
+async def test_typing_is_shown_while_the_agent_works_and_stopped_after(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_model: FakeModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dispatch, "TYPING_EVERY", 0.2)
+    fake_model.delay = 1.0  # longer than one "typing..." lasts: it must be renewed
+    channel = MemoryChannel(name="cli")
+    orchestrator = orchestrator_factory(
+        InProcessRuntime(tmp_path / "ws"), channels={"cli": channel}
+    )
+    async with running(orchestrator):
+        await channel.push("assistant", "think hard", platform_id="m7")
+        await channel.wait_sent(1)
+    here = Address("cli", "assistant")
+    calls = channel.typing_calls
+    assert calls[0] == (here, "m7", True)
+    assert calls.count((here, "m7", True)) >= 2, "typing was not renewed while the agent worked"
+    assert calls[-1] == (here, "m7", False)
