@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -172,6 +173,7 @@ class Orchestrator:
                     **({"error": state.error} if state.error else {}),
                     **({"restarts": state.restarts} if state.restarts else {}),
                     **({"pid": pid} if (pid := getattr(self.channels[name], "pid", None)) else {}),
+                    "sending": self.outbox.circuits[name].describe(time.time()),
                 }
                 for name, state in sorted(self.channel_states.items())
             },

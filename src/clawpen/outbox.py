@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from .channels.base import Channel, RateLimitSettings, SendError
+from .circuit import Circuit
 from .logging import get_logger
 from .metrics import Metrics
 from .models import Address, OutboundMessage, Reply
@@ -102,6 +103,7 @@ class Outbox:
         self._pacers = {name: Pacer(limits[name], clock) for name in channels}
         self._busy: dict[str, set[str]] = {name: set() for name in channels}
         self._ended: dict[str, int] = {name: 0 for name in channels}  # deliveries finished
+        self.circuits = {name: Circuit() for name in channels}
 
     def notify(self, channel: str) -> None:
         """A reply for ``channel`` was committed, or a delivery ended."""
@@ -123,12 +125,19 @@ class Outbox:
         before a restart. Each chat's delivery is a task of this one's task group."""
         wakeup = self._wakeups[channel]
         busy = self._busy[channel]
+        circuit = self.circuits[channel]
         async with asyncio.TaskGroup() as deliveries:
             while True:
                 wakeup.clear()
+                hold = circuit.wait(self.clock())
+                if hold > 0:  # the platform is down: let it come back before trying again
+                    await asyncio.sleep(min(hold, IDLE_RECHECK))
+                    continue
                 pending = await until_written(lambda: self.store.pending_replies(channel), "outbox")
                 now = self.clock()
                 decided = plan(pending, now, busy, self.lease().owner)
+                if circuit.state(now) == "half-open":
+                    decided = Plan(decided.start[:1], decided.wake_at)  # one trial at a time
                 for reply in decided.start:
                     busy.add(reply.address.chat_address)
                     deliveries.create_task(self._deliver_in_chat(reply))
@@ -168,17 +177,22 @@ class Outbox:
             "chat": reply.address.chat,
             "taskId": reply.task_id,
         }
+        circuit = self.circuits[reply.address.channel]
         while sent < len(chunks):
             await pacer.wait(reply.address.chat_address)
+            if circuit.wait(self.clock()) > 0:
+                return False  # the platform went down meanwhile: the reply waits its turn
             message = OutboundMessage(
                 reply.address, chunks[sent], reply.reply_to if sent == 0 else ""
             )
             self.log.debug("reply_sending", chunk=sent, **context)
+            circuit.begin(self.clock())
             try:
                 platform_id = await self._send(channel, message)
             except SendError as exc:
                 await self._failed(reply, exc, context)
                 return False
+            self._platform_up(reply.address.channel)
             sent += 1
             await until_written(
                 partial(self._record_sent, reply.id, platform_id, sent == len(chunks)),
@@ -200,12 +214,39 @@ class Outbox:
             self.log.exception("channel_send_error", channel=channel.name)
             raise SendError(f"{type(exc).__name__}: {exc}") from exc
 
+    def _platform_up(self, channel: str) -> None:
+        circuit = self.circuits[channel]
+        if circuit.opened_at is not None:
+            self.log.info("channel_circuit_closed", channel=channel)
+        circuit.success()
+
+    def _platform_down(self, channel: str, exc: SendError) -> bool:
+        """Count a failure that is not about one message; True while the circuit is open
+        (then the reply's own attempts are not spent: the outage is waited out)."""
+        if exc.permanent or exc.retry_after is not None:
+            return False  # a refusal of this message, or the platform asking us to slow down
+        circuit = self.circuits[channel]
+        now = self.clock()
+        if circuit.failure(now, str(exc)):
+            self.log.error(
+                "channel_circuit_open",
+                channel=channel,
+                failures=circuit.failures,
+                error=str(exc),
+                pauseSeconds=round(circuit.open_for, 1),
+                hint=f"{channel} keeps failing; replies wait and go out when it is back",
+            )
+        return circuit.opened_at is not None
+
     async def _failed(self, reply: Reply, exc: SendError, context: dict[str, object]) -> None:
-        attempt = reply.attempts + 1
+        outage = self._platform_down(reply.address.channel, exc)
+        attempt = reply.attempts + (0 if outage else 1)
         final = exc.permanent or attempt >= MAX_ATTEMPTS
         delay = PLATFORM.delay(attempt - 1, exc.retry_after)
         await until_written(
-            lambda: self.store.record_send_failure(reply.id, str(exc), final, self.clock() + delay),
+            lambda: self.store.record_send_failure(
+                reply.id, str(exc), final, self.clock() + delay, counted=not outage
+            ),
             "delivery attempt",
         )
         self.metrics.replies.labels(reply.address.channel, "error").inc()

@@ -168,6 +168,7 @@ async def test_a_refused_token_disables_that_channel_and_the_others_go_on(
     assert status["channels"]["telegram"] == {
         "state": "disabled",
         "error": "telegram: the bot token was refused; check channels.telegram.token",
+        "sending": {"state": "closed", "failures": 0},
     }
     assert status["channels"]["cli"]["state"] == "running"
 

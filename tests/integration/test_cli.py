@@ -115,7 +115,10 @@ async def test_interactive_chat_and_status(orchestrator_process: Orchestrator) -
     assert code == 0, err
     assert status["agents"]["assistant"]["connected"] is True
     assert status["counts"]["messages.answered"] == 2
-    assert status["channels"]["cli"] == {"state": "running"}
+    assert status["channels"]["cli"] == {
+        "state": "running",
+        "sending": {"state": "closed", "failures": 0},
+    }
     assert status["channels"]["telegram"]["state"] == "running"
     assert status["channels"]["telegram"]["pid"] > 0  # its adapter runs in a process of its own
 

@@ -4,12 +4,14 @@ frame that is not what the protocol says is refused, never believed."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import pytest
 
 from clawpen.channels import wire
-from clawpen.models import Address, InboundMessage, OutboundMessage, Rejection, Route
+from clawpen.channels.base import MAX_ATTACHMENT_BYTES
+from clawpen.models import Address, Attachment, InboundMessage, OutboundMessage, Rejection, Route
 
 GOOD: dict[str, Any] = {
     "type": "inbound",
@@ -97,3 +99,44 @@ def test_decisions_and_sends_cross_intact() -> None:
     assert wire.parse_accepted(wire.accepted_frame(1, Route("a"))) == (1, Route(""))
     assert wire.parse_accepted(wire.accepted_frame(2, Rejection("no"))) == (2, Rejection(""))
     assert wire.parse_accepted(wire.accepted_frame(3, None)) == (3, None)
+
+
+def test_files_and_the_mention_flag_cross_the_socket_unchanged() -> None:
+    files = (Attachment("a.png", "image/png", b"\x89PNG\x00\xff"), Attachment("b", "x/y", b""))
+    message = InboundMessage(
+        Address("slack", "C1"), "U1", "hi", "1.2", 1.5, attachments=files, addressed=False
+    )
+    frame = asyncio.run(_read(wire.encode(wire.inbound_frame(4, message))))
+    assert wire.parse_inbound(frame, "slack") == (4, message)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"attachments": [{"name": "a", "media_type": "x", "data": "%%%"}]}, "base64"),
+        ({"attachments": "nope"}, "list"),
+        ({"attachments": [{"name": "a", "media_type": "x", "data": "AA=="}] * 11}, "list"),
+        ({"attachments": ["a"]}, "not an object"),
+        ({"attachments": [{"name": 1, "media_type": "x", "data": "AA=="}]}, "name"),
+        ({"addressed": "yes"}, "addressed"),
+    ],
+)
+def test_bad_files_or_flags_are_refused(change: dict[str, Any], problem: str) -> None:
+    with pytest.raises(wire.FrameError, match=problem):
+        wire.parse_inbound(GOOD | change, "slack")
+
+
+def test_a_file_over_the_limit_is_refused() -> None:
+    big = base64.b64encode(b"x" * (MAX_ATTACHMENT_BYTES + 1)).decode()
+    with pytest.raises(wire.FrameError, match="larger than the limit"):
+        wire.parse_inbound(
+            GOOD | {"attachments": [{"name": "a", "media_type": "x", "data": big}]}, "slack"
+        )
+
+
+def test_a_typing_signal_round_trips_and_is_checked() -> None:
+    address = Address("discord", "123", "456")
+    frame = wire.typing_frame(address, "789", True)
+    assert wire.parse_typing(frame, "discord") == (address, "789", True)
+    with pytest.raises(wire.FrameError, match="active"):
+        wire.parse_typing(frame | {"active": 1}, "discord")

@@ -106,10 +106,11 @@ class Store(Protocol):
         """One more chunk reached the platform; ``done`` when it was the last."""
 
     async def record_send_failure(
-        self, reply_id: int, error: str, final: bool, next_attempt_at: float
+        self, reply_id: int, error: str, final: bool, next_attempt_at: float, counted: bool = True
     ) -> None:
         """A delivery attempt failed; ``final`` gives the reply up, else it is due again at
-        ``next_attempt_at``."""
+        ``next_attempt_at``. ``counted``: it counts against the reply's attempts (not when the
+        whole platform is down: that is the circuit breaker's to wait out)."""
 
     # -- agents, usage, pairings ---------------------------------------------------------------
 

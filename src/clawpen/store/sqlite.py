@@ -180,13 +180,13 @@ class SQLiteStore:
         await self._write(record)
 
     async def record_send_failure(
-        self, reply_id: int, error: str, final: bool, next_attempt_at: float
+        self, reply_id: int, error: str, final: bool, next_attempt_at: float, counted: bool = True
     ) -> None:
         def record(db: sqlite3.Connection) -> None:
             db.execute(
-                "UPDATE replies SET attempts=attempts+1, error=?, status=?, next_attempt_at=?"
+                "UPDATE replies SET attempts=attempts+?, error=?, status=?, next_attempt_at=?"
                 " WHERE id=?",
-                (error, "failed" if final else "pending", next_attempt_at, reply_id),
+                (int(counted), error, "failed" if final else "pending", next_attempt_at, reply_id),
             )
 
         await self._write(record)
