@@ -102,10 +102,14 @@ def orchestrator_factory(
         adapters: AdapterMode = "in_process",
         store: Store | None = None,
         channels: dict[str, Channel] | None = None,
+        config_channels: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> Orchestrator:
         """An orchestrator on the fakes; agents run in-process unless a runtime is given, and
-        adapters in this process unless ``adapters="process"``."""
+        adapters in this process unless ``adapters="process"``. ``channels``: adapters to use
+        as they are; ``config_channels``: the config file's ``channels:``."""
+        if config_channels is not None:
+            overrides["channels"] = config_channels
         settings = make_settings(tmp_path / "data", fake_model, api_key, telegram, **overrides)
         return Orchestrator(
             settings,
