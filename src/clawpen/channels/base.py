@@ -26,6 +26,25 @@ raises ``StoreUnavailable`` when it could not commit (then the platform must not
 have the message: it will hand it out again)."""
 
 
+@dataclass(frozen=True)
+class DeliveryStatus:
+    """What a platform said later about a message we sent (WhatsApp's status webhooks)."""
+
+    chat: str
+    platform_id: str  # the id ``send`` returned for it
+    status: str  # "sent" | "delivered" | "read" | "failed"
+    error: str = ""  # why it failed, in the platform's words
+    window_closed: bool = False  # refused because the chat's reply window (24 h) had closed
+
+
+async def report_status(accept: Accept, status: DeliveryStatus) -> None:
+    """Hand a delivery status to the core, which records it against the reply. The core's
+    ``accept`` carries ``delivery_status``; a bare function (a unit test's) is skipped."""
+    report = getattr(accept, "delivery_status", None)
+    if report is not None:
+        await report(status)
+
+
 class SendError(Exception):
     """Sending failed. ``retry_after`` is the platform's own wait, when it gave one;
     ``permanent`` when trying again cannot help (the bot was blocked, the chat is gone)."""
