@@ -27,7 +27,7 @@ from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
 from .channels.registry import plugins
 from .config import Settings
-from .dispatch import Dispatcher, Leases
+from .dispatch import ChannelInbox, Dispatcher, Leases
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
@@ -162,6 +162,8 @@ class Orchestrator:
         )
 
     async def status(self) -> dict[str, Any]:
+        now = time.time()
+        undelivered = await self.store.delivery_failures(now - 86_400)
         return {
             "agents": {
                 a: {"container": self.pool.containers.get(a), "connected": s.connected}
@@ -173,7 +175,8 @@ class Orchestrator:
                     **({"error": state.error} if state.error else {}),
                     **({"restarts": state.restarts} if state.restarts else {}),
                     **({"pid": pid} if (pid := getattr(self.channels[name], "pid", None)) else {}),
-                    "sending": self.outbox.circuits[name].describe(time.time()),
+                    "sending": self.outbox.circuits[name].describe(now),
+                    **_undelivered(undelivered.get(name)),
                 }
                 for name, state in sorted(self.channel_states.items())
             },
@@ -221,7 +224,7 @@ class Orchestrator:
         while True:
             self._set_channel(name, "running")
             try:
-                await channel.run(self.dispatcher.accept)
+                await channel.run(ChannelInbox(self.dispatcher, name))
                 error = "stopped on its own"
             except ChannelFatal as exc:
                 self._set_channel(name, "disabled", str(exc))
@@ -308,3 +311,11 @@ def run_until_signal(orchestrator: Orchestrator) -> None:
             await orchestrator.run()
 
     uvloop.run(main())  # libuv's loop: the same asyncio, a good deal less CPU per message
+
+
+def _undelivered(failures: tuple[int, str] | None) -> dict[str, Any]:
+    """Replies the platform took and later failed (the last day), for ``clawpen status``."""
+    if failures is None:
+        return {}
+    count, error = failures
+    return {"undelivered_24h": count, "last_undelivered": error}

@@ -27,7 +27,16 @@ from .errors import ClawpenError, DockerUnavailable, StoreRejected, StoreUnavail
 from .inbox import with_files
 from .logging import get_logger
 from .metrics import Metrics
-from .models import ClaimedTask, Decision, InboundMessage, Rejection, Reply, Route, Stranger
+from .models import (
+    ClaimedTask,
+    Decision,
+    DeliveryStatus,
+    InboundMessage,
+    Rejection,
+    Reply,
+    Route,
+    Stranger,
+)
 from .outbox import Outbox
 from .ratelimit import KeyedBuckets
 from .retry import AGENT
@@ -78,6 +87,21 @@ class Arrivals:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(at_most):
                 await self._none.wait()
+
+
+class ChannelInbox:
+    """What a channel's adapter is handed as ``accept``: it commits the channel's messages, and
+    takes the platform's later word on the replies (``channels.base.report_status``)."""
+
+    def __init__(self, dispatcher: Dispatcher, channel: str) -> None:
+        self.dispatcher = dispatcher
+        self.channel = channel
+
+    async def __call__(self, message: InboundMessage) -> Decision | None:
+        return await self.dispatcher.accept(message)
+
+    async def delivery_status(self, status: DeliveryStatus) -> None:
+        await self.dispatcher.delivery_status(self.channel, status)
 
 
 class Dispatcher:
@@ -170,6 +194,25 @@ class Dispatcher:
         self.metrics.messages.labels(address.channel, "routed").inc()
         self._wakeups[decision.agent_id].set()
         return decision
+
+    async def delivery_status(self, channel: str, status: DeliveryStatus) -> None:
+        """Record what the platform said later about a reply it had taken; a failure is the
+        operator's to know (a closed 24-hour window cannot be fixed by sending again)."""
+        context = {"channel": channel, "chat": status.chat, "platformId": status.platform_id}
+        try:
+            await self.store.record_delivery_status(channel, status, self.clock())
+        except (StoreUnavailable, StoreRejected) as exc:
+            self.log.warning("delivery_status_unrecorded", error=str(exc), **context)
+        if status.status != "failed":
+            self.log.debug("reply_" + status.status, **context)
+            return
+        self.metrics.replies.labels(channel, "undelivered").inc()
+        hint = (
+            "the chat's reply window closed; the user must write first"
+            if status.window_closed
+            else "the platform gave up on it after taking it"
+        )
+        self.log.error("reply_undelivered", error=status.error, hint=hint, **context)
 
     async def _stranger(self, message: InboundMessage, decision: Rejection, now: float) -> None:
         """A chat that is not paired: it never reaches a model and is never answered. Who,

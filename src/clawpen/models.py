@@ -65,6 +65,17 @@ class OutboundMessage:
 
 
 @dataclass(frozen=True)
+class DeliveryStatus:
+    """What a platform said later about a message we sent (WhatsApp's status webhooks)."""
+
+    chat: str
+    platform_id: str  # the id ``send`` returned for it
+    status: str  # "sent" | "delivered" | "read" | "failed"
+    error: str = ""  # why it failed, in the platform's words
+    window_closed: bool = False  # refused because the chat's reply window (24 h) had closed
+
+
+@dataclass(frozen=True)
 class Route:
     agent_id: str
 

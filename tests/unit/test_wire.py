@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from clawpen.channels import wire
-from clawpen.channels.base import MAX_ATTACHMENT_BYTES
+from clawpen.channels.base import MAX_ATTACHMENT_BYTES, DeliveryStatus
 from clawpen.models import Address, Attachment, InboundMessage, OutboundMessage, Rejection, Route
 
 GOOD: dict[str, Any] = {
@@ -140,3 +140,10 @@ def test_a_typing_signal_round_trips_and_is_checked() -> None:
     assert wire.parse_typing(frame, "discord") == (address, "789", True)
     with pytest.raises(wire.FrameError, match="active"):
         wire.parse_typing(frame | {"active": 1}, "discord")
+
+
+def test_a_delivery_status_round_trips_and_an_unknown_one_is_refused() -> None:
+    status = DeliveryStatus("155", "wamid.1", "failed", "Re-engagement message", True)
+    assert wire.parse_status(wire.status_frame(status)) == status
+    with pytest.raises(wire.FrameError, match="one of"):
+        wire.parse_status(wire.status_frame(status) | {"status": "exploded"})

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models import Address, Decision, InboundMessage, OutboundMessage
+from ..models import DeliveryStatus as DeliveryStatus  # adapters import it from here
 
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024  # per file; larger ones are named, not downloaded
 MAX_ATTACHMENTS = 10  # per message
@@ -24,17 +25,6 @@ Accept = Callable[[InboundMessage], Awaitable[Decision | None]]
 """Commits a message and decides its route; ``None`` for a duplicate. Returns once committed;
 raises ``StoreUnavailable`` when it could not commit (then the platform must not be told we
 have the message: it will hand it out again)."""
-
-
-@dataclass(frozen=True)
-class DeliveryStatus:
-    """What a platform said later about a message we sent (WhatsApp's status webhooks)."""
-
-    chat: str
-    platform_id: str  # the id ``send`` returned for it
-    status: str  # "sent" | "delivered" | "read" | "failed"
-    error: str = ""  # why it failed, in the platform's words
-    window_closed: bool = False  # refused because the chat's reply window (24 h) had closed
 
 
 async def report_status(accept: Accept, status: DeliveryStatus) -> None:

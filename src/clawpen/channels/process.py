@@ -32,7 +32,7 @@ from ..errors import StoreUnavailable
 from ..logging import get_logger
 from ..models import Address, OutboundMessage
 from . import wire
-from .base import Accept, ChannelFatal, SendError
+from .base import Accept, ChannelFatal, SendError, report_status
 
 ADAPTER_UID_BASE = 61_000  # + a number from the channel's name: one uid per platform
 SEND_TIMEOUT = 120.0
@@ -183,6 +183,8 @@ class ChannelProcess:
                     group.create_task(self._accept(request_id, message, accept, in_flight))
                 elif kind in ("sent", "send_failed"):
                     self._resolve_send(frame)
+                elif kind == "status":
+                    group.create_task(report_status(accept, wire.parse_status(frame)))
                 elif kind == "fatal":
                     return str(frame.get("error", ""))[: wire.MAX_ERROR] or "fatal error"
                 else:

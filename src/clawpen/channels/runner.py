@@ -27,7 +27,7 @@ from .. import logging as clawpen_logging
 from ..errors import StoreUnavailable
 from ..models import Address, Decision, InboundMessage
 from . import wire
-from .base import Channel, ChannelFatal, SendError
+from .base import Channel, ChannelFatal, DeliveryStatus, SendError
 from .registry import plugins
 
 EXIT_FATAL = 3
@@ -53,6 +53,12 @@ class Bridge:
             return await future
         finally:
             self._accepts.pop(request_id, None)
+
+    __call__ = accept  # the adapter is handed the bridge itself as its ``accept``
+
+    async def delivery_status(self, status: DeliveryStatus) -> None:
+        """Pass a platform's later word on a sent message to the core (not answered)."""
+        self.writer.write(wire.encode(wire.status_frame(status)))
 
     async def serve(self, reader: asyncio.StreamReader, adapter: Channel) -> None:
         """Answer the core's frames until it hangs up."""
@@ -133,7 +139,7 @@ async def serve(fd: int, uid: int | None = None) -> int:
     code = 0
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(adapter.run(bridge.accept))
+            group.create_task(adapter.run(bridge))
             group.create_task(bridge.serve(reader, adapter))
     except* ChannelFatal as fatal:
         error = str(fatal.exceptions[0])

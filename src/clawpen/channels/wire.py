@@ -20,6 +20,8 @@ here before it is believed.
                       {"type": "sent", "id": 7, "platform_id": "..."}
                       {"type": "send_failed", "id": 7, "error": "...", "retry_after": null,
                        "permanent": false}
+                      {"type": "status", "chat": "42", "platform_id": "...", "status": "read",
+                       "error": "", "window_closed": false}   a platform's later word on a send
                       {"type": "fatal", "error": "..."}   the adapter cannot work at all
 """
 
@@ -41,7 +43,7 @@ from ..models import (
     Rejection,
     Route,
 )
-from .base import MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
+from .base import MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS, DeliveryStatus
 
 MAX_ATTACHMENTS_TOTAL = 2 * MAX_ATTACHMENT_BYTES  # bytes of files in one message
 MAX_FRAME = 4 * 1024 * 1024 + MAX_ATTACHMENTS_TOTAL * 4 // 3  # bytes in one line, base64 in
@@ -215,6 +217,36 @@ def parse_send_outcome(frame: Frame) -> tuple[int, str | None, str, float | None
         raise FrameError("send_failed.permanent must be true or false")
     error = _text(frame, "error", MAX_ERROR)
     return request_id, None, error, None if retry_after is None else float(retry_after), permanent
+
+
+DELIVERY_STATES = ("sent", "delivered", "read", "failed")
+
+
+def status_frame(status: DeliveryStatus) -> Frame:
+    return {
+        "type": "status",
+        "chat": status.chat,
+        "platform_id": status.platform_id,
+        "status": status.status,
+        "error": status.error[:MAX_ERROR],
+        "window_closed": status.window_closed,
+    }
+
+
+def parse_status(frame: Frame) -> DeliveryStatus:
+    state = frame.get("status")
+    if state not in DELIVERY_STATES:
+        raise FrameError(f"status.status must be one of {', '.join(DELIVERY_STATES)}")
+    window_closed = frame.get("window_closed", False)
+    if not isinstance(window_closed, bool):
+        raise FrameError("status.window_closed must be true or false")
+    return DeliveryStatus(
+        chat=_text(frame, "chat", MAX_ID),
+        platform_id=_text(frame, "platform_id", MAX_ID),
+        status=str(state),
+        error=_text(frame, "error", MAX_ERROR, required=False),
+        window_closed=window_closed,
+    )
 
 
 def fatal_frame(error: str) -> Frame:

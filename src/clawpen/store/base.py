@@ -32,7 +32,16 @@ from typing import Protocol, TypeVar
 
 from ..errors import StoreError, StoreRejected, StoreUnavailable
 from ..logging import get_logger
-from ..models import Address, ClaimedTask, Decision, InboundMessage, Reply, Stranger, TaskFile
+from ..models import (
+    Address,
+    ClaimedTask,
+    Decision,
+    DeliveryStatus,
+    InboundMessage,
+    Reply,
+    Stranger,
+    TaskFile,
+)
 from ..retry import STORE, until_done
 
 __all__ = ["Lease", "Store", "StoreError", "StoreRejected", "StoreUnavailable", "until_written"]
@@ -104,6 +113,15 @@ class Store(Protocol):
         self, reply_id: int, platform_id: str, done: bool, now: float
     ) -> None:
         """One more chunk reached the platform; ``done`` when it was the last."""
+
+    async def record_delivery_status(
+        self, channel: str, status: DeliveryStatus, now: float
+    ) -> None:
+        """What the platform said later about a sent message (never moves back)."""
+
+    async def delivery_failures(self, since: float) -> dict[str, tuple[int, str]]:
+        """Per channel: sent messages the platform later failed since then, and the last
+        error."""
 
     async def record_send_failure(
         self, reply_id: int, error: str, final: bool, next_attempt_at: float, counted: bool = True

@@ -124,4 +124,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX files_by_message ON files (message_id);
     """,
+    # 7: what a platform says later about a sent message (delivered, read, failed)
+    """
+    CREATE TABLE delivery_statuses (
+        channel TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        platform_id TEXT NOT NULL,       -- the id the platform gave the sent message
+        status TEXT NOT NULL,            -- sent | delivered | read | failed
+        error TEXT NOT NULL DEFAULT '',
+        window_closed INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (channel, chat_id, platform_id)
+    );
+    CREATE INDEX delivery_failures ON delivery_statuses (status, updated_at);
+    """,
 ]

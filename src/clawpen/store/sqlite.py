@@ -20,6 +20,7 @@ from ..models import (
     Address,
     ClaimedTask,
     Decision,
+    DeliveryStatus,
     InboundMessage,
     Rejection,
     Reply,
@@ -178,6 +179,46 @@ class SQLiteStore:
             )
 
         await self._write(record)
+
+    async def record_delivery_status(
+        self, channel: str, status: DeliveryStatus, now: float
+    ) -> None:
+        # statuses may arrive out of order: one never moves back (read stays read), and
+        # failed, the platform's last word, wins
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO delivery_statuses (channel, chat_id, platform_id, status, error,"
+                " window_closed, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7)"
+                " ON CONFLICT (channel, chat_id, platform_id) DO UPDATE SET"
+                " status=excluded.status, error=excluded.error,"
+                " window_closed=excluded.window_closed, updated_at=excluded.updated_at"
+                " WHERE delivery_statuses.status != 'failed' AND (excluded.status = 'failed'"
+                " OR instr('sent delivered read', excluded.status)"
+                " > instr('sent delivered read', delivery_statuses.status))",
+                (
+                    channel,
+                    status.chat,
+                    status.platform_id,
+                    status.status,
+                    status.error,
+                    status.window_closed,
+                    now,
+                ),
+            )
+        )
+
+    async def delivery_failures(self, since: float) -> dict[str, tuple[int, str]]:
+        def read(db: sqlite3.Connection) -> dict[str, tuple[int, str]]:
+            rows = db.execute(
+                "SELECT channel, COUNT(*), (SELECT error FROM delivery_statuses d2"
+                " WHERE d2.channel = d.channel AND d2.status='failed'"
+                " ORDER BY updated_at DESC LIMIT 1) FROM delivery_statuses d"
+                " WHERE status='failed' AND updated_at >= ? GROUP BY channel",
+                (since,),
+            )
+            return {channel: (count, error) for channel, count, error in rows.fetchall()}
+
+        return await self._read(read)
 
     async def record_send_failure(
         self, reply_id: int, error: str, final: bool, next_attempt_at: float, counted: bool = True

@@ -11,7 +11,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from ..channels.base import Accept, SendError
+from ..channels.base import Accept, DeliveryStatus, SendError, report_status
 from ..models import Address, Attachment, Decision, InboundMessage, OutboundMessage
 
 
@@ -63,6 +63,11 @@ class MemoryChannel:
             addressed=addressed,
         )
         return await self._accept(message)
+
+    async def report(self, status: DeliveryStatus) -> None:
+        """The platform's later word on a message it took (as WhatsApp's webhooks give)."""
+        assert self._accept is not None
+        await report_status(self._accept, status)
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         self.typing_calls.append((address, message_id, active))
