@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ class AdminServer:
         app.router.add_get("/v1/status", self._status)
         app.router.add_get("/v1/pairings", self._pairings)
         app.router.add_post("/v1/pairings", self._pair)
+        app.router.add_post("/v1/pairings/approve", self._approve)
+        app.router.add_get("/v1/pairings/pending", self._pending)
         app.router.add_delete("/v1/pairings/{address}", self._unpair)
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(
@@ -100,6 +103,18 @@ class AdminServer:
         except ClawpenError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(self.dispatcher.pairings)
+
+    async def _approve(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            chat = await self.dispatcher.approve_code(str(body["code"]), str(body["agent"]))
+        except ClawpenError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"chat": chat, "agent": str(body["agent"])})
+
+    async def _pending(self, request: web.Request) -> web.Response:
+        pending = await self.dispatcher.store.pending_pairing_codes(time.time())
+        return web.json_response([{"chat": c, "expires_at": e} for c, e in pending])
 
     async def _unpair(self, request: web.Request) -> web.Response:
         address = request.match_info["address"]

@@ -8,10 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -32,7 +33,7 @@ ConfigOption = Annotated[
 T = TypeVar("T")
 
 
-def _fail(error: ClawpenError) -> None:
+def _fail(error: ClawpenError) -> NoReturn:
     print(f"clawpen: {error}", file=sys.stderr)
     raise typer.Exit(error.exit_code)
 
@@ -134,12 +135,32 @@ def status(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
 
 @app.command()
 def pair(
-    chat: Annotated[str, typer.Argument(help="The chat, as platform:chat_id.")],
-    agent: Annotated[str, typer.Argument(help="The agent that answers it.")],
+    chat: Annotated[str, typer.Argument(help="The chat, as platform:chat_id; or 'approve'.")],
+    agent_or_code: Annotated[
+        str | None, typer.Argument(help="The agent that answers it; after 'approve', the code.")
+    ] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="The agent.")] = None,
     config: ConfigOption = Path(DEFAULT_PATH),
 ) -> None:
-    """Pair a chat with an agent, at once and across restarts."""
-    _guard(lambda: _admin(config, "POST", "/v1/pairings", {"chat": chat, "agent": agent}))
+    """Pair a chat with an agent, at once and across restarts:
+    ``clawpen pair telegram:123 assistant``, or, for a chat that was given a pairing code,
+    ``clawpen pair approve ABCD-EFGH --agent assistant``."""
+    if chat == "approve":
+        if not agent_or_code or not agent:
+            _fail(
+                ClawpenError(
+                    "missing the code or --agent", "clawpen pair approve CODE --agent AGENT_ID"
+                )
+            )
+        body = {"code": agent_or_code, "agent": agent}
+        done = _guard(lambda: _admin(config, "POST", "/v1/pairings/approve", body))
+        print(f"paired {done['chat']} with {done['agent']}")
+        return
+    agent = agent or agent_or_code
+    if not agent:
+        _fail(ClawpenError("missing the agent", "clawpen pair PLATFORM:CHAT_ID AGENT_ID"))
+    body = {"chat": chat, "agent": agent}
+    _guard(lambda: _admin(config, "POST", "/v1/pairings", body))
     print(f"paired {chat} with {agent}")
 
 
@@ -160,6 +181,9 @@ def pairings(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     """List the chats paired with agents."""
     for chat, agent in _guard(lambda: _admin(config, "GET", "/v1/pairings")).items():
         print(f"{chat}\t{agent}")
+    for code in _guard(lambda: _admin(config, "GET", "/v1/pairings/pending")):
+        minutes = max(0, round((code["expires_at"] - time.time()) / 60))
+        print(f"{code['chat']}\t(waiting for approval; its code expires in {minutes} min)")
 
 
 @image_app.command("build")

@@ -19,6 +19,7 @@ from functools import partial
 
 from clawpen_agent.protocol import ChatLine, InboxFile, Task
 
+from . import pairing
 from .agentapi import AgentGone
 from .agents import AgentPool
 from .channels.registry import address_problem
@@ -124,6 +125,11 @@ class Dispatcher:
         self.clock = clock
         self.log = get_logger()
         self.pairings: dict[str, str] = {}
+        self.code_channels = frozenset(
+            name
+            for name, channel in settings.channel_settings().items()
+            if channel.unknown_senders == "code"
+        )
         self.every_message = frozenset(p.channel for p in settings.pairings if not p.mentions_only)
         self.agent_ids = frozenset(a.id for a in settings.agents)
         self._wakeups = {a: asyncio.Event() for a in self.agent_ids}
@@ -170,6 +176,8 @@ class Dispatcher:
             return decision
         if isinstance(decision, Rejection) and decision.answer is None:
             await self._stranger(message, decision, now)
+            if address.channel in self.code_channels and address.chat_address not in self.pairings:
+                await self._offer_code(message, now)
             return decision
         arriving = self._arriving[decision.agent_id] if isinstance(decision, Route) else None
         try:
@@ -232,14 +240,55 @@ class Dispatcher:
         with contextlib.suppress(StoreUnavailable, StoreRejected):  # a stranger is not worth a wait
             await self.store.record_stranger(stranger)
 
+    async def _offer_code(self, message: InboundMessage, now: float) -> None:
+        """An unpaired chat on a channel that pairs by code: its first message in an hour is
+        answered with a one-time code for the owner to approve (never shown to a model)."""
+        if not message.addressed:
+            return  # chatter in a group channel: not a request to be paired
+        address = message.address
+        code = pairing.new_code()
+        offered = await self.store.offer_pairing_code(
+            message,
+            pairing.code_hash(code),
+            pairing.code_message(code),
+            self.leases.lease(now),
+            now,
+            pairing.CODE_TTL,
+            pairing.PER_CHAT_EVERY,
+        )
+        if offered:
+            self.log.info("pairing_code_offered", channel=address.channel, chat=address.chat)
+            self.outbox.notify(address.channel)
+
+    async def approve_code(self, code: str, agent_id: str) -> str:
+        """Pair the chat that was given ``code`` with ``agent_id``; returns that chat."""
+        self._check_agent(agent_id)
+        now = self.clock()
+        welcome = f"Paired: this chat now talks to {agent_id}. Go ahead."
+        chat = await self.store.approve_pairing_code(
+            pairing.code_hash(code), agent_id, welcome, self.leases.lease(now), now
+        )
+        if chat is None:
+            raise ClawpenError(
+                "no such pairing code (or it expired, or it was used)",
+                "ask the chat to write again for a new one",
+            )
+        self.pairings = await self.store.pairings()
+        self.outbox.notify(chat.partition(":")[0])
+        self.log.info("chat_paired", chat=chat, agentId=agent_id, by="code")
+        return chat
+
+    def _check_agent(self, agent_id: str) -> None:
+        if agent_id not in self.agent_ids:
+            known = ", ".join(sorted(self.agent_ids))
+            raise ClawpenError(f"no agent {agent_id!r}", f"use one of: {known}")
+
     async def pair(self, address: str, agent_id: str) -> None:
         """Let chat ``address`` (``platform:chat_id``) talk to ``agent_id`` from now on."""
         problem = address_problem(address, self.settings.channel_settings())
         if problem is not None:
             raise ClawpenError(problem)
-        if agent_id not in self.agent_ids:
-            known = ", ".join(sorted(self.agent_ids))
-            raise ClawpenError(f"no agent {agent_id!r}", f"use one of: {known}")
+        self._check_agent(agent_id)
         await self.store.pair(address, agent_id, self.clock())
         self.pairings = await self.store.pairings()
         self.log.info("chat_paired", chat=address, agentId=agent_id)

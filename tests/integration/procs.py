@@ -25,6 +25,7 @@ def write_config(
     telegram: FakeTelegram | None = None,
     chats: tuple[int, ...] = (1001,),
     agent_lines: tuple[str, ...] = (),
+    telegram_lines: tuple[str, ...] = (),
     **extra: object,
 ) -> Path:
     lines = [
@@ -47,6 +48,7 @@ def write_config(
             "    token: env:TELEGRAM_BOT_TOKEN",
             f"    api_base_url: {telegram.url}",
             "    poll_timeout: 1",
+            *(f"    {line}" for line in telegram_lines),
             "pairings:",
         ]
         for chat in chats:

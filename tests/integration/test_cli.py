@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -303,6 +304,7 @@ async def test_a_refused_telegram_token_disables_telegram_with_one_line_and_the_
         assert json.loads(out)["channels"]["telegram"] == {
             "state": "disabled",
             "error": "telegram: the bot token was refused; check channels.telegram.token",
+            "sending": {"state": "closed", "failures": 0},
         }
     finally:
         assert await orchestrator.stop() == 0
@@ -310,3 +312,42 @@ async def test_a_refused_telegram_token_disables_telegram_with_one_line_and_the_
     assert disabled["error"] == (
         "telegram: the bot token was refused; check channels.telegram.token"
     )
+
+
+@pytest.mark.docker
+async def test_a_stranger_gets_a_code_the_owner_approves_it_and_the_chat_is_paired(
+    start_orchestrator: StartOrchestrator, fake_telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    orchestrator = await start_orchestrator(telegram_lines=("unknown_senders: code",))
+    config = str(orchestrator.config)
+    await fake_telegram.push_text(777, "hello, may I talk to your assistant?")
+    await fake_telegram.push_text(777, "hello again")  # one code an hour, not one per message
+    await fake_telegram.wait_for_sent(1, timeout=60)
+    [offer] = fake_telegram.texts_to(777)
+    code = re.search(r"\b[A-Z2-9]{4}-[A-Z2-9]{4}\b", offer)
+    assert code is not None, offer
+    assert fake_model.requests == []  # a stranger's words never reach a model
+
+    code_, out, err = await clawpen("pairings", "--config", config)
+    assert code_ == 0 and "telegram:777\t(waiting for approval" in out, err
+    code_, out, err = await clawpen(
+        "pair", "approve", "WRNG-CODE", "--agent", "assistant", "-c", config
+    )
+    assert code_ == 1 and "no such pairing code" in err
+    code_, out, err = await clawpen(
+        "pair", "approve", code.group().lower(), "--agent", "assistant", "--config", config
+    )
+    assert (code_, out.strip()) == (0, "paired telegram:777 with assistant"), err
+    await fake_telegram.wait_for_sent(2, timeout=60)
+    assert "Paired" in fake_telegram.texts_to(777)[1]
+
+    await fake_telegram.push_text(777, "run: echo paired-ok")
+    await fake_telegram.wait_for_sent(3, timeout=60)
+    assert "paired-ok" in fake_telegram.texts_to(777)[2]
+    code_, out, err = await clawpen("pairings", "--config", config)
+    assert "telegram:777\tassistant" in out
+    # a used code cannot pair again
+    code_, out, err = await clawpen(
+        "pair", "approve", code.group(), "--agent", "assistant", "-c", config
+    )
+    assert code_ == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -97,6 +97,8 @@ class ChannelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rate_limit: RateLimitSettings | None = None  # None: the platform's own defaults
+    # a chat that is not paired: ignored (reject), or offered a one-time pairing code (code)
+    unknown_senders: Literal["reject", "code"] = "reject"
 
 
 DEFAULT_RATE_LIMIT = RateLimitSettings()

@@ -147,6 +147,28 @@ class Store(Protocol):
 
     async def pair(self, address: str, agent_id: str, now: float) -> None: ...
 
+    async def offer_pairing_code(
+        self,
+        message: InboundMessage,
+        code_hash: str,
+        answer: str,
+        lease: Lease,
+        now: float,
+        ttl: float,
+        every: float,
+    ) -> bool:
+        """Record a one-time code for the message's chat with the reply carrying it, unless the
+        chat got one within ``every`` seconds (then False); the stranger's text is not kept."""
+
+    async def approve_pairing_code(
+        self, code_hash: str, agent_id: str, welcome: str, lease: Lease, now: float
+    ) -> str | None:
+        """Pair the code's chat with ``agent_id`` and commit ``welcome`` to it; the chat, or
+        None (unknown, used, expired)."""
+
+    async def pending_pairing_codes(self, now: float) -> list[tuple[str, float]]:
+        """(chat, expires_at) of the codes not approved yet."""
+
     async def unpair(self, address: str) -> bool: ...
 
     async def pairings(self) -> dict[str, str]: ...

@@ -138,4 +138,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX delivery_failures ON delivery_statuses (status, updated_at);
     """,
+    # 8: one-time pairing codes, kept as hashes, for chats that asked to be paired
+    """
+    CREATE TABLE pairing_codes (
+        code_hash TEXT PRIMARY KEY,
+        chat TEXT NOT NULL,              -- channel:chat
+        sender_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        agent_id TEXT,                   -- set when approved
+        approved_at REAL
+    );
+    CREATE INDEX pairing_codes_by_chat ON pairing_codes (chat, created_at);
+    """,
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -287,6 +288,86 @@ class SQLiteStore:
                 (address, agent_id, now),
             )
         )
+
+    async def offer_pairing_code(
+        self,
+        message: InboundMessage,
+        code_hash: str,
+        answer: str,
+        lease: Lease,
+        now: float,
+        ttl: float,
+        every: float,
+    ) -> bool:
+        """Record a code for the message's chat and commit the reply that carries it, unless the
+        chat got one within ``every`` seconds (then nothing: False). The stranger's text is not
+        kept."""
+
+        def offer(db: sqlite3.Connection) -> bool:
+            chat = message.address.chat_address
+            recent = db.execute(
+                "SELECT 1 FROM pairing_codes WHERE chat=? AND created_at > ?", (chat, now - every)
+            ).fetchone()
+            if recent is not None:
+                return False
+            db.execute(
+                "INSERT INTO pairing_codes (code_hash, chat, sender_id, created_at, expires_at)"
+                " VALUES (?,?,?,?,?)",
+                (code_hash, chat, message.sender_id, now, now + ttl),
+            )
+            blank = replace(message, text="", attachments=())
+            return (
+                _record_inbound(blank, Rejection("pairing code", answer), lease, now, db)
+                is not None
+            )
+
+        return await self._write(offer)
+
+    async def approve_pairing_code(
+        self, code_hash: str, agent_id: str, welcome: str, lease: Lease, now: float
+    ) -> str | None:
+        """Pair the chat the code was given to and commit ``welcome`` to it; returns the chat,
+        or None for an unknown, used or expired code."""
+
+        def approve(db: sqlite3.Connection) -> str | None:
+            row = db.execute(
+                "SELECT chat FROM pairing_codes WHERE code_hash=? AND approved_at IS NULL"
+                " AND expires_at > ?",
+                (code_hash, now),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE pairing_codes SET agent_id=?, approved_at=? WHERE code_hash=?",
+                (agent_id, now, code_hash),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO pairings (address, agent_id, source, created_at)"
+                " VALUES (?,?, 'code', ?)",
+                (row[0], agent_id, now),
+            )
+            channel, _, chat = str(row[0]).partition(":")
+            address = Address(channel, chat)
+            task_id = db.execute(
+                "INSERT INTO tasks (agent_id, channel, chat_id, status, created_at, finished_at)"
+                " VALUES ('', ?, ?, 'done', ?, ?)",
+                (channel, chat, now, now),
+            ).lastrowid
+            _insert_reply(db, task_id, address, "", welcome, lease, now)
+            return str(row[0])
+
+        return await self._write(approve)
+
+    async def pending_pairing_codes(self, now: float) -> list[tuple[str, float]]:
+        def read(db: sqlite3.Connection) -> list[tuple[str, float]]:
+            rows = db.execute(
+                "SELECT chat, expires_at FROM pairing_codes WHERE approved_at IS NULL"
+                " AND expires_at > ? ORDER BY created_at",
+                (now,),
+            )
+            return [(str(chat), float(expires)) for chat, expires in rows.fetchall()]
+
+        return await self._read(read)
 
     async def unpair(self, address: str) -> bool:
         return await self._write(
