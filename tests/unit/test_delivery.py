@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from clawpen.app import Orchestrator
+from clawpen.channels.base import MAX_ATTACHMENT_BYTES
 from clawpen.errors import DockerUnavailable
 from clawpen.models import Address, InboundMessage
 from clawpen.runtime.base import AgentSpec
@@ -191,22 +193,28 @@ async def test_failure_to_start_an_agent_is_told_and_the_orchestrator_carries_on
     assert fake_telegram.texts_to(1001) == [answer, answer]
 
 
-async def test_a_photo_is_read_by_its_caption_and_without_one_the_user_is_told(
+async def test_a_photo_reaches_the_model_with_or_without_a_caption_and_a_huge_file_is_named(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
 ) -> None:
     orchestrator = orchestrator_factory(telegram=fake_telegram)
+    photo = b"\xff\xd8\xff a photo"
+    seen = f"[image: image/jpeg, sha256 {hashlib.sha256(photo).hexdigest()[:12]}]"
     async with running(orchestrator):
-        await fake_telegram.push_photo(1001)
+        await fake_telegram.push_photo(1001, data=photo)
         await fake_telegram.wait_for_sent(1)
-        await fake_telegram.push_photo(1001, caption="what is this?")
+        await fake_telegram.push_photo(1001, caption="what is this?", data=photo)
         await fake_telegram.wait_for_sent(2)
+        await fake_telegram.push_document(
+            1001, "movie.mkv", "video/x-matroska", b"x", size=MAX_ATTACHMENT_BYTES + 1
+        )
+        await fake_telegram.wait_for_sent(3)
         await fake_telegram.push_photo(666)  # unpaired: still not a word to strangers
         await asyncio.sleep(0.5)
-    assert fake_telegram.texts_to(1001) == [
-        "I could not read that message: please write it out, or send it as a file.",
-        "echo: what is this?",
-    ]
+    first, second, third = fake_telegram.texts_to(1001)
+    assert seen in first and "/workspace/inbox/" in first
+    assert second.startswith("echo: what is this?") and seen in second
+    assert "movie.mkv: not downloaded, 20.0 MB is over the 20 MB limit" in third
     assert fake_telegram.texts_to(666) == []
 
 

@@ -14,15 +14,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from ..logging import get_logger
-from ..models import Address, InboundMessage, OutboundMessage
+from ..models import Address, Attachment, InboundMessage, OutboundMessage
 from ..retry import PLATFORM, STORE, Retrier
 from ..store.base import StoreUnavailable
-from .base import Accept, ChannelFatal, ChannelPlugin, ChannelSettings, RateLimitSettings, SendError
+from .base import (
+    MAX_ATTACHMENT_BYTES,
+    Accept,
+    ChannelFatal,
+    ChannelPlugin,
+    ChannelSettings,
+    RateLimitSettings,
+    SendError,
+    skipped_attachment_note,
+)
 
 if TYPE_CHECKING:
     import telegram
@@ -105,6 +115,12 @@ class TelegramAdapter:
         """Hand every update over at once (they commit together); returns the offset that
         acknowledges those committed without a gap, and the store's error if one was not."""
         inbound = [(update.update_id, _inbound(update)) for update in updates]
+        inbound = await asyncio.gather(
+            *(
+                self._with_files(update, message)
+                for update, (_, message) in zip(updates, inbound, strict=True)
+            )
+        )
         outcomes = await asyncio.gather(
             *(accept(message) for _, message in inbound if message is not None),
             return_exceptions=True,
@@ -119,6 +135,43 @@ class TelegramAdapter:
                     raise outcome
             offset = update_id + 1
         return offset, None
+
+    async def _with_files(
+        self, update: telegram.Update, message: InboundMessage | None
+    ) -> tuple[int, InboundMessage | None]:
+        """The message with the file it brought (a photo in its largest size, a document, a
+        voice note), downloaded; one too large or that cannot be fetched is named instead."""
+        wanted = _attachment(update)
+        if message is None or wanted is None:
+            return update.update_id, message
+        file, name, media_type = wanted
+        size = file.file_size or 0
+        if size > MAX_ATTACHMENT_BYTES:
+            note = skipped_attachment_note(name, size)
+            return update.update_id, replace(message, text=f"{message.text}\n{note}".strip())
+        try:
+            data = await self._download(file.file_id)
+        except Exception as exc:  # the message still counts; the file is named, not lost silently
+            self.log.warning("attachment_unavailable", channel=self.name, error=str(exc))
+            note = f"[{name}: could not be downloaded from Telegram]"
+            return update.update_id, replace(message, text=f"{message.text}\n{note}".strip())
+        attachment = Attachment(name, media_type, bytes(data))
+        return update.update_id, replace(message, attachments=(attachment,))
+
+    async def _download(self, file_id: str) -> bytearray:
+        retries = Retrier(PLATFORM)
+        for attempt in range(3):
+            try:
+                found = await self.bot.get_file(file_id)
+                data: bytearray = await found.download_as_bytearray()
+                if len(data) > MAX_ATTACHMENT_BYTES:
+                    raise ValueError(f"over {MAX_ATTACHMENT_BYTES} bytes")
+                return data
+            except Exception:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(retries.next_delay())
+        raise AssertionError("unreachable")
 
     async def send(self, message: OutboundMessage) -> str:
         from telegram import ReplyParameters
@@ -176,6 +229,27 @@ def _inbound(update: telegram.Update) -> InboundMessage | None:
         received_at=message.date.timestamp(),
         reply_to=str(reply.message_id) if reply is not None else "",
     )
+
+
+def _attachment(update: telegram.Update) -> tuple[Any, str, str] | None:
+    """(the file, its name, its media type) of what the message brought, if anything."""
+    message = update.message
+    if message is None:
+        return None
+    if message.photo:
+        largest = message.photo[-1]  # Telegram lists a photo's sizes smallest first
+        return largest, f"photo-{largest.file_unique_id}.jpg", "image/jpeg"
+    for kind, default_name, default_type in (
+        ("document", "file", "application/octet-stream"),
+        ("voice", "voice.ogg", "audio/ogg"),
+        ("audio", "audio", "audio/mpeg"),
+        ("video", "video.mp4", "video/mp4"),
+    ):
+        file = getattr(message, kind, None)
+        if file is not None:
+            name = getattr(file, "file_name", None) or default_name
+            return file, name, getattr(file, "mime_type", None) or default_type
+    return None
 
 
 def _seconds(value: object) -> float:

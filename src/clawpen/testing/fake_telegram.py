@@ -46,12 +46,15 @@ class FakeTelegram:
     url: str = ""
     _next_update: int = 1
     _next_message: int = 1
+    files: dict[str, bytes] = field(default_factory=dict)  # file_id -> content (getFile)
+    _paths: dict[str, str] = field(default_factory=dict)  # file_id -> file_path
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
 
     async def start(self, port: int = 0) -> str:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._call)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._file)
         self._runner, self.url = await serve_on_loopback(app, port)
         return self.url
 
@@ -65,13 +68,46 @@ class FakeTelegram:
         """A user writes ``text`` in chat ``chat_id``; returns the message id."""
         return await self._push(chat_id, {"text": text}, user_id)
 
-    async def push_photo(self, chat_id: int, caption: str | None = None) -> int:
-        """A user sends a photo (with a caption, or none)."""
-        photo = {"file_id": "AgAD-photo", "file_unique_id": "photo-1", "width": 90, "height": 90}
-        content: dict[str, Any] = {"photo": [photo]}
+    async def push_photo(
+        self, chat_id: int, caption: str | None = None, data: bytes = b"\xff\xd8\xff photo"
+    ) -> int:
+        """A user sends a photo (with a caption, or none); Telegram offers it in two sizes."""
+        small = self._add_file(data[:4], "photos/{id}.jpg")
+        large = self._add_file(data, "photos/{id}.jpg")
+        content: dict[str, Any] = {
+            "photo": [
+                {**small, "width": 90, "height": 90},
+                {**large, "width": 1280, "height": 960},
+            ]
+        }
         if caption is not None:
             content["caption"] = caption
         return await self._push(chat_id, content, None)
+
+    async def push_document(
+        self,
+        chat_id: int,
+        name: str,
+        mime_type: str,
+        data: bytes,
+        caption: str | None = None,
+        size: int | None = None,
+    ) -> int:
+        """A user sends a file; ``size`` overrides the size Telegram announces."""
+        document = self._add_file(data, "documents/{id}-" + name)
+        document.update(file_name=name, mime_type=mime_type)
+        if size is not None:
+            document["file_size"] = size
+        content: dict[str, Any] = {"document": document}
+        if caption is not None:
+            content["caption"] = caption
+        return await self._push(chat_id, content, None)
+
+    def _add_file(self, data: bytes, path: str) -> dict[str, Any]:
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = data
+        self._paths[file_id] = path.format(id=file_id)
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": len(data)}
 
     async def _push(self, chat_id: int, content: dict[str, Any], user_id: int | None) -> int:
         message_id = self._next_message
@@ -136,6 +172,7 @@ class FakeTelegram:
             "getMe": self._get_me,
             "getUpdates": self._get_updates,
             "sendMessage": self._send_message,
+            "getFile": self._get_file,
         }.get(method)
         if handler is None:
             return _ok(True)  # deleteWebhook, close, ... : accepted and ignored
@@ -156,6 +193,28 @@ class FakeTelegram:
             except TimeoutError:
                 pass
             return _ok(list(self.updates[:100]))
+
+    async def _get_file(self, params: dict[str, Any]) -> web.Response:
+        file_id = str(params.get("file_id", ""))
+        if file_id not in self.files:
+            return _fail(400, "Bad Request: invalid file_id")
+        return _ok(
+            {
+                "file_id": file_id,
+                "file_unique_id": f"u{file_id}",
+                "file_size": len(self.files[file_id]),
+                "file_path": self._paths[file_id],
+            }
+        )
+
+    async def _file(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.Response(status=401)
+        wanted = request.match_info["path"]
+        for file_id, path in self._paths.items():
+            if path == wanted:
+                return web.Response(body=self.files[file_id])
+        return web.Response(status=404)
 
     async def _send_message(self, params: dict[str, Any]) -> web.Response:
         text = str(params.get("text", ""))
