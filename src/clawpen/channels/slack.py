@@ -16,8 +16,11 @@ in the orchestrator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -80,6 +83,7 @@ class SlackAdapter:
         self._http: aiohttp.ClientSession | None = None
         self._reacted: set[tuple[str, str]] = set()  # (channel, ts) we put a reaction on
         self._broken: asyncio.Future[None] | None = None
+        self._turns: dict[str, _Turn] = {}
 
     def _client(self) -> AsyncWebClient:
         """Built on first use, inside the event loop (aiohttp's session needs one). No retry
@@ -158,30 +162,54 @@ class SlackAdapter:
                 if request.type == "events_api"
                 else None
             )
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self.log.warning(
                 "channel_bad_event", channel=self.name, envelope=request.envelope_id, error=str(exc)
             )
             message = None
         if message is not None:
-            files = request.payload["event"].get("files") or []
-            if files:
-                message = await self._with_files(message, files)
-            try:
-                await accept(message)
-            except StoreUnavailable as exc:  # not acknowledged: Slack delivers it again
-                self.log.error("store_unwritable", channel=self.name, error=str(exc))
-                return
-            except Exception as exc:
-                if self._broken is not None and not self._broken.done():
-                    self._broken.set_exception(exc)
-                return
+            files = request.payload["event"].get("files")
+            files = files if isinstance(files, list) else []
+            async with self._turn(message.address.chat):
+                if not await self._commit(message, files, accept):
+                    return
         from slack_sdk.socket_mode.response import SocketModeResponse
 
         try:
             await client.send_socket_mode_response(SocketModeResponse(request.envelope_id))
         except Exception as exc:  # the connection went: Slack delivers it again, deduplicated
             self.log.warning("channel_ack_failed", channel=self.name, error=str(exc))
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, chat: str) -> AsyncIterator[None]:
+        """One message of a chat at a time, in the order Slack delivered them (the SDK handles
+        envelopes concurrently, and a file download must not let a later message pass)."""
+        turn = self._turns.setdefault(chat, _Turn())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._turns[chat]
+
+    async def _commit(
+        self, message: InboundMessage, files: list[dict[str, Any]], accept: Accept
+    ) -> bool:
+        """Download its files and hand it to the core; whether it was committed."""
+        if files:
+            message = await self._with_files(message, files)
+        try:
+            await accept(message)
+        except StoreUnavailable as exc:  # not acknowledged: Slack delivers it again
+            self.log.error("store_unwritable", channel=self.name, error=str(exc))
+            return False
+        except Exception as exc:  # the bridge broke: end run() with it
+            if self._broken is not None and not self._broken.done():
+                self._broken.set_exception(exc)
+            return False
+        return True
 
     async def _with_files(
         self, message: InboundMessage, files: list[dict[str, Any]]
@@ -193,7 +221,7 @@ class SlackAdapter:
             if not isinstance(file, dict):
                 continue
             name = str(file.get("name") or file.get("title") or file.get("id") or "file")
-            size = int(file.get("size") or 0)
+            size = _int(file.get("size"))
             if index >= MAX_ATTACHMENTS:
                 notes.append(f"[{name}: not downloaded, over {MAX_ATTACHMENTS} files]")
             elif size > MAX_ATTACHMENT_BYTES:
@@ -281,6 +309,12 @@ class SlackAdapter:
             self.log.debug("channel_typing_failed", channel=self.name, error=str(exc))
 
 
+@dataclass
+class _Turn:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 def _inbound(event: Any, bot_user_id: str) -> InboundMessage | None:
     """A user's message, or None for what is not a task (bots, edits, deletions, joins).
 
@@ -336,6 +370,13 @@ def _send_error(status: int, headers: Any, error: str) -> SendError:
     if status != 200:
         return SendError(f"slack: HTTP {status}", permanent=True)
     return SendError(f"slack: {error or 'unknown error'}", permanent=error not in TRANSIENT)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _retry_after(headers: Any) -> float | None:
