@@ -265,3 +265,22 @@ async def test_kill_9_of_the_orchestrator_mid_burst_loses_and_doubles_nothing(
         d["retry_attempt"] > 0 and d["payload"]["event"].get("user") == "U0USER"
         for d in fake_slack.deliveries
     )
+
+
+async def test_a_refused_app_token_disables_slack_with_one_line_and_the_cli_goes_on(
+    slack_orchestrator: SlackOrchestrator, fake_slack: FakeSlack
+) -> None:
+    orchestrator = slack_orchestrator()
+    fake_slack.app_token = "xapp-rotated"  # the app token was regenerated: ours is refused
+    async with running(orchestrator):
+        async with asyncio.timeout(30):
+            while orchestrator.channel_states["slack"].state != "disabled":
+                await asyncio.sleep(0.05)
+        assert orchestrator.cli is not None
+        reply = await orchestrator.cli.ask("assistant", "still there?")
+        status = await orchestrator.status()
+    assert reply == "echo: still there?"
+    assert status["channels"]["slack"] == {
+        "state": "disabled",
+        "error": "slack: the app token was refused (invalid_auth); check channels.slack.app_token",
+    }

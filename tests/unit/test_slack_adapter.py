@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clawpen.channels.base import MAX_ATTACHMENT_BYTES, ChannelFatal, SendError
 from clawpen.channels.slack import SlackAdapter, SlackSettings, plugin
+from clawpen.config import load_settings
 from clawpen.errors import StoreUnavailable
 from clawpen.models import Address, Decision, InboundMessage, OutboundMessage, Route
 from clawpen.testing.fake_slack import FakeSlack
@@ -100,6 +102,27 @@ def test_settings_are_accepted_as_the_issue_writes_them() -> None:
     assert plugin.chat_problem("C0123ABCD") is None and plugin.chat_problem("G0123ABCD") is None
     assert plugin.chat_problem("U0123ABCD") is not None  # a user, not a conversation
     assert plugin.credentials == ("bot_token", "app_token")
+
+
+def test_the_issues_configuration_is_accepted_as_written(tmp_path: Path) -> None:
+    config = tmp_path / "clawpen.yaml"
+    config.write_text(
+        "model:\n  name: claude-sonnet-4-5\n  api_key: env:ANTHROPIC_API_KEY\n"
+        "agents:\n  - id: assistant\n"
+        "channels:\n"
+        "  slack:\n"
+        "    bot_token: env:SLACK_BOT_TOKEN        # xoxb-..., Web API\n"
+        "    app_token: env:SLACK_APP_TOKEN        # xapp-..., Socket Mode\n"
+        "    api_base_url: https://slack.com/api\n"
+        "pairings:\n"
+        "  - channel: slack:D0123ABCD\n"
+        "    agent: assistant\n"
+    )
+    env = {"ANTHROPIC_API_KEY": "k", "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"}
+    slack = load_settings(config, env).channel_settings()["slack"]
+    assert isinstance(slack, SlackSettings)
+    assert (slack.bot_token, slack.app_token) == ("xoxb-1", "xapp-1")
+    assert plugin.limits(slack).per_chat == 1.0
 
 
 async def test_direct_message_is_accepted_and_acknowledged_after_its_commit(
