@@ -1,0 +1,205 @@
+"""The fake Slack speaks the real protocols: slack_sdk's own clients drive it unmodified."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from clawpen.testing.fake_slack import FakeSlack
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack(redeliver_after=0.5)
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+def web(slack: FakeSlack, token: str | None = None) -> AsyncWebClient:
+    return AsyncWebClient(token=token or slack.bot_token, base_url=slack.url, retry_handlers=[])
+
+
+class Listener:
+    """A Socket Mode client that records envelopes and acknowledges them when told to."""
+
+    def __init__(self, slack: FakeSlack, ack: bool = True) -> None:
+        self.client = SocketModeClient(
+            app_token=slack.app_token, web_client=web(slack), ping_interval=0.5
+        )
+        self.ack = ack
+        self.requests: list[SocketModeRequest] = []
+        self.raw: list[dict[str, Any]] = []
+        self.client.socket_mode_request_listeners.append(self._on_request)  # type: ignore[arg-type]
+        self.client.message_listeners.append(self._on_message)  # type: ignore[arg-type]
+
+    async def _on_request(self, client: SocketModeClient, request: SocketModeRequest) -> None:
+        self.requests.append(request)
+        if self.ack:
+            await client.send_socket_mode_response(SocketModeResponse(request.envelope_id))
+
+    async def _on_message(
+        self, client: SocketModeClient, message: dict[str, Any], raw: str
+    ) -> None:
+        self.raw.append(message)
+
+    def texts(self) -> list[str]:
+        return [r.payload["event"].get("text", "") for r in self.requests]
+
+
+async def until(condition: Any, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_web_api_answers_the_bot_token_and_refuses_a_wrong_one(slack: FakeSlack) -> None:
+    auth = await web(slack).auth_test()
+    assert auth["user_id"] == slack.bot_user_id and auth["bot_id"] == slack.bot_id
+    with pytest.raises(SlackApiError) as refused:
+        await web(slack, "xoxb-wrong").auth_test()
+    assert refused.value.response["error"] == "invalid_auth"
+    with pytest.raises(SlackApiError) as wrong_kind:
+        await web(slack).apps_connections_open(app_token=slack.bot_token)
+    assert wrong_kind.value.response["error"] == "not_allowed_token_type"
+    opened = await web(slack).apps_connections_open(app_token=slack.app_token)
+    assert opened["url"].startswith("ws://127.0.0.1:")
+
+
+async def test_post_message_is_recorded_with_its_thread(slack: FakeSlack) -> None:
+    client = web(slack)
+    top = await client.chat_postMessage(channel="D0123ABCD", text="hello")
+    reply = await client.chat_postMessage(channel="C0CHAN", text="in thread", thread_ts=top["ts"])
+    assert reply["ts"] != top["ts"]
+    assert slack.posted == [
+        {"channel": "D0123ABCD", "text": "hello", "thread_ts": None, "ts": top["ts"]},
+        {"channel": "C0CHAN", "text": "in thread", "thread_ts": top["ts"], "ts": reply["ts"]},
+    ]
+
+
+async def test_injected_429_and_5xx_reach_the_client(slack: FakeSlack) -> None:
+    slack.fail_next("chat.postMessage", 429, retry_after=7)
+    slack.fail_next("chat.postMessage", 503)
+    slack.fail_next("chat.postMessage", 200, error="channel_not_found")
+    client = web(slack)
+    answers = []
+    for _ in range(3):
+        with pytest.raises(SlackApiError) as failed:
+            await client.chat_postMessage(channel="D1", text="x")
+        answers.append(failed.value.response)
+    assert answers[0].status_code == 429 and answers[0].headers["Retry-After"] == "7"
+    assert answers[1].status_code == 503
+    assert answers[2]["error"] == "channel_not_found"
+    await client.chat_postMessage(channel="D1", text="x")  # then it works
+    assert slack.texts_to("D1") == ["x"]
+
+
+async def test_reactions_are_added_and_removed(slack: FakeSlack) -> None:
+    client = web(slack)
+    await client.reactions_add(channel="D1", timestamp="1.000001", name="eyes")
+    with pytest.raises(SlackApiError):
+        await client.reactions_add(channel="D1", timestamp="1.000001", name="eyes")
+    assert slack.reactions[("D1", "1.000001")] == {"eyes"}
+    await client.reactions_remove(channel="D1", timestamp="1.000001", name="eyes")
+    assert slack.reactions[("D1", "1.000001")] == set()
+
+
+async def test_file_download_needs_the_bot_token(slack: FakeSlack) -> None:
+    file = slack.add_file("notes.txt", b"file body")
+    async with aiohttp.ClientSession() as http:
+        bearer = {"Authorization": f"Bearer {slack.bot_token}"}
+        async with http.get(file["url_private_download"], headers=bearer) as response:
+            assert await response.read() == b"file body"
+        async with http.get(file["url_private_download"], allow_redirects=False) as response:
+            assert response.status == 302
+
+
+async def test_socket_mode_says_hello_and_delivers_acknowledged_envelopes_once(
+    slack: FakeSlack,
+) -> None:
+    listener = Listener(slack)
+    await listener.client.connect()
+    try:
+        await until(lambda: any(m.get("type") == "hello" for m in listener.raw))
+        ts = await slack.post_user_message("D0123ABCD", "hi", thread_ts="1.000001")
+        await slack.wait_for(lambda: slack.acked(ts))
+        await asyncio.sleep(1.0)  # past redeliver_after: an acknowledged envelope stays done
+    finally:
+        await listener.client.close()
+    (request,) = listener.requests
+    assert request.type == "events_api" and request.retry_attempt == 0
+    event = request.payload["event"]
+    assert request.payload["type"] == "event_callback" and request.payload["event_id"]
+    assert (event["channel"], event["channel_type"], event["text"], event["ts"]) == (
+        "D0123ABCD",
+        "im",
+        "hi",
+        ts,
+    )
+    assert event["thread_ts"] == "1.000001"
+
+
+async def test_unacknowledged_envelope_is_delivered_again_with_its_retry_attempt(
+    slack: FakeSlack,
+) -> None:
+    listener = Listener(slack, ack=False)
+    await listener.client.connect()
+    try:
+        ts = await slack.post_user_message("D1", "again")
+        await until(lambda: len(listener.requests) >= 2)
+        listener.ack = True
+        await slack.wait_for(lambda: slack.acked(ts))
+    finally:
+        await listener.client.close()
+    attempts = [(r.retry_attempt, r.retry_reason) for r in listener.requests]
+    assert attempts[:2] == [(0, ""), (1, "timeout")]
+    assert {r.envelope_id for r in listener.requests} == {listener.requests[0].envelope_id}
+
+
+async def test_dropped_connection_is_reopened_and_unacknowledged_envelopes_redelivered(
+    slack: FakeSlack,
+) -> None:
+    slack.redeliver_after = 60  # only the new connection can bring it back
+    listener = Listener(slack, ack=False)
+    await listener.client.connect()
+    try:
+        await slack.post_user_message("D1", "before the drop")
+        await until(lambda: len(listener.requests) == 1)
+        listener.ack = True
+        await slack.drop()
+        await slack.wait_for_connections(2)
+        await until(lambda: len(listener.requests) == 2)
+        await slack.send_disconnect()  # Slack's own "please reconnect"
+        await slack.wait_for_connections(3)
+        await slack.post_user_message("D1", "after")
+        await until(lambda: len(listener.requests) == 3)
+    finally:
+        await listener.client.close()
+    assert listener.texts() == ["before the drop", "before the drop", "after"]
+    assert listener.requests[1].retry_attempt == 1
+
+
+async def test_bot_posts_come_back_as_bot_message_events(slack: FakeSlack) -> None:
+    listener = Listener(slack)
+    await listener.client.connect()
+    try:
+        await web(slack).chat_postMessage(channel="D1", text="from the bot")
+        await until(lambda: len(listener.requests) == 1)
+        await slack.edit_message("D1", "1.000001", "edited")
+        await until(lambda: len(listener.requests) == 2)
+    finally:
+        await listener.client.close()
+    own, edit = (r.payload["event"] for r in listener.requests)
+    assert own["bot_id"] == slack.bot_id and own["text"] == "from the bot"
+    assert edit["subtype"] == "message_changed" and edit["message"]["text"] == "edited"
+    assert json.dumps(edit)  # plain JSON all the way
