@@ -283,4 +283,5 @@ async def test_a_refused_app_token_disables_slack_with_one_line_and_the_cli_goes
     assert status["channels"]["slack"] == {
         "state": "disabled",
         "error": "slack: the app token was refused (invalid_auth); check channels.slack.app_token",
+        "sending": {"state": "closed", "failures": 0},
     }
