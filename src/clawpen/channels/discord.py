@@ -196,9 +196,7 @@ class DiscordAdapter:
             try:
                 data = await file.read()
             except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-                self.log.warning(
-                    "attachment_download_failed", channel=self.name, error=str(exc)
-                )
+                self.log.warning("attachment_download_failed", channel=self.name, error=str(exc))
                 notes.append(f"[{file.filename}: could not be downloaded]")
                 continue
             media_type = file.content_type or "application/octet-stream"

@@ -57,9 +57,7 @@ class Bot(discord.Client):
             chunk_guilds_at_startup=False,
             max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
         )
-        http = RoutedHTTPClient(
-            rest_base, self.loop, max_ratelimit_timeout=MAX_RATELIMIT_WAIT
-        )
+        http = RoutedHTTPClient(rest_base, self.loop, max_ratelimit_timeout=MAX_RATELIMIT_WAIT)
         self.http = http
         self._connection.http = http
         self.received = received

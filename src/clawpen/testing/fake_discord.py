@@ -85,7 +85,6 @@ class Session:
     id: str
     events: list[dict[str, Any]] = field(default_factory=list)
     ws: web.WebSocketResponse | None = None
-    request: web.Request | None = None
     compressor: Any = None  # zlib compressobj of the connection, for zlib-stream
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -119,6 +118,7 @@ class FakeDiscord:
     failures: dict[str, list[Failure]] = field(default_factory=dict)
     resend_on_resume: int = 0  # replay this many events the client already had, once
     _files: dict[str, FakeFile] = field(default_factory=dict)
+    _connections: list[web.Request] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
 
@@ -227,8 +227,9 @@ class FakeDiscord:
         sessions stay resumable, and events posted meanwhile wait for the RESUME."""
         for session in self.sessions.values():
             async with session.lock:
-                request, session.ws, session.request = session.request, None, None
-            if request is not None and request.transport is not None:
+                session.ws = None
+        for request in list(self._connections):
+            if request.transport is not None:
                 request.transport.close()
 
     def invalidate_sessions(self) -> None:
@@ -326,11 +327,13 @@ class FakeDiscord:
         if not content:
             return _error(400, "Cannot send an empty message", 50006)
         if len(content) > 2000:
-            return _error(400, "Invalid Form Body: content: Must be 2000 or fewer in length.", 50035)
+            return _error(
+                400, "Invalid Form Body: content: Must be 2000 or fewer in length.", 50035
+            )
         reference = body.get("message_reference")
-        if reference and str(reference.get("message_id")) not in self.messages:
-            if reference.get("fail_if_not_exists", True):
-                return _error(400, "Invalid Form Body: Unknown message", 50035)
+        unknown = reference and str(reference.get("message_id")) not in self.messages
+        if unknown and reference.get("fail_if_not_exists", True):
+            return _error(400, "Invalid Form Body: Unknown message", 50035)
         message = self._message(channel_id, content, self.bot, guild is not None, snowflake())
         if reference:
             message["message_reference"] = {
@@ -365,9 +368,16 @@ class FakeDiscord:
         ws = web.WebSocketResponse(autoping=True, max_msg_size=4096 * 1024)
         await ws.prepare(request)
         self.gateway_paths.append(request.path)
-        compressor = (
-            zlib.compressobj() if request.query.get("compress") == "zlib-stream" else None
-        )
+        self._connections.append(request)
+        try:
+            return await self._converse(ws, request)
+        finally:
+            self._connections.remove(request)
+
+    async def _converse(
+        self, ws: web.WebSocketResponse, request: web.Request
+    ) -> web.WebSocketResponse:
+        compressor = zlib.compressobj() if request.query.get("compress") == "zlib-stream" else None
         send = _sender(ws, compressor)
         await send({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}})
         session: Session | None = None
@@ -387,7 +397,7 @@ class FakeDiscord:
             elif op == 6:
                 session = await self._resume(ws, request, compressor, data)
         if session is not None and session.ws is ws:
-            session.ws = session.request = None
+            session.ws = None
         return ws
 
     async def _identify(
@@ -414,7 +424,7 @@ class FakeDiscord:
             "private_channels": [],
         }
         async with session.lock:
-            session.ws, session.request, session.compressor = ws, request, compressor
+            session.ws, session.compressor = ws, compressor
             await self._emit(session, "READY", ready)
             await self._emit(session, "GUILD_CREATE", self._guild())
         async with self._changed:
@@ -433,7 +443,7 @@ class FakeDiscord:
         after = int(data.get("seq") or 0) - self.resend_on_resume
         self.resend_on_resume = 0
         async with session.lock:
-            session.ws, session.request, session.compressor = ws, request, compressor
+            session.ws, session.compressor = ws, compressor
             send = _sender(ws, compressor)
             for event in session.events:
                 if event["s"] > after:
@@ -459,7 +469,7 @@ class FakeDiscord:
             try:
                 await _sender(session.ws, session.compressor)(payload)
             except (ConnectionError, RuntimeError):
-                session.ws = session.request = None  # the client will resume and get it then
+                session.ws = None  # the client will resume and get it then
 
     # -- payloads ------------------------------------------------------------------------------
 
