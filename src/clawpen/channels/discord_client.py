@@ -24,6 +24,10 @@ from discord.http import INTERNAL_API_VERSION, HTTPClient, Route
 # a longer one is raised, so the core can hold that chat back and go on with the others
 MAX_RATELIMIT_WAIT = 30.0
 
+# The bot never joins a voice channel: no warning at start-up that voice support is missing.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
 
 class RoutedHTTPClient(HTTPClient):
     def __init__(self, rest_base: str, *args: Any, **kwargs: Any) -> None:
