@@ -101,22 +101,27 @@ def orchestrator_factory(
         telegram: FakeTelegram | None = None,
         adapters: AdapterMode = "in_process",
         store: Store | None = None,
-        channels: dict[str, Channel] | None = None,
+        channels: Mapping[str, Channel | dict[str, Any]] | None = None,
         config_channels: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> Orchestrator:
         """An orchestrator on the fakes; agents run in-process unless a runtime is given, and
-        adapters in this process unless ``adapters="process"``. ``channels``: adapters to use
-        as they are; ``config_channels``: the config file's ``channels:``."""
+        adapters in this process unless ``adapters="process"``. ``channels`` maps a name to
+        its block under ``channels:`` (a dict, as in clawpen.yaml) or to a ready adapter;
+        ``config_channels``: the whole ``channels:`` block, when adapters are given apart."""
+        given = dict(channels or {})
+        blocks = {name: block for name, block in given.items() if isinstance(block, dict)}
         if config_channels is not None:
             overrides["channels"] = config_channels
+        elif blocks:
+            overrides["channels"] = blocks
         settings = make_settings(tmp_path / "data", fake_model, api_key, telegram, **overrides)
         return Orchestrator(
             settings,
             runtime=runtime or InProcessRuntime(tmp_path / "ws"),
             adapters=adapters,
             store=store,
-            channels=channels,
+            channels={n: c for n, c in given.items() if not isinstance(c, dict)},
         )
 
     return build

@@ -1,0 +1,76 @@
+"""discord.py, pointed at a REST base and gateway of our choosing, per client.
+
+discord.py keeps both in class attributes (``Route.BASE``, ``DiscordWebSocket.DEFAULT_GATEWAY``)
+shared by every client in the process. Rather than rewrite those globals, each client gets an
+HTTP client that rewrites the URLs it is given: REST calls go to ``api_base_url`` + ``/v10``,
+and the gateway connection discord.py would open at the default gateway goes to the one
+``GET /gateway/bot`` returned (a RESUME uses READY's ``resume_gateway_url`` as it is).
+
+Imported only by the Discord adapter, in its own process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import INTERNAL_API_VERSION, HTTPClient, Route
+
+# discord.py waits out a 429 itself when it is this short (its minimum for the setting);
+# a longer one is raised, so the core can hold that chat back and go on with the others
+MAX_RATELIMIT_WAIT = 30.0
+
+# The bot never joins a voice channel: no warning at start-up that voice support is missing.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
+class RoutedHTTPClient(HTTPClient):
+    def __init__(self, rest_base: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rest_base = f"{rest_base.rstrip('/')}/v{INTERNAL_API_VERSION}"
+        self.gateway: yarl.URL | None = None  # set from GET /gateway/bot before connecting
+
+    async def request(self, route: Route, **kwargs: Any) -> Any:
+        if route.url.startswith(Route.BASE):
+            route.url = self.rest_base + route.url[len(Route.BASE) :]
+        return await super().request(route, **kwargs)
+
+    async def ws_connect(self, url: str, *, compress: int = 0) -> aiohttp.ClientWebSocketResponse:
+        asked = yarl.URL(url)
+        default = DiscordWebSocket.DEFAULT_GATEWAY
+        if self.gateway is not None and (asked.host, asked.path) == (default.host, default.path):
+            url = str(self.gateway.with_query(asked.query))
+        return await super().ws_connect(url, compress=compress)
+
+
+class Bot(discord.Client):
+    """A ``discord.Client`` that reads message text (the Message Content intent), keeps no
+    message cache (the store has the messages), and talks to ``rest_base``."""
+
+    def __init__(self, rest_base: str, received: Callable[[discord.Message], None]) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True
+        super().__init__(
+            intents=intents,
+            max_messages=None,
+            chunk_guilds_at_startup=False,
+            max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
+        )
+        http = RoutedHTTPClient(rest_base, self.loop, max_ratelimit_timeout=MAX_RATELIMIT_WAIT)
+        self.http = http
+        self._connection.http = http
+        self.received = received
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.received(message)
+
+    async def point_gateway(self) -> None:
+        """Connect where ``GET /gateway/bot`` (on our REST base) says, not to discord.gg."""
+        assert isinstance(self.http, RoutedHTTPClient)
+        _, url, _ = await self.http.get_bot_gateway()
+        self.http.gateway = yarl.URL(url)

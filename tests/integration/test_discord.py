@@ -1,0 +1,139 @@
+"""Discord end to end: the fake Discord on the wire, the adapter in its own process, real agent
+containers, and the fake model, which answers ``echo: TEXT``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from clawpen.testing.fake_discord import SEND_MESSAGE, FakeDiscord
+from clawpen.testing.fake_model import FakeModel
+
+from ..conftest import running
+from .conftest import DockerOrchestratorFactory
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    server = FakeDiscord()
+    await server.start()
+    yield server
+    await server.close()
+
+
+def discord_orchestrator(
+    factory: DockerOrchestratorFactory, fake: FakeDiscord, **overrides: Any
+) -> Any:
+    orchestrator, _ = factory(
+        channels={
+            "cli": {},
+            "discord": {"token": fake.token, "api_base_url": fake.api_base_url},
+        },
+        pairings=[{"channel": f"discord:{fake.dm_channel_id}", "agent": "assistant"}],
+        **overrides,
+    )
+    return orchestrator
+
+
+def answered_lines(fake: FakeDiscord, channel_id: str) -> list[str]:
+    """Every message the agent answered, one per line (several may share one turn)."""
+    return [
+        re.sub(r"^\[\d+\] ", "", line)
+        for reply in fake.texts_to(channel_id)
+        for line in reply.removeprefix("echo: ").splitlines()
+    ]
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 90) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+async def test_a_dm_gets_its_answer_from_an_agent_container(
+    docker_orchestrator_factory: DockerOrchestratorFactory, fake_discord: FakeDiscord
+) -> None:
+    orchestrator = discord_orchestrator(
+        docker_orchestrator_factory, fake_discord, adapters="process"
+    )
+    async with running(orchestrator):
+        await fake_discord.wait_connected()
+        await fake_discord.post_user_message(fake_discord.dm_channel_id, "hello", guild=False)
+        await fake_discord.wait_for_sent(1, timeout=90)
+        status = await orchestrator.status()
+    assert fake_discord.texts_to(fake_discord.dm_channel_id) == ["echo: hello"]
+    assert status["channels"]["discord"]["state"] == "running"
+    assert "pid" in status["channels"]["discord"]  # in a process of its own
+
+
+async def test_an_unpaired_channel_never_reaches_the_model(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_discord: FakeDiscord,
+    fake_model: FakeModel,
+) -> None:
+    orchestrator = discord_orchestrator(docker_orchestrator_factory, fake_discord)
+    async with running(orchestrator):
+        await fake_discord.wait_connected()
+        await fake_discord.post_user_message(
+            fake_discord.channel_id, "the secret plan", mentions_bot=True
+        )
+        await fake_discord.post_user_message(fake_discord.dm_channel_id, "paired", guild=False)
+        await fake_discord.wait_for_sent(1, timeout=90)
+    assert fake_discord.texts_to(fake_discord.dm_channel_id) == ["echo: paired"]
+    assert fake_discord.texts_to(fake_discord.channel_id) == []
+    assert "the secret plan" not in json.dumps(fake_model.requests)
+
+
+async def test_a_429_and_5xxs_on_send_are_delivered_exactly_once(
+    docker_orchestrator_factory: DockerOrchestratorFactory, fake_discord: FakeDiscord
+) -> None:
+    orchestrator = discord_orchestrator(
+        docker_orchestrator_factory, fake_discord, adapters="process"
+    )
+    async with running(orchestrator):
+        await fake_discord.wait_connected()
+        fake_discord.fail_next(SEND_MESSAGE, 429, retry_after=0.5)  # discord.py waits it out
+        fake_discord.fail_next(SEND_MESSAGE, 500)  # discord.py tries again
+        fake_discord.fail_next(SEND_MESSAGE, 503)  # a SendError: the core tries again
+        await fake_discord.post_user_message(fake_discord.dm_channel_id, "persist", guild=False)
+        await fake_discord.wait_for_sent(1, timeout=90)
+        await wait_until(lambda: not fake_discord.failures[SEND_MESSAGE])
+        await asyncio.sleep(1.0)  # time for a doubled send to show up
+        counts = await orchestrator.store.counts()
+    assert fake_discord.texts_to(fake_discord.dm_channel_id) == ["echo: persist"]
+    posts = [c for c in fake_discord.calls if c.startswith("POST /channels/")]
+    assert len(posts) == 4  # three refused, one delivered
+    assert not counts.get("replies.pending")
+
+
+async def test_a_dropped_gateway_resumes_without_losing_or_doubling_a_message(
+    docker_orchestrator_factory: DockerOrchestratorFactory, fake_discord: FakeDiscord
+) -> None:
+    orchestrator = discord_orchestrator(
+        docker_orchestrator_factory, fake_discord, adapters="process"
+    )
+    texts = [f"burst {i}" for i in range(12)]
+    async with running(orchestrator):
+        await fake_discord.wait_connected()
+        for text in texts[:6]:
+            await fake_discord.post_user_message(fake_discord.dm_channel_id, text, guild=False)
+        fake_discord.resend_on_resume = 3  # and Discord replays some the client already had
+        await fake_discord.drop_connection()
+        for text in texts[6:]:
+            await fake_discord.post_user_message(fake_discord.dm_channel_id, text, guild=False)
+        await wait_until(
+            lambda: (
+                sorted(answered_lines(fake_discord, fake_discord.dm_channel_id)) == sorted(texts)
+            )
+        )
+        await asyncio.sleep(1.5)  # time for any duplicate to show up
+    assert sorted(answered_lines(fake_discord, fake_discord.dm_channel_id)) == sorted(texts)
+    assert fake_discord.resumes == 1
+    assert fake_discord.identifies == 1
