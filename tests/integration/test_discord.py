@@ -108,7 +108,9 @@ async def test_a_429_and_5xxs_on_send_are_delivered_exactly_once(
         await asyncio.sleep(1.0)  # time for a doubled send to show up
         counts = await orchestrator.store.counts()
     assert fake_discord.texts_to(fake_discord.dm_channel_id) == ["echo: persist"]
-    posts = [c for c in fake_discord.calls if c.startswith("POST /channels/")]
+    posts = [
+        c for c in fake_discord.calls if c.startswith("POST /channels/") and c.endswith("/messages")
+    ]
     assert len(posts) == 4  # three refused, one delivered
     assert not counts.get("replies.pending")
 
