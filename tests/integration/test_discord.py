@@ -4,6 +4,8 @@ containers, and the fake model, which answers ``echo: TEXT``."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from clawpen.testing.fake_discord import SEND_MESSAGE, FakeDiscord
+from clawpen.testing.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
 from clawpen.testing.fake_model import FakeModel
 
 from ..conftest import running
@@ -36,7 +38,10 @@ def discord_orchestrator(
             "cli": {},
             "discord": {"token": fake.token, "api_base_url": fake.api_base_url},
         },
-        pairings=[{"channel": f"discord:{fake.dm_channel_id}", "agent": "assistant"}],
+        pairings=[
+            {"channel": f"discord:{fake.dm_channel_id}", "agent": "assistant"},
+            *overrides.pop("more_pairings", []),
+        ],
         **overrides,
     )
     return orchestrator
@@ -139,3 +144,42 @@ async def test_a_dropped_gateway_resumes_without_losing_or_doubling_a_message(
     assert sorted(answered_lines(fake_discord, fake_discord.dm_channel_id)) == sorted(texts)
     assert fake_discord.resumes == 1
     assert fake_discord.identifies == 1
+
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+async def test_an_image_reaches_the_model_and_in_a_guild_only_mentions_are_answered(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_discord: FakeDiscord,
+    fake_model: FakeModel,
+) -> None:
+    guild_channel = f"discord:{fake_discord.channel_id}"
+    orchestrator = discord_orchestrator(
+        docker_orchestrator_factory,
+        fake_discord,
+        adapters="process",
+        more_pairings=[{"channel": guild_channel, "agent": "assistant"}],
+    )
+    async with running(orchestrator):
+        await fake_discord.wait_connected()
+        await fake_discord.post_user_message(
+            fake_discord.dm_channel_id,
+            "what is this?",
+            guild=False,
+            attachments=[FakeFile("cat.png", "image/png", PNG)],
+        )
+        await fake_discord.post_user_message(fake_discord.channel_id, "lunch anyone?")
+        await fake_discord.post_user_message(
+            fake_discord.channel_id, "what is 2+2?", mentions_bot=True
+        )
+        await fake_discord.wait_for_sent(2, timeout=90)
+        await asyncio.sleep(1.0)  # time for a wrong answer to show up
+    [reply] = fake_discord.texts_to(fake_discord.dm_channel_id)
+    assert f"[image: image/png, sha256 {hashlib.sha256(PNG).hexdigest()[:12]}]" in reply
+    assert "cat.png" in reply
+    assert fake_discord.texts_to(fake_discord.channel_id) == ["echo: what is 2+2?"]
+    assert "lunch" not in str(fake_model.requests)
+    assert any(c.endswith("/typing") for c in fake_discord.calls)  # the agent was seen at work

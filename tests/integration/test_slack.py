@@ -9,6 +9,8 @@ reply.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import re
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -66,7 +68,7 @@ def slack_orchestrator(
 ) -> SlackOrchestrator:
     """An orchestrator with real containers, the CLI and Slack, ``slack:D0123ABCD`` paired."""
 
-    def build(adapters: AdapterMode = "process") -> Orchestrator:
+    def build(adapters: AdapterMode = "process", pairings: list[Any] | None = None) -> Orchestrator:
         data = tmp_path / "data"
         instance = instance_id(data)
         cleanup_instance.append(instance)
@@ -76,7 +78,7 @@ def slack_orchestrator(
             api_key,
             image=agent_image,
             channels={"cli": {}, "slack": slack_block(fake_slack)},
-            pairings=[{"channel": f"slack:{DM}", "agent": "assistant"}],
+            pairings=[{"channel": f"slack:{DM}", "agent": "assistant"}, *(pairings or [])],
         )
         return Orchestrator(
             settings, runtime=DockerRuntime(docker_client, instance), adapters=adapters
@@ -285,3 +287,48 @@ async def test_a_refused_app_token_disables_slack_with_one_line_and_the_cli_goes
         "error": "slack: the app token was refused (invalid_auth); check channels.slack.app_token",
         "sending": {"state": "closed", "failures": 0},
     }
+
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+async def test_an_image_sent_in_slack_reaches_the_model_and_typing_shows_meanwhile(
+    slack_orchestrator: SlackOrchestrator, fake_slack: FakeSlack
+) -> None:
+    orchestrator = slack_orchestrator()
+    async with running(orchestrator):
+        photo = fake_slack.add_file("cat.png", PNG, "image/png")
+        ts = await fake_slack.post_user_message(DM, "what is this?", files=[photo])
+        await fake_slack.wait_for_posted(1, timeout=60)
+        await wait_until(lambda: ("remove", DM, ts, "eyes") in fake_slack.reaction_calls)
+    [reply] = fake_slack.texts_to(DM)
+    assert f"[image: image/png, sha256 {hashlib.sha256(PNG).hexdigest()[:12]}]" in reply
+    assert "/workspace/inbox/" in reply and "cat.png" in reply
+    # the user saw the agent at work: a reaction on their message, gone with the answer
+    assert ("add", DM, ts, "eyes") in fake_slack.reaction_calls
+    assert fake_slack.reactions.get((DM, ts), set()) == set()
+
+
+async def test_in_a_channel_only_mentions_reach_the_agent_unless_the_pairing_hears_all(
+    slack_orchestrator: SlackOrchestrator, fake_slack: FakeSlack, fake_model: FakeModel
+) -> None:
+    orchestrator = slack_orchestrator(
+        pairings=[
+            {"channel": "slack:C0TEAM", "agent": "assistant"},
+            {"channel": "slack:C0LOUD", "agent": "assistant", "mentions_only": False},
+        ]
+    )
+    bot = fake_slack.bot_user_id
+    async with running(orchestrator):
+        await fake_slack.post_user_message("C0TEAM", "lunch anyone?", channel_type="channel")
+        await fake_slack.post_user_message(
+            "C0TEAM", f"<@{bot}> what is 2+2?", channel_type="channel"
+        )
+        await fake_slack.post_user_message("C0LOUD", "anyone here?", channel_type="channel")
+        await fake_slack.wait_for_posted(2, timeout=60)
+        await asyncio.sleep(1.0)  # time for a wrong answer to show up
+    assert fake_slack.texts_to("C0TEAM") == ["echo: what is 2+2?"]
+    assert fake_slack.texts_to("C0LOUD") == ["echo: anyone here?"]
+    assert "lunch" not in str(fake_model.requests)
