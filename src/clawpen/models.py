@@ -62,6 +62,9 @@ class OutboundMessage:
     address: Address
     text: str
     reply_to: str = ""
+    # the same for every try at this chunk: platforms that take an idempotency key (Discord's
+    # nonce) drop a second copy when a try we thought failed had in fact got through
+    key: str = ""
 
 
 @dataclass(frozen=True)

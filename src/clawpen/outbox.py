@@ -183,7 +183,10 @@ class Outbox:
             if circuit.wait(self.clock()) > 0:
                 return False  # the platform went down meanwhile: the reply waits its turn
             message = OutboundMessage(
-                reply.address, chunks[sent], reply.reply_to if sent == 0 else ""
+                reply.address,
+                chunks[sent],
+                reply.reply_to if sent == 0 else "",
+                key=f"cp{reply.id}.{sent}",
             )
             self.log.debug("reply_sending", chunk=sent, **context)
             circuit.begin(self.clock())

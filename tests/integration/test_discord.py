@@ -183,3 +183,23 @@ async def test_an_image_reaches_the_model_and_in_a_guild_only_mentions_are_answe
     assert fake_discord.texts_to(fake_discord.channel_id) == ["echo: what is 2+2?"]
     assert "lunch" not in str(fake_model.requests)
     assert any(c.endswith("/typing") for c in fake_discord.calls)  # the agent was seen at work
+
+
+async def test_a_send_that_got_through_before_its_5xx_is_not_posted_twice(
+    docker_orchestrator_factory: DockerOrchestratorFactory, fake_discord: FakeDiscord
+) -> None:
+    orchestrator = discord_orchestrator(
+        docker_orchestrator_factory, fake_discord, adapters="process"
+    )
+    async with running(orchestrator):
+        await fake_discord.wait_connected()
+        # Discord stores the message, then the answer is lost: the core tries again with the
+        # same nonce, and Discord hands back the message it has instead of posting another
+        fake_discord.fail_next(SEND_MESSAGE, 503, after_store=True)
+        await fake_discord.post_user_message(fake_discord.dm_channel_id, "once", guild=False)
+        await wait_until(lambda: not fake_discord.failures[SEND_MESSAGE])
+        await wait_until(lambda: len(fake_discord.calls_to(SEND_MESSAGE)) >= 2)
+        await asyncio.sleep(1.0)  # time for a doubled post to show up
+        counts = await orchestrator.store.counts()
+    assert fake_discord.texts_to(fake_discord.dm_channel_id) == ["echo: once"]
+    assert counts["replies.sent"] == 1

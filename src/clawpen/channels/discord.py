@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -222,6 +223,7 @@ class DiscordAdapter:
             sent = await channel.send(
                 message.text,
                 reference=reference,  # type: ignore[arg-type]
+                nonce=message.key or secrets.token_hex(8),  # Discord drops a repeated nonce
                 allowed_mentions=discord.AllowedMentions(everyone=False, roles=False),
             )
         except discord.RateLimited as exc:

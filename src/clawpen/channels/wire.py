@@ -268,6 +268,7 @@ def send_frame(request_id: int, message: OutboundMessage) -> Frame:
         "thread": message.address.thread,
         "text": message.text,
         "reply_to": message.reply_to,
+        "key": message.key,
     }
 
 
@@ -276,7 +277,10 @@ def parse_send(frame: Frame, channel: str) -> tuple[int, OutboundMessage]:
         channel, _text(frame, "chat", MAX_ID), _text(frame, "thread", MAX_ID, required=False)
     )
     message = OutboundMessage(
-        address, _text(frame, "text", MAX_FRAME), _text(frame, "reply_to", MAX_ID, False)
+        address,
+        _text(frame, "text", MAX_FRAME),
+        _text(frame, "reply_to", MAX_ID, False),
+        _text(frame, "key", MAX_ID, False),
     )
     return _id(frame), message
 

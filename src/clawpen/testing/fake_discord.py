@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 import zlib
@@ -76,6 +77,7 @@ class Failure:
     status: int
     retry_after: float
     is_global: bool
+    after_store: bool = False  # the call takes effect, and then its answer is lost (a 5xx)
 
 
 @dataclass
@@ -116,6 +118,7 @@ class FakeDiscord:
     threads: dict[str, dict[str, Any]] = field(default_factory=dict)
     sessions: dict[str, Session] = field(default_factory=dict)
     failures: dict[str, list[Failure]] = field(default_factory=dict)
+    _nonces: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     resend_on_resume: int = 0  # replay this many events the client already had, once
     _files: dict[str, FakeFile] = field(default_factory=dict)
     _connections: list[web.Request] = field(default_factory=list)
@@ -215,12 +218,20 @@ class FakeDiscord:
         times: int = 1,
         retry_after: float = 1.0,
         is_global: bool = False,
+        after_store: bool = False,
     ) -> None:
         """The next ``times`` calls of ``route`` (``SEND_MESSAGE``, ``TYPING``, or any
-        ``"METHOD /path"`` as Discord documents it) answer ``status`` instead."""
+        ``"METHOD /path"`` as Discord documents it) answer ``status`` instead; with
+        ``after_store`` the call still takes effect (its answer is what gets lost)."""
         self.failures.setdefault(route, []).extend(
-            [Failure(status, retry_after, is_global)] * times
+            [Failure(status, retry_after, is_global, after_store)] * times
         )
+
+    def calls_to(self, route: str) -> list[str]:
+        """The calls made of ``route`` (``SEND_MESSAGE``...), in order."""
+        method, _, template = route.partition(" ")
+        pattern = re.escape(template).replace(re.escape("{channel_id}"), "[0-9]+")
+        return [c for c in self.calls if re.fullmatch(f"{method} {pattern}", c)]
 
     async def drop_connection(self) -> None:
         """Cut every gateway connection as a network failure would: no close frame. The
@@ -268,6 +279,8 @@ class FakeDiscord:
             pending = self.failures.get(route)
             if pending:
                 failure = pending.pop(0)
+                if failure.after_store:
+                    await handler(request)
                 return _failure(failure, bucket)
             response: web.StreamResponse = await handler(request)
             response.headers.update(_limit_headers(bucket, remaining=4, reset_after=1.0))
@@ -330,6 +343,11 @@ class FakeDiscord:
             return _error(
                 400, "Invalid Form Body: content: Must be 2000 or fewer in length.", 50035
             )
+        nonce = body.get("nonce")
+        if nonce is not None and body.get("enforce_nonce"):
+            earlier = self._nonces.get((channel_id, str(nonce)))
+            if earlier is not None:  # Discord: the same nonce again returns the first message
+                return _json(earlier)
         reference = body.get("message_reference")
         unknown = reference and str(reference.get("message_id")) not in self.messages
         if unknown and reference.get("fail_if_not_exists", True):
@@ -341,6 +359,9 @@ class FakeDiscord:
                 "channel_id": channel_id,
             }
             message["type"] = 19  # REPLY
+        if nonce is not None:
+            message["nonce"] = nonce
+            self._nonces[(channel_id, str(nonce))] = message
         async with self._changed:
             self.sent.append(message)
             self._changed.notify_all()
