@@ -127,7 +127,8 @@ def _message(raw: dict[str, Any]) -> Message:
     if kind == "text" or kind in MEDIA_KINDS:
         content = _obj(raw.get(kind), f"message.{kind}")
     else:  # a kind we only describe: whatever it holds is not read closely
-        content = raw.get(kind) if isinstance(raw.get(kind), dict) else {}
+        found = raw.get(kind)
+        content = found if isinstance(found, dict) else {}
     if kind == "text":
         return replace(base, text=_str(content, "body", MAX_TEXT))
     if kind in MEDIA_KINDS:
