@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import structlog
 
 from clawpen.channels.base import MAX_ATTACHMENT_BYTES, ChannelFatal, SendError
 from clawpen.channels.whatsapp import WhatsAppAdapter, WhatsAppSettings, plugin
+from clawpen.config import load_settings
+from clawpen.errors import ConfigError
 from clawpen.models import Address, OutboundMessage
 from clawpen.testing.fake_whatsapp import FakeWhatsApp
 
@@ -341,3 +344,45 @@ def _text_message(wamid: str, text: str = "hi") -> dict[str, object]:
         "type": "text",
         "text": {"body": text},
     }
+
+
+def test_the_issues_configuration_loads_with_its_secrets_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "clawpen.yaml"
+    config.write_text(
+        """
+model: {name: claude-sonnet-4-5, api_key: env:ANTHROPIC_API_KEY}
+agents: [{id: assistant}]
+channels:
+  whatsapp:
+    phone_number_id: "106540352242922"
+    access_token: env:WHATSAPP_TOKEN
+    app_secret: env:WHATSAPP_APP_SECRET        # checks X-Hub-Signature-256 on every webhook
+    verify_token: env:WHATSAPP_VERIFY_TOKEN    # the webhook subscription handshake
+    api_base_url: https://graph.facebook.com/v21.0
+    listen: 127.0.0.1:8787
+pairings:
+  - channel: whatsapp:15551234567              # the user's number (wa_id)
+    agent: assistant
+"""
+    )
+    env = {
+        "ANTHROPIC_API_KEY": "sk-ant-x",
+        "WHATSAPP_TOKEN": "EAAG-t",
+        "WHATSAPP_APP_SECRET": "app-s",
+        "WHATSAPP_VERIFY_TOKEN": "verify-v",
+    }
+    settings = load_settings(config, env)
+    whatsapp = settings.channels.whatsapp  # type: ignore[attr-defined]
+    assert (whatsapp.access_token, whatsapp.app_secret, whatsapp.verify_token) == (
+        "EAAG-t",
+        "app-s",
+        "verify-v",
+    )
+    unquoted = config.read_text().replace('"106540352242922"', "106540352242922")
+    config.write_text(unquoted.replace("listen: 127.0.0.1:8787", "listen: localhost"))
+    with pytest.raises(ConfigError, match=r"channels\.whatsapp\.listen.*HOST:PORT"):
+        load_settings(config, env)
+    config.write_text(unquoted)
+    assert load_settings(config, env).channels.whatsapp.phone_number_id == "106540352242922"  # type: ignore[attr-defined]

@@ -87,10 +87,13 @@ class WhatsAppSettings(ChannelSettings):
         parse_listen(value)
         return value
 
-    @field_validator("phone_number_id")
+    @field_validator("phone_number_id", mode="before")
     @classmethod
-    def _digits(cls, value: str) -> str:
-        if not value.isascii() or not value.isdigit():
+    def _digits(cls, value: object) -> object:
+        """Digits, quoted or not: YAML reads ``106540352242922`` unquoted as a number."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.isascii() or not value.isdigit():
             raise ValueError(f"{value!r} is not a phone number id (digits, from Meta's app)")
         return value
 
