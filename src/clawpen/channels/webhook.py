@@ -39,6 +39,7 @@ from ..errors import StoreUnavailable
 from ..logging import get_logger
 
 MAX_BODY = 1024 * 1024  # Meta's and Telegram's events are a few kilobytes
+SHUTDOWN_GRACE = 2.0
 READ_TIMEOUT = 30.0  # seconds for the whole body: a trickling client is not waited on for ever
 
 
@@ -124,7 +125,11 @@ class WebhookServer:
         """Listen; yields the base URL. Raises ``OSError`` when the address cannot be bound."""
         app = web.Application(client_max_size=self.max_body)
         app.router.add_route("*", "/{path:.*}", self._serve)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # on stop, a request still waiting for its commit gets a moment, then is cut off: its
+        # sender never had a 200, so it delivers again
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port)
