@@ -1,0 +1,63 @@
+"""An in-process WhatsApp adapter on the fake Cloud API, and a core that records what it got."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from clawpen.channels.base import DeliveryStatus
+from clawpen.channels.whatsapp import WhatsAppAdapter, WhatsAppSettings
+from clawpen.errors import StoreUnavailable
+from clawpen.models import Decision, InboundMessage, Route
+from clawpen.testing.fake_whatsapp import FakeWhatsApp
+
+
+@dataclass
+class Core:
+    """The core's side of ``accept``: commits (records) each message once, dropping copies by
+    platform id as the store does; ``unavailable`` makes the next commits fail."""
+
+    messages: list[InboundMessage] = field(default_factory=list)
+    statuses: list[DeliveryStatus] = field(default_factory=list)
+    offered: list[str] = field(default_factory=list)  # platform ids of every accept call
+    unavailable: int = 0  # how many accept calls still fail
+
+    async def __call__(self, message: InboundMessage) -> Decision | None:
+        self.offered.append(message.platform_id)
+        if self.unavailable:
+            self.unavailable -= 1
+            raise StoreUnavailable("disk full")
+        if any(m.platform_id == message.platform_id for m in self.messages):
+            return None
+        self.messages.append(message)
+        return Route("assistant")
+
+    async def delivery_status(self, status: DeliveryStatus) -> None:
+        self.statuses.append(status)
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[InboundMessage]:
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                await asyncio.sleep(0.01)
+        return self.messages
+
+
+@contextlib.asynccontextmanager
+async def running_adapter(meta: FakeWhatsApp, core: Core) -> AsyncIterator[WhatsAppAdapter]:
+    """The adapter serving webhooks on a free loopback port, which Meta is told to post to."""
+    adapter = WhatsAppAdapter(WhatsAppSettings.model_validate(meta.settings()))
+    task = asyncio.create_task(adapter.run(core))
+    try:
+        async with asyncio.timeout(10):
+            while not adapter.listening.is_set():
+                if task.done():
+                    task.result()  # its exception, if it failed to start
+                await asyncio.sleep(0.01)
+        meta.webhook_url = adapter.url
+        yield adapter
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
