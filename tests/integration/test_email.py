@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import imaplib
 import os
-import re
 import smtplib
 import ssl
 import subprocess
@@ -178,7 +177,7 @@ async def settled(orchestrator: Orchestrator, answered: int, timeout: float = 90
 def body(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
     assert part is not None
-    return str(part.get_content()).strip()
+    return str(part.get_content()).replace("\r\n", "\n").strip()
 
 
 def model_saw(fake_model: FakeModel) -> str:
@@ -226,7 +225,13 @@ async def test_a_mail_gets_a_threaded_reply_in_the_senders_mailbox(
 async def test_an_image_attachment_reaches_the_model(
     docker_orchestrator_factory: DockerOrchestratorFactory, mailboxes: None
 ) -> None:
-    orchestrator, _ = docker_orchestrator_factory(**config())
+    """(Over IMAP with STARTTLS on 143 and SMTP over TLS on 465, the other two ways in.)"""
+    orchestrator, _ = docker_orchestrator_factory(
+        **config(
+            imap={"host": "127.0.0.1", "port": 143, "starttls": True},
+            smtp={"host": "127.0.0.1", "port": 465},
+        )
+    )
     async with running(orchestrator):
         await deliver(mail("What is this?", subject="a picture", image=PNG))
         [reply] = await wait_for_inbox(ALICE, 1)
@@ -291,7 +296,8 @@ async def test_a_dropped_imap_connection_loses_and_doubles_nothing(
             while not await all_seen(AGENT):
                 await asyncio.sleep(0.2)
         replies = await inbox(ALICE)
-    assert re.findall(r"kicked", kicked, re.IGNORECASE) or AGENT in kicked
+    assert AGENT in kicked  # the connection was really dropped, twice
+    assert kicked.count(AGENT) == 2
     assert sorted(body(reply) for reply in replies) == [
         "echo: Subject: m1\n\none",
         *(f"echo: Subject: m{n}\n\nmail {n}" for n in (2, 3, 4, 5)),
@@ -403,7 +409,7 @@ async def test_xoauth2_with_an_expired_token_is_refreshed_through_google_auth(
         await deliver(mail("after expiry"))
         replies = await wait_for_inbox(ALICE, 2)
         await settled(orchestrator, 2)
-    assert AGENT in kicked or "kicked" in kicked.lower()
+    assert AGENT in kicked
     assert sorted(body(reply) for reply in replies) == [
         "echo: Subject: hello\n\nafter expiry",
         "echo: Subject: hello\n\nfirst",

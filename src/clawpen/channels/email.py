@@ -208,8 +208,11 @@ class EmailAdapter:
 
     async def _starttls(self, imap: aioimaplib.IMAP4) -> None:
         """aioimaplib has no STARTTLS: ask for it, then upgrade the transport in place."""
+        from aioimaplib import Command
+
         protocol = imap.protocol
-        response = await self._step(protocol.simple_command("STARTTLS"))
+        command = Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        response = await self._step(protocol.execute(command))
         if response.result != "OK":
             raise ConnectionError(f"STARTTLS refused: {response.lines}")
         loop = asyncio.get_running_loop()
