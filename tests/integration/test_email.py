@@ -25,6 +25,9 @@ import pytest
 from aiohttp import web
 
 from clawpen.app import Orchestrator
+from clawpen.channels.base import SendError
+from clawpen.channels.email import EmailAdapter, EmailSettings
+from clawpen.models import Address, OutboundMessage
 from clawpen.testing.fake_model import FakeModel
 
 from ..conftest import running
@@ -420,3 +423,44 @@ async def test_xoauth2_with_an_expired_token_is_refreshed_through_google_auth(
         assert grant["client_id"] == oauth2["client_id"]
     assert ("ya29.token-1", False) in fake_oauth.checked  # the expired one was refused
     assert ("ya29.token-2", True) in fake_oauth.checked  # and its successor let in
+
+
+def adapter(**extra: Any) -> EmailAdapter:
+    return EmailAdapter(EmailSettings.model_validate(EMAIL | extra))
+
+
+async def test_a_reply_after_a_restart_finds_its_thread_over_imap(mailboxes: None) -> None:
+    """An adapter that never saw the original (it was restarted) looks it up by Message-ID."""
+    first = mail("hello again", subject="Re: Re: the plan")
+    first["References"] = "<root@clawpen.test>"
+    await deliver(first)
+    await wait_for_inbox(AGENT, 1)
+    fresh = adapter()
+    sent = await fresh.send(
+        OutboundMessage(
+            Address("email", ALICE, "<root@clawpen.test>"),
+            "Noted.",
+            reply_to=str(first["Message-ID"]),
+        )
+    )
+    [reply] = await wait_for_inbox(ALICE, 1)
+    assert reply["Message-ID"] == sent
+    assert reply["Subject"] == "Re: the plan"
+    assert reply["In-Reply-To"] == first["Message-ID"]
+    assert reply["References"].split() == ["<root@clawpen.test>", first["Message-ID"]]
+    assert body(reply) == "Noted."
+
+
+@pytest.mark.parametrize(
+    ("answer", "permanent"),
+    [("451 4.7.1 try again later", False), ("550 5.1.1 no such mailbox", True)],
+)
+async def test_smtp_refusals_are_temporary_or_permanent_as_the_server_says(
+    mailboxes: None, answer: str, permanent: bool
+) -> None:
+    (MAIL_DIR / "defer").write_text(f"{ALICE} {answer}\n")
+    run("postfix", "-c", POSTFIX_CONF, "reload")
+    with pytest.raises(SendError) as refused:
+        await adapter().send(OutboundMessage(Address("email", ALICE, ""), "hi"))
+    assert refused.value.permanent is permanent
+    assert answer.split()[0] in str(refused.value)

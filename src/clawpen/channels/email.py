@@ -421,7 +421,7 @@ class EmailAdapter:
             return platform_id, subject, references
         try:
             found = await self._look_up(platform_id)
-        except (OSError, TimeoutError, ChannelFatal, Exception) as exc:
+        except Exception as exc:  # best effort: without it the reply goes out unthreaded
             self.log.info("email_original_not_found", channel=self.name, error=repr(exc))
             return None
         if found is None:
@@ -432,7 +432,7 @@ class EmailAdapter:
     async def _look_up(self, message_id: str) -> tuple[str, tuple[str, ...]] | None:
         imap = await self._login(asyncio.Event())
         try:
-            await imap.protocol.simple_command("EXAMINE", self.settings.mailbox)
+            await imap.select(self.settings.mailbox)  # only PEEKs follow: no flag changes
             escaped = message_id.replace("\\", "\\\\").replace('"', '\\"')
             response = await imap.uid_search("HEADER", "Message-ID", f'"{escaped}"', charset=None)
             uids = response.lines[0].decode().split() if response.lines else []
