@@ -186,6 +186,18 @@ class EmailAdapter:
         protocol = imap.protocol
         protocol.conn_lost_cb = lambda exc: lost.set()
         _answer_sasl_errors(protocol)
+        try:
+            await self._authenticate(imap)
+        except BaseException:
+            _close(imap)
+            raise
+        return imap
+
+    async def _authenticate(self, imap: aioimaplib.IMAP4) -> None:
+        """Greeting, STARTTLS if asked for, login. A refused login is fatal (the config is
+        wrong); a token is renewed once first, and a server that cannot check logins for the
+        moment ([UNAVAILABLE]) is tried again later."""
+        server = self.settings.imap
         await imap.wait_hello_from_server()
         if server.starttls:
             await self._starttls(imap)
@@ -196,10 +208,11 @@ class EmailAdapter:
             else:
                 response = await imap.login(self.settings.username, self.settings.password or "")
             if response.result == "OK":
-                return imap
+                return
+            if any(b"[UNAVAILABLE]" in bytes(line) for line in response.lines):
+                raise ConnectionError(f"IMAP login unavailable for now: {response.lines}")
             if self.tokens is None:
                 break  # a refused password stays refused; a token may be renewed once
-        _close(imap)
         key = "oauth2" if self.tokens is not None else "password"
         raise ChannelFatal(
             f"email: the IMAP server {server.host} refused the login of "
