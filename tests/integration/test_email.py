@@ -1,0 +1,466 @@
+"""The e-mail channel against real mail servers: dovecot (IMAP, IDLE, XOAUTH2 through an
+introspection endpoint) and postfix (SMTP in on port 25, submission with AUTH), both on loopback,
+started by scripts/ensure-mail.sh; and real agent containers.
+
+Alice's mail comes in through postfix on port 25 as it would from the internet, with the
+Authentication-Results header the receiving server (mx.clawpen.test) would have prepended;
+replies go out through the submission port and are read back from alice's own mailbox."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import imaplib
+import os
+import smtplib
+import ssl
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from clawpen.app import Orchestrator
+from clawpen.channels.base import SendError
+from clawpen.channels.email import EmailAdapter, EmailSettings
+from clawpen.models import Address, OutboundMessage
+from clawpen.testing.fake_model import FakeModel
+
+from ..conftest import running
+from .conftest import DockerOrchestratorFactory
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).parents[2]
+MAIL_DIR = Path(os.environ.get("CLAWPEN_MAIL_DIR", "/var/lib/clawpen-mail"))
+CA_FILE = MAIL_DIR / "tls/cert.pem"
+DOVECOT = ["doveadm", "-c", str(MAIL_DIR / "dovecot.conf")]
+POSTFIX_CONF = "/etc/postfix-clawpen"
+OAUTH_PORT = 18089  # where dovecot asks whether an OAuth2 token is good (ensure-mail.sh)
+AGENT, ALICE, MALLORY = "agent@clawpen.test", "alice@clawpen.test", "mallory@clawpen.test"
+PASSWORDS = {AGENT: "agent-secret", ALICE: "alice-secret", MALLORY: "mallory-secret"}
+RECEIVED_BY = "mx.clawpen.test"  # the receiving server's authserv-id
+PASS = f"{RECEIVED_BY}; dkim=pass header.d=clawpen.test header.s=mail"
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201a2b1e15b0000000049454e44ae426082"
+)
+
+EMAIL = {
+    "address": AGENT,
+    "imap": {"host": "127.0.0.1", "port": 993},
+    "smtp": {"host": "127.0.0.1", "port": 587, "starttls": True},
+    "username": AGENT,
+    "password": PASSWORDS[AGENT],
+    "ca_file": str(CA_FILE),
+    "authserv_id": RECEIVED_BY,
+}
+
+
+def run(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="session")
+def mail_servers() -> None:
+    """dovecot and postfix up (scripts/test.sh starts them; this makes a bare pytest work)."""
+    subprocess.run(["bash", str(ROOT / "scripts/ensure-mail.sh")], check=True)
+
+
+@pytest.fixture
+def mailboxes(mail_servers: None) -> Iterator[None]:
+    """Every test starts with empty mailboxes and an SMTP server that defers nothing."""
+    for user in PASSWORDS:
+        run(*DOVECOT, "expunge", "-u", user, "mailbox", "INBOX", "all")
+    yield
+    defer_nothing()
+
+
+def defer_nothing() -> None:
+    if (MAIL_DIR / "defer").read_text():
+        (MAIL_DIR / "defer").write_text("")
+        run("postfix", "-c", POSTFIX_CONF, "reload")
+
+
+def config(**extra: Any) -> dict[str, Any]:
+    return {
+        "config_channels": {"cli": {}, "email": EMAIL | extra},
+        "pairings": [{"channel": f"email:{ALICE}", "agent": "assistant"}],
+        "adapters": "process",
+    }
+
+
+def mail(
+    text: str,
+    subject: str = "hello",
+    sender: str = ALICE,
+    auth: list[str] | None = None,
+    reply_to: EmailMessage | None = None,
+    image: bytes | None = None,
+) -> EmailMessage:
+    """A message as alice's mail client writes it, with the Authentication-Results headers
+    (topmost first) of the server that received it: by default, DKIM passed for her domain."""
+    message = EmailMessage()
+    for header in auth if auth is not None else [PASS]:
+        message["Authentication-Results"] = header
+    message["From"] = f"Alice <{sender}>"
+    message["To"] = AGENT
+    message["Subject"] = subject
+    message["Message-ID"] = f"<{uuid.uuid4().hex}@clawpen.test>"
+    if reply_to is not None:
+        parent = str(reply_to["Message-ID"])
+        message["In-Reply-To"] = parent
+        message["References"] = f"{reply_to.get('References', '')} {parent}".strip()
+    message.set_content(text)
+    if image is not None:
+        message.add_attachment(image, maintype="image", subtype="png", filename="dot.png")
+    return message
+
+
+async def deliver(message: EmailMessage, envelope_from: str = ALICE) -> None:
+    """Through postfix's port 25, as a message from the internet arrives."""
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", 25, timeout=30) as smtp:
+            smtp.send_message(message, from_addr=envelope_from, to_addrs=[AGENT])
+
+    await asyncio.to_thread(send)
+
+
+def _read_inbox(user: str) -> list[tuple[EmailMessage, bytes]]:
+    from clawpen.channels.mailtext import parse_bytes
+
+    imap = imaplib.IMAP4_SSL(
+        "127.0.0.1", 993, ssl_context=ssl.create_default_context(cafile=str(CA_FILE))
+    )
+    try:
+        imap.login(user, PASSWORDS[user])
+        imap.select("INBOX", readonly=True)
+        _, found = imap.search(None, "ALL")
+        messages = []
+        for number in found[0].split():
+            _, data = imap.fetch(number, "(FLAGS BODY.PEEK[])")
+            head, raw = data[0]  # type: ignore[misc]
+            messages.append((parse_bytes(raw), head))
+        return messages
+    finally:
+        imap.logout()
+
+
+async def inbox(user: str) -> list[EmailMessage]:
+    return [message for message, _ in await asyncio.to_thread(_read_inbox, user)]
+
+
+async def wait_for_inbox(user: str, count: int, timeout: float = 90) -> list[EmailMessage]:
+    async with asyncio.timeout(timeout):
+        while len(messages := await inbox(user)) < count:
+            await asyncio.sleep(0.2)
+    return messages
+
+
+async def all_seen(user: str) -> bool:
+    messages = await asyncio.to_thread(_read_inbox, user)
+    return all(b"\\Seen" in flags for _, flags in messages)
+
+
+async def settled(orchestrator: Orchestrator, answered: int, timeout: float = 90) -> None:
+    """Until ``answered`` messages were answered and no reply waits to go out."""
+    async with asyncio.timeout(timeout):
+        while True:
+            counts = await orchestrator.store.counts()
+            if counts.get("messages.answered", 0) >= answered and not counts.get("replies.pending"):
+                return
+            await asyncio.sleep(0.1)
+
+
+def body(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None
+    return str(part.get_content()).replace("\r\n", "\n").strip()
+
+
+def model_saw(fake_model: FakeModel) -> str:
+    return repr(fake_model.requests)
+
+
+async def test_a_mail_gets_a_threaded_reply_in_the_senders_mailbox(
+    docker_orchestrator_factory: DockerOrchestratorFactory, mailboxes: None
+) -> None:
+    orchestrator, _ = docker_orchestrator_factory(**config())
+    first = mail("Can you hear me?\n\n-- \nAlice\nACME Corp", subject="plans")
+    async with running(orchestrator):
+        await deliver(first)
+        [reply] = await wait_for_inbox(ALICE, 1)
+        # alice answers in the thread, quoting the agent, from her phone
+        second = mail(
+            "Loud and clear.\n\nOn Mon, 1 Jan 2024, agent wrote:\n> echo: ...\n\n"
+            "Sent from my iPhone",
+            subject=f"Re: {reply['Subject']}",
+            reply_to=reply,
+        )
+        await deliver(second)
+        replies = await wait_for_inbox(ALICE, 2)
+        await settled(orchestrator, 2)
+        seen = await all_seen(AGENT)
+
+    assert reply["From"] == AGENT and reply["To"] == ALICE
+    assert reply["Subject"] == "Re: plans"
+    assert reply["In-Reply-To"] == first["Message-ID"]
+    assert reply["References"] == first["Message-ID"]
+    # the signature was trimmed before the agent saw it; the reply quotes nothing
+    assert body(reply) == "echo: Subject: plans\n\nCan you hear me?"
+    later = replies[1]
+    assert later["Subject"] == "Re: plans"
+    assert later["In-Reply-To"] == second["Message-ID"]
+    assert later["References"].split() == [
+        first["Message-ID"],
+        reply["Message-ID"],
+        second["Message-ID"],
+    ]
+    assert body(later) == "echo: Loud and clear."  # quote and "Sent from" trimmed
+    assert seen  # both flagged \Seen once committed
+
+
+async def test_an_image_attachment_reaches_the_model(
+    docker_orchestrator_factory: DockerOrchestratorFactory, mailboxes: None
+) -> None:
+    """(Over IMAP with STARTTLS on 143 and SMTP over TLS on 465, the other two ways in.)"""
+    orchestrator, _ = docker_orchestrator_factory(
+        **config(
+            imap={"host": "127.0.0.1", "port": 143, "starttls": True},
+            smtp={"host": "127.0.0.1", "port": 465},
+        )
+    )
+    async with running(orchestrator):
+        await deliver(mail("What is this?", subject="a picture", image=PNG))
+        [reply] = await wait_for_inbox(ALICE, 1)
+    digest = hashlib.sha256(PNG).hexdigest()[:12]
+    assert f"[image: image/png, sha256 {digest}]" in body(reply)
+    assert "What is this?" in body(reply)
+
+
+async def test_mail_whose_from_the_receiving_server_did_not_vouch_for_never_reaches_an_agent(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_model: FakeModel,
+    mailboxes: None,
+) -> None:
+    """Alice is paired; mallory writes as alice. No verdict, a failing one, a passing one for
+    mallory's own domain, and a passing one forged below the receiving server's or under
+    another server's name: none counts. Then alice's real mail is answered, alone."""
+    orchestrator, _ = docker_orchestrator_factory(**config())
+    forgeries = [
+        mail("forged 1: no verdict", auth=[]),
+        mail("forged 2", auth=[f"{RECEIVED_BY}; dkim=fail header.d=clawpen.test"]),
+        mail("forged 3", auth=[f"{RECEIVED_BY}; dkim=pass header.d=evil.test"]),
+        mail("forged 4", auth=["evil.test; dkim=pass header.d=clawpen.test"]),
+        mail("forged 5", auth=[f"{RECEIVED_BY}; dkim=none", PASS]),
+    ]
+    async with running(orchestrator):
+        for forged in forgeries:
+            await deliver(forged, envelope_from=MALLORY)
+        await deliver(mail("the real alice"))
+        [reply] = await wait_for_inbox(ALICE, 1)
+        await settled(orchestrator, 1)
+        async with asyncio.timeout(30):
+            while not await all_seen(AGENT):  # every forgery was read and set aside
+                await asyncio.sleep(0.2)
+        replies = await inbox(ALICE)
+    assert body(reply) == "echo: Subject: hello\n\nthe real alice"
+    assert len(replies) == 1
+    assert "forged" not in model_saw(fake_model)
+
+
+async def test_a_dropped_imap_connection_loses_and_doubles_nothing(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_model: FakeModel,
+    mailboxes: None,
+) -> None:
+    orchestrator, _ = docker_orchestrator_factory(**config())
+    async with running(orchestrator):
+        await deliver(mail("one", subject="m1"))
+        await wait_for_inbox(ALICE, 1)
+        await settled(orchestrator, 1)
+        # as if the adapter died between the commit and the \Seen flag: it reads "one" again
+        run(*DOVECOT, "flags", "remove", "-u", AGENT, "\\Seen", "mailbox", "INBOX", "all")
+        kicked = run(*DOVECOT, "kick", AGENT)
+        for n in (2, 3):
+            await deliver(mail(f"mail {n}", subject=f"m{n}"))
+        await wait_for_inbox(ALICE, 3)
+        kicked += run(*DOVECOT, "kick", AGENT)
+        for n in (4, 5):
+            await deliver(mail(f"mail {n}", subject=f"m{n}"))
+        replies = await wait_for_inbox(ALICE, 5)
+        await settled(orchestrator, 5)
+        async with asyncio.timeout(30):
+            while not await all_seen(AGENT):
+                await asyncio.sleep(0.2)
+        replies = await inbox(ALICE)
+    assert AGENT in kicked  # the connection was really dropped, twice
+    assert kicked.count(AGENT) == 2
+    assert sorted(body(reply) for reply in replies) == [
+        "echo: Subject: m1\n\none",
+        *(f"echo: Subject: m{n}\n\nmail {n}" for n in (2, 3, 4, 5)),
+    ]
+
+
+async def test_an_smtp_temporary_failure_is_retried_and_delivered_once(
+    docker_orchestrator_factory: DockerOrchestratorFactory, mailboxes: None
+) -> None:
+    """postfix answers 451 to the reply's recipient until the test lifts it."""
+    log = MAIL_DIR / "postfix.log"
+    already = log.read_text().count("451 4.7.1")
+    (MAIL_DIR / "defer").write_text(f"{ALICE} 451 4.7.1 try again later\n")
+    run("postfix", "-c", POSTFIX_CONF, "reload")
+    orchestrator, _ = docker_orchestrator_factory(**config())
+    async with running(orchestrator):
+        await deliver(mail("are you there?"))
+        async with asyncio.timeout(60):
+            while log.read_text().count("451 4.7.1") < already + 2:  # refused, and refused again
+                await asyncio.sleep(0.1)
+        assert await inbox(ALICE) == []
+        defer_nothing()
+        [reply] = await wait_for_inbox(ALICE, 1)
+        await settled(orchestrator, 1)
+        replies = await inbox(ALICE)
+    assert len(replies) == 1
+    assert body(reply) == "echo: Subject: hello\n\nare you there?"
+
+
+async def test_a_refused_password_disables_the_channel_naming_the_key(
+    orchestrator_factory: Callable[..., Orchestrator], mailboxes: None
+) -> None:
+    orchestrator = orchestrator_factory(**config(password="not-the-password"))
+    async with running(orchestrator):
+        async with asyncio.timeout(30):
+            while orchestrator.channel_states["email"].state != "disabled":
+                await asyncio.sleep(0.05)
+        status = await orchestrator.status()
+    error = status["channels"]["email"]["error"]
+    assert "refused the login of agent@clawpen.test" in error
+    assert "channels.email.password" in error
+
+
+class FakeOAuth:
+    """Google's token endpoint (refresh grants) and the introspection endpoint dovecot asks,
+    on one loopback port. ``expire()`` ends every token issued so far."""
+
+    def __init__(self) -> None:
+        self.grants: list[dict[str, str]] = []
+        self.checked: list[tuple[str, bool]] = []  # (token, accepted), as dovecot asked
+        self.live: set[str] = set()
+        self.issued = 0
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        self.grants.append({k: str(v) for k, v in form.items()})
+        if form.get("refresh_token") != "refresh-me" or form.get("client_secret") != "shh":
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        self.issued += 1
+        token = f"ya29.token-{self.issued}"
+        self.live.add(token)
+        return web.json_response(
+            {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
+        )
+
+    async def introspect(self, request: web.Request) -> web.Response:
+        token = str((await request.post()).get("token", ""))
+        active = token in self.live
+        self.checked.append((token, active))
+        return web.json_response({"active": active, "username": AGENT})
+
+    def expire(self) -> None:
+        self.live.clear()
+
+
+@pytest.fixture
+async def fake_oauth() -> AsyncIterator[FakeOAuth]:
+    oauth = FakeOAuth()
+    app = web.Application()
+    app.router.add_post("/token", oauth.token)
+    app.router.add_post("/introspect", oauth.introspect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", OAUTH_PORT)
+    await site.start()
+    yield oauth
+    await runner.cleanup()
+
+
+async def test_xoauth2_with_an_expired_token_is_refreshed_through_google_auth(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_oauth: FakeOAuth,
+    mailboxes: None,
+) -> None:
+    oauth2 = {
+        "client_id": "clawpen-test.apps.googleusercontent.com",
+        "client_secret": "shh",
+        "refresh_token": "refresh-me",
+        "token_uri": f"http://127.0.0.1:{OAUTH_PORT}/token",
+    }
+    settings = config(oauth2=oauth2)
+    del settings["config_channels"]["email"]["password"]
+    orchestrator, _ = docker_orchestrator_factory(**settings)
+    async with running(orchestrator):
+        await deliver(mail("first"))
+        await wait_for_inbox(ALICE, 1)
+        fake_oauth.expire()  # the access token ran out: the server refuses it from now on
+        kicked = run(*DOVECOT, "kick", AGENT)
+        await deliver(mail("after expiry"))
+        replies = await wait_for_inbox(ALICE, 2)
+        await settled(orchestrator, 2)
+    assert AGENT in kicked
+    assert sorted(body(reply) for reply in replies) == [
+        "echo: Subject: hello\n\nafter expiry",
+        "echo: Subject: hello\n\nfirst",
+    ]
+    assert len(fake_oauth.grants) >= 2  # once at start, again when the token was refused
+    for grant in fake_oauth.grants:
+        assert grant["grant_type"] == "refresh_token"
+        assert grant["client_id"] == oauth2["client_id"]
+    assert ("ya29.token-1", False) in fake_oauth.checked  # the expired one was refused
+    assert ("ya29.token-2", True) in fake_oauth.checked  # and its successor let in
+
+
+def adapter(**extra: Any) -> EmailAdapter:
+    return EmailAdapter(EmailSettings.model_validate(EMAIL | extra))
+
+
+async def test_a_reply_after_a_restart_finds_its_thread_over_imap(mailboxes: None) -> None:
+    """An adapter that never saw the original (it was restarted) looks it up by Message-ID."""
+    first = mail("hello again", subject="Re: Re: the plan")
+    first["References"] = "<root@clawpen.test>"
+    await deliver(first)
+    await wait_for_inbox(AGENT, 1)
+    fresh = adapter()
+    sent = await fresh.send(
+        OutboundMessage(
+            Address("email", ALICE, "<root@clawpen.test>"),
+            "Noted.",
+            reply_to=str(first["Message-ID"]),
+        )
+    )
+    [reply] = await wait_for_inbox(ALICE, 1)
+    assert reply["Message-ID"] == sent
+    assert reply["Subject"] == "Re: the plan"
+    assert reply["In-Reply-To"] == first["Message-ID"]
+    assert reply["References"].split() == ["<root@clawpen.test>", first["Message-ID"]]
+    assert body(reply) == "Noted."
+
+
+@pytest.mark.parametrize(
+    ("answer", "permanent"),
+    [("451 4.7.1 try again later", False), ("550 5.1.1 no such mailbox", True)],
+)
+async def test_smtp_refusals_are_temporary_or_permanent_as_the_server_says(
+    mailboxes: None, answer: str, permanent: bool
+) -> None:
+    (MAIL_DIR / "defer").write_text(f"{ALICE} {answer}\n")
+    run("postfix", "-c", POSTFIX_CONF, "reload")
+    with pytest.raises(SendError) as refused:
+        await adapter().send(OutboundMessage(Address("email", ALICE, ""), "hi"))
+    assert refused.value.permanent is permanent
+    assert answer.split()[0] in str(refused.value)
