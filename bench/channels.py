@@ -232,9 +232,13 @@ async def channels(ctx: BenchContext) -> list[Row]:
         }
         adapters = {n: p.adapter for n, p in platforms.items() if p.adapter is not None}
         raw = config(ctx, model.url, platforms)
-        async with orchestrator(ctx, raw, "inprocess", channels=adapters) as (_, probes):
+        async with orchestrator(ctx, raw, "inprocess", channels=adapters) as (orch, probes):
             for platform in platforms.values():
                 await platform.connected()
+            status = (await orch.status())["channels"]
+            alone = [n for n in platforms if n not in adapters and "pid" not in status[n]]
+            if alone:  # what this benchmark says it measures would not hold
+                raise RuntimeError(f"adapters not in processes of their own: {alone}")
             names = list(platforms)
             for i in range(WARMUP):
                 for name in names:
