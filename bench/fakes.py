@@ -1,5 +1,6 @@
-"""The outside world on loopback: the fake Anthropic API, the fake Telegram Bot API (which
-timestamps every reply as it arrives), and the clawpen configs that point at them."""
+"""The outside world on loopback: the fake Anthropic API, the fake Telegram Bot API, Slack and
+Discord (each timestamps every reply as it arrives), and the clawpen configs that point at
+them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from clawpen.config import Settings
+from clawpen.testing.fake_discord import FakeDiscord
 from clawpen.testing.fake_model import FakeModel
+from clawpen.testing.fake_slack import FakeSlack
 from clawpen.testing.fake_telegram import FakeTelegram
 
 from .harness import BenchContext
@@ -66,6 +69,54 @@ class BenchTelegram(FakeTelegram):
             waiter = self.waiters.pop(text, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(arrived)
+        return response
+
+
+@dataclass
+class Arrivals:
+    """Replies by text: ``expect(text)`` gives a future that resolves to the arrival time
+    (``time.time()``) of the next reply with exactly that text."""
+
+    waiters: dict[str, asyncio.Future[float]] = field(default_factory=dict)
+
+    def expect(self, text: str) -> asyncio.Future[float]:
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiters[text] = future
+        return future
+
+    def arrived(self, text: str, at: float) -> None:
+        waiter = self.waiters.pop(text, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(at)
+
+
+@dataclass
+class BenchSlack(FakeSlack):
+    """The fake Slack, timestamping every ``chat.postMessage`` it accepts as it arrives."""
+
+    replies: Arrivals = field(default_factory=Arrivals)
+
+    async def _post_message(self, request: web.Request, params: dict[str, Any]) -> web.Response:
+        arrived = time.time()
+        before = len(self.posted)
+        response = await super()._post_message(request, params)
+        if len(self.posted) > before:
+            self.replies.arrived(str(params.get("text", "")), arrived)
+        return response
+
+
+@dataclass
+class BenchDiscord(FakeDiscord):
+    """The fake Discord, timestamping every message post it accepts as it arrives."""
+
+    replies: Arrivals = field(default_factory=Arrivals)
+
+    async def _post_message(self, request: web.Request) -> web.Response:
+        arrived = time.time()
+        before = len(self.sent)
+        response = await super()._post_message(request)
+        if len(self.sent) > before:
+            self.replies.arrived(str(self.sent[-1].get("content", "")), arrived)
         return response
 
 

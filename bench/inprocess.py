@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from structlog.typing import EventDict
 from clawpen import logging as clawpen_logging
 from clawpen.agents import instance_id
 from clawpen.app import Orchestrator
+from clawpen.channels.base import Channel
 from clawpen.config import Settings
 from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.docker import DockerRuntime, connect
@@ -105,13 +106,17 @@ def make_runtime(kind: RuntimeKind, settings: Settings) -> AgentRuntime:
 
 @contextlib.asynccontextmanager
 async def orchestrator(
-    ctx: BenchContext, raw: dict[str, Any], runtime: RuntimeKind = "docker"
+    ctx: BenchContext,
+    raw: dict[str, Any],
+    runtime: RuntimeKind = "docker",
+    channels: Mapping[str, Channel] | None = None,
 ) -> AsyncIterator[tuple[Orchestrator, Probes]]:
     """An orchestrator of this tree running in this process (in the background), and the
-    probes that listen to its events."""
+    probes that listen to its events. Platform adapters run in processes of their own, as in
+    production; ``channels`` replaces the adapters of those names with the bench's own."""
     cfg = settings(raw)
     ctx.track(instance_id(cfg.data_dir))
-    orch = Orchestrator(cfg, runtime=make_runtime(runtime, cfg))
+    orch = Orchestrator(cfg, runtime=make_runtime(runtime, cfg), channels=channels)
     probes = Probes(str(cfg.data_dir))
     unsubscribe = clawpen_logging.subscribe(probes)
     context = contextvars.copy_context()
