@@ -314,7 +314,7 @@ def run_until_signal(orchestrator: Orchestrator) -> None:
 
 
 def _undelivered(failures: tuple[int, str] | None) -> dict[str, Any]:
-    """Replies the platform took and later failed (the last day), for ``clawpen status``."""
+    """Replies given up or failed by the platform in the last day, for ``clawpen status``."""
     if failures is None:
         return {}
     count, error = failures

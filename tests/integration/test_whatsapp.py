@@ -177,6 +177,31 @@ async def test_a_reply_refused_because_the_24_hour_window_closed_is_tried_once(
 
         await until(given_up)
         [reply] = await store.replies_for(Address("whatsapp", ALICE))
+        status = await whatsapp_orchestrator.status()
     assert meta.send_attempts == 1  # given up at once: trying again cannot help
     assert meta.sent == []
     assert reply.text == "echo: hello after a day"
+    # the operator sees it: one undelivered reply, and why
+    assert status["channels"]["whatsapp"]["undelivered_24h"] == 1
+    assert "24-hour" in status["channels"]["whatsapp"]["last_undelivered"]
+
+
+async def test_a_reply_meta_fails_after_taking_it_is_recorded_and_shown_in_status(
+    whatsapp_orchestrator: Orchestrator, meta: FakeWhatsApp
+) -> None:
+    async with running(whatsapp_orchestrator):
+        await listening(meta)
+        meta.user_says(ALICE, "are you there?")
+        [sent] = await meta.wait_for_sent(1, timeout=60)
+        wamid = sent["id"]
+        meta.status(ALICE, wamid, "delivered")
+        meta.status(ALICE, wamid, "failed", error_code=131047)  # through the adapter's process
+        store = whatsapp_orchestrator.store
+
+        async def recorded() -> bool:
+            return bool(await store.delivery_failures(0))
+
+        await until(recorded)
+        status = await whatsapp_orchestrator.status()
+    assert status["channels"]["whatsapp"]["undelivered_24h"] == 1
+    assert "Re-engagement" in status["channels"]["whatsapp"]["last_undelivered"]

@@ -120,8 +120,8 @@ class Store(Protocol):
         """What the platform said later about a sent message (never moves back)."""
 
     async def delivery_failures(self, since: float) -> dict[str, tuple[int, str]]:
-        """Per channel: sent messages the platform later failed since then, and the last
-        error."""
+        """Per channel: replies given up since then (refused, or failed by the platform after
+        it took them), and the last error."""
 
     async def record_send_failure(
         self, reply_id: int, error: str, final: bool, next_attempt_at: float, counted: bool = True

@@ -211,10 +211,14 @@ class SQLiteStore:
     async def delivery_failures(self, since: float) -> dict[str, tuple[int, str]]:
         def read(db: sqlite3.Connection) -> dict[str, tuple[int, str]]:
             rows = db.execute(
-                "SELECT channel, COUNT(*), (SELECT error FROM delivery_statuses d2"
-                " WHERE d2.channel = d.channel AND d2.status='failed'"
-                " ORDER BY updated_at DESC LIMIT 1) FROM delivery_statuses d"
-                " WHERE status='failed' AND updated_at >= ? GROUP BY channel",
+                "WITH failures (channel, error, at) AS ("
+                " SELECT channel, error, updated_at FROM delivery_statuses"
+                " WHERE status='failed' AND updated_at >= ?1"
+                " UNION ALL SELECT channel, coalesce(error, ''), created_at FROM replies"
+                " WHERE status='failed' AND created_at >= ?1)"
+                " SELECT channel, COUNT(*), (SELECT error FROM failures f2"
+                " WHERE f2.channel = f.channel ORDER BY at DESC LIMIT 1)"
+                " FROM failures f GROUP BY channel",
                 (since,),
             )
             return {channel: (count, error) for channel, count, error in rows.fetchall()}
