@@ -8,4 +8,4 @@ and add the module's name to ``MODULES``.
 
 from __future__ import annotations
 
-MODULES = ("dispatch", "cold_start", "throughput", "memory", "proxy", "isolation")
+MODULES = ("dispatch", "cold_start", "throughput", "memory", "proxy", "isolation", "scheduler")

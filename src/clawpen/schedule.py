@@ -153,7 +153,8 @@ def parse(
     assert at is not None
     moment = parse_at(at, timezone)
     local = moment.astimezone(zone(timezone)).replace(tzinfo=None)
-    return Schedule("at", local.isoformat(timespec="minutes"), timezone)
+    precision = "minutes" if not local.second else "seconds"
+    return Schedule("at", local.isoformat(timespec=precision), timezone)
 
 
 def interval(schedule: Schedule) -> float | None:
