@@ -58,10 +58,13 @@ async def scheduler(ctx: BenchContext) -> list[Row]:
     )
     woken: set[str] = set()
     fired: list[tuple[float, float]] = []  # (due, committed)
+    all_fired = asyncio.Event()
 
     def listen(event: dict[str, Any]) -> None:
         if event.get("event") == "jobs_fired_detail":
             fired.extend((due, event["committed"]) for due in event["dues"])
+            if len(fired) >= count:
+                all_fired.set()
 
     unsubscribe = clawpen_logging.subscribe(listen)
     try:
@@ -73,8 +76,7 @@ async def scheduler(ctx: BenchContext) -> list[Row]:
         loop = asyncio.create_task(scheduling.run())
         try:
             async with asyncio.timeout(lead + 60):
-                while len(fired) < count:
-                    await asyncio.sleep(0.05)
+                await all_fired.wait()
         finally:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
