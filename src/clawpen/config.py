@@ -167,6 +167,7 @@ class Settings(_Model):
             except ScheduleError as exc:
                 text = str(exc)
                 key = next((k for k in _SCHEDULE_KEYS if getattr(job, k) is not None), "schedule")
+                key = "timezone" if text.startswith("unknown time zone") else key
                 known = text.split(":", 1)[0] in ("task", "misfire", "max_failures")
                 raise ValueError(
                     f"jobs.{i}.{text}" if known else f"jobs.{i}.{key}: {text}"
@@ -187,7 +188,7 @@ class Settings(_Model):
         raise KeyError(agent_id)
 
 
-_SCHEDULE_KEYS = ("schedule", "every", "at", "timezone")
+_SCHEDULE_KEYS = ("schedule", "every", "at")
 
 
 def resolve_references(value: Any, env: Mapping[str, str], where: str = "") -> Any:
