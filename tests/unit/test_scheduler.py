@@ -84,6 +84,7 @@ async def test_cron_job_fires_at_its_minute_in_its_zone_and_answers_in_its_chat(
         [daily] = await orchestrator.scheduler.jobs()
         await until(lambda: _last_status(orchestrator, "daily-report", "ok"))
     assert channel.texts_to("42") == [f"echo: {TASK}"]
+    assert channel.sent[0].message.reply_to == ""  # it answers no message of the chat
     # the next run is 09:00 Berlin again, which is summer time after the night's change
     assert daily.next_run == utc(2026, 3, 29, 7, 0)
     assert describe_job(daily)["next_run"] == "2026-03-29 09:00 CEST"

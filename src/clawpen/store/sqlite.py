@@ -638,9 +638,11 @@ def _finish_task(
     )
     task = db.execute("SELECT * FROM tasks WHERE id=?", (task_id,)).fetchone()
     address = Address(task["channel"], task["chat_id"], task["thread"])
-    if address.channel == JOB_CHANNEL:  # a job's run: answered to its deliver_to
+    reply_to = task["reply_to"]
+    if address.channel == JOB_CHANNEL:  # a job's run: answered to its deliver_to, quoting none
         address, text = _finish_job_run(db, address.chat, text, error, now)
-    _insert_reply(db, task_id, address, task["reply_to"], text, lease, now)
+        reply_to = ""
+    _insert_reply(db, task_id, address, reply_to, text, lease, now)
     return _reply(db.execute("SELECT * FROM replies WHERE task_id=?", (task_id,)).fetchone())
 
 
