@@ -8,4 +8,13 @@ and add the module's name to ``MODULES``.
 
 from __future__ import annotations
 
-MODULES = ("dispatch", "channels", "cold_start", "throughput", "memory", "proxy", "isolation")
+MODULES = (
+    "dispatch",
+    "channels",
+    "cold_start",
+    "throughput",
+    "memory",
+    "proxy",
+    "isolation",
+    "scheduler",
+)

@@ -18,6 +18,7 @@ from clawpen.channels.base import Channel
 from clawpen.config import Settings
 from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.inprocess import InProcessRuntime
+from clawpen.scheduler import Clock
 from clawpen.store import Store
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
@@ -103,6 +104,7 @@ def orchestrator_factory(
         store: Store | None = None,
         channels: Mapping[str, Channel | dict[str, Any]] | None = None,
         config_channels: dict[str, Any] | None = None,
+        clock: Clock | None = None,
         **overrides: Any,
     ) -> Orchestrator:
         """An orchestrator on the fakes; agents run in-process unless a runtime is given, and
@@ -122,6 +124,7 @@ def orchestrator_factory(
             adapters=adapters,
             store=store,
             channels={n: c for n, c in given.items() if not isinstance(c, dict)},
+            clock=clock,
         )
 
     return build

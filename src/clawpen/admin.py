@@ -18,6 +18,8 @@ from .channels.cli import CliChannel
 from .dispatch import Dispatcher
 from .errors import ClawpenError, StoreError
 from .metrics import Metrics
+from .schedule import ScheduleError, make_spec, parse_address
+from .scheduler import Scheduler, describe_job, describe_run
 
 ADMIN_SOCKET = "admin.sock"
 
@@ -31,7 +33,9 @@ class AdminServer:
         metrics: Metrics,
         status: Callable[[], Awaitable[dict[str, Any]]],
         metrics_port: int | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
+        self.scheduler = scheduler
         self.path = path
         self.metrics_port = metrics_port
         self.cli = cli
@@ -50,6 +54,11 @@ class AdminServer:
         app.router.add_post("/v1/pairings/approve", self._approve)
         app.router.add_get("/v1/pairings/pending", self._pending)
         app.router.add_delete("/v1/pairings/{address}", self._unpair)
+        app.router.add_get("/v1/jobs", self._jobs)
+        app.router.add_post("/v1/jobs", self._add_job)
+        app.router.add_delete("/v1/jobs/{name}", self._remove_job)
+        app.router.add_post("/v1/jobs/{name}/{action}", self._job_action)
+        app.router.add_get("/v1/jobs/{name}/runs", self._job_runs)
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=2
@@ -121,6 +130,69 @@ class AdminServer:
         if not await self.dispatcher.unpair(address):
             return web.json_response({"error": f"{address} is not paired"}, status=404)
         return web.json_response(self.dispatcher.pairings)
+
+    # -- scheduled jobs ---------------------------------------------------------------------
+
+    def _scheduler(self) -> Scheduler:
+        if self.scheduler is None:
+            raise ClawpenError("this orchestrator runs no scheduler")
+        return self.scheduler
+
+    async def _jobs(self, request: web.Request) -> web.Response:
+        jobs = await self._scheduler().jobs()
+        return web.json_response([describe_job(job) for job in jobs])
+
+    async def _add_job(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            spec = make_spec(
+                str(body["name"]),
+                str(body["agent"]),
+                str(body["task"]),
+                parse_address(str(body["deliver_to"])),
+                body.get("schedule"),
+                body.get("every"),
+                body.get("at"),
+                str(body.get("timezone") or "UTC"),
+                str(body.get("misfire") or "run_once"),
+                int(body.get("max_failures") or 5),
+                source="cli",
+            )
+            job = await self._scheduler().add(spec)
+        except (ScheduleError, ClawpenError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(describe_job(job))
+
+    async def _remove_job(self, request: web.Request) -> web.Response:
+        try:
+            await self._scheduler().remove(request.match_info["name"])
+        except ClawpenError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        return web.json_response({"removed": request.match_info["name"]})
+
+    async def _job_action(self, request: web.Request) -> web.Response:
+        scheduler = self._scheduler()
+        name, action = request.match_info["name"], request.match_info["action"]
+        try:
+            if action == "pause":
+                return web.json_response(describe_job(await scheduler.pause(name)))
+            if action == "resume":
+                return web.json_response(describe_job(await scheduler.resume(name)))
+            if action == "run":
+                await scheduler.run_now(name)
+                return web.json_response({"started": name})
+        except ClawpenError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        return web.json_response({"error": f"no action {action!r}"}, status=404)
+
+    async def _job_runs(self, request: web.Request) -> web.Response:
+        scheduler = self._scheduler()
+        try:
+            job = await scheduler.get(request.match_info["name"])
+            runs = await scheduler.history(job.name)
+        except ClawpenError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        return web.json_response([describe_run(r, job.spec.timezone) for r in runs])
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(await self.status())

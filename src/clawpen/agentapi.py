@@ -13,17 +13,23 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from clawpen_agent.protocol import (
+    JOBS_PATH,
+    MAX_JOB_BODY_BYTES,
     MESSAGES_PATH,
     NEXT_TASK_PATH,
     SOCKET_NAME,
+    JobRequest,
     ProtocolError,
     Task,
     TaskResult,
+    check_job_request,
     check_result,
+    parse_job_name,
     parse_task_id,
 )
 
@@ -33,6 +39,25 @@ from .proxy import ModelProxy, api_error
 
 class AgentGone(Exception):
     """The agent's container went away while it held a task."""
+
+
+class JobRefused(Exception):
+    """A job request the orchestrator will not carry out: an HTTP status and a one-line why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class AgentJobsApi(Protocol):
+    """What an agent may do about its scheduled jobs (``agentjobs.AgentJobs``)."""
+
+    async def create(self, agent_id: str, request: JobRequest) -> dict[str, Any]: ...
+
+    async def list(self, agent_id: str) -> list[dict[str, Any]]: ...
+
+    async def cancel(self, agent_id: str, name: str) -> dict[str, Any]: ...
 
 
 class AgentSession:
@@ -58,6 +83,7 @@ class AgentSession:
         self._gone: AgentGone | None = None  # set when the agent's container died
         self._alive = False
         self.door = Door(agent_id, limits or DoorLimits())
+        self.jobs: AgentJobsApi | None = None  # set by the orchestrator
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -76,6 +102,9 @@ class AgentSession:
         app.router.add_post("/v1/tasks/{task_id}/result", self._result)
         app.router.add_post(MESSAGES_PATH, self._messages)
         app.router.add_post(MESSAGES_PATH + "/count_tokens", self._messages)
+        app.router.add_post(JOBS_PATH, self._create_job)
+        app.router.add_get(JOBS_PATH, self._list_jobs)
+        app.router.add_delete(JOBS_PATH + "/{name}", self._cancel_job)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, shutdown_timeout=2, **limits.handler_kwargs()
         )
@@ -195,6 +224,44 @@ class AgentSession:
             self.door.refused(refusal)
             kind = API_ERRORS.get(refusal.status, "invalid_request_error")
             return api_error(refusal.status, kind, refusal.message, refusal.headers)
+
+    # -- scheduled jobs (the agent's tools) -----------------------------------------------------
+
+    async def _create_job(self, request: web.Request) -> web.Response:
+        try:
+            async with self.door.json_body(request, MAX_JOB_BODY_BYTES) as body:
+                job = check_job_request(body[1])
+            return web.json_response(await self._jobs().create(self.agent_id, job), status=201)
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_job", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    async def _list_jobs(self, request: web.Request) -> web.Response:
+        try:
+            return web.json_response({"jobs": await self._jobs().list(self.agent_id)})
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    async def _cancel_job(self, request: web.Request) -> web.Response:
+        try:
+            name = parse_job_name(request.match_info["name"])
+            return web.json_response(await self._jobs().cancel(self.agent_id, name))
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "bad_job_name", str(exc)))
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    def _jobs(self) -> AgentJobsApi:
+        if self.jobs is None:
+            raise JobRefused(503, "scheduled jobs are not available")
+        return self.jobs
+
+    def _refuse_job(self, exc: JobRefused) -> web.Response:
+        self.door.refused(Refused(exc.status, "job_refused", exc.message))
+        return web.json_response({"error": exc.message}, status=exc.status)
 
 
 API_ERRORS = {413: "request_too_large", 429: "rate_limit_error"}

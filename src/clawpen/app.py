@@ -21,6 +21,7 @@ import aiohttp
 import uvloop
 
 from .admin import ADMIN_SOCKET, AdminServer
+from .agentjobs import AgentJobs
 from .agents import AgentPool, instance_id
 from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
@@ -36,6 +37,7 @@ from .outbox import Outbox
 from .proxy import ModelProxy
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
+from .scheduler import Clock, Scheduler
 from .store import SQLiteStore, Store
 
 HOUSEKEEPING_SECONDS = 15.0
@@ -72,6 +74,7 @@ class Orchestrator:
         store: Store | None = None,
         channels: Mapping[str, Channel] | None = None,
         adapters: AdapterMode = "process",
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.log = get_logger()
@@ -112,6 +115,11 @@ class Orchestrator:
         self.dispatcher = Dispatcher(
             settings, self.store, self.pool, self.outbox, self.metrics, self.leases
         )
+        self.scheduler = Scheduler(settings, self.store, self.dispatcher.wake, clock)
+        self.dispatcher.job_done = self.scheduler.wake
+        self.agent_jobs = AgentJobs(self.scheduler, self.dispatcher)
+        for session in self.pool.sessions.values():
+            session.jobs = self.agent_jobs
         self.admin = AdminServer(
             settings.data_dir / ADMIN_SOCKET,
             self.cli,
@@ -119,6 +127,7 @@ class Orchestrator:
             self.metrics,
             self.status,
             settings.metrics_port,
+            self.scheduler,
         )
         self.ready = asyncio.Event()
 
@@ -189,6 +198,7 @@ class Orchestrator:
             # over now instead of waiting for the leases to run out.
             await self.store.release_leases()
             await self.dispatcher.open()
+            await self.scheduler.open()
             await self.pool.open()
             await self.admin.start()
             self.log.info(
@@ -208,6 +218,7 @@ class Orchestrator:
                 group.create_task(self.pool.watch(), name="container-events")
                 group.create_task(self._housekeeping(), name="housekeeping")
                 group.create_task(self.metrics.watch_event_loop(), name="loop-lag")
+                group.create_task(self.scheduler.run(), name="scheduler")
                 for agent_id in self.pool.sessions:
                     group.create_task(self.dispatcher.run_agent(agent_id), name=agent_id)
                 self.ready.set()

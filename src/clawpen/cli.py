@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 image_app = typer.Typer(no_args_is_help=True, help="The agent image.")
 app.add_typer(image_app, name="image")
+jobs_app = typer.Typer(no_args_is_help=True, help="Scheduled jobs of the running orchestrator.")
+app.add_typer(jobs_app, name="jobs")
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", envvar="CLAWPEN_CONFIG", help="The config file.")
@@ -184,6 +186,103 @@ def pairings(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     for code in _guard(lambda: _admin(config, "GET", "/v1/pairings/pending")):
         minutes = max(0, round((code["expires_at"] - time.time()) / 60))
         print(f"{code['chat']}\t(waiting for approval; its code expires in {minutes} min)")
+
+
+def _job_path(name: str, suffix: str = "") -> str:
+    from urllib.parse import quote
+
+    return f"/v1/jobs/{quote(name, safe='')}{suffix}"
+
+
+@jobs_app.command("list")
+def jobs_list(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Every job: schedule, state, next run in the job's own time zone, last result."""
+    jobs = _guard(lambda: _admin(config, "GET", "/v1/jobs"))
+    if not jobs:
+        print("no jobs")
+    for job in jobs:
+        state = job["state"]
+        if job["paused_reason"]:
+            state += f" ({job['paused_reason']})"
+        last = job["last_result"] or "never run"
+        if job["last_error"]:
+            last += f": {job['last_error']}"
+        print(
+            f"{job['name']}\t{job['agent']}\t{job['schedule']} ({job['timezone']})\t{state}"
+            f"\tnext: {job['next_run'] or '-'}\tlast: {last}"
+            f"\tfailures: {job['failures']}/{job['max_failures']}\tto: {job['deliver_to']}"
+        )
+
+
+@jobs_app.command("add")
+def jobs_add(
+    name: Annotated[str, typer.Argument(help="The job's name.")],
+    task: Annotated[str, typer.Option(help="What the agent is asked to do.")],
+    deliver_to: Annotated[str, typer.Option(help="The chat the answer goes to: platform:id.")],
+    agent: Annotated[str | None, typer.Option(help="The agent (default: the first).")] = None,
+    schedule: Annotated[str | None, typer.Option(help='Cron, e.g. "0 9 * * 1-5".')] = None,
+    every: Annotated[str | None, typer.Option(help="An interval, e.g. 15m.")] = None,
+    at: Annotated[str | None, typer.Option(help="Once, e.g. 2026-12-01T09:00.")] = None,
+    timezone: Annotated[str, typer.Option(help="IANA time zone.")] = "UTC",
+    misfire: Annotated[str, typer.Option(help="run_once or skip.")] = "run_once",
+    max_failures: Annotated[int, typer.Option(help="Failed runs in a row before pausing.")] = 5,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Add a job (kept across restarts; not written to the config file)."""
+    body = {
+        "name": name,
+        "agent": agent or _guard(lambda: _first_agent(config)),
+        "task": task,
+        "deliver_to": deliver_to,
+        "schedule": schedule,
+        "every": every,
+        "at": at,
+        "timezone": timezone,
+        "misfire": misfire,
+        "max_failures": max_failures,
+    }
+    job = _guard(lambda: _admin(config, "POST", "/v1/jobs", body))
+    print(f"added {job['name']}: next run {job['next_run'] or '-'}")
+
+
+@jobs_app.command("rm")
+def jobs_rm(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Remove a job and its history (a config-file job returns at the next start)."""
+    _guard(lambda: _admin(config, "DELETE", _job_path(name)))
+    print(f"removed {name}")
+
+
+@jobs_app.command("pause")
+def jobs_pause(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Stop a job from running until it is resumed."""
+    _guard(lambda: _admin(config, "POST", _job_path(name, "/pause")))
+    print(f"paused {name}")
+
+
+@jobs_app.command("resume")
+def jobs_resume(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Run a paused job again on its schedule, its failures forgiven."""
+    job = _guard(lambda: _admin(config, "POST", _job_path(name, "/resume")))
+    print(f"resumed {name}: next run {job['next_run'] or '-'}")
+
+
+@jobs_app.command("run-now")
+def jobs_run_now(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Run a job once now, besides its schedule; its answer goes to its chat."""
+    _guard(lambda: _admin(config, "POST", _job_path(name, "/run")))
+    print(f"started {name}")
+
+
+@jobs_app.command("history")
+def jobs_history(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """A job's latest runs, newest first, in the job's time zone."""
+    runs = _guard(lambda: _admin(config, "GET", _job_path(name, "/runs")))
+    if not runs:
+        print(f"{name} has not run yet")
+    for run in runs:
+        manual = " (run-now)" if run["manual"] else ""
+        error = f"\t{run['error']}" if run["error"] else ""
+        print(f"{run['scheduled_for']}{manual}\t{run['status']}{error}")
 
 
 @image_app.command("build")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -27,6 +28,8 @@ from pydantic import (
 from .channels.base import ChannelSettings
 from .channels.registry import address_problem, plugins
 from .errors import ConfigError
+from .models import JobSpec
+from .schedule import JOB_NAME, ScheduleError, make_spec, parse_address
 
 DEFAULT_PATH = "clawpen.yaml"
 AGENT_ID = r"^[a-z0-9][a-z0-9_-]{0,39}$"
@@ -84,6 +87,37 @@ class Pairing(_Model):
     mentions_only: bool = True
 
 
+class JobSettings(_Model):
+    """A scheduled job: ``schedule`` (cron), ``every`` or ``at``, in ``timezone``."""
+
+    name: str = Field(pattern=JOB_NAME)
+    agent: str
+    schedule: str | None = None
+    every: str | int | None = None
+    at: str | datetime | None = None
+    timezone: str = "UTC"
+    task: str
+    deliver_to: str = Field(description="platform:chat_id, a chat paired with the agent")
+    misfire: Literal["run_once", "skip"] = "run_once"
+    max_failures: int = Field(5, ge=1, description="failed runs in a row before it pauses")
+
+    def spec(self) -> JobSpec:
+        """Raises ``ScheduleError`` naming what is wrong."""
+        return make_spec(
+            self.name,
+            self.agent,
+            self.task,
+            parse_address(self.deliver_to),
+            self.schedule,
+            self.every,
+            self.at,
+            self.timezone,
+            self.misfire,
+            self.max_failures,
+            source="config",
+        )
+
+
 class Settings(_Model):
     data_dir: Path = Path("./clawpen-data")
     image: str = "clawpen-agent:latest"
@@ -95,6 +129,7 @@ class Settings(_Model):
     agents: list[AgentSettings] = Field(min_length=1)
     channels: Channels = Channels(cli={})  # type: ignore[valid-type]
     pairings: list[Pairing] = []
+    jobs: list[JobSettings] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -111,7 +146,32 @@ class Settings(_Model):
             problem = address_problem(pairing.channel, self.channel_settings())
             if problem is not None:
                 raise ValueError(f"pairings.{i}.channel: {problem}")
+        self._check_jobs(ids)
         return self
+
+    def _check_jobs(self, ids: list[str]) -> None:
+        names: set[str] = set()
+        for i, job in enumerate(self.jobs):
+            if job.name in names:
+                raise ValueError(f"jobs.{i}.name: duplicate job {job.name!r}; name each one")
+            names.add(job.name)
+            if job.agent not in ids:
+                raise ValueError(
+                    f"jobs.{i}.agent: no agent {job.agent!r}; known agents: {', '.join(ids)}"
+                )
+            problem = address_problem(job.deliver_to, self.channel_settings())
+            if problem is not None:
+                raise ValueError(f"jobs.{i}.deliver_to: {problem}")
+            try:
+                job.spec()
+            except ScheduleError as exc:
+                text = str(exc)
+                key = next((k for k in _SCHEDULE_KEYS if getattr(job, k) is not None), "schedule")
+                key = "timezone" if text.startswith("unknown time zone") else key
+                known = text.split(":", 1)[0] in ("task", "misfire", "max_failures")
+                raise ValueError(
+                    f"jobs.{i}.{text}" if known else f"jobs.{i}.{key}: {text}"
+                ) from None
 
     def channel_settings(self) -> dict[str, ChannelSettings]:
         """The configured channels, by name."""
@@ -126,6 +186,9 @@ class Settings(_Model):
             if agent.id == agent_id:
                 return agent
         raise KeyError(agent_id)
+
+
+_SCHEDULE_KEYS = ("schedule", "every", "at")
 
 
 def resolve_references(value: Any, env: Mapping[str, str], where: str = "") -> Any:

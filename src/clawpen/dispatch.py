@@ -29,6 +29,7 @@ from .inbox import with_files
 from .logging import get_logger
 from .metrics import Metrics
 from .models import (
+    JOB_CHANNEL,
     ClaimedTask,
     Decision,
     DeliveryStatus,
@@ -137,6 +138,13 @@ class Dispatcher:
         # before it claims, so that a burst rides on one turn instead of one turn each
         self._arriving = {a: Arrivals() for a in self.agent_ids}
         self._strangers: KeyedBuckets[str] = KeyedBuckets(STRANGERS_PER_HOUR / 3600, 3)
+        self.running: dict[str, ClaimedTask] = {}  # agent id -> the task it works on now
+        self.job_done: Callable[[], None] = lambda: None  # a job's run ended (the scheduler's)
+
+    def wake(self, agent_id: str) -> None:
+        """The agent has new work in the store (a job's run was queued for it)."""
+        if agent_id in self._wakeups:
+            self._wakeups[agent_id].set()
 
     async def open(self) -> None:
         """Restore the config file's pairings (those made at runtime are kept) and load them."""
@@ -346,6 +354,7 @@ class Dispatcher:
         started = time.perf_counter()
         text, error, attempts = "", None, claimed.attempts
         agent_times: dict[str, float] = {}
+        self.running[claimed.agent_id] = claimed
         try:
             if claimed.resumed:
                 self.log.info("task_resumed", resumes=claimed.resumes, **context)
@@ -357,13 +366,15 @@ class Dispatcher:
             else:
                 async with self._typing(claimed):
                     text, error, attempts, agent_times = await self._run(claimed, context)
-            text = _reply_text(text, error)
+            text = _reply_text(text, error, _job_of(claimed))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must cost one answer, not the process
             self.log.exception("task_failed", **context)
             error = f"internal error ({type(exc).__name__}); see the orchestrator's log"
-            text = _reply_text("", error)
+            text = _reply_text("", error, _job_of(claimed))
+        finally:
+            self.running.pop(claimed.agent_id, None)
         duration = time.perf_counter() - started
         self.log.info(
             "task_executed",
@@ -469,13 +480,22 @@ class Dispatcher:
                 continue
             if reply is None:
                 self.log.warning("task_taken_over", **context)
-            self.outbox.notify(claimed.address.channel)
+            # a job's answer goes to its deliver_to, not to its own conversation
+            self.outbox.notify(claimed.address.channel if reply is None else reply.address.channel)
+            if claimed.address.channel == JOB_CHANNEL:
+                self.job_done()
             return
 
 
-def _reply_text(text: str, error: str | None) -> str:
+def _job_of(claimed: ClaimedTask) -> str | None:
+    return claimed.address.chat if claimed.address.channel == JOB_CHANNEL else None
+
+
+def _reply_text(text: str, error: str | None, job: str | None = None) -> str:
     """What the user reads: the answer, or why there is none; clean, and not endless."""
-    if error is not None:
+    if error is not None and job is not None:
+        text = f"The scheduled job {job} failed: {error}"
+    elif error is not None:
         text = f"Sorry, I could not answer that: {error}"
     return clip(clean_text(text), MAX_REPLY, "\n[reply cut at {limit} characters]")
 

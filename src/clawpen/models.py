@@ -160,3 +160,66 @@ class ChannelState:
     state: str  # starting | running | restarting | disabled
     error: str = ""
     restarts: int = 0
+
+
+JOB_CHANNEL = "job"  # the conversation of a job's runs: Address("job", name), never a chat's
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A scheduled job as defined (config file, CLI or an agent's tool): what, when, where to."""
+
+    name: str
+    agent_id: str
+    kind: str  # cron | every | at (``schedule.Schedule``)
+    spec: str
+    timezone: str
+    task: str
+    deliver_to: Address  # where the answer goes: a chat paired with the agent
+    misfire: str = "run_once"  # run_once | skip
+    max_failures: int = 5  # consecutive failed runs before the job pauses itself
+    source: str = "cli"  # config | cli | agent
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the store holds it: its spec and where it stands."""
+
+    spec: JobSpec
+    state: str  # active | paused | done
+    next_run: float | None  # UTC epoch
+    failures: int  # consecutive failed runs
+    running: bool  # a run of it is queued or in progress (it never overlaps itself)
+    paused_reason: str = ""
+    last_status: str = ""  # ok | failed | skipped
+    last_error: str = ""
+    last_run_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One firing of a job, from being queued as a task to its answer."""
+
+    id: int
+    job: str
+    scheduled_for: float
+    fired_at: float
+    status: str  # running | ok | failed | skipped
+    error: str = ""
+    finished_at: float | None = None
+    manual: bool = False  # ``clawpen jobs run-now``
+
+
+@dataclass(frozen=True)
+class JobFiring:
+    """The scheduler's decision on one due job, for the store to carry out atomically: only if
+    the job is still due at ``due`` (nobody fired it meanwhile)."""
+
+    name: str
+    due: float | None  # the next_run it was found with; None: run now, whenever it is due
+    run: bool
+    next_run: float | None

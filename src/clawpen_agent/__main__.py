@@ -30,6 +30,7 @@ def log(message: str) -> None:
 def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: False) -> None:
     tasks = SocketClient(socket_path)  # held open while waiting: no timeout
     model = SocketClient(socket_path, timeout=900)
+    jobs = SocketClient(socket_path, timeout=30)  # the job tools' own connection
     call_model = model_caller(model.post_json)
     history = History(root)
     delay = 0.05
@@ -57,7 +58,7 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
         received = time.time()
         task = Task.from_json(body)
         try:
-            result = run_task(task, call_model, history, root)
+            result = run_task(task, call_model, history, root, jobs.request)
         except HTTPError as exc:
             result = TaskResult(error=f"model call failed: {exc}")
         except Exception as exc:  # a bug here must still answer the task

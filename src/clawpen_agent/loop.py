@@ -15,7 +15,7 @@ from typing import Any
 
 from .inbox import save_files, user_content
 from .protocol import MESSAGES_PATH, Task, TaskResult
-from .tools import TOOL_SCHEMAS, run_tool
+from .tools import TOOL_SCHEMAS, Api, run_tool
 from .transport import HTTPError
 
 MAX_STEPS = 25
@@ -88,20 +88,26 @@ def system_prompt(configured: str, root: str) -> str:
     return "\n\n".join(parts)
 
 
-def run_task(task: Task, call_model: ModelCall, history: History, root: str) -> TaskResult:
+def run_task(
+    task: Task, call_model: ModelCall, history: History, root: str, api: Api | None = None
+) -> TaskResult:
     """Run one task to its final text. Tool failures go back to the model, not to the user."""
     earlier = history.load(task.conversation)
     text = user_turn(task)
     content = user_content(text, save_files(task.files, root))
     messages = [*earlier, {"role": "user", "content": content}]
-    result = _turn(task, messages, call_model, root)
+    result = _turn(task, messages, call_model, root, api)
     messages[len(earlier)] = {"role": "user", "content": text}  # the text names the files
     history.save(task.conversation, messages)
     return result
 
 
 def _turn(
-    task: Task, messages: list[dict[str, Any]], call_model: ModelCall, root: str
+    task: Task,
+    messages: list[dict[str, Any]],
+    call_model: ModelCall,
+    root: str,
+    api: Api | None = None,
 ) -> TaskResult:
     """Ask, run tools, ask again, until the model answers; ``messages`` grows as it goes."""
     system = system_prompt(task.system_prompt, root)
@@ -125,7 +131,7 @@ def _turn(
         results = []
         for use in uses:
             tool_calls += 1
-            output, is_error = run_tool(use["name"], use.get("input") or {}, root)
+            output, is_error = run_tool(use["name"], use.get("input") or {}, root, api)
             results.append(
                 {
                     "type": "tool_result",

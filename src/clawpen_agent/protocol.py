@@ -220,3 +220,53 @@ class TaskResult:
         """This result in a form the orchestrator accepts: text cleaned and cut to size."""
         error = None if self.error is None else clean_text(self.error, MAX_ERROR_CHARS)
         return replace(self, text=clean_text(self.text, MAX_TEXT_CHARS), error=error)
+
+
+# -- scheduled jobs: ``POST /v1/jobs``, ``GET /v1/jobs``, ``DELETE /v1/jobs/{name}`` -------------
+
+JOBS_PATH = "/v1/jobs"
+MAX_JOB_BODY_BYTES = 16 * 1024
+_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_JOB_KEYS = {"name", "task", "schedule", "every", "at", "timezone"}
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """An agent asking for a job of its own; the orchestrator decides where it delivers (the
+    chat of the task the agent is working on) and whether the schedule is allowed."""
+
+    name: str
+    task: str
+    schedule: str | None = None  # cron, five fields
+    every: str | None = None  # "15m", "1h30m"
+    at: str | None = None  # "2026-12-01T09:00"
+    timezone: str = "UTC"
+
+    def to_json(self) -> bytes:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}).encode()
+
+
+def parse_job_name(raw: str) -> str:
+    """A job's name in a path: letters, digits, ``.``, ``_`` or ``-``, at most 64."""
+    if not _JOB_NAME.fullmatch(raw):
+        raise ProtocolError("a job name is 1 to 64 letters, digits, '.', '_' or '-'")
+    return raw
+
+
+def check_job_request(data: Any) -> JobRequest:
+    """The agent's parsed job body -> a ``JobRequest`` of bounded, typed fields."""
+    if not isinstance(data, dict):
+        raise ProtocolError(f"a job must be a JSON object, not {_kind(data)}")
+    unknown = sorted(set(data) - _JOB_KEYS)
+    if unknown:
+        raise ProtocolError(f"unknown key {unknown[0][:MAX_EXTRA_KEY_CHARS]!r} in the job")
+    name = parse_job_name(check_text(data.get("name"), "name", 64))
+    when = {k: check_text(data[k], k, 200) for k in ("schedule", "every", "at") if k in data}
+    if len(when) != 1:
+        raise ProtocolError("give exactly one of schedule (cron), every or at")
+    return JobRequest(
+        name=name,
+        task=check_text(data.get("task"), "task", 4000),
+        timezone=check_text(data.get("timezone", "UTC"), "timezone", 64),
+        **when,
+    )

@@ -7,6 +7,7 @@ returned as text with ``is_error`` so the model can see and correct them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -14,14 +15,17 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from .protocol import WORKSPACE
+from .protocol import JOBS_PATH, WORKSPACE
 
 MAX_OUTPUT = 16_000
 DEFAULT_TIMEOUT = 60
 MAX_TIMEOUT = 600
 
 ToolFn = Callable[[dict[str, Any], str], str]
+# (method, path, body) -> (status, body): a request on the agent's socket
+Api = Callable[[str, str, bytes | None], tuple[int, bytes]]
 
 
 class ToolError(Exception):
@@ -111,6 +115,55 @@ def list_files(args: dict[str, Any], root: str = WORKSPACE) -> str:
     return "\n".join(e.name + ("/" if e.is_dir() else "") for e in entries) or "(empty)"
 
 
+# -- scheduled jobs, kept by the orchestrator (through the socket) -----------------------------
+
+
+def _call(api: Api | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    if api is None:
+        raise ToolError("scheduled jobs are not available here")
+    raw = None if body is None else json.dumps(body).encode()
+    try:
+        status, answer = api(method, path, raw)
+    except OSError as exc:
+        raise ToolError(f"the orchestrator did not answer ({exc})") from None
+    try:
+        data = json.loads(answer) if answer else {}
+    except ValueError:
+        data = {}
+    if status >= 400:
+        error = data.get("error") if isinstance(data, dict) else None
+        raise ToolError(f"refused ({status}): {error or answer[:300].decode(errors='replace')}")
+    return data
+
+
+def schedule_job(args: dict[str, Any], api: Api | None) -> str:
+    """Create a job that answers in this chat."""
+    keys = ("name", "task", "schedule", "every", "at", "timezone")
+    job = _call(api, "POST", JOBS_PATH, {k: args[k] for k in keys if args.get(k) is not None})
+    return (
+        f"scheduled {job['name']} ({job['schedule']}, {job['timezone']});"
+        f" next run {job['next_run'] or '-'}; answers go to this chat"
+    )
+
+
+def list_jobs(args: dict[str, Any], api: Api | None) -> str:
+    jobs = _call(api, "GET", JOBS_PATH)["jobs"]
+    lines = [
+        f"{j['name']}: {j['schedule']} ({j['timezone']}), {j['state']}, next {j['next_run'] or '-'}"
+        f", to {j['deliver_to']}: {j['task']}"
+        for j in jobs
+    ]
+    return "\n".join(lines) or "(no jobs)"
+
+
+def cancel_job(args: dict[str, Any], api: Api | None) -> str:
+    name = args.get("name")
+    if not isinstance(name, str) or not name:
+        raise ToolError("cancel_job needs the job's 'name'")
+    _call(api, "DELETE", f"{JOBS_PATH}/{quote(name, safe='')}")
+    return f"cancelled {name}"
+
+
 def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": required}
 
@@ -147,6 +200,41 @@ TOOL_SCHEMAS: list[dict[str, Any]] = [
     },
 ]
 
+_WHEN = "Exactly one of schedule, every or at."
+TOOL_SCHEMAS += [
+    {
+        "name": "schedule_job",
+        "description": "Schedule a task you will be given again later; your answer then is "
+        "sent to this chat. E.g. every weekday at 8: schedule '0 8 * * 1-5'. " + _WHEN,
+        "input_schema": _schema(
+            {
+                "name": {"type": "string", "description": "Short unique name, e.g. standup"},
+                "task": {"type": "string", "description": "What to do when it runs"},
+                "schedule": {"type": "string", "description": "Cron, 5 fields"},
+                "every": {"type": "string", "description": "An interval: 30m, 2h, 1d"},
+                "at": {"type": "string", "description": "Once: 2026-12-01T09:00"},
+                "timezone": {"type": "string", "description": "IANA zone, default UTC"},
+            },
+            ["name", "task"],
+        ),
+    },
+    {
+        "name": "list_jobs",
+        "description": "List your scheduled jobs with their next runs.",
+        "input_schema": _schema({}, []),
+    },
+    {
+        "name": "cancel_job",
+        "description": "Cancel a scheduled job you created.",
+        "input_schema": _schema({"name": {"type": "string"}}, ["name"]),
+    },
+]
+JOB_TOOLS: dict[str, Callable[[dict[str, Any], Api | None], str]] = {
+    "schedule_job": schedule_job,
+    "list_jobs": list_jobs,
+    "cancel_job": cancel_job,
+}
+
 TOOLS: dict[str, ToolFn] = {
     "shell": shell,
     "read_file": read_file,
@@ -155,12 +243,15 @@ TOOLS: dict[str, ToolFn] = {
 }
 
 
-def run_tool(name: str, args: dict[str, Any], root: str = WORKSPACE) -> tuple[str, bool]:
+def run_tool(
+    name: str, args: dict[str, Any], root: str = WORKSPACE, api: Api | None = None
+) -> tuple[str, bool]:
     """Run one tool call; returns (text, is_error)."""
     tool = TOOLS.get(name)
-    if tool is None:
+    job_tool = JOB_TOOLS.get(name)
+    if tool is None and job_tool is None:
         return f"unknown tool {name!r}", True
     try:
-        return tool(args, root), False
+        return (tool(args, root) if tool else job_tool(args, api)), False  # type: ignore[misc]
     except ToolError as exc:
         return str(exc), True

@@ -69,6 +69,9 @@ def test_plain_answer_is_returned(tmp_path: Path) -> None:
         "read_file",
         "write_file",
         "list_files",
+        "schedule_job",
+        "list_jobs",
+        "cancel_job",
     }
 
 

@@ -245,3 +245,54 @@ def test_base_url_with_spaces_is_rejected(tmp_path: Path) -> None:
         "base_url: https://api.anthropic.com", "base_url: 'https://api.anthropic.com oops'"
     )
     config_error(write(tmp_path, text))
+
+
+JOBS = """\
+jobs:
+  - name: daily-report
+    agent: assistant
+    schedule: "0 9 * * *"            # cron; or `every: 15m`; or `at: 2026-12-01T09:00`
+    timezone: Europe/Berlin          # IANA zone; default UTC
+    task: Generate a summary of yesterday's messages
+    deliver_to: telegram:123456789   # any paired address; the answer goes there
+  - name: often
+    agent: assistant
+    every: 15m
+    task: check
+    deliver_to: telegram:123456789
+  - name: once
+    agent: assistant
+    at: 2026-12-01T09:00
+    task: remind
+    deliver_to: telegram:123456789
+"""
+
+
+def test_jobs_are_accepted_as_the_issue_writes_them(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL + JOBS), ENV)
+    specs = [job.spec() for job in settings.jobs]
+    assert [(s.name, s.kind, s.spec, s.timezone) for s in specs] == [
+        ("daily-report", "cron", "0 9 * * *", "Europe/Berlin"),
+        ("often", "every", "900", "UTC"),
+        ("once", "at", "2026-12-01T09:00", "UTC"),
+    ]
+    assert str(specs[0].deliver_to) == "telegram:123456789"
+    assert specs[0].misfire == "run_once" and specs[0].max_failures == 5
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (("agent: assistant", "agent: nobody", 1), "jobs.0.agent: no agent 'nobody'"),
+        (("telegram:123456789   #", "slack:C1 #", 1), "jobs.0.deliver_to: channel 'slack'"),
+        (('"0 9 * * *"', '"0 9 * *"', 1), "jobs.0.schedule: '0 9 * *' is not a cron"),
+        (("Europe/Berlin", "Mars/Olympus", -1), "jobs.0.timezone: unknown time zone"),
+        (("every: 15m\n", "every: soon\n", 1), "jobs.1.every: 'soon' is not an interval"),
+        (("name: often", "name: daily-report", 1), "jobs.1.name: duplicate job"),
+    ],
+)
+def test_a_bad_job_is_one_line_naming_its_key(
+    tmp_path: Path, change: tuple[str, str, int], says: str
+) -> None:
+    old, new, count = change
+    assert says in config_error(write(tmp_path, MINIMAL + JOBS.replace(old, new, count)))

@@ -11,6 +11,9 @@ The message path is a handful of state changes:
                       running again, resumes + 1, when its owner's lease ran out (a crash)
     reply:            pending (owner, lease, next_attempt_at) -> sent | failed
     stranger:         recorded (who, when, size; never the text) -> expired
+    job:              active (next_run) -> paused (by hand, or after max_failures) | done (`at`)
+    job run:          running (queued as a message of conversation job:NAME) -> ok | failed;
+                      or skipped (misfire: skip); one running run per job at most
 
 Claimed work carries an owner and a lease: an orchestrator takes a task or a reply only when
 nobody holds a live lease on it, so two orchestrators on one database never run the same task
@@ -38,6 +41,10 @@ from ..models import (
     Decision,
     DeliveryStatus,
     InboundMessage,
+    Job,
+    JobFiring,
+    JobRun,
+    JobSpec,
     Reply,
     Stranger,
     TaskFile,
@@ -172,6 +179,40 @@ class Store(Protocol):
     async def unpair(self, address: str) -> bool: ...
 
     async def pairings(self) -> dict[str, str]: ...
+
+    # -- scheduled jobs -------------------------------------------------------------------------
+
+    async def sync_config_jobs(
+        self, jobs: list[tuple[JobSpec, float | None]], now: float
+    ) -> dict[str, list[str]]:
+        """Make the config file's jobs exactly these (with their first runs, for new or changed
+        ones); a job that stays keeps its history. Returns the names added, changed, removed."""
+
+    async def add_job(self, job: JobSpec, next_run: float | None, now: float) -> bool:
+        """False if a job of that name exists."""
+
+    async def remove_job(self, name: str, agent_id: str | None = None) -> bool:
+        """Remove a job (only ``agent_id``'s, if given) and its finished runs."""
+
+    async def jobs(self, agent_id: str | None = None) -> list[Job]: ...
+
+    async def set_job_state(
+        self, name: str, state: str, next_run: float | None, reason: str = ""
+    ) -> bool:
+        """Pause or resume (which clears the failure count); ``next_run`` if given."""
+
+    async def due_jobs(self, now: float, limit: int) -> list[Job]:
+        """Active jobs due by ``now`` with no run going, the most overdue first."""
+
+    async def next_due(self) -> float | None:
+        """When the next active job without a run going is due."""
+
+    async def fire_jobs(self, firings: list[JobFiring], now: float) -> list[tuple[str, str]]:
+        """In one transaction, for each job still as decided: record the run, queue it as a
+        message of the job's conversation, advance next_run. Returns (job, agent) fired."""
+
+    async def job_runs(self, name: str, limit: int = 20) -> list[JobRun]:
+        """The job's latest runs, newest first."""
 
     # -- reading, for status and tests ---------------------------------------------------------
 

@@ -151,4 +151,45 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX pairing_codes_by_chat ON pairing_codes (chat, created_at);
     """,
+    # 9: scheduled jobs and their runs: a run is queued as a message of the job's own conversation
+    # (channel 'job', chat = the job's name), and answered to deliver_to, snapshotted per run
+    """
+    CREATE TABLE jobs (
+        name TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        kind TEXT NOT NULL,              -- cron | every | at
+        spec TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        task TEXT NOT NULL,
+        deliver_channel TEXT NOT NULL,
+        deliver_chat TEXT NOT NULL,
+        deliver_thread TEXT NOT NULL DEFAULT '',
+        misfire TEXT NOT NULL,           -- run_once | skip
+        max_failures INTEGER NOT NULL,
+        source TEXT NOT NULL,            -- config | cli | agent
+        state TEXT NOT NULL,             -- active | paused | done
+        next_run REAL,                   -- UTC epoch; NULL once an `at` job has run
+        failures INTEGER NOT NULL DEFAULT 0,
+        running_run INTEGER,             -- the run queued or in progress: no second one
+        paused_reason TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX jobs_due ON jobs (state, next_run);
+    CREATE TABLE job_runs (
+        id INTEGER PRIMARY KEY,
+        job TEXT NOT NULL,
+        message_id INTEGER,
+        scheduled_for REAL NOT NULL,
+        fired_at REAL NOT NULL,
+        status TEXT NOT NULL,            -- running | ok | failed | skipped
+        error TEXT NOT NULL DEFAULT '',
+        finished_at REAL,
+        manual INTEGER NOT NULL DEFAULT 0,
+        deliver_channel TEXT NOT NULL,
+        deliver_chat TEXT NOT NULL,
+        deliver_thread TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX job_runs_by_job ON job_runs (job, id);
+    CREATE INDEX job_runs_by_message ON job_runs (message_id);
+    """,
 ]

@@ -18,11 +18,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..models import (
+    JOB_CHANNEL,
     Address,
     ClaimedTask,
     Decision,
     DeliveryStatus,
     InboundMessage,
+    Job,
+    JobFiring,
+    JobRun,
+    JobSpec,
     Rejection,
     Reply,
     Stranger,
@@ -385,6 +390,82 @@ class SQLiteStore:
 
         return await self._read(read)
 
+    # -- scheduled jobs -------------------------------------------------------------------------
+
+    async def sync_config_jobs(
+        self, jobs: list[tuple[JobSpec, float | None]], now: float
+    ) -> dict[str, list[str]]:
+        return await self._write(partial(_sync_config_jobs, jobs, now))
+
+    async def add_job(self, job: JobSpec, next_run: float | None, now: float) -> bool:
+        return await self._write(lambda db: _insert_job(db, job, next_run, now))
+
+    async def remove_job(self, name: str, agent_id: str | None = None) -> bool:
+        def remove(db: sqlite3.Connection) -> bool:
+            gone = db.execute(
+                "DELETE FROM jobs WHERE name=?1 AND (?2 IS NULL OR agent_id=?2)", (name, agent_id)
+            ).rowcount
+            if gone:  # its finished history goes with it; a run in progress still answers
+                db.execute("DELETE FROM job_runs WHERE job=? AND status != 'running'", (name,))
+            return bool(gone)
+
+        return await self._write(remove)
+
+    async def jobs(self, agent_id: str | None = None) -> list[Job]:
+        def read(db: sqlite3.Connection) -> list[Job]:
+            rows = db.execute(
+                f"{_JOB_SELECT} WHERE ?1 IS NULL OR j.agent_id=?1 ORDER BY j.name", (agent_id,)
+            )
+            return [_job(row) for row in rows.fetchall()]
+
+        return await self._read(read)
+
+    async def set_job_state(
+        self, name: str, state: str, next_run: float | None, reason: str = ""
+    ) -> bool:
+        def update(db: sqlite3.Connection) -> bool:
+            changed = db.execute(
+                "UPDATE jobs SET state=?1, paused_reason=?2,"
+                " failures=CASE WHEN ?1='active' THEN 0 ELSE failures END,"
+                " next_run=coalesce(?3, next_run) WHERE name=?4",
+                (state, reason, next_run, name),
+            ).rowcount
+            return bool(changed)
+
+        return await self._write(update)
+
+    async def due_jobs(self, now: float, limit: int) -> list[Job]:
+        def read(db: sqlite3.Connection) -> list[Job]:
+            rows = db.execute(
+                f"{_JOB_SELECT_BARE} WHERE j.state='active' AND j.next_run <= ?"
+                " AND j.running_run IS NULL ORDER BY j.next_run LIMIT ?",
+                (now, limit),
+            )
+            return [_job(row) for row in rows.fetchall()]
+
+        return await self._read(read)
+
+    async def next_due(self) -> float | None:
+        def read(db: sqlite3.Connection) -> float | None:
+            row = db.execute(
+                "SELECT min(next_run) FROM jobs WHERE state='active' AND running_run IS NULL"
+            ).fetchone()
+            return None if row[0] is None else float(row[0])
+
+        return await self._read(read)
+
+    async def fire_jobs(self, firings: list[JobFiring], now: float) -> list[tuple[str, str]]:
+        return await self._write(partial(_fire_jobs, firings, now))
+
+    async def job_runs(self, name: str, limit: int = 20) -> list[JobRun]:
+        def read(db: sqlite3.Connection) -> list[JobRun]:
+            rows = db.execute(
+                "SELECT * FROM job_runs WHERE job=? ORDER BY id DESC LIMIT ?", (name, limit)
+            )
+            return [_job_run(row) for row in rows.fetchall()]
+
+        return await self._read(read)
+
     # -- reading, for status and tests ---------------------------------------------------------
 
     async def counts(self) -> dict[str, int]:
@@ -561,7 +642,11 @@ def _finish_task(
     )
     task = db.execute("SELECT * FROM tasks WHERE id=?", (task_id,)).fetchone()
     address = Address(task["channel"], task["chat_id"], task["thread"])
-    _insert_reply(db, task_id, address, task["reply_to"], text, lease, now)
+    reply_to = task["reply_to"]
+    if address.channel == JOB_CHANNEL:  # a job's run: answered to its deliver_to, quoting none
+        address, text = _finish_job_run(db, address.chat, text, error, now)
+        reply_to = ""
+    _insert_reply(db, task_id, address, reply_to, text, lease, now)
     return _reply(db.execute("SELECT * FROM replies WHERE task_id=?", (task_id,)).fetchone())
 
 
@@ -603,4 +688,221 @@ def _reply(row: sqlite3.Row) -> Reply:
         next_attempt_at=row["next_attempt_at"],
         owner=row["owner"],
         lease_until=row["lease_until"],
+    )
+
+
+# -- scheduled jobs ---------------------------------------------------------------------------
+
+_JOB_SELECT_BARE = (
+    "SELECT j.*, NULL AS last_status, NULL AS last_error, NULL AS last_at FROM jobs j"
+)
+_JOB_SELECT = (
+    "SELECT j.*, r.status AS last_status, r.error AS last_error, r.fired_at AS last_at FROM jobs j"
+    " LEFT JOIN job_runs r ON r.id = (SELECT max(id) FROM job_runs WHERE job=j.name)"
+)
+_JOB_DEFINITION = (
+    "agent_id",
+    "kind",
+    "spec",
+    "timezone",
+    "task",
+    "deliver_channel",
+    "deliver_chat",
+    "deliver_thread",
+    "misfire",
+    "max_failures",
+)
+
+
+def _job_values(job: JobSpec) -> tuple[object, ...]:
+    to = job.deliver_to
+    return (
+        job.agent_id,
+        job.kind,
+        job.spec,
+        job.timezone,
+        job.task,
+        to.channel,
+        to.chat,
+        to.thread,
+        job.misfire,
+        job.max_failures,
+    )
+
+
+def _insert_job(db: sqlite3.Connection, job: JobSpec, next_run: float | None, now: float) -> bool:
+    columns = ", ".join(_JOB_DEFINITION)
+    inserted = db.execute(
+        f"INSERT OR IGNORE INTO jobs (name, {columns}, source, state, next_run, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            job.name,
+            *_job_values(job),
+            job.source,
+            "active" if next_run is not None else "done",
+            next_run,
+            now,
+        ),
+    ).rowcount
+    return bool(inserted)
+
+
+def _sync_config_jobs(
+    jobs: list[tuple[JobSpec, float | None]], now: float, db: sqlite3.Connection
+) -> dict[str, list[str]]:
+    """The config file's jobs, exactly: new ones added, changed ones updated (their history
+    kept, their next run worked out anew), the ones no longer in the file removed."""
+    done: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
+    names = [job.name for job, _ in jobs]
+    for (name,) in db.execute(
+        "SELECT name FROM jobs WHERE source='config' ORDER BY name"
+    ).fetchall():
+        if name not in names:
+            db.execute("DELETE FROM jobs WHERE name=?", (name,))
+            db.execute("DELETE FROM job_runs WHERE job=? AND status != 'running'", (name,))
+            done["removed"].append(name)
+    columns = ", ".join(_JOB_DEFINITION)
+    for job, next_run in jobs:
+        row = db.execute(f"SELECT {columns}, source FROM jobs WHERE name=?", (job.name,)).fetchone()
+        if row is None:
+            _insert_job(db, job, next_run, now)
+            done["added"].append(job.name)
+        elif tuple(row)[:-1] != _job_values(job) or row["source"] != "config":
+            sets = ", ".join(f"{c}=?" for c in _JOB_DEFINITION)
+            db.execute(
+                f"UPDATE jobs SET {sets}, source='config', next_run=?, failures=0,"
+                " paused_reason='', state=? WHERE name=?",
+                (
+                    *_job_values(job),
+                    next_run,
+                    "active" if next_run is not None else "done",
+                    job.name,
+                ),
+            )
+            done["changed"].append(job.name)
+    return done
+
+
+def _fire_jobs(
+    firings: list[JobFiring], now: float, db: sqlite3.Connection
+) -> list[tuple[str, str]]:
+    """Carry out the scheduler's decisions: each job's run is recorded, queued as a message of
+    its own conversation and its next run advanced, all in this one transaction, and only if
+    the job is still as the scheduler saw it (due at that time, no run of it going)."""
+    fired: list[tuple[str, str]] = []
+    for firing in firings:
+        job = db.execute("SELECT * FROM jobs WHERE name=?", (firing.name,)).fetchone()
+        if job is None or job["running_run"] is not None:
+            continue
+        manual = firing.due is None
+        if not manual and (job["state"] != "active" or job["next_run"] != firing.due):
+            continue  # changed or fired meanwhile
+        if not manual:
+            db.execute(
+                "UPDATE jobs SET next_run=?, state=? WHERE name=?",
+                (firing.next_run, "active" if firing.next_run is not None else "done", job["name"]),
+            )
+        scheduled = now if manual else float(firing.due or now)
+        run_id = db.execute(
+            "INSERT INTO job_runs (job, scheduled_for, fired_at, status, error, manual,"
+            " deliver_channel, deliver_chat, deliver_thread) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                job["name"],
+                scheduled,
+                now,
+                "running" if firing.run else "skipped",
+                "" if firing.run else f"missed by {now - scheduled:.0f}s (misfire: skip)",
+                manual,
+                job["deliver_channel"],
+                job["deliver_chat"],
+                job["deliver_thread"],
+            ),
+        ).lastrowid
+        if not firing.run:
+            continue
+        message_id = db.execute(
+            "INSERT INTO messages (channel, chat_id, thread, sender_id, platform_id, text,"
+            " received_at, status, agent_id) VALUES (?,?, '', 'scheduler', ?,?,?, 'queued', ?)",
+            (JOB_CHANNEL, job["name"], f"run-{run_id}", job["task"], now, job["agent_id"]),
+        ).lastrowid
+        db.execute("UPDATE job_runs SET message_id=? WHERE id=?", (message_id, run_id))
+        db.execute("UPDATE jobs SET running_run=? WHERE name=?", (run_id, job["name"]))
+        fired.append((job["name"], job["agent_id"]))
+    return fired
+
+
+def _finish_job_run(
+    db: sqlite3.Connection, name: str, text: str, error: str | None, now: float
+) -> tuple[Address, str]:
+    """Close a job's run with its task: count a failure (pausing the job after too many in a
+    row, and saying so in the answer) or clear the count; the answer goes to deliver_to."""
+    run = db.execute(
+        "SELECT * FROM job_runs WHERE job=? AND status='running' ORDER BY id LIMIT 1", (name,)
+    ).fetchone()
+    if run is None:  # pragma: no cover  (a run is recorded before its message exists)
+        raise sqlite3.IntegrityError(f"no running run of job {name}")
+    db.execute(
+        "UPDATE job_runs SET status=?, error=?, finished_at=? WHERE id=?",
+        ("failed" if error else "ok", error or "", now, run["id"]),
+    )
+    db.execute(
+        "UPDATE jobs SET running_run=NULL, failures=CASE WHEN ? THEN failures+1 ELSE 0 END"
+        " WHERE name=? AND running_run=?",
+        (error is not None, name, run["id"]),
+    )
+    job = db.execute(
+        "SELECT failures, max_failures, state FROM jobs WHERE name=?", (name,)
+    ).fetchone()
+    if (
+        error
+        and job is not None
+        and job["state"] == "active"
+        and job["failures"] >= job["max_failures"]
+    ):
+        reason = f"paused after {job['failures']} failed runs in a row"
+        db.execute("UPDATE jobs SET state='paused', paused_reason=? WHERE name=?", (reason, name))
+        text += (
+            f"\n\nThe job {name} failed {job['failures']} times in a row, so it is paused."
+            f" Resume it with: clawpen jobs resume {name}"
+        )
+    address = Address(run["deliver_channel"], run["deliver_chat"], run["deliver_thread"])
+    return address, text
+
+
+def _job(row: sqlite3.Row) -> Job:
+    spec = JobSpec(
+        name=row["name"],
+        agent_id=row["agent_id"],
+        kind=row["kind"],
+        spec=row["spec"],
+        timezone=row["timezone"],
+        task=row["task"],
+        deliver_to=Address(row["deliver_channel"], row["deliver_chat"], row["deliver_thread"]),
+        misfire=row["misfire"],
+        max_failures=row["max_failures"],
+        source=row["source"],
+    )
+    return Job(
+        spec=spec,
+        state=row["state"],
+        next_run=row["next_run"],
+        failures=row["failures"],
+        running=row["running_run"] is not None,
+        paused_reason=row["paused_reason"],
+        last_status=row["last_status"] or "",
+        last_error=row["last_error"] or "",
+        last_run_at=row["last_at"],
+    )
+
+
+def _job_run(row: sqlite3.Row) -> JobRun:
+    return JobRun(
+        id=row["id"],
+        job=row["job"],
+        scheduled_for=row["scheduled_for"],
+        fired_at=row["fired_at"],
+        status=row["status"],
+        error=row["error"],
+        finished_at=row["finished_at"],
+        manual=bool(row["manual"]),
     )

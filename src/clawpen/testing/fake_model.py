@@ -3,6 +3,8 @@
 Its behaviour is a pure function of the conversation, so tests can predict every answer:
 
 * a user turn containing ``run: CMD`` asks for the ``shell`` tool with ``{"command": CMD}``;
+* ``schedule: {JSON}`` asks for the ``schedule_job`` tool with that input, ``list jobs`` for
+  ``list_jobs`` and ``cancel job: NAME`` for ``cancel_job``;
 * a turn of tool results is answered with ``tool said:`` and the results' text;
 * anything else is echoed as ``echo: TEXT``.
 """
@@ -55,6 +57,12 @@ def decide(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(content, list) and any(b.get("type") == "tool_result" for b in content):
         return [{"type": "text", "text": "tool said:\n" + _text_of(content)}]
     text = _text_of(content)
+    tool = _job_tool(text)
+    if tool is not None:
+        return [
+            {"type": "text", "text": "On it."},
+            {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", **tool},
+        ]
     if "run: " in text:
         command = text.split("run: ", 1)[1].strip()
         return [
@@ -67,6 +75,21 @@ def decide(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             },
         ]
     return [{"type": "text", "text": f"echo: {text}"}]
+
+
+def _job_tool(text: str) -> dict[str, Any] | None:
+    if "schedule: " in text:
+        raw = text.split("schedule: ", 1)[1].strip()
+        try:
+            args = json.loads(raw)
+        except ValueError:
+            args = {"raw": raw}
+        return {"name": "schedule_job", "input": args}
+    if "list jobs" in text:
+        return {"name": "list_jobs", "input": {}}
+    if "cancel job: " in text:
+        return {"name": "cancel_job", "input": {"name": text.split("cancel job: ", 1)[1].strip()}}
+    return None
 
 
 @dataclass
