@@ -26,7 +26,7 @@ from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
 from .channels.registry import plugins
-from .config import Settings
+from .config import CREDENTIAL_KEY, Settings
 from .dispatch import ChannelInbox, Dispatcher, Leases
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
@@ -34,9 +34,11 @@ from .metrics import Metrics
 from .models import ChannelState
 from .outbox import Outbox
 from .proxy import ModelProxy
+from .redact import SECRETS
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
 from .store import SQLiteStore, Store
+from .vault import Vault, open_vault
 
 HOUSEKEEPING_SECONDS = 15.0
 STRANGERS_KEPT_SECONDS = 7 * 86400
@@ -72,6 +74,7 @@ class Orchestrator:
         store: Store | None = None,
         channels: Mapping[str, Channel] | None = None,
         adapters: AdapterMode = "process",
+        vault: Vault | None = None,
     ) -> None:
         self.settings = settings
         self.log = get_logger()
@@ -86,10 +89,17 @@ class Orchestrator:
         # agent's slow calls cannot make another's wait for a connection.
         self.upstream = upstream
         self.upstreams: dict[str, aiohttp.ClientSession] = {}
+        self.vault = vault or open_vault(
+            settings.data_dir, settings.vault.backend, settings.vault.key_file
+        )
+        _know_credentials(settings)
+        key_name = settings.secret_name("model.api_key")
         self.proxy = ModelProxy(
             upstream or self._upstream_for,
             settings.model.base_url,
-            settings.model.api_key,
+            # secret:NAME is read through the vault at each call, so a rotated key needs no
+            # restart (the file backend reads again only when the file changed)
+            self.vault.ref(key_name, "proxy") if key_name else settings.model.api_key,
             self._record_usage,
             self._admit,
             calls_allowed=lambda agent_id: settings.agent(agent_id).max_model_calls,
@@ -181,7 +191,14 @@ class Orchestrator:
                 for name, state in sorted(self.channel_states.items())
             },
             "counts": await self.store.counts(),
+            "vault": self._vault_status(),
         }
+
+    def _vault_status(self) -> dict[str, Any]:
+        try:
+            return self.vault.describe()
+        except ClawpenError as exc:
+            return {**self.vault.backend.describe(), "error": str(exc)}
 
     async def run(self) -> None:
         try:
@@ -273,6 +290,16 @@ class Orchestrator:
 
 
 _UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
+
+
+def _know_credentials(settings: Settings) -> None:
+    """The model key and every channel credential, however they were written (a literal in the
+    file too), join the redactor: no log line or reply may carry them."""
+    SECRETS.add(settings.model.api_key)
+    for channel in settings.channel_settings().values():
+        for field, value in channel.model_dump().items():
+            if isinstance(value, str) and CREDENTIAL_KEY.search(field):
+                SECRETS.add(value)
 
 
 def hold_lock(path: Path) -> int:

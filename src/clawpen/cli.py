@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from .config import DEFAULT_PATH, data_dir_of, load_settings
 from .errors import ClawpenError, OrchestratorUnavailable
+
+if TYPE_CHECKING:
+    from .vault import Vault
 
 app = typer.Typer(
     add_completion=False,
@@ -26,6 +30,8 @@ app = typer.Typer(
 )
 image_app = typer.Typer(no_args_is_help=True, help="The agent image.")
 app.add_typer(image_app, name="image")
+secrets_app = typer.Typer(no_args_is_help=True, help="Credentials in the vault.")
+app.add_typer(secrets_app, name="secrets")
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", envvar="CLAWPEN_CONFIG", help="The config file.")
@@ -52,8 +58,10 @@ def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     from . import logging as clawpen_logging
     from .app import Orchestrator, run_until_signal
 
+    clawpen_logging.configure("info")  # reading secret: references is logged
     settings = _guard(lambda: load_settings(config))
-    clawpen_logging.configure(settings.log_level)
+    if settings.log_level != "info":
+        clawpen_logging.configure(settings.log_level)
     orchestrator = _guard(lambda: Orchestrator(settings))
     _guard(lambda: run_until_signal(orchestrator))
 
@@ -61,6 +69,7 @@ def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
 @app.command()
 def check(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     """Validate the config file and print what it sets up."""
+    _audit_to_stderr()
     settings = _guard(lambda: load_settings(config))
     agents = ", ".join(a.id for a in settings.agents)
     channels = ", ".join(settings.channel_settings())
@@ -184,6 +193,72 @@ def pairings(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     for code in _guard(lambda: _admin(config, "GET", "/v1/pairings/pending")):
         minutes = max(0, round((code["expires_at"] - time.time()) / 60))
         print(f"{code['chat']}\t(waiting for approval; its code expires in {minutes} min)")
+
+
+def _audit_to_stderr() -> None:
+    """Vault reads are logged (``credential_accessed``) as JSON lines on stderr, leaving stdout
+    to the command's own output."""
+    from . import logging as clawpen_logging
+
+    clawpen_logging.configure("info", stream=sys.stderr)
+
+
+SecretName = Annotated[str, typer.Argument(help="The secret's name, as in secret:NAME.")]
+
+
+def _vault(config: Path) -> Vault:
+    from .config import vault_of
+
+    _audit_to_stderr()
+    return _guard(lambda: vault_of(config))
+
+
+def _check_name(name: str) -> None:
+    from .config import SECRET_NAME
+
+    if not re.fullmatch(SECRET_NAME, name):
+        _fail(ClawpenError(f"{name!r} is not a secret name", "use letters, digits, _ . -"))
+
+
+@secrets_app.command("set")
+def secrets_set(name: SecretName, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Store a secret: typed at a hidden prompt, or read from standard input when that is not
+    a terminal (never from the command line, where other users' `ps` would see it)."""
+    import getpass
+
+    _check_name(name)
+    vault = _vault(config)
+    tty = sys.stdin.isatty()
+    value = getpass.getpass(f"{name}: ") if tty else sys.stdin.read().rstrip("\r\n")
+    _guard(lambda: vault.set(name, value))
+    print(f"stored {name} ({vault.backend.name} vault)", file=sys.stderr)
+
+
+@secrets_app.command("list")
+def secrets_list(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """The names of the stored secrets (never their values)."""
+    for name in _guard(lambda: _vault(config).list()):
+        print(name)
+
+
+@secrets_app.command("rm")
+def secrets_rm(name: SecretName, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Remove a secret."""
+    if not _guard(lambda: _vault(config).delete(name)):
+        _fail(ClawpenError(f"no secret {name!r} in the vault", "see: clawpen secrets list"))
+    print(f"removed {name}", file=sys.stderr)
+
+
+@secrets_app.command("get")
+def secrets_get(
+    name: SecretName,
+    reveal: Annotated[bool, typer.Option("--reveal", help="Print the value.")] = False,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Print a secret's value (only with --reveal; the read is logged)."""
+    if not reveal:
+        _fail(ClawpenError(f"this would print {name}'s value", "add --reveal if you mean it"))
+    print(_guard(lambda: _vault(config).get(name, component="cli")))
 
 
 @image_app.command("build")

@@ -40,6 +40,7 @@ from .models import (
 )
 from .outbox import Outbox
 from .ratelimit import KeyedBuckets
+from .redact import SECRETS
 from .retry import AGENT
 from .router import MAX_TEXT, route
 from .store import Lease, Store, until_written
@@ -474,10 +475,11 @@ class Dispatcher:
 
 
 def _reply_text(text: str, error: str | None) -> str:
-    """What the user reads: the answer, or why there is none; clean, and not endless."""
+    """What the user reads: the answer, or why there is none; clean, not endless, and without
+    any secret value this process knows (an agent that echoes a key must not post it)."""
     if error is not None:
         text = f"Sorry, I could not answer that: {error}"
-    return clip(clean_text(text), MAX_REPLY, "\n[reply cut at {limit} characters]")
+    return clip(SECRETS(clean_text(text)), MAX_REPLY, "\n[reply cut at {limit} characters]")
 
 
 def _agent_times(extra: dict[str, object]) -> dict[str, float]:

@@ -26,6 +26,7 @@ from aiohttp import web
 from clawpen_agent.protocol import ProtocolError
 
 from .door import log_refusal
+from .errors import ClawpenError
 from .logging import get_logger
 
 FORWARDED_HEADERS = ("content-type", "anthropic-version", "anthropic-beta", "accept")
@@ -109,7 +110,7 @@ class ModelProxy:
         self,
         upstream: aiohttp.ClientSession | UpstreamFor,
         base_url: str,
-        api_key: str,
+        api_key: str | Callable[[], str],
         on_usage: UsageSink,
         admit: Admission = admit_all,
         calls_allowed: Callable[[str], int] = lambda agent_id: DEFAULT_MAX_MODEL_CALLS,
@@ -120,7 +121,7 @@ class ModelProxy:
             (lambda agent_id: upstream) if isinstance(upstream, aiohttp.ClientSession) else upstream
         )
         self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
+        self.api_key: Callable[[], str] = (lambda: api_key) if isinstance(api_key, str) else api_key
         self.on_usage = on_usage
         self.admit = admit
         self.calls_allowed = calls_allowed
@@ -163,7 +164,11 @@ class ModelProxy:
     ) -> web.StreamResponse:
         headers = {k: v for k in FORWARDED_HEADERS if (v := request.headers.get(k))}
         headers.setdefault("anthropic-version", "2023-06-01")
-        headers["x-api-key"] = self.api_key
+        try:
+            headers["x-api-key"] = self.api_key()
+        except ClawpenError as exc:  # the vault cannot give the key (removed, unreadable)
+            self.log.error("model_key_unavailable", agentId=agent_id, error=str(exc))
+            return api_error(503, "api_error", "the model key is not available; see the log")
         headers["accept-encoding"] = "identity"  # relay bytes as they are, never re-encoded
         url = self.base_url + request.path_qs
         started = time.perf_counter()
