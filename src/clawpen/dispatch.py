@@ -138,6 +138,12 @@ class Dispatcher:
         # before it claims, so that a burst rides on one turn instead of one turn each
         self._arriving = {a: Arrivals() for a in self.agent_ids}
         self._strangers: KeyedBuckets[str] = KeyedBuckets(STRANGERS_PER_HOUR / 3600, 3)
+        self._notices: dict[str, list[str]] = {}  # agent -> said with its task's reply
+
+    def notice(self, agent_id: str, text: str) -> None:
+        """Something the user must hear about the agent (its budget nearly spent): added to
+        the reply of the task it is working on, or of its next one."""
+        self._notices.setdefault(agent_id, []).append(text)
 
     async def open(self) -> None:
         """Restore the config file's pairings (those made at runtime are kept) and load them."""
@@ -377,6 +383,8 @@ class Dispatcher:
         )
         self.metrics.tasks.labels(claimed.agent_id, "ok" if error is None else "error").inc()
         self.metrics.task_seconds.labels(claimed.agent_id).observe(duration)
+        notices = self._notices.pop(claimed.agent_id, [])
+        text = "\n\n".join(part for part in [text, *notices] if part)
         await self._finish(claimed, text, error, context)
 
     @contextlib.asynccontextmanager
@@ -412,7 +420,7 @@ class Dispatcher:
             lines=lines,
             model=agent.model or self.settings.model.name,
             system_prompt=agent.system_prompt,
-            max_tokens=self.settings.model.max_tokens,
+            max_tokens=agent.max_tokens or self.settings.model.max_tokens,
             files=files,
         )
         attempts = claimed.attempts

@@ -151,4 +151,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX pairing_codes_by_chat ON pairing_codes (chat, created_at);
     """,
+    # spending: what each model call cost, and whether its usage was only estimated
+    """
+    ALTER TABLE usage ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
