@@ -147,6 +147,9 @@ class Orchestrator:
         """Every model call's charge, whatever became of the call; past 80% of a day's budget
         the chat of the task at hand is told, once."""
         agent_id = charge.agent_id
+        if charge.warn is not None:  # first: the task's reply may be committed any moment
+            self.log.warning("budget_warning", agentId=agent_id, warning=charge.warn)
+            self.dispatcher.notice(agent_id, charge.warn)
         try:
             await self.store.record_usage(
                 agent_id,
@@ -161,9 +164,6 @@ class Orchestrator:
             self.log.error("store_unwritable", what="usage", error=str(exc))
         self.metrics.tokens.labels(agent_id, "input").inc(charge.input_tokens)
         self.metrics.tokens.labels(agent_id, "output").inc(charge.output_tokens)
-        if charge.warn is not None:
-            self.log.warning("budget_warning", agentId=agent_id, warning=charge.warn)
-            self.dispatcher.notice(agent_id, charge.warn)
 
     def _policy(self, agent_id: str) -> AgentPolicy:
         """What an agent may send upstream: a compromised agent must not pick a pricier model,

@@ -247,12 +247,18 @@ class ModelProxy:
         for name in ("request-id", "retry-after", "anthropic-ratelimit-requests-remaining"):
             if name in upstream.headers:
                 response.headers[name] = upstream.headers[name]
+        settled = False
         try:
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 tap.feed(chunk)
                 async with asyncio.timeout(self.write_timeout):
                     await response.write(chunk)
+            # charged before the agent sees the end of the answer: a warning it triggers then
+            # goes with the reply of the task that made the call
+            tap.close()
+            settled = True
+            await self._settle(reservation, upstream.status, tap)
             await response.write_eof()
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             # Part of an answer was relayed: cut the connection, so the agent sees a broken
@@ -262,9 +268,10 @@ class ModelProxy:
                 request.transport.abort()
         finally:
             upstream.release()
-            tap.close()
-            # Also when the agent hung up mid-stream: the tokens were spent all the same.
-            await self._settle(reservation, upstream.status, tap)
+            if not settled:
+                tap.close()
+                # Also when the agent hung up mid-stream: the tokens were spent all the same.
+                await self._settle(reservation, upstream.status, tap)
         self.log.info(
             "model_call",
             agentId=agent_id,
