@@ -187,7 +187,7 @@ class FileBackend:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Writers one at a time (two `secrets set` at once must not lose one)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path.with_name(".vault.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -224,7 +224,7 @@ class FileBackend:
 def _write_atomically(path: Path, data: bytes, exclusive: bool = False) -> None:
     """Temp file (0600), fsync, rename, fsync the directory: all or nothing, even on power
     loss. ``exclusive``: never replace an existing file (a key made by someone else)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
