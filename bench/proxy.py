@@ -11,6 +11,7 @@ import anthropic
 import httpx2
 
 from clawpen.agentapi import AgentSession
+from clawpen.budget import Charge
 from clawpen.proxy import ModelProxy
 
 from .fakes import fake_model
@@ -61,7 +62,7 @@ async def proxy(ctx: BenchContext) -> list[Row]:
     return rows
 
 
-async def ignore_usage(agent_id: str, model: str, input_tokens: int, output_tokens: int) -> None:
+async def ignore_usage(charge: Charge) -> None:
     pass
 
 

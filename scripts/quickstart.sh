@@ -3,8 +3,10 @@
 #
 #   bash scripts/quickstart.sh
 #
-# Uses ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL, if set) for the model. Without a key it starts
-# the offline demo model, which echoes and runs `run: COMMAND` in the agent's container.
+# Asks once for your Anthropic API key (or takes ANTHROPIC_API_KEY) and keeps it in clawpen's
+# vault (`clawpen secrets`), never in the config file. ANTHROPIC_BASE_URL, if set, is the model
+# endpoint. Without a key it starts the offline demo model, which echoes and runs `run: COMMAND`
+# in the agent's container.
 # TELEGRAM_BOT_TOKEN (and TELEGRAM_CHAT_ID to pair your chat) adds the Telegram channel.
 # With a terminal, you get a chat prompt and the orchestrator stops when you leave it;
 # without one, the orchestrator runs in the foreground.
@@ -18,13 +20,6 @@ clawpen image build
 config=${CLAWPEN_CONFIG:-clawpen.yaml}
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-if [[ -z ${ANTHROPIC_API_KEY:-} ]]; then
-  export ANTHROPIC_API_KEY=demo-key ANTHROPIC_BASE_URL=http://127.0.0.1:8765
-  echo "quickstart: ANTHROPIC_API_KEY is not set: using the offline demo model on :8765"
-  echo "            (try: run: uname -a). Set ANTHROPIC_API_KEY for a real Claude."
-  clawpen demo-model --port 8765 --api-key demo-key >/dev/null 2>&1 &
-  pids+=($!)
-fi
 if [[ ! -f $config ]]; then
   echo "quickstart: writing $config"
   {
@@ -32,7 +27,7 @@ if [[ ! -f $config ]]; then
     echo "model:"
     echo "  name: ${CLAWPEN_MODEL:-claude-sonnet-4-5}"
     echo "  base_url: env:ANTHROPIC_BASE_URL"
-    echo "  api_key: env:ANTHROPIC_API_KEY"
+    echo "  api_key: secret:anthropic-api-key   # in the vault: clawpen secrets set anthropic-api-key"
     echo "agents:"
     echo "  - id: assistant"
     echo "    system_prompt: You are a helpful assistant."
@@ -49,6 +44,26 @@ if [[ ! -f $config ]]; then
     fi
   } >"$config"
 fi
+
+# The key: from ANTHROPIC_API_KEY, else the vault, else asked for once (hidden), else the demo.
+store_key() { printf '%s' "$1" | clawpen secrets set anthropic-api-key --config "$config" 2>/dev/null; }
+stored=$(clawpen secrets get anthropic-api-key --reveal --config "$config" 2>/dev/null || true)
+if [[ -n ${ANTHROPIC_API_KEY:-} ]]; then
+  [[ $stored == "$ANTHROPIC_API_KEY" ]] || store_key "$ANTHROPIC_API_KEY"
+  stored=$ANTHROPIC_API_KEY
+elif [[ ( -z $stored || $stored == demo-key ) && -t 0 ]]; then
+  read -rsp "quickstart: your Anthropic API key (Enter for the offline demo): " typed; echo
+  if [[ -n $typed ]]; then store_key "$typed"; stored=$typed; fi
+fi
+if [[ -z $stored || $stored == demo-key ]]; then
+  [[ $stored == demo-key ]] || store_key demo-key
+  export ANTHROPIC_BASE_URL=http://127.0.0.1:8765
+  echo "quickstart: no Anthropic API key: using the offline demo model on :8765"
+  echo "            (try: run: uname -a). Run this again with a key for a real Claude."
+  clawpen demo-model --port 8765 --api-key demo-key >/dev/null 2>&1 &
+  pids+=($!)
+fi
+unset stored typed
 export ANTHROPIC_BASE_URL=${ANTHROPIC_BASE_URL:-https://api.anthropic.com}
 clawpen check --config "$config"
 

@@ -13,7 +13,6 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,22 +22,26 @@ import uvloop
 from .admin import ADMIN_SOCKET, AdminServer
 from .agentjobs import AgentJobs
 from .agents import AgentPool, instance_id
+from .budget import Budget, Charge, Limits
 from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
 from .channels.registry import plugins
-from .config import Settings
+from .config import CREDENTIAL_KEY, Settings
 from .dispatch import ChannelInbox, Dispatcher, Leases
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
+from .modelrequest import AgentPolicy
 from .models import ChannelState
 from .outbox import Outbox
 from .proxy import ModelProxy
+from .redact import SECRETS
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
 from .scheduler import Clock, Scheduler
 from .store import SQLiteStore, Store
+from .vault import Vault, open_vault
 
 HOUSEKEEPING_SECONDS = 15.0
 STRANGERS_KEPT_SECONDS = 7 * 86400
@@ -75,6 +78,7 @@ class Orchestrator:
         channels: Mapping[str, Channel] | None = None,
         adapters: AdapterMode = "process",
         clock: Clock | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self.settings = settings
         self.log = get_logger()
@@ -89,12 +93,20 @@ class Orchestrator:
         # agent's slow calls cannot make another's wait for a connection.
         self.upstream = upstream
         self.upstreams: dict[str, aiohttp.ClientSession] = {}
+        self.vault = vault or open_vault(
+            settings.data_dir, settings.vault.backend, settings.vault.key_file
+        )
+        _know_credentials(settings)
+        key_name = settings.secret_name("model.api_key")
         self.proxy = ModelProxy(
             upstream or self._upstream_for,
             settings.model.base_url,
-            settings.model.api_key,
+            # secret:NAME is read through the vault at each call, so a rotated key needs no
+            # restart (the file backend reads again only when the file changed)
+            self.vault.ref(key_name, "proxy") if key_name else settings.model.api_key,
             self._record_usage,
-            self._admit,
+            self._policy,
+            Budget(self._limits, self.store.spent_since),
             calls_allowed=lambda agent_id: settings.agent(agent_id).max_model_calls,
         )
         configured = settings.channel_settings()
@@ -140,34 +152,47 @@ class Orchestrator:
             session = self.upstreams[agent_id] = aiohttp.ClientSession(connector=connector)
         return session
 
-    async def _record_usage(
-        self, agent_id: str, model: str, input_tokens: int, output_tokens: int
-    ) -> None:
+    async def _record_usage(self, charge: Charge) -> None:
+        """Every model call's charge, whatever became of the call; past 80% of a day's budget
+        the chat of the task at hand is told, once."""
+        agent_id = charge.agent_id
+        if charge.warn is not None:  # first: the task's reply may be committed any moment
+            self.log.warning("budget_warning", agentId=agent_id, warning=charge.warn)
+            self.dispatcher.notice(agent_id, charge.warn)
         try:
             await self.store.record_usage(
-                agent_id, model, input_tokens, output_tokens, self.leases.clock()
+                agent_id,
+                charge.model,
+                charge.input_tokens,
+                charge.output_tokens,
+                self.leases.clock(),
+                charge.usd,
+                charge.estimated,
             )
         except StoreError as exc:  # the call happened; losing its accounting must not fail it
             self.log.error("store_unwritable", what="usage", error=str(exc))
-        self.metrics.tokens.labels(agent_id, "input").inc(input_tokens)
-        self.metrics.tokens.labels(agent_id, "output").inc(output_tokens)
+        self.metrics.tokens.labels(agent_id, "input").inc(charge.input_tokens)
+        self.metrics.tokens.labels(agent_id, "output").inc(charge.output_tokens)
 
-    async def _admit(self, agent_id: str, model: str) -> str | None:
-        """Policy for one model call: the agent's own model only, within its daily budget.
-        A compromised agent must not pick a pricier model or spend without end."""
-        allowed = self.settings.agent(agent_id).model or self.settings.model.name
-        if model != allowed:
-            return f"agent {agent_id} may use model {allowed} only, not {model!r}"
-        limit = self.settings.model.daily_token_budget
-        if limit is None:
-            return None
-        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        used = await self.store.tokens_used_since(agent_id, midnight.timestamp())
-        if used < limit:
-            return None
-        return (
-            f"agent {agent_id} has used {used} of its {limit} model tokens for today (UTC);"
-            " raise model.daily_token_budget or wait for tomorrow"
+    def _policy(self, agent_id: str) -> AgentPolicy:
+        """What an agent may send upstream: a compromised agent must not pick a pricier model,
+        ask for endless output, or have the provider reach the network for it."""
+        agent = self.settings.agent(agent_id)
+        return AgentPolicy(
+            models=tuple(agent.models or [agent.model or self.settings.model.name]),
+            max_tokens=agent.max_tokens or self.settings.model.max_tokens,
+            server_tools=frozenset(agent.server_tools),
+            beta_headers=frozenset(agent.beta_headers),
+        )
+
+    def _limits(self, agent_id: str, model: str) -> Limits:
+        agent, defaults = self.settings.agent(agent_id), self.settings.model
+        price = defaults.prices.get(model)
+        return Limits(
+            tokens=agent.daily_token_budget or defaults.daily_token_budget,
+            usd=agent.daily_usd_budget or defaults.daily_usd_budget,
+            price_in=price.input if price else 0.0,
+            price_out=price.output if price else 0.0,
         )
 
     async def status(self) -> dict[str, Any]:
@@ -190,7 +215,14 @@ class Orchestrator:
                 for name, state in sorted(self.channel_states.items())
             },
             "counts": await self.store.counts(),
+            "vault": self._vault_status(),
         }
+
+    def _vault_status(self) -> dict[str, Any]:
+        try:
+            return self.vault.describe()
+        except ClawpenError as exc:
+            return {**self.vault.backend.describe(), "error": str(exc)}
 
     async def run(self) -> None:
         try:
@@ -284,6 +316,16 @@ class Orchestrator:
 
 
 _UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
+
+
+def _know_credentials(settings: Settings) -> None:
+    """The model key and every channel credential, however they were written (a literal in the
+    file too), join the redactor: no log line or reply may carry them."""
+    SECRETS.add(settings.model.api_key)
+    for channel in settings.channel_settings().values():
+        for field, value in channel.model_dump().items():
+            if isinstance(value, str) and CREDENTIAL_KEY.search(field):
+                SECRETS.add(value)
 
 
 def hold_lock(path: Path) -> int:

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from .config import DEFAULT_PATH, data_dir_of, load_settings
 from .errors import ClawpenError, OrchestratorUnavailable
+
+if TYPE_CHECKING:
+    from .vault import Vault
 
 app = typer.Typer(
     add_completion=False,
@@ -28,6 +32,8 @@ image_app = typer.Typer(no_args_is_help=True, help="The agent image.")
 app.add_typer(image_app, name="image")
 jobs_app = typer.Typer(no_args_is_help=True, help="Scheduled jobs of the running orchestrator.")
 app.add_typer(jobs_app, name="jobs")
+secrets_app = typer.Typer(no_args_is_help=True, help="Credentials in the vault.")
+app.add_typer(secrets_app, name="secrets")
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", envvar="CLAWPEN_CONFIG", help="The config file.")
@@ -54,8 +60,10 @@ def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     from . import logging as clawpen_logging
     from .app import Orchestrator, run_until_signal
 
+    clawpen_logging.configure("info")  # reading secret: references is logged
     settings = _guard(lambda: load_settings(config))
-    clawpen_logging.configure(settings.log_level)
+    if settings.log_level != "info":
+        clawpen_logging.configure(settings.log_level)
     orchestrator = _guard(lambda: Orchestrator(settings))
     _guard(lambda: run_until_signal(orchestrator))
 
@@ -63,6 +71,7 @@ def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
 @app.command()
 def check(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     """Validate the config file and print what it sets up."""
+    _audit_to_stderr()
     settings = _guard(lambda: load_settings(config))
     agents = ", ".join(a.id for a in settings.agents)
     channels = ", ".join(settings.channel_settings())
@@ -283,6 +292,107 @@ def jobs_history(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
         manual = " (run-now)" if run["manual"] else ""
         error = f"\t{run['error']}" if run["error"] else ""
         print(f"{run['scheduled_for']}{manual}\t{run['status']}{error}")
+
+
+def _audit_to_stderr() -> None:
+    """Vault reads are logged (``credential_accessed``) as JSON lines on stderr, leaving stdout
+    to the command's own output."""
+    from . import logging as clawpen_logging
+
+    clawpen_logging.configure("info", stream=sys.stderr)
+
+
+SecretName = Annotated[str, typer.Argument(help="The secret's name, as in secret:NAME.")]
+
+
+def _vault(config: Path) -> Vault:
+    from .config import vault_of
+
+    _audit_to_stderr()
+    return _guard(lambda: vault_of(config))
+
+
+def _check_name(name: str) -> None:
+    from .config import SECRET_NAME
+
+    if not re.fullmatch(SECRET_NAME, name):
+        _fail(ClawpenError(f"{name!r} is not a secret name", "use letters, digits, _ . -"))
+
+
+@secrets_app.command("set")
+def secrets_set(name: SecretName, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Store a secret: typed at a hidden prompt, or read from standard input when that is not
+    a terminal (never from the command line, where other users' `ps` would see it)."""
+    import getpass
+
+    _check_name(name)
+    vault = _vault(config)
+    tty = sys.stdin.isatty()
+    value = getpass.getpass(f"{name}: ") if tty else sys.stdin.read().rstrip("\r\n")
+    _guard(lambda: vault.set(name, value))
+    print(f"stored {name} ({vault.backend.name} vault)", file=sys.stderr)
+
+
+@secrets_app.command("list")
+def secrets_list(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """The names of the stored secrets (never their values)."""
+    for name in _guard(lambda: _vault(config).list()):
+        print(name)
+
+
+@secrets_app.command("rm")
+def secrets_rm(name: SecretName, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Remove a secret."""
+    if not _guard(lambda: _vault(config).delete(name)):
+        _fail(ClawpenError(f"no secret {name!r} in the vault", "see: clawpen secrets list"))
+    print(f"removed {name}", file=sys.stderr)
+
+
+@secrets_app.command("get")
+def secrets_get(
+    name: SecretName,
+    reveal: Annotated[bool, typer.Option("--reveal", help="Print the value.")] = False,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Print a secret's value (only with --reveal; the read is logged)."""
+    if not reveal:
+        _fail(ClawpenError(f"this would print {name}'s value", "add --reveal if you mean it"))
+    print(_guard(lambda: _vault(config).get(name, component="cli")))
+
+
+@app.command()
+def usage(
+    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent.")] = None,
+    days: Annotated[int, typer.Option("--days", help="The last N UTC days.", min=1)] = 7,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Model tokens and cost per agent and UTC day (from the store; no orchestrator needed)."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from .store import SQLiteStore
+
+    database = _guard(lambda: data_dir_of(config)) / "clawpen.db"
+    if not database.exists():
+        _fail(ClawpenError(f"no usage recorded yet ({database} does not exist)"))
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = (today - timedelta(days=days - 1)).timestamp()
+
+    async def read() -> list[Any]:
+        store = SQLiteStore(database)
+        try:
+            return await store.usage_by_day(since, agent)
+        finally:
+            await store.close()
+
+    rows = _guard(lambda: asyncio.run(read()))
+    print("day\tagent\tmodel\tcalls\tinput\toutput\tusd")
+    for row in rows:
+        estimated = f" ({row.estimated} estimated)" if row.estimated else ""
+        print(
+            f"{row.day}\t{row.agent_id}\t{row.model}\t{row.calls}{estimated}\t"
+            f"{row.input_tokens}\t{row.output_tokens}\t{row.usd:.4f}"
+        )
 
 
 @image_app.command("build")

@@ -1,7 +1,8 @@
 """clawpen.yaml -> validated, immutable settings.
 
 References are resolved here and nowhere else: ``env:NAME`` reads the environment passed in
-(never ``os.environ`` directly, so tests and tools can hand in their own). Every error names the
+(never ``os.environ`` directly, so tests and tools can hand in their own), ``secret:NAME`` reads
+the vault (``vault.py``), opened only when the file has such a reference. Every error names the
 file, the key and the fix, as one line.
 """
 
@@ -9,16 +10,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     create_model,
     field_validator,
@@ -27,17 +29,32 @@ from pydantic import (
 
 from .channels.base import ChannelSettings
 from .channels.registry import address_problem, plugins
-from .errors import ConfigError
+from .errors import ClawpenError, ConfigError
 from .models import JobSpec
+from .redact import SECRETS
 from .schedule import JOB_NAME, ScheduleError, make_spec, parse_address
+
+if TYPE_CHECKING:
+    from .vault import Vault
 
 DEFAULT_PATH = "clawpen.yaml"
 AGENT_ID = r"^[a-z0-9][a-z0-9_-]{0,39}$"
-REFERENCE = re.compile(r"(env|secret):[A-Za-z_][A-Za-z0-9_.-]*")
+SECRET_NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"
+REFERENCE = re.compile(rf"(env|secret):{SECRET_NAME}")
+CREDENTIAL_KEY = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
+# server-side features that let the provider's servers reach out for a networkless agent
+ServerTool = Literal["web_search", "web_fetch", "code_execution", "mcp_servers", "url_sources"]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Model):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
 
 
 class ModelSettings(_Model):
@@ -46,6 +63,8 @@ class ModelSettings(_Model):
     api_key: str = Field(repr=False)
     max_tokens: int = Field(4096, ge=1, le=128_000)
     daily_token_budget: int | None = Field(None, ge=1, description="per agent, input+output")
+    daily_usd_budget: float | None = Field(None, gt=0, description="per agent; needs prices")
+    prices: dict[str, Price] = {}  # model name -> USD per million tokens
 
     @field_validator("base_url")
     @classmethod
@@ -53,6 +72,11 @@ class ModelSettings(_Model):
         if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
+
+
+class VaultSettings(_Model):
+    backend: Literal["auto", "keyring", "file"] = "auto"
+    key_file: Path | None = None  # the file backend's key; default data_dir/vault.key
 
 
 class AgentSettings(_Model):
@@ -67,6 +91,12 @@ class AgentSettings(_Model):
     warm: bool = False  # start with the orchestrator and never stop for idleness
     task_timeout: float = Field(600, gt=0)
     max_model_calls: int = Field(4, ge=1, le=64, description="in flight upstream at once")
+    models: list[str] | None = None  # models it may call; default: its model only
+    max_tokens: int | None = Field(None, ge=1, le=128_000, description="clamp; model.max_tokens")
+    daily_token_budget: int | None = Field(None, ge=1, description="overrides model's")
+    daily_usd_budget: float | None = Field(None, gt=0, description="overrides model's")
+    server_tools: list[ServerTool] = []  # off unless listed: they reach out for the agent
+    beta_headers: list[str] = []  # anthropic-beta values it may send
 
 
 def _channels_model() -> type[BaseModel]:
@@ -126,10 +156,16 @@ class Settings(_Model):
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="on 127.0.0.1")
     model: ModelSettings
+    vault: VaultSettings = VaultSettings()
     agents: list[AgentSettings] = Field(min_length=1)
     channels: Channels = Channels(cli={})  # type: ignore[valid-type]
     pairings: list[Pairing] = []
     jobs: list[JobSettings] = []
+    _secret_refs: dict[str, str] = PrivateAttr(default_factory=dict)  # dotted key -> name
+
+    def secret_name(self, where: str) -> str | None:
+        """The vault name behind a key that was written ``secret:NAME`` (``model.api_key``)."""
+        return self._secret_refs.get(where)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -147,6 +183,14 @@ class Settings(_Model):
             if problem is not None:
                 raise ValueError(f"pairings.{i}.channel: {problem}")
         self._check_jobs(ids)
+        for i, agent in enumerate(self.agents):
+            usd = agent.daily_usd_budget or self.model.daily_usd_budget
+            for model in agent.models or [agent.model or self.model.name]:
+                if usd is not None and model not in self.model.prices:
+                    raise ValueError(
+                        f"agents.{i}: a daily_usd_budget needs a price for {model!r};"
+                        " add it under model.prices"
+                    )
         return self
 
     def _check_jobs(self, ids: list[str]) -> None:
@@ -191,27 +235,78 @@ class Settings(_Model):
 _SCHEDULE_KEYS = ("schedule", "every", "at")
 
 
-def resolve_references(value: Any, env: Mapping[str, str], where: str = "") -> Any:
-    """Replace ``env:NAME`` strings anywhere in the tree; ``where`` is the dotted key for errors."""
+SecretLookup = Callable[[str], str]  # name -> value; raises ConfigError when missing
+
+
+def resolve_references(
+    value: Any,
+    env: Mapping[str, str],
+    where: str = "",
+    secret: SecretLookup | None = None,
+    found: dict[str, str] | None = None,
+) -> Any:
+    """Replace ``env:NAME`` and ``secret:NAME`` strings anywhere in the tree; ``where`` is the
+    dotted key for errors; ``found`` collects ``{dotted key: secret name}``. Values that are
+    credentials join the redactor."""
     if isinstance(value, dict):
         return {
-            k: resolve_references(v, env, f"{where}.{k}" if where else str(k))
+            k: resolve_references(v, env, f"{where}.{k}" if where else str(k), secret, found)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [resolve_references(v, env, f"{where}.{i}") for i, v in enumerate(value)]
-    if isinstance(value, str) and REFERENCE.fullmatch(value) and value.startswith("env:"):
-        name = value[4:]
+        return [
+            resolve_references(v, env, f"{where}.{i}", secret, found) for i, v in enumerate(value)
+        ]
+    if not (isinstance(value, str) and REFERENCE.fullmatch(value)):
+        return value
+    kind, name = value.split(":", 1)
+    if kind == "env":
         if not env.get(name):
             raise ConfigError(
-                f"{where}: {name} is not set", f"export {name}=... or write the value"
+                f"{where}: {name} is not set", f"export {name}=... or use secret:NAME"
             )
+        if CREDENTIAL_KEY.search(where.rsplit(".", 1)[-1]):
+            SECRETS.add(env[name])
         return env[name]
-    if isinstance(value, str) and REFERENCE.fullmatch(value):
+    if secret is None:
+        raise ConfigError(f"{where}: secret:{name} needs the vault", "")
+    try:
+        resolved = secret(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.problem}", exc.fix) from None
+    if found is not None:
+        found[where] = name
+    return resolved
+
+
+def _has_secrets(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_secrets(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_secrets(v) for v in value)
+    return (
+        isinstance(value, str) and value.startswith("secret:") and bool(REFERENCE.fullmatch(value))
+    )
+
+
+def vault_of(path: Path | str, env: Mapping[str, str] | None = None) -> Vault:
+    """The vault a config file names (its data_dir and ``vault:`` block), without resolving or
+    validating the rest: ``clawpen secrets set`` must work before the config is complete."""
+    from .vault import open_vault
+
+    path = Path(path)
+    raw = read_yaml(path)
+    block = raw.get("vault") or {}
+    try:
+        settings = VaultSettings.model_validate(block)
+    except ValidationError as exc:
         raise ConfigError(
-            f"{where}: secret references are not supported yet", "use env:NAME for now"
-        )
-    return value
+            f"{path}: vault.{_format_validation(exc)}", "fix the value in the file"
+        ) from None
+    key_file = settings.key_file
+    if key_file is not None and not key_file.is_absolute():
+        key_file = (path.resolve().parent / key_file).resolve()
+    return open_vault(data_dir_of(path), settings.backend, key_file, env)
 
 
 def _format_validation(error: ValidationError) -> str:
@@ -251,9 +346,14 @@ def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Set
     """Read, resolve and validate a config file; relative paths are relative to the file."""
     path = Path(path)
     raw = read_yaml(path)
+    env = os.environ if env is None else env
+    found: dict[str, str] = {}
     try:
-        resolved = resolve_references(raw, os.environ if env is None else env)
+        lookup = _vault_lookup(vault_of(path, env)) if _has_secrets(raw) else None
+        resolved = resolve_references(raw, env, secret=lookup, found=found)
     except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.problem}", exc.fix) from None
+    except ClawpenError as exc:  # the vault itself cannot be read
         raise ConfigError(f"{path}: {exc.problem}", exc.fix) from None
     try:
         settings = Settings.model_validate(resolved)
@@ -264,7 +364,19 @@ def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Set
     data_dir = settings.data_dir
     if not data_dir.is_absolute():
         data_dir = (path.resolve().parent / data_dir).resolve()
-    return settings.model_copy(update={"data_dir": data_dir})
+    settings = settings.model_copy(update={"data_dir": data_dir})
+    settings._secret_refs = found
+    return settings
+
+
+def _vault_lookup(vault: Vault) -> SecretLookup:
+    def lookup(name: str) -> str:
+        try:
+            return vault.get(name, component="config")
+        except ClawpenError as exc:
+            raise ConfigError(exc.problem, exc.fix) from None
+
+    return lookup
 
 
 def data_dir_of(path: Path | str) -> Path:

@@ -41,6 +41,7 @@ from .models import (
 )
 from .outbox import Outbox
 from .ratelimit import KeyedBuckets
+from .redact import SECRETS
 from .retry import AGENT
 from .router import MAX_TEXT, route
 from .store import Lease, Store, until_written
@@ -140,11 +141,17 @@ class Dispatcher:
         self._strangers: KeyedBuckets[str] = KeyedBuckets(STRANGERS_PER_HOUR / 3600, 3)
         self.running: dict[str, ClaimedTask] = {}  # agent id -> the task it works on now
         self.job_done: Callable[[], None] = lambda: None  # a job's run ended (the scheduler's)
+        self._notices: dict[str, list[str]] = {}  # agent -> said with its task's reply
 
     def wake(self, agent_id: str) -> None:
         """The agent has new work in the store (a job's run was queued for it)."""
         if agent_id in self._wakeups:
             self._wakeups[agent_id].set()
+
+    def notice(self, agent_id: str, text: str) -> None:
+        """Something the user must hear about the agent (its budget nearly spent): added to
+        the reply of the task it is working on, or of its next one."""
+        self._notices.setdefault(agent_id, []).append(text)
 
     async def open(self) -> None:
         """Restore the config file's pairings (those made at runtime are kept) and load them."""
@@ -387,6 +394,8 @@ class Dispatcher:
         )
         self.metrics.tasks.labels(claimed.agent_id, "ok" if error is None else "error").inc()
         self.metrics.task_seconds.labels(claimed.agent_id).observe(duration)
+        notices = self._notices.pop(claimed.agent_id, [])
+        text = "\n\n".join(part for part in [text, *notices] if part)
         await self._finish(claimed, text, error, context)
 
     @contextlib.asynccontextmanager
@@ -422,7 +431,7 @@ class Dispatcher:
             lines=lines,
             model=agent.model or self.settings.model.name,
             system_prompt=agent.system_prompt,
-            max_tokens=self.settings.model.max_tokens,
+            max_tokens=agent.max_tokens or self.settings.model.max_tokens,
             files=files,
         )
         attempts = claimed.attempts
@@ -492,12 +501,13 @@ def _job_of(claimed: ClaimedTask) -> str | None:
 
 
 def _reply_text(text: str, error: str | None, job: str | None = None) -> str:
-    """What the user reads: the answer, or why there is none; clean, and not endless."""
+    """What the user reads: the answer, or why there is none; clean, not endless, and without
+    any secret value this process knows (an agent that echoes a key must not post it)."""
     if error is not None and job is not None:
         text = f"The scheduled job {job} failed: {error}"
     elif error is not None:
         text = f"Sorry, I could not answer that: {error}"
-    return clip(clean_text(text), MAX_REPLY, "\n[reply cut at {limit} characters]")
+    return clip(SECRETS(clean_text(text)), MAX_REPLY, "\n[reply cut at {limit} characters]")
 
 
 def _agent_times(extra: dict[str, object]) -> dict[str, float]:

@@ -5,8 +5,8 @@ Events are snake_case (``message_routed``); context keys follow the seed's log s
 
 Every event, at any level, first goes to the in-process subscribers (``subscribe``: the
 benchmark, a dashboard later), so they listen to what the log says instead of patching methods.
-Then repeated warnings and errors are rate-limited, the level is applied, and the line is
-written.
+Then repeated warnings and errors are rate-limited, the level is applied, the line is rendered,
+every known secret value is taken out of it (``redact.py``), and it is written.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from structlog.exceptions import DropEvent
 from structlog.typing import EventDict, WrappedLogger
 
 from .ratelimit import KeyedBuckets
+from .redact import SECRETS
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -144,6 +145,13 @@ class LineWriter:
                     self._idle.set()
 
 
+def redact_line(logger: WrappedLogger, method: str, line: Any) -> Any:
+    """The last step, after rendering (so ``line`` is the rendered text): no known secret value
+    leaves in a log line, wherever it hides (a field, an exception's message, a traceback, a
+    library's own log)."""
+    return SECRETS(line) if isinstance(line, str) else line
+
+
 def _dropped_line(count: int) -> str:
     event = {"event": "log_lines_dropped", "count": count, "level": "error"}
     return json.dumps(event) + "\n"
@@ -166,7 +174,11 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processor=structlog.processors.JSONRenderer(),
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+                redact_line,
+            ],
             foreign_pre_chain=[
                 structlog.stdlib.add_logger_name,
                 structlog.processors.add_log_level,
@@ -187,6 +199,7 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(sort_keys=False),
+            redact_line,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.WriteLoggerFactory(out),  # type: ignore[arg-type]

@@ -10,6 +10,11 @@ Each agent has at most ``calls_allowed(agent)`` calls in flight upstream; one mo
 ``slot_wait`` seconds for a slot, then gets a 429 (the agent retries those). So one agent's slow
 or numerous calls never make another agent's call wait. The body arrives read and parsed by the
 door (``agentapi.py``), under its caps.
+
+Before a call goes out, ``modelrequest.decide`` keeps only what may go upstream (known fields,
+allowed models and tools, a clamped ``max_tokens``) and ``budget.py`` reserves what it may
+cost; after it, whatever happened (an answer, an error, the agent hanging up mid-stream), the
+reservation is settled and the charge handed to ``on_usage``.
 """
 
 from __future__ import annotations
@@ -25,18 +30,26 @@ from aiohttp import web
 
 from clawpen_agent.protocol import ProtocolError
 
+from .budget import Budget, Charge, Reservation
 from .door import log_refusal
+from .errors import ClawpenError
 from .logging import get_logger
+from .modelrequest import AgentPolicy, beta_header, decide, estimate_input_tokens
 
-FORWARDED_HEADERS = ("content-type", "anthropic-version", "anthropic-beta", "accept")
+FORWARDED_HEADERS = ("content-type", "anthropic-version", "accept")
 DEFAULT_MAX_MODEL_CALLS = 4
-# agent, model, input_tokens, output_tokens
-UsageSink = Callable[[str, str, int, int], Awaitable[None]]
-Admission = Callable[[str, str], Awaitable[str | None]]  # agent, model -> why it may not
+UsageSink = Callable[[Charge], Awaitable[None]]
+PolicyFor = Callable[[str], AgentPolicy]  # agent id -> what it may send
 
 
-async def admit_all(agent_id: str, model: str) -> str | None:
-    return None
+def any_model(agent_id: str) -> AgentPolicy:
+    """No policy (tests of the relay itself): every model, max_tokens up to the API's most."""
+    return AgentPolicy(models=_Anything(), max_tokens=128_000)
+
+
+class _Anything(tuple[str, ...]):
+    def __contains__(self, item: object) -> bool:
+        return True
 
 
 def requested_call(payload: Any) -> tuple[str, bool]:
@@ -60,13 +73,22 @@ def api_error(
 
 
 class UsageTap:
-    """Reads ``usage`` from a JSON body or from the SSE events of a stream, chunk by chunk."""
+    """Reads ``usage`` from a JSON body or from the SSE events of a stream, chunk by chunk.
+    ``complete``: the final count was seen (a JSON body's, or a stream's ``message_delta``);
+    until then the output is not known. Cache writes and reads count as input."""
+
+    INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
     def __init__(self, streaming: bool) -> None:
         self.streaming = streaming
         self.buffer = b""
-        self.input_tokens = 0
+        self.inputs = dict.fromkeys(self.INPUT_FIELDS, 0)
         self.output_tokens = 0
+        self.complete = False
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(self.inputs.values())
 
     def feed(self, chunk: bytes) -> None:
         self.buffer += chunk
@@ -90,10 +112,13 @@ class UsageTap:
             return
         try:  # the upstream is trusted, but a surprise in its answer must not fail the call
             usage = event.get("usage") or (event.get("message") or {}).get("usage") or {}
-            self.input_tokens = max(self.input_tokens, int(usage.get("input_tokens") or 0))
+            for name in self.INPUT_FIELDS:
+                self.inputs[name] = max(self.inputs[name], int(usage.get(name) or 0))
             self.output_tokens = max(self.output_tokens, int(usage.get("output_tokens") or 0))
         except (AttributeError, TypeError, ValueError):
             return
+        if usage and (not self.streaming or event.get("type") == "message_delta"):
+            self.complete = True
 
 
 UpstreamFor = Callable[[str], aiohttp.ClientSession]  # agent id -> the session for its calls
@@ -109,9 +134,10 @@ class ModelProxy:
         self,
         upstream: aiohttp.ClientSession | UpstreamFor,
         base_url: str,
-        api_key: str,
+        api_key: str | Callable[[], str],
         on_usage: UsageSink,
-        admit: Admission = admit_all,
+        policy: PolicyFor = any_model,
+        budget: Budget | None = None,
         calls_allowed: Callable[[str], int] = lambda agent_id: DEFAULT_MAX_MODEL_CALLS,
         slot_wait: float = 2.0,
         write_timeout: float = 60.0,
@@ -120,9 +146,10 @@ class ModelProxy:
             (lambda agent_id: upstream) if isinstance(upstream, aiohttp.ClientSession) else upstream
         )
         self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
+        self.api_key: Callable[[], str] = (lambda: api_key) if isinstance(api_key, str) else api_key
         self.on_usage = on_usage
-        self.admit = admit
+        self.policy = policy
+        self.budget = budget or Budget()
         self.calls_allowed = calls_allowed
         self.slot_wait = slot_wait
         self.write_timeout = write_timeout  # an agent that stops reading frees its slot
@@ -138,10 +165,22 @@ class ModelProxy:
         except ProtocolError as exc:
             log_refusal(agent_id, "invalid_model_request", status=400, error=str(exc))
             return api_error(400, "invalid_request_error", str(exc))
-        refusal = await self.admit(agent_id, model)
-        if refusal is not None:
-            self.log.warning("model_call_refused", agentId=agent_id, reason=refusal)
-            return api_error(403, "permission_error", refusal)  # not retried: it will not pass
+        policy = self.policy(agent_id)
+        decision = decide(payload, policy)
+        if decision.refusal is not None:
+            self.log.warning("model_call_refused", agentId=agent_id, reason=decision.refusal)
+            kind = "permission_error" if decision.status == 403 else "invalid_request_error"
+            return api_error(decision.status, kind, decision.refusal)  # not retried
+        if decision.dropped:
+            log_refusal(agent_id, "model_request_filtered", status=200, dropped=decision.dropped)
+        outgoing = decision.body
+        reservation = await self.budget.reserve(
+            agent_id, model, estimate_input_tokens(outgoing), outgoing["max_tokens"]
+        )
+        if isinstance(reservation, str):
+            self.log.warning("model_call_refused", agentId=agent_id, reason=reservation)
+            return api_error(403, "permission_error", reservation)
+        outgoing["max_tokens"] = reservation.max_tokens
         slots = self._slots.get(agent_id)
         if slots is None:
             slots = self._slots[agent_id] = asyncio.Semaphore(self.calls_allowed(agent_id))
@@ -149,45 +188,77 @@ class ModelProxy:
             async with asyncio.timeout(self.slot_wait):
                 await slots.acquire()
         except TimeoutError:
+            self.budget.release(reservation)
             limit = self.calls_allowed(agent_id)
             log_refusal(agent_id, "too_many_model_calls", status=429, limit=limit)
             message = f"agent {agent_id} has {limit} model calls in flight; retry shortly"
             return api_error(429, "rate_limit_error", message, {"retry-after": "1"})
+        except BaseException:
+            self.budget.release(reservation)
+            raise
         try:
-            return await self._forward(agent_id, request, body, model, streaming)
+            beta = beta_header(request.headers.get("anthropic-beta"), policy)
+            return await self._forward(agent_id, request, outgoing, beta, reservation, streaming)
         finally:
             slots.release()
 
     async def _forward(
-        self, agent_id: str, request: web.Request, body: bytes, model: str, streaming: bool
+        self,
+        agent_id: str,
+        request: web.Request,
+        payload: dict[str, Any],
+        beta: str | None,
+        reservation: Reservation,
+        streaming: bool,
     ) -> web.StreamResponse:
+        """Send the call and relay its answer; the reservation is settled whatever happens."""
+        model = reservation.model
         headers = {k: v for k in FORWARDED_HEADERS if (v := request.headers.get(k))}
+        headers["content-type"] = "application/json"
         headers.setdefault("anthropic-version", "2023-06-01")
-        headers["x-api-key"] = self.api_key
+        if beta:
+            headers["anthropic-beta"] = beta
+        try:
+            headers["x-api-key"] = self.api_key()
+        except ClawpenError as exc:  # the vault cannot give the key (removed, unreadable)
+            self.budget.release(reservation)
+            self.log.error("model_key_unavailable", agentId=agent_id, error=str(exc))
+            return api_error(503, "api_error", "the model key is not available; see the log")
         headers["accept-encoding"] = "identity"  # relay bytes as they are, never re-encoded
         url = self.base_url + request.path_qs
         started = time.perf_counter()
         tap = UsageTap(streaming)
         session = self.upstream_for(agent_id)
+        body = json.dumps(payload).encode()
         try:
             upstream = await session.post(
                 url, data=body, headers=headers, timeout=UPSTREAM_TIMEOUT, auto_decompress=False
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self.budget.release(reservation)  # it never reached the provider
             self.log.warning("model_call_failed", agentId=agent_id, error=str(exc) or repr(exc))
             return api_error(502, "api_error", f"model upstream unreachable: {type(exc).__name__}")
+        except BaseException:
+            self.budget.release(reservation)
+            raise
         response = web.StreamResponse(status=upstream.status)
         content_type = upstream.headers.get("content-type", "application/json")
         response.content_type = content_type.split(";")[0]
         for name in ("request-id", "retry-after", "anthropic-ratelimit-requests-remaining"):
             if name in upstream.headers:
                 response.headers[name] = upstream.headers[name]
+        settled = False
         try:
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 tap.feed(chunk)
                 async with asyncio.timeout(self.write_timeout):
                     await response.write(chunk)
+            # charged before the agent sees the end of the answer: a warning it triggers then
+            # goes with the reply of the task that made the call
+            tap.close()
+            settled = True
+            await self._settle(reservation, upstream.status, tap)
             await response.write_eof()
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             # Part of an answer was relayed: cut the connection, so the agent sees a broken
@@ -197,9 +268,10 @@ class ModelProxy:
                 request.transport.abort()
         finally:
             upstream.release()
-            tap.close()
-            # Also when the agent hung up mid-stream: the tokens were spent all the same.
-            await self._record_usage(agent_id, model, tap)
+            if not settled:
+                tap.close()
+                # Also when the agent hung up mid-stream: the tokens were spent all the same.
+                await self._settle(reservation, upstream.status, tap)
         self.log.info(
             "model_call",
             agentId=agent_id,
@@ -212,15 +284,18 @@ class ModelProxy:
         )
         return response
 
-    async def _record_usage(self, agent_id: str, model: str, tap: UsageTap) -> None:
-        if not (tap.input_tokens or tap.output_tokens):
+    async def _settle(self, reservation: Reservation, status: int, tap: UsageTap) -> None:
+        """An error answer costs nothing (the provider bills none); an answer whose usage was
+        not seen to the end is charged at the reservation."""
+        if status != 200 and not tap.complete:
+            self.budget.release(reservation)
             return
+        charge = self.budget.settle(reservation, tap.input_tokens, tap.output_tokens, tap.complete)
         try:
             # shielded: a cancelled call (the agent hung up) still gets its tokens counted
-            usage = self.on_usage(agent_id, model, tap.input_tokens, tap.output_tokens)
-            await asyncio.shield(usage)
+            await asyncio.shield(self.on_usage(charge))
         except Exception as exc:  # the call happened; losing its accounting must not fail it
-            self.log.error("usage_unrecorded", agentId=agent_id, error=repr(exc))
+            self.log.error("usage_unrecorded", agentId=reservation.agent_id, error=repr(exc))
 
 
 def _cut_cause(exc: Exception) -> str:

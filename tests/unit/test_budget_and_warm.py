@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import httpx
@@ -26,19 +27,19 @@ async def test_agent_over_its_daily_budget_is_refused_and_the_user_told(
             "name": "claude-test",
             "base_url": fake_model.url,
             "api_key": api_key,
-            "daily_token_budget": 5,
+            "daily_token_budget": 10_000,
         },
     )
+    # earlier today it spent all but a few tokens of its budget
+    await orchestrator.store.record_usage("assistant", "claude-test", 9_000, 990, time.time())
     async with running(orchestrator):
-        await fake_telegram.push_text(1001, "the first call is within budget")
-        await fake_telegram.wait_for_sent(1)
         await fake_telegram.push_text(1001, "this one is over it")
-        await fake_telegram.wait_for_sent(2)
-    first, second = fake_telegram.texts_to(1001)
-    assert first == "echo: the first call is within budget"
-    assert second.startswith("Sorry, I could not answer that: model call failed: HTTP 403")
-    assert "daily_token_budget" in second
-    assert len(fake_model.requests) == 1  # the refused call never reached the upstream
+        await fake_telegram.wait_for_sent(1)
+    [reply] = fake_telegram.texts_to(1001)
+    assert reply.startswith("Sorry, I could not answer that: model call failed: HTTP 403")
+    assert "has used 9,990 of its 10,000 model tokens for today (UTC)" in reply
+    assert "raise daily_token_budget or wait for tomorrow" in reply
+    assert fake_model.requests == []  # the refused call never reached the upstream
 
 
 async def test_warm_agent_is_running_before_its_first_message(
@@ -65,7 +66,7 @@ async def test_an_agent_cannot_call_a_model_other_than_its_own(
             own = await agent.post("/v1/messages", json={**request, "model": "claude-test"})
     assert pricier.status_code == 403
     assert pricier.json()["error"]["message"] == (
-        "agent assistant may use model claude-test only, not 'claude-opus'"
+        "model 'claude-opus' is not allowed here (allowed: claude-test)"
     )
     assert own.status_code == 200
     assert [r["model"] for r in fake_model.requests] == ["claude-test"]

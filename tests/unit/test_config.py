@@ -180,8 +180,8 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         MINIMAL.replace("api_key: env:ANTHROPIC_API_KEY", "api_key: secret:anthropic"),
-        ["model.api_key", "secret references are not supported yet", "use env:NAME"],
-        id="secret_reference",
+        ["model.api_key: no secret 'anthropic' in the vault", "clawpen secrets set anthropic"],
+        id="secret_reference_missing",
     ),
     pytest.param("- just\n- a list\n", ["expected a mapping"], id="not_a_mapping"),
     pytest.param("", ["expected a mapping"], id="empty_file"),

@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from clawpen.agentapi import AgentSession
+from clawpen.budget import Charge
 from clawpen.proxy import ModelProxy
 from clawpen.testing import serve_on_loopback
 from clawpen.testing.fake_model import FakeModel
@@ -58,8 +59,8 @@ async def serve_proxy(
 ) -> AsyncIterator[Rig]:
     rig = Rig(fake=fake, key=key, socket_path=tmp_path / "sock" / "agent.sock")
 
-    async def collect(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
-        rig.usage.append((agent, model, input_tokens, output_tokens))
+    async def collect(charge: Charge) -> None:
+        rig.usage.append((charge.agent_id, charge.model, charge.input_tokens, charge.output_tokens))
 
     upstream = aiohttp.ClientSession()
     session = AgentSession("a1", tmp_path / "sock", ModelProxy(upstream, base_url, key, collect))
@@ -302,7 +303,7 @@ async def test_calls_past_an_agents_cap_wait_then_get_429_while_another_agent_go
     fake.delay = 1.0  # every call "thinks" for a second
     upstream = aiohttp.ClientSession()
 
-    async def no_usage(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
+    async def no_usage(charge: Charge) -> None:
         pass
 
     proxy = ModelProxy(
@@ -362,8 +363,8 @@ async def test_usage_is_recorded_when_the_agent_hangs_up_mid_stream(tmp_path: Pa
     runner, url = await serve_on_loopback(app)
     usage: list[tuple[str, str, int, int]] = []
 
-    async def record(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
-        usage.append((agent, model, input_tokens, output_tokens))
+    async def record(charge: Charge) -> None:
+        usage.append((charge.agent_id, charge.model, charge.input_tokens, charge.output_tokens))
 
     upstream = aiohttp.ClientSession()
     session = AgentSession("a1", tmp_path / "s", ModelProxy(upstream, url, "k", record))
@@ -383,4 +384,5 @@ async def test_usage_is_recorded_when_the_agent_hangs_up_mid_stream(tmp_path: Pa
         await session.close()
         await upstream.close()
         await runner.cleanup()
-    assert usage == [("a1", MODEL, 321, 0)]
+    # the output was never counted: the call is charged what it reserved (max_tokens 64)
+    assert usage == [("a1", MODEL, 321, 64)]

@@ -63,6 +63,20 @@ class Lease:
     until: float
 
 
+@dataclass(frozen=True)
+class UsageRow:
+    """One agent's model use on one UTC day, one model (``clawpen usage``)."""
+
+    day: str  # YYYY-MM-DD
+    agent_id: str
+    model: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    usd: float
+    estimated: int  # calls whose usage was not known, charged at their reservation
+
+
 class Store(Protocol):
     # -- inbound -------------------------------------------------------------------------------
 
@@ -144,10 +158,23 @@ class Store(Protocol):
     ) -> None: ...
 
     async def record_usage(
-        self, agent_id: str, model: str, input_tokens: int, output_tokens: int, now: float
+        self,
+        agent_id: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        now: float,
+        usd: float = 0.0,
+        estimated: bool = False,
     ) -> None: ...
 
     async def tokens_used_since(self, agent_id: str, since: float) -> int: ...
+
+    async def spent_since(self, agent_id: str, since: float) -> tuple[int, float]:
+        """Tokens (input + output) and US dollars charged to the agent since then."""
+
+    async def usage_by_day(self, since: float, agent_id: str | None = None) -> list[UsageRow]:
+        """Per UTC day, agent and model, oldest first."""
 
     async def sync_config_pairings(self, pairings: dict[str, str], now: float) -> None:
         """Make the config file's pairings exactly those with source 'config'."""

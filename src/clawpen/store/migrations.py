@@ -192,4 +192,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX job_runs_by_job ON job_runs (job, id);
     CREATE INDEX job_runs_by_message ON job_runs (message_id);
     """,
+    # 10: spending: what each model call cost, and whether its usage was only estimated
+    """
+    ALTER TABLE usage ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

@@ -33,7 +33,7 @@ from ..models import (
     Stranger,
     TaskFile,
 )
-from .base import Lease
+from .base import Lease, UsageRow
 from .migrations import MIGRATIONS
 from .worker import Worker, classify, connect
 
@@ -257,26 +257,49 @@ class SQLiteStore:
         )
 
     async def record_usage(
-        self, agent_id: str, model: str, input_tokens: int, output_tokens: int, now: float
+        self,
+        agent_id: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        now: float,
+        usd: float = 0.0,
+        estimated: bool = False,
     ) -> None:
         await self._write(
             lambda db: db.execute(
-                "INSERT INTO usage (agent_id, model, input_tokens, output_tokens, at)"
-                " VALUES (?,?,?,?,?)",
-                (agent_id, model, input_tokens, output_tokens, now),
+                "INSERT INTO usage (agent_id, model, input_tokens, output_tokens, at, cost_usd,"
+                " estimated) VALUES (?,?,?,?,?,?,?)",
+                (agent_id, model, input_tokens, output_tokens, now, usd, int(estimated)),
             )
         )
 
     async def tokens_used_since(self, agent_id: str, since: float) -> int:
-        def used(db: sqlite3.Connection) -> int:
+        return (await self.spent_since(agent_id, since))[0]
+
+    async def spent_since(self, agent_id: str, since: float) -> tuple[int, float]:
+        def spent(db: sqlite3.Connection) -> tuple[int, float]:
             row = db.execute(
-                "SELECT COALESCE(SUM(input_tokens + output_tokens), 0) FROM usage"
-                " WHERE agent_id=? AND at>=?",
+                "SELECT COALESCE(SUM(input_tokens + output_tokens), 0), COALESCE(SUM(cost_usd), 0)"
+                " FROM usage WHERE agent_id=? AND at>=?",
                 (agent_id, since),
             ).fetchone()
-            return int(row[0])
+            return int(row[0]), float(row[1])
 
-        return await self._read(used)
+        return await self._read(spent)
+
+    async def usage_by_day(self, since: float, agent_id: str | None = None) -> list[UsageRow]:
+        def rows(db: sqlite3.Connection) -> list[UsageRow]:
+            found = db.execute(
+                "SELECT date(at, 'unixepoch') AS day, agent_id, model, COUNT(*),"
+                " SUM(input_tokens), SUM(output_tokens), SUM(cost_usd), SUM(estimated)"
+                " FROM usage WHERE at>=? AND (? IS NULL OR agent_id=?)"
+                " GROUP BY day, agent_id, model ORDER BY day, agent_id, model",
+                (since, agent_id, agent_id),
+            ).fetchall()
+            return [UsageRow(*row) for row in found]
+
+        return await self._read(rows)
 
     async def sync_config_pairings(self, pairings: dict[str, str], now: float) -> None:
         def sync(db: sqlite3.Connection) -> None:
