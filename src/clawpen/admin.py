@@ -95,7 +95,12 @@ class AdminServer:
             )
         body = await request.json()
         try:
-            reply = await self.cli.ask(str(body["agent"]), str(body["text"]), body.get("sender"))
+            reply = await self.cli.ask(
+                str(body["agent"]),
+                str(body["text"]),
+                body.get("sender"),
+                str(body.get("session") or ""),
+            )
         except LookupError as exc:
             return web.json_response({"error": str(exc)}, status=404)
         except StoreError as exc:

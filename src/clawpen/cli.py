@@ -11,7 +11,6 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -114,28 +113,34 @@ def chat(
         str | None, typer.Argument(help="Send one message and print the reply.")
     ] = None,
     agent: Annotated[str | None, typer.Option("--agent", "-a", help="Agent id.")] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Continue this named conversation.")
+    ] = None,
     config: ConfigOption = Path(DEFAULT_PATH),
 ) -> None:
-    """Chat with an agent through the running orchestrator."""
+    """Chat with an agent through the running orchestrator: each run is a conversation of its
+    own (name one with --session to come back to it)."""
+    import uuid
+
+    from . import chatui
+
     agent_id = agent or _guard(lambda: _first_agent(config))
+    conversation = session or uuid.uuid4().hex[:12]
 
     def ask(text: str) -> str:
-        reply = _admin(config, "POST", "/v1/chat", {"agent": agent_id, "text": text})
-        return str(reply["reply"])
+        body = {"agent": agent_id, "text": text, "session": conversation}
+        return str(_guard(lambda: _admin(config, "POST", "/v1/chat", body))["reply"])
 
     if message is not None:
-        print(_guard(lambda: ask(message)))
+        print(chatui.shown(ask(message)))
         return
+    _guard(lambda: _admin(config, "GET", "/v1/status"))  # no orchestrator: say so before typing
     print(f"chatting with {agent_id} (Ctrl-D to leave)", file=sys.stderr)
-    prompt = "you> " if sys.stdin.isatty() else ""  # piped input gets clean output
-    while True:
-        try:
-            line = input(prompt)
-        except (EOFError, KeyboardInterrupt):
-            print(file=sys.stderr)
-            return
-        if line.strip():
-            print(f"{agent_id}> {_guard(partial(ask, line))}")
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        history = _guard(lambda: data_dir_of(config)) / "chat_history"
+        chatui.interactive(agent_id, ask, history if history.parent.is_dir() else None)
+    else:
+        chatui.piped(agent_id, ask)  # piped input gets clean output
 
 
 @app.command()
