@@ -157,6 +157,8 @@ class Settings(_Model):
     docker_host: str | None = None
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="on 127.0.0.1")
+    # new messages are refused (left with the platform) while less than this is free
+    disk_reserve_mb: int = Field(64, ge=0)
     model: ModelSettings
     vault: VaultSettings = VaultSettings()
     agents: list[AgentSettings] = Field(min_length=1)
