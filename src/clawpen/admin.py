@@ -6,6 +6,7 @@ A Unix socket with owner-only permissions: being able to connect is the authoriz
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,9 @@ class AdminServer:
         app.router.add_post("/v1/jobs/{name}/{action}", self._job_action)
         app.router.add_get("/v1/jobs/{name}/runs", self._job_runs)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/v1/strangers", self._strangers)
+        app.router.add_get("/v1/agents", self._agents)
+        app.router.add_post("/v1/agents/{agent}/{action}", self._agent_action)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=2
         )
@@ -95,7 +99,12 @@ class AdminServer:
             )
         body = await request.json()
         try:
-            reply = await self.cli.ask(str(body["agent"]), str(body["text"]), body.get("sender"))
+            reply = await self.cli.ask(
+                str(body["agent"]),
+                str(body["text"]),
+                body.get("sender"),
+                str(body.get("session") or ""),
+            )
         except LookupError as exc:
             return web.json_response({"error": str(exc)}, status=404)
         except StoreError as exc:
@@ -193,6 +202,49 @@ class AdminServer:
         except ClawpenError as exc:
             return web.json_response({"error": str(exc)}, status=404)
         return web.json_response([describe_run(r, job.spec.timezone) for r in runs])
+
+    # -- finding a chat to pair, and the agents' containers ----------------------------------
+
+    async def _strangers(self, request: web.Request) -> web.Response:
+        """Unpaired chats that wrote in the last week: what `clawpen pairings --pending` lists."""
+        chats = await self.dispatcher.store.stranger_chats(time.time() - 7 * 86_400)
+        return web.json_response([dataclasses.asdict(chat) for chat in chats])
+
+    async def _agents(self, request: web.Request) -> web.Response:
+        pool = self.dispatcher.pool
+        return web.json_response(
+            [
+                {
+                    "id": agent_id,
+                    "container": pool.containers.get(agent_id),
+                    "connected": session.connected,
+                    "busy": agent_id in pool.busy,
+                }
+                for agent_id, session in sorted(pool.sessions.items())
+            ]
+        )
+
+    async def _agent_action(self, request: web.Request) -> web.Response:
+        """``stop`` ends the container (the next message starts a fresh one); ``restart`` also
+        starts it again now; ``reset`` stops it and empties its workspace."""
+        pool = self.dispatcher.pool
+        agent_id, action = request.match_info["agent"], request.match_info["action"]
+        if agent_id not in pool.sessions:
+            return web.json_response({"error": f"no agent {agent_id!r}"}, status=404)
+        if action not in ("stop", "restart", "reset"):
+            return web.json_response({"error": f"no action {action!r}"}, status=404)
+        await pool.stop(agent_id, f"clawpen agents {action}")
+        if action == "reset":
+            reset = getattr(pool.runtime, "reset_workspace", None)
+            if reset is None:
+                return web.json_response({"error": "this runtime keeps no workspace"}, status=409)
+            await reset(agent_id)
+        if action == "restart":
+            try:
+                await pool.ensure(agent_id)
+            except ClawpenError as exc:
+                return web.json_response({"error": str(exc)}, status=503)
+        return web.json_response({"agent": agent_id, "done": action})
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(await self.status())

@@ -28,6 +28,7 @@ from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
 from .channels.registry import plugins
 from .config import CREDENTIAL_KEY, Settings
+from .disk import DiskGuard
 from .dispatch import ChannelInbox, Dispatcher, Leases
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
@@ -89,6 +90,7 @@ class Orchestrator:
         self._lock = hold_lock(settings.data_dir / "clawpen.lock")
         self.metrics = Metrics()
         self.store = store if store is not None else SQLiteStore(settings.data_dir / "clawpen.db")
+        self.disk = DiskGuard(settings.data_dir, settings.disk_reserve_mb)
         self.leases = Leases(f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
         self.runtime = runtime if runtime is not None else docker_runtime(settings)
         # No pool-wide cap: each agent's max_model_calls bounds the connections, so that one
@@ -131,6 +133,7 @@ class Orchestrator:
         )
         self.scheduler = Scheduler(settings, self.store, self.dispatcher.wake, clock)
         self.dispatcher.job_done = self.scheduler.wake
+        self.dispatcher.admit = self.disk.admit
         self.agent_jobs = AgentJobs(self.scheduler, self.dispatcher)
         for session in self.pool.sessions.values():
             session.jobs = self.agent_jobs
@@ -218,7 +221,22 @@ class Orchestrator:
             },
             "counts": await self.store.counts(),
             "vault": self._vault_status(),
+            **await self._operations_status(now),
         }
+
+    async def _operations_status(self, now: float) -> dict[str, Any]:
+        """What an operator reads first: jobs, today's spend per agent, the disk."""
+        from .scheduler import describe_job
+
+        midnight = now - now % 86_400
+        spend: dict[str, float] = {}
+        for row in await self.store.usage_by_day(midnight):
+            spend[row.agent_id] = round(spend.get(row.agent_id, 0.0) + row.usd, 6)
+        jobs = [
+            {k: describe_job(job)[k] for k in ("name", "agent", "state", "next_run", "last_result")}
+            for job in await self.scheduler.jobs()
+        ]
+        return {"jobs": jobs, "spend_today_usd": spend, "disk": self.disk.describe()}
 
     def _vault_status(self) -> dict[str, Any]:
         try:
@@ -296,6 +314,7 @@ class Orchestrator:
         expired_at = 0.0
         while True:
             now = self.leases.clock()
+            self.disk.check()  # warnings as free space falls, even with no message arriving
             try:
                 await self.store.renew_leases(self.leases.lease(now))
                 if now - expired_at > 3600:

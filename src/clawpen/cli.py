@@ -11,13 +11,12 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from .config import DEFAULT_PATH, data_dir_of, load_settings
+from .config import DEFAULT_PATH, data_dir_of, load_settings, read_yaml
 from .errors import ClawpenError, OrchestratorUnavailable
 
 if TYPE_CHECKING:
@@ -39,6 +38,24 @@ ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", envvar="CLAWPEN_CONFIG", help="The config file.")
 ]
 T = TypeVar("T")
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        print(f"clawpen {version('clawpen')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Personal Claude agents, each in its own locked-down container, on your chat apps."""
 
 
 def _fail(error: ClawpenError) -> NoReturn:
@@ -102,8 +119,6 @@ def _admin(config: Path, method: str, path: str, body: dict[str, Any] | None = N
 
 
 def _first_agent(config: Path) -> str:
-    from .config import read_yaml
-
     agents = read_yaml(config).get("agents") or [{}]
     return str(agents[0].get("id", "assistant"))
 
@@ -114,34 +129,110 @@ def chat(
         str | None, typer.Argument(help="Send one message and print the reply.")
     ] = None,
     agent: Annotated[str | None, typer.Option("--agent", "-a", help="Agent id.")] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Continue this named conversation.")
+    ] = None,
     config: ConfigOption = Path(DEFAULT_PATH),
 ) -> None:
-    """Chat with an agent through the running orchestrator."""
+    """Chat with an agent through the running orchestrator: each run is a conversation of its
+    own (name one with --session to come back to it)."""
+    import uuid
+
+    from . import chatui
+
     agent_id = agent or _guard(lambda: _first_agent(config))
+    conversation = session or uuid.uuid4().hex[:12]
 
     def ask(text: str) -> str:
-        reply = _admin(config, "POST", "/v1/chat", {"agent": agent_id, "text": text})
-        return str(reply["reply"])
+        body = {"agent": agent_id, "text": text, "session": conversation}
+        return str(_guard(lambda: _admin(config, "POST", "/v1/chat", body))["reply"])
 
     if message is not None:
-        print(_guard(lambda: ask(message)))
+        print(chatui.shown(ask(message)))
         return
+    _guard(lambda: _admin(config, "GET", "/v1/status"))  # no orchestrator: say so before typing
     print(f"chatting with {agent_id} (Ctrl-D to leave)", file=sys.stderr)
-    prompt = "you> " if sys.stdin.isatty() else ""  # piped input gets clean output
-    while True:
-        try:
-            line = input(prompt)
-        except (EOFError, KeyboardInterrupt):
-            print(file=sys.stderr)
-            return
-        if line.strip():
-            print(f"{agent_id}> {_guard(partial(ask, line))}")
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        history = _guard(lambda: data_dir_of(config)) / "chat_history"
+        chatui.interactive(agent_id, ask, history if history.parent.is_dir() else None)
+    else:
+        chatui.piped(agent_id, ask)  # piped input gets clean output
 
 
 @app.command()
-def status(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
-    """Agents, channels and message counts of the running orchestrator."""
-    print(json.dumps(_guard(lambda: _admin(config, "GET", "/v1/status")), indent=2))
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, as scripts read it.")] = False,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Agents, containers, queues, jobs, channel health and spend today (JSON when piped)."""
+    from .views import render_status
+
+    found = _guard(lambda: _admin(config, "GET", "/v1/status"))
+    if as_json or not sys.stdout.isatty():
+        print(json.dumps(found, indent=2))
+    else:
+        print(render_status(found))
+
+
+@app.command()
+def doctor(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Check every prerequisite (Docker, image, config, secrets, data_dir, disk, model, channels)
+    and say how to fix what fails; exits 1 if anything failed."""
+    from .doctor import render, run_checks
+
+    _audit_to_stderr()
+    checks = run_checks(config)
+    print(render(checks))
+    failed = [c for c in checks if c.verdict == "fail"]
+    if failed:
+        print(f"{len(failed)} check(s) failed", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+agents_app = typer.Typer(no_args_is_help=True, help="The agents' containers.")
+app.add_typer(agents_app, name="agents")
+
+
+@agents_app.command("list")
+def agents_list(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Every agent: its container, and whether it is connected or working now."""
+    for agent in _guard(lambda: _admin(config, "GET", "/v1/agents")):
+        state = "working" if agent["busy"] else ("running" if agent["container"] else "stopped")
+        container = (agent["container"] or "-")[:12]
+        print(f"{agent['id']}\t{state}\t{container}")
+
+
+def _agent_action(config: Path, agent_id: str, action: str) -> None:
+    _guard(lambda: _admin(config, "POST", f"/v1/agents/{agent_id}/{action}"))
+
+
+@agents_app.command("stop")
+def agents_stop(agent_id: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Stop an agent's container (the next message starts a fresh one)."""
+    _agent_action(config, agent_id, "stop")
+    print(f"stopped {agent_id}")
+
+
+@agents_app.command("restart")
+def agents_restart(agent_id: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Stop an agent's container and start a fresh one now."""
+    _agent_action(config, agent_id, "restart")
+    print(f"restarted {agent_id}")
+
+
+@agents_app.command("reset")
+def agents_reset(
+    agent_id: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Stop an agent and delete everything in its workspace (asks first)."""
+    if not yes and not typer.confirm(
+        f"delete everything in {agent_id}'s workspace? this cannot be undone", default=False
+    ):
+        _fail(ClawpenError("nothing deleted", "add --yes to skip the question"))
+    _agent_action(config, agent_id, "reset")
+    print(f"reset {agent_id}: its workspace is empty")
 
 
 @app.command()
@@ -188,10 +279,23 @@ def unpair(
 
 
 @app.command()
-def pairings(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
-    """List the chats paired with agents."""
-    for chat, agent in _guard(lambda: _admin(config, "GET", "/v1/pairings")).items():
-        print(f"{chat}\t{agent}")
+def pairings(
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Chats that wrote but are not paired.")
+    ] = False,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """List the chats paired with agents; with --pending, the chats waiting to be paired (who
+    wrote from an unpaired chat in the last week), each with the command that pairs it."""
+    if pending:
+        from .views import render_strangers
+
+        chats = _guard(lambda: _admin(config, "GET", "/v1/strangers"))
+        agent = _guard(lambda: _first_agent(config))
+        print(render_strangers(chats, agent, time.time()))
+    else:
+        for chat, agent in _guard(lambda: _admin(config, "GET", "/v1/pairings")).items():
+            print(f"{chat}\t{agent}")
     for code in _guard(lambda: _admin(config, "GET", "/v1/pairings/pending")):
         minutes = max(0, round((code["expires_at"] - time.time()) / 60))
         print(f"{code['chat']}\t(waiting for approval; its code expires in {minutes} min)")
@@ -397,25 +501,36 @@ def usage(
 
 @image_app.command("build")
 def image_build(
-    tag: Annotated[str, typer.Option(help="Image tag.")] = "clawpen-agent:latest",
+    tag: Annotated[
+        str | None, typer.Option(help="Image tag (default: the config's image).")
+    ] = None,
     base: Annotated[
         str, typer.Option(help="auto, debootstrap, or an image reference to build FROM.")
     ] = "auto",
+    config: ConfigOption = Path(DEFAULT_PATH),
 ) -> None:
-    """Build the agent image (no registry needed: falls back to a debootstrap base)."""
+    """Build the agent image the config names (``image:``), on its ``docker_host`` (no
+    registry needed: falls back to a debootstrap base)."""
     from .image import build_agent_image
     from .runtime.docker import connect
 
+    raw = _guard(lambda: read_yaml(config)) if config.exists() else {}
+    image = tag or str(raw.get("image") or "clawpen-agent:latest")
+    docker_host = raw.get("docker_host")
+
     def build() -> str:
         return build_agent_image(
-            connect(), tag=tag, base=base, progress=lambda line: print(line, flush=True)
+            connect(docker_host),
+            tag=image,
+            base=base,
+            progress=lambda line: print(line, flush=True),
         )
 
     image_id = _guard(build)
-    print(f"built {tag} ({image_id[:19]})")
+    print(f"built {image} ({image_id[:19]})")
 
 
-@app.command("demo-model", hidden=True)
+@app.command("demo-model")
 def demo_model(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
     api_key: Annotated[str | None, typer.Option(help="Key to require.")] = None,

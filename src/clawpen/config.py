@@ -8,8 +8,10 @@ file, the key and the fix, as one line.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -171,6 +173,8 @@ class Settings(_Model):
     runtime: Runtime = "runc"  # runsc: every agent under gVisor (registered with dockerd)
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="on 127.0.0.1")
+    # new messages are refused (left with the platform) while less than this is free
+    disk_reserve_mb: int = Field(64, ge=0)
     model: ModelSettings
     vault: VaultSettings = VaultSettings()
     agents: list[AgentSettings] = Field(min_length=1)
@@ -260,21 +264,42 @@ def resolve_references(
     where: str = "",
     secret: SecretLookup | None = None,
     found: dict[str, str] | None = None,
+    problems: list[ConfigError] | None = None,
 ) -> Any:
     """Replace ``env:NAME`` and ``secret:NAME`` strings anywhere in the tree; ``where`` is the
     dotted key for errors; ``found`` collects ``{dotted key: secret name}``. Values that are
-    credentials join the redactor."""
+    credentials join the redactor. With ``problems``, an unresolvable reference is added to it
+    and left in place (so that every mistake is reported at once) instead of raised."""
     if isinstance(value, dict):
         return {
-            k: resolve_references(v, env, f"{where}.{k}" if where else str(k), secret, found)
+            k: resolve_references(
+                v, env, f"{where}.{k}" if where else str(k), secret, found, problems
+            )
             for k, v in value.items()
         }
     if isinstance(value, list):
         return [
-            resolve_references(v, env, f"{where}.{i}", secret, found) for i, v in enumerate(value)
+            resolve_references(v, env, f"{where}.{i}", secret, found, problems)
+            for i, v in enumerate(value)
         ]
     if not (isinstance(value, str) and REFERENCE.fullmatch(value)):
         return value
+    if problems is None:
+        return _resolve_one(value, env, where, secret, found)
+    try:
+        return _resolve_one(value, env, where, secret, found)
+    except ConfigError as exc:
+        problems.append(exc)
+        return value
+
+
+def _resolve_one(
+    value: str,
+    env: Mapping[str, str],
+    where: str,
+    secret: SecretLookup | None,
+    found: dict[str, str] | None,
+) -> str:
     kind, name = value.split(":", 1)
     if kind == "env":
         if not env.get(name):
@@ -325,15 +350,95 @@ def vault_of(path: Path | str, env: Mapping[str, str] | None = None) -> Vault:
     return open_vault(data_dir_of(path), settings.backend, key_file, env)
 
 
-def _format_validation(error: ValidationError) -> str:
-    first = error.errors()[0]
-    loc = ".".join(str(part) for part in first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if first["type"] == "missing":
-        return f"{loc}: required key is missing"
-    if first["type"] == "extra_forbidden":
-        return f"{loc}: unknown key (check the spelling)"
-    return f"{loc}: {message}" if loc else message
+def _format_validation(error: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """The first problem, in words (see ``validation_problems`` for all of them)."""
+    return validation_problems(error, model)[0]
+
+
+# Rules written as regular expressions in the models, said in words for people.
+PATTERN_WORDS = {
+    AGENT_ID: "must be 1 to 40 lowercase letters, digits, '_' or '-', starting with a letter or"
+    " digit (e.g. assistant)",
+    JOB_NAME: "must be 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+    r"^(debug|info|warning|error)$": "must be one of debug, info, warning, error",
+}
+
+
+def validation_problems(error: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+    """Every problem pydantic found, one line each: the dotted key and what is wrong, a
+    misspelt key with the nearest known one, a pattern as the rule it stands for."""
+    problems = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        kind = item["type"]
+        if kind == "missing":
+            problems.append(f"{loc}: required key is missing")
+        elif kind == "extra_forbidden":
+            known = _known_keys(model, item["loc"][:-1]) if model is not None else []
+            guess = difflib.get_close_matches(str(item["loc"][-1]), known, n=1, cutoff=0.6)
+            hint = f"did you mean {guess[0]}?" if guess else "check the spelling"
+            if known and not guess:
+                hint += f" (known keys here: {', '.join(known)})"
+            problems.append(f"{loc}: unknown key; {hint}")
+        elif kind == "string_pattern_mismatch":
+            pattern = str((item.get("ctx") or {}).get("pattern", ""))
+            rule = PATTERN_WORDS.get(pattern, "does not have the expected form")
+            problems.append(f"{loc}: {item['input']!r} {rule}")
+        else:
+            problems.append(f"{loc}: {message}" if loc else message)
+    return problems
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys a model accepts at ``loc`` (a path of keys and list indexes), or []."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list element: the annotation was already unwrapped to the item type
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside ``X | None``, ``list[X]``, ``dict[str, X]``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# PyYAML's problems, as a sentence a person can act on.
+YAML_WORDS = {
+    "mapping values are not allowed here": "a ':' where none can be (a value that contains"
+    " ': ' needs quotes, or the line is indented too far)",
+    "found character '\\t' that cannot start any token": "a tab (indent with spaces only)",
+    "could not find expected ':'": "a line that is not 'key: value' (a missing ':')",
+    "found undefined alias": "a '*' that names no '&' anchor (quote a value starting with '*')",
+}
+
+
+def _yaml_sentence(problem: str) -> str:
+    for known, words in YAML_WORDS.items():
+        if problem.startswith(known):
+            return words
+    if problem.startswith("expected ',' or ']'"):
+        return "a list opened with '[' is not closed with ']'"
+    if problem.startswith("expected ',' or '}'"):
+        return "a mapping opened with '{' is not closed with '}'"
+    if "expected <block end>" in problem:
+        return "the indentation does not line up with the lines above"
+    return f"the YAML cannot be read here ({problem})"
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -350,9 +455,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}: {problem}{at}", "fix the YAML syntax") from None
+        raise ConfigError(f"{path}:{at} {_yaml_sentence(problem)}", "fix the YAML syntax") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings", "see the example in README")
     return raw
@@ -364,19 +469,24 @@ def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Set
     raw = read_yaml(path)
     env = os.environ if env is None else env
     found: dict[str, str] = {}
+    problems: list[ConfigError] = []
     try:
         lookup = _vault_lookup(vault_of(path, env)) if _has_secrets(raw) else None
-        resolved = resolve_references(raw, env, secret=lookup, found=found)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc.problem}", exc.fix) from None
+        resolved = resolve_references(raw, env, secret=lookup, found=found, problems=problems)
     except ClawpenError as exc:  # the vault itself cannot be read
         raise ConfigError(f"{path}: {exc.problem}", exc.fix) from None
     try:
         settings = Settings.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(
-            f"{path}: {_format_validation(exc)}", "fix the value in the file"
-        ) from None
+        unresolved = {p.problem.split(":", 1)[0] for p in problems}
+        for line in validation_problems(exc, Settings):
+            if line.split(":", 1)[0] not in unresolved:  # not a second word on the same key
+                problems.append(ConfigError(line, "fix the value in the file"))
+    if len(problems) == 1:
+        raise ConfigError(f"{path}: {problems[0].problem}", problems[0].fix)
+    if problems:
+        lines = "".join(f"\n  {p}" for p in problems)
+        raise ConfigError(f"{path}: {len(problems)} problems:{lines}", "fix them all in the file")
     data_dir = settings.data_dir
     if not data_dir.is_absolute():
         data_dir = (path.resolve().parent / data_dir).resolve()

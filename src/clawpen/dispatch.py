@@ -133,6 +133,8 @@ class Dispatcher:
             if channel.unknown_senders == "code"
         )
         self.every_message = frozenset(p.channel for p in settings.pairings if not p.mentions_only)
+        # raises StoreUnavailable while new work must wait (disk.DiskGuard.admit); set by app
+        self.admit: Callable[[], None] | None = None
         self.agent_ids = frozenset(a.id for a in settings.agents)
         self._wakeups = {a: asyncio.Event() for a in self.agent_ids}
         # messages routed to an agent and being committed right now: its worker lets them land
@@ -194,6 +196,8 @@ class Dispatcher:
             if address.channel in self.code_channels and address.chat_address not in self.pairings:
                 await self._offer_code(message, now)
             return decision
+        if isinstance(decision, Route) and self.admit is not None:
+            self.admit()  # the disk is nearly full: the platform keeps the message for later
         arriving = self._arriving[decision.agent_id] if isinstance(decision, Route) else None
         try:
             with arriving or contextlib.nullcontext():

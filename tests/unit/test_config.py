@@ -120,6 +120,16 @@ def test_unset_env_var_names_file_key_and_fix(
 BAD_CONFIGS = [
     pytest.param(MINIMAL + "colour: blue\n", ["colour", "unknown key"], id="unknown_top_level_key"),
     pytest.param(
+        MINIMAL.replace("    system_prompt:", "    sytem_prompt:"),
+        ["agents.0.sytem_prompt: unknown key; did you mean system_prompt?"],
+        id="misspelt_key_suggests_the_right_one",
+    ),
+    pytest.param(
+        MINIMAL + "log_level: loud\n",
+        ["log_level: 'loud' must be one of debug, info, warning, error"],
+        id="rule_in_words_not_a_regex",
+    ),
+    pytest.param(
         MINIMAL.replace("  name: claude", "  nmae: claude"),
         ["model.nmae", "unknown key"],
         id="misspelt_nested_key",
@@ -165,7 +175,7 @@ BAD_CONFIGS = [
         MINIMAL.replace("  - id: assistant", "  - id: My Assistant").replace(
             "agent: assistant", "agent: My Assistant"
         ),
-        ["agents.0.id", "pattern"],
+        ["agents.0.id", "'My Assistant' must be 1 to 40 lowercase letters, digits"],
         id="bad_agent_id",
     ),
     pytest.param(
@@ -296,3 +306,37 @@ def test_a_bad_job_is_one_line_naming_its_key(
 ) -> None:
     old, new, count = change
     assert says in config_error(write(tmp_path, MINIMAL + JOBS.replace(old, new, count)))
+
+
+def test_every_mistake_is_reported_at_once(tmp_path: Path) -> None:
+    text = (
+        MINIMAL.replace("    system_prompt:", "    sytem_prompt:")
+        .replace("  name: claude", "  nmae: claude")
+        .replace("data_dir:", "log_level: loud\ndata_dir:")
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), {"ANTHROPIC_API_KEY": "k"})
+    message = str(info.value)
+    assert "4 problems" in message
+    for expected in (
+        "agents.0.sytem_prompt: unknown key; did you mean system_prompt?",
+        "model.nmae: unknown key; did you mean name?",
+        "log_level: 'loud' must be one of",
+        "channels.telegram.token: TELEGRAM_BOT_TOKEN is not set",
+    ):
+        assert expected in message
+    assert len(message.splitlines()) == 5  # a heading and one line per problem
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        pytest.param("model:\n  name: a: b\n", "needs quotes", id="colon_in_value"),
+        pytest.param("model:\n\tname: x\n", "indent with spaces only", id="tab"),
+        pytest.param("model:\n  name: [x\n  api_key: y\n", "not closed with ']'", id="list"),
+    ],
+)
+def test_yaml_syntax_errors_are_a_plain_sentence(tmp_path: Path, text: str, sentence: str) -> None:
+    message = config_error(write(tmp_path, text))
+    assert "line " in message and "column " in message
+    assert sentence in message

@@ -11,7 +11,7 @@ import time
 import uuid
 
 from ..models import Address, InboundMessage, OutboundMessage, Rejection, Route
-from .base import Accept, ChannelPlugin, ChannelSettings, RateLimitSettings
+from .base import Accept, ChannelPlugin, ChannelSettings, RateLimitSettings, SendError
 
 
 class CliSettings(ChannelSettings):
@@ -24,7 +24,9 @@ class CliChannel:
 
     def __init__(self, settings: CliSettings | None = None) -> None:
         self._accept: Accept | None = None
-        self._listeners: dict[str, set[asyncio.Queue[str]]] = {}
+        # one queue per chat session, keyed by its conversation (``cli:AGENT:SESSION``)
+        self._listeners: dict[Address, asyncio.Queue[str]] = {}
+        self._waiting: dict[Address, int] = {}  # asks still waiting, per session
         self._ready = asyncio.Event()
 
     async def run(self, accept: Accept) -> None:
@@ -32,16 +34,21 @@ class CliChannel:
         self._ready.set()
         await asyncio.Event().wait()  # replies arrive through send()
 
-    async def ask(self, agent_id: str, text: str, sender: str | None = None) -> str:
-        """Send ``text`` to an agent and wait for its reply (the chat id names the agent)."""
+    async def ask(
+        self, agent_id: str, text: str, sender: str | None = None, session: str = ""
+    ) -> str:
+        """Send ``text`` to an agent and wait for its reply. The chat id names the agent; the
+        thread names the session, so that each `clawpen chat` is a conversation of its own and
+        gets its own replies."""
         await self._ready.wait()
         assert self._accept is not None
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        listeners = self._listeners.setdefault(agent_id, set())
-        listeners.add(queue)
+        address = Address(self.name, agent_id, session)
+        queue = self._listeners.setdefault(address, asyncio.Queue())
+        waiting = self._waiting.get(address, 0)
+        self._waiting[address] = waiting + 1
         try:
             message = InboundMessage(
-                address=Address(self.name, agent_id),
+                address=address,
                 sender_id=sender or getpass.getuser(),
                 text=text,
                 platform_id=uuid.uuid4().hex,
@@ -53,11 +60,19 @@ class CliChannel:
             assert isinstance(decision, Route)
             return await queue.get()
         finally:
-            listeners.discard(queue)
+            self._waiting[address] -= 1
+            if not self._waiting[address]:
+                del self._waiting[address]
+                if queue.empty():
+                    self._listeners.pop(address, None)
 
     async def send(self, message: OutboundMessage) -> str:
-        for queue in self._listeners.get(message.address.chat, ()):
-            queue.put_nowait(message.text)
+        """Hand the reply to the session that asked; with none left (its terminal was closed)
+        the reply failed, rather than being recorded as sent to no one."""
+        queue = self._listeners.get(message.address)
+        if queue is None or message.address not in self._waiting:
+            raise SendError(f"no chat session {message.address} is waiting", permanent=True)
+        queue.put_nowait(message.text)
         return uuid.uuid4().hex
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:

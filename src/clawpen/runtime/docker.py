@@ -120,7 +120,7 @@ class DockerRuntime:
             self.client.images.get(image)
         except docker.errors.ImageNotFound:
             raise ImageMissing(
-                f"the agent image {image} is not built", "run: clawpen image build"
+                f"the agent image {image} is not built", f"run: clawpen image build --tag {image}"
             ) from None
         except docker.errors.DockerException as exc:
             raise DockerUnavailable(f"Docker engine error: {exc}", "check dockerd's log") from None
@@ -162,7 +162,8 @@ class DockerRuntime:
             container = self.client.containers.create(**container_spec(spec, workspace_dir, mounts))
         except docker.errors.ImageNotFound:
             raise ImageMissing(
-                f"the agent image {spec.image} is not built", "run: clawpen image build"
+                f"the agent image {spec.image} is not built",
+                f"run: clawpen image build --tag {spec.image}",
             ) from None
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # created concurrently by someone else: adopt theirs
@@ -196,6 +197,16 @@ class DockerRuntime:
         data_dir = self.data_dirs.pop(agent_id, self.data_dir)
         if data_dir is not None:
             workspace.release(data_dir, agent_id)
+
+    async def reset_workspace(self, agent_id: str) -> None:
+        """Delete the agent's workspace volume (its container is stopped first); the next
+        start creates an empty one."""
+        await self._call(self._reset_workspace, agent_id)
+
+    def _reset_workspace(self, agent_id: str) -> None:
+        self._stop(agent_id)
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.volumes.get(volume_name(self.instance, agent_id)).remove(force=True)
 
     async def running(self) -> dict[str, str]:
         return await self._call(self._running)

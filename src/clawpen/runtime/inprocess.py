@@ -6,6 +6,7 @@ For unit tests and for the benchmark's cost-of-isolation baseline. It isolates n
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import threading
 from collections.abc import AsyncIterator
@@ -49,6 +50,10 @@ class InProcessRuntime:
         # orchestrator closes the agent's socket.
         self.stopping.add(agent_id)
         self.threads.pop(agent_id, None)
+
+    async def reset_workspace(self, agent_id: str) -> None:
+        """Empty the agent's workspace directory."""
+        await asyncio.to_thread(shutil.rmtree, self.workspace_root / agent_id, True)
 
     async def running(self) -> dict[str, str]:
         return {a: f"thread-{t.ident}" for a, t in self.threads.items() if t.is_alive()}

@@ -77,6 +77,17 @@ class UsageRow:
     estimated: int  # calls whose usage was not known, charged at their reservation
 
 
+@dataclass(frozen=True)
+class StrangerChat:
+    """An unpaired chat that wrote to a bot: how often, by whom, and when last."""
+
+    chat: str  # platform:chat_id, as `clawpen pair` takes it
+    messages: int
+    senders: int
+    last_sender: str
+    last_seen: float
+
+
 class Store(Protocol):
     # -- inbound -------------------------------------------------------------------------------
 
@@ -91,6 +102,10 @@ class Store(Protocol):
 
     async def expire_strangers(self, before: float) -> int:
         """Forget strangers recorded before ``before``; returns how many."""
+
+    async def stranger_chats(self, since: float) -> list[StrangerChat]:
+        """The unpaired chats that wrote since ``since``, latest first: what an owner needs to
+        pair one (``clawpen pairings --pending``)."""
 
     # -- tasks ---------------------------------------------------------------------------------
 

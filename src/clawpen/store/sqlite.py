@@ -33,7 +33,7 @@ from ..models import (
     Stranger,
     TaskFile,
 )
-from .base import Lease, UsageRow
+from .base import Lease, StrangerChat, UsageRow
 from .migrations import MIGRATIONS
 from .worker import Worker, classify, connect
 
@@ -495,14 +495,39 @@ class SQLiteStore:
         def count(db: sqlite3.Connection) -> dict[str, int]:
             out: dict[str, int] = {}
             for table in ("messages", "tasks", "replies"):
+                # a refusal's answer is a task of its own, failed with error 'refused': it is
+                # counted as refused, not as a task that failed
+                refused = "error = 'refused'" if table == "tasks" else "0"
                 for status, n in db.execute(
-                    f"SELECT status, COUNT(*) FROM {table} GROUP BY status"
+                    f"SELECT CASE WHEN {refused} THEN 'refused' ELSE status END, COUNT(*)"
+                    f" FROM {table} GROUP BY 1"
                 ):
                     out[f"{table}.{status}"] = n
             out["strangers"] = db.execute("SELECT COUNT(*) FROM strangers").fetchone()[0]
             return out
 
         return await self._read(count)
+
+    async def stranger_chats(self, since: float) -> list[StrangerChat]:
+        def read(db: sqlite3.Connection) -> list[StrangerChat]:
+            rows = db.execute(
+                "SELECT channel || ':' || chat_id, COUNT(*), COUNT(DISTINCT sender_id),"
+                " MAX(received_at) FROM strangers WHERE received_at >= ?"
+                " GROUP BY channel, chat_id ORDER BY MAX(received_at) DESC",
+                (since,),
+            ).fetchall()
+            chats = []
+            for chat, messages, senders, last_seen in rows:
+                channel, chat_id = chat.split(":", 1)
+                last = db.execute(
+                    "SELECT sender_id FROM strangers WHERE channel=? AND chat_id=?"
+                    " ORDER BY received_at DESC, id DESC LIMIT 1",
+                    (channel, chat_id),
+                ).fetchone()[0]
+                chats.append(StrangerChat(chat, messages, senders, last, last_seen))
+            return chats
+
+        return await self._read(read)
 
     async def replies_for(self, address: Address) -> list[Reply]:
         def read(db: sqlite3.Connection) -> list[Reply]:

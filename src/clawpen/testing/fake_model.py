@@ -107,12 +107,19 @@ class FakeModel:
     async def start(self, port: int = 0) -> str:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_get("/v1/models", self._models)
         self._runner, self.url = await serve_on_loopback(app, port)
         return self.url
 
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        """The models list (what `clawpen doctor` asks: it costs no tokens)."""
+        if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
+            return _error(401, "invalid x-api-key")
+        return web.json_response({"data": [{"type": "model", "id": "claude-test"}]})
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
