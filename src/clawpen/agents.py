@@ -43,6 +43,7 @@ def agent_spec(settings: Settings, agent: AgentSettings) -> AgentSpec:
         cpus=agent.cpus,
         pids_limit=agent.pids_limit,
         tmp_mb=agent.tmp_mb,
+        egress=bool(agent.egress.allow),
     )
 
 

@@ -20,6 +20,7 @@ class AgentSpec:
     cpus: float = 0.5
     pids_limit: int = 256
     tmp_mb: int = 64
+    egress: bool = False  # a proxy for allowed hosts: HTTPS_PROXY and the forwarder are set up
 
 
 @dataclass(frozen=True)

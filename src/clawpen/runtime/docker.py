@@ -16,7 +16,7 @@ import docker
 import docker.errors
 import requests
 
-from clawpen_agent.protocol import AGENT_UID, SOCKET_DIR, SOCKET_PATH, WORKSPACE
+from clawpen_agent.protocol import AGENT_UID, EGRESS_PORT, SOCKET_DIR, SOCKET_PATH, WORKSPACE
 
 from ..errors import DockerUnavailable, ImageMissing
 from .base import AgentSpec, RuntimeEvent
@@ -38,11 +38,14 @@ def volume_name(instance: str, agent_id: str) -> str:
 def container_spec(spec: AgentSpec) -> dict[str, Any]:
     """Arguments for ``containers.create``: no network, no privileges, one host dir."""
     uid = f"{AGENT_UID}"
+    environment = {"CLAWPEN_SOCKET": SOCKET_PATH, "CLAWPEN_AGENT_ID": spec.agent_id}
+    if spec.egress:  # still no network: the forwarder on loopback relays to the egress socket
+        environment.update(egress_environment())
     return {
         "image": spec.image,
         "name": container_name(spec.instance, spec.agent_id),
         "user": f"{uid}:{uid}",
-        "environment": {"CLAWPEN_SOCKET": SOCKET_PATH, "CLAWPEN_AGENT_ID": spec.agent_id},
+        "environment": environment,
         "labels": {
             LABEL_MANAGED: "true",
             LABEL_INSTANCE: spec.instance,
@@ -65,6 +68,19 @@ def container_spec(spec: AgentSpec) -> dict[str, Any]:
         "init": True,
         "detach": True,
     }
+
+
+def egress_environment() -> dict[str, str]:
+    """What tells the agent's tools (pip, git, urllib, curl) to use the loopback forwarder."""
+    proxy = f"http://127.0.0.1:{EGRESS_PORT}"
+    env = {
+        "CLAWPEN_EGRESS": "1",
+        "NO_PROXY": "localhost,127.0.0.1",
+        "no_proxy": "localhost,127.0.0.1",
+    }
+    for name in ("HTTPS_PROXY", "HTTP_PROXY"):
+        env[name] = env[name.lower()] = proxy
+    return env
 
 
 def connect(base_url: str | None = None) -> docker.DockerClient:
