@@ -75,10 +75,11 @@ def parse_proxy_request(head: bytes) -> ProxyRequest:
     kept = [
         line
         for line in lines[1:]
-        if line and line.split(b":", 1)[0].strip().lower() not in _HOP_HEADERS
+        if line and line.split(b":", 1)[0].strip().lower() not in _HOP_HEADERS | {b"host"}
     ]
     start = f"{method} {target.path} HTTP/1.1".encode("ascii")
-    upstream = b"\r\n".join([start, *kept, b"Connection: close", b"", b""])
+    host_line = f"Host: {target.host_header}".encode("ascii")  # the URL's, no other vhost
+    upstream = b"\r\n".join([start, host_line, *kept, b"Connection: close", b"", b""])
     return ProxyRequest(method, target, upstream)
 
 

@@ -114,7 +114,12 @@ def test_urls_that_may_not_be_fetched_at_all(url: str) -> None:
 def test_names_are_normalized_idn_and_trailing_dots() -> None:
     assert normalize_host("Bücher.Example.") == "xn--bcher-kva.example"
     target = parse_target("https://EXAMPLE.com./a?b=1")
-    assert (target.host, target.port, target.path, target.ip) == ("example.com", 443, "/a?b=1", None)
+    assert (target.host, target.port, target.path, target.ip) == (
+        "example.com",
+        443,
+        "/a?b=1",
+        None,
+    )
     assert parse_target("http://face.be/").host == "face.be"  # hex letters, still a name
 
 

@@ -26,6 +26,9 @@ PAGE = (
 )
 
 
+DEFAULT = FetchLimits()
+
+
 class Server:
     def __init__(self) -> None:
         self.hits: list[str] = []
@@ -94,7 +97,9 @@ class Net:
         return system_connect(ip, port, timeout)
 
 
-def fetcher(server: Server, limits: FetchLimits = FetchLimits(), **names: list[str]) -> tuple[WebFetcher, Net]:
+def fetcher(
+    server: Server, limits: FetchLimits = DEFAULT, **names: list[str]
+) -> tuple[WebFetcher, Net]:
     net = Net(server.port, {k.replace("_", "."): v for k, v in names.items()})
     exceptions = LoopbackExceptions.parse([f"127.0.0.1:{server.port}"])
     return WebFetcher(exceptions, net.resolve, net.connect, limits), net
@@ -126,7 +131,9 @@ async def test_a_page_from_the_allowed_test_server_is_read_as_text(server: Serve
     ],
 )
 async def test_inward_targets_are_refused_before_any_connection(server: Server, url: str) -> None:
-    web_fetcher, net = fetcher(server, intranet_test=["10.9.8.7"], metadata_test=["169.254.169.254"])
+    web_fetcher, net = fetcher(
+        server, intranet_test=["10.9.8.7"], metadata_test=["169.254.169.254"]
+    )
     with pytest.raises(Refused):
         await web_fetcher.fetch(url.format(port=server.port, other=server.port + 1), None, 100)
     assert net.connects == [] and server.hits == []
@@ -211,7 +218,10 @@ def test_html_becomes_the_text_a_reader_sees() -> None:
         "<style>p{}</style><h2>Title</h2><p>one\n   two</p><pre>  keep\n    this</pre>"
         "<table><tr><th>a</th><td>b</td></tr></table><img alt='cat'><p>&amp; &lt;done&gt;"
     )
-    assert html_to_text(html) == "## Title\n\none two\n\n  keep\n    this\n\n| a | b\n[image: cat]\n\n& <done>"
+    assert (
+        html_to_text(html)
+        == "## Title\n\none two\n\n  keep\n    this\n\n| a | b\n[image: cat]\n\n& <done>"
+    )
     assert html_to_text("<p>broken <b>markup") == "broken markup"
 
 
