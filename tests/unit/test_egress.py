@@ -142,3 +142,18 @@ def test_a_forwarded_request_loses_its_hop_headers() -> None:
     )
     with pytest.raises(BadRequest):
         parse_proxy_request(b"CONNECT a.test HTTP/1.1\r\n\r\n")
+
+
+def test_a_container_with_egress_still_has_no_network_only_the_proxy_env(tmp_path: Path) -> None:
+    from clawpen.runtime.base import AgentSpec
+    from clawpen.runtime.docker import container_spec
+
+    plain = container_spec(AgentSpec("a", "i", "img", tmp_path))
+    egress = container_spec(AgentSpec("a", "i", "img", tmp_path, egress=True))
+    assert plain["network_mode"] == egress["network_mode"] == "none"
+    assert (
+        "HTTPS_PROXY" not in plain["environment"] and "CLAWPEN_EGRESS" not in plain["environment"]
+    )
+    assert egress["environment"]["HTTPS_PROXY"] == "http://127.0.0.1:3128"
+    assert egress["environment"]["http_proxy"] == "http://127.0.0.1:3128"
+    assert egress["environment"]["CLAWPEN_EGRESS"] == "1"
