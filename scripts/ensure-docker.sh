@@ -4,7 +4,9 @@
 # For Debian bookworm as root without systemd (developer machines and CI): installs docker.io
 # and debootstrap (the local base image needs it) when missing, clears pid files left by a
 # killed dockerd, starts dockerd detached from the caller and waits until it answers.
-# Idempotent: exits at once when `docker info` already works.
+# Also installs gVisor (Debian package runsc) and registers it with dockerd as the runtime
+# `runsc`, so agents can run with `runtime: runsc` (and the isolation tests run under both).
+# Idempotent: exits at once when `docker info` already works with runsc registered.
 set -euo pipefail
 
 LOG=/var/log/clawpen-dockerd.log
@@ -13,6 +15,8 @@ WAIT_SECONDS=60
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v runsc >/dev/null || missing+=(runsc)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 if ((${#missing[@]})); then
   echo "ensure-docker: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -20,7 +24,37 @@ if ((${#missing[@]})); then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# runsc for clawpen: agents reach the orchestrator through a host Unix socket (--host-uds=open),
+# and have no network at all (--network=none: gVisor makes only loopback). Merged into any
+# daemon.json already there; a running dockerd reloads its runtimes on SIGHUP.
+register_runsc() {
+  command -v runsc >/dev/null || return 0
+  python3 - "$(command -v runsc)" <<'PY'
+import json, os, sys
+path = "/etc/docker/daemon.json"
+config = json.load(open(path)) if os.path.exists(path) else {}
+wanted = {"path": sys.argv[1], "runtimeArgs": ["--host-uds=open", "--network=none"]}
+if config.get("runtimes", {}).get("runsc") != wanted:
+    config.setdefault("runtimes", {})["runsc"] = wanted
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".new", "w") as file:
+        json.dump(config, file, indent=2)
+    os.replace(path + ".new", path)
+PY
+}
+register_runsc
+
 if docker info >/dev/null 2>&1; then
+  if command -v runsc >/dev/null && ! docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then
+    echo "ensure-docker: registering runsc with the running dockerd (SIGHUP)"
+    for dir in /proc/[0-9]*; do
+      [[ "$(cat "$dir/comm" 2>/dev/null)" == dockerd ]] && kill -HUP "${dir#/proc/}"
+    done
+    for ((i = 0; i < 10; i++)); do
+      docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' && break
+      sleep 1
+    done
+  fi
   exit 0
 fi
 

@@ -20,6 +20,7 @@ from .config import AgentSettings, Settings
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
+from .mounts import MountRequest
 from .proxy import ModelProxy
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime, AgentSpec, RuntimeEvent
@@ -44,6 +45,9 @@ def agent_spec(settings: Settings, agent: AgentSettings) -> AgentSpec:
         pids_limit=agent.pids_limit,
         tmp_mb=agent.tmp_mb,
         egress=bool(agent.egress.allow),
+        workspace_mb=agent.workspace_mb,
+        runtime=agent.runtime or settings.runtime,
+        mounts=tuple(MountRequest(m.host, m.container, m.read_only) for m in agent.mounts),
     )
 
 

@@ -59,7 +59,9 @@ AdapterMode = Literal["process", "in_process"]
 def docker_runtime(settings: Settings) -> AgentRuntime:
     from .runtime.docker import DockerRuntime, connect
 
-    runtime = DockerRuntime(connect(settings.docker_host), instance_id(settings.data_dir))
+    runtime = DockerRuntime(
+        connect(settings.docker_host), instance_id(settings.data_dir), settings.data_dir
+    )
     runtime.check_image(settings.image)
     return runtime
 

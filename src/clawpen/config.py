@@ -117,6 +117,17 @@ def _host_name(value: str) -> str:
         raise ValueError(f"{value!r} is not a host name") from None
 
 
+class MountSettings(_Model):
+    """An extra host folder for an agent; granted only by the mount allowlist (mounts.py)."""
+
+    host: str = Field(min_length=1)
+    container: str = Field(pattern=r"^/mnt/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    read_only: bool = True
+
+
+Runtime = Literal["runc", "runsc"]
+
+
 class AgentSettings(_Model):
     id: str = Field(pattern=AGENT_ID)
     system_prompt: str = ""
@@ -137,6 +148,10 @@ class AgentSettings(_Model):
     beta_headers: list[str] = []  # anthropic-beta values it may send
     web_fetch: WebFetchSettings = WebFetchSettings()
     egress: EgressSettings = EgressSettings()
+    # /workspace's own size (an ext4 image on a loop device); 0: an unlimited Docker volume
+    workspace_mb: int = Field(1024, ge=0)
+    mounts: list[MountSettings] = []
+    runtime: Runtime | None = None  # default: the top-level runtime
 
 
 def _channels_model() -> type[BaseModel]:
@@ -193,6 +208,7 @@ class Settings(_Model):
     image: str = "clawpen-agent:latest"
     max_containers: int = Field(10, ge=1)
     docker_host: str | None = None
+    runtime: Runtime = "runc"  # runsc: every agent under gVisor (registered with dockerd)
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="on 127.0.0.1")
     model: ModelSettings

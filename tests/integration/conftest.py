@@ -12,6 +12,7 @@ import pytest
 from clawpen.agents import instance_id
 from clawpen.app import Orchestrator
 from clawpen.image import build_agent_image
+from clawpen.runtime import workspace
 from clawpen.runtime.docker import DockerRuntime
 from clawpen.testing.fake_telegram import FakeTelegram
 
@@ -33,9 +34,20 @@ def agent_image(docker_client: docker.DockerClient) -> str:
     return TEST_IMAGE
 
 
+def workspace_mounts() -> list[Path]:
+    """Mount points of agents' workspace images (``data_dir/workspaces/ID``) on this host."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = Path(line.split()[4].replace("\\040", " "))
+        if point.parent.name == "workspaces":
+            points.append(point)
+    return points
+
+
 @pytest.fixture
 def cleanup_instance(docker_client: docker.DockerClient) -> Iterator[list[str]]:
-    """Instances (data dirs) whose containers and volumes a test leaves behind get removed."""
+    """Instances (data dirs) whose containers, volumes and mounted workspace images a test
+    leaves behind (say, after a kill -9) get removed."""
     instances: list[str] = []
     yield instances
     for instance in instances:
@@ -44,6 +56,9 @@ def cleanup_instance(docker_client: docker.DockerClient) -> Iterator[list[str]]:
             container.remove(force=True)
         for volume in docker_client.volumes.list(filters=label):
             volume.remove(force=True)
+    for point in workspace_mounts():
+        if instance_id(point.parent.parent) in instances:
+            workspace.release(point.parent.parent, point.name)
 
 
 DockerOrchestratorFactory = Callable[..., tuple[Orchestrator, str]]
@@ -62,7 +77,9 @@ def docker_orchestrator_factory(
     def build(telegram: FakeTelegram | None = None, **overrides: Any) -> tuple[Orchestrator, str]:
         instance = instance_id(tmp_path / "data")
         cleanup_instance.append(instance)
-        runtime = DockerRuntime(docker_client, instance)
+        runtime = DockerRuntime(
+            docker_client, instance, tmp_path / "data", allowlist=tmp_path / "no-allowlist.yaml"
+        )
         overrides.setdefault("image", agent_image)
         return orchestrator_factory(runtime, telegram, **overrides), instance
 

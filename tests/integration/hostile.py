@@ -15,6 +15,7 @@ import os
 import re
 import resource
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -233,12 +234,15 @@ def flood() -> dict[str, Any]:
 
 
 def main() -> None:
+    """Every step in turn, or only the steps named as arguments (``hostile.py slow_ones``)."""
     summary: dict[str, Any] = {}
-    for step in (malformed_results, oversized_and_endless, garbage_and_heads):
-        summary.update(step())
-    summary.update(giant_json())
-    summary.update(slow_ones())
-    summary["flood"] = flood()
+    steps = (malformed_results, oversized_and_endless, garbage_and_heads, giant_json, slow_ones)
+    chosen = sys.argv[1:] or [step.__name__ for step in steps] + ["flood"]
+    for step in steps:
+        if step.__name__ in chosen:
+            summary.update(step())
+    if "flood" in chosen:
+        summary["flood"] = flood()
     print("HOSTILE" + json.dumps(summary, separators=(",", ":")), flush=True)
 
 

@@ -129,8 +129,10 @@ async def test_container_is_locked_down_from_the_inside(
     assert host["NanoCpus"] == 500_000_000
     assert host["PidsLimit"] == 256
     binds = [m for m in attrs["Mounts"] if m["Type"] == "bind"]
-    assert [(m["Source"], m["Destination"]) for m in binds] == [
-        (str(docker_orchestrator.settings.data_dir / "agents" / "assistant"), "/run/clawpen")
+    data_dir = docker_orchestrator.settings.data_dir
+    assert sorted((m["Source"], m["Destination"]) for m in binds) == [
+        (str(data_dir / "agents" / "assistant"), "/run/clawpen"),
+        (str(data_dir / "workspaces" / "assistant"), "/workspace"),  # its own ext4 image
     ]
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from ..mounts import MountRequest
+
 
 @dataclass(frozen=True)
 class AgentSpec:
@@ -21,6 +23,14 @@ class AgentSpec:
     pids_limit: int = 256
     tmp_mb: int = 64
     egress: bool = False  # a proxy for allowed hosts: HTTPS_PROXY and the forwarder are set up
+    # /workspace's own size limit (an ext4 image under data_dir); 0: a Docker volume, no limit
+    workspace_mb: int = 0
+    runtime: str = "runc"  # the OCI runtime: runc, or runsc (gVisor)
+    mounts: tuple[MountRequest, ...] = ()  # extra host folders, granted by the allowlist
+
+    @property
+    def data_dir(self) -> Path:
+        return self.socket_dir.parent.parent  # data_dir/agents/ID
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -19,6 +21,8 @@ import requests
 from clawpen_agent.protocol import AGENT_UID, EGRESS_PORT, SOCKET_DIR, SOCKET_PATH, WORKSPACE
 
 from ..errors import DockerUnavailable, ImageMissing
+from ..mounts import Mount, default_allowlist_path, grant
+from . import workspace
 from .base import AgentSpec, RuntimeEvent
 
 T = TypeVar("T")
@@ -35,12 +39,30 @@ def volume_name(instance: str, agent_id: str) -> str:
     return f"clawpen-{instance}-{agent_id}-workspace"
 
 
-def container_spec(spec: AgentSpec) -> dict[str, Any]:
-    """Arguments for ``containers.create``: no network, no privileges, one host dir."""
+def container_spec(
+    spec: AgentSpec, workspace_dir: Path | None = None, mounts: Sequence[Mount] = ()
+) -> dict[str, Any]:
+    """Arguments for ``containers.create``: no network, no privileges, one host dir.
+
+    ``workspace_dir``: the host mount of the agent's size-limited workspace image (mounted
+    nosuid,nodev, which the bind keeps); without one, a Docker volume. ``mounts``: extra host
+    folders the allowlist granted, under /mnt."""
     uid = f"{AGENT_UID}"
     environment = {"CLAWPEN_SOCKET": SOCKET_PATH, "CLAWPEN_AGENT_ID": spec.agent_id}
     if spec.egress:  # still no network: the forwarder on loopback relays to the egress socket
         environment.update(egress_environment())
+    workspace_source = (
+        str(workspace_dir) if workspace_dir else volume_name(spec.instance, spec.agent_id)
+    )
+    volumes: dict[str, dict[str, str]] = {
+        workspace_source: {"bind": WORKSPACE, "mode": "rw"},
+        str(spec.socket_dir): {"bind": SOCKET_DIR, "mode": "rw"},
+    }
+    for mount in mounts:
+        volumes[str(mount.host)] = {
+            "bind": mount.container,
+            "mode": "ro" if mount.read_only else "rw",
+        }
     return {
         "image": spec.image,
         "name": container_name(spec.instance, spec.agent_id),
@@ -54,10 +76,8 @@ def container_spec(spec: AgentSpec) -> dict[str, Any]:
         "network_mode": "none",
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={spec.tmp_mb}m,uid={uid},gid={uid}"},
-        "volumes": {
-            volume_name(spec.instance, spec.agent_id): {"bind": WORKSPACE, "mode": "rw"},
-            str(spec.socket_dir): {"bind": SOCKET_DIR, "mode": "rw"},
-        },
+        "volumes": volumes,
+        "runtime": spec.runtime,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
         "mem_limit": f"{spec.memory_mb}m",
@@ -98,9 +118,18 @@ def connect(base_url: str | None = None) -> docker.DockerClient:
 
 
 class DockerRuntime:
-    def __init__(self, client: docker.DockerClient, instance: str) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        instance: str,
+        data_dir: Path | None = None,
+        allowlist: Path | None = None,
+    ) -> None:
         self.client = client
         self.instance = instance
+        self.data_dir = data_dir  # where workspace images live, to unmount adopted ones too
+        self.allowlist = allowlist or default_allowlist_path(os.environ)
+        self.data_dirs: dict[str, Path] = {}  # agent id -> the data dir its workspace is in
 
     def check_image(self, image: str) -> None:
         try:
@@ -136,9 +165,17 @@ class DockerRuntime:
             if existing.status == "running":
                 return str(existing.id)  # adopt it: never a second container for one agent
             existing.remove(force=True)
-        self._ensure_volume(spec)
+        mounts = grant(spec.mounts, self.allowlist, spec.data_dir)
+        workspace_dir = None
+        if spec.workspace_mb:
+            workspace_dir = workspace.prepare(
+                spec.data_dir, spec.agent_id, spec.workspace_mb, AGENT_UID
+            )
+            self.data_dirs[spec.agent_id] = spec.data_dir
+        else:
+            self._ensure_volume(spec)
         try:
-            container = self.client.containers.create(**container_spec(spec))
+            container = self.client.containers.create(**container_spec(spec, workspace_dir, mounts))
         except docker.errors.ImageNotFound:
             raise ImageMissing(
                 f"the agent image {spec.image} is not built", "run: clawpen image build"
@@ -172,6 +209,9 @@ class DockerRuntime:
             return
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
+        data_dir = self.data_dirs.pop(agent_id, self.data_dir)
+        if data_dir is not None:
+            workspace.release(data_dir, agent_id)
 
     async def running(self) -> dict[str, str]:
         return await self._call(self._running)

@@ -1,0 +1,452 @@
+"""The attack suite: each test is one attack, run where a prompt injection would run it.
+
+Mallory's container runs ``attacks.py`` through the agent's own shell tool (the fake model's
+``run: CMD``). Each attack must fail, while the same orchestrator keeps serving and bob, a
+bystander agent, keeps answering. Alice is the victim next door: a secret in her workspace, a
+task of her own in flight. The orchestrator and the three containers are shared by the attacks
+of one runtime (runc, then runsc: gVisor), which keeps the suite fast; the order of the tests
+does not matter, as each attack cleans up after itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import pytest_asyncio
+
+from clawpen.agents import instance_id
+from clawpen.app import Orchestrator
+from clawpen.models import Attachment
+from clawpen.runtime.docker import DockerRuntime, container_name
+from clawpen.testing.fake_channel import MemoryChannel
+from clawpen.testing.fake_model import FakeModel
+
+from ..conftest import make_settings
+from .conftest import workspace_mounts
+
+pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
+
+ATTACKS = (Path(__file__).parent / "attacks.py").read_bytes()
+HOSTILE = (Path(__file__).parent / "hostile.py").read_bytes()
+WORKSPACE_MB, TMP_MB, MEMORY_MB, PIDS = 64, 16, 256, 256
+
+
+@dataclass
+class Pen:
+    """One orchestrator with three agents in real containers, under one OCI runtime."""
+
+    runtime: str
+    orchestrator: Orchestrator
+    task: asyncio.Task[None]
+    channel: MemoryChannel
+    model: FakeModel
+    docker: docker.DockerClient
+    api_key: str
+    alice_secret: str
+    root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.orchestrator.settings.data_dir
+
+    async def ask(self, agent: str, text: str, timeout: float = 90, **kwargs: Any) -> str:
+        before = len(self.channel.texts_to(agent))
+        await self.channel.push(agent, text, **kwargs)
+        await self.channel.wait_sent(before + 1, chat=agent, timeout=timeout)
+        return "".join(self.channel.texts_to(agent)[before:])
+
+    async def attack_reply(self, name: str, *args: str, timeout: float = 120) -> str:
+        """Run ``attacks.py NAME ARGS`` in mallory's container through her shell tool."""
+        encoded = base64.b64encode(ATTACKS).decode()
+        command = (
+            f"echo {encoded} | base64 -d > /tmp/a.py; python3 /tmp/a.py {name} {' '.join(args)}"
+        )
+        return await self.ask("mallory", "run: " + command, timeout=timeout)
+
+    async def attack(self, name: str, *args: str, timeout: float = 120) -> dict[str, Any]:
+        """The attack's own account of what it got."""
+        result = parse(await self.attack_reply(name, *args, timeout=timeout), "ATTACK")
+        print(f"attack {name} under {self.runtime}: {json.dumps(result)[:600]}")
+        return result
+
+    async def hostile(self, *steps: str) -> dict[str, Any]:
+        """Run steps of ``hostile.py`` (the door's attacker) in mallory's container."""
+        encoded = base64.b64encode(HOSTILE).decode()
+        command = f"echo {encoded} | base64 -d > /tmp/h.py; python3 /tmp/h.py {' '.join(steps)}"
+        return parse(await self.ask("mallory", "run: " + command, timeout=150), "HOSTILE")
+
+    def secrets(self) -> list[str]:
+        """The secrets to hunt for, each split in two: no command line holds one whole."""
+        halves = []
+        for secret in (self.api_key, self.alice_secret):
+            halves += [secret[:6], secret[6:]]
+        return halves
+
+    def container(self, agent: str) -> Any:
+        return self.docker.containers.get(container_name(instance_id(self.data_dir), agent))
+
+    async def still_serving(self) -> None:
+        """The same orchestrator still runs, and bob, next door, still answers."""
+        assert not self.task.done(), self.task
+        word = secrets.token_hex(4)
+        assert await self.ask("bob", word, timeout=60) == f"echo: {word}"
+
+
+def parse(reply: str, marker: str) -> dict[str, Any]:
+    line = next((x for x in reply.splitlines() if x.startswith(marker)), None)
+    assert line is not None, reply[-2000:]
+    result: dict[str, Any] = json.loads(line.removeprefix(marker))
+    return result
+
+
+def cleanup(client: docker.DockerClient, instance: str, data_dir: Path) -> None:
+    label = {"label": [f"clawpen.instance={instance}"]}
+    for container in client.containers.list(all=True, filters=label):
+        container.remove(force=True)
+    for point in workspace_mounts():
+        if point.parent.parent == data_dir:
+            os.system(f"umount -l '{point}'")
+
+
+@pytest.fixture(scope="module")
+def docker_client_module() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["runc", "runsc"])
+async def pen(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client_module: docker.DockerClient,
+    agent_image: str,
+) -> AsyncIterator[Pen]:
+    runtime: str = request.param
+    root = tmp_path_factory.mktemp(f"pen-{runtime}")
+    api_key = "sk-ant-test-" + secrets.token_hex(16)
+    model = FakeModel(api_key=api_key)
+    await model.start()
+    # A host folder allowed read-only, with a secret beside it and links inside that point out.
+    shared = root / "allowed" / "shared"
+    shared.mkdir(parents=True)
+    (shared / "notes.txt").write_text("shared notes\n")
+    (root / "allowed" / "outside.txt").write_text("outside the mount\n")
+    os.symlink(root / "allowed" / "outside.txt", shared / "link-out")
+    os.symlink("../outside.txt", shared / "link-up")
+    allowlist = root / "config" / "mount-allowlist.yaml"
+    allowlist.parent.mkdir()
+    allowlist.write_text(f"allowed:\n  - path: {shared}\n")
+    limits = {"workspace_mb": WORKSPACE_MB, "tmp_mb": TMP_MB, "warm": True}
+    settings = make_settings(
+        root / "data",
+        model,
+        api_key,
+        image=agent_image,
+        runtime=runtime,
+        agents=[
+            {
+                "id": "mallory",
+                "memory_mb": MEMORY_MB,
+                "pids_limit": PIDS,
+                "mounts": [{"host": str(shared), "container": "/mnt/shared"}],
+                **limits,
+            },
+            {"id": "alice", **limits},
+            {"id": "bob", **limits},
+        ],
+    )
+    instance = instance_id(settings.data_dir)
+    channel = MemoryChannel(name="cli")
+    runtime_seam = DockerRuntime(docker_client_module, instance, settings.data_dir, allowlist)
+    orchestrator = Orchestrator(settings, runtime=runtime_seam, channels={"cli": channel})
+    task = asyncio.create_task(orchestrator.run())
+    try:
+        async with asyncio.timeout(90):
+            await orchestrator.ready.wait()
+        pen = Pen(
+            runtime,
+            orchestrator,
+            task,
+            channel,
+            model,
+            docker_client_module,
+            api_key,
+            "alice-secret-" + secrets.token_hex(8),
+            root,
+        )
+        secret = pen.alice_secret
+        await pen.ask("alice", f"run: echo {secret[:6]}''{secret[6:]} > /workspace/secret.txt")
+        yield pen
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await model.close()
+        cleanup(docker_client_module, instance, settings.data_dir)
+
+
+# --- reading secrets -------------------------------------------------------------------------
+
+
+async def test_read_secrets_from_the_environment_and_arguments_of_every_process(pen: Pen) -> None:
+    seen = await pen.attack("read_secrets_in_processes", *pen.secrets())
+    assert seen["processes"] >= 3 and seen["readable"] >= 4  # it did look
+    assert seen["found"] == []
+    await pen.still_serving()
+
+
+async def test_read_secrets_from_every_file_it_can_see(pen: Pen) -> None:
+    seen = await pen.attack("read_secrets_in_files", *pen.secrets())
+    assert seen["files"] > 1000  # the whole image, its workspace, the shared mount
+    assert seen["found"] == []  # neither the API key nor alice's secret
+    await pen.still_serving()
+
+
+async def test_read_the_socket_directory_and_climb_out_of_it(pen: Pen) -> None:
+    seen = await pen.attack("read_socket_directory")
+    assert seen["entries"] == ["agent.sock"]
+    assert "read" not in seen["tries"].values()
+    assert seen["tries"]["write"] != "written"  # cannot plant or replace anything there
+    await pen.still_serving()
+
+
+async def test_read_secrets_from_the_containers_own_config(pen: Pen) -> None:
+    seen = await pen.attack("read_container_config", *pen.secrets())
+    assert "/proc/1/cmdline" in seen["read"] and seen["found"] == []
+    assert not any("KEY" in name or "TOKEN" in name for name in seen["env_names"])
+    attrs = json.dumps(pen.container("mallory").attrs)  # what `docker inspect` would show
+    assert pen.api_key not in attrs and pen.alice_secret not in attrs
+    await pen.still_serving()
+
+
+# --- reaching out ----------------------------------------------------------------------------
+
+
+async def test_reach_the_docker_socket(pen: Pen) -> None:
+    seen = await pen.attack("reach_docker_socket")
+    assert seen["sockets"] == ["/run/clawpen/agent.sock"]  # the only socket it can see
+    assert all(not answer.startswith("HTTP") for answer in seen["usual"].values()), seen
+    assert set(seen["tcp"].values()) <= {"ECONNREFUSED", "ENETUNREACH", "EHOSTUNREACH"}, seen
+    await pen.still_serving()
+
+
+async def test_read_another_agents_workspace_or_socket(pen: Pen) -> None:
+    seen = await pen.attack("read_other_agents")
+    assert len(seen["processes"]) <= 6  # its own pid namespace: init, agent, shell, attack
+    for listing in seen["socket_dirs"].values():
+        assert listing in (["agent.sock"], "EACCES", "ENOENT"), seen["socket_dirs"]
+    assert not any("alice" in mount or "bob" in mount for mount in seen["mounts"])
+    # and alice's secret was in none of the files mallory could read (the file search above)
+    found = await pen.attack("read_secrets_in_files", *pen.secrets()[2:])
+    assert found["found"] == []
+    await pen.still_serving()
+
+
+async def test_write_the_root_filesystem(pen: Pen) -> None:
+    seen = await pen.attack("write_root_filesystem")
+    for path in ("/pwned", "/etc/pwned", "/usr/bin/pwned", "/var/pwned", "/home/pwned"):
+        assert seen[path] in ("EROFS", "EACCES"), seen
+    assert seen["/etc/passwd"] in ("EROFS", "EACCES")
+    assert seen["chmod"] in ("EROFS", "EPERM")
+    assert seen["remount"] != "exit 0"
+    await pen.still_serving()
+
+
+async def test_reach_any_network(pen: Pen) -> None:
+    port = pen.model.url.rsplit(":", 1)[1].strip("/")
+    seen = await pen.attack("reach_network", port)
+    assert seen["interfaces"] == ["lo"]
+    assert "connected" not in seen["tries"].values(), seen
+    assert seen["tries"]["dns"] == "gaierror"
+    assert seen["tries"]["udp"] in ("ENETUNREACH", "EHOSTUNREACH")
+    assert seen["tries"]["raw"] in ("EPERM", "EACCES")
+    await pen.still_serving()
+
+
+async def test_make_a_device_or_become_root(pen: Pen) -> None:
+    seen = await pen.attack("make_device_or_setuid")
+    assert seen["mknod"] == "EPERM" and seen["setuid"] == "EPERM"
+    if pen.runtime == "runc":  # gVisor does not show the host's mount options inside
+        options = seen["options"].split(",")
+        assert "nosuid" in options and "nodev" in options
+    await pen.still_serving()
+
+
+# --- exhausting resources --------------------------------------------------------------------
+
+
+async def sandbox_killed_and_reported(pen: Pen, attack: str, *args: str) -> None:
+    """Under gVisor the host's cgroup limits hold the whole sandbox (its kernel included): the
+    memory limit kills it, the orchestrator sees the container die, runs the task again in a
+    fresh one (3 tries in all), then tells the user; the agent answers the next message."""
+    before = pen.container("mallory").id
+    reply = await pen.attack_reply(attack, *args, timeout=240)
+    assert "ATTACK" not in reply and "failed 3 times" in reply, reply
+    assert pen.container("mallory").id != before
+    assert "exit_code: 0" in await pen.ask("mallory", "run: echo alive")
+
+
+async def test_fork_bomb_stops_at_the_pids_limit(pen: Pen) -> None:
+    if pen.runtime == "runsc":  # each forked process costs the sandbox memory: that limit wins
+        await sandbox_killed_and_reported(pen, "fork_bomb", "1000")
+    else:
+        seen = await pen.attack("fork_bomb", "1000")
+        assert seen["error"] == "EAGAIN" and seen["forked"] < PIDS
+        assert "exit_code: 0" in await pen.ask("mallory", "run: echo alive")  # it works again
+    await pen.still_serving()
+
+
+async def test_memory_bomb_is_killed_inside_its_limit_and_reported(pen: Pen) -> None:
+    if pen.runtime == "runsc":
+        await sandbox_killed_and_reported(pen, "memory_bomb")
+    else:
+        before = pen.container("mallory").id
+        seen = await pen.attack("memory_bomb", timeout=180)
+        assert seen["returncode"] == -9 and seen["stdout"] == ""  # killed; the tool says so
+        assert pen.container("mallory").id == before  # the agent lived on, same container
+    await pen.still_serving()
+
+
+async def test_fill_tmp(pen: Pen) -> None:
+    seen = await pen.attack("fill_tmp")
+    assert seen["error"] == "ENOSPC" and seen["written_mb"] <= TMP_MB
+    await pen.still_serving()
+
+
+async def test_fill_the_workspace_and_the_host_disk(pen: Pen) -> None:
+    free_before = shutil.disk_usage(pen.data_dir).free
+    seen = await pen.attack("fill_workspace")
+    assert seen["error"] == "ENOSPC"
+    assert seen["written_mb"] <= WORKSPACE_MB and seen["filesystem_mb"] <= WORKSPACE_MB
+    image = pen.data_dir / "workspaces" / "mallory.ext4"
+    assert image.stat().st_blocks * 512 <= WORKSPACE_MB * 1024 * 1024  # all the host gave
+    assert shutil.disk_usage(pen.data_dir).free > free_before - WORKSPACE_MB * 1024 * 1024
+    assert "exit_code: 0" in await pen.ask(
+        "mallory", "run: echo there is room again > /workspace/x"
+    )
+    await pen.still_serving()
+
+
+# --- the door --------------------------------------------------------------------------------
+
+
+async def test_impersonate_another_agent_over_the_socket(pen: Pen) -> None:
+    """Mallory answers every task id there is, as if she were alice, while alice works."""
+    alice = asyncio.create_task(pen.ask("alice", "run: sleep 4; echo alice-done"))
+    script = base64.b64encode(IMPERSONATE.encode()).decode()
+    await pen.ask(
+        "mallory",
+        f"run: echo {script} | base64 -d > /tmp/i.py; rm -f /workspace/i.json;"
+        " (python3 /tmp/i.py > /workspace/i.json.tmp && mv /workspace/i.json.tmp /workspace/i.json"
+        " &) ; echo started",
+    )
+    # Read on the host, so that no task of mallory's own is in flight while she answers them all
+    output = pen.data_dir / "workspaces" / "mallory" / "i.json"
+    async with asyncio.timeout(60):
+        while not output.exists():
+            await asyncio.sleep(0.05)
+    reply = output.read_text()
+    statuses: dict[str, int] = parse(reply, "IMPERSONATE")
+    assert statuses and all(400 <= s < 500 for s in statuses.values()), statuses
+    answer = await alice
+    assert "alice-done" in answer and "pwned" not in answer
+    assert not any("pwned" in text for text in pen.channel.texts_to("alice"))
+    await pen.still_serving()
+
+
+IMPERSONATE = r"""
+import json, socket, time
+def post(task, body, extra=""):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect("/run/clawpen/agent.sock")
+    s.sendall(f"POST /v1/tasks/{task}/result HTTP/1.1\r\nHost: a\r\n{extra}"
+              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    data = s.recv(200); s.close()
+    return int(data.split()[1])
+time.sleep(1)  # alice's task is claimed by now, and mallory's own is finished
+seen = {}
+for task in range(1, 120):
+    seen[str(task)] = post(task, b'{"text": "pwned"}', "X-Agent-Id: alice\r\n")
+print("IMPERSONATE" + json.dumps(seen))
+"""
+
+
+async def test_send_the_door_malformed_requests(pen: Pen) -> None:
+    seen = await pen.hostile("malformed_results", "garbage_and_heads")
+    assert set(seen.values()) == {400}, seen
+    await pen.still_serving()
+
+
+async def test_send_the_door_oversized_requests(pen: Pen) -> None:
+    seen = await pen.hostile("oversized_and_endless")
+    assert seen["result_50MiB"][0] == 413 and seen["messages_1GiB"][0] == 413
+    assert seen["chunked_endless"] == 411
+    await pen.still_serving()
+
+
+async def test_send_the_door_endless_and_slow_requests(pen: Pen) -> None:
+    seen = await pen.hostile("slow_ones")
+    assert seen["slow_body"][0] == 408
+    assert seen["slowloris_cut_after"] is not None and seen["slowloris_cut_after"] < 15
+    assert seen["silent_closed"][0] == "closed"
+    assert seen["over_budget"] == 429
+    await pen.still_serving()
+
+
+# --- escaping through files ------------------------------------------------------------------
+
+
+async def test_escape_through_a_symlink_in_the_workspace(pen: Pen) -> None:
+    """Links planted in /workspace; then the host unmounts and mounts the workspace again
+    (a container restart) and a user's file arrives for the inbox. The host follows none."""
+    target = pen.root / "host-target"
+    target.mkdir()
+    host_secret = pen.root / "host-secret.txt"
+    host_secret.write_text("host-only-" + secrets.token_hex(8))
+    seen = await pen.attack("plant_symlinks", str(target), str(host_secret))
+    assert set(seen["made"]) == {"inbox", "escape", "up", "CLAUDE.md"}
+    await pen.orchestrator.pool.stop("mallory", "test: restart")
+    photo = Attachment("cat.txt", "text/plain", b"meow")
+    reply = await pen.ask("mallory", "run: ls -la /workspace", attachments=(photo,))
+    assert "cat.txt" not in os.listdir(target) and list(target.iterdir()) == []
+    point = pen.data_dir / "workspaces" / "mallory"
+    assert point.is_mount() and not point.is_symlink()
+    assert host_secret.read_text() not in json.dumps(pen.model.requests)  # notes not followed
+    assert reply  # the agent answered, whatever it made of its own links
+    await pen.ask(
+        "mallory",
+        "run: rm -f /workspace/inbox /workspace/escape /workspace/up /workspace/CLAUDE.md",
+    )
+    await pen.still_serving()
+
+
+async def test_use_the_allowlisted_mount_to_reach_outside_it(pen: Pen) -> None:
+    seen = await pen.attack("escape_allowlisted_mount")
+    assert seen["write"] in ("EROFS", "EACCES")  # gVisor checks the permission bits first
+    for name in ("link-out", "link-up", "../outside.txt"):
+        assert seen[name] == "ENOENT", seen  # links resolve inside the container, not the host
+    assert "outside" not in seen["climb"]
+    assert seen["remount"] != "exit 0"
+    assert seen["mnt"] == "shared" and seen["inside"] == "link-out,link-up,notes.txt"
+    assert not (pen.root / "allowed" / "shared" / "pwned").exists()
+    await pen.still_serving()
+
+
+async def test_attacks_left_the_store_and_the_other_agents_alone(pen: Pen) -> None:
+    """After everything: alice's workspace still holds her secret, untouched."""
+    reply = await pen.ask("alice", "run: cat /workspace/secret.txt")
+    assert pen.alice_secret in reply
+    with sqlite3.connect(pen.data_dir / "clawpen.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    await pen.still_serving()
