@@ -20,14 +20,21 @@ from aiohttp import web
 from clawpen_agent.protocol import (
     JOBS_PATH,
     MAX_JOB_BODY_BYTES,
+    MAX_SEND_BODY_BYTES,
     MESSAGES_PATH,
     NEXT_TASK_PATH,
+    OUTBOX_PATH,
     SOCKET_NAME,
+    WEB_FETCH_PATH,
+    FetchRequest,
     JobRequest,
+    OutgoingMessage,
     ProtocolError,
     Task,
     TaskResult,
+    check_fetch_request,
     check_job_request,
+    check_outgoing,
     check_result,
     parse_job_name,
     parse_task_id,
@@ -60,6 +67,22 @@ class AgentJobsApi(Protocol):
     async def cancel(self, agent_id: str, name: str) -> dict[str, Any]: ...
 
 
+class ToolRefused(JobRefused):
+    """A send_message or web_fetch the orchestrator will not carry out (the same shape)."""
+
+
+class AgentMessagesApi(Protocol):
+    """What an agent may say on its own (``agentsend.AgentMessages``)."""
+
+    async def send(self, agent_id: str, message: OutgoingMessage) -> dict[str, Any]: ...
+
+
+class AgentWebApi(Protocol):
+    """What an agent may fetch (``agentweb.AgentWeb``)."""
+
+    async def fetch(self, agent_id: str, request: FetchRequest) -> dict[str, Any]: ...
+
+
 class AgentSession:
     """One agent's socket: offers one task at a time and collects its result."""
 
@@ -84,6 +107,8 @@ class AgentSession:
         self._alive = False
         self.door = Door(agent_id, limits or DoorLimits())
         self.jobs: AgentJobsApi | None = None  # set by the orchestrator
+        self.messages: AgentMessagesApi | None = None  # set by the orchestrator
+        self.web: AgentWebApi | None = None  # set by the orchestrator
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -105,6 +130,8 @@ class AgentSession:
         app.router.add_post(JOBS_PATH, self._create_job)
         app.router.add_get(JOBS_PATH, self._list_jobs)
         app.router.add_delete(JOBS_PATH + "/{name}", self._cancel_job)
+        app.router.add_post(OUTBOX_PATH, self._send_message)
+        app.router.add_post(WEB_FETCH_PATH, self._web_fetch)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, shutdown_timeout=2, **limits.handler_kwargs()
         )
@@ -260,8 +287,39 @@ class AgentSession:
         return self.jobs
 
     def _refuse_job(self, exc: JobRefused) -> web.Response:
-        self.door.refused(Refused(exc.status, "job_refused", exc.message))
+        reason = "tool_refused" if isinstance(exc, ToolRefused) else "job_refused"
+        self.door.refused(Refused(exc.status, reason, exc.message))
         return web.json_response({"error": exc.message}, status=exc.status)
+
+    # -- reaching out: send_message and web_fetch (the agent's tools) ------------------------------
+
+    async def _send_message(self, request: web.Request) -> web.Response:
+        try:
+            async with self.door.json_body(request, MAX_SEND_BODY_BYTES) as body:
+                message = check_outgoing(body[1])
+            if self.messages is None:
+                raise ToolRefused(503, "send_message is not available")
+            return web.json_response(await self.messages.send(self.agent_id, message))
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_message", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    async def _web_fetch(self, request: web.Request) -> web.Response:
+        try:
+            async with self.door.json_body(request, MAX_SEND_BODY_BYTES) as body:
+                fetch = check_fetch_request(body[1])
+            if self.web is None:
+                raise ToolRefused(503, "web_fetch is not available")
+            return web.json_response(await self.web.fetch(self.agent_id, fetch))
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_fetch", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
+        except JobRefused as exc:
+            return self._refuse_job(exc)
 
 
 API_ERRORS = {413: "request_too_large", 429: "rate_limit_error"}

@@ -19,9 +19,13 @@ from typing import Any, Literal
 import aiohttp
 import uvloop
 
+from clawpen_agent.protocol import EGRESS_SOCKET_NAME
+
 from .admin import ADMIN_SOCKET, AdminServer
 from .agentjobs import AgentJobs
 from .agents import AgentPool, instance_id
+from .agentsend import AgentMessages
+from .agentweb import AgentWeb
 from .budget import Budget, Charge, Limits
 from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
@@ -30,11 +34,13 @@ from .channels.registry import plugins
 from .config import CREDENTIAL_KEY, Settings
 from .disk import DiskGuard
 from .dispatch import ChannelInbox, Dispatcher, Leases
+from .egress import EgressProxy
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
 from .modelrequest import AgentPolicy
 from .models import ChannelState
+from .netpolicy import LoopbackExceptions
 from .outbox import Outbox
 from .proxy import ModelProxy
 from .redact import SECRETS
@@ -43,6 +49,7 @@ from .runtime.base import AgentRuntime
 from .scheduler import Clock, Scheduler
 from .store import SQLiteStore, Store
 from .vault import Vault, open_vault
+from .webfetch import WebFetcher
 
 HOUSEKEEPING_SECONDS = 15.0
 STRANGERS_KEPT_SECONDS = 7 * 86400
@@ -135,8 +142,23 @@ class Orchestrator:
         self.dispatcher.job_done = self.scheduler.wake
         self.dispatcher.admit = self.disk.admit
         self.agent_jobs = AgentJobs(self.scheduler, self.dispatcher)
+        exceptions = LoopbackExceptions.parse(settings.allow_loopback_for_tests)
+        self.agent_messages = AgentMessages(self.dispatcher)
+        self.agent_web = AgentWeb(settings, WebFetcher(exceptions))
         for session in self.pool.sessions.values():
             session.jobs = self.agent_jobs
+            session.messages = self.agent_messages
+            session.web = self.agent_web
+        self.egress = [
+            EgressProxy(
+                a.id,
+                self.pool.specs[a.id].socket_dir / EGRESS_SOCKET_NAME,
+                a.egress.allow,
+                exceptions,
+            )
+            for a in settings.agents
+            if a.egress.allow
+        ]
         self.admin = AdminServer(
             settings.data_dir / ADMIN_SOCKET,
             self.cli,
@@ -251,6 +273,8 @@ class Orchestrator:
             await self.store.release_leases()
             await self.dispatcher.open()
             await self.scheduler.open()
+            for proxy in self.egress:  # before any container starts: its forwarder needs it
+                await proxy.start()
             await self.pool.open()
             await self.admin.start()
             self.log.info(
@@ -327,6 +351,8 @@ class Orchestrator:
     async def close(self) -> None:
         await self.admin.close()
         await self.pool.close()
+        for proxy in self.egress:
+            await proxy.close()
         for session in [self.upstream, *self.upstreams.values()]:
             if session is not None:
                 await session.close()

@@ -33,6 +33,7 @@ from .channels.base import ChannelSettings
 from .channels.registry import address_problem, plugins
 from .errors import ClawpenError, ConfigError
 from .models import JobSpec
+from .netpolicy import LoopbackExceptions, Refused, normalize_host
 from .redact import SECRETS
 from .schedule import JOB_NAME, ScheduleError, make_spec, parse_address
 
@@ -81,6 +82,43 @@ class VaultSettings(_Model):
     key_file: Path | None = None  # the file backend's key; default data_dir/vault.key
 
 
+class WebFetchSettings(_Model):
+    """``web_fetch``: the orchestrator fetches public URLs for the agent; off unless enabled."""
+
+    enabled: bool = False
+    allow_domains: list[str] | None = None  # these domains and their subdomains; None: any
+
+    @field_validator("allow_domains")
+    @classmethod
+    def _domains(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [_host_name(v) for v in value]
+
+
+class EgressSettings(_Model):
+    """``egress``: hosts the agent may reach through the orchestrator's CONNECT proxy;
+    ``host`` (ports 443 and 80) or ``host:port``. Nothing else, and never an inward address."""
+
+    allow: list[str] = []
+
+    @field_validator("allow")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for entry in value:
+            host, colon, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
+            if colon and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+            out.append(_host_name(host) + (f":{port}" if colon else ""))
+        return out
+
+
+def _host_name(value: str) -> str:
+    try:
+        return normalize_host(value)
+    except Refused:
+        raise ValueError(f"{value!r} is not a host name") from None
+
+
 class MountSettings(_Model):
     """An extra host folder for an agent; granted only by the mount allowlist (mounts.py)."""
 
@@ -110,6 +148,8 @@ class AgentSettings(_Model):
     daily_usd_budget: float | None = Field(None, gt=0, description="overrides model's")
     server_tools: list[ServerTool] = []  # off unless listed: they reach out for the agent
     beta_headers: list[str] = []  # anthropic-beta values it may send
+    web_fetch: WebFetchSettings = WebFetchSettings()
+    egress: EgressSettings = EgressSettings()
     # /workspace's own size (an ext4 image on a loop device); 0: an unlimited Docker volume
     workspace_mb: int = Field(1024, ge=0)
     mounts: list[MountSettings] = []
@@ -181,6 +221,9 @@ class Settings(_Model):
     channels: Channels = Channels(cli={})  # type: ignore[valid-type]
     pairings: list[Pairing] = []
     jobs: list[JobSettings] = []
+    # TESTS ONLY: 127.0.0.1:PORT targets web_fetch and egress may reach despite being loopback.
+    # load_settings refuses it in a config file (see netpolicy.LoopbackExceptions).
+    allow_loopback_for_tests: list[str] = []
     _secret_refs: dict[str, str] = PrivateAttr(default_factory=dict)  # dotted key -> name
 
     def secret_name(self, where: str) -> str | None:
@@ -203,6 +246,7 @@ class Settings(_Model):
             if problem is not None:
                 raise ValueError(f"pairings.{i}.channel: {problem}")
         self._check_jobs(ids)
+        LoopbackExceptions.parse(self.allow_loopback_for_tests)
         for i, agent in enumerate(self.agents):
             usd = agent.daily_usd_budget or self.model.daily_usd_budget
             for model in agent.models or [agent.model or self.model.name]:
@@ -467,6 +511,11 @@ def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Set
     """Read, resolve and validate a config file; relative paths are relative to the file."""
     path = Path(path)
     raw = read_yaml(path)
+    if "allow_loopback_for_tests" in raw:
+        raise ConfigError(
+            f"{path}: allow_loopback_for_tests: only tests may set this, never a config file",
+            "remove it: web_fetch and egress never reach loopback in production",
+        )
     env = os.environ if env is None else env
     found: dict[str, str] = {}
     problems: list[ConfigError] = []

@@ -30,6 +30,7 @@ from .logging import get_logger
 from .metrics import Metrics
 from .models import (
     JOB_CHANNEL,
+    Address,
     ClaimedTask,
     Decision,
     DeliveryStatus,
@@ -318,6 +319,16 @@ class Dispatcher:
         if removed:
             self.log.info("chat_unpaired", chat=address)
         return removed
+
+    async def send_message(self, agent_id: str, address: Address, text: str) -> Reply:
+        """A message an agent sends on its own (``agentsend.py`` decided it may): committed as
+        a reply, then delivered by the outbox like any other."""
+        now = self.clock()
+        reply = await self.store.record_agent_message(
+            agent_id, address, _reply_text(text, None), self.leases.lease(now), now
+        )
+        self.outbox.notify(address.channel)
+        return reply
 
     # -- to the agent and back -------------------------------------------------------------------
 

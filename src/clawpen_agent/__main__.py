@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
+from . import forwarder
 from .loop import History, model_caller, run_task
 from .protocol import (
     NEXT_TASK_PATH,
@@ -110,6 +111,8 @@ def hand_in(
 def main() -> None:
     socket_path = os.environ.get("CLAWPEN_SOCKET", SOCKET_PATH)
     root = os.environ.get("CLAWPEN_WORKSPACE", WORKSPACE)
+    if os.environ.get("CLAWPEN_EGRESS") == "1":  # HTTPS_PROXY names it: start it first
+        forwarder.start()
     with contextlib.suppress(KeyboardInterrupt):
         serve(socket_path, root)
 

@@ -270,3 +270,72 @@ def check_job_request(data: Any) -> JobRequest:
         timezone=check_text(data.get("timezone", "UTC"), "timezone", 64),
         **when,
     )
+
+
+# -- reaching out: ``POST /v1/outbox`` (send_message), ``POST /v1/web/fetch`` (web_fetch) ------
+# Egress is not a route: it is a second socket in the same directory, ``EGRESS_SOCKET_NAME``,
+# that speaks HTTP proxy (CONNECT host:port, or an absolute-form http:// request). Inside the
+# container a loopback forwarder on ``127.0.0.1:EGRESS_PORT`` relays to it.
+
+OUTBOX_PATH = "/v1/outbox"
+WEB_FETCH_PATH = "/v1/web/fetch"
+EGRESS_SOCKET_NAME = "egress.sock"
+EGRESS_PORT = 3128
+MAX_SEND_BODY_BYTES = 64 * 1024
+MAX_SEND_CHARS = 20_000
+MAX_FETCH_CHARS = 100_000
+_CHAT_ADDRESS = re.compile(r"[a-z][a-z0-9_]{0,31}:[^\s]{1,200}")
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message the agent sends on its own: to ``to`` (``platform:chat_id``), or, when it is
+    None, to the chat of the task it is answering. The orchestrator decides whether it may."""
+
+    text: str
+    to: str | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}).encode()
+
+
+def check_outgoing(data: Any) -> OutgoingMessage:
+    """The agent's parsed send_message body -> an ``OutgoingMessage`` of bounded fields."""
+    if not isinstance(data, dict):
+        raise ProtocolError(f"a message must be a JSON object, not {_kind(data)}")
+    unknown = sorted(set(data) - {"text", "to"})
+    if unknown:
+        raise ProtocolError(f"unknown key {unknown[0][:MAX_EXTRA_KEY_CHARS]!r} in the message")
+    text = check_text(data.get("text"), "text", MAX_SEND_CHARS)
+    if not text.strip():
+        raise ProtocolError("text is empty")
+    to = data.get("to")
+    if to is not None:
+        to = check_text(to, "to", 240)
+        if not _CHAT_ADDRESS.fullmatch(to):
+            raise ProtocolError("to must be a chat address, platform:chat_id (telegram:123)")
+    return OutgoingMessage(text=text, to=to)
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """A URL the agent wants read; the orchestrator fetches it (the container has no network)."""
+
+    url: str
+    max_chars: int = 20_000
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+
+def check_fetch_request(data: Any) -> FetchRequest:
+    if not isinstance(data, dict):
+        raise ProtocolError(f"a fetch must be a JSON object, not {_kind(data)}")
+    unknown = sorted(set(data) - {"url", "max_chars"})
+    if unknown:
+        raise ProtocolError(f"unknown key {unknown[0][:MAX_EXTRA_KEY_CHARS]!r} in the fetch")
+    url = check_text(data.get("url"), "url", 4000)
+    max_chars = data.get("max_chars", 20_000)
+    if type(max_chars) is not int or not 1 <= max_chars <= MAX_FETCH_CHARS:
+        raise ProtocolError(f"max_chars must be an integer from 1 to {MAX_FETCH_CHARS}")
+    return FetchRequest(url=url, max_chars=max_chars)

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .protocol import JOBS_PATH, WORKSPACE
+from .protocol import (
+    JOBS_PATH,
+    MAX_FETCH_CHARS,
+    MAX_SEND_CHARS,
+    OUTBOX_PATH,
+    WEB_FETCH_PATH,
+    WORKSPACE,
+    clean_text,
+)
 
 MAX_OUTPUT = 16_000
 DEFAULT_TIMEOUT = 60
@@ -120,7 +128,7 @@ def list_files(args: dict[str, Any], root: str = WORKSPACE) -> str:
 
 def _call(api: Api | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     if api is None:
-        raise ToolError("scheduled jobs are not available here")
+        raise ToolError("the orchestrator cannot be reached from here")
     raw = None if body is None else json.dumps(body).encode()
     try:
         status, answer = api(method, path, raw)
@@ -235,6 +243,73 @@ JOB_TOOLS: dict[str, Callable[[dict[str, Any], Api | None], str]] = {
     "cancel_job": cancel_job,
 }
 
+# -- reaching out, through the orchestrator (the container has no network) ---------------------
+
+
+def send_message(args: dict[str, Any], api: Api | None) -> str:
+    """Send a message now, before the final answer, or to another chat paired with this agent."""
+    text = args.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ToolError("send_message needs a non-empty string 'text'")
+    to = args.get("to")
+    if to is not None and not isinstance(to, str):
+        raise ToolError("'to' must be a chat address such as telegram:123")
+    body: dict[str, Any] = {"text": clean_text(text, MAX_SEND_CHARS)}
+    if to:
+        body["to"] = to
+    sent = _call(api, "POST", OUTBOX_PATH, body)
+    return f"sent to {sent.get('to', 'the chat')}"
+
+
+def web_fetch(args: dict[str, Any], api: Api | None) -> str:
+    """Read a public web page as text (the orchestrator fetches it)."""
+    url = args.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise ToolError("web_fetch needs a string 'url'")
+    max_chars = args.get("max_chars", 20_000)
+    if type(max_chars) is not int or not 1 <= max_chars <= MAX_FETCH_CHARS:
+        max_chars = 20_000
+    page = _call(api, "POST", WEB_FETCH_PATH, {"url": url, "max_chars": max_chars})
+    cut = " (cut: the page is longer)" if page.get("truncated") else ""
+    return (
+        f"{page.get('url')} -> HTTP {page.get('status')}, {page.get('content_type')}{cut}\n\n"
+        f"{page.get('text', '')}"
+    )
+
+
+TOOL_SCHEMAS += [
+    {
+        "name": "send_message",
+        "description": "Send a chat message right away (a progress note before your answer), "
+        "or to another chat paired with you. Without 'to' it goes to the chat you are "
+        "answering.",
+        "input_schema": _schema(
+            {
+                "text": {"type": "string"},
+                "to": {"type": "string", "description": "platform:chat_id, e.g. telegram:123"},
+            },
+            ["text"],
+        ),
+    },
+    {
+        "name": "web_fetch",
+        "description": "Fetch a public http(s) URL and read it as text (HTML is converted). "
+        "Private and local addresses are refused; the operator may limit the domains.",
+        "input_schema": _schema(
+            {
+                "url": {"type": "string"},
+                "max_chars": {"type": "integer", "description": "Default 20000"},
+            },
+            ["url"],
+        ),
+    },
+]
+API_TOOLS: dict[str, Callable[[dict[str, Any], Api | None], str]] = {
+    **JOB_TOOLS,
+    "send_message": send_message,
+    "web_fetch": web_fetch,
+}
+
 TOOLS: dict[str, ToolFn] = {
     "shell": shell,
     "read_file": read_file,
@@ -248,7 +323,7 @@ def run_tool(
 ) -> tuple[str, bool]:
     """Run one tool call; returns (text, is_error)."""
     tool = TOOLS.get(name)
-    job_tool = JOB_TOOLS.get(name)
+    job_tool = API_TOOLS.get(name)
     if tool is None and job_tool is None:
         return f"unknown tool {name!r}", True
     try:

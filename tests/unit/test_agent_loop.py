@@ -72,6 +72,8 @@ def test_plain_answer_is_returned(tmp_path: Path) -> None:
         "schedule_job",
         "list_jobs",
         "cancel_job",
+        "send_message",
+        "web_fetch",
     }
 
 

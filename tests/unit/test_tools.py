@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from clawpen_agent.tools import JOB_TOOLS, MAX_OUTPUT, TOOL_SCHEMAS, TOOLS, run_tool
+from clawpen_agent.tools import API_TOOLS, MAX_OUTPUT, TOOL_SCHEMAS, TOOLS, run_tool
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def outside(tmp_path: Path) -> Path:
 
 
 def test_every_tool_has_a_schema() -> None:
-    assert sorted(s["name"] for s in TOOL_SCHEMAS) == sorted([*TOOLS, *JOB_TOOLS])
+    assert sorted(s["name"] for s in TOOL_SCHEMAS) == sorted([*TOOLS, *API_TOOLS])
 
 
 def test_job_tools_speak_to_the_socket_and_show_refusals_to_the_model() -> None:
@@ -44,7 +44,7 @@ def test_job_tools_speak_to_the_socket_and_show_refusals_to_the_model() -> None:
     assert asked[0] == ("POST", "/v1/jobs", b'{"name": "x", "task": "t", "every": "1m"}')
     assert run_tool("cancel_job", {"name": "a b"}, api=api) == ("cancelled a b", False)
     assert asked[1][:2] == ("DELETE", "/v1/jobs/a%20b")
-    assert run_tool("list_jobs", {}) == ("scheduled jobs are not available here", True)
+    assert run_tool("list_jobs", {}) == ("the orchestrator cannot be reached from here", True)
 
 
 # -- shell -------------------------------------------------------------------------------------

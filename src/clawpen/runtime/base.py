@@ -22,6 +22,7 @@ class AgentSpec:
     cpus: float = 0.5
     pids_limit: int = 256
     tmp_mb: int = 64
+    egress: bool = False  # a proxy for allowed hosts: HTTPS_PROXY and the forwarder are set up
     # /workspace's own size limit (an ext4 image under data_dir); 0: a Docker volume, no limit
     workspace_mb: int = 0
     runtime: str = "runc"  # the OCI runtime: runc, or runsc (gVisor)

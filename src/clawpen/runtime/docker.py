@@ -18,7 +18,7 @@ import docker
 import docker.errors
 import requests
 
-from clawpen_agent.protocol import AGENT_UID, SOCKET_DIR, SOCKET_PATH, WORKSPACE
+from clawpen_agent.protocol import AGENT_UID, EGRESS_PORT, SOCKET_DIR, SOCKET_PATH, WORKSPACE
 
 from ..errors import DockerUnavailable, ImageMissing
 from ..mounts import Mount, default_allowlist_path, grant
@@ -48,6 +48,9 @@ def container_spec(
     nosuid,nodev, which the bind keeps); without one, a Docker volume. ``mounts``: extra host
     folders the allowlist granted, under /mnt."""
     uid = f"{AGENT_UID}"
+    environment = {"CLAWPEN_SOCKET": SOCKET_PATH, "CLAWPEN_AGENT_ID": spec.agent_id}
+    if spec.egress:  # still no network: the forwarder on loopback relays to the egress socket
+        environment.update(egress_environment())
     workspace_source = (
         str(workspace_dir) if workspace_dir else volume_name(spec.instance, spec.agent_id)
     )
@@ -64,7 +67,7 @@ def container_spec(
         "image": spec.image,
         "name": container_name(spec.instance, spec.agent_id),
         "user": f"{uid}:{uid}",
-        "environment": {"CLAWPEN_SOCKET": SOCKET_PATH, "CLAWPEN_AGENT_ID": spec.agent_id},
+        "environment": environment,
         "labels": {
             LABEL_MANAGED: "true",
             LABEL_INSTANCE: spec.instance,
@@ -85,6 +88,19 @@ def container_spec(
         "init": True,
         "detach": True,
     }
+
+
+def egress_environment() -> dict[str, str]:
+    """What tells the agent's tools (pip, git, urllib, curl) to use the loopback forwarder."""
+    proxy = f"http://127.0.0.1:{EGRESS_PORT}"
+    env = {
+        "CLAWPEN_EGRESS": "1",
+        "NO_PROXY": "localhost,127.0.0.1",
+        "no_proxy": "localhost,127.0.0.1",
+    }
+    for name in ("HTTPS_PROXY", "HTTP_PROXY"):
+        env[name] = env[name.lower()] = proxy
+    return env
 
 
 def connect(base_url: str | None = None) -> docker.DockerClient:

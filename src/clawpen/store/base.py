@@ -126,6 +126,12 @@ class Store(Protocol):
         The reply is leased to the finisher, who is about to deliver it. ``None`` when the task
         is no longer ``lease.owner``'s: whoever holds it now answers it."""
 
+    async def record_agent_message(
+        self, agent_id: str, address: Address, text: str, lease: Lease, now: float
+    ) -> Reply:
+        """Commit a message an agent sends on its own (``send_message``) as a reply to
+        ``address``, behind a finished task of its own: the outbox delivers it as any reply."""
+
     async def release_task(self, task_id: int, owner: str) -> None:
         """Give a running task back (the orchestrator is stopping, not crashing): its next
         start is not counted as a resume."""

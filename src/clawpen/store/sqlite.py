@@ -390,6 +390,21 @@ class SQLiteStore:
 
         return await self._write(approve)
 
+    async def record_agent_message(
+        self, agent_id: str, address: Address, text: str, lease: Lease, now: float
+    ) -> Reply:
+        def record(db: sqlite3.Connection) -> Reply:
+            task_id = db.execute(
+                "INSERT INTO tasks (agent_id, channel, chat_id, thread, status, created_at,"
+                " finished_at) VALUES (?, ?, ?, ?, 'done', ?, ?)",
+                (agent_id, address.channel, address.chat, address.thread, now, now),
+            ).lastrowid
+            _insert_reply(db, task_id, address, "", text, lease, now)
+            row = db.execute("SELECT * FROM replies WHERE task_id=?", (task_id,)).fetchone()
+            return _reply(row)
+
+        return await self._write(record)
+
     async def pending_pairing_codes(self, now: float) -> list[tuple[str, float]]:
         def read(db: sqlite3.Connection) -> list[tuple[str, float]]:
             rows = db.execute(

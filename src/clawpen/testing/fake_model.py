@@ -5,6 +5,7 @@ Its behaviour is a pure function of the conversation, so tests can predict every
 * a user turn containing ``run: CMD`` asks for the ``shell`` tool with ``{"command": CMD}``;
 * ``schedule: {JSON}`` asks for the ``schedule_job`` tool with that input, ``list jobs`` for
   ``list_jobs`` and ``cancel job: NAME`` for ``cancel_job``;
+* a user turn starting ``tool: NAME {JSON}`` asks for any tool NAME with that input;
 * a turn of tool results is answered with ``tool said:`` and the results' text;
 * anything else is echoed as ``echo: TEXT``.
 """
@@ -78,6 +79,13 @@ def decide(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _job_tool(text: str) -> dict[str, Any] | None:
+    if text.startswith("tool: "):  # any tool: "tool: web_fetch {"url": "..."}"
+        name, _, raw = text.removeprefix("tool: ").partition(" ")
+        try:
+            args = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            args = {"raw": raw}
+        return {"name": name.strip(), "input": args}
     if "schedule: " in text:
         raw = text.split("schedule: ", 1)[1].strip()
         try:
