@@ -88,10 +88,13 @@ def decide(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def summarise(request: str) -> str:
-    """``Summary: `` and the start of each user line of the transcript, in order."""
-    said = [line[6:46] for line in request.splitlines() if line.startswith("user: ")]
+    """``Summary: ``, what the previous summary said, and the start of each user line of the
+    transcript, in order: what was said early survives every compaction."""
+    lines = request.splitlines()
+    earlier = [line.removeprefix("Summary: ") for line in lines if line.startswith("Summary: ")]
+    said = [line[6:46] for line in lines if line.startswith("user: ")]
     said = [line for line in said if not line.startswith("[tool result]")]
-    return "Summary: " + " | ".join(said)
+    return "Summary: " + " | ".join(earlier + said)
 
 
 def _memory_tool(text: str) -> dict[str, Any] | None:
@@ -101,6 +104,22 @@ def _memory_tool(text: str) -> dict[str, Any] | None:
     if "recall: " in text:
         return {"name": "memory_get", "input": {"key": text.split("recall: ", 1)[1].strip()}}
     return None
+
+
+def respond(body: dict[str, Any], cache: PromptCache) -> dict[str, Any]:
+    """The whole answer (a Messages API message) to a request body; ``cache`` is updated."""
+    blocks = decide(body["messages"])
+    stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", "fake"),
+        "content": blocks,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {**cache.account(body), "output_tokens": max(1, len(json.dumps(blocks)) // 4)},
+    }
 
 
 def _job_tool(text: str) -> dict[str, Any] | None:
@@ -154,22 +173,7 @@ class FakeModel:
             return _error(self.failures.pop(0), "injected failure")
         if self.delay:
             await asyncio.sleep(self.delay)
-        blocks = decide(body["messages"])
-        stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
-        usage = {
-            **self.cache.account(body),
-            "output_tokens": max(1, len(json.dumps(blocks)) // 4),
-        }
-        message = {
-            "id": f"msg_{uuid.uuid4().hex[:24]}",
-            "type": "message",
-            "role": "assistant",
-            "model": body.get("model", "fake"),
-            "content": blocks,
-            "stop_reason": stop,
-            "stop_sequence": None,
-            "usage": usage,
-        }
+        message = respond(body, self.cache)
         if not body.get("stream"):
             return web.json_response(message)
         return await self._stream(request, message)
