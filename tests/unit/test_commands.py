@@ -45,7 +45,8 @@ def test_usage_text_sums_models_and_shows_cost_when_priced() -> None:
     ]
     answer = commands.usage_text("a", rows, 50_000)
     assert answer.splitlines()[0] == (
-        "Today (UTC) a has used 1,215 tokens in 4 model calls, $0.0123 (budget 50,000 tokens a day)."
+        "Today (UTC) a has used 1,215 tokens in 4 model calls, $0.0123"
+        " (budget 50,000 tokens a day)."
     )
     assert "m1: 1,000 in, 200 out, $0.0123" in answer
 
