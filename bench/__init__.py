@@ -17,4 +17,5 @@ MODULES = (
     "proxy",
     "isolation",
     "scheduler",
+    "caching",
 )

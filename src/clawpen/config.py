@@ -141,6 +141,9 @@ class AgentSettings(_Model):
     idle_timeout: float = Field(1800, ge=0, description="seconds; 0 never stops it")
     warm: bool = False  # start with the orchestrator and never stop for idleness
     task_timeout: float = Field(600, gt=0)
+    max_steps: int = Field(25, ge=1, le=1000, description="model calls per task")
+    max_task_tokens: int | None = Field(None, ge=1000, description="input+output per task")
+    context_tokens: int = Field(200_000, ge=2000, description="the model's context window")
     max_model_calls: int = Field(4, ge=1, le=64, description="in flight upstream at once")
     models: list[str] | None = None  # models it may call; default: its model only
     max_tokens: int | None = Field(None, ge=1, le=128_000, description="clamp; model.max_tokens")

@@ -16,10 +16,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from functools import partial
+from typing import TypeVar
 
 from clawpen_agent.protocol import ChatLine, InboxFile, Task
 
-from . import pairing
+from . import commands, pairing
 from .agentapi import AgentGone
 from .agents import AgentPool
 from .channels.registry import address_problem
@@ -53,7 +54,10 @@ MAX_RESUMES = 5  # takeovers of one task after the orchestrator died holding it
 MAX_REPLY = 64_000  # characters: a runaway agent must not flood a chat with thousands of messages
 BATCH_WAIT = 0.05  # seconds a worker waits at most for messages being committed to land
 TYPING_EVERY = 4.0  # seconds between "typing..." signals (Telegram shows one for 5)
+T = TypeVar("T")
 STRANGERS_PER_HOUR = 10  # per unpaired chat: what is recorded of it (the rest is only counted)
+TIMEOUT_GRACE = 15.0  # seconds past task_timeout before the container is stopped: the agent
+# stops itself at task_timeout with a message saying so; this is the backstop
 
 
 class Leases:
@@ -145,6 +149,7 @@ class Dispatcher:
         self.running: dict[str, ClaimedTask] = {}  # agent id -> the task it works on now
         self.job_done: Callable[[], None] = lambda: None  # a job's run ended (the scheduler's)
         self._notices: dict[str, list[str]] = {}  # agent -> said with its task's reply
+        self._stops = {a: asyncio.Event() for a in self.agent_ids}  # /stop for the running task
 
     def wake(self, agent_id: str) -> None:
         """The agent has new work in the store (a job's run was queued for it)."""
@@ -199,6 +204,9 @@ class Dispatcher:
             return decision
         if isinstance(decision, Route) and self.admit is not None:
             self.admit()  # the disk is nearly full: the platform keeps the message for later
+        command = commands.parse(message.text) if isinstance(decision, Route) else None
+        if isinstance(decision, Route) and command is not None:
+            return await self._command(command, message, decision, now)
         arriving = self._arriving[decision.agent_id] if isinstance(decision, Route) else None
         try:
             with arriving or contextlib.nullcontext():
@@ -221,6 +229,44 @@ class Dispatcher:
         self.log.info("message_routed", messageId=row, agentId=decision.agent_id, **context)
         self.metrics.messages.labels(address.channel, "routed").inc()
         self._wakeups[decision.agent_id].set()
+        return decision
+
+    async def _command(
+        self, command: str, message: InboundMessage, decision: Route, now: float
+    ) -> Decision | None:
+        """An in-chat command (``commands.py``): acted on and answered here, committed with its
+        answer through the ordinary reply path; the model never sees it."""
+        agent_id = decision.agent_id
+        context = {"channel": message.address.channel, "chat": message.address.chat}
+        running = self.running.get(agent_id)
+        stopping = running is not None and str(running.address) == str(message.address)
+        if command == "usage":
+            day = now - now % 86400
+            rows = await self.store.usage_by_day(day, agent_id)
+            agent = self.settings.agent(agent_id)
+            budget = agent.daily_token_budget or self.settings.model.daily_token_budget
+            answer = commands.usage_text(agent_id, rows, budget)
+        elif command == "new":
+            answer = commands.new_session_text()
+        elif command == "stop":
+            answer = commands.stop_text(stopping)
+        else:
+            answer = commands.help_text()
+        try:
+            row = await self.store.record_command(
+                message, agent_id, answer, command == "new", self.leases.lease(now), now
+            )
+        except StoreRejected as exc:
+            self.log.error("message_unstorable", error=str(exc), **context)
+            return Rejection(str(exc))
+        if row is None:
+            self.log.info("message_duplicate", platformId=message.platform_id, **context)
+            return None
+        if command == "stop" and stopping:
+            self._stops[agent_id].set()
+        self.log.info("command_answered", command=command, agentId=agent_id, **context)
+        self.metrics.messages.labels(message.address.channel, "command").inc()
+        self.outbox.notify(message.address.channel)
         return decision
 
     async def delivery_status(self, channel: str, status: DeliveryStatus) -> None:
@@ -377,6 +423,7 @@ class Dispatcher:
         text, error, attempts = "", None, claimed.attempts
         agent_times: dict[str, float] = {}
         self.running[claimed.agent_id] = claimed
+        self._stops[claimed.agent_id].clear()
         try:
             if claimed.resumed:
                 self.log.info("task_resumed", resumes=claimed.resumes, **context)
@@ -440,14 +487,23 @@ class Dispatcher:
         if claimed.has_files:
             stored = await until_written(lambda: self.store.task_files(claimed.id), "files")
             lines, files = with_files(lines, claimed.platform_ids, stored)
+        conversation = str(claimed.address)
+        number = await until_written(
+            lambda: self.store.session_number(agent.id, conversation), "session"
+        )
         task = Task(
             id=claimed.id,
-            conversation=str(claimed.address),
+            conversation=conversation,
             lines=lines,
             model=agent.model or self.settings.model.name,
             system_prompt=agent.system_prompt,
             max_tokens=agent.max_tokens or self.settings.model.max_tokens,
             files=files,
+            session=number,
+            max_steps=agent.max_steps,
+            max_task_tokens=agent.max_task_tokens or 0,
+            time_limit=agent.task_timeout,
+            context_tokens=agent.context_tokens,
         )
         attempts = claimed.attempts
         while True:
@@ -455,11 +511,19 @@ class Dispatcher:
                 async with self.pool.working(agent.id):
                     session = await self.pool.ensure(agent.id)
                     self.log.debug("task_handed", platformIds=list(claimed.platform_ids), **context)
-                    result = await session.run(task, timeout=agent.task_timeout)
+                    timeout = agent.task_timeout + TIMEOUT_GRACE
+                    result = await self._unless_stopped(agent.id, session.run(task, timeout))
+                if result is None:
+                    await self.pool.stop(agent.id, "stopped by the user")
+                    return "", "you stopped it with /stop", attempts, {}
                 return result.text, result.error, attempts, _agent_times(result.extra)
             except TimeoutError:
                 await self.pool.stop(agent.id, "task timeout")
-                return "", f"no answer within {agent.task_timeout:.0f}s", attempts, {}
+                error = (
+                    f"it ran past the limit of {agent.task_timeout:.0f}s per task (task_timeout),"
+                    " so I stopped it"
+                )
+                return "", error, attempts, {}
             except asyncio.CancelledError:
                 await self._hand_back(claimed)
                 raise
@@ -477,6 +541,20 @@ class Dispatcher:
                 await asyncio.sleep(delay)
             except ClawpenError as exc:
                 return "", str(exc), attempts, {}
+
+    async def _unless_stopped(self, agent_id: str, work: Awaitable[T]) -> T | None:
+        """``work``'s result, or None when /stop came first (``work`` is then cancelled)."""
+        job = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stops[agent_id].wait())
+        try:
+            await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if job.done():
+                return job.result()
+            return None
+        finally:
+            for pending in (job, stop):
+                pending.cancel()
+            await asyncio.gather(job, stop, return_exceptions=True)
 
     async def _finish_once(self, task_id: int, text: str, error: str | None) -> Reply | None:
         now = self.clock()

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from . import forwarder
-from .loop import History, model_caller, run_task
+from .loop import model_caller, run_task
 from .protocol import (
     NEXT_TASK_PATH,
     SOCKET_PATH,
@@ -21,6 +21,7 @@ from .protocol import (
     is_task,
     result_path,
 )
+from .session import Sessions
 from .transport import HTTPError, SocketClient
 
 
@@ -33,7 +34,7 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
     model = SocketClient(socket_path, timeout=900)
     jobs = SocketClient(socket_path, timeout=30)  # the job tools' own connection
     call_model = model_caller(model.post_json)
-    history = History(root)
+    sessions = Sessions(root)
     delay = 0.05
     ahead: tuple[int, bytes] | None = None  # the next task, handed over with the last result
     while not stopped():
@@ -59,7 +60,7 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
         received = time.time()
         task = Task.from_json(body)
         try:
-            result = run_task(task, call_model, history, root, jobs.request)
+            result = run_task(task, call_model, sessions, root, jobs.request, log=log)
         except HTTPError as exc:
             result = TaskResult(error=f"model call failed: {exc}")
         except Exception as exc:  # a bug here must still answer the task

@@ -1,70 +1,38 @@
 """The tool-use loop: ask the model, run the tools it asks for, repeat until it answers.
 
-Conversation history lives in /workspace so that it survives container restarts and is never
-seen by another agent.
+Each chat's conversation lives in /workspace (``session.py``) so that it survives container
+restarts and is never seen by another agent; near the context limit its older turns are
+summarised by the model (``compact.py``). Every request marks three cache breakpoints (tools,
+system prompt, the conversation so far), so a turn re-reads its history from the prompt cache
+instead of paying for it again. A task ends within its limits (steps, tokens, time) with a
+message that says which one it hit.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .compact import compact, needs_compaction
 from .inbox import save_files, user_content
+from .memory import Memory
 from .protocol import MESSAGES_PATH, Task, TaskResult
+from .session import Conversation, Sessions
 from .tools import TOOL_SCHEMAS, Api, run_tool
 from .transport import HTTPError
 
-MAX_STEPS = 25
+MAX_STEPS = 25  # when the task does not say
 RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
-HISTORY_MESSAGES = 40
 NOTES_FILE = "CLAUDE.md"
 MAX_NOTES = 20_000
+MAX_MEMORY_KEYS_SHOWN = 100
+EPHEMERAL = {"type": "ephemeral"}
 
 ModelCall = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-class History:
-    """Per-conversation message history as a JSON file under the workspace."""
-
-    def __init__(self, root: str) -> None:
-        self.dir = Path(root) / ".clawpen" / "conversations"
-
-    def _path(self, conversation: str) -> Path:
-        return self.dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", conversation) + ".json")
-
-    def load(self, conversation: str) -> list[dict[str, Any]]:
-        try:
-            data: list[dict[str, Any]] = json.loads(self._path(conversation).read_text())
-        except (OSError, ValueError):
-            return []
-        return data
-
-    def save(self, conversation: str, messages: list[dict[str, Any]]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self._path(conversation)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(trim_history(messages)))
-        tmp.replace(path)
-
-
-def trim_history(
-    messages: list[dict[str, Any]], keep: int = HISTORY_MESSAGES
-) -> list[dict[str, Any]]:
-    """Keep about the last ``keep`` messages, starting at a plain user turn so that tool-use
-    pairs stay whole; a single turn longer than ``keep`` is kept whole."""
-    if len(messages) <= keep:
-        return messages
-    starts = [
-        i for i, m in enumerate(messages) if m["role"] == "user" and isinstance(m["content"], str)
-    ]
-    within = [i for i in starts if i >= len(messages) - keep]
-    if within:
-        return messages[within[0] :]
-    return messages[starts[-1] :] if starts else messages
+Log = Callable[[str], None]
 
 
 def user_turn(task: Task) -> str:
@@ -73,9 +41,10 @@ def user_turn(task: Task) -> str:
     return "\n".join(f"[{line.sender}] {line.text}" for line in task.lines)
 
 
-def system_prompt(configured: str, root: str) -> str:
-    """The configured prompt plus the agent's own notes: a memory that outlives conversations,
-    which the agent keeps itself with its file tools."""
+def system_prompt(configured: str, root: str, summary: str = "") -> str:
+    """The configured prompt, the agent's own notes (a memory that outlives conversations,
+    which it keeps with its file tools), the keys of its memory, and the summary of this
+    conversation's compacted turns. What changes least comes first."""
     try:
         notes = (Path(root) / NOTES_FILE).read_text(errors="replace")[:MAX_NOTES]
     except OSError:
@@ -85,63 +54,147 @@ def system_prompt(configured: str, root: str) -> str:
         parts.append(
             f"Your notes, kept in /workspace/{NOTES_FILE} (update them with write_file):\n{notes}"
         )
+    keys = Memory(root).keys()
+    if keys:
+        shown = ", ".join(keys[:MAX_MEMORY_KEYS_SHOWN])
+        more = f" and {len(keys) - MAX_MEMORY_KEYS_SHOWN} more" if len(keys) > 100 else ""
+        parts.append(f"Your memory holds (read with memory_get): {shown}{more}")
+    if summary:
+        parts.append(f"Summary of this conversation before the messages below:\n{summary}")
     return "\n\n".join(parts)
 
 
+def with_cache_breakpoints(request: dict[str, Any]) -> dict[str, Any]:
+    """``request`` with ``cache_control`` on the last tool, the system prompt and the last
+    block of the last message: the API caches each prefix, and the next call (which repeats
+    them and adds to the end) reads them back at a tenth of the price. The conversation kept
+    in history is not touched."""
+    marked = dict(request)
+    if request.get("tools"):
+        tools = list(request["tools"])
+        tools[-1] = {**tools[-1], "cache_control": EPHEMERAL}
+        marked["tools"] = tools
+    if request.get("system"):
+        marked["system"] = [{"type": "text", "text": request["system"], "cache_control": EPHEMERAL}]
+    messages = list(request["messages"])
+    if messages:
+        last = messages[-1]
+        content = last["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if blocks:
+            blocks = [*blocks[:-1], {**blocks[-1], "cache_control": EPHEMERAL}]
+            messages[-1] = {**last, "content": blocks}
+    marked["messages"] = messages
+    return marked
+
+
+def prompt_tokens(usage: dict[str, Any]) -> int:
+    """The whole prompt of a call: uncached, written to the cache and read from it."""
+    return sum(
+        int(usage.get(k) or 0)
+        for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+
+
 def run_task(
-    task: Task, call_model: ModelCall, history: History, root: str, api: Api | None = None
+    task: Task,
+    call_model: ModelCall,
+    sessions: Sessions,
+    root: str,
+    api: Api | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    log: Log = lambda _: None,
 ) -> TaskResult:
     """Run one task to its final text. Tool failures go back to the model, not to the user."""
-    earlier = history.load(task.conversation)
+    state = sessions.load(task.conversation, task.session)
+    if needs_compaction(state, task.context_tokens):
+        state, outcome = compact(state, task.context_tokens, task.model, call_model)
+        log(f"conversation {task.conversation}: {outcome} older turns")
+    earlier = len(state.messages)
     text = user_turn(task)
     content = user_content(text, save_files(task.files, root))
-    messages = [*earlier, {"role": "user", "content": content}]
-    result = _turn(task, messages, call_model, root, api)
-    messages[len(earlier)] = {"role": "user", "content": text}  # the text names the files
-    history.save(task.conversation, messages)
+    state.messages.append({"role": "user", "content": content})
+    result = _Turn(task, state, call_model, root, api, clock).run()
+    state.messages[earlier] = {"role": "user", "content": text}  # the text names the files
+    sessions.save(task.conversation, state)
     return result
 
 
-def _turn(
-    task: Task,
-    messages: list[dict[str, Any]],
-    call_model: ModelCall,
-    root: str,
-    api: Api | None = None,
-) -> TaskResult:
-    """Ask, run tools, ask again, until the model answers; ``messages`` grows as it goes."""
-    system = system_prompt(task.system_prompt, root)
-    tool_calls = 0
-    for _ in range(MAX_STEPS):
-        request: dict[str, Any] = {
-            "model": task.model,
-            "max_tokens": task.max_tokens,
-            "messages": messages,
-            "tools": TOOL_SCHEMAS,
-        }
-        if system:
-            request["system"] = system
-        response = call_model(request)
-        content = response.get("content", [])
-        messages.append({"role": "assistant", "content": content})
-        uses = [block for block in content if block.get("type") == "tool_use"]
-        if response.get("stop_reason") != "tool_use" or not uses:
-            text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
-            return TaskResult(text=text.strip() or "(no answer)", tool_calls=tool_calls)
-        results = []
-        for use in uses:
-            tool_calls += 1
-            output, is_error = run_tool(use["name"], use.get("input") or {}, root, api)
-            results.append(
-                {
-                    "type": "tool_result",
-                    "tool_use_id": use["id"],
-                    "content": output,
-                    "is_error": is_error,
-                }
+@dataclass
+class _Turn:
+    """Ask, run tools, ask again, until the model answers or a limit is hit;
+    ``state.messages`` grows as it goes."""
+
+    task: Task
+    state: Conversation
+    call_model: ModelCall
+    root: str
+    api: Api | None
+    clock: Callable[[], float]
+
+    def run(self) -> TaskResult:
+        task, messages = self.task, self.state.messages
+        started = self.clock()
+        system = system_prompt(task.system_prompt, self.root, self.state.summary)
+        max_steps = task.max_steps or MAX_STEPS
+        tool_calls = tokens = 0
+        for step in range(max_steps):
+            request: dict[str, Any] = {
+                "model": task.model,
+                "max_tokens": task.max_tokens,
+                "messages": messages,
+                "tools": TOOL_SCHEMAS,
+            }
+            if system:
+                request["system"] = system
+            response = self.call_model(with_cache_breakpoints(request))
+            usage = response.get("usage") or {}
+            self.state.prompt_tokens = prompt_tokens(usage) or self.state.prompt_tokens
+            tokens += prompt_tokens(usage) + int(usage.get("output_tokens") or 0)
+            content = response.get("content", [])
+            messages.append({"role": "assistant", "content": content})
+            uses = [block for block in content if block.get("type") == "tool_use"]
+            if response.get("stop_reason") != "tool_use" or not uses:
+                text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
+                return TaskResult(text=text.strip() or "(no answer)", tool_calls=tool_calls)
+            results = []
+            for use in uses:
+                tool_calls += 1
+                args = use.get("input") or {}
+                output, is_error = run_tool(use["name"], args, self.root, self.api)
+                results.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": use["id"],
+                        "content": output,
+                        "is_error": is_error,
+                    }
+                )
+            messages.append({"role": "user", "content": results})
+            stop = self._limit(step + 1, max_steps, tokens, self.clock() - started)
+            if stop is not None:
+                # the history stays well formed: the tool results are answered, with the reason
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": stop}]})
+                return TaskResult(error=stop, tool_calls=tool_calls)
+        raise AssertionError("unreachable: _limit stops at max_steps")
+
+    def _limit(self, steps: int, max_steps: int, tokens: int, elapsed: float) -> str | None:
+        """Why the task must stop before asking the model again, if it must."""
+        task = self.task
+        again = "; ask me to go on and I will pick it up from here"
+        if steps >= max_steps:
+            return f"I stopped after {steps} steps without finishing (max_steps){again}"
+        if task.max_task_tokens and tokens >= task.max_task_tokens:
+            return (
+                f"I stopped after using {tokens} tokens on this, over the limit of"
+                f" {task.max_task_tokens} per task (max_task_tokens){again}"
             )
-        messages.append({"role": "user", "content": results})
-    return TaskResult(error=f"gave up after {MAX_STEPS} model calls without a final answer")
+        if task.time_limit and elapsed >= task.time_limit:
+            return (
+                f"I stopped after {elapsed:.0f}s, past the limit of {task.time_limit:.0f}s"
+                f" per task (task_timeout){again}"
+            )
+        return None
 
 
 def model_caller(

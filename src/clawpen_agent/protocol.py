@@ -187,6 +187,11 @@ class Task:
     system_prompt: str = ""
     max_tokens: int = 4096
     files: list[InboxFile] = field(default_factory=list)
+    session: int = 0  # the chat's session number: another than the agent's file starts afresh
+    max_steps: int = 0  # model calls per task (0: the agent's default)
+    max_task_tokens: int = 0  # input (cached too) plus output tokens per task (0: no limit)
+    time_limit: float = 0  # seconds the agent may work on it before it stops (0: no limit)
+    context_tokens: int = 200_000  # the model's context window: history compacts at half
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()

@@ -13,10 +13,22 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .filetools import (
+    MAX_OUTPUT,
+    ToolError,
+    clip,
+    edit_file,
+    glob,
+    grep,
+    list_files,
+    read_file,
+    resolve_inside,
+    write_file,
+)
+from .memory import MAX_KEY_CHARS, MAX_VALUE_CHARS, Memory, MemoryRefused
 from .protocol import (
     JOBS_PATH,
     MAX_FETCH_CHARS,
@@ -27,23 +39,14 @@ from .protocol import (
     clean_text,
 )
 
-MAX_OUTPUT = 16_000
+__all__ = ["MAX_OUTPUT", "TOOLS", "TOOL_SCHEMAS", "ToolError", "resolve_inside", "run_tool"]
+
 DEFAULT_TIMEOUT = 60
 MAX_TIMEOUT = 600
 
 ToolFn = Callable[[dict[str, Any], str], str]
 # (method, path, body) -> (status, body): a request on the agent's socket
 Api = Callable[[str, str, bytes | None], tuple[int, bytes]]
-
-
-class ToolError(Exception):
-    """A tool failed in a way the model should be told about."""
-
-
-def _clip(text: str) -> str:
-    if len(text) <= MAX_OUTPUT:
-        return text
-    return text[: MAX_OUTPUT // 2] + "\n...[output truncated]...\n" + text[-MAX_OUTPUT // 2 :]
 
 
 def _timeout(args: dict[str, Any]) -> int:
@@ -78,49 +81,10 @@ def shell(args: dict[str, Any], root: str = WORKSPACE) -> str:
             process.wait()
             output.seek(0)
             partial = output.read().decode(errors="replace")
-            raise ToolError(f"timed out after {timeout}s\n{_clip(partial)}") from None
+            raise ToolError(f"timed out after {timeout}s\n{clip(partial)}") from None
         output.seek(0)
         text = output.read().decode(errors="replace")
-    return f"exit_code: {code}\n{_clip(text)}"
-
-
-def resolve_inside(root: str, relative: str) -> Path:
-    """Resolve ``relative`` under ``root``, refusing anything (``..``, symlinks) that leaves it."""
-    base = Path(root).resolve()
-    target = (base / relative).resolve()
-    if target != base and base not in target.parents:
-        raise ToolError(f"{relative!r} is outside {root}")
-    return target
-
-
-def read_file(args: dict[str, Any], root: str = WORKSPACE) -> str:
-    path = resolve_inside(root, str(args.get("path", "")))
-    try:
-        return _clip(path.read_text(errors="replace"))
-    except OSError as exc:
-        raise ToolError(f"cannot read {args.get('path')!r}: {exc.strerror}") from exc
-
-
-def write_file(args: dict[str, Any], root: str = WORKSPACE) -> str:
-    path = resolve_inside(root, str(args.get("path", "")))
-    content = args.get("content")
-    if not isinstance(content, str):
-        raise ToolError("write_file needs a string 'content'")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-    except OSError as exc:
-        raise ToolError(f"cannot write {args.get('path')!r}: {exc.strerror}") from exc
-    return f"wrote {len(content.encode())} bytes to {path}"
-
-
-def list_files(args: dict[str, Any], root: str = WORKSPACE) -> str:
-    path = resolve_inside(root, str(args.get("path", ".")))
-    try:
-        entries = sorted(os.scandir(path), key=lambda e: e.name)
-    except OSError as exc:
-        raise ToolError(f"cannot list {args.get('path', '.')!r}: {exc.strerror}") from exc
-    return "\n".join(e.name + ("/" if e.is_dir() else "") for e in entries) or "(empty)"
+    return f"exit_code: {code}\n{clip(text)}"
 
 
 # -- scheduled jobs, kept by the orchestrator (through the socket) -----------------------------
@@ -172,6 +136,46 @@ def cancel_job(args: dict[str, Any], api: Api | None) -> str:
     return f"cancelled {name}"
 
 
+# -- memory: facts kept across conversations (memory.py) ----------------------------------------
+
+
+def _memory_call(action: str, args: dict[str, Any], root: str) -> str:
+    memory = Memory(root)
+    try:
+        if action == "get":
+            value = memory.get(args.get("key"))  # type: ignore[arg-type]
+            return value if value is not None else f"(no memory under {args.get('key')!r})"
+        if action == "set":
+            memory.set(args.get("key"), args.get("value"))  # type: ignore[arg-type]
+            return f"remembered {args['key']!r}"
+        if action == "delete":
+            gone = memory.delete(args.get("key"))  # type: ignore[arg-type]
+            return f"forgot {args['key']!r}" if gone else f"(no memory under {args['key']!r})"
+        prefix = args.get("prefix", "")
+        keys = memory.keys(prefix if isinstance(prefix, str) else "")
+        return "\n".join(keys) or "(no memories)"
+    except MemoryRefused as exc:
+        raise ToolError(str(exc)) from None
+    except OSError as exc:
+        raise ToolError(f"memory could not be written: {exc.strerror}") from None
+
+
+def memory_get(args: dict[str, Any], root: str = WORKSPACE) -> str:
+    return _memory_call("get", args, root)
+
+
+def memory_set(args: dict[str, Any], root: str = WORKSPACE) -> str:
+    return _memory_call("set", args, root)
+
+
+def memory_delete(args: dict[str, Any], root: str = WORKSPACE) -> str:
+    return _memory_call("delete", args, root)
+
+
+def memory_list(args: dict[str, Any], root: str = WORKSPACE) -> str:
+    return _memory_call("list", args, root)
+
+
 def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": required}
 
@@ -191,8 +195,16 @@ TOOL_SCHEMAS: list[dict[str, Any]] = [
     },
     {
         "name": "read_file",
-        "description": "Read a text file under /workspace.",
-        "input_schema": _schema({"path": {"type": "string"}}, ["path"]),
+        "description": "Read a text file under /workspace; offset/limit (lines, from 1) read "
+        "a numbered slice of a long one.",
+        "input_schema": _schema(
+            {
+                "path": {"type": "string"},
+                "offset": {"type": "integer"},
+                "limit": {"type": "integer"},
+            },
+            ["path"],
+        ),
     },
     {
         "name": "write_file",
@@ -202,9 +214,72 @@ TOOL_SCHEMAS: list[dict[str, Any]] = [
         ),
     },
     {
+        "name": "edit_file",
+        "description": "Replace an exact string in a file under /workspace. old_string must "
+        "occur exactly once (include surrounding lines), unless replace_all is true.",
+        "input_schema": _schema(
+            {
+                "path": {"type": "string"},
+                "old_string": {"type": "string"},
+                "new_string": {"type": "string"},
+                "replace_all": {"type": "boolean"},
+            },
+            ["path", "old_string", "new_string"],
+        ),
+    },
+    {
         "name": "list_files",
         "description": "List a directory under /workspace.",
         "input_schema": _schema({"path": {"type": "string"}}, []),
+    },
+    {
+        "name": "glob",
+        "description": "Find files under /workspace by pattern, e.g. '**/*.py'.",
+        "input_schema": _schema(
+            {
+                "pattern": {"type": "string"},
+                "path": {"type": "string", "description": "Directory to search, default ."},
+            },
+            ["pattern"],
+        ),
+    },
+    {
+        "name": "grep",
+        "description": "Search file contents under /workspace with a regular expression; "
+        "answers path:line: text.",
+        "input_schema": _schema(
+            {
+                "pattern": {"type": "string"},
+                "path": {"type": "string", "description": "File or directory, default ."},
+                "include": {"type": "string", "description": "File name filter, e.g. *.md"},
+                "ignore_case": {"type": "boolean"},
+            },
+            ["pattern"],
+        ),
+    },
+    {
+        "name": "memory_set",
+        "description": "Remember a fact under a key, across conversations and restarts "
+        f"(e.g. key 'user.birthday'). Keys up to {MAX_KEY_CHARS} characters, values up to "
+        f"{MAX_VALUE_CHARS}.",
+        "input_schema": _schema(
+            {"key": {"type": "string"}, "value": {"type": "string"}}, ["key", "value"]
+        ),
+    },
+    {
+        "name": "memory_get",
+        "description": "Recall the value remembered under a key.",
+        "input_schema": _schema({"key": {"type": "string"}}, ["key"]),
+    },
+    {
+        "name": "memory_delete",
+        "description": "Forget a key.",
+        "input_schema": _schema({"key": {"type": "string"}}, ["key"]),
+    },
+    {
+        "name": "memory_list",
+        "description": "List the keys you remember, optionally those starting with a prefix.",
+        "input_schema": _schema({"prefix": {"type": "string"}}, []),
     },
 ]
 
@@ -314,7 +389,14 @@ TOOLS: dict[str, ToolFn] = {
     "shell": shell,
     "read_file": read_file,
     "write_file": write_file,
+    "edit_file": edit_file,
     "list_files": list_files,
+    "glob": glob,
+    "grep": grep,
+    "memory_get": memory_get,
+    "memory_set": memory_set,
+    "memory_delete": memory_delete,
+    "memory_list": memory_list,
 }
 
 

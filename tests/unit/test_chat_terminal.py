@@ -42,7 +42,7 @@ def spawn_chat(config: Path) -> pexpect.spawn:
             "LINES": "40",
         },
         encoding="utf-8",
-        timeout=30,
+        timeout=90,
         dimensions=(40, 120),
     )
 

@@ -4,6 +4,7 @@ settled after it, and the chat told at 80% and past the limit."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -239,7 +240,8 @@ async def test_the_chat_is_warned_once_when_its_task_crosses_80_percent(
     assert first.startswith("echo: yyy")
     assert (
         first.endswith("Past it, it cannot answer until tomorrow (UTC).")
-        and "Note: assistant has used 82% of today's budget" in first
+        # the fake counts the whole prompt (tools and system too) as the API does: 82-84%
+        and re.search(r"Note: assistant has used 8[234]% of today's budget", first)
     )
     assert second == "echo: and again"  # once, not on every reply
 

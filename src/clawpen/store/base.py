@@ -11,6 +11,8 @@ The message path is a handful of state changes:
                       running again, resumes + 1, when its owner's lease ran out (a crash)
     reply:            pending (owner, lease, next_attempt_at) -> sent | failed
     stranger:         recorded (who, when, size; never the text) -> expired
+    command:          an inbound /new, /stop, /usage, /help: answered at once, in the same
+                      transaction as its reply (and, for /new, the chat's next session number)
     job:              active (next_run) -> paused (by hand, or after max_failures) | done (`at`)
     job run:          running (queued as a message of conversation job:NAME) -> ok | failed;
                       or skipped (misfire: skip); one running run per job at most
@@ -96,6 +98,23 @@ class Store(Protocol):
     ) -> int | None:
         """Commit a message with its routing decision; ``None`` if it was seen before. A refusal
         with an answer commits that answer as a pending reply in the same transaction."""
+
+    async def record_command(
+        self,
+        message: InboundMessage,
+        agent_id: str,
+        answer: str,
+        new_session: bool,
+        lease: Lease,
+        now: float,
+    ) -> int | None:
+        """Commit an in-chat command with its answer (and, with ``new_session``, move the
+        chat to its next session); None for a duplicate."""
+        ...
+
+    async def session_number(self, agent_id: str, conversation: str) -> int:
+        """The chat's current session (0 until its first /new)."""
+        ...
 
     async def record_stranger(self, stranger: Stranger) -> None:
         """Who wrote from an unpaired chat, when and how much: never what."""

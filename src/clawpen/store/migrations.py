@@ -197,4 +197,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE usage ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
     ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
     """,
+    # 11: sessions: one conversation per chat; /new moves a chat to the next number (the agent
+    # starts afresh when a task's number is not its file's)
+    """
+    CREATE TABLE sessions (
+        agent_id TEXT NOT NULL,
+        conversation TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        PRIMARY KEY (agent_id, conversation)
+    );
+    """,
 ]

@@ -84,6 +84,29 @@ class SQLiteStore:
     ) -> int | None:
         return await self._write(partial(_record_inbound, message, decision, lease, now))
 
+    async def record_command(
+        self,
+        message: InboundMessage,
+        agent_id: str,
+        answer: str,
+        new_session: bool,
+        lease: Lease,
+        now: float,
+    ) -> int | None:
+        return await self._write(
+            partial(_record_command, message, agent_id, answer, new_session, lease, now)
+        )
+
+    async def session_number(self, agent_id: str, conversation: str) -> int:
+        def read(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT number FROM sessions WHERE agent_id=? AND conversation=?",
+                (agent_id, conversation),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._read(read)
+
     async def record_stranger(self, stranger: Stranger) -> None:
         await self._write(partial(_record_stranger, stranger))
 
@@ -600,6 +623,36 @@ def _record_inbound(
         ).lastrowid
         db.execute("UPDATE messages SET task_id=? WHERE id=?", (task_id, row))
         _insert_reply(db, task_id, address, message.platform_id, decision.answer, lease, now)
+    return row
+
+
+def _record_command(
+    message: InboundMessage,
+    agent_id: str,
+    answer: str,
+    new_session: bool,
+    lease: Lease,
+    now: float,
+    db: sqlite3.Connection,
+) -> int | None:
+    """An in-chat command: stored and answered like a refusal (never queued for the agent),
+    then marked answered; ``/new`` moves the chat's session on in the same transaction."""
+    row = _record_inbound(message, Rejection("command", answer), lease, now, db)
+    if row is None:
+        return None
+    db.execute("UPDATE messages SET status='answered', agent_id=? WHERE id=?", (agent_id, row))
+    db.execute(
+        "UPDATE tasks SET status='done', error=NULL WHERE id=(SELECT task_id FROM messages"
+        " WHERE id=?)",
+        (row,),
+    )
+    if new_session:
+        db.execute(
+            "INSERT INTO sessions (agent_id, conversation, number, started_at) VALUES (?,?,1,?)"
+            " ON CONFLICT (agent_id, conversation) DO UPDATE SET number=number+1,"
+            " started_at=excluded.started_at",
+            (agent_id, str(message.address), now),
+        )
     return row
 
 

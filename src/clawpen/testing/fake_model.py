@@ -7,7 +7,12 @@ Its behaviour is a pure function of the conversation, so tests can predict every
   ``list_jobs`` and ``cancel job: NAME`` for ``cancel_job``;
 * a user turn starting ``tool: NAME {JSON}`` asks for any tool NAME with that input;
 * a turn of tool results is answered with ``tool said:`` and the results' text;
+* ``remember: KEY = VALUE`` asks for ``memory_set``, ``recall: KEY`` for ``memory_get``;
+* a request to summarise (``clawpen_agent.compact.SUMMARISE_MARKER``) is answered with
+  ``Summary: `` and the first words of each user line of the transcript;
 * anything else is echoed as ``echo: TEXT``.
+
+``usage`` accounts prompt caching by prefix as the API does (``prompt_cache.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from typing import Any
 
 from aiohttp import web
 
+from clawpen_agent.compact import SUMMARISE_MARKER
+
 from . import serve_on_loopback
+from .prompt_cache import PromptCache
 
 MODEL_ERRORS = {
     401: "authentication_error",
@@ -58,7 +66,9 @@ def decide(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(content, list) and any(b.get("type") == "tool_result" for b in content):
         return [{"type": "text", "text": "tool said:\n" + _text_of(content)}]
     text = _text_of(content)
-    tool = _job_tool(text)
+    if text.startswith(SUMMARISE_MARKER):
+        return [{"type": "text", "text": summarise(text)}]
+    tool = _job_tool(text) or _memory_tool(text)
     if tool is not None:
         return [
             {"type": "text", "text": "On it."},
@@ -76,6 +86,41 @@ def decide(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             },
         ]
     return [{"type": "text", "text": f"echo: {text}"}]
+
+
+def summarise(request: str) -> str:
+    """``Summary: ``, what the previous summary said, and the start of each user line of the
+    transcript, in order: what was said early survives every compaction."""
+    lines = request.splitlines()
+    earlier = [line.removeprefix("Summary: ") for line in lines if line.startswith("Summary: ")]
+    said = [line[6:46] for line in lines if line.startswith("user: ")]
+    said = [line for line in said if not line.startswith("[tool result]")]
+    return "Summary: " + " | ".join(earlier + said)
+
+
+def _memory_tool(text: str) -> dict[str, Any] | None:
+    if "remember: " in text and " = " in text:
+        key, _, value = text.split("remember: ", 1)[1].partition(" = ")
+        return {"name": "memory_set", "input": {"key": key.strip(), "value": value.strip()}}
+    if "recall: " in text:
+        return {"name": "memory_get", "input": {"key": text.split("recall: ", 1)[1].strip()}}
+    return None
+
+
+def respond(body: dict[str, Any], cache: PromptCache) -> dict[str, Any]:
+    """The whole answer (a Messages API message) to a request body; ``cache`` is updated."""
+    blocks = decide(body["messages"])
+    stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", "fake"),
+        "content": blocks,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {**cache.account(body), "output_tokens": max(1, len(json.dumps(blocks)) // 4)},
+    }
 
 
 def _job_tool(text: str) -> dict[str, Any] | None:
@@ -109,6 +154,7 @@ class FakeModel:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     failures: list[int] = field(default_factory=list)  # statuses to answer next, in order
+    cache: PromptCache = field(default_factory=PromptCache)
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -142,22 +188,7 @@ class FakeModel:
             return _error(self.failures.pop(0), "injected failure")
         if self.delay:
             await asyncio.sleep(self.delay)
-        blocks = decide(body["messages"])
-        stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
-        usage = {
-            "input_tokens": len(json.dumps(body["messages"])) // 4,
-            "output_tokens": max(1, len(json.dumps(blocks)) // 4),
-        }
-        message = {
-            "id": f"msg_{uuid.uuid4().hex[:24]}",
-            "type": "message",
-            "role": "assistant",
-            "model": body.get("model", "fake"),
-            "content": blocks,
-            "stop_reason": stop,
-            "stop_sequence": None,
-            "usage": usage,
-        }
+        message = respond(body, self.cache)
         if not body.get("stream"):
             return web.json_response(message)
         return await self._stream(request, message)
@@ -173,7 +204,7 @@ class FakeModel:
             **message,
             "content": [],
             "stop_reason": None,
-            "usage": {"input_tokens": message["usage"]["input_tokens"], "output_tokens": 1},
+            "usage": {**message["usage"], "output_tokens": 1},
         }
         await event("message_start", {"type": "message_start", "message": start})
         for index, block in enumerate(message["content"]):
