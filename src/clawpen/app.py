@@ -28,6 +28,8 @@ from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
 from .channels.registry import plugins
 from .config import CREDENTIAL_KEY, Settings
+from .dashboard import Dashboard
+from .dashview import DashboardView
 from .dispatch import ChannelInbox, Dispatcher, Leases
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
@@ -42,6 +44,7 @@ from .runtime.base import AgentRuntime
 from .scheduler import Clock, Scheduler
 from .store import SQLiteStore, Store
 from .vault import Vault, open_vault
+from .webauth import load_token
 
 HOUSEKEEPING_SECONDS = 15.0
 STRANGERS_KEPT_SECONDS = 7 * 86400
@@ -129,9 +132,26 @@ class Orchestrator:
         )
         self.scheduler = Scheduler(settings, self.store, self.dispatcher.wake, clock)
         self.dispatcher.job_done = self.scheduler.wake
+        self.scheduler.lateness = self.metrics.job_lateness.observe
         self.agent_jobs = AgentJobs(self.scheduler, self.dispatcher)
         for session in self.pool.sessions.values():
             session.jobs = self.agent_jobs
+        self.http_token = load_token(settings.data_dir)  # the dashboard's and metrics port's
+        self.dashboard = (
+            None
+            if settings.dashboard is None
+            else Dashboard(
+                settings.dashboard,
+                self.http_token,
+                DashboardView(
+                    self.store,
+                    self.pool,
+                    self.dispatcher,
+                    self.scheduler,
+                    lambda: self.channel_states,
+                ),
+            )
+        )
         self.admin = AdminServer(
             settings.data_dir / ADMIN_SOCKET,
             self.cli,
@@ -140,6 +160,9 @@ class Orchestrator:
             self.status,
             settings.metrics_port,
             self.scheduler,
+            token=self.http_token,
+            readiness=self.readiness,
+            dashboard=self.dashboard.describe if self.dashboard is not None else None,
         )
         self.ready = asyncio.Event()
 
@@ -173,6 +196,7 @@ class Orchestrator:
             self.log.error("store_unwritable", what="usage", error=str(exc))
         self.metrics.tokens.labels(agent_id, "input").inc(charge.input_tokens)
         self.metrics.tokens.labels(agent_id, "output").inc(charge.output_tokens)
+        self.metrics.cost.labels(agent_id).inc(charge.usd)
 
     def _policy(self, agent_id: str) -> AgentPolicy:
         """What an agent may send upstream: a compromised agent must not pick a pricier model,
@@ -218,6 +242,17 @@ class Orchestrator:
             "vault": self._vault_status(),
         }
 
+    async def readiness(self) -> list[str]:
+        """What keeps this orchestrator from doing its work now (empty: ready)."""
+        if not self.ready.is_set():
+            return ["starting"]
+        try:
+            async with asyncio.timeout(2):
+                await self.store.counts()
+        except (StoreError, TimeoutError) as exc:
+            return [f"the store does not answer ({exc or 'timeout'})"]
+        return []
+
     def _vault_status(self) -> dict[str, Any]:
         try:
             return self.vault.describe()
@@ -233,6 +268,8 @@ class Orchestrator:
             await self.scheduler.open()
             await self.pool.open()
             await self.admin.start()
+            if self.dashboard is not None:
+                await self.dashboard.start()
             self.log.info(
                 "orchestrator_started",
                 agents=sorted(self.pool.sessions),
@@ -304,6 +341,8 @@ class Orchestrator:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
     async def close(self) -> None:
+        if self.dashboard is not None:
+            await self.dashboard.close()
         await self.admin.close()
         await self.pool.close()
         for session in [self.upstream, *self.upstreams.values()]:

@@ -79,6 +79,22 @@ class VaultSettings(_Model):
     key_file: Path | None = None  # the file backend's key; default data_dir/vault.key
 
 
+class DashboardSettings(_Model):
+    """The web dashboard (``dashboard: {}`` turns it on): on loopback unless told otherwise,
+    and behind the token `clawpen dashboard` prints."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(7878, ge=0, le=65535, description="0: any free port")
+
+
+class TracingSettings(_Model):
+    """OpenTelemetry traces (needs the ``tracing`` extra); exported with the SDK's OTLP
+    exporter when it is installed and ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
+
+    enabled: bool = True
+    service_name: str = "clawpen"
+
+
 class AgentSettings(_Model):
     id: str = Field(pattern=AGENT_ID)
     system_prompt: str = ""
@@ -155,6 +171,8 @@ class Settings(_Model):
     docker_host: str | None = None
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="on 127.0.0.1")
+    dashboard: DashboardSettings | None = None
+    tracing: TracingSettings | None = None
     model: ModelSettings
     vault: VaultSettings = VaultSettings()
     agents: list[AgentSettings] = Field(min_length=1)
