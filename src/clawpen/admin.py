@@ -18,9 +18,9 @@ from .channels.cli import CliChannel
 from .dispatch import Dispatcher
 from .errors import ClawpenError, StoreError
 from .metrics import Metrics
-from .webauth import credential
 from .schedule import ScheduleError, make_spec, parse_address
 from .scheduler import Scheduler, describe_job, describe_run
+from .webauth import credential
 
 ADMIN_SOCKET = "admin.sock"
 
@@ -242,7 +242,9 @@ class AdminServer:
     async def _readyz_terse(self, request: web.Request) -> web.Response:
         """The same verdict for anyone on the port, without the names in it."""
         ready = not await self._problems()
-        return web.Response(text="ready\n" if ready else "not ready\n", status=200 if ready else 503)
+        return web.Response(
+            text="ready\n" if ready else "not ready\n", status=200 if ready else 503
+        )
 
     async def _dashboard(self, request: web.Request) -> web.Response:
         if self.dashboard is None:

@@ -132,7 +132,7 @@ class Dashboard:
             )
         return _with_headers(await handler(request))
 
-    def _login(self, request: web.Request) -> web.Response:
+    def _login(self, request: web.Request) -> web.StreamResponse:
         """``/?token=...``: the right token becomes a cookie and the address loses it."""
         if credential(self.token, {"Authorization": "Bearer " + request.query["token"]}, {}):
             response = web.Response(status=303, headers={"Location": "/"})
@@ -215,7 +215,9 @@ class Dashboard:
 
     async def _pair(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        return await self._act(self.view.pair(str(body.get("chat", "")), str(body.get("agent", ""))))
+        return await self._act(
+            self.view.pair(str(body.get("chat", "")), str(body.get("agent", "")))
+        )
 
     async def _stop_agent(self, request: web.Request) -> web.Response:
         return await self._act(self.view.stop_agent(request.match_info["agent"]))

@@ -137,9 +137,7 @@ class DashboardView:
         for job in await self.scheduler.jobs():
             runs = await self.scheduler.history(job.name)
             described = describe_job(job)
-            described["runs"] = [
-                describe_run(r, job.spec.timezone) for r in runs[:RUNS_PER_JOB]
-            ]
+            described["runs"] = [describe_run(r, job.spec.timezone) for r in runs[:RUNS_PER_JOB]]
             out.append(described)
         return out
 

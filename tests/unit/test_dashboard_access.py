@@ -40,7 +40,7 @@ async def dashboard(
 async def test_without_the_token_nothing_of_the_orchestrator_shows(
     dashboard: tuple[Orchestrator, str, MemoryChannel],
 ) -> None:
-    orchestrator, url, channel = dashboard
+    _orchestrator, url, channel = dashboard
     await channel.push("42", "a private message")
     async with httpx.AsyncClient(base_url=url) as client:
         answers = [
@@ -62,7 +62,7 @@ async def test_without_the_token_nothing_of_the_orchestrator_shows(
 async def test_the_token_link_becomes_a_cookie_and_leaves_the_address(
     dashboard: tuple[Orchestrator, str, MemoryChannel],
 ) -> None:
-    orchestrator, url, channel = dashboard
+    orchestrator, url, _channel = dashboard
     token = orchestrator.http_token
     async with httpx.AsyncClient(base_url=url) as client:
         login = await client.get(f"/?token={token}")
@@ -80,7 +80,7 @@ async def test_the_token_link_becomes_a_cookie_and_leaves_the_address(
 async def test_a_change_with_the_cookie_needs_the_csrf_header_from_the_same_origin(
     dashboard: tuple[Orchestrator, str, MemoryChannel],
 ) -> None:
-    orchestrator, url, channel = dashboard
+    orchestrator, url, _channel = dashboard
     token = orchestrator.http_token
     pair = {"chat": "telegram:77", "agent": "assistant"}
     async with httpx.AsyncClient(base_url=url, cookies={COOKIE: token}) as client:
@@ -120,7 +120,7 @@ async def test_a_page_on_another_host_name_is_refused_even_with_the_token(
     dashboard: tuple[Orchestrator, str, MemoryChannel],
 ) -> None:
     """DNS rebinding: evil.example resolving to 127.0.0.1 must not reach the dashboard."""
-    orchestrator, url, channel = dashboard
+    orchestrator, url, _channel = dashboard
     auth = {"Authorization": f"Bearer {orchestrator.http_token}", "Host": "evil.example"}
     async with httpx.AsyncClient(base_url=url) as client:
         answer = await client.get("/api/overview", headers=auth)
@@ -132,7 +132,7 @@ async def test_clawpen_dashboard_prints_the_address_with_its_token(
 ) -> None:
     import asyncio
 
-    orchestrator, url, channel = dashboard
+    orchestrator, url, _channel = dashboard
     config = orchestrator.settings.data_dir.parent / "clawpen.yaml"
     config.write_text(f"data_dir: {orchestrator.settings.data_dir}\n")
     result = await asyncio.to_thread(

@@ -82,7 +82,7 @@ async def test_metrics_count_messages_tasks_starts_tokens_and_cost_as_messages_f
     assert value(after, "clawpen_replies_total", channel="telegram", outcome="sent") == 1
     # nothing is waiting: the one reply went out
     assert value(after, "clawpen_outbox_depth", channel="telegram") == 0
-    assert "clawpen_outbox_depth{channel=\"telegram\"}" in after
+    assert 'clawpen_outbox_depth{channel="telegram"}' in after
 
 
 async def test_outbox_depth_shows_replies_waiting_for_a_platform_that_refuses_them(
