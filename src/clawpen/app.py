@@ -43,6 +43,7 @@ from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
 from .scheduler import Clock, Scheduler
 from .store import SQLiteStore, Store
+from .tracing import NO_TRACING, Tracing, otlp_provider
 from .vault import Vault, open_vault
 from .webauth import load_token
 
@@ -82,6 +83,7 @@ class Orchestrator:
         adapters: AdapterMode = "process",
         clock: Clock | None = None,
         vault: Vault | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.settings = settings
         self.log = get_logger()
@@ -133,6 +135,8 @@ class Orchestrator:
         self.scheduler = Scheduler(settings, self.store, self.dispatcher.wake, clock)
         self.dispatcher.job_done = self.scheduler.wake
         self.scheduler.lateness = self.metrics.job_lateness.observe
+        self.tracing = _tracing(settings, tracer_provider)
+        self.dispatcher.tracing = self.outbox.tracing = self.proxy.tracing = self.tracing
         self.agent_jobs = AgentJobs(self.scheduler, self.dispatcher)
         for session in self.pool.sessions.values():
             session.jobs = self.agent_jobs
@@ -355,6 +359,17 @@ class Orchestrator:
 
 
 _UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
+
+
+def _tracing(settings: Settings, provider: Any) -> Tracing:
+    """Traces when ``tracing:`` asks for them; the provider is the test's, or one exporting
+    over OTLP when that exporter is installed and configured (``OTEL_EXPORTER_OTLP_*``), or
+    whatever the process set up globally."""
+    if settings.tracing is None or not settings.tracing.enabled:
+        return NO_TRACING
+    if provider is None:
+        provider = otlp_provider(settings.tracing.service_name)
+    return Tracing(provider)
 
 
 def _know_credentials(settings: Settings) -> None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 from clawpen_agent.protocol import ChatLine, InboxFile, Task
 
@@ -46,6 +47,7 @@ from .retry import AGENT
 from .router import MAX_TEXT, route
 from .store import Lease, Store, until_written
 from .text import clean_text, clip
+from .tracing import NO_TRACING, Tracing
 
 MAX_TASK_ATTEMPTS = 3  # tries of the agent at one task (a container that died takes one)
 MAX_RESUMES = 5  # takeovers of one task after the orchestrator died holding it
@@ -142,6 +144,7 @@ class Dispatcher:
         self.running: dict[str, ClaimedTask] = {}  # agent id -> the task it works on now
         self.job_done: Callable[[], None] = lambda: None  # a job's run ended (the scheduler's)
         self._notices: dict[str, list[str]] = {}  # agent -> said with its task's reply
+        self.tracing: Tracing = NO_TRACING
 
     def wake(self, agent_id: str) -> None:
         """The agent has new work in the store (a job's run was queued for it)."""
@@ -196,7 +199,7 @@ class Dispatcher:
             return decision
         arriving = self._arriving[decision.agent_id] if isinstance(decision, Route) else None
         try:
-            with arriving or contextlib.nullcontext():
+            with arriving or contextlib.nullcontext(), self._trace_receipt(message):
                 lease = self.leases.lease(now)
                 row = await self.store.record_inbound(message, decision, lease, now)
         except StoreRejected as exc:
@@ -372,7 +375,8 @@ class Dispatcher:
                 )
             else:
                 async with self._typing(claimed):
-                    text, error, attempts, agent_times = await self._run(claimed, context)
+                    with self._trace_task(claimed):
+                        text, error, attempts, agent_times = await self._run(claimed, context)
             text = _reply_text(text, error, _job_of(claimed))
         except asyncio.CancelledError:
             raise
@@ -433,6 +437,7 @@ class Dispatcher:
             system_prompt=agent.system_prompt,
             max_tokens=agent.max_tokens or self.settings.model.max_tokens,
             files=files,
+            trace=self.tracing.traceparent(),
         )
         attempts = claimed.attempts
         while True:
@@ -494,6 +499,30 @@ class Dispatcher:
             if claimed.address.channel == JOB_CHANNEL:
                 self.job_done()
             return
+
+    # -- tracing (no-ops unless tracing is on) ----------------------------------------------
+
+    def _trace_receipt(self, message: InboundMessage) -> contextlib.AbstractContextManager[Any]:
+        """From the message's arrival to its commit; its task's span is its child."""
+        address = message.address
+        return self.tracing.span(
+            "message.receive",
+            attributes={"clawpen.channel": address.channel, "clawpen.chat": address.chat},
+            remember=("message", address.channel, address.chat, message.platform_id),
+        )
+
+    def _trace_task(self, claimed: ClaimedTask) -> contextlib.AbstractContextManager[Any]:
+        """The task, under its (first) message's span; its reply's delivery goes under it."""
+        address = claimed.address
+        keys = [("message", address.channel, address.chat, p) for p in claimed.platform_ids]
+        for key in keys[1:]:
+            self.tracing.forget(key)
+        return self.tracing.span(
+            "task",
+            parent=keys[0] if keys else None,
+            attributes={"clawpen.agent": claimed.agent_id, "clawpen.task": claimed.id},
+            remember=("task", claimed.id),
+        )
 
 
 def _job_of(claimed: ClaimedTask) -> str | None:

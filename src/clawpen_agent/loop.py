@@ -25,6 +25,7 @@ NOTES_FILE = "CLAUDE.md"
 MAX_NOTES = 20_000
 
 ModelCall = Callable[[dict[str, Any]], dict[str, Any]]
+ToolTimer = Callable[[str, float, float], None]  # a tool's name, its start and end (wall clock)
 
 
 class History:
@@ -89,14 +90,19 @@ def system_prompt(configured: str, root: str) -> str:
 
 
 def run_task(
-    task: Task, call_model: ModelCall, history: History, root: str, api: Api | None = None
+    task: Task,
+    call_model: ModelCall,
+    history: History,
+    root: str,
+    api: Api | None = None,
+    on_tool: ToolTimer | None = None,
 ) -> TaskResult:
     """Run one task to its final text. Tool failures go back to the model, not to the user."""
     earlier = history.load(task.conversation)
     text = user_turn(task)
     content = user_content(text, save_files(task.files, root))
     messages = [*earlier, {"role": "user", "content": content}]
-    result = _turn(task, messages, call_model, root, api)
+    result = _turn(task, messages, call_model, root, api, on_tool)
     messages[len(earlier)] = {"role": "user", "content": text}  # the text names the files
     history.save(task.conversation, messages)
     return result
@@ -108,6 +114,7 @@ def _turn(
     call_model: ModelCall,
     root: str,
     api: Api | None = None,
+    on_tool: ToolTimer | None = None,
 ) -> TaskResult:
     """Ask, run tools, ask again, until the model answers; ``messages`` grows as it goes."""
     system = system_prompt(task.system_prompt, root)
@@ -131,7 +138,10 @@ def _turn(
         results = []
         for use in uses:
             tool_calls += 1
+            began = time.time()
             output, is_error = run_tool(use["name"], use.get("input") or {}, root, api)
+            if on_tool is not None:
+                on_tool(str(use["name"]), began, time.time())
             results.append(
                 {
                     "type": "tool_result",
