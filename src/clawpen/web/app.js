@@ -81,11 +81,11 @@ function renderSpend(spend) {
   const key = anyUsd ? "usd" : "tokens";
   const days = spend.days;
   const totals = days.map((_, i) => agents.reduce((sum, a) => sum + spend.agents[a][key][i], 0));
-  const top = Math.max(...totals, anyUsd ? 0.01 : 1);
+  const top = Math.max(...totals) || 1;
   const width = 420, height = 160, left = 44, bottom = 20, bar = (width - left) / days.length;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height + bottom}`, width: "100%", role: "img",
     "aria-label": `spend per day in ${anyUsd ? "US dollars" : "tokens"}` });
-  chart.append(svg("text", { x: 0, y: 10 }, anyUsd ? `$${top.toFixed(2)}` : `${Math.round(top)} tok`));
+  chart.append(svg("text", { x: 0, y: 10 }, anyUsd ? `$${top.toPrecision(2)}` : `${Math.round(top)} tok`));
   chart.append(svg("line", { x1: left, y1: height, x2: width, y2: height, stroke: "#999" }));
   days.forEach((day, i) => {
     let y = height;
@@ -99,7 +99,7 @@ function renderSpend(spend) {
       rect.append(svg("title", {}, `${a} ${day}: ${anyUsd ? "$" + value.toFixed(4) : value + " tokens"}`));
       chart.append(rect);
     });
-    if (i % 2 === days.length % 2 || i === days.length - 1) {
+    if ((days.length - 1 - i) % 2 === 0) {
       chart.append(svg("text", { x: left + i * bar, y: height + 14 }, day.slice(5)));
     }
   });
