@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh "[dev]"
 bash scripts/ensure-mail.sh   # dovecot and postfix on loopback, for the e-mail channel
+bash scripts/ensure-chromium.sh  # headless Chromium and its driver, for the dashboard's browser test
 exec python -m pytest tests "$@"

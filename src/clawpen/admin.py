@@ -21,6 +21,7 @@ from .errors import ClawpenError, StoreError
 from .metrics import Metrics
 from .schedule import ScheduleError, make_spec, parse_address
 from .scheduler import Scheduler, describe_job, describe_run
+from .webauth import credential
 
 ADMIN_SOCKET = "admin.sock"
 
@@ -35,8 +36,14 @@ class AdminServer:
         status: Callable[[], Awaitable[dict[str, Any]]],
         metrics_port: int | None = None,
         scheduler: Scheduler | None = None,
+        token: str = "",
+        readiness: Callable[[], Awaitable[list[str]]] | None = None,
+        dashboard: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.token = token  # for the metrics port; the admin socket's permissions are its own
+        self.readiness = readiness
+        self.dashboard = dashboard
         self.path = path
         self.metrics_port = metrics_port
         self.cli = cli
@@ -64,6 +71,9 @@ class AdminServer:
         app.router.add_get("/v1/strangers", self._strangers)
         app.router.add_get("/v1/agents", self._agents)
         app.router.add_post("/v1/agents/{agent}/{action}", self._agent_action)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/v1/dashboard", self._dashboard)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=2
         )
@@ -78,7 +88,9 @@ class AdminServer:
         os.chmod(self.path, 0o600)
         if self.metrics_port is not None:  # for a Prometheus scraper: metrics only, loopback only
             metrics_app = web.Application()
-            metrics_app.router.add_get("/metrics", self._metrics)
+            metrics_app.router.add_get("/metrics", self._metrics_with_token)
+            metrics_app.router.add_get("/healthz", self._healthz)
+            metrics_app.router.add_get("/readyz", self._readyz_terse)
             self._metrics_runner = web.AppRunner(metrics_app, access_log=None)
             await self._metrics_runner.setup()
             await web.TCPSite(self._metrics_runner, "127.0.0.1", self.metrics_port).start()
@@ -250,4 +262,46 @@ class AdminServer:
         return web.json_response(await self.status())
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        with contextlib.suppress(StoreError):  # a store that cannot answer: last known depth
+            depth = await self.dispatcher.store.outbox_depth()
+            self.metrics.set_outbox_depth(depth, self.dispatcher.settings.channel_settings())
         return web.Response(body=self.metrics.render(), content_type="text/plain")
+
+    async def _metrics_with_token(self, request: web.Request) -> web.Response:
+        """On a TCP port any local user can reach: agent names and counts only for the token
+        (``Authorization: Bearer``, the token `clawpen dashboard` prints)."""
+        if credential(self.token, request.headers, {}) is None:
+            return web.Response(
+                status=401,
+                text="send the token: Authorization: Bearer <token from `clawpen dashboard`>\n",
+                headers={"WWW-Authenticate": 'Bearer realm="clawpen"'},
+            )
+        return await self._metrics(request)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        """The process answers: alive (a liveness probe)."""
+        return web.Response(text="ok\n")
+
+    async def _problems(self) -> list[str]:
+        return await self.readiness() if self.readiness is not None else []
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        """Started, and the store answers; on the admin socket, with what is wrong."""
+        problems = await self._problems()
+        text = "ready\n" if not problems else "not ready: " + "; ".join(problems) + "\n"
+        return web.Response(text=text, status=503 if problems else 200)
+
+    async def _readyz_terse(self, request: web.Request) -> web.Response:
+        """The same verdict for anyone on the port, without the names in it."""
+        ready = not await self._problems()
+        return web.Response(
+            text="ready\n" if ready else "not ready\n", status=200 if ready else 503
+        )
+
+    async def _dashboard(self, request: web.Request) -> web.Response:
+        if self.dashboard is None:
+            return web.json_response(
+                {"error": "the dashboard is off; add `dashboard: {}` to clawpen.yaml and restart"},
+                status=409,
+            )
+        return web.json_response(self.dashboard())

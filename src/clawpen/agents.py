@@ -79,6 +79,7 @@ class AgentPool:
         self._locks = {a.id: asyncio.Lock() for a in settings.agents}
         self._freed = asyncio.Event()
         self._starting: dict[str, asyncio.Future[str]] = {}
+        self._crashed: set[str] = set()  # agents whose next start is a restart after a crash
 
     async def open(self) -> None:
         """Serve every agent's socket and adopt the containers still running from before."""
@@ -134,6 +135,11 @@ class AgentPool:
             if fresh:
                 await self._record_state(agent_id, "running", container_id)
                 self.metrics.running_agents.set(len(self.containers))
+                self.metrics.agent_starts.labels(agent_id).inc()
+                self.metrics.cold_start.labels(agent_id).observe(time.perf_counter() - started)
+                if agent_id in self._crashed:
+                    self._crashed.discard(agent_id)
+                    self.metrics.agent_restarts.labels(agent_id).inc()
                 self.log.info(
                     "agent_started",
                     agentId=agent_id,
@@ -202,6 +208,8 @@ class AgentPool:
         self.metrics.running_agents.set(len(self.containers))
         self._freed.set()
         self.log.error("agent_crashed", agentId=event.agent_id, detail=event.detail)
+        self.metrics.agent_crashes.labels(event.agent_id).inc()
+        self._crashed.add(event.agent_id)
         await self.sessions[event.agent_id].fail_all(AgentGone(f"container exited: {event.detail}"))
 
     async def close(self, stop_agents: bool = True) -> None:

@@ -32,6 +32,8 @@ from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
 from .channels.registry import plugins
 from .config import CREDENTIAL_KEY, Settings
+from .dashboard import Dashboard
+from .dashview import DashboardView
 from .disk import DiskGuard
 from .dispatch import ChannelInbox, Dispatcher, Leases
 from .egress import EgressProxy
@@ -48,7 +50,9 @@ from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
 from .scheduler import Clock, Scheduler
 from .store import SQLiteStore, Store
+from .tracing import NO_TRACING, Tracing, otlp_provider
 from .vault import Vault, open_vault
+from .webauth import load_token
 from .webfetch import WebFetcher
 
 HOUSEKEEPING_SECONDS = 15.0
@@ -89,6 +93,7 @@ class Orchestrator:
         adapters: AdapterMode = "process",
         clock: Clock | None = None,
         vault: Vault | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.settings = settings
         self.log = get_logger()
@@ -141,6 +146,9 @@ class Orchestrator:
         self.scheduler = Scheduler(settings, self.store, self.dispatcher.wake, clock)
         self.dispatcher.job_done = self.scheduler.wake
         self.dispatcher.admit = self.disk.admit
+        self.scheduler.lateness = self.metrics.job_lateness.observe
+        self.tracing = _tracing(settings, tracer_provider)
+        self.dispatcher.tracing = self.outbox.tracing = self.proxy.tracing = self.tracing
         self.agent_jobs = AgentJobs(self.scheduler, self.dispatcher)
         exceptions = LoopbackExceptions.parse(settings.allow_loopback_for_tests)
         self.agent_messages = AgentMessages(self.dispatcher)
@@ -159,6 +167,22 @@ class Orchestrator:
             for a in settings.agents
             if a.egress.allow
         ]
+        self.http_token = load_token(settings.data_dir)  # the dashboard's and metrics port's
+        self.dashboard = (
+            None
+            if settings.dashboard is None
+            else Dashboard(
+                settings.dashboard,
+                self.http_token,
+                DashboardView(
+                    self.store,
+                    self.pool,
+                    self.dispatcher,
+                    self.scheduler,
+                    lambda: self.channel_states,
+                ),
+            )
+        )
         self.admin = AdminServer(
             settings.data_dir / ADMIN_SOCKET,
             self.cli,
@@ -167,6 +191,9 @@ class Orchestrator:
             self.status,
             settings.metrics_port,
             self.scheduler,
+            token=self.http_token,
+            readiness=self.readiness,
+            dashboard=self.dashboard.describe if self.dashboard is not None else None,
         )
         self.ready = asyncio.Event()
 
@@ -200,6 +227,7 @@ class Orchestrator:
             self.log.error("store_unwritable", what="usage", error=str(exc))
         self.metrics.tokens.labels(agent_id, "input").inc(charge.input_tokens)
         self.metrics.tokens.labels(agent_id, "output").inc(charge.output_tokens)
+        self.metrics.cost.labels(agent_id).inc(charge.usd)
 
     def _policy(self, agent_id: str) -> AgentPolicy:
         """What an agent may send upstream: a compromised agent must not pick a pricier model,
@@ -260,6 +288,17 @@ class Orchestrator:
         ]
         return {"jobs": jobs, "spend_today_usd": spend, "disk": self.disk.describe()}
 
+    async def readiness(self) -> list[str]:
+        """What keeps this orchestrator from doing its work now (empty: ready)."""
+        if not self.ready.is_set():
+            return ["starting"]
+        try:
+            async with asyncio.timeout(2):
+                await self.store.counts()
+        except (StoreError, TimeoutError) as exc:
+            return [f"the store does not answer ({exc or 'timeout'})"]
+        return []
+
     def _vault_status(self) -> dict[str, Any]:
         try:
             return self.vault.describe()
@@ -277,6 +316,8 @@ class Orchestrator:
                 await proxy.start()
             await self.pool.open()
             await self.admin.start()
+            if self.dashboard is not None:
+                await self.dashboard.start()
             self.log.info(
                 "orchestrator_started",
                 agents=sorted(self.pool.sessions),
@@ -349,6 +390,8 @@ class Orchestrator:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
     async def close(self) -> None:
+        if self.dashboard is not None:
+            await self.dashboard.close()
         await self.admin.close()
         await self.pool.close()
         for proxy in self.egress:
@@ -363,6 +406,17 @@ class Orchestrator:
 
 
 _UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
+
+
+def _tracing(settings: Settings, provider: Any) -> Tracing:
+    """Traces when ``tracing:`` asks for them; the provider is the test's, or one exporting
+    over OTLP when that exporter is installed and configured (``OTEL_EXPORTER_OTLP_*``), or
+    whatever the process set up globally."""
+    if settings.tracing is None or not settings.tracing.enabled:
+        return NO_TRACING
+    if provider is None:
+        provider = otlp_provider(settings.tracing.service_name)
+    return Tracing(provider)
 
 
 def _know_credentials(settings: Settings) -> None:

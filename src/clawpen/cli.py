@@ -499,6 +499,15 @@ def usage(
         )
 
 
+@app.command()
+def dashboard(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+    """Print the dashboard's address, with its token (keep it to yourself: it opens the
+    dashboard and the metrics port)."""
+    found = _guard(lambda: _admin(config, "GET", "/v1/dashboard"))
+    print(found["url"])
+    print(f"token: {found['token']}  (for scripts and Prometheus: Authorization: Bearer ...)")
+
+
 @image_app.command("build")
 def image_build(
     tag: Annotated[

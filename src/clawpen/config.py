@@ -130,6 +130,22 @@ class MountSettings(_Model):
 Runtime = Literal["runc", "runsc"]
 
 
+class DashboardSettings(_Model):
+    """The web dashboard (``dashboard: {}`` turns it on): on loopback unless told otherwise,
+    and behind the token `clawpen dashboard` prints."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(7878, ge=0, le=65535, description="0: any free port")
+
+
+class TracingSettings(_Model):
+    """OpenTelemetry traces (needs the ``tracing`` extra); exported with the SDK's OTLP
+    exporter when it is installed and ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
+
+    enabled: bool = True
+    service_name: str = "clawpen"
+
+
 class AgentSettings(_Model):
     id: str = Field(pattern=AGENT_ID)
     system_prompt: str = ""
@@ -218,6 +234,8 @@ class Settings(_Model):
     metrics_port: int | None = Field(None, ge=1, le=65535, description="on 127.0.0.1")
     # new messages are refused (left with the platform) while less than this is free
     disk_reserve_mb: int = Field(64, ge=0)
+    dashboard: DashboardSettings | None = None
+    tracing: TracingSettings | None = None
     model: ModelSettings
     vault: VaultSettings = VaultSettings()
     agents: list[AgentSettings] = Field(min_length=1)

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from clawpen_agent.protocol import ChatLine, InboxFile, Task
 
@@ -48,6 +48,7 @@ from .retry import AGENT
 from .router import MAX_TEXT, route
 from .store import Lease, Store, until_written
 from .text import clean_text, clip
+from .tracing import NO_TRACING, Tracing
 
 MAX_TASK_ATTEMPTS = 3  # tries of the agent at one task (a container that died takes one)
 MAX_RESUMES = 5  # takeovers of one task after the orchestrator died holding it
@@ -150,6 +151,7 @@ class Dispatcher:
         self.job_done: Callable[[], None] = lambda: None  # a job's run ended (the scheduler's)
         self._notices: dict[str, list[str]] = {}  # agent -> said with its task's reply
         self._stops = {a: asyncio.Event() for a in self.agent_ids}  # /stop for the running task
+        self.tracing: Tracing = NO_TRACING
 
     def wake(self, agent_id: str) -> None:
         """The agent has new work in the store (a job's run was queued for it)."""
@@ -209,7 +211,7 @@ class Dispatcher:
             return await self._command(command, message, decision, now)
         arriving = self._arriving[decision.agent_id] if isinstance(decision, Route) else None
         try:
-            with arriving or contextlib.nullcontext():
+            with arriving or contextlib.nullcontext(), self._trace_receipt(message):
                 lease = self.leases.lease(now)
                 row = await self.store.record_inbound(message, decision, lease, now)
         except StoreRejected as exc:
@@ -434,7 +436,8 @@ class Dispatcher:
                 )
             else:
                 async with self._typing(claimed):
-                    text, error, attempts, agent_times = await self._run(claimed, context)
+                    with self._trace_task(claimed):
+                        text, error, attempts, agent_times = await self._run(claimed, context)
             text = _reply_text(text, error, _job_of(claimed))
         except asyncio.CancelledError:
             raise
@@ -504,6 +507,7 @@ class Dispatcher:
             max_task_tokens=agent.max_task_tokens or 0,
             time_limit=agent.task_timeout,
             context_tokens=agent.context_tokens,
+            trace=self.tracing.traceparent(),
         )
         attempts = claimed.attempts
         while True:
@@ -587,6 +591,30 @@ class Dispatcher:
             if claimed.address.channel == JOB_CHANNEL:
                 self.job_done()
             return
+
+    # -- tracing (no-ops unless tracing is on) ----------------------------------------------
+
+    def _trace_receipt(self, message: InboundMessage) -> contextlib.AbstractContextManager[Any]:
+        """From the message's arrival to its commit; its task's span is its child."""
+        address = message.address
+        return self.tracing.span(
+            "message.receive",
+            attributes={"clawpen.channel": address.channel, "clawpen.chat": address.chat},
+            remember=("message", address.channel, address.chat, message.platform_id),
+        )
+
+    def _trace_task(self, claimed: ClaimedTask) -> contextlib.AbstractContextManager[Any]:
+        """The task, under its (first) message's span; its reply's delivery goes under it."""
+        address = claimed.address
+        keys = [("message", address.channel, address.chat, p) for p in claimed.platform_ids]
+        for key in keys[1:]:
+            self.tracing.forget(key)
+        return self.tracing.span(
+            "task",
+            parent=keys[0] if keys else None,
+            attributes={"clawpen.agent": claimed.agent_id, "clawpen.task": claimed.id},
+            remember=("task", claimed.id),
+        )
 
 
 def _job_of(claimed: ClaimedTask) -> str | None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LAG_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 LAG_INTERVAL = 0.01  # seconds between two looks at the event loop
+START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0)
 
 
 class Metrics:
@@ -37,6 +40,43 @@ class Metrics:
             "clawpen_model_tokens_total",
             "Model tokens through the proxy",
             ["agent", "kind"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "clawpen_model_cost_usd_total",
+            "US dollars charged for model calls (at the configured prices)",
+            ["agent"],
+            registry=r,
+        )
+        self.agent_starts = Counter(
+            "clawpen_agent_starts_total", "Agent containers started", ["agent"], registry=r
+        )
+        self.agent_crashes = Counter(
+            "clawpen_agent_crashes_total",
+            "Agent containers that died on their own",
+            ["agent"],
+            registry=r,
+        )
+        self.agent_restarts = Counter(
+            "clawpen_agent_restarts_total",
+            "Agent containers started again after a crash",
+            ["agent"],
+            registry=r,
+        )
+        self.cold_start = Histogram(
+            "clawpen_agent_cold_start_seconds",
+            "From asking for a container to the agent connected",
+            ["agent"],
+            buckets=START_BUCKETS,
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "clawpen_outbox_depth", "Replies waiting to be delivered", ["channel"], registry=r
+        )
+        self.job_lateness = Histogram(
+            "clawpen_job_lateness_seconds",
+            "How long after its due time a scheduled job's run was queued",
+            buckets=LATENESS_BUCKETS,
             registry=r,
         )
         self.running_agents = Gauge(
@@ -69,6 +109,11 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def set_outbox_depth(self, depth: dict[str, int], channels: Iterable[str]) -> None:
+        """Read at each scrape from the store: every channel gets a value, 0 included."""
+        for channel in {*channels, *depth}:
+            self.outbox_depth.labels(channel).set(depth.get(channel, 0))
 
     async def watch_event_loop(self, interval: float = LAG_INTERVAL) -> None:
         """Sleep ``interval`` again and again; whatever it oversleeps, every other task waited

@@ -31,6 +31,7 @@ from .ratelimit import KeyedBuckets, TokenBucket
 from .retry import PLATFORM
 from .split import split_text
 from .store import Lease, Store, until_written
+from .tracing import NO_TRACING, Tracing
 
 MAX_ATTEMPTS = 8
 IDLE_RECHECK = 30.0  # seconds: look at the store again even without a wake-up
@@ -99,6 +100,7 @@ class Outbox:
         self.lease = lease
         self.clock = clock
         self.log = get_logger()
+        self.tracing: Tracing = NO_TRACING
         self._wakeups = {name: asyncio.Event() for name in channels}
         self._pacers = {name: Pacer(limits[name], clock) for name in channels}
         self._busy: dict[str, set[str]] = {name: set() for name in channels}
@@ -148,7 +150,12 @@ class Outbox:
 
     async def _deliver_in_chat(self, reply: Reply) -> None:
         try:
-            await self.deliver(reply)
+            with self.tracing.span(
+                "reply.deliver",
+                parent=("task", reply.task_id),
+                attributes={"clawpen.channel": reply.address.channel, "clawpen.reply": reply.id},
+            ):
+                await self.deliver(reply)
         except Exception:  # a bug in one chat's delivery must not end every chat's
             self.log.exception("reply_delivery_crashed", taskId=reply.task_id)
         finally:

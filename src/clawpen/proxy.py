@@ -28,13 +28,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from clawpen_agent.protocol import ProtocolError
+from clawpen_agent.protocol import TOOL_CALLS_HEADER, ProtocolError, parse_tool_calls
 
 from .budget import Budget, Charge, Reservation
 from .door import log_refusal
 from .errors import ClawpenError
 from .logging import get_logger
 from .modelrequest import AgentPolicy, beta_header, decide, estimate_input_tokens
+from .tracing import NO_TRACING, Tracing
 
 FORWARDED_HEADERS = ("content-type", "anthropic-version", "accept")
 DEFAULT_MAX_MODEL_CALLS = 4
@@ -154,6 +155,7 @@ class ModelProxy:
         self.slot_wait = slot_wait
         self.write_timeout = write_timeout  # an agent that stops reading frees its slot
         self.log = get_logger()
+        self.tracing: Tracing = NO_TRACING
         self._slots: dict[str, asyncio.Semaphore] = {}
 
     async def handle(
@@ -198,7 +200,18 @@ class ModelProxy:
             raise
         try:
             beta = beta_header(request.headers.get("anthropic-beta"), policy)
-            return await self._forward(agent_id, request, outgoing, beta, reservation, streaming)
+            traceparent = request.headers.get("traceparent", "")
+            for name, began, ended in parse_tool_calls(request.headers.get(TOOL_CALLS_HEADER, "")):
+                # the agent's tool calls since its last model call: spans of its task too
+                self.tracing.record("tool." + name, began, ended, traceparent, agent_id)
+            with self.tracing.span(
+                "model.call",
+                parent=traceparent,
+                attributes={"clawpen.agent": agent_id, "gen_ai.request.model": model},
+            ):
+                return await self._forward(
+                    agent_id, request, outgoing, beta, reservation, streaming
+                )
         finally:
             slots.release()
 
@@ -272,6 +285,13 @@ class ModelProxy:
                 tap.close()
                 # Also when the agent hung up mid-stream: the tokens were spent all the same.
                 await self._settle(reservation, upstream.status, tap)
+        self.tracing.annotate(
+            {
+                "http.response.status_code": upstream.status,
+                "gen_ai.usage.input_tokens": tap.input_tokens,
+                "gen_ai.usage.output_tokens": tap.output_tokens,
+            }
+        )
         self.log.info(
             "model_call",
             agentId=agent_id,

@@ -68,6 +68,8 @@ class Scheduler:
         self._following: dict[tuple[str, float], float | None] = {}
         self._prepared_at = float("-inf")
         self._added = False
+        # seconds between a run's due time and its commit, for each run queued (a metric)
+        self.lateness: Callable[[float], None] = lambda seconds: None
 
     async def open(self) -> None:
         """Reconcile the config file's jobs with the store: added, changed, removed."""
@@ -151,6 +153,8 @@ class Scheduler:
             self.wake_agent(agent_id)
         names = {name for name, _ in fired}
         dues = [j.next_run for j in due if j.name in names and j.next_run is not None]
+        for due_at in dues:
+            self.lateness(max(0.0, committed - due_at))
         if dues:
             self.log.info(
                 "jobs_fired", count=len(dues), latenessMax=round(committed - min(dues), 4)

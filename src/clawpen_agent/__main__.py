@@ -8,16 +8,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import forwarder
 from .loop import model_caller, run_task
 from .protocol import (
     NEXT_TASK_PATH,
     SOCKET_PATH,
+    TOOL_CALLS_HEADER,
     WORKSPACE,
     Task,
     TaskResult,
+    format_tool_calls,
     is_task,
     result_path,
 )
@@ -33,7 +35,22 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
     tasks = SocketClient(socket_path)  # held open while waiting: no timeout
     model = SocketClient(socket_path, timeout=900)
     jobs = SocketClient(socket_path, timeout=30)  # the job tools' own connection
-    call_model = model_caller(model.post_json)
+    tools_ran: list[tuple[str, float, float]] = []  # since the last model call (tracing)
+    trace = ""
+
+    def post_model(path: str, payload: dict[str, Any]) -> Any:
+        headers = {"traceparent": trace} if trace else {}
+        if trace and tools_ran:
+            headers[TOOL_CALLS_HEADER] = format_tool_calls(tools_ran)
+        answer = model.post_json(path, payload, headers)
+        tools_ran.clear()
+        return answer
+
+    def tool_ran(name: str, began: float, ended: float) -> None:
+        if trace:
+            tools_ran.append((name, began, ended))
+
+    call_model = model_caller(post_model)
     sessions = Sessions(root)
     delay = 0.05
     ahead: tuple[int, bytes] | None = None  # the next task, handed over with the last result
@@ -59,8 +76,12 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
             continue
         received = time.time()
         task = Task.from_json(body)
+        trace = task.trace
+        tools_ran.clear()
         try:
-            result = run_task(task, call_model, sessions, root, jobs.request, log=log)
+            result = run_task(
+                task, call_model, sessions, root, jobs.request, log=log, on_tool=tool_ran
+            )
         except HTTPError as exc:
             result = TaskResult(error=f"model call failed: {exc}")
         except Exception as exc:  # a bug here must still answer the task

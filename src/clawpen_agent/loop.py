@@ -33,6 +33,7 @@ EPHEMERAL = {"type": "ephemeral"}
 
 ModelCall = Callable[[dict[str, Any]], dict[str, Any]]
 Log = Callable[[str], None]
+ToolTimer = Callable[[str, float, float], None]  # a tool's name, its start and end (wall clock)
 
 
 def user_turn(task: Task) -> str:
@@ -104,6 +105,7 @@ def run_task(
     api: Api | None = None,
     clock: Callable[[], float] = time.monotonic,
     log: Log = lambda _: None,
+    on_tool: ToolTimer | None = None,
 ) -> TaskResult:
     """Run one task to its final text. Tool failures go back to the model, not to the user."""
     state = sessions.load(task.conversation, task.session)
@@ -114,7 +116,7 @@ def run_task(
     text = user_turn(task)
     content = user_content(text, save_files(task.files, root))
     state.messages.append({"role": "user", "content": content})
-    result = _Turn(task, state, call_model, root, api, clock).run()
+    result = _Turn(task, state, call_model, root, api, clock, on_tool).run()
     state.messages[earlier] = {"role": "user", "content": text}  # the text names the files
     sessions.save(task.conversation, state)
     return result
@@ -131,6 +133,7 @@ class _Turn:
     root: str
     api: Api | None
     clock: Callable[[], float]
+    on_tool: ToolTimer | None = None  # tells tracing which tools ran, and when
 
     def run(self) -> TaskResult:
         task, messages = self.task, self.state.messages
@@ -161,7 +164,10 @@ class _Turn:
             for use in uses:
                 tool_calls += 1
                 args = use.get("input") or {}
+                began = time.time()
                 output, is_error = run_tool(use["name"], args, self.root, self.api)
+                if self.on_tool is not None:
+                    self.on_tool(str(use["name"]), began, time.time())
                 results.append(
                     {
                         "type": "tool_result",

@@ -192,6 +192,7 @@ class Task:
     max_task_tokens: int = 0  # input (cached too) plus output tokens per task (0: no limit)
     time_limit: float = 0  # seconds the agent may work on it before it stops (0: no limit)
     context_tokens: int = 200_000  # the model's context window: history compacts at half
+    trace: str = ""  # W3C traceparent of the task's span: sent back with each model call
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -225,6 +226,28 @@ class TaskResult:
         """This result in a form the orchestrator accepts: text cleaned and cut to size."""
         error = None if self.error is None else clean_text(self.error, MAX_ERROR_CHARS)
         return replace(self, text=clean_text(self.text, MAX_TEXT_CHARS), error=error)
+
+
+# -- tracing: the tool calls run since the last model call, told with the next one ----------------
+
+TOOL_CALLS_HEADER = "clawpen-tool-calls"
+MAX_TRACED_TOOLS = 32
+_TOOL_CALL = re.compile(r"([a-z_]{1,32})=(\d{1,12}(?:\.\d{1,6})?),(\d{1,12}(?:\.\d{1,6})?)")
+
+
+def format_tool_calls(calls: list[tuple[str, float, float]]) -> str:
+    """``shell=1700000000.125,1700000000.5;read_file=...``: name, wall-clock start and end."""
+    return ";".join(f"{n}={a:.6f},{b:.6f}" for n, a, b in calls[-MAX_TRACED_TOOLS:])
+
+
+def parse_tool_calls(header: str) -> list[tuple[str, float, float]]:
+    """The header as the orchestrator reads it: whatever does not match is left out."""
+    calls = []
+    for part in header.split(";")[:MAX_TRACED_TOOLS]:
+        found = _TOOL_CALL.fullmatch(part.strip())
+        if found and float(found.group(2)) <= float(found.group(3)):
+            calls.append((found.group(1), float(found.group(2)), float(found.group(3))))
+    return calls
 
 
 # -- scheduled jobs: ``POST /v1/jobs``, ``GET /v1/jobs``, ``DELETE /v1/jobs/{name}`` -------------

@@ -258,7 +258,7 @@ async def test_a_second_orchestrator_on_the_same_data_dir_refuses_to_start(
 
 @pytest.mark.docker
 async def test_prometheus_metrics_count_what_happened(
-    start_orchestrator: StartOrchestrator, fake_telegram: FakeTelegram
+    start_orchestrator: StartOrchestrator, fake_telegram: FakeTelegram, tmp_path: Path
 ) -> None:
     import socket
 
@@ -269,14 +269,22 @@ async def test_prometheus_metrics_count_what_happened(
     await fake_telegram.push_text(1001, "count me")
     await fake_telegram.push_text(4242, "not paired")
     await fake_telegram.wait_for_sent(1, timeout=60)
-    await asyncio.sleep(0.2)
+    token = (tmp_path / "data" / "http.token").read_text()
+    url, auth = f"http://127.0.0.1:{port}/metrics", {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient() as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        assert (await client.get(url)).status_code == 401  # any local user can reach the port
+        async with asyncio.timeout(10):  # the outbox counts the reply just after sending it
+            while 'clawpen_replies_total{channel="telegram",outcome="sent"} 1.0' not in (
+                text := (await client.get(url, headers=auth)).text
+            ):
+                await asyncio.sleep(0.05)
     assert 'clawpen_messages_total{channel="telegram",outcome="routed"} 1.0' in text
     assert 'clawpen_messages_total{channel="telegram",outcome="rejected"} 1.0' in text
     assert 'clawpen_tasks_total{agent="assistant",outcome="ok"} 1.0' in text
-    assert 'clawpen_replies_total{channel="telegram",outcome="sent"} 1.0' in text
     assert 'clawpen_model_tokens_total{agent="assistant",kind="output"}' in text
+    assert 'clawpen_agent_starts_total{agent="assistant"} 1.0' in text
+    assert 'clawpen_agent_cold_start_seconds_count{agent="assistant"} 1.0' in text
+    assert 'clawpen_outbox_depth{channel="telegram"} 0.0' in text
     assert "clawpen_running_agents 1.0" in text
 
 

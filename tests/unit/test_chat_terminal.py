@@ -68,6 +68,7 @@ async def test_a_long_multiline_paste_arrives_whole(
             chat.send("\r")
             chat.expect(r"assistant> got (\d+) chars, (\d+) newlines, ends (\S+)", timeout=60)
             assert chat.match.groups() == (str(len(paste)), "99", "HE-END")
+            chat.expect("you>")  # the prompt is back: Ctrl-D now ends the chat
             chat.sendeof()
             chat.expect(pexpect.EOF)
         finally:

@@ -66,6 +66,34 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class RecentMessage:
+    """A message as the dashboard lists it (its text clipped)."""
+
+    id: int
+    channel: str
+    chat: str
+    sender: str
+    text: str
+    received_at: float
+    status: str
+    agent_id: str | None
+
+
+@dataclass(frozen=True)
+class RecentTask:
+    """A task as the dashboard lists it."""
+
+    id: int
+    agent_id: str
+    channel: str
+    chat: str
+    status: str
+    created_at: float
+    finished_at: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
 class UsageRow:
     """One agent's model use on one UTC day, one model (``clawpen usage``)."""
 
@@ -215,6 +243,15 @@ class Store(Protocol):
 
     async def usage_by_day(self, since: float, agent_id: str | None = None) -> list[UsageRow]:
         """Per UTC day, agent and model, oldest first."""
+
+    async def recent_messages(self, limit: int) -> list[RecentMessage]:
+        """The newest inbound messages, newest first (the dashboard)."""
+
+    async def recent_tasks(self, limit: int) -> list[RecentTask]:
+        """The newest tasks, newest first (the dashboard)."""
+
+    async def outbox_depth(self) -> dict[str, int]:
+        """Replies not yet delivered (pending), per channel (a metric)."""
 
     async def sync_config_pairings(self, pairings: dict[str, str], now: float) -> None:
         """Make the config file's pairings exactly those with source 'config'."""

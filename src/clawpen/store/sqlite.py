@@ -33,11 +33,12 @@ from ..models import (
     Stranger,
     TaskFile,
 )
-from .base import Lease, StrangerChat, UsageRow
+from .base import Lease, RecentMessage, RecentTask, StrangerChat, UsageRow
 from .migrations import MIGRATIONS
 from .worker import Worker, classify, connect
 
 T = TypeVar("T")
+RECENT_TEXT = 300  # characters of a message's text the dashboard is given
 
 
 class SQLiteStore:
@@ -323,6 +324,37 @@ class SQLiteStore:
             return [UsageRow(*row) for row in found]
 
         return await self._read(rows)
+
+    async def recent_messages(self, limit: int) -> list[RecentMessage]:
+        def read(db: sqlite3.Connection) -> list[RecentMessage]:
+            rows = db.execute(
+                "SELECT id, channel, chat_id, sender_id, substr(text, 1, ?), received_at, status,"
+                " agent_id FROM messages ORDER BY id DESC LIMIT ?",
+                (RECENT_TEXT, limit),
+            )
+            return [RecentMessage(*row) for row in rows.fetchall()]
+
+        return await self._read(read)
+
+    async def recent_tasks(self, limit: int) -> list[RecentTask]:
+        def read(db: sqlite3.Connection) -> list[RecentTask]:
+            rows = db.execute(
+                "SELECT id, agent_id, channel, chat_id, status, created_at, finished_at, error"
+                " FROM tasks WHERE agent_id != '' ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+            return [RecentTask(*row) for row in rows.fetchall()]
+
+        return await self._read(read)
+
+    async def outbox_depth(self) -> dict[str, int]:
+        def read(db: sqlite3.Connection) -> dict[str, int]:
+            rows = db.execute(
+                "SELECT channel, COUNT(*) FROM replies WHERE status='pending' GROUP BY channel"
+            )
+            return {channel: n for channel, n in rows.fetchall()}
+
+        return await self._read(read)
 
     async def sync_config_pairings(self, pairings: dict[str, str], now: float) -> None:
         def sync(db: sqlite3.Connection) -> None:
