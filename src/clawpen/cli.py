@@ -95,6 +95,37 @@ def check(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     print(f"{config}: ok: agents {agents}; channels {channels}; data in {settings.data_dir}")
 
 
+@app.command()
+def init(
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Point the model at the offline demo model.")
+    ] = False,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Write the config (0600), or add to it what the environment now offers: channels whose
+    tokens are set (kept in the vault, the config says secret:NAME) and chats to pair."""
+    import os
+
+    from . import init as setup
+
+    exists = config.exists()
+    existing = _guard(lambda: read_yaml(config)) if exists else None
+    todo = setup.plan(existing, os.environ, demo=demo)
+    if todo.config is not None:
+        backup = setup.write_config(config, todo.config, exists)
+        if backup is not None:
+            print(f"init: the previous {config} is kept as {backup}", file=sys.stderr)
+    setup.make_data_dir(_guard(lambda: data_dir_of(config)))
+    if todo.secrets:
+        vault = _vault(config)
+        for name, value in todo.secrets.items():
+            _guard(lambda: vault.set(name, value))  # noqa: B023 (called at once)
+    for note in todo.notes:
+        print(f"init: {note}", file=sys.stderr)
+    if not todo.notes:
+        print(f"init: {config} already has everything the environment offers", file=sys.stderr)
+
+
 def _admin(config: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     import httpx
 
