@@ -20,6 +20,8 @@ from .config import DEFAULT_PATH, data_dir_of, load_settings, read_yaml
 from .errors import ClawpenError, OrchestratorUnavailable
 
 if TYPE_CHECKING:
+    from .config import Settings
+    from .logfile import RotatingFile
     from .vault import Vault
 
 app = typer.Typer(
@@ -79,10 +81,25 @@ def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
 
     clawpen_logging.configure("info")  # reading secret: references is logged
     settings = _guard(lambda: load_settings(config))
-    if settings.log_level != "info":
-        clawpen_logging.configure(settings.log_level)
+    clawpen_logging.configure(settings.log_level, file=_guard(lambda: _log_file(settings)))
     orchestrator = _guard(lambda: Orchestrator(settings))
     _guard(lambda: run_until_signal(orchestrator))
+
+
+def _log_file(settings: Settings) -> RotatingFile:
+    from .init import make_data_dir
+    from .logfile import RotatingFile, log_path
+
+    try:
+        make_data_dir(settings.data_dir)
+        return RotatingFile(
+            log_path(settings.data_dir), settings.log_max_mb * 2**20, settings.log_backups
+        )
+    except OSError as exc:
+        raise ClawpenError(
+            f"cannot write the log under {settings.data_dir} ({exc.strerror})",
+            "make data_dir writable by this user",
+        ) from None
 
 
 @app.command()
@@ -218,6 +235,37 @@ def doctor(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     if failed:
         print(f"{len(failed)} check(s) failed", file=sys.stderr)
         raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    agent: Annotated[str | None, typer.Argument(help="Only this agent's lines.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines back.", min=0)] = 50,
+    as_json: Annotated[
+        bool | None,
+        typer.Option("--json/--human", help="JSON lines, or one readable line per event."),
+    ] = None,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """The orchestrator's log (data_dir/logs/clawpen.log, rotated): readable on a terminal,
+    JSON lines when piped; AGENT keeps that agent's lines, -f follows."""
+    from . import logview
+    from .logfile import log_path
+
+    path = log_path(_guard(lambda: data_dir_of(config)))
+    if not logview.log_files(path) and not follow:
+        _fail(ClawpenError(f"no log yet ({path} does not exist)", "start: clawpen run"))
+    raw = as_json if as_json is not None else not sys.stdout.isatty()
+    show = (lambda line: line) if raw else logview.human
+    for line in logview.tail(path, lines, agent) if lines else []:
+        print(show(line), flush=follow)
+    if follow:
+        with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+            for line in logview.follow(path, agent):
+                print(show(line), flush=True)
 
 
 agents_app = typer.Typer(no_args_is_help=True, help="The agents' containers.")
