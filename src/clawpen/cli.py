@@ -609,6 +609,62 @@ def image_build(
     print(f"built {image} ({image_id[:19]})")
 
 
+service_app = typer.Typer(no_args_is_help=True, help="Running clawpen as a system service.")
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("install")
+def service_install(
+    unit_path: Annotated[
+        Path | None, typer.Option(help="Where to write the unit (default /etc/systemd/system).")
+    ] = None,
+    vault_key: Annotated[
+        Path | None,
+        typer.Option(help="The vault key file handed to the service as a systemd credential."),
+    ] = None,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Write a systemd unit that runs `clawpen run` with this config (restarted on failure,
+    hardened, the vault key as a credential) and print the systemctl commands to start it."""
+    import shutil
+
+    from . import service
+    from .vault import KEY_FILE
+
+    config = config.resolve()
+    raw = _guard(lambda: read_yaml(config))
+    data_dir = _guard(lambda: data_dir_of(config))
+    executable = Path(sys.executable).parent / "clawpen"
+    if not executable.exists():
+        executable = Path(shutil.which("clawpen") or "clawpen").resolve()
+    if vault_key is None:
+        written = (raw.get("vault") or {}).get("key_file")
+        default = config.parent / written if written else data_dir / KEY_FILE
+        vault_key = default if default.exists() else None
+    spec = service.ServiceSpec(executable, config, data_dir, vault_key and vault_key.resolve())
+    path = unit_path or service.DEFAULT_UNIT_PATH
+
+    def write() -> None:
+        try:
+            service.install(spec, path)
+        except OSError as exc:
+            raise ClawpenError(
+                f"cannot write {path} ({exc.strerror})", "run as root, or pass --unit-path PATH"
+            ) from None
+
+    _guard(write)
+    print(f"wrote {path}")
+    if vault_key is not None and vault_key.resolve().is_relative_to(data_dir):
+        print(
+            f"the vault key is {vault_key}, inside data_dir: move it out of the data's way"
+            f" (e.g. to /etc/credstore/clawpen-vault-key, mode 0600) and run this again with"
+            f" --vault-key; a backup of data_dir then holds no key to its vault"
+        )
+    print("then run:")
+    for step in service.next_steps(path, path.stem):
+        print(f"  {step}")
+
+
 @app.command("demo-model")
 def demo_model(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
