@@ -8,6 +8,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from clawpen import logging as clawpen_logging
@@ -51,6 +52,9 @@ def test_the_orchestrator_log_goes_to_the_file_as_json_lines(tmp_path: Path) -> 
         clawpen_logging.configure("info", file=file)
         clawpen_logging.get_logger().info("message_routed", agentId="assistant", chat="42")
         clawpen_logging.get_logger().debug("too_fine_to_keep")
+        deadline = time.monotonic() + 10  # a thread of its own writes the lines out
+        while "message_routed" not in path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         clawpen_logging.configure("info")
     written = [json.loads(text) for text in path.read_text().splitlines()]
