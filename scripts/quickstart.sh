@@ -7,7 +7,9 @@
 # vault (`clawpen secrets`), never in the config file. ANTHROPIC_BASE_URL, if set, is the model
 # endpoint. Without a key it starts the offline demo model, which echoes and runs `run: COMMAND`
 # in the agent's container.
-# TELEGRAM_BOT_TOKEN (and TELEGRAM_CHAT_ID to pair your chat) adds the Telegram channel.
+# TELEGRAM_BOT_TOKEN (and TELEGRAM_CHAT_ID to pair your chat) adds the Telegram channel, also
+# to an existing config on a second run (SLACK_BOT_TOKEN + SLACK_APP_TOKEN and DISCORD_BOT_TOKEN
+# likewise): `clawpen init` writes the config, and the tokens go to the vault.
 # With a terminal, you get a chat prompt and the orchestrator stops when you leave it;
 # without one, the orchestrator runs in the foreground.
 set -euo pipefail
@@ -17,68 +19,53 @@ source scripts/bootstrap.sh
 echo "quickstart: building the agent image (the first build takes about a minute)"
 clawpen image build
 
+umask 077  # what this writes (config, logs, the data directory) is its owner's only
 config=${CLAWPEN_CONFIG:-clawpen.yaml}
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-if [[ ! -f $config ]]; then
-  echo "quickstart: writing $config"
-  {
-    echo "data_dir: ./clawpen-data"
-    echo "model:"
-    echo "  name: ${CLAWPEN_MODEL:-claude-sonnet-4-5}"
-    echo "  base_url: env:ANTHROPIC_BASE_URL"
-    echo "  api_key: secret:anthropic-api-key   # in the vault: clawpen secrets set anthropic-api-key"
-    echo "agents:"
-    echo "  - id: assistant"
-    echo "    system_prompt: You are a helpful assistant."
-    echo "channels:"
-    echo "  cli: {}"
-    if [[ -n ${TELEGRAM_BOT_TOKEN:-} ]]; then
-      echo "  telegram:"
-      echo "    token: env:TELEGRAM_BOT_TOKEN"
-      if [[ -n ${TELEGRAM_CHAT_ID:-} ]]; then
-        echo "pairings:"
-        echo "  - channel: telegram:$TELEGRAM_CHAT_ID"
-        echo "    agent: assistant"
-      fi
-    fi
-  } >"$config"
-fi
 
 # The key: from ANTHROPIC_API_KEY, else the vault, else asked for once (hidden), else the demo.
-store_key() { printf '%s' "$1" | clawpen secrets set anthropic-api-key --config "$config" 2>/dev/null; }
-stored=$(clawpen secrets get anthropic-api-key --reveal --config "$config" 2>/dev/null || true)
+stored=""
+[[ -f $config ]] && stored=$(clawpen secrets get anthropic-api-key --reveal --config "$config" 2>/dev/null || true)
+key=""
 if [[ -n ${ANTHROPIC_API_KEY:-} ]]; then
-  [[ $stored == "$ANTHROPIC_API_KEY" ]] || store_key "$ANTHROPIC_API_KEY"
+  [[ $stored == "$ANTHROPIC_API_KEY" ]] || key=$ANTHROPIC_API_KEY
   stored=$ANTHROPIC_API_KEY
 elif [[ ( -z $stored || $stored == demo-key ) && -t 0 ]]; then
   read -rsp "quickstart: your Anthropic API key (Enter for the offline demo): " typed; echo
-  if [[ -n $typed ]]; then store_key "$typed"; stored=$typed; fi
+  if [[ -n $typed ]]; then key=$typed; stored=$typed; fi
 fi
+demo=()
 if [[ -z $stored || $stored == demo-key ]]; then
-  [[ $stored == demo-key ]] || store_key demo-key
-  export ANTHROPIC_BASE_URL=http://127.0.0.1:8765
+  [[ $stored == demo-key ]] || key=demo-key
+  demo=(--demo)
+fi
+
+# The config: written, or updated with what the environment now offers (clawpen init); the
+# channel tokens go to the vault, the config names them (secret:NAME).
+clawpen init "${demo[@]}" --config "$config"
+[[ -z $key ]] || printf '%s' "$key" | clawpen secrets set anthropic-api-key --config "$config" 2>/dev/null
+unset stored typed key
+if [[ ${#demo[@]} -gt 0 ]]; then
   echo "quickstart: no Anthropic API key: using the offline demo model on :8765"
   echo "            (try: run: uname -a). Run this again with a key for a real Claude."
   clawpen demo-model --port 8765 --api-key demo-key >/dev/null 2>&1 &
   pids+=($!)
 fi
-unset stored typed
-export ANTHROPIC_BASE_URL=${ANTHROPIC_BASE_URL:-https://api.anthropic.com}
 clawpen check --config "$config"
 
 if [[ ! -t 0 ]]; then
   clawpen run --config "$config"
   exit
 fi
-mkdir -p clawpen-data
-clawpen run --config "$config" >>clawpen-data/orchestrator.log 2>&1 &
+errors=$(mktemp)  # what it says before its log file is open (a config it cannot use)
+clawpen run --config "$config" >/dev/null 2>"$errors" &
 orchestrator=$!
 pids+=($orchestrator)
 for _ in $(seq 100); do
-  [[ -S clawpen-data/admin.sock ]] && break
-  kill -0 $orchestrator 2>/dev/null || { tail -5 clawpen-data/orchestrator.log; exit 1; }
+  clawpen status --json --config "$config" >/dev/null 2>&1 && break
+  kill -0 $orchestrator 2>/dev/null || { tail -5 "$errors"; exit 1; }
   sleep 0.1
 done
-echo "quickstart: orchestrator running (logs: clawpen-data/orchestrator.log)"
+echo "quickstart: orchestrator running (its log: clawpen logs -f)"
 clawpen chat --config "$config"

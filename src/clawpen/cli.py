@@ -20,6 +20,8 @@ from .config import DEFAULT_PATH, data_dir_of, load_settings, read_yaml
 from .errors import ClawpenError, OrchestratorUnavailable
 
 if TYPE_CHECKING:
+    from .config import Settings
+    from .logfile import RotatingFile
     from .vault import Vault
 
 app = typer.Typer(
@@ -79,10 +81,25 @@ def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
 
     clawpen_logging.configure("info")  # reading secret: references is logged
     settings = _guard(lambda: load_settings(config))
-    if settings.log_level != "info":
-        clawpen_logging.configure(settings.log_level)
+    clawpen_logging.configure(settings.log_level, file=_guard(lambda: _log_file(settings)))
     orchestrator = _guard(lambda: Orchestrator(settings))
     _guard(lambda: run_until_signal(orchestrator))
+
+
+def _log_file(settings: Settings) -> RotatingFile:
+    from .init import make_data_dir
+    from .logfile import RotatingFile, log_path
+
+    try:
+        make_data_dir(settings.data_dir)
+        return RotatingFile(
+            log_path(settings.data_dir), settings.log_max_mb * 2**20, settings.log_backups
+        )
+    except OSError as exc:
+        raise ClawpenError(
+            f"cannot write the log under {settings.data_dir} ({exc.strerror})",
+            "make data_dir writable by this user",
+        ) from None
 
 
 @app.command()
@@ -93,6 +110,37 @@ def check(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     agents = ", ".join(a.id for a in settings.agents)
     channels = ", ".join(settings.channel_settings())
     print(f"{config}: ok: agents {agents}; channels {channels}; data in {settings.data_dir}")
+
+
+@app.command()
+def init(
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Point the model at the offline demo model.")
+    ] = False,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Write the config (0600), or add to it what the environment now offers: channels whose
+    tokens are set (kept in the vault, the config says secret:NAME) and chats to pair."""
+    import os
+
+    from . import init as setup
+
+    exists = config.exists()
+    existing = _guard(lambda: read_yaml(config)) if exists else None
+    todo = setup.plan(existing, os.environ, demo=demo)
+    if todo.config is not None:
+        backup = setup.write_config(config, todo.config, exists)
+        if backup is not None:
+            print(f"init: the previous {config} is kept as {backup}", file=sys.stderr)
+    setup.make_data_dir(_guard(lambda: data_dir_of(config)))
+    if todo.secrets:
+        vault = _vault(config)
+        for name, value in todo.secrets.items():
+            _guard(lambda: vault.set(name, value))  # noqa: B023 (called at once)
+    for note in todo.notes:
+        print(f"init: {note}", file=sys.stderr)
+    if not todo.notes:
+        print(f"init: {config} already has everything the environment offers", file=sys.stderr)
 
 
 def _admin(config: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -187,6 +235,37 @@ def doctor(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     if failed:
         print(f"{len(failed)} check(s) failed", file=sys.stderr)
         raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    agent: Annotated[str | None, typer.Argument(help="Only this agent's lines.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines back.", min=0)] = 50,
+    as_json: Annotated[
+        bool | None,
+        typer.Option("--json/--human", help="JSON lines, or one readable line per event."),
+    ] = None,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """The orchestrator's log (data_dir/logs/clawpen.log, rotated): readable on a terminal,
+    JSON lines when piped; AGENT keeps that agent's lines, -f follows."""
+    from . import logview
+    from .logfile import log_path
+
+    path = log_path(_guard(lambda: data_dir_of(config)))
+    if not logview.log_files(path) and not follow:
+        _fail(ClawpenError(f"no log yet ({path} does not exist)", "start: clawpen run"))
+    raw = as_json if as_json is not None else not sys.stdout.isatty()
+    show = (lambda line: line) if raw else logview.human
+    for line in logview.tail(path, lines, agent) if lines else []:
+        print(show(line), flush=follow)
+    if follow:
+        with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+            for line in logview.follow(path, agent):
+                print(show(line), flush=True)
 
 
 agents_app = typer.Typer(no_args_is_help=True, help="The agents' containers.")
@@ -537,6 +616,62 @@ def image_build(
 
     image_id = _guard(build)
     print(f"built {image} ({image_id[:19]})")
+
+
+service_app = typer.Typer(no_args_is_help=True, help="Running clawpen as a system service.")
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("install")
+def service_install(
+    unit_path: Annotated[
+        Path | None, typer.Option(help="Where to write the unit (default /etc/systemd/system).")
+    ] = None,
+    vault_key: Annotated[
+        Path | None,
+        typer.Option(help="The vault key file handed to the service as a systemd credential."),
+    ] = None,
+    config: ConfigOption = Path(DEFAULT_PATH),
+) -> None:
+    """Write a systemd unit that runs `clawpen run` with this config (restarted on failure,
+    hardened, the vault key as a credential) and print the systemctl commands to start it."""
+    import shutil
+
+    from . import service
+    from .vault import KEY_FILE
+
+    config = config.resolve()
+    raw = _guard(lambda: read_yaml(config))
+    data_dir = _guard(lambda: data_dir_of(config))
+    executable = Path(sys.executable).parent / "clawpen"
+    if not executable.exists():
+        executable = Path(shutil.which("clawpen") or "clawpen").resolve()
+    if vault_key is None:
+        written = (raw.get("vault") or {}).get("key_file")
+        default = config.parent / written if written else data_dir / KEY_FILE
+        vault_key = default if default.exists() else None
+    spec = service.ServiceSpec(executable, config, data_dir, vault_key and vault_key.resolve())
+    path = unit_path or service.DEFAULT_UNIT_PATH
+
+    def write() -> None:
+        try:
+            service.install(spec, path)
+        except OSError as exc:
+            raise ClawpenError(
+                f"cannot write {path} ({exc.strerror})", "run as root, or pass --unit-path PATH"
+            ) from None
+
+    _guard(write)
+    print(f"wrote {path}")
+    if vault_key is not None and vault_key.resolve().is_relative_to(data_dir):
+        print(
+            f"the vault key is {vault_key}, inside data_dir: move it out of the data's way"
+            f" (e.g. to /etc/credstore/clawpen-vault-key, mode 0600) and run this again with"
+            f" --vault-key; a backup of data_dir then holds no key to its vault"
+        )
+    print("then run:")
+    for step in service.next_steps(path, path.stem):
+        print(f"  {step}")
 
 
 @app.command("demo-model")

@@ -232,6 +232,9 @@ class Settings(_Model):
     runtime: Runtime = "runc"  # runsc: every agent under gVisor (registered with dockerd)
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="on 127.0.0.1")
+    # data_dir/logs/clawpen.log: rotated past log_max_mb, keeping log_backups older files
+    log_max_mb: int = Field(10, ge=1)
+    log_backups: int = Field(5, ge=0, le=100)
     # new messages are refused (left with the platform) while less than this is free
     disk_reserve_mb: int = Field(64, ge=0)
     dashboard: DashboardSettings | None = None

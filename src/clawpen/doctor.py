@@ -156,6 +156,7 @@ def _model(settings: Settings) -> Check:
 def _channels(settings: Settings) -> list[Check]:
     """Each channel's own check, where its plugin has one (``plugin.doctor(settings)``)."""
     from .channels.registry import plugins
+    from .probes import PROBES
 
     checks = []
     for name, block in settings.channel_settings().items():
@@ -172,23 +173,6 @@ def _channels(settings: Settings) -> list[Check]:
         else:
             checks.append(Check(f"channel {name}", "fail", problem[0], problem[1]))
     return checks
-
-
-def _telegram(block: object) -> tuple[str, str] | None:
-    import httpx
-
-    base = str(getattr(block, "api_base_url", "https://api.telegram.org")).rstrip("/")
-    token = str(getattr(block, "token", ""))
-    try:
-        response = httpx.get(f"{base}/bot{token}/getMe", timeout=10)
-    except httpx.HTTPError:
-        return (f"{base} does not answer", "check the network, or channels.telegram.api_base_url")
-    if response.status_code in (401, 404):
-        return ("Telegram refused the bot token", "get a new one from @BotFather")
-    return None
-
-
-PROBES = {"telegram": _telegram}
 
 
 def render(checks: list[Check]) -> str:

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
 from structlog.exceptions import DropEvent
@@ -28,6 +28,9 @@ from structlog.typing import EventDict, WrappedLogger
 
 from .ratelimit import KeyedBuckets
 from .redact import SECRETS
+
+if TYPE_CHECKING:
+    from .logfile import RotatingFile
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -166,9 +169,15 @@ def subscribe(subscriber: Subscriber) -> Callable[[], None]:
     return lambda: FANOUT.subscribers.remove(subscriber)
 
 
-def configure(level: str = "info", stream: TextIO | None = None) -> None:
-    """JSON lines on ``stream``, or on stdout through a ``LineWriter``."""
-    out: TextIO | LineWriter = stream or LineWriter(sys.stdout)
+def configure(
+    level: str = "info", stream: TextIO | None = None, file: RotatingFile | None = None
+) -> None:
+    """JSON lines on ``stream``, or on stdout through a ``LineWriter`` (and to ``file`` too,
+    the orchestrator's own log that ``clawpen logs`` reads)."""
+    from .logfile import Tee
+
+    target = cast(TextIO, Tee(sys.stdout, file)) if file is not None else sys.stdout
+    out: TextIO | LineWriter = stream or LineWriter(target)
     # Libraries that log through the standard library (PTB, httpx, aiohttp) end up as the same
     # JSON lines, so that stdout stays one object per line.
     handler = logging.StreamHandler(out)

@@ -134,6 +134,22 @@ async def test_admin_socket_is_owner_only(
     assert (config.parent / "data").stat().st_mode & 0o777 == 0o700
 
 
+@pytest.mark.docker
+async def test_the_log_file_is_owner_only_and_clawpen_logs_reads_it(
+    orchestrator_process: Orchestrator,
+) -> None:
+    config = orchestrator_process.config
+    code, out, err = await clawpen("chat", "hello", "--config", str(config))
+    assert code == 0, err
+    log = config.parent / "data" / "logs" / "clawpen.log"
+    assert log.stat().st_mode & 0o777 == 0o600
+    code, out, err = await clawpen("logs", "assistant", "--human", "--config", str(config))
+    assert code == 0, err
+    assert out and all("agent=assistant" in line for line in out.splitlines())
+    code, out, err = await clawpen("logs", "-n", "1000", "--config", str(config))
+    assert "orchestrator_started" in {json.loads(line)["event"] for line in out.splitlines()}
+
+
 async def test_chat_without_a_running_orchestrator_says_how_to_start_one(tmp_path: Path) -> None:
     config = write_config(tmp_path / "clawpen.yaml", "http://127.0.0.1:9")
     code, _out, err = await clawpen("chat", "--config", str(config), "hi")

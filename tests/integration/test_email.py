@@ -464,3 +464,22 @@ async def test_smtp_refusals_are_temporary_or_permanent_as_the_server_says(
         await adapter().send(OutboundMessage(Address("email", ALICE, ""), "hi"))
     assert refused.value.permanent is permanent
     assert answer.split()[0] in str(refused.value)
+
+
+def test_doctor_logs_in_to_imap_and_tells_a_refused_password_from_a_dead_server(
+    mail_servers: None,
+) -> None:
+    from clawpen.probes import email
+
+    def probe(**extra: Any) -> tuple[str, str] | None:
+        return email(EmailSettings.model_validate(EMAIL | extra))
+
+    assert probe() is None
+    assert probe(imap={"host": "127.0.0.1", "port": 143, "starttls": True}) is None
+    refused = probe(password="wrong")
+    assert refused is not None and f"refused the login of {AGENT}" in refused[0]
+    assert "password" in refused[1]
+    dead = probe(imap={"host": "127.0.0.1", "port": 9})
+    assert dead is not None and "does not answer" in dead[0]
+    untrusted = probe(ca_file=None)  # the server's certificate is its own
+    assert untrusted is not None and "TLS" in untrusted[0]
