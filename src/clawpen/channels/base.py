@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..models import Address, Decision, InboundMessage, OutboundMessage
 from ..models import DeliveryStatus as DeliveryStatus  # adapters import it from here
 
+# loaded by every adapter process before it drops its privileges: host names are encoded with
+# them on first connect, whatever the platform
+HOST_NAME_MODULES = ("encodings.idna", "stringprep", "unicodedata")
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024  # per file; larger ones are named, not downloaded
 MAX_ATTACHMENTS = 10  # per message
 

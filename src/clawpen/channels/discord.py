@@ -299,8 +299,5 @@ plugin = ChannelPlugin(
     preload=(
         "discord",
         "clawpen.channels.discord_client",
-        "encodings.idna",  # host names are encoded with it on first connect
-        "stringprep",
-        "unicodedata",
     ),
 )

@@ -522,8 +522,5 @@ plugin = ChannelPlugin(
         "google.auth.transport.requests",
         "google.oauth2.credentials",
         "requests",
-        "encodings.idna",
-        "stringprep",
-        "unicodedata",
     ),
 )

@@ -27,7 +27,7 @@ from .. import logging as clawpen_logging
 from ..errors import StoreUnavailable
 from ..models import Address, Decision, InboundMessage
 from . import wire
-from .base import Channel, ChannelFatal, DeliveryStatus, SendError
+from .base import HOST_NAME_MODULES, Channel, ChannelFatal, DeliveryStatus, SendError
 from .registry import plugins
 
 EXIT_FATAL = 3
@@ -130,7 +130,7 @@ async def serve(fd: int, uid: int | None = None) -> int:
     settings = plugin.settings.model_validate(start["settings"])
     del start  # the credential stays in the adapter only
     adapter = plugin.adapter(settings)
-    for module in plugin.preload:
+    for module in (*HOST_NAME_MODULES, *plugin.preload):
         importlib.import_module(module)
     if uid is not None:
         drop_privileges(uid)

@@ -414,8 +414,5 @@ plugin = ChannelPlugin(
         "slack_sdk.socket_mode.request",
         "slack_sdk.socket_mode.response",
         "aiohttp",
-        "encodings.idna",
-        "stringprep",
-        "unicodedata",
     ),
 )

@@ -272,8 +272,5 @@ plugin = ChannelPlugin(
         "telegram.constants",
         "telegram.error",
         "telegram.request",
-        "encodings.idna",  # host names are encoded with it on first connect
-        "stringprep",
-        "unicodedata",
     ),
 )

@@ -403,8 +403,5 @@ plugin = ChannelPlugin(
         "clawpen.channels.whatsapp_events",
         "json",
         "hmac",
-        "encodings.idna",  # host names are encoded with it on first connect
-        "stringprep",
-        "unicodedata",
     ),
 )
