@@ -50,7 +50,9 @@ async def test_full_disk_holds_messages_unacknowledged_then_resumes_without_corr
     fake_telegram: FakeTelegram,
     small_disk: Path,
 ) -> None:
-    orchestrator = orchestrator_factory(telegram=fake_telegram)
+    # no reserve: this is about the store meeting a disk that is really full (the guard that
+    # refuses work before that happens is tested in tests/unit/test_operations.py)
+    orchestrator = orchestrator_factory(telegram=fake_telegram, disk_reserve_mb=0)
     assert orchestrator.settings.data_dir == small_disk
     big = "x" * 20_000  # needs fresh pages in the WAL: cannot fit in space already allocated
     with structlog.testing.capture_logs() as logs:
