@@ -329,6 +329,14 @@ def engine_tag(tag: str, engine: str) -> str:
     return f"{name}:{version}-{engine}"
 
 
+def build_hint(image: str) -> str:
+    """The command that builds ``image``, an agent image or one of its engine variants."""
+    for engine in ENGINES[1:]:
+        if image.endswith(f"-{engine}"):
+            return f"run: clawpen image build --tag {image[: -len(engine) - 1]} --engine {engine}"
+    return f"run: clawpen image build --tag {image}"
+
+
 def engine_cache_dir() -> Path:
     """Where an engine's site dir is kept between builds (it is large and changes rarely)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -343,13 +351,16 @@ def build_engine_image(
     base: str = "auto",
     progress: Progress = print,
     repo_root: Path | None = None,
+    agent_image_built: bool = False,
 ) -> str:
-    """Build the agent image ``tag`` (cached) and on it the ``engine`` variant; returns the
-    variant's id. The engine's packages are installed on the host once per requirements file
-    content and reused; an unchanged variant rebuilds from the layer cache."""
+    """Build the agent image ``tag`` (cached; skipped when ``agent_image_built``) and on it
+    the ``engine`` variant; returns the variant's id. The engine's packages are installed on
+    the host once per requirements file content and reused; an unchanged variant rebuilds
+    from the layer cache."""
     if engine not in ENGINES:
         raise ImageBuildError(f"unknown engine {engine!r}", f"use one of {', '.join(ENGINES)}")
-    build_agent_image(client, tag=tag, base=base, progress=progress, repo_root=repo_root)
+    if not agent_image_built:
+        build_agent_image(client, tag=tag, base=base, progress=progress, repo_root=repo_root)
     if engine == "light":
         return str(client.images.get(tag).id)
     root = repo_root or Path(__file__).resolve().parents[2]

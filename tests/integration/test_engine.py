@@ -57,3 +57,24 @@ async def test_claude_code_engine_answers_through_the_proxy_with_no_key_inside(
     assert fake_telegram.texts_to(1001) == ["echo: hello from the chat"]
     assert found.strip() == "searched"
     assert api_key not in json.dumps(attrs)
+
+
+async def test_claude_code_session_resumes_after_the_orchestrator_restarts(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_telegram: FakeTelegram,
+    fake_model: FakeModel,
+    claude_code_image: str,
+) -> None:
+    agents = {"agents": [{"id": "assistant", "engine": "claude-code", "memory_mb": 1024}]}
+    first, _ = docker_orchestrator_factory(fake_telegram, **agents)
+    async with running(first):
+        await fake_telegram.push_text(1001, "my name is Ada")
+        await fake_telegram.wait_for_sent(1, timeout=60)
+    # the container is gone with the orchestrator; the next one starts a new container
+    second, _ = docker_orchestrator_factory(fake_telegram, **agents)
+    async with running(second):
+        await fake_telegram.push_text(1001, "what is my name?")
+        await fake_telegram.wait_for_sent(2, timeout=60)
+    said = json.dumps(fake_model.requests[-1]["messages"])
+    assert "my name is Ada" in said and "echo: my name is Ada" in said  # the earlier turn
+    assert fake_telegram.texts_to(1001)[-1] == "echo: what is my name?"
