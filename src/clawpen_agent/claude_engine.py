@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .durable import read_json, write_json
+from .inbox import save_files
 from .loop import system_prompt, user_turn
 from .protocol import SOCKET_PATH, Task, TaskResult
 
@@ -92,6 +93,7 @@ async def _run(task: Task, root: str, port: int) -> TaskResult:
         query,
     )
 
+    save_files(task.files, root)  # the text names them; the CLI's Read tool opens them
     ids = SessionIds(root)
     resume = ids.get(task.conversation, task.session)
     options = ClaudeAgentOptions(
