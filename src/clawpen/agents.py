@@ -18,6 +18,7 @@ from pathlib import Path
 from .agentapi import AgentGone, AgentSession
 from .config import AgentSettings, Settings
 from .errors import ClawpenError, StoreError
+from .image import engine_tag
 from .logging import get_logger
 from .metrics import Metrics
 from .mounts import MountRequest
@@ -38,7 +39,7 @@ def agent_spec(settings: Settings, agent: AgentSettings) -> AgentSpec:
     return AgentSpec(
         agent_id=agent.id,
         instance=instance_id(settings.data_dir),
-        image=settings.image,
+        image=engine_tag(settings.image, agent.engine),
         socket_dir=settings.data_dir / "agents" / agent.id,
         memory_mb=agent.memory_mb,
         cpus=agent.cpus,

@@ -40,7 +40,7 @@ from .egress import EgressProxy
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
-from .modelrequest import AgentPolicy
+from .modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
 from .models import ChannelState
 from .netpolicy import LoopbackExceptions
 from .outbox import Outbox
@@ -233,11 +233,14 @@ class Orchestrator:
         """What an agent may send upstream: a compromised agent must not pick a pricier model,
         ask for endless output, or have the provider reach the network for it."""
         agent = self.settings.agent(agent_id)
+        claude_code = agent.engine == "claude-code"
+        engine_betas = CLAUDE_CODE_BETAS if claude_code else frozenset()
         return AgentPolicy(
             models=tuple(agent.models or [agent.model or self.settings.model.name]),
             max_tokens=agent.max_tokens or self.settings.model.max_tokens,
             server_tools=frozenset(agent.server_tools),
-            beta_headers=frozenset(agent.beta_headers),
+            beta_headers=frozenset(agent.beta_headers) | engine_betas,
+            extra_fields=CLAUDE_CODE_FIELDS if claude_code else frozenset(),
         )
 
     def _limits(self, agent_id: str, model: str) -> Limits:

@@ -595,27 +595,44 @@ def image_build(
     base: Annotated[
         str, typer.Option(help="auto, debootstrap, or an image reference to build FROM.")
     ] = "auto",
+    engine: Annotated[
+        list[str] | None,
+        typer.Option(help="Also build this engine's variant (default: those the agents use)."),
+    ] = None,
     config: ConfigOption = Path(DEFAULT_PATH),
 ) -> None:
     """Build the agent image the config names (``image:``), on its ``docker_host`` (no
-    registry needed: falls back to a debootstrap base)."""
-    from .image import build_agent_image
+    registry needed: falls back to a debootstrap base), and the variant of every other engine
+    its agents use (``engine: claude-code``)."""
+    from .image import build_agent_image, build_engine_image, engine_tag
     from .runtime.docker import connect
 
     raw = _guard(lambda: read_yaml(config)) if config.exists() else {}
     image = tag or str(raw.get("image") or "clawpen-agent:latest")
     docker_host = raw.get("docker_host")
+    listed = raw.get("agents")
+    agents: list[Any] = listed if isinstance(listed, list) else []
+    used = {str(a.get("engine")) for a in agents if isinstance(a, dict) and a.get("engine")}
+    engines = sorted((set(engine or []) | used) - {"light"})
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
 
     def build() -> str:
-        return build_agent_image(
-            connect(docker_host),
-            tag=image,
-            base=base,
-            progress=lambda line: print(line, flush=True),
-        )
+        return build_agent_image(connect(docker_host), tag=image, base=base, progress=progress)
 
     image_id = _guard(build)
     print(f"built {image} ({image_id[:19]})")
+    for name in engines:
+
+        def build_variant(name: str = name) -> str:
+            client = connect(docker_host)
+            return build_engine_image(
+                client, name, tag=image, base=base, progress=progress, agent_image_built=True
+            )
+
+        variant_id = _guard(build_variant)
+        print(f"built {engine_tag(image, name)} ({variant_id[:19]})")
 
 
 service_app = typer.Typer(no_args_is_help=True, help="Running clawpen as a system service.")

@@ -173,6 +173,8 @@ class AgentSettings(_Model):
     workspace_mb: int = Field(1024, ge=0)
     mounts: list[MountSettings] = []
     runtime: Runtime | None = None  # default: the top-level runtime
+    # light: the standard-library agent; claude-code: the Claude Agent SDK (an image variant)
+    engine: Literal["light", "claude-code"] = "light"
 
 
 def _channels_model() -> type[BaseModel]:

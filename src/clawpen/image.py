@@ -8,6 +8,7 @@ temp dir with fixed modes and mtimes so an unchanged tree rebuilds from the laye
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -310,3 +311,103 @@ def _build(
     except _DOCKER_ERRORS as error:
         raise _unreachable(error) from error
     return image_id
+
+
+# -- engine variants: the agent image plus an engine's packages, built on demand ----------------
+
+ENGINES = ("light", "claude-code")
+
+
+def engine_tag(tag: str, engine: str) -> str:
+    """The image an agent of ``engine`` runs: ``clawpen-agent:latest`` for the default light
+    engine, ``clawpen-agent:latest-claude-code`` for the claude-code one."""
+    if engine == "light":
+        return tag
+    name, colon, version = tag.rpartition(":")
+    if not colon or "/" in version:  # no tag part (a registry port is not one)
+        return f"{tag}:latest-{engine}"
+    return f"{name}:{version}-{engine}"
+
+
+def build_hint(image: str) -> str:
+    """The command that builds ``image``, an agent image or one of its engine variants."""
+    for engine in ENGINES[1:]:
+        if image.endswith(f"-{engine}"):
+            return f"run: clawpen image build --tag {image[: -len(engine) - 1]} --engine {engine}"
+    return f"run: clawpen image build --tag {image}"
+
+
+def engine_cache_dir() -> Path:
+    """Where an engine's site dir is kept between builds (it is large and changes rarely)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "clawpen" / "engines"
+
+
+def build_engine_image(
+    client: docker.DockerClient,
+    engine: str,
+    *,
+    tag: str = DEFAULT_TAG,
+    base: str = "auto",
+    progress: Progress = print,
+    repo_root: Path | None = None,
+    agent_image_built: bool = False,
+) -> str:
+    """Build the agent image ``tag`` (cached; skipped when ``agent_image_built``) and on it
+    the ``engine`` variant; returns the variant's id. The engine's packages are installed on
+    the host once per requirements file content and reused; an unchanged variant rebuilds
+    from the layer cache."""
+    if engine not in ENGINES:
+        raise ImageBuildError(f"unknown engine {engine!r}", f"use one of {', '.join(ENGINES)}")
+    if not agent_image_built:
+        build_agent_image(client, tag=tag, base=base, progress=progress, repo_root=repo_root)
+    if engine == "light":
+        return str(client.images.get(tag).id)
+    root = repo_root or Path(__file__).resolve().parents[2]
+    context = _engine_context(root, engine, progress)
+    variant = engine_tag(tag, engine)
+    previous = client.images.get(variant).id if image_exists(client, variant) else None
+    progress(f"building {variant} on {tag}")
+    image_id = _build(client, context, variant, tag, progress)
+    if previous and previous != image_id:
+        with suppress(*_DOCKER_ERRORS):
+            client.images.remove(previous)
+    return image_id
+
+
+def _engine_context(root: Path, engine: str, progress: Progress) -> Path:
+    """The variant's build context: its Dockerfile and ``engine/`` (the pip --target dir)."""
+    dockerfile = root / "image" / f"{engine}.Dockerfile"
+    requirements = root / "image" / f"{engine}-requirements.txt"
+    if not dockerfile.is_file() or not requirements.is_file():
+        raise ImageBuildError(
+            f"the {engine} engine's files are not in {root / 'image'}",
+            "build from a clawpen checkout installed with `pip install -e .`",
+        )
+    digest = hashlib.sha256(requirements.read_bytes() + dockerfile.read_bytes()).hexdigest()
+    context = engine_cache_dir() / f"{engine}-{digest[:16]}"
+    if (context / "Dockerfile").is_file():
+        progress(f"reusing the {engine} packages in {context}")
+        return context
+    fresh = Path(tempfile.mkdtemp(prefix=f"{engine}-", dir=_mkdir(engine_cache_dir())))
+    try:
+        progress(f"installing {requirements.name} for the {engine} engine (once)")
+        pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile"]
+        pip += ["--target", str(fresh / "engine"), "-r", str(requirements)]
+        done = subprocess.run(pip, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ImageBuildError(
+                f"pip could not install {requirements}: {done.stderr.strip()[-2000:]}",
+                "fix the requirement or the network to PyPI, then build again",
+            )
+        shutil.copyfile(dockerfile, fresh / "Dockerfile")
+        _fix_metadata(fresh)
+        os.replace(fresh, context)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    return context
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

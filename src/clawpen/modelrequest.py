@@ -50,6 +50,7 @@ class AgentPolicy:
     max_tokens: int
     server_tools: frozenset[str] = frozenset()
     beta_headers: frozenset[str] = frozenset()
+    extra_fields: frozenset[str] = frozenset()  # beyond KNOWN_FIELDS (an engine's own)
 
 
 @dataclass
@@ -80,8 +81,9 @@ def decide(payload: dict[str, Any], policy: AgentPolicy) -> Decision:
         )
     body: dict[str, Any] = {}
     dropped: list[str] = []
+    passing = KNOWN_FIELDS | policy.extra_fields
     for key, value in payload.items():
-        if key in KNOWN_FIELDS or GATED_FIELDS.get(key) in policy.server_tools:
+        if key in passing or GATED_FIELDS.get(key) in policy.server_tools:
             body[key] = value
         else:
             dropped.append(key)
@@ -108,6 +110,19 @@ def decide(payload: dict[str, Any], policy: AgentPolicy) -> Decision:
             del body["tools"]
             body.pop("tool_choice", None)
     return Decision(body=body, dropped=dropped)
+
+
+# What the claude-code engine's CLI sends beyond the plain Messages API (with its experimental
+# betas switched off): none of it makes the provider act for the agent or reach the network.
+CLAUDE_CODE_BETAS = frozenset(
+    {
+        "claude-code-20250219",
+        "interleaved-thinking-2025-05-14",
+        "context-management-2025-06-27",
+        "effort-2025-11-24",
+    }
+)
+CLAUDE_CODE_FIELDS = frozenset({"context_management", "output_config"})
 
 
 def beta_header(value: str | None, policy: AgentPolicy) -> str | None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from . import forwarder
+from . import claude_engine, forwarder
 from .loop import model_caller, run_task
 from .protocol import (
     NEXT_TASK_PATH,
@@ -51,6 +51,9 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
             tools_ran.append((name, began, ended))
 
     call_model = model_caller(post_model)
+    engine = os.environ.get("CLAWPEN_ENGINE", "light")
+    if engine == "claude-code":  # its CLI reaches the model proxy through loopback
+        claude_engine.start_forwarder(socket_path)
     sessions = Sessions(root)
     delay = 0.05
     ahead: tuple[int, bytes] | None = None  # the next task, handed over with the last result
@@ -79,9 +82,12 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
         trace = task.trace
         tools_ran.clear()
         try:
-            result = run_task(
-                task, call_model, sessions, root, jobs.request, log=log, on_tool=tool_ran
-            )
+            if engine == "claude-code":
+                result = claude_engine.run_task(task, root)
+            else:
+                result = run_task(
+                    task, call_model, sessions, root, jobs.request, log=log, on_tool=tool_ran
+                )
         except HTTPError as exc:
             result = TaskResult(error=f"model call failed: {exc}")
         except Exception as exc:  # a bug here must still answer the task

@@ -21,6 +21,7 @@ import requests
 from clawpen_agent.protocol import AGENT_UID, EGRESS_PORT, SOCKET_DIR, SOCKET_PATH, WORKSPACE
 
 from ..errors import DockerUnavailable, ImageMissing
+from ..image import build_hint
 from ..mounts import Mount, default_allowlist_path, grant
 from . import workspace
 from .base import AgentSpec, RuntimeEvent
@@ -135,9 +136,7 @@ class DockerRuntime:
         try:
             self.client.images.get(image)
         except docker.errors.ImageNotFound:
-            raise ImageMissing(
-                f"the agent image {image} is not built", f"run: clawpen image build --tag {image}"
-            ) from None
+            raise ImageMissing(f"the agent image {image} is not built", build_hint(image)) from None
         except docker.errors.DockerException as exc:
             raise DockerUnavailable(f"Docker engine error: {exc}", "check dockerd's log") from None
 
@@ -179,7 +178,7 @@ class DockerRuntime:
         except docker.errors.ImageNotFound:
             raise ImageMissing(
                 f"the agent image {spec.image} is not built",
-                f"run: clawpen image build --tag {spec.image}",
+                build_hint(spec.image),
             ) from None
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # created concurrently by someone else: adopt theirs

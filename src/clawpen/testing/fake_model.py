@@ -10,7 +10,8 @@ Its behaviour is a pure function of the conversation, so tests can predict every
 * ``remember: KEY = VALUE`` asks for ``memory_set``, ``recall: KEY`` for ``memory_get``;
 * a request to summarise (``clawpen_agent.compact.SUMMARISE_MARKER``) is answered with
   ``Summary: `` and the first words of each user line of the transcript;
-* anything else is echoed as ``echo: TEXT``.
+* anything else is echoed as ``echo: TEXT`` (text blocks that are Claude Code's
+  ``<system-reminder>`` context are not part of TEXT).
 
 ``usage`` accounts prompt caching by prefix as the API does (``prompt_cache.py``).
 """
@@ -46,7 +47,8 @@ def _text_of(content: Any) -> str:
     parts = []
     for block in content:
         if block.get("type") == "text":
-            parts.append(block["text"])
+            if not block["text"].startswith("<system-reminder>"):  # Claude Code's context
+                parts.append(block["text"])
         elif block.get("type") in ("image", "document"):
             # say what it saw, so a test can tell the model got the very bytes the user sent
             source = block.get("source", {})
@@ -60,8 +62,9 @@ def _text_of(content: Any) -> str:
 
 
 def decide(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The content blocks of the fake model's answer to a conversation."""
-    last = messages[-1]
+    """The content blocks of the fake model's answer to a conversation. ``system`` messages
+    (Claude Code sends its environment as one, after the user's turn) are context, not a turn."""
+    last = [m for m in messages if m.get("role") != "system"][-1]
     content = last.get("content", "")
     if isinstance(content, list) and any(b.get("type") == "tool_result" for b in content):
         return [{"type": "text", "text": "tool said:\n" + _text_of(content)}]

@@ -1,0 +1,129 @@
+"""The ``claude-code`` engine: a task answered by the Claude Agent SDK instead of ``loop.py``.
+
+Runs only in the image variant that carries the SDK (``/opt/clawpen/engine``, see
+``image/claude-code.Dockerfile``), which sets ``CLAWPEN_ENGINE=claude-code``. The container has
+no network: the SDK's bundled CLI is pointed at ``127.0.0.1:MODEL_PORT``, a loopback forwarder
+(``forwarder.start``) to the agent socket, whose ``/v1/messages`` is the orchestrator's model
+proxy. The key the CLI holds is a dummy; the proxy replaces it with the real one outside.
+
+One SDK session per conversation: its id is kept under ``/workspace/.clawpen/claude-sessions``
+(with the orchestrator's session number, so ``/new`` starts afresh) and the CLI's own
+transcripts live in ``$HOME/.claude`` (``HOME=/workspace``), so a restart resumes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .durable import read_json, write_json
+from .inbox import save_files
+from .loop import system_prompt, user_turn
+from .protocol import SOCKET_PATH, Task, TaskResult
+
+ENGINE = "claude-code"
+MODEL_PORT = 3129  # the loopback port of the model forwarder (egress has 3128)
+DUMMY_KEY = "sk-ant-clawpen-dummy"  # the proxy drops it and adds the real key
+# The CLI's tools, minus the ones that would reach the network (the container has none anyway)
+ALLOWED_TOOLS = ["Bash", "Read", "Write", "Edit", "Glob", "Grep", "LS", "TodoWrite"]
+
+
+def cli_environment(model: str, port: int = MODEL_PORT) -> dict[str, str]:
+    """What the CLI needs to speak to the proxy and nothing else: no telemetry, no updates,
+    every model it might pick for small chores set to the agent's own (the proxy allows only
+    that one), and the experimental betas off (the proxy would drop them)."""
+    return {
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "ANTHROPIC_API_KEY": DUMMY_KEY,
+        "ANTHROPIC_MODEL": model,
+        "ANTHROPIC_SMALL_FAST_MODEL": model,
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,
+        "ANTHROPIC_DEFAULT_SONNET_MODEL": model,
+        "ANTHROPIC_DEFAULT_OPUS_MODEL": model,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+    }
+
+
+def start_forwarder(socket_path: str = SOCKET_PATH, port: int = MODEL_PORT) -> None:
+    """Loopback TCP -> the agent socket, for the CLI's model traffic."""
+    from . import forwarder
+
+    forwarder.start(socket_path, port=port)
+
+
+class SessionIds:
+    """The SDK's session id per conversation, with the orchestrator's session number."""
+
+    def __init__(self, root: str) -> None:
+        self.dir = Path(root) / ".clawpen" / "claude-sessions"
+
+    def _path(self, conversation: str) -> Path:
+        return self.dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", conversation) + ".json")
+
+    def get(self, conversation: str, session: int) -> str | None:
+        data = read_json(self._path(conversation))
+        if isinstance(data, dict) and data.get("session") == session:
+            found = data.get("id")
+            return found if isinstance(found, str) and found else None
+        return None
+
+    def put(self, conversation: str, session: int, session_id: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json(self._path(conversation), {"session": session, "id": session_id})
+
+
+def run_task(task: Task, root: str, port: int = MODEL_PORT) -> TaskResult:
+    """One turn of the conversation by the Claude Agent SDK."""
+    return asyncio.run(_run(task, root, port))
+
+
+async def _run(task: Task, root: str, port: int) -> TaskResult:
+    from claude_agent_sdk import (  # only in the engine's image variant
+        AssistantMessage,
+        ClaudeAgentOptions,
+        ResultMessage,
+        TextBlock,
+        query,
+    )
+
+    save_files(task.files, root)  # the text names them; the CLI's Read tool opens them
+    ids = SessionIds(root)
+    resume = ids.get(task.conversation, task.session)
+    options = ClaudeAgentOptions(
+        model=task.model,
+        system_prompt=system_prompt(task.system_prompt, root) or None,
+        cwd=root,
+        resume=resume,
+        permission_mode="bypassPermissions",
+        allowed_tools=ALLOWED_TOOLS,
+        max_turns=task.max_steps or None,
+        env={**cli_environment(task.model, port), "HOME": os.environ.get("HOME", root)},
+        setting_sources=[],
+    )
+    texts: list[str] = []
+    final: Any = None
+    tool_calls = 0
+    async for message in query(prompt=user_turn(task), options=options):
+        if isinstance(message, AssistantMessage):
+            for block in message.content:
+                if isinstance(block, TextBlock):
+                    texts.append(block.text)
+                elif type(block).__name__ == "ToolUseBlock":
+                    tool_calls += 1
+        elif isinstance(message, ResultMessage):
+            final = message
+    if final is None:
+        return TaskResult(error="the claude-code engine ended without a result")
+    if final.session_id:
+        ids.put(task.conversation, task.session, final.session_id)
+    if final.is_error:
+        return TaskResult(error=f"claude-code: {final.result or final.subtype}")
+    text = final.result if isinstance(final.result, str) else (texts[-1] if texts else "")
+    return TaskResult(text=text, tool_calls=tool_calls)

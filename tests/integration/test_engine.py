@@ -1,0 +1,80 @@
+"""The claude-code engine in a real container: the Claude Agent SDK's CLI answers through the
+orchestrator's model proxy (via the in-container loopback forwarder), holding no key."""
+
+from __future__ import annotations
+
+import json
+
+import docker
+import pytest
+
+from clawpen.image import build_engine_image, engine_tag
+from clawpen.runtime.docker import container_name
+from clawpen.testing.fake_model import FakeModel
+from clawpen.testing.fake_telegram import FakeTelegram
+
+from ..conftest import running
+from .conftest import DockerOrchestratorFactory
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="session")
+def claude_code_image(docker_client: docker.DockerClient, agent_image: str) -> str:
+    """The variant on the test's agent image (built once, then from the layer cache)."""
+    build_engine_image(docker_client, "claude-code", tag=agent_image, progress=lambda _: None)
+    return engine_tag(agent_image, "claude-code")
+
+
+async def test_claude_code_engine_answers_through_the_proxy_with_no_key_inside(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_telegram: FakeTelegram,
+    fake_model: FakeModel,
+    docker_client: docker.DockerClient,
+    api_key: str,
+    claude_code_image: str,
+) -> None:
+    agents = {"agents": [{"id": "assistant", "engine": "claude-code", "memory_mb": 1024}]}
+    orchestrator, instance = docker_orchestrator_factory(fake_telegram, **agents)
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "hello from the chat")
+        await fake_telegram.wait_for_sent(1, timeout=60)
+        container = docker_client.containers.get(container_name(instance, "assistant"))
+        assert container.image.tags == [claude_code_image]
+        pattern = f"{api_key[:3]}[{api_key[3]}]{api_key[4:]}"  # not grep's own argument
+        search = (
+            f"grep -l '{pattern}' /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null;"
+            f" grep -r -l '{pattern}' / --exclude-dir=proc --exclude-dir=sys 2>/dev/null;"
+            " echo searched"
+        )
+        found = container.exec_run(["sh", "-c", search], user="root").output.decode()
+        attrs = container.attrs
+    # the CLI's request reached the fake model through the proxy, which added the real key
+    assert fake_model.requests, "the model was never called"
+    assert all(h["x-api-key"] == api_key for h in fake_model.headers)
+    tools = {t.get("name") for t in fake_model.requests[0].get("tools", [])}
+    assert {"Bash", "Read"} <= tools  # Claude Code's own tools: the CLI made the call
+    assert fake_telegram.texts_to(1001) == ["echo: hello from the chat"]
+    assert found.strip() == "searched"
+    assert api_key not in json.dumps(attrs)
+
+
+async def test_claude_code_session_resumes_after_the_orchestrator_restarts(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_telegram: FakeTelegram,
+    fake_model: FakeModel,
+    claude_code_image: str,
+) -> None:
+    agents = {"agents": [{"id": "assistant", "engine": "claude-code", "memory_mb": 1024}]}
+    first, _ = docker_orchestrator_factory(fake_telegram, **agents)
+    async with running(first):
+        await fake_telegram.push_text(1001, "my name is Ada")
+        await fake_telegram.wait_for_sent(1, timeout=60)
+    # the container is gone with the orchestrator; the next one starts a new container
+    second, _ = docker_orchestrator_factory(fake_telegram, **agents)
+    async with running(second):
+        await fake_telegram.push_text(1001, "what is my name?")
+        await fake_telegram.wait_for_sent(2, timeout=60)
+    said = json.dumps(fake_model.requests[-1]["messages"])
+    assert "my name is Ada" in said and "echo: my name is Ada" in said  # the earlier turn
+    assert fake_telegram.texts_to(1001)[-1] == "echo: what is my name?"
