@@ -260,11 +260,12 @@ def logs(
         _fail(ClawpenError(f"no log yet ({path} does not exist)", "start: clawpen run"))
     raw = as_json if as_json is not None else not sys.stdout.isatty()
     show = (lambda line: line) if raw else logview.human
-    for line in logview.tail(path, lines, agent) if lines else []:
+    until = logview.size(path)  # the tail ends here and following starts here: no line lost
+    for line in logview.tail(path, lines, agent, until) if lines else []:
         print(show(line), flush=follow)
     if follow:
         with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
-            for line in logview.follow(path, agent):
+            for line in logview.follow(path, agent, start=until):
                 print(show(line), flush=True)
 
 

@@ -80,15 +80,25 @@ def log_files(path: Path) -> list[Path]:
     return [*older, path] if path.exists() else older
 
 
-def tail(path: Path, count: int, agent: str | None = None) -> list[str]:
-    """The last ``count`` lines (of ``agent`` only, if given) across the rotated files."""
+def tail(path: Path, count: int, agent: str | None = None, until: int | None = None) -> list[str]:
+    """The last ``count`` lines (of ``agent`` only, if given) across the rotated files; of the
+    live file, only its first ``until`` bytes (where ``follow`` then takes over)."""
     kept: deque[str] = deque(maxlen=count)
     for file in log_files(path):
-        with file.open(encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                if matches(line, agent):
-                    kept.append(line.rstrip("\n"))
+        with file.open("rb") as handle:
+            data = handle.read(until if until is not None and file == path else -1)
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            if matches(line, agent):
+                kept.append(line)
     return list(kept)
+
+
+def size(path: Path) -> int:
+    """Where the live file ends now (0 when there is none yet)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def follow(
@@ -96,12 +106,13 @@ def follow(
     agent: str | None = None,
     interval: float = 0.2,
     sleep: Callable[[float], None] = time.sleep,
+    start: int | None = None,
 ) -> Iterator[str]:
-    """Lines written to ``path`` from now on, forever; when the file is rotated (another inode
-    at the path, or a shorter file) the rest of the old one is read, then the new one from its
-    beginning."""
+    """Lines written to ``path`` from ``start`` (a byte offset; default its end now) on,
+    forever; when the file is rotated (another inode at the path, or a shorter file) the rest
+    of the old one is read, then the new one from its beginning."""
     handle = None
-    at_end = True  # the first file is followed from its end; later ones from their start
+    at_end = True  # the first file is followed from ``start``; later ones from their start
     pending = ""
     while True:
         if handle is None:
@@ -112,7 +123,10 @@ def follow(
                 sleep(interval)
                 continue
             if at_end:
-                handle.seek(0, os.SEEK_END)
+                if start is None or start > os.fstat(handle.fileno()).st_size:
+                    handle.seek(0, os.SEEK_END)
+                else:
+                    handle.seek(start)  # a byte offset at a line end: a valid text cookie
                 at_end = False
         chunk = handle.read()
         if chunk:
