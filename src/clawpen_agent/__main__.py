@@ -83,7 +83,7 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
         tools_ran.clear()
         try:
             if engine == "claude-code":
-                result = claude_engine.run_task(task, root)
+                result = claude_engine.run_task(task, root, jobs.request)
             else:
                 result = run_task(
                     task, call_model, sessions, root, jobs.request, log=log, on_tool=tool_ran

@@ -9,6 +9,11 @@ proxy. The key the CLI holds is a dummy; the proxy replaces it with the real one
 One SDK session per conversation: its id is kept under ``/workspace/.clawpen/claude-sessions``
 (with the orchestrator's session number, so ``/new`` starts afresh) and the CLI's own
 transcripts live in ``$HOME/.claude`` (``HOME=/workspace``), so a restart resumes it.
+
+clawpen's own tools (memory, send_message, web_fetch, the jobs) reach the CLI as the in-process
+MCP server ``clawpen`` (the CLI names them ``mcp__clawpen__NAME``): the light engine's schemas
+(``tools.TOOL_SCHEMAS``) and implementations (``tools.run_tool``: memory in /workspace, the
+others through the socket routes ``/v1/outbox``, ``/v1/web/fetch``, ``/v1/jobs``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +31,78 @@ from .durable import read_json, write_json
 from .inbox import save_files
 from .loop import system_prompt, user_turn
 from .protocol import SOCKET_PATH, Task, TaskResult
+from .tools import TOOL_SCHEMAS, Api, run_tool
 
 ENGINE = "claude-code"
 MODEL_PORT = 3129  # the loopback port of the model forwarder (egress has 3128)
 DUMMY_KEY = "sk-ant-clawpen-dummy"  # the proxy drops it and adds the real key
 # The CLI's tools, minus the ones that would reach the network (the container has none anyway)
 ALLOWED_TOOLS = ["Bash", "Read", "Write", "Edit", "Glob", "Grep", "LS", "TodoWrite"]
+MCP_SERVER = "clawpen"
+# clawpen's tools the CLI lacks (its own Bash and file tools stand in for the rest)
+MCP_TOOLS = (
+    "memory_get",
+    "memory_set",
+    "memory_delete",
+    "memory_list",
+    "send_message",
+    "web_fetch",
+    "schedule_job",
+    "list_jobs",
+    "cancel_job",
+)
+
+
+def mcp_name(name: str) -> str:
+    """What the CLI calls a tool of clawpen's MCP server."""
+    return f"mcp__{MCP_SERVER}__{name}"
+
+
+@dataclass(frozen=True)
+class ClawpenTool:
+    """One of clawpen's tools as the MCP server offers it; ``run`` answers (text, is_error)."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    run: Callable[[dict[str, Any]], tuple[str, bool]]
+
+
+def clawpen_tools(root: str, api: Api | None) -> list[ClawpenTool]:
+    """The MCP server's tools, with the light engine's schemas and implementations. Their
+    socket calls share one connection, so they take turns (the CLI may run tools at once)."""
+    lock = threading.Lock()
+
+    def one_at_a_time(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        assert api is not None
+        with lock:
+            return api(method, path, body)
+
+    schemas = {schema["name"]: schema for schema in TOOL_SCHEMAS}
+
+    def tool(name: str) -> ClawpenTool:
+        def run(args: dict[str, Any]) -> tuple[str, bool]:
+            return run_tool(name, args, root, one_at_a_time if api else None)
+
+        schema = schemas[name]
+        return ClawpenTool(name, schema["description"], schema["input_schema"], run)
+
+    return [tool(name) for name in MCP_TOOLS]
+
+
+def mcp_server(tools: list[ClawpenTool]) -> Any:
+    """The in-process SDK MCP server ``clawpen``; a tool runs in a thread, as it blocks on
+    the socket or the disk while the SDK's loop keeps talking to the CLI."""
+    from claude_agent_sdk import create_sdk_mcp_server, tool  # only in the engine's image
+
+    def wrapped(spec: ClawpenTool) -> Any:
+        async def handler(args: dict[str, Any]) -> dict[str, Any]:
+            text, is_error = await asyncio.to_thread(spec.run, args)
+            return {"content": [{"type": "text", "text": text}], "is_error": is_error}
+
+        return tool(spec.name, spec.description, spec.input_schema)(handler)
+
+    return create_sdk_mcp_server(MCP_SERVER, tools=[wrapped(spec) for spec in tools])
 
 
 def cli_environment(model: str, port: int = MODEL_PORT) -> dict[str, str]:
@@ -79,12 +153,13 @@ class SessionIds:
         write_json(self._path(conversation), {"session": session, "id": session_id})
 
 
-def run_task(task: Task, root: str, port: int = MODEL_PORT) -> TaskResult:
-    """One turn of the conversation by the Claude Agent SDK."""
-    return asyncio.run(_run(task, root, port))
+def run_task(task: Task, root: str, api: Api | None = None, port: int = MODEL_PORT) -> TaskResult:
+    """One turn of the conversation by the Claude Agent SDK; ``api`` is a request on the
+    agent socket, for clawpen's tools."""
+    return asyncio.run(_run(task, root, api, port))
 
 
-async def _run(task: Task, root: str, port: int) -> TaskResult:
+async def _run(task: Task, root: str, api: Api | None, port: int) -> TaskResult:
     from claude_agent_sdk import (  # only in the engine's image variant
         AssistantMessage,
         ClaudeAgentOptions,
@@ -102,7 +177,8 @@ async def _run(task: Task, root: str, port: int) -> TaskResult:
         cwd=root,
         resume=resume,
         permission_mode="bypassPermissions",
-        allowed_tools=ALLOWED_TOOLS,
+        mcp_servers={MCP_SERVER: mcp_server(clawpen_tools(root, api))},
+        allowed_tools=ALLOWED_TOOLS + [mcp_name(name) for name in MCP_TOOLS],
         max_turns=task.max_steps or None,
         env={**cli_environment(task.model, port), "HOME": os.environ.get("HOME", root)},
         setting_sources=[],

@@ -14,7 +14,15 @@ from clawpen.config import AgentSettings
 from clawpen.image import build_hint, engine_tag
 from clawpen.modelrequest import beta_header, decide
 from clawpen.testing.fake_model import decide as fake_answer
-from clawpen_agent.claude_engine import DUMMY_KEY, SessionIds, cli_environment
+from clawpen_agent.claude_engine import (
+    DUMMY_KEY,
+    MCP_TOOLS,
+    SessionIds,
+    clawpen_tools,
+    cli_environment,
+)
+from clawpen_agent.memory import Memory
+from clawpen_agent.tools import TOOL_SCHEMAS
 
 CLI_BETAS = "claude-code-20250219,interleaved-thinking-2025-05-14,effort-2025-11-24,files-api"
 
@@ -86,3 +94,25 @@ def test_the_fake_model_answers_the_user_not_claude_codes_context() -> None:
         {"role": "system", "content": "# Environment\nrun: not this either"},
     ]
     assert fake_answer(messages) == [{"type": "text", "text": "echo: hello"}]
+
+
+def test_the_mcp_servers_tools_are_the_light_engines(tmp_path: Path) -> None:
+    calls: list[tuple[str, str, bytes | None]] = []
+
+    def api(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        calls.append((method, path, body))
+        return 200, b'{"to": "telegram:1"}'
+
+    tools = {t.name: t for t in clawpen_tools(str(tmp_path), api)}
+    light = {s["name"]: s for s in TOOL_SCHEMAS}
+    assert list(tools) == list(MCP_TOOLS)
+    assert all(t.input_schema == light[t.name]["input_schema"] for t in tools.values())
+    assert tools["memory_set"].run({"key": "colour", "value": "green"}) == (
+        "remembered 'colour'",
+        False,
+    )
+    assert Memory(str(tmp_path)).get("colour") == "green"  # the light engine's memory file
+    assert tools["send_message"].run({"text": "hi"}) == ("sent to telegram:1", False)
+    assert calls == [("POST", "/v1/outbox", b'{"text": "hi"}')]
+    text, is_error = clawpen_tools(str(tmp_path), None)[0].run({"key": "x" * 500})
+    assert is_error and "128" in text  # refusals reach the model as errors
