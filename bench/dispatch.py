@@ -4,7 +4,7 @@ and the end-to-end time of one message before and after the core rebuild."""
 from __future__ import annotations
 
 from .children import OrchestratorProcess, orchestrator_process
-from .fakes import BenchTelegram, chat_id, config, fake_model, fake_telegram, roundtrip
+from .fakes import BenchTelegram, config, conversation, fake_model, fake_telegram, roundtrip
 from .floors import commit_latencies
 from .harness import (
     BenchContext,
@@ -56,9 +56,9 @@ async def split(ctx: BenchContext) -> list[Row]:
         raw = config(ctx.data_dir("dispatch"), model.url, ctx.api_key, telegram, warm=True)
         async with orchestrator(ctx, raw, "docker") as (_, probes):
             for i in range(WARMUP):
-                await roundtrip(telegram, chat_id(0), f"warmup-{i}")
+                await roundtrip(telegram, conversation(i), f"warmup-{i}")
             for i in range(count):
-                trips.append(await roundtrip(telegram, chat_id(0), f"dispatch-{i:05d}"))
+                trips.append(await roundtrip(telegram, conversation(i), f"dispatch-{i:05d}"))
     ids = [t.platform_id for t in trips]
     panel = "Dispatch overhead, warm agent (Docker), this tree"
     return [
@@ -113,13 +113,13 @@ async def before_after(ctx: BenchContext) -> list[Row]:
             }
             for i in range(WARMUP):
                 for side in ("before", "after"):
-                    await roundtrip(processes[side][1], chat_id(0), f"warmup-{side}-{i}")
+                    await roundtrip(processes[side][1], conversation(i), f"warmup-{side}-{i}")
             lag = await after.lag()
             for i in range(count):
                 order = ("before", "after") if i % 2 else ("after", "before")
                 for side in order:
                     _, telegram = processes[side]
-                    trip = await roundtrip(telegram, chat_id(0), f"e2e-{side}-{i:05d}")
+                    trip = await roundtrip(telegram, conversation(i), f"e2e-{side}-{i:05d}")
                     e2e[side].append(trip.seconds)
             lagged = await after.lag()
     panel = "End to end, one message at a time: before vs after"

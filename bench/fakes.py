@@ -174,6 +174,17 @@ def chat_id(i: int) -> int:
     return FIRST_CHAT + i
 
 
+CONVERSATIONS = 25  # chats of agent a00 that one-at-a-time benchmarks take turns in
+
+
+def conversation(i: int) -> int:
+    """The chat of message ``i`` in a one-at-a-time benchmark. Taking turns over a few chats
+    keeps each conversation short, so that the agent's work per message (which grows with its
+    history, and which differs between versions: the baseline kept 40 messages, this tree the
+    whole session) stays the same across a run and between the versions compared."""
+    return FIRST_CHAT + 5000 + i % CONVERSATIONS
+
+
 def config(
     data_dir: Path,
     model_url: str,
@@ -204,7 +215,11 @@ def config(
             }
         },
         "pairings": [
-            {"channel": f"telegram:{chat_id(i)}", "agent": agent_id(i)} for i in range(agents)
+            *({"channel": f"telegram:{chat_id(i)}", "agent": agent_id(i)} for i in range(agents)),
+            *(
+                {"channel": f"telegram:{conversation(j)}", "agent": agent_id(0)}
+                for j in range(CONVERSATIONS)
+            ),
         ],
     }
 

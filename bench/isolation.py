@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .fakes import chat_id, config, fake_model, fake_telegram, roundtrip
+from .fakes import config, conversation, fake_model, fake_telegram, roundtrip
 from .harness import BenchContext, Row, benchmark, ms
 from .inprocess import Probes, orchestrator
 
@@ -42,7 +42,7 @@ async def isolation(ctx: BenchContext) -> list[Row]:
             for i in range(WARMUP + count):
                 order = ("docker", "inprocess") if i % 2 else ("inprocess", "docker")
                 for kind in order:
-                    trip = await roundtrip(telegrams[kind], chat_id(0), f"iso-{kind}-{i:05d}")
+                    trip = await roundtrip(telegrams[kind], conversation(i), f"iso-{kind}-{i:05d}")
                     if i >= WARMUP:
                         e2e[kind].append(trip.seconds)
                         ids[kind].append(trip.platform_id)

@@ -55,6 +55,9 @@ MAX_RESUMES = 5  # takeovers of one task after the orchestrator died holding it
 MAX_REPLY = 64_000  # characters: a runaway agent must not flood a chat with thousands of messages
 BATCH_WAIT = 0.05  # seconds a worker waits at most for messages being committed to land
 TYPING_EVERY = 4.0  # seconds between "typing..." signals (Telegram shows one for 5)
+# an answer this quick needs no "typing...": the answer itself arrives (and a burst of quick
+# tasks does not cost the platform a call each)
+TYPING_AFTER = 1.0
 T = TypeVar("T")
 STRANGERS_PER_HOUR = 10  # per unpaired chat: what is recorded of it (the rest is only counted)
 TIMEOUT_GRACE = 15.0  # seconds past task_timeout before the container is stopped: the agent
@@ -467,8 +470,13 @@ class Dispatcher:
     async def _typing(self, claimed: ClaimedTask) -> AsyncIterator[None]:
         """The chat shows that the agent is at work, for as long as it is."""
 
+        shown = False
+
         async def keep_typing() -> None:
+            nonlocal shown
+            await asyncio.sleep(TYPING_AFTER)
             while True:
+                shown = True
                 await self.outbox.typing(claimed.address, claimed.reply_to, True)
                 await asyncio.sleep(TYPING_EVERY)
 
@@ -477,7 +485,8 @@ class Dispatcher:
             yield
         finally:
             indicator.cancel()
-            await asyncio.shield(self.outbox.typing(claimed.address, claimed.reply_to, False))
+            if shown:
+                await asyncio.shield(self.outbox.typing(claimed.address, claimed.reply_to, False))
 
     async def _run(
         self, claimed: ClaimedTask, context: dict[str, object]

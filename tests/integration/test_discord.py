@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from clawpen import dispatch
 from clawpen.testing.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
 from clawpen.testing.fake_model import FakeModel
 
@@ -155,7 +156,10 @@ async def test_an_image_reaches_the_model_and_in_a_guild_only_mentions_are_answe
     docker_orchestrator_factory: DockerOrchestratorFactory,
     fake_discord: FakeDiscord,
     fake_model: FakeModel,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(dispatch, "TYPING_AFTER", 0.0)  # show it at once: the fake is quick
+    fake_model.delay = 0.5
     guild_channel = f"discord:{fake_discord.channel_id}"
     orchestrator = discord_orchestrator(
         docker_orchestrator_factory,

@@ -20,6 +20,7 @@ from typing import Any
 import docker
 import pytest
 
+from clawpen import dispatch
 from clawpen.agents import instance_id
 from clawpen.app import AdapterMode, Orchestrator
 from clawpen.runtime.docker import DockerRuntime
@@ -295,8 +296,13 @@ PNG = base64.b64decode(
 
 
 async def test_an_image_sent_in_slack_reaches_the_model_and_typing_shows_meanwhile(
-    slack_orchestrator: SlackOrchestrator, fake_slack: FakeSlack
+    slack_orchestrator: SlackOrchestrator,
+    fake_slack: FakeSlack,
+    fake_model: FakeModel,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(dispatch, "TYPING_AFTER", 0.0)  # show it at once: the fake is quick
+    fake_model.delay = 0.5
     orchestrator = slack_orchestrator()
     async with running(orchestrator):
         photo = fake_slack.add_file("cat.png", PNG, "image/png")

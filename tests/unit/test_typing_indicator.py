@@ -24,6 +24,7 @@ async def test_typing_is_shown_while_the_agent_works_and_stopped_after(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(dispatch, "TYPING_EVERY", 0.2)
+    monkeypatch.setattr(dispatch, "TYPING_AFTER", 0.1)
     fake_model.delay = 1.0  # longer than one "typing..." lasts: it must be renewed
     channel = MemoryChannel(name="cli")
     orchestrator = orchestrator_factory(
@@ -37,3 +38,16 @@ async def test_typing_is_shown_while_the_agent_works_and_stopped_after(
     assert calls[0] == (here, "m7", True)
     assert calls.count((here, "m7", True)) >= 2, "typing was not renewed while the agent worked"
     assert calls[-1] == (here, "m7", False)
+
+
+async def test_a_quick_answer_shows_no_typing_at_all(
+    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
+) -> None:
+    channel = MemoryChannel(name="cli")
+    orchestrator = orchestrator_factory(
+        InProcessRuntime(tmp_path / "ws"), channels={"cli": channel}
+    )
+    async with running(orchestrator):
+        await channel.push("assistant", "quick one")
+        await channel.wait_sent(1)
+    assert channel.typing_calls == []  # the answer came before a "typing..." was due
