@@ -9,7 +9,7 @@ process of its own and speaks for it in the core.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -22,6 +22,7 @@ from ..models import DeliveryStatus as DeliveryStatus  # adapters import it from
 # them on first connect, whatever the platform
 HOST_NAME_MODULES = ("encodings.idna", "stringprep", "unicodedata")
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024  # per file; larger ones are named, not downloaded
+MAX_ATTACHMENTS_TOTAL = 2 * MAX_ATTACHMENT_BYTES  # bytes of files in one message
 MAX_ATTACHMENTS = 10  # per message
 
 Accept = Callable[[InboundMessage], Awaitable[Decision | None]]
@@ -71,6 +72,18 @@ class Channel(Protocol):
         """Show (``active``) or stop showing that the agent is working on ``message_id`` in
         ``address``. Called again every few seconds while it works, and once with
         ``active=False`` at the end. Best effort: it never raises."""
+
+
+async def read_capped(
+    chunks: AsyncIterator[bytes], limit: int = MAX_ATTACHMENT_BYTES
+) -> bytes | None:
+    """A download's bytes, or None once it passes ``limit``, whatever size it announced."""
+    data = bytearray()
+    async for chunk in chunks:
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
 
 
 def skipped_attachment_note(name: str, size: int) -> str:

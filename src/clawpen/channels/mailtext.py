@@ -20,10 +20,14 @@ from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 
 from ..models import Attachment
-from .base import MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS, skipped_attachment_note
+from .base import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_ATTACHMENTS,
+    MAX_ATTACHMENTS_TOTAL,
+    skipped_attachment_note,
+)
 
 MAX_ID = 256  # the core's longest platform, chat or thread id
-MAX_ATTACHMENTS_TOTAL = 2 * MAX_ATTACHMENT_BYTES  # what one message may carry to the core
 
 # -- Authentication-Results (RFC 8601) ----------------------------------------------------------
 

@@ -39,6 +39,7 @@ from .base import (
     ChannelSettings,
     RateLimitSettings,
     SendError,
+    read_capped,
     skipped_attachment_note,
 )
 
@@ -260,13 +261,10 @@ class SlackAdapter:
             async with self._http.get(url, headers=headers, allow_redirects=False) as response:
                 if response.status != 200:
                     return None, f"HTTP {response.status}"
-                data = bytearray()
-                async for chunk in response.content.iter_chunked(64 * 1024):
-                    data += chunk
-                    if len(data) > MAX_ATTACHMENT_BYTES:
-                        limit = MAX_ATTACHMENT_BYTES // (1024 * 1024)
-                        return None, f"over the {limit} MB limit"
-                return bytes(data), ""
+                data = await read_capped(response.content.iter_chunked(64 * 1024))
+                if data is None:
+                    return None, f"over the {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB limit"
+                return data, ""
         except (aiohttp.ClientError, TimeoutError) as exc:
             return None, f"{type(exc).__name__}"
 

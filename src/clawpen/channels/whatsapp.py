@@ -40,6 +40,7 @@ from .base import (
     DeliveryStatus,
     RateLimitSettings,
     SendError,
+    read_capped,
     report_status,
     skipped_attachment_note,
 )
@@ -303,14 +304,7 @@ class WhatsAppAdapter:
                 raise ValueError(f"download answered HTTP {response.status}")
             if (response.content_length or 0) > MAX_ATTACHMENT_BYTES:
                 return None
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                size += len(chunk)
-                if size > MAX_ATTACHMENT_BYTES:
-                    return None
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return await read_capped(response.content.iter_chunked(64 * 1024))
 
     # -- out --------------------------------------------------------------------------------------
 

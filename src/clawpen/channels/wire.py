@@ -43,9 +43,8 @@ from ..models import (
     Rejection,
     Route,
 )
-from .base import MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS, DeliveryStatus
+from .base import MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS, MAX_ATTACHMENTS_TOTAL, DeliveryStatus
 
-MAX_ATTACHMENTS_TOTAL = 2 * MAX_ATTACHMENT_BYTES  # bytes of files in one message
 MAX_FRAME = 4 * 1024 * 1024 + MAX_ATTACHMENTS_TOTAL * 4 // 3  # bytes in one line, base64 in
 BIG_FRAME = 256 * 1024  # frames larger than this are parsed off the event loop
 MAX_NAME = 255  # characters in a file name
