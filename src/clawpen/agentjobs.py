@@ -19,7 +19,7 @@ from .agentapi import JobRefused
 from .dispatch import Dispatcher
 from .errors import ClawpenError
 from .models import JOB_CHANNEL
-from .scheduler import Scheduler, describe_job
+from .scheduler import JobExists, Scheduler, describe_job
 
 MAX_JOBS = 50
 MIN_INTERVAL = 300.0  # seconds
@@ -60,10 +60,12 @@ class AgentJobs:
             raise JobRefused(400, f"a job may run at most every {MIN_INTERVAL / 60:.0f} minutes")
         try:
             job = await self.scheduler.add(spec)
-        except ClawpenError:  # names are per agent: the clash is with a job of its own
+        except JobExists:  # names are per agent: the clash is with a job of its own
             raise JobRefused(
                 409, f"you have a job named {spec.name!r}; pick another name"
             ) from None
+        except ClawpenError as exc:
+            raise JobRefused(409, exc.problem) from None
         return describe_job(job)
 
     async def list(self, agent_id: str) -> list[dict[str, Any]]:

@@ -37,6 +37,10 @@ PREPARE_EVERY = 10.0  # seconds between two looks ahead
 MAX_SLEEP = 30.0  # seconds between looks at the store even when nothing says to look
 
 
+class JobExists(ClawpenError):
+    """The agent has a job of that name already (names are per agent)."""
+
+
 class Clock(Protocol):
     def now(self) -> float: ...
 
@@ -209,7 +213,7 @@ class Scheduler:
         now = self.clock.now()
         first = sched.first_run(schedule_of(spec), now)
         if not await self.store.add_job(spec, first, now):
-            raise ClawpenError(
+            raise JobExists(
                 f"{spec.agent_id} has a job named {spec.name!r} already", "pick another name"
             )
         self.log.info("job_added", job=spec.name, agentId=spec.agent_id, source=spec.source)
