@@ -20,7 +20,7 @@ from .dispatch import Dispatcher
 from .errors import ClawpenError, StoreError
 from .metrics import Metrics
 from .schedule import ScheduleError, make_spec, parse_address
-from .scheduler import Scheduler, describe_job, describe_run
+from .scheduler import Scheduler, describe_job, describe_run, job_ref
 from .webauth import credential
 
 ADMIN_SOCKET = "admin.sock"
@@ -154,6 +154,10 @@ class AdminServer:
 
     # -- scheduled jobs ---------------------------------------------------------------------
 
+    @staticmethod
+    def _job_ref(request: web.Request) -> str:
+        return job_ref(request.match_info["name"], request.query.get("agent"))
+
     def _scheduler(self) -> Scheduler:
         if self.scheduler is None:
             raise ClawpenError("this orchestrator runs no scheduler")
@@ -186,14 +190,14 @@ class AdminServer:
 
     async def _remove_job(self, request: web.Request) -> web.Response:
         try:
-            await self._scheduler().remove(request.match_info["name"])
+            await self._scheduler().remove(self._job_ref(request))
         except ClawpenError as exc:
             return web.json_response({"error": str(exc)}, status=404)
-        return web.json_response({"removed": request.match_info["name"]})
+        return web.json_response({"removed": self._job_ref(request)})
 
     async def _job_action(self, request: web.Request) -> web.Response:
         scheduler = self._scheduler()
-        name, action = request.match_info["name"], request.match_info["action"]
+        name, action = self._job_ref(request), request.match_info["action"]
         try:
             if action == "pause":
                 return web.json_response(describe_job(await scheduler.pause(name)))
@@ -209,8 +213,8 @@ class AdminServer:
     async def _job_runs(self, request: web.Request) -> web.Response:
         scheduler = self._scheduler()
         try:
-            job = await scheduler.get(request.match_info["name"])
-            runs = await scheduler.history(job.name)
+            job = await scheduler.get(self._job_ref(request))
+            runs = await scheduler.history(f"{job.spec.agent_id}/{job.name}")
         except ClawpenError as exc:
             return web.json_response({"error": str(exc)}, status=404)
         return web.json_response([describe_run(r, job.spec.timezone) for r in runs])

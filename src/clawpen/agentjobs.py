@@ -2,7 +2,8 @@
 
 The socket is the identity: a request on agent A's socket is A's. A job A creates answers to
 the chat of the task A is working on (it was asked there), and only if that chat is paired with
-A; a job's own run cannot create jobs (no job that breeds jobs). An agent has at most
+A; a job's own run cannot create jobs (no job that breeds jobs). Names are A's own: B's jobs
+are neither seen nor clashed with. An agent has at most
 ``MAX_JOBS`` jobs of its own, none running more often than every ``MIN_INTERVAL`` seconds, and
 cancels only the jobs it created: the operator's (config, CLI) are not its to remove.
 """
@@ -18,7 +19,7 @@ from .agentapi import JobRefused
 from .dispatch import Dispatcher
 from .errors import ClawpenError
 from .models import JOB_CHANNEL
-from .scheduler import Scheduler, describe_job
+from .scheduler import JobExists, Scheduler, describe_job
 
 MAX_JOBS = 50
 MIN_INTERVAL = 300.0  # seconds
@@ -59,6 +60,10 @@ class AgentJobs:
             raise JobRefused(400, f"a job may run at most every {MIN_INTERVAL / 60:.0f} minutes")
         try:
             job = await self.scheduler.add(spec)
+        except JobExists:  # names are per agent: the clash is with a job of its own
+            raise JobRefused(
+                409, f"you have a job named {spec.name!r}; pick another name"
+            ) from None
         except ClawpenError as exc:
             raise JobRefused(409, exc.problem) from None
         return describe_job(job)
@@ -69,6 +74,6 @@ class AgentJobs:
     async def cancel(self, agent_id: str, name: str) -> dict[str, Any]:
         for job in await self.scheduler.jobs(agent_id):
             if job.name == name and job.spec.source == "agent":
-                await self.scheduler.remove(name, agent_id)
+                await self.scheduler.remove(f"{agent_id}/{name}")
                 return {"cancelled": name}
         raise JobRefused(404, f"you have no job {name!r} of your own")

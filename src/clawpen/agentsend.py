@@ -72,5 +72,9 @@ class AgentMessages:
         except StoreError as exc:
             self.log.error("store_unwritable", what="agent_message", error=str(exc))
             raise ToolRefused(503, "the message could not be stored; try again shortly") from None
+        if reply is None:  # unpaired between the check above and the commit
+            reason = f"{target.chat_address} is no longer a chat paired with you"
+            self.log.warning("agent_message_refused", agentId=agent_id, reason=reason)
+            raise ToolRefused(403, reason)
         self.log.info("agent_message_sent", agentId=agent_id, chat=target.chat_address)
         return {"sent": True, "to": target.chat_address, "reply_id": reply.id}

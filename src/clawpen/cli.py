@@ -381,10 +381,24 @@ def pairings(
         print(f"{code['chat']}\t(waiting for approval; its code expires in {minutes} min)")
 
 
-def _job_path(name: str, suffix: str = "") -> str:
+JobName = Annotated[
+    str, typer.Argument(help="The job: agent/name, or its name when one agent alone has it.")
+]
+JobAgent = Annotated[
+    str | None, typer.Option("--agent", help="Whose job, when agents share its name.")
+]
+
+
+def _job_path(name: str, agent: str | None, suffix: str = "") -> str:
+    """``/v1/jobs/NAME?agent=ID``: names are per agent, so ``alpha/daily`` and ``--agent``
+    say whose; a bare name the orchestrator resolves, or refuses as ambiguous."""
     from urllib.parse import quote
 
-    return f"/v1/jobs/{quote(name, safe='')}{suffix}"
+    owner, slash, bare = name.rpartition("/")
+    if slash:
+        agent, name = agent or owner, bare
+    query = f"?agent={quote(agent, safe='')}" if agent else ""
+    return f"/v1/jobs/{quote(name, safe='')}{suffix}{query}"
 
 
 @jobs_app.command("list")
@@ -401,7 +415,7 @@ def jobs_list(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
         if job["last_error"]:
             last += f": {job['last_error']}"
         print(
-            f"{job['name']}\t{job['agent']}\t{job['schedule']} ({job['timezone']})\t{state}"
+            f"{job['agent']}/{job['name']}\t{job['schedule']} ({job['timezone']})\t{state}"
             f"\tnext: {job['next_run'] or '-'}\tlast: {last}"
             f"\tfailures: {job['failures']}/{job['max_failures']}\tto: {job['deliver_to']}"
         )
@@ -435,41 +449,51 @@ def jobs_add(
         "max_failures": max_failures,
     }
     job = _guard(lambda: _admin(config, "POST", "/v1/jobs", body))
-    print(f"added {job['name']}: next run {job['next_run'] or '-'}")
+    print(f"added {job['agent']}/{job['name']}: next run {job['next_run'] or '-'}")
 
 
 @jobs_app.command("rm")
-def jobs_rm(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+def jobs_rm(
+    name: JobName, agent: JobAgent = None, config: ConfigOption = Path(DEFAULT_PATH)
+) -> None:
     """Remove a job and its history (a config-file job returns at the next start)."""
-    _guard(lambda: _admin(config, "DELETE", _job_path(name)))
+    _guard(lambda: _admin(config, "DELETE", _job_path(name, agent)))
     print(f"removed {name}")
 
 
 @jobs_app.command("pause")
-def jobs_pause(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+def jobs_pause(
+    name: JobName, agent: JobAgent = None, config: ConfigOption = Path(DEFAULT_PATH)
+) -> None:
     """Stop a job from running until it is resumed."""
-    _guard(lambda: _admin(config, "POST", _job_path(name, "/pause")))
+    _guard(lambda: _admin(config, "POST", _job_path(name, agent, "/pause")))
     print(f"paused {name}")
 
 
 @jobs_app.command("resume")
-def jobs_resume(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+def jobs_resume(
+    name: JobName, agent: JobAgent = None, config: ConfigOption = Path(DEFAULT_PATH)
+) -> None:
     """Run a paused job again on its schedule, its failures forgiven."""
-    job = _guard(lambda: _admin(config, "POST", _job_path(name, "/resume")))
+    job = _guard(lambda: _admin(config, "POST", _job_path(name, agent, "/resume")))
     print(f"resumed {name}: next run {job['next_run'] or '-'}")
 
 
 @jobs_app.command("run-now")
-def jobs_run_now(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+def jobs_run_now(
+    name: JobName, agent: JobAgent = None, config: ConfigOption = Path(DEFAULT_PATH)
+) -> None:
     """Run a job once now, besides its schedule; its answer goes to its chat."""
-    _guard(lambda: _admin(config, "POST", _job_path(name, "/run")))
+    _guard(lambda: _admin(config, "POST", _job_path(name, agent, "/run")))
     print(f"started {name}")
 
 
 @jobs_app.command("history")
-def jobs_history(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
+def jobs_history(
+    name: JobName, agent: JobAgent = None, config: ConfigOption = Path(DEFAULT_PATH)
+) -> None:
     """A job's latest runs, newest first, in the job's time zone."""
-    runs = _guard(lambda: _admin(config, "GET", _job_path(name, "/runs")))
+    runs = _guard(lambda: _admin(config, "GET", _job_path(name, agent, "/runs")))
     if not runs:
         print(f"{name} has not run yet")
     for run in runs:

@@ -284,11 +284,13 @@ class Settings(_Model):
         return self
 
     def _check_jobs(self, ids: list[str]) -> None:
-        names: set[str] = set()
+        names: set[tuple[str, str]] = set()
         for i, job in enumerate(self.jobs):
-            if job.name in names:
-                raise ValueError(f"jobs.{i}.name: duplicate job {job.name!r}; name each one")
-            names.add(job.name)
+            if (job.agent, job.name) in names:  # names are per agent, as in the store
+                raise ValueError(
+                    f"jobs.{i}.name: duplicate job {job.name!r} of {job.agent}; name each one"
+                )
+            names.add((job.agent, job.name))
             if job.agent not in ids:
                 raise ValueError(
                     f"jobs.{i}.agent: no agent {job.agent!r}; known agents: {', '.join(ids)}"

@@ -26,6 +26,7 @@ from .config import DashboardSettings
 from .dashview import LIVE_EVENTS, DashboardView
 from .errors import ClawpenError
 from .logging import get_logger, subscribe
+from .scheduler import job_ref
 from .webauth import COOKIE, credential, csrf_for, host_allowed, may_act
 
 MAX_CLIENTS = 16  # open pages at once; past that the oldest is let go
@@ -224,7 +225,9 @@ class Dashboard:
 
     async def _job_action(self, request: web.Request) -> web.Response:
         info = request.match_info
-        return await self._act(self.view.job_action(info["name"], info["action"]))
+        return await self._act(
+            self.view.job_action(job_ref(info["name"], request.query.get("agent")), info["action"])
+        )
 
     async def _act(self, action: Awaitable[None]) -> web.Response:
         try:

@@ -135,7 +135,7 @@ class DashboardView:
     async def _jobs(self) -> list[dict[str, Any]]:
         out = []
         for job in await self.scheduler.jobs():
-            runs = await self.scheduler.history(job.name)
+            runs = await self.scheduler.history(f"{job.spec.agent_id}/{job.name}")
             described = describe_job(job)
             described["runs"] = [describe_run(r, job.spec.timezone) for r in runs[:RUNS_PER_JOB]]
             out.append(described)

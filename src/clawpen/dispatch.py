@@ -371,14 +371,16 @@ class Dispatcher:
             self.log.info("chat_unpaired", chat=address)
         return removed
 
-    async def send_message(self, agent_id: str, address: Address, text: str) -> Reply:
+    async def send_message(self, agent_id: str, address: Address, text: str) -> Reply | None:
         """A message an agent sends on its own (``agentsend.py`` decided it may): committed as
-        a reply, then delivered by the outbox like any other."""
+        a reply, then delivered by the outbox like any other. None when the chat was unpaired
+        from the agent meanwhile (the store checks in the commit's transaction)."""
         now = self.clock()
         reply = await self.store.record_agent_message(
             agent_id, address, _reply_text(text, None), self.leases.lease(now), now
         )
-        self.outbox.notify(address.channel)
+        if reply is not None:
+            self.outbox.notify(address.channel)
         return reply
 
     # -- to the agent and back -------------------------------------------------------------------

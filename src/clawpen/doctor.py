@@ -39,6 +39,7 @@ def run_checks(config: Path, env: Mapping[str, str] | None = None) -> list[Check
         return checks
     checks.append(Check("config", "ok", f"{len(settings.agents)} agent(s), secrets resolved"))
     checks += _data_dir(settings)
+    checks += vault_key(settings, env)
     checks += _docker(settings)
     checks.append(_model(settings))
     checks += _channels(settings)
@@ -108,6 +109,42 @@ def _data_dir(settings: Settings) -> list[Check]:
     else:
         checks.append(Check("free space", "ok", f"{free_mb} MB free"))
     return checks
+
+
+def vault_key(settings: Settings, env: Mapping[str, str]) -> list[Check]:
+    """Where the file vault's key lives. A key file beside ``vault.enc`` (the default) guards
+    nothing against whoever gets the data dir: a backup, a copied disk, a stolen laptop carries
+    the lock and its key together."""
+    from .vault import KEY_ENV, KEY_FILE, SYSTEMD_CREDENTIAL, VAULT_FILE, FileBackend
+
+    vault_file = settings.data_dir / VAULT_FILE
+    if settings.vault.backend == "keyring" or not vault_file.exists():
+        return []  # no file vault (the keychain, or no secrets yet): nothing sits beside it
+    key_file = settings.vault.key_file or settings.data_dir / KEY_FILE
+    source = FileBackend(vault_file, key_file, env).key_source()
+    if source == KEY_ENV or source.endswith("/" + SYSTEMD_CREDENTIAL):
+        return [Check("vault key", "ok", f"from {source}, not beside {vault_file}")]
+    key = Path(source)
+    try:
+        beside = key.resolve().parent == vault_file.resolve().parent
+        same_disk = key.stat().st_dev == vault_file.stat().st_dev
+    except OSError as exc:
+        return [
+            Check("vault key", "fail", f"{key}: {exc.strerror}", f"restore it, or set {KEY_ENV}")
+        ]
+    if not (beside or same_disk):
+        return [Check("vault key", "ok", f"{key}, on another filesystem than {vault_file}")]
+    where = "in the same directory as" if beside else "on the same filesystem as"
+    return [
+        Check(
+            "vault key",
+            "warn",
+            f"the vault key {key} is {where} {vault_file}: whoever copies one has both",
+            f"give the key from elsewhere: {KEY_ENV}, the systemd credential"
+            f" {SYSTEMD_CREDENTIAL} (clawpen service install), vault.key_file on another"
+            " disk, or the OS keychain (vault.backend: keyring)",
+        )
+    ]
 
 
 def _docker(settings: Settings) -> list[Check]:

@@ -219,6 +219,7 @@ class JobFiring:
     """The scheduler's decision on one due job, for the store to carry out atomically: only if
     the job is still due at ``due`` (nobody fired it meanwhile)."""
 
+    agent_id: str
     name: str
     due: float | None  # the next_run it was found with; None: run now, whenever it is due
     run: bool

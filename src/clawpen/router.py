@@ -46,3 +46,13 @@ def route(
             f" {MAX_TEXT}. Please send it in parts.",
         )
     return Route(agent)
+
+
+def serves(agent_id: str, chat_address: str, pairings: Mapping[str, str]) -> bool:
+    """Whether ``agent_id`` may write to ``chat_address`` now: the chat is paired with it (the
+    CLI's chat id names its agent). Checked again whenever a job fires or an answer is
+    committed, not only when the job was made: a pairing can change in between."""
+    channel, _, chat = chat_address.partition(":")
+    if channel == "cli":
+        return chat == agent_id
+    return pairings.get(chat_address) == agent_id

@@ -27,6 +27,7 @@ from .config import Settings
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .models import Job, JobFiring, JobRun, JobSpec
+from .router import serves
 from .schedule import schedule_of
 from .store import Store, until_written
 
@@ -34,6 +35,10 @@ BATCH = 500  # jobs fired per transaction: the first of a crowded minute need no
 LOOKAHEAD = 90.0  # seconds: the next runs of jobs due this soon are worked out before they are
 PREPARE_EVERY = 10.0  # seconds between two looks ahead
 MAX_SLEEP = 30.0  # seconds between looks at the store even when nothing says to look
+
+
+class JobExists(ClawpenError):
+    """The agent has a job of that name already (names are per agent)."""
 
 
 class Clock(Protocol):
@@ -65,7 +70,7 @@ class Scheduler:
         self.log = get_logger()
         self._wakeup = asyncio.Event()
         # (job, the run it is due for) -> the run after that, worked out ahead of time
-        self._following: dict[tuple[str, float], float | None] = {}
+        self._following: dict[tuple[str, str, float], float | None] = {}
         self._prepared_at = float("-inf")
         self._added = False
         # seconds between a run's due time and its commit, for each run queued (a metric)
@@ -74,11 +79,11 @@ class Scheduler:
     async def open(self) -> None:
         """Reconcile the config file's jobs with the store: added, changed, removed."""
         now = self.clock.now()
-        known = {job.name: job for job in await self.store.jobs()}
+        known = {(job.spec.agent_id, job.name): job for job in await self.store.jobs()}
         wanted: list[tuple[JobSpec, float | None]] = []
         for job in self.settings.jobs:
             spec = job.spec()
-            old = known.get(spec.name)
+            old = known.get((spec.agent_id, spec.name))
             unchanged = old is not None and old.spec == spec
             first = old.next_run if unchanged and old else sched.first_run(schedule_of(spec), now)
             wanted.append((spec, first))
@@ -129,14 +134,23 @@ class Scheduler:
 
     async def _fire(self, due: list[Job], now: float) -> None:
         firings = []
+        pairings = await self.store.pairings()
         for job in due:
             assert job.next_run is not None
+            if not serves(job.spec.agent_id, job.spec.deliver_to.chat_address, pairings):
+                # the store pauses it in the firing's transaction; said here for the log
+                self.log.warning(
+                    "job_paused",
+                    job=job.name,
+                    agentId=job.spec.agent_id,
+                    reason=f"{job.spec.deliver_to.chat_address} is no longer paired with it",
+                )
             firing = sched.plan(
                 schedule_of(job.spec),
                 job.next_run,
                 now,
                 job.spec.misfire,  # type: ignore[arg-type]
-                self._following.pop((job.name, job.next_run), None),
+                self._following.pop((job.spec.agent_id, job.name, job.next_run), None),
             )
             if firing.late > sched.GRACE:
                 self.log.warning(
@@ -146,13 +160,17 @@ class Scheduler:
                     misfire=job.spec.misfire,
                     ran=firing.run,
                 )
-            firings.append(JobFiring(job.name, job.next_run, firing.run, firing.next_run))
+            firings.append(
+                JobFiring(job.spec.agent_id, job.name, job.next_run, firing.run, firing.next_run)
+            )
         fired = await until_written(lambda: self.store.fire_jobs(firings, now), "jobs")
         committed = self.clock.now()
         for agent_id in {agent for _, agent in fired}:
             self.wake_agent(agent_id)
-        names = {name for name, _ in fired}
-        dues = [j.next_run for j in due if j.name in names and j.next_run is not None]
+        keys = {(agent, name) for name, agent in fired}
+        dues = [
+            j.next_run for j in due if (j.spec.agent_id, j.name) in keys and j.next_run is not None
+        ]
         for due_at in dues:
             self.lateness(max(0.0, committed - due_at))
         if dues:
@@ -171,7 +189,7 @@ class Scheduler:
         soon = await self.store.due_jobs(now + LOOKAHEAD, 100_000)
         for i, job in enumerate(soon):
             assert job.next_run is not None
-            key = (job.name, job.next_run)
+            key = (job.spec.agent_id, job.name, job.next_run)
             if key not in self._following:
                 self._following[key] = sched.next_after(
                     schedule_of(job.spec), job.next_run, previous=job.next_run
@@ -195,57 +213,93 @@ class Scheduler:
         now = self.clock.now()
         first = sched.first_run(schedule_of(spec), now)
         if not await self.store.add_job(spec, first, now):
-            raise ClawpenError(f"a job named {spec.name!r} exists", "pick another name")
+            raise JobExists(
+                f"{spec.agent_id} has a job named {spec.name!r} already", "pick another name"
+            )
         self.log.info("job_added", job=spec.name, agentId=spec.agent_id, source=spec.source)
         self._added = True
         self.wake()
-        return await self.get(spec.name)
+        return await self.get(f"{spec.agent_id}/{spec.name}")
 
-    async def get(self, name: str) -> Job:
-        for job in await self.store.jobs():
-            if job.name == name:
-                return job
-        raise ClawpenError(f"no job {name!r}", "see clawpen jobs list")
+    async def get(self, ref: str) -> Job:
+        """The job ``ref`` names: ``agent/name``, or a bare name that one agent alone uses."""
+        agent_id, name = parse_job_ref(ref)
+        found = [j for j in await self.store.jobs(agent_id) if j.name == name]
+        if not found:
+            raise ClawpenError(f"no job {ref!r}", "see clawpen jobs list")
+        if len(found) > 1:
+            agents = ", ".join(j.spec.agent_id for j in found)
+            raise ClawpenError(
+                f"agents {agents} each have a job {name!r}",
+                f"say whose: {found[0].spec.agent_id}/{name}, or add --agent",
+            )
+        return found[0]
 
     async def jobs(self, agent_id: str | None = None) -> list[Job]:
         return await self.store.jobs(agent_id)
 
-    async def remove(self, name: str, agent_id: str | None = None) -> None:
-        if not await self.store.remove_job(name, agent_id):
-            raise ClawpenError(f"no job {name!r}", "see the list of jobs")
-        self.log.info("job_removed", job=name)
+    async def remove(self, ref: str) -> None:
+        job = await self.get(ref)
+        if not await self.store.remove_job(job.spec.agent_id, job.name):
+            raise ClawpenError(f"no job {ref!r}", "see the list of jobs")
+        self.log.info("job_removed", job=job.name, agentId=job.spec.agent_id)
 
-    async def pause(self, name: str) -> Job:
-        await self.get(name)
-        await self.store.set_job_state(name, "paused", None, "paused by hand")
-        self.log.info("job_paused", job=name)
-        return await self.get(name)
+    async def pause(self, ref: str) -> Job:
+        job = await self.get(ref)
+        await self.store.set_job_state(
+            job.spec.agent_id, job.name, "paused", None, "paused by hand"
+        )
+        self.log.info("job_paused", job=job.name, agentId=job.spec.agent_id, reason="by hand")
+        return await self.get(ref)
 
-    async def resume(self, name: str) -> Job:
+    async def resume(self, ref: str) -> Job:
         """Active again, its failures forgiven; due next at its first run after now."""
-        job = await self.get(name)
+        job = await self.get(ref)
         now = self.clock.now()
         following = sched.next_after(schedule_of(job.spec), now, previous=job.next_run)
         if job.spec.kind == "at":
             following = job.next_run
         state = "active" if following is not None else "done"
-        await self.store.set_job_state(name, state, following, "")
-        self.log.info("job_resumed", job=name)
+        await self.store.set_job_state(job.spec.agent_id, job.name, state, following, "")
+        self.log.info("job_resumed", job=job.name, agentId=job.spec.agent_id)
         self.wake()
-        return await self.get(name)
+        return await self.get(ref)
 
-    async def run_now(self, name: str) -> None:
+    async def run_now(self, ref: str) -> None:
         """One run at once, outside the schedule (unless one is going: no overlap)."""
-        await self.get(name)
-        fired = await self.store.fire_jobs([JobFiring(name, None, True, None)], self.clock.now())
+        job = await self.get(ref)
+        chat = job.spec.deliver_to.chat_address
+        if not serves(job.spec.agent_id, chat, await self.store.pairings()):
+            raise ClawpenError(
+                f"{chat} is no longer paired with {job.spec.agent_id}",
+                f"pair it again (clawpen pair {chat} {job.spec.agent_id}), or remove the job",
+            )
+        firing = JobFiring(job.spec.agent_id, job.name, None, True, None)
+        fired = await self.store.fire_jobs([firing], self.clock.now())
         if not fired:
-            raise ClawpenError(f"job {name!r} is running now", "wait for its answer")
-        self.log.info("job_run_now", job=name)
+            raise ClawpenError(f"job {ref!r} is running now", "wait for its answer")
+        self.log.info("job_run_now", job=job.name, agentId=job.spec.agent_id)
         self.wake_agent(fired[0][1])
 
-    async def history(self, name: str, limit: int = 20) -> list[JobRun]:
-        await self.get(name)
-        return await self.store.job_runs(name, limit)
+    async def history(self, ref: str, limit: int = 20) -> list[JobRun]:
+        job = await self.get(ref)
+        return await self.store.job_runs(job.spec.agent_id, job.name, limit)
+
+
+def job_ref(name: str, agent_id: str | None) -> str:
+    """The job an admin or dashboard request names (``/jobs/NAME?agent=ID``): ``agent/name``,
+    or the bare name, which ``Scheduler.get`` takes when one agent alone uses it."""
+    return f"{agent_id}/{name}" if agent_id else name
+
+
+def parse_job_ref(ref: str) -> tuple[str | None, str]:
+    """``agent/name`` -> (agent, name); a bare name -> (None, name). Job names hold no '/'.
+
+    >>> parse_job_ref("alpha/daily"), parse_job_ref("daily")
+    (('alpha', 'daily'), (None, 'daily'))
+    """
+    agent_id, slash, name = ref.rpartition("/")
+    return (agent_id, name) if slash else (None, name)
 
 
 def local_time(when: float | None, timezone: str) -> str:
@@ -262,6 +316,7 @@ def describe_job(job: Job) -> dict[str, Any]:
     return {
         "name": spec.name,
         "agent": spec.agent_id,
+        "ref": f"{spec.agent_id}/{spec.name}",
         "schedule": schedule_of(spec).describe(),
         "timezone": spec.timezone,
         "task": spec.task,

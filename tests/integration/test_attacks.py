@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -450,3 +452,142 @@ async def test_attacks_left_the_store_and_the_other_agents_alone(pen: Pen) -> No
     with sqlite3.connect(pen.data_dir / "clawpen.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     await pen.still_serving()
+
+
+# --- issue 23: reset, jobs ---
+
+
+async def clawpen_cli(pen: Pen, *args: str) -> tuple[int, str, str]:
+    """The ``clawpen`` command against this pen's orchestrator, through its admin socket."""
+    config = pen.root / "clawpen.yaml"
+    config.write_text(f"data_dir: {pen.data_dir}\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "clawpen",
+        *args,
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(120):
+        out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_notes_planted_in_the_workspace_do_not_survive_a_reset(pen: Pen) -> None:
+    """Mallory plants /workspace/CLAUDE.md (read into every later task's system prompt); the
+    operator runs ``clawpen agents reset``: the size-limited workspace is really empty, and
+    nothing mallory planted reaches the model again. (The marker travels in halves, so that
+    no command line holds it whole.)"""
+    marker = "planted-" + secrets.token_hex(8)
+    halves = (marker[:10], marker[10:])
+    seen = await pen.attack("plant_notes", *halves)
+    assert "CLAUDE.md" in seen["planted"]
+    before = len(pen.model.requests)
+    await pen.ask("mallory", "hello")
+    assert marker in json.dumps(pen.model.requests[before:])  # the plant works, until reset
+    code, out, err = await clawpen_cli(pen, "agents", "reset", "mallory", "--yes")
+    assert code == 0, err
+    assert "its workspace is empty" in out
+    assert not (pen.data_dir / "workspaces" / "mallory.ext4").exists()
+    before = len(pen.model.requests)
+    seen = await pen.attack("look_for_notes", *halves)
+    assert seen["found"] == [] and "CLAUDE.md" not in seen["entries"], seen
+    assert marker not in json.dumps(pen.model.requests[before:])  # the next answers never see it
+    assert (pen.data_dir / "workspaces" / "mallory").is_mount()  # a fresh, size-limited one
+    await pen.still_serving()
+
+
+@dataclass
+class JobPen:
+    """Alice and mallory, each with a paired chat (jobs answer only in paired chats)."""
+
+    orchestrator: Orchestrator
+    channel: MemoryChannel
+    chats: dict[str, str]
+
+    async def ask(self, agent: str, text: str, timeout: float = 120) -> str:
+        chat = self.chats[agent]
+        before = len(self.channel.texts_to(chat))
+        await self.channel.push(chat, text)
+        await self.channel.wait_sent(before + 1, chat=chat, timeout=timeout)
+        return "".join(self.channel.texts_to(chat)[before:])
+
+    async def attack(self, name: str, *args: str) -> dict[str, Any]:
+        encoded = base64.b64encode(ATTACKS).decode()
+        command = (
+            f"echo {encoded} | base64 -d > /tmp/a.py; python3 /tmp/a.py {name} {' '.join(args)}"
+        )
+        return parse(await self.ask("mallory", "run: " + command), "ATTACK")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["runc", "runsc"])
+async def job_pen(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client_module: docker.DockerClient,
+    agent_image: str,
+) -> AsyncIterator[JobPen]:
+    runtime: str = request.param
+    root = tmp_path_factory.mktemp(f"jobpen-{runtime}")
+    api_key = "sk-ant-test-" + secrets.token_hex(16)
+    model = FakeModel(api_key=api_key)
+    await model.start()
+    chats = {"alice": "1", "mallory": "2"}
+    limits = {"workspace_mb": WORKSPACE_MB, "tmp_mb": TMP_MB}
+    settings = make_settings(
+        root / "data",
+        model,
+        api_key,
+        image=agent_image,
+        runtime=runtime,
+        agents=[{"id": agent, **limits} for agent in chats],
+        channels={"cli": {}, "telegram": {"token": "123:abc"}},
+        pairings=[{"channel": f"telegram:{c}", "agent": a} for a, c in chats.items()],
+    )
+    instance = instance_id(settings.data_dir)
+    channel = MemoryChannel(name="telegram")
+    runtime_seam = DockerRuntime(docker_client_module, instance, settings.data_dir)
+    orchestrator = Orchestrator(settings, runtime=runtime_seam, channels={"telegram": channel})
+    task = asyncio.create_task(orchestrator.run())
+    try:
+        async with asyncio.timeout(90):
+            await orchestrator.ready.wait()
+        yield JobPen(orchestrator, channel, chats)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await model.close()
+        cleanup(docker_client_module, instance, settings.data_dir)
+
+
+async def test_squat_and_probe_job_names_through_the_job_tools(job_pen: JobPen) -> None:
+    """Alice has a job "daily". Mallory's own "daily" takes nothing of hers; a clash, her list
+    and a refused cancel tell mallory nothing about alice's jobs."""
+    scheduler = job_pen.orchestrator.scheduler
+    task = "alice-private-" + secrets.token_hex(6)
+    ask = {"name": "daily", "every": "1h", "task": task}
+    assert "scheduled daily" in await job_pen.ask("alice", "schedule: " + json.dumps(ask))
+    try:
+        seen = await job_pen.attack("squat_job_names", "daily")
+        alices = await scheduler.get("alice/daily")
+    finally:
+        for ref in ("alice/daily", "mallory/daily"):
+            with contextlib.suppress(Exception):
+                await scheduler.remove(ref)
+    print(f"attack squat_job_names: {json.dumps(seen)[:600]}")
+    assert seen["create"][0] == 201, seen  # names are per agent: nothing to squat
+    status, refused = seen["again"]
+    assert status == 409 and "alice" not in json.dumps(refused), seen
+    assert [(j["name"], j["agent"]) for j in seen["list"][1]["jobs"]] == [("daily", "mallory")]
+    assert seen["cancel"][0] == 200
+    probes = seen["probe"]
+    assert probes["daily"][0] == probes["no-such-job"][0] == 404
+    assert json.dumps(probes["daily"]).replace("daily", "X") == json.dumps(
+        probes["no-such-job"]
+    ).replace("no-such-job", "X")
+    assert task not in json.dumps(seen) and "alice" not in json.dumps(seen)
+    assert alices.spec.task == task and alices.state == "active"  # untouched
+    assert "echo:" in await job_pen.ask("alice", "still there?")

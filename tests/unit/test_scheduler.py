@@ -77,7 +77,7 @@ async def test_cron_job_fires_at_its_minute_in_its_zone_and_answers_in_its_chat(
     orchestrator = build(orchestrator_factory, clock, channel, [job()])
     async with running(orchestrator):
         await orchestrator.scheduler.tick()
-        assert await orchestrator.store.job_runs("daily-report") == []
+        assert await orchestrator.store.job_runs("assistant", "daily-report") == []
         clock.set(utc(2026, 3, 28, 8, 0))  # 09:00 in Berlin
         await orchestrator.scheduler.tick()
         await channel.wait_sent(1)
@@ -91,7 +91,7 @@ async def test_cron_job_fires_at_its_minute_in_its_zone_and_answers_in_its_chat(
 
 
 async def _last_status(orchestrator: Orchestrator, name: str, status: str) -> bool:
-    runs = await orchestrator.store.job_runs(name)
+    runs = await orchestrator.store.job_runs("assistant", name)
     return bool(runs) and runs[0].status == status
 
 
@@ -132,7 +132,7 @@ async def test_downtime_gives_one_catch_up_run_or_none_as_the_policy_says(
         if misfire == "run_once":
             await second.wait_sent(1)
             await until(lambda: _last_status(orchestrator, "daily-report", "ok"))
-        runs = await orchestrator.store.job_runs("daily-report")
+        runs = await orchestrator.store.job_runs("assistant", "daily-report")
         [daily] = await orchestrator.scheduler.jobs()
     assert [r.status for r in runs] == ["ok" if misfire == "run_once" else "skipped", "ok"]
     assert len(second.sent) == (1 if misfire == "run_once" else 0)
@@ -156,7 +156,7 @@ async def test_restart_during_a_run_answers_it_once_and_fires_no_second(
         await second.scheduler.tick()
         await channel.wait_sent(1)
         await until(lambda: _last_status(second, "daily-report", "ok"))
-        runs = await second.store.job_runs("daily-report")
+        runs = await second.store.job_runs("assistant", "daily-report")
     assert channel.texts_to("42") == [f"echo: {TASK}"]
     assert len(runs) == 1
 
@@ -184,7 +184,7 @@ async def test_agent_crash_retries_then_reports_and_repeated_failures_pause_the_
         clock.set(start + 3 * 3600)
         await orchestrator.scheduler.tick()
         [hourly] = await orchestrator.scheduler.jobs()
-        runs = await orchestrator.store.job_runs("hourly")
+        runs = await orchestrator.store.job_runs("assistant", "hourly")
     first, second = channel.texts_to("42")
     assert first.startswith("The scheduled job hourly failed: the agent failed 3 times")
     assert "paused" not in first
@@ -217,7 +217,7 @@ async def test_job_created_from_chat_is_listed_and_delivers_to_that_chat(
     created, too_often, reminded, cancelled = channel.texts_to("42")
     assert "scheduled stretch (every 1h, UTC)" in created
     assert "at most every 5 minutes" in too_often
-    assert "stretch\tassistant\tevery 1h (UTC)\tactive" in listed
+    assert "assistant/stretch\tevery 1h (UTC)\tactive" in listed
     assert "to: telegram:42" in listed
     assert reminded == "echo: remind me to stretch"
     assert "cancelled stretch" in cancelled and left == []
@@ -272,7 +272,7 @@ async def test_config_jobs_are_reconciled_at_start_keeping_history(
     second = [job("a", timezone="UTC", schedule="30 11 * * *"), job("c", schedule=None, every="2h")]
     async with running(build(orchestrator_factory, clock, MemoryChannel(), second)) as again:
         jobs = {j.name: j for j in await again.scheduler.jobs()}
-        history = await again.store.job_runs("a")
+        history = await again.store.job_runs("assistant", "a")
     assert sorted(jobs) == ["a", "c"]  # b removed, c added
     assert jobs["a"].next_run == utc(2026, 6, 1, 11, 30)  # changed: its new schedule
     assert [r.status for r in history] == ["ok"]  # and its history kept
@@ -287,10 +287,12 @@ async def test_firing_twice_on_the_same_decision_runs_once(
     orchestrator = build(orchestrator_factory, clock, MemoryChannel(), [job(timezone="UTC")])
     async with running(orchestrator):
         due = utc(2026, 6, 1, 9, 0)
-        firing = JobFiring("daily-report", due, True, utc(2026, 6, 2, 9, 0))
+        firing = JobFiring("assistant", "daily-report", due, True, utc(2026, 6, 2, 9, 0))
         fired = await orchestrator.store.fire_jobs([firing], due)
         again = await orchestrator.store.fire_jobs([firing], due)
-        now = await orchestrator.store.fire_jobs([JobFiring("daily-report", None, True, None)], due)
+        now = await orchestrator.store.fire_jobs(
+            [JobFiring("assistant", "daily-report", None, True, None)], due
+        )
     assert fired == [("daily-report", "assistant")]
     assert again == [] and now == []  # run-now too waits for the run going: no overlap
 

@@ -209,17 +209,21 @@ class DockerRuntime:
             return
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
-        data_dir = self.data_dirs.pop(agent_id, self.data_dir)
+        data_dir = self.data_dirs.get(agent_id, self.data_dir)
         if data_dir is not None:
             workspace.release(data_dir, agent_id)
 
     async def reset_workspace(self, agent_id: str) -> None:
-        """Delete the agent's workspace volume (its container is stopped first); the next
-        start creates an empty one."""
+        """Delete the agent's workspace, whichever kind it has (its container is stopped
+        first): the size-limited image and the Docker volume. The next start makes an empty
+        one."""
         await self._call(self._reset_workspace, agent_id)
 
     def _reset_workspace(self, agent_id: str) -> None:
         self._stop(agent_id)
+        data_dir = self.data_dirs.get(agent_id, self.data_dir)
+        if data_dir is not None:
+            workspace.remove(data_dir, agent_id)
         with contextlib.suppress(docker.errors.NotFound):
             self.client.volumes.get(volume_name(self.instance, agent_id)).remove(force=True)
 

@@ -91,6 +91,26 @@ def release(data_dir: Path, agent_id: str) -> None:
         _run("umount", "--lazy", str(point))  # still busy for a moment: detach it now
 
 
+def remove(data_dir: Path, agent_id: str) -> None:
+    """Unmount the workspace and delete its image: the next ``prepare`` makes an empty one.
+
+    The host still reads nothing inside: the image is one file outside it, and the mount point
+    is empty once nothing is mounted on it. A workspace that stays mounted is an error, not a
+    reset that silently kept the agent's files."""
+    release(data_dir, agent_id)
+    point = mount_point(data_dir, agent_id)
+    if os.path.ismount(point):
+        raise WorkspaceUnavailable(
+            f"the workspace of {agent_id} is still mounted on {point}",
+            f"stop whatever holds it (fuser -m {point}), then run clawpen agents reset again",
+        )
+    image = image_path(data_dir, agent_id)
+    for leftover in (image, image.with_suffix(".new")):
+        leftover.unlink(missing_ok=True)
+    if point.is_dir():
+        point.rmdir()
+
+
 def mounted(data_dir: Path) -> list[str]:
     """Agents whose workspace is mounted now."""
     root = data_dir / "workspaces"

@@ -13,9 +13,10 @@ The message path is a handful of state changes:
     stranger:         recorded (who, when, size; never the text) -> expired
     command:          an inbound /new, /stop, /usage, /help: answered at once, in the same
                       transaction as its reply (and, for /new, the chat's next session number)
-    job:              active (next_run) -> paused (by hand, or after max_failures) | done (`at`)
+    job:              active (next_run) -> paused (by hand, after max_failures, or when its
+                      chat left its agent) | done (`at`); named per agent: (agent, name)
     job run:          running (queued as a message of conversation job:NAME) -> ok | failed;
-                      or skipped (misfire: skip); one running run per job at most
+                      or skipped (misfire: skip; chat unpaired); one running run per job
 
 Claimed work carries an owner and a lease: an orchestrator takes a task or a reply only when
 nobody holds a live lease on it, so two orchestrators on one database never run the same task
@@ -175,9 +176,10 @@ class Store(Protocol):
 
     async def record_agent_message(
         self, agent_id: str, address: Address, text: str, lease: Lease, now: float
-    ) -> Reply:
+    ) -> Reply | None:
         """Commit a message an agent sends on its own (``send_message``) as a reply to
-        ``address``, behind a finished task of its own: the outbox delivers it as any reply."""
+        ``address``, behind a finished task of its own: the outbox delivers it as any reply.
+        None, committing nothing, when ``address`` is no longer paired with the agent."""
 
     async def release_task(self, task_id: int, owner: str) -> None:
         """Give a running task back (the orchestrator is stopping, not crashing): its next
@@ -293,15 +295,15 @@ class Store(Protocol):
         ones); a job that stays keeps its history. Returns the names added, changed, removed."""
 
     async def add_job(self, job: JobSpec, next_run: float | None, now: float) -> bool:
-        """False if a job of that name exists."""
+        """False if the agent has a job of that name (another agent's name is no clash)."""
 
-    async def remove_job(self, name: str, agent_id: str | None = None) -> bool:
-        """Remove a job (only ``agent_id``'s, if given) and its finished runs."""
+    async def remove_job(self, agent_id: str, name: str) -> bool:
+        """Remove the agent's job and its finished runs."""
 
     async def jobs(self, agent_id: str | None = None) -> list[Job]: ...
 
     async def set_job_state(
-        self, name: str, state: str, next_run: float | None, reason: str = ""
+        self, agent_id: str, name: str, state: str, next_run: float | None, reason: str = ""
     ) -> bool:
         """Pause or resume (which clears the failure count); ``next_run`` if given."""
 
@@ -313,9 +315,10 @@ class Store(Protocol):
 
     async def fire_jobs(self, firings: list[JobFiring], now: float) -> list[tuple[str, str]]:
         """In one transaction, for each job still as decided: record the run, queue it as a
-        message of the job's conversation, advance next_run. Returns (job, agent) fired."""
+        message of the job's conversation, advance next_run. Returns (job, agent) fired. A job
+        whose deliver_to is no longer paired with its agent is paused instead, saying why."""
 
-    async def job_runs(self, name: str, limit: int = 20) -> list[JobRun]:
+    async def job_runs(self, agent_id: str, name: str, limit: int = 20) -> list[JobRun]:
         """The job's latest runs, newest first."""
 
     # -- reading, for status and tests ---------------------------------------------------------

@@ -208,4 +208,43 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (agent_id, conversation)
     );
     """,
+    # 12: job names are per agent (issue 23): alpha's "daily" and beta's "daily" are two jobs,
+    # and a clash tells an agent nothing of another's. A run names its agent too.
+    """
+    CREATE TABLE jobs_per_agent (
+        name TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        task TEXT NOT NULL,
+        deliver_channel TEXT NOT NULL,
+        deliver_chat TEXT NOT NULL,
+        deliver_thread TEXT NOT NULL DEFAULT '',
+        misfire TEXT NOT NULL,
+        max_failures INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        state TEXT NOT NULL,
+        next_run REAL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        running_run INTEGER,
+        paused_reason TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        PRIMARY KEY (agent_id, name)
+    );
+    INSERT INTO jobs_per_agent (name, agent_id, kind, spec, timezone, task, deliver_channel,
+        deliver_chat, deliver_thread, misfire, max_failures, source, state, next_run, failures,
+        running_run, paused_reason, created_at)
+        SELECT name, agent_id, kind, spec, timezone, task, deliver_channel, deliver_chat,
+        deliver_thread, misfire, max_failures, source, state, next_run, failures, running_run,
+        paused_reason, created_at FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_per_agent RENAME TO jobs;
+    CREATE INDEX jobs_due ON jobs (state, next_run);
+    ALTER TABLE job_runs ADD COLUMN agent_id TEXT NOT NULL DEFAULT '';
+    UPDATE job_runs SET agent_id = coalesce(
+        (SELECT agent_id FROM jobs WHERE jobs.name = job_runs.job), '');
+    DROP INDEX job_runs_by_job;
+    CREATE INDEX job_runs_by_job ON job_runs (agent_id, job, id);
+    """,
 ]

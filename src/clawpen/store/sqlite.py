@@ -368,13 +368,15 @@ class SQLiteStore:
         await self._write(sync)
 
     async def pair(self, address: str, agent_id: str, now: float) -> None:
-        await self._write(
-            lambda db: db.execute(
+        def pair(db: sqlite3.Connection) -> None:
+            _leave_chat(db, address, agent_id)
+            db.execute(
                 "INSERT OR REPLACE INTO pairings (address, agent_id, source, created_at)"
                 " VALUES (?,?, 'cli', ?)",
                 (address, agent_id, now),
             )
-        )
+
+        await self._write(pair)
 
     async def offer_pairing_code(
         self,
@@ -447,8 +449,10 @@ class SQLiteStore:
 
     async def record_agent_message(
         self, agent_id: str, address: Address, text: str, lease: Lease, now: float
-    ) -> Reply:
-        def record(db: sqlite3.Connection) -> Reply:
+    ) -> Reply | None:
+        def record(db: sqlite3.Connection) -> Reply | None:
+            if _delivery_refused(db, agent_id, address) is not None:
+                return None  # unpaired since the agent was allowed: nothing is queued
             task_id = db.execute(
                 "INSERT INTO tasks (agent_id, channel, chat_id, thread, status, created_at,"
                 " finished_at) VALUES (?, ?, ?, ?, 'done', ?, ?)",
@@ -472,9 +476,11 @@ class SQLiteStore:
         return await self._read(read)
 
     async def unpair(self, address: str) -> bool:
-        return await self._write(
-            lambda db: bool(db.execute("DELETE FROM pairings WHERE address=?", (address,)).rowcount)
-        )
+        def unpair(db: sqlite3.Connection) -> bool:
+            _leave_chat(db, address, None)
+            return bool(db.execute("DELETE FROM pairings WHERE address=?", (address,)).rowcount)
+
+        return await self._write(unpair)
 
     async def pairings(self) -> dict[str, str]:
         def read(db: sqlite3.Connection) -> dict[str, str]:
@@ -493,13 +499,13 @@ class SQLiteStore:
     async def add_job(self, job: JobSpec, next_run: float | None, now: float) -> bool:
         return await self._write(lambda db: _insert_job(db, job, next_run, now))
 
-    async def remove_job(self, name: str, agent_id: str | None = None) -> bool:
+    async def remove_job(self, agent_id: str, name: str) -> bool:
         def remove(db: sqlite3.Connection) -> bool:
             gone = db.execute(
-                "DELETE FROM jobs WHERE name=?1 AND (?2 IS NULL OR agent_id=?2)", (name, agent_id)
+                "DELETE FROM jobs WHERE agent_id=? AND name=?", (agent_id, name)
             ).rowcount
             if gone:  # its finished history goes with it; a run in progress still answers
-                db.execute("DELETE FROM job_runs WHERE job=? AND status != 'running'", (name,))
+                _forget_runs(db, agent_id, name)
             return bool(gone)
 
         return await self._write(remove)
@@ -507,21 +513,22 @@ class SQLiteStore:
     async def jobs(self, agent_id: str | None = None) -> list[Job]:
         def read(db: sqlite3.Connection) -> list[Job]:
             rows = db.execute(
-                f"{_JOB_SELECT} WHERE ?1 IS NULL OR j.agent_id=?1 ORDER BY j.name", (agent_id,)
+                f"{_JOB_SELECT} WHERE ?1 IS NULL OR j.agent_id=?1 ORDER BY j.name, j.agent_id",
+                (agent_id,),
             )
             return [_job(row) for row in rows.fetchall()]
 
         return await self._read(read)
 
     async def set_job_state(
-        self, name: str, state: str, next_run: float | None, reason: str = ""
+        self, agent_id: str, name: str, state: str, next_run: float | None, reason: str = ""
     ) -> bool:
         def update(db: sqlite3.Connection) -> bool:
             changed = db.execute(
                 "UPDATE jobs SET state=?1, paused_reason=?2,"
                 " failures=CASE WHEN ?1='active' THEN 0 ELSE failures END,"
-                " next_run=coalesce(?3, next_run) WHERE name=?4",
-                (state, reason, next_run, name),
+                " next_run=coalesce(?3, next_run) WHERE agent_id=?4 AND name=?5",
+                (state, reason, next_run, agent_id, name),
             ).rowcount
             return bool(changed)
 
@@ -550,10 +557,11 @@ class SQLiteStore:
     async def fire_jobs(self, firings: list[JobFiring], now: float) -> list[tuple[str, str]]:
         return await self._write(partial(_fire_jobs, firings, now))
 
-    async def job_runs(self, name: str, limit: int = 20) -> list[JobRun]:
+    async def job_runs(self, agent_id: str, name: str, limit: int = 20) -> list[JobRun]:
         def read(db: sqlite3.Connection) -> list[JobRun]:
             rows = db.execute(
-                "SELECT * FROM job_runs WHERE job=? ORDER BY id DESC LIMIT ?", (name, limit)
+                "SELECT * FROM job_runs WHERE agent_id=? AND job=? ORDER BY id DESC LIMIT ?",
+                (agent_id, name, limit),
             )
             return [_job_run(row) for row in rows.fetchall()]
 
@@ -765,6 +773,21 @@ def _claimed(db: sqlite3.Connection, task_id: int, resumed: bool) -> ClaimedTask
     )
 
 
+def _leave_chat(db: sqlite3.Connection, address: str, new_agent: str | None) -> None:
+    """The chat at ``address`` leaves its agent (unpaired, or paired with another): what that
+    agent committed for it and is not delivered yet is failed, never sent to the chat's next
+    agent. In the transaction that changes the pairing, so nothing slips between the two."""
+    row = db.execute("SELECT agent_id FROM pairings WHERE address=?", (address,)).fetchone()
+    if row is None or row[0] == new_agent:
+        return
+    channel, _, chat = address.partition(":")
+    db.execute(
+        "UPDATE replies SET status='failed', error=? WHERE channel=? AND chat_id=?"
+        " AND status='pending' AND task_id IN (SELECT id FROM tasks WHERE agent_id=?)",
+        (f"{address} is no longer paired with {row[0]}", channel, chat, row[0]),
+    )
+
+
 def _retry_task(task_id: int, lease: Lease, db: sqlite3.Connection) -> int:
     db.execute(
         "UPDATE tasks SET attempts=attempts+1, lease_until=? WHERE id=?", (lease.until, task_id)
@@ -792,9 +815,17 @@ def _finish_task(
     address = Address(task["channel"], task["chat_id"], task["thread"])
     reply_to = task["reply_to"]
     if address.channel == JOB_CHANNEL:  # a job's run: answered to its deliver_to, quoting none
-        address, text = _finish_job_run(db, address.chat, text, error, now)
+        address, text, refused = _finish_job_run(
+            db, task["agent_id"], address.chat, text, error, now
+        )
         reply_to = ""
+    else:
+        refused = None  # a chat's own answer; unpairing fails what is pending (_leave_chat)
     _insert_reply(db, task_id, address, reply_to, text, lease, now)
+    if refused is not None:  # the chat left the job's agent while it ran: kept, never sent
+        db.execute(
+            "UPDATE replies SET status='failed', error=? WHERE task_id=?", (refused, task_id)
+        )
     return _reply(db.execute("SELECT * FROM replies WHERE task_id=?", (task_id,)).fetchone())
 
 
@@ -846,7 +877,8 @@ _JOB_SELECT_BARE = (
 )
 _JOB_SELECT = (
     "SELECT j.*, r.status AS last_status, r.error AS last_error, r.fired_at AS last_at FROM jobs j"
-    " LEFT JOIN job_runs r ON r.id = (SELECT max(id) FROM job_runs WHERE job=j.name)"
+    " LEFT JOIN job_runs r ON r.id ="
+    " (SELECT max(id) FROM job_runs WHERE agent_id=j.agent_id AND job=j.name)"
 )
 _JOB_DEFINITION = (
     "agent_id",
@@ -901,34 +933,45 @@ def _sync_config_jobs(
     """The config file's jobs, exactly: new ones added, changed ones updated (their history
     kept, their next run worked out anew), the ones no longer in the file removed."""
     done: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
-    names = [job.name for job, _ in jobs]
-    for (name,) in db.execute(
-        "SELECT name FROM jobs WHERE source='config' ORDER BY name"
+    keys = [(job.agent_id, job.name) for job, _ in jobs]
+    for agent_id, name in db.execute(
+        "SELECT agent_id, name FROM jobs WHERE source='config' ORDER BY name, agent_id"
     ).fetchall():
-        if name not in names:
-            db.execute("DELETE FROM jobs WHERE name=?", (name,))
-            db.execute("DELETE FROM job_runs WHERE job=? AND status != 'running'", (name,))
-            done["removed"].append(name)
+        if (agent_id, name) not in keys:
+            db.execute("DELETE FROM jobs WHERE agent_id=? AND name=?", (agent_id, name))
+            _forget_runs(db, agent_id, name)
+            done["removed"].append(f"{agent_id}/{name}")
     columns = ", ".join(_JOB_DEFINITION)
     for job, next_run in jobs:
-        row = db.execute(f"SELECT {columns}, source FROM jobs WHERE name=?", (job.name,)).fetchone()
+        row = db.execute(
+            f"SELECT {columns}, source FROM jobs WHERE agent_id=? AND name=?",
+            (job.agent_id, job.name),
+        ).fetchone()
         if row is None:
             _insert_job(db, job, next_run, now)
-            done["added"].append(job.name)
+            done["added"].append(f"{job.agent_id}/{job.name}")
         elif tuple(row)[:-1] != _job_values(job) or row["source"] != "config":
             sets = ", ".join(f"{c}=?" for c in _JOB_DEFINITION)
             db.execute(
                 f"UPDATE jobs SET {sets}, source='config', next_run=?, failures=0,"
-                " paused_reason='', state=? WHERE name=?",
+                " paused_reason='', state=? WHERE agent_id=? AND name=?",
                 (
                     *_job_values(job),
                     next_run,
                     "active" if next_run is not None else "done",
+                    job.agent_id,
                     job.name,
                 ),
             )
-            done["changed"].append(job.name)
+            done["changed"].append(f"{job.agent_id}/{job.name}")
     return done
+
+
+def _forget_runs(db: sqlite3.Connection, agent_id: str, name: str) -> None:
+    """A removed job's finished history; a run in progress still answers."""
+    db.execute(
+        "DELETE FROM job_runs WHERE agent_id=? AND job=? AND status != 'running'", (agent_id, name)
+    )
 
 
 def _fire_jobs(
@@ -936,36 +979,37 @@ def _fire_jobs(
 ) -> list[tuple[str, str]]:
     """Carry out the scheduler's decisions: each job's run is recorded, queued as a message of
     its own conversation and its next run advanced, all in this one transaction, and only if
-    the job is still as the scheduler saw it (due at that time, no run of it going)."""
+    the job is still as the scheduler saw it (due at that time, no run of it going). A job
+    whose chat is no longer paired with its agent does not run: it is paused, saying why."""
     fired: list[tuple[str, str]] = []
     for firing in firings:
-        job = db.execute("SELECT * FROM jobs WHERE name=?", (firing.name,)).fetchone()
+        key = (firing.agent_id, firing.name)
+        job = db.execute("SELECT * FROM jobs WHERE agent_id=? AND name=?", key).fetchone()
         if job is None or job["running_run"] is not None:
             continue
         manual = firing.due is None
         if not manual and (job["state"] != "active" or job["next_run"] != firing.due):
             continue  # changed or fired meanwhile
+        refused = _delivery_refused(db, job["agent_id"], _deliver_to(job))
+        if refused is not None:
+            reason = _job_unpaired(refused, job["agent_id"], job["name"], _deliver_to(job))
+            _pause_unpaired(db, job, reason, now)
+            continue
         if not manual:
             db.execute(
-                "UPDATE jobs SET next_run=?, state=? WHERE name=?",
-                (firing.next_run, "active" if firing.next_run is not None else "done", job["name"]),
+                "UPDATE jobs SET next_run=?, state=? WHERE agent_id=? AND name=?",
+                (firing.next_run, "active" if firing.next_run is not None else "done", *key),
             )
         scheduled = now if manual else float(firing.due or now)
-        run_id = db.execute(
-            "INSERT INTO job_runs (job, scheduled_for, fired_at, status, error, manual,"
-            " deliver_channel, deliver_chat, deliver_thread) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                job["name"],
-                scheduled,
-                now,
-                "running" if firing.run else "skipped",
-                "" if firing.run else f"missed by {now - scheduled:.0f}s (misfire: skip)",
-                manual,
-                job["deliver_channel"],
-                job["deliver_chat"],
-                job["deliver_thread"],
-            ),
-        ).lastrowid
+        run_id = _record_run(
+            db,
+            job,
+            scheduled,
+            now,
+            "running" if firing.run else "skipped",
+            "" if firing.run else f"missed by {now - scheduled:.0f}s (misfire: skip)",
+            manual,
+        )
         if not firing.run:
             continue
         message_id = db.execute(
@@ -974,33 +1018,110 @@ def _fire_jobs(
             (JOB_CHANNEL, job["name"], f"run-{run_id}", job["task"], now, job["agent_id"]),
         ).lastrowid
         db.execute("UPDATE job_runs SET message_id=? WHERE id=?", (message_id, run_id))
-        db.execute("UPDATE jobs SET running_run=? WHERE name=?", (run_id, job["name"]))
+        db.execute("UPDATE jobs SET running_run=? WHERE agent_id=? AND name=?", (run_id, *key))
         fired.append((job["name"], job["agent_id"]))
     return fired
 
 
+def _record_run(
+    db: sqlite3.Connection,
+    job: sqlite3.Row,
+    scheduled: float,
+    now: float,
+    status: str,
+    error: str,
+    manual: bool,
+) -> int:
+    run_id = db.execute(
+        "INSERT INTO job_runs (agent_id, job, scheduled_for, fired_at, status, error, manual,"
+        " deliver_channel, deliver_chat, deliver_thread) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (
+            job["agent_id"],
+            job["name"],
+            scheduled,
+            now,
+            status,
+            error,
+            manual,
+            job["deliver_channel"],
+            job["deliver_chat"],
+            job["deliver_thread"],
+        ),
+    ).lastrowid
+    assert run_id is not None
+    return run_id
+
+
+def _deliver_to(job: sqlite3.Row) -> Address:
+    return Address(job["deliver_channel"], job["deliver_chat"], job["deliver_thread"])
+
+
+def _delivery_refused(db: sqlite3.Connection, agent_id: str, to: Address) -> str | None:
+    """Why ``agent_id`` may no longer write to ``to`` (its chat is not paired with it), or None.
+    The CLI's chat id names its agent (``router.route``); every other chat needs its pairing."""
+    if to.channel == "cli":
+        paired = to.chat == agent_id
+    else:
+        row = db.execute("SELECT agent_id FROM pairings WHERE address=?", (to.chat_address,))
+        found = row.fetchone()
+        paired = found is not None and found[0] == agent_id
+    return None if paired else f"{to.chat_address} is no longer paired with {agent_id}"
+
+
+def _job_unpaired(refused: str, agent_id: str, name: str, to: Address) -> str:
+    return (
+        f"{refused}; pair it again (clawpen pair {to.chat_address} {agent_id}) and"
+        f" clawpen jobs resume {agent_id}/{name}, or remove the job"
+    )
+
+
+def _pause_unpaired(db: sqlite3.Connection, job: sqlite3.Row, reason: str, now: float) -> None:
+    """The job's chat left its agent: a skipped run says so in its history, and the job waits
+    paused (with the reason ``clawpen jobs list`` shows) until the operator decides."""
+    _record_run(db, job, float(job["next_run"] or now), now, "skipped", reason, False)
+    db.execute(
+        "UPDATE jobs SET state='paused', paused_reason=? WHERE agent_id=? AND name=?",
+        (reason, job["agent_id"], job["name"]),
+    )
+
+
 def _finish_job_run(
-    db: sqlite3.Connection, name: str, text: str, error: str | None, now: float
-) -> tuple[Address, str]:
+    db: sqlite3.Connection, agent_id: str, name: str, text: str, error: str | None, now: float
+) -> tuple[Address, str, str | None]:
     """Close a job's run with its task: count a failure (pausing the job after too many in a
-    row, and saying so in the answer) or clear the count; the answer goes to deliver_to."""
+    row, and saying so in the answer) or clear the count; the answer goes to deliver_to, unless
+    that chat is no longer paired with the agent: then the run fails, the job pauses, and the
+    third value says why the answer must not be sent."""
     run = db.execute(
-        "SELECT * FROM job_runs WHERE job=? AND status='running' ORDER BY id LIMIT 1", (name,)
+        "SELECT * FROM job_runs WHERE agent_id=? AND job=? AND status='running' ORDER BY id"
+        " LIMIT 1",
+        (agent_id, name),
     ).fetchone()
     if run is None:  # pragma: no cover  (a run is recorded before its message exists)
-        raise sqlite3.IntegrityError(f"no running run of job {name}")
+        raise sqlite3.IntegrityError(f"no running run of job {agent_id}/{name}")
+    address = Address(run["deliver_channel"], run["deliver_chat"], run["deliver_thread"])
+    refused = _delivery_refused(db, agent_id, address)
+    if refused is not None:
+        error = refused
     db.execute(
         "UPDATE job_runs SET status=?, error=?, finished_at=? WHERE id=?",
         ("failed" if error else "ok", error or "", now, run["id"]),
     )
+    key = (agent_id, name)
     db.execute(
         "UPDATE jobs SET running_run=NULL, failures=CASE WHEN ? THEN failures+1 ELSE 0 END"
-        " WHERE name=? AND running_run=?",
-        (error is not None, name, run["id"]),
+        " WHERE agent_id=? AND name=? AND running_run=?",
+        (error is not None, *key, run["id"]),
     )
     job = db.execute(
-        "SELECT failures, max_failures, state FROM jobs WHERE name=?", (name,)
+        "SELECT failures, max_failures, state FROM jobs WHERE agent_id=? AND name=?", key
     ).fetchone()
+    if refused is not None:
+        db.execute(
+            "UPDATE jobs SET state='paused', paused_reason=? WHERE agent_id=? AND name=?",
+            (_job_unpaired(refused, agent_id, name, address), *key),
+        )
+        return address, text, refused
     if (
         error
         and job is not None
@@ -1008,13 +1129,15 @@ def _finish_job_run(
         and job["failures"] >= job["max_failures"]
     ):
         reason = f"paused after {job['failures']} failed runs in a row"
-        db.execute("UPDATE jobs SET state='paused', paused_reason=? WHERE name=?", (reason, name))
+        db.execute(
+            "UPDATE jobs SET state='paused', paused_reason=? WHERE agent_id=? AND name=?",
+            (reason, *key),
+        )
         text += (
             f"\n\nThe job {name} failed {job['failures']} times in a row, so it is paused."
-            f" Resume it with: clawpen jobs resume {name}"
+            f" Resume it with: clawpen jobs resume {agent_id}/{name}"
         )
-    address = Address(run["deliver_channel"], run["deliver_chat"], run["deliver_thread"])
-    return address, text
+    return address, text, None
 
 
 def _job(row: sqlite3.Row) -> Job:

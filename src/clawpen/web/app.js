@@ -140,7 +140,7 @@ function renderJobs(data) {
       el("td", {}, j.state + (j.paused_reason ? ` (${j.paused_reason})` : "")),
       el("td", {}, j.next_run || ""), runs,
       el("td", {}, j.state.startsWith("done") ? "" : el("button",
-        { onclick: () => act(`/api/jobs/${encodeURIComponent(j.name)}/${action}`) }, action)));
+        { onclick: () => act(`/api/jobs/${encodeURIComponent(j.name)}/${action}?agent=${encodeURIComponent(j.agent)}`) }, action)));
   }));
 }
 
