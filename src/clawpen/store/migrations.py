@@ -208,4 +208,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (agent_id, conversation)
     );
     """,
+    # 12: a reply is claimed for one delivery before each send (claim: that delivery's token), so
+    # a stale read can never send a chunk twice; replies to strangers (pairing codes) are paced
+    # on a budget of their own, after the paired chats'
+    """
+    ALTER TABLE replies ADD COLUMN claim TEXT;
+    ALTER TABLE replies ADD COLUMN stranger INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
