@@ -13,6 +13,7 @@ MODULES = (
     "channels",
     "cold_start",
     "throughput",
+    "exactly_once",
     "memory",
     "proxy",
     "isolation",

@@ -109,6 +109,7 @@ class Reply:
     next_attempt_at: float = 0.0  # not to be tried before this Unix time (a 429's wait)
     owner: str | None = None  # the orchestrator delivering it, while its lease runs
     lease_until: float = 0.0
+    stranger: bool = False  # an answer to an unpaired chat (a pairing code): paced apart
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,16 @@ delivery then runs on its own, so one chat held back by the platform never stall
 Before each send the chat's and the channel's rate limits are respected, so the platform rarely
 has to answer 429 at all.
 
-Each chunk that the platform confirms is recorded at once, so a restart resumes with the next
-chunk instead of repeating the ones the user has. The one window left is between the platform's
+Before a chunk is sent it is claimed in the store, conditionally on the reply's current state
+(still pending, still at that chunk, no live claim of another delivery): a delivery started from
+a stale read gets no claim and sends nothing. Each chunk that the platform confirms is recorded
+at once, in the same write that claims the next, so a restart resumes with the next chunk
+instead of repeating the ones the user has. The one window left is between the platform's
 confirmation and that commit (microseconds); a crash exactly there sends the chunk again:
 at-least-once, never lost.
+
+Answers to strangers (pairing codes) are paced on a budget of their own and start after the
+paired chats' replies: a crowd of new chats never makes a paired user wait.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 from .channels.base import Channel, RateLimitSettings, SendError
 from .circuit import Circuit
@@ -34,6 +42,7 @@ from .store import Lease, Store, until_written
 from .tracing import NO_TRACING, Tracing
 
 MAX_ATTEMPTS = 8
+Outcome = Literal["sent", "settled", "held"]  # how a claimed delivery ended
 IDLE_RECHECK = 30.0  # seconds: look at the store again even without a wake-up
 
 
@@ -44,11 +53,12 @@ class Plan:
 
 
 def plan(pending: Sequence[Reply], now: float, busy: Collection[str], owner: str) -> Plan:
-    """Which replies to start delivering now.
+    """Which replies to start delivering now: paired chats' first, then strangers'.
 
-    ``pending`` oldest first; ``busy``: chats (``channel:chat``) with a delivery under way.
-    Order is kept per chat: a chat's later replies wait for its oldest, however long that
-    takes; other chats are not affected."""
+    ``pending`` oldest first; ``busy``: chats (``channel:chat``) whose delivery is under way,
+    or ended after ``pending`` was read (its row may be stale). Order is kept per chat: a
+    chat's later replies wait for its oldest, however long that takes; other chats are not
+    affected."""
     start: list[Reply] = []
     wake_at: float | None = None
     seen: set[str] = set()
@@ -65,19 +75,27 @@ def plan(pending: Sequence[Reply], now: float, busy: Collection[str], owner: str
             wake_at = due_at if wake_at is None else min(wake_at, due_at)
             continue
         start.append(reply)
+    start.sort(key=lambda reply: reply.stranger)  # stable: oldest first within each group
     return Plan(start, wake_at)
 
 
 class Pacer:
     """A channel's rate limits: a bucket per chat and one for the whole channel. A send waits
-    for both (reservations queue up in order, so nobody starves)."""
+    for both (reservations queue up in order, so nobody starves). A send to a stranger first
+    waits its turn in the strangers' own bucket, and only then takes a place in the channel's:
+    strangers queue among themselves, never ahead of paired chats."""
 
     def __init__(self, limits: RateLimitSettings, clock: Callable[[], float]) -> None:
         self.chats: KeyedBuckets[str] = KeyedBuckets(limits.per_chat, limits.per_chat_burst)
         self.overall = TokenBucket(limits.overall, limits.overall_burst)
+        self.strangers = TokenBucket(limits.strangers, limits.strangers_burst)
         self.clock = clock
 
-    async def wait(self, chat: str) -> None:
+    async def wait(self, chat: str, stranger: bool = False) -> None:
+        if stranger:
+            delay = self.strangers.reserve(self.clock())
+            if delay > 0:
+                await asyncio.sleep(delay)
         now = self.clock()
         delay = max(self.chats.reserve(chat, now), self.overall.reserve(now))
         if delay > 0:
@@ -104,7 +122,11 @@ class Outbox:
         self._wakeups = {name: asyncio.Event() for name in channels}
         self._pacers = {name: Pacer(limits[name], clock) for name in channels}
         self._busy: dict[str, set[str]] = {name: set() for name in channels}
+        # chats whose delivery ended while the pending replies were being read: their rows in
+        # that read may be stale, so they wait for the next read
+        self._ended_meanwhile: dict[str, set[str]] = {name: set() for name in channels}
         self._ended: dict[str, int] = {name: 0 for name in channels}  # deliveries finished
+        self._trials: dict[str, dict[str, float]] = {name: {} for name in channels}
         self.circuits = {name: Circuit() for name in channels}
 
     def notify(self, channel: str) -> None:
@@ -127,6 +149,7 @@ class Outbox:
         before a restart. Each chat's delivery is a task of this one's task group."""
         wakeup = self._wakeups[channel]
         busy = self._busy[channel]
+        ended_meanwhile = self._ended_meanwhile[channel]
         circuit = self.circuits[channel]
         async with asyncio.TaskGroup() as deliveries:
             while True:
@@ -135,11 +158,12 @@ class Outbox:
                 if hold > 0:  # the platform is down: let it come back before trying again
                     await asyncio.sleep(min(hold, IDLE_RECHECK))
                     continue
+                ended_meanwhile.clear()
                 pending = await until_written(lambda: self.store.pending_replies(channel), "outbox")
                 now = self.clock()
-                decided = plan(pending, now, busy, self.lease().owner)
-                if circuit.state(now) == "half-open":
-                    decided = Plan(decided.start[:1], decided.wake_at)  # one trial at a time
+                decided = plan(pending, now, busy | ended_meanwhile, self.lease().owner)
+                if circuit.state(now) == "half-open" and decided.start:
+                    decided = Plan([self._trial(channel, decided.start, now)], decided.wake_at)
                 for reply in decided.start:
                     busy.add(reply.address.chat_address)
                     deliveries.create_task(self._deliver_in_chat(reply))
@@ -160,35 +184,67 @@ class Outbox:
             self.log.exception("reply_delivery_crashed", taskId=reply.task_id)
         finally:
             self._busy[reply.address.channel].discard(reply.address.chat_address)
+            self._ended_meanwhile[reply.address.channel].add(reply.address.chat_address)
             self._ended[reply.address.channel] += 1
             self.notify(reply.address.channel)
+
+    def _trial(self, channel: str, candidates: Sequence[Reply], now: float) -> Reply:
+        """The one reply to try while the platform may be back: the chat tried least recently,
+        so a reply the platform keeps refusing never stands in every other chat's way."""
+        tried = self._trials[channel]
+        reply = min(candidates, key=lambda r: tried.get(r.address.chat_address, 0.0))
+        tried[reply.address.chat_address] = now
+        if len(tried) > 10_000:  # forget the oldest half; only the order among recent matters
+            for chat in sorted(tried, key=tried.__getitem__)[: len(tried) // 2]:
+                del tried[chat]
+        return reply
 
     async def deliver(self, reply: Reply) -> bool:
         """Send what is left of ``reply``; returns True when all of it reached the platform.
 
-        On a failure that may pass, the attempt is recorded with when to try next, and this
-        returns: the chat waits (in order), the others go on."""
-        lease = self.lease()
-        if reply.owner != lease.owner or reply.lease_until < self.clock():
-            taken = await until_written(
-                lambda: self.store.lease_reply(reply.id, lease, self.clock()), "lease"
-            )
-            if not taken:
-                return False  # another orchestrator delivers it
-        channel = self.channels[reply.address.channel]
-        pacer = self._pacers[reply.address.channel]
-        chunks = split_text(reply.text, channel.max_message_length)
-        sent = reply.chunks_sent
+        Nothing is sent without a claim in the store on the reply at the chunk about to go:
+        a delivery started from a stale row (the chunk went meanwhile, or another delivery
+        holds the reply) sends nothing. On a failure that may pass, the attempt is recorded
+        with when to try next, and this returns: the chat waits (in order), the others go on."""
+        claim = uuid.uuid4().hex
         context = {
             "channel": reply.address.channel,
             "chat": reply.address.chat,
             "taskId": reply.task_id,
         }
+        taken = await until_written(
+            lambda: self.store.claim_reply(
+                reply.id, reply.chunks_sent, self.lease(), claim, self.clock()
+            ),
+            "claim",
+        )
+        if not taken:  # sent meanwhile, or another delivery (or orchestrator) has it
+            self.log.debug("reply_claim_refused", chunk=reply.chunks_sent, **context)
+            return False
+        outcome: Outcome = "held"
+        try:
+            outcome = await self._deliver_claimed(reply, claim, context)
+        finally:
+            if outcome == "held":
+                with contextlib.suppress(Exception):  # else the lease's end frees it
+                    await self.store.release_reply(reply.id, claim)
+        return outcome == "sent"
+
+    async def _deliver_claimed(
+        self, reply: Reply, claim: str, context: dict[str, object]
+    ) -> Outcome:
+        """Send the chunks from ``reply.chunks_sent`` on, under ``claim``, and say how it
+        ended: every chunk recorded (``sent``, which ends the claim), a failure recorded or the
+        claim lost (``settled``), or stopped while still holding the claim (``held``)."""
+        channel = self.channels[reply.address.channel]
+        pacer = self._pacers[reply.address.channel]
+        chunks = split_text(reply.text, channel.max_message_length)
+        sent = reply.chunks_sent
         circuit = self.circuits[reply.address.channel]
         while sent < len(chunks):
-            await pacer.wait(reply.address.chat_address)
+            await pacer.wait(reply.address.chat_address, reply.stranger)
             if circuit.wait(self.clock()) > 0:
-                return False  # the platform went down meanwhile: the reply waits its turn
+                return "held"  # the platform went down meanwhile: the reply waits its turn
             message = OutboundMessage(
                 reply.address,
                 chunks[sent],
@@ -200,29 +256,38 @@ class Outbox:
             try:
                 platform_id = await self._send(channel, message)
             except SendError as exc:
-                await self._failed(reply, exc, context)
-                return False
+                await self._failed(reply, claim, exc, context)
+                return "settled"
             self._platform_up(reply.address.channel)
-            sent += 1
-            await until_written(
-                partial(self._record_sent, reply.id, platform_id, sent == len(chunks)),
+            recorded = await until_written(
+                partial(
+                    self._record_sent, reply.id, claim, sent, platform_id, sent + 1 == len(chunks)
+                ),
                 "delivery",
             )
+            if not recorded:  # the claim was lost (our lease ran out and another took it)
+                self.log.warning("reply_claim_lost", chunk=sent, **context)
+                return "settled"
+            sent += 1
         self.metrics.replies.labels(reply.address.channel, "sent").inc()
         self.log.info("reply_sent", chunks=len(chunks), **context)
-        return True
+        return "sent"
 
-    async def _record_sent(self, reply_id: int, platform_id: str, done: bool) -> None:
-        await self.store.record_chunk_sent(reply_id, platform_id, done, self.clock())
+    async def _record_sent(
+        self, reply_id: int, claim: str, chunk: int, platform_id: str, done: bool
+    ) -> bool:
+        return await self.store.record_chunk_sent(
+            reply_id, claim, chunk, platform_id, done, self.clock()
+        )
 
     async def _send(self, channel: Channel, message: OutboundMessage) -> str:
         try:
             return await channel.send(message)
         except SendError:
             raise
-        except Exception as exc:  # an adapter's unexpected error: retried like any other
+        except Exception as exc:  # an adapter's error on this message: retried, no outage
             self.log.exception("channel_send_error", channel=channel.name)
-            raise SendError(f"{type(exc).__name__}: {exc}") from exc
+            raise SendError(f"{type(exc).__name__}: {exc}", about_message=True) from exc
 
     def _platform_up(self, channel: str) -> None:
         circuit = self.circuits[channel]
@@ -233,8 +298,8 @@ class Outbox:
     def _platform_down(self, channel: str, exc: SendError) -> bool:
         """Count a failure that is not about one message; True while the circuit is open
         (then the reply's own attempts are not spent: the outage is waited out)."""
-        if exc.permanent or exc.retry_after is not None:
-            return False  # a refusal of this message, or the platform asking us to slow down
+        if exc.permanent or exc.about_message or exc.retry_after is not None:
+            return False  # this message's own failure, or the platform asking us to slow down
         circuit = self.circuits[channel]
         now = self.clock()
         if circuit.failure(now, str(exc)):
@@ -248,14 +313,16 @@ class Outbox:
             )
         return circuit.opened_at is not None
 
-    async def _failed(self, reply: Reply, exc: SendError, context: dict[str, object]) -> None:
+    async def _failed(
+        self, reply: Reply, claim: str, exc: SendError, context: dict[str, object]
+    ) -> None:
         outage = self._platform_down(reply.address.channel, exc)
         attempt = reply.attempts + (0 if outage else 1)
         final = exc.permanent or attempt >= MAX_ATTEMPTS
         delay = PLATFORM.delay(attempt - 1, exc.retry_after)
         await until_written(
             lambda: self.store.record_send_failure(
-                reply.id, str(exc), final, self.clock() + delay, counted=not outage
+                reply.id, claim, str(exc), final, self.clock() + delay, counted=not outage
             ),
             "delivery attempt",
         )

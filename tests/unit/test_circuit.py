@@ -3,6 +3,7 @@ replies wait in order meanwhile and none is given up for the outage."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from clawpen.channels.base import SendError
 from clawpen.circuit import Circuit
+from clawpen.models import OutboundMessage
 from clawpen.outbox import MAX_ATTEMPTS
 from clawpen.store.sqlite import SQLiteStore
 from clawpen.testing.fake_channel import MemoryChannel
@@ -82,3 +84,52 @@ async def test_a_platform_asking_us_to_slow_down_is_not_an_outage(store: SQLiteS
         await all_sent(store)
     assert channel.texts_to("1001") == ["echo: hi"]
     assert outbox.circuits["telegram"].opened_at is None
+
+
+async def test_a_reply_the_adapter_cannot_build_never_opens_the_circuit_nor_holds_others(
+    store: SQLiteStore,
+) -> None:
+    """Issue 23, item 2: an e-mail Subject that made the adapter raise opened the circuit, and
+    the trial after each pause was always the same bad reply: another chat waited 8 minutes."""
+    channel = MemoryChannel()
+
+    async def send(message: OutboundMessage) -> str:
+        if message.address.chat == "1001":
+            raise ValueError("Header values may not contain linefeed or carriage return")
+        return await plain_send(message)
+
+    plain_send = channel.send
+    channel.send = send  # type: ignore[method-assign]
+    bad = await commit_reply(store, "cannot be built")
+    outbox = make_outbox(store, channel)
+    outbox.circuits["telegram"] = Circuit(threshold=1, cooldown=300)
+    async with running(outbox):
+        for n in range(3):  # answers to another chat keep arriving meanwhile
+            await commit_reply(store, f"answer {n}", chat="2002")
+            outbox.notify("telegram")
+            await channel.wait_sent(n + 1)
+    assert channel.texts_to("2002") == ["answer 0", "answer 1", "answer 2"]
+    assert outbox.circuits["telegram"].state(0) == "closed"
+    _, attempts, _ = await status_of(store, bad.id)
+    assert attempts >= 1  # its own attempts are spent: it is given up after MAX_ATTEMPTS
+
+
+async def test_the_trial_after_a_pause_goes_to_the_chat_tried_least_recently(
+    store: SQLiteStore,
+) -> None:
+    channel = MemoryChannel()
+    channel.fail_next("1001", *[SendError("503 Service Unavailable") for _ in range(50)])
+    await commit_reply(store, "always refused")
+    outbox = make_outbox(store, channel)
+    # the pause outlasts the refused reply's own retry delay (at most 0.5 s): at every trial
+    # it is due again, and it is the oldest
+    outbox.circuits["telegram"] = Circuit(threshold=1, cooldown=0.6, max_cooldown=0.6)
+    async with running(outbox):
+        async with asyncio.timeout(10):  # it opened the circuit
+            while not channel.attempts:
+                await asyncio.sleep(0.005)
+        await commit_reply(store, "another chat", chat="2002")
+        outbox.notify("telegram")
+        await channel.wait_sent(1, timeout=10)
+    assert channel.texts_to("2002") == ["another chat"]
+    assert outbox.circuits["telegram"].state(0) == "closed"

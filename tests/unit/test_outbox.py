@@ -31,6 +31,7 @@ def pending(
     due: float = 0.0,
     owner: str | None = OWNER,
     lease_until: float = 200.0,
+    stranger: bool = False,
 ) -> Reply:
     return Reply(
         id=id,
@@ -40,6 +41,7 @@ def pending(
         next_attempt_at=due,
         owner=owner,
         lease_until=lease_until,
+        stranger=stranger,
     )
 
 
@@ -88,6 +90,13 @@ def pending(
             [],
             110,
             id="wakes_for_the_earliest_due",
+        ),
+        pytest.param(
+            [pending(1, "s1", stranger=True), pending(2, "s2", stranger=True), pending(3, "a")],
+            set(),
+            [3, 1, 2],
+            None,
+            id="paired_chats_go_before_strangers",
         ),
     ],
 )
@@ -285,8 +294,9 @@ async def test_outbox_worker_delivers_replies_left_from_before_a_restart(tmp_pat
 
 async def test_attempts_left_carry_over_a_restart(store: SQLiteStore) -> None:
     reply = await commit_reply(store)
-    for _ in range(MAX_ATTEMPTS - 1):
-        await store.record_send_failure(reply.id, "503", final=False, next_attempt_at=0)
+    for attempt in range(MAX_ATTEMPTS - 1):
+        assert await store.claim_reply(reply.id, 0, lease(), f"d{attempt}", 0)
+        await store.record_send_failure(reply.id, f"d{attempt}", "503", False, next_attempt_at=0)
     [left] = await store.pending_replies("telegram")
     channel = MemoryChannel()
     channel.fail_next("1001", transient(), transient(), transient())
@@ -329,3 +339,21 @@ async def test_sends_are_paced_per_chat_before_the_platform_must_refuse(
     assert min(gaps) >= 0.18  # 5 per second, one at a time
     other = next(s.at for s in channel.sent if s.message.address.chat == "2")
     assert other - times[0] < 0.15  # another chat has its own allowance
+
+
+async def test_pairing_codes_for_a_crowd_of_strangers_never_delay_a_paired_chat(
+    store: SQLiteStore,
+) -> None:
+    """Issue 23, item 9: 1,500 new chats made a paired reply 48 s late."""
+    for n in range(60):
+        stranger = InboundMessage(Address("telegram", f"s{n}"), f"u{n}", "hi", f"p{n}", 1.0)
+        code = f"code {n}"
+        assert await store.offer_pairing_code(stranger, code, code, lease(), 1.0, 600, 600)
+    await commit_reply(store, "paired answer", chat="1001")  # the newest of all
+    limits = RateLimitSettings(per_chat=0, overall=20, overall_burst=5, strangers=2)
+    channel = MemoryChannel()
+    async with running(make_outbox(store, channel, limits)):
+        await channel.wait_sent(1, chat="1001", timeout=10)
+        await channel.wait_sent(3)  # strangers still get their codes, on their own budget
+    chats = [s.message.address.chat for s in channel.sent]
+    assert chats.index("1001") == 0

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from clawpen.channels import wire
-from clawpen.channels.base import MAX_ATTACHMENT_BYTES, DeliveryStatus
+from clawpen.channels.base import MAX_ATTACHMENT_BYTES, DeliveryStatus, SendError
 from clawpen.models import Address, Attachment, InboundMessage, OutboundMessage, Rejection, Route
 
 GOOD: dict[str, Any] = {
@@ -84,9 +84,15 @@ def test_a_broken_frame_is_refused(data: bytes, problem: str) -> None:
 
 def test_a_send_outcome_is_checked() -> None:
     ok = {"type": "sent", "id": 4, "platform_id": "55"}
-    assert wire.parse_send_outcome(ok) == (4, "55", "", None, False)
-    failed = wire.send_failed_frame(5, "429", 3.0, False)
-    assert wire.parse_send_outcome(failed) == (5, None, "429", 3.0, False)
+    assert wire.parse_send_outcome(ok) == (4, "55", None)
+    failed = wire.send_failed_frame(5, SendError("429", retry_after=3.0))
+    request_id, platform_id, failure = wire.parse_send_outcome(failed)
+    assert (request_id, platform_id) == (5, None)
+    assert failure is not None
+    assert (str(failure), failure.retry_after, failure.permanent) == ("429", 3.0, False)
+    assert not failure.about_message
+    bad = wire.parse_send_outcome(wire.send_failed_frame(6, SendError("x", about_message=True)))
+    assert bad[2] is not None and bad[2].about_message
     with pytest.raises(wire.FrameError, match="retry_after"):
         wire.parse_send_outcome({**failed, "retry_after": 10**9})
     with pytest.raises(wire.FrameError, match="permanent"):

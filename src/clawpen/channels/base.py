@@ -41,14 +41,22 @@ async def report_status(accept: Accept, status: DeliveryStatus) -> None:
 
 class SendError(Exception):
     """Sending failed. ``retry_after`` is the platform's own wait, when it gave one;
-    ``permanent`` when trying again cannot help (the bot was blocked, the chat is gone)."""
+    ``permanent`` when trying again cannot help (the bot was blocked, the chat is gone);
+    ``about_message`` when the failure is this message's own (an adapter's error on it) and
+    says nothing about the platform: it counts against the reply, never toward the channel's
+    circuit breaker, so one bad reply cannot hold up every other chat."""
 
     def __init__(
-        self, message: str, retry_after: float | None = None, permanent: bool = False
+        self,
+        message: str,
+        retry_after: float | None = None,
+        permanent: bool = False,
+        about_message: bool = False,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.permanent = permanent
+        self.about_message = about_message
 
 
 class ChannelFatal(Exception):
@@ -105,6 +113,9 @@ class RateLimitSettings(BaseModel):
     per_chat_burst: int = Field(default=5, ge=1)
     overall: float = Field(default=30.0, ge=0)
     overall_burst: int = Field(default=30, ge=1)
+    # answers to unpaired chats (pairing codes): a budget of their own, within ``overall``
+    strangers: float = Field(default=1.0, ge=0)
+    strangers_burst: int = Field(default=5, ge=1)
 
 
 class ChannelSettings(BaseModel):

@@ -211,14 +211,15 @@ class ChannelProcess:
             in_flight.release()
 
     def _resolve_send(self, frame: wire.Frame) -> None:
-        request_id, platform_id, error, retry_after, permanent = wire.parse_send_outcome(frame)
+        request_id, platform_id, failure = wire.parse_send_outcome(frame)
         future = self._sends.pop(request_id, None)
         if future is None or future.done():
             return  # late, or an id we never used: nothing waits for it
-        if platform_id is not None:
-            future.set_result(platform_id)
+        if failure is not None:
+            future.set_exception(failure)
         else:
-            future.set_exception(SendError(error, retry_after=retry_after, permanent=permanent))
+            assert platform_id is not None
+            future.set_result(platform_id)
 
     def _write(self, frame: wire.Frame) -> None:
         if self._writer is not None and not self._writer.is_closing():

@@ -101,10 +101,11 @@ class Bridge:
             platform_id = await adapter.send(message)  # type: ignore[arg-type]
             frame = wire.sent_frame(request_id, platform_id)
         except SendError as exc:
-            frame = wire.send_failed_frame(request_id, str(exc), exc.retry_after, exc.permanent)
-        except Exception as exc:  # the adapter's bug: the core retries it like any failure
+            frame = wire.send_failed_frame(request_id, exc)
+        except Exception as exc:  # the adapter's error on this message: retried, never an outage
             self.log.exception("channel_send_error", channel=self.channel)
-            frame = wire.send_failed_frame(request_id, f"{type(exc).__name__}: {exc}", None, False)
+            failure = SendError(f"{type(exc).__name__}: {exc}", about_message=True)
+            frame = wire.send_failed_frame(request_id, failure)
         self.writer.write(wire.encode(frame))
 
 

@@ -43,7 +43,13 @@ from ..models import (
     Rejection,
     Route,
 )
-from .base import MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS, MAX_ATTACHMENTS_TOTAL, DeliveryStatus
+from .base import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_ATTACHMENTS,
+    MAX_ATTACHMENTS_TOTAL,
+    DeliveryStatus,
+    SendError,
+)
 
 MAX_FRAME = 4 * 1024 * 1024 + MAX_ATTACHMENTS_TOTAL * 4 // 3  # bytes in one line, base64 in
 BIG_FRAME = 256 * 1024  # frames larger than this are parsed off the event loop
@@ -187,23 +193,22 @@ def sent_frame(request_id: int, platform_id: str) -> Frame:
     return {"type": "sent", "id": request_id, "platform_id": platform_id}
 
 
-def send_failed_frame(
-    request_id: int, error: str, retry_after: float | None, permanent: bool
-) -> Frame:
+def send_failed_frame(request_id: int, failure: SendError) -> Frame:
     return {
         "type": "send_failed",
         "id": request_id,
-        "error": error[:MAX_ERROR],
-        "retry_after": retry_after,
-        "permanent": permanent,
+        "error": str(failure)[:MAX_ERROR],
+        "retry_after": failure.retry_after,
+        "permanent": failure.permanent,
+        "about_message": failure.about_message,
     }
 
 
-def parse_send_outcome(frame: Frame) -> tuple[int, str | None, str, float | None, bool]:
-    """(id, platform id or None, error, retry_after, permanent) of a sent/send_failed frame."""
+def parse_send_outcome(frame: Frame) -> tuple[int, str | None, SendError | None]:
+    """(id, platform id, None) of a sent frame; (id, None, the failure) of a send_failed one."""
     request_id = _id(frame)
     if frame["type"] == "sent":
-        return request_id, _text(frame, "platform_id", MAX_ID), "", None, False
+        return request_id, _text(frame, "platform_id", MAX_ID), None
     retry_after = frame.get("retry_after")
     if retry_after is not None and (
         not isinstance(retry_after, int | float)
@@ -211,11 +216,17 @@ def parse_send_outcome(frame: Frame) -> tuple[int, str | None, str, float | None
         or not 0 <= retry_after <= 86_400
     ):
         raise FrameError("send_failed.retry_after must be null or seconds up to a day")
-    permanent = frame.get("permanent", False)
-    if not isinstance(permanent, bool):
-        raise FrameError("send_failed.permanent must be true or false")
-    error = _text(frame, "error", MAX_ERROR)
-    return request_id, None, error, None if retry_after is None else float(retry_after), permanent
+    flags = {name: frame.get(name, False) for name in ("permanent", "about_message")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise FrameError(f"send_failed.{name} must be true or false")
+    failure = SendError(
+        _text(frame, "error", MAX_ERROR),
+        retry_after=None if retry_after is None else float(retry_after),
+        permanent=flags["permanent"],
+        about_message=flags["about_message"],
+    )
+    return request_id, None, failure
 
 
 DELIVERY_STATES = ("sent", "delivered", "read", "failed")

@@ -197,13 +197,23 @@ class Store(Protocol):
     async def pending_replies(self, channel: str) -> list[Reply]:
         """Every reply of ``channel`` not yet sent or given up, oldest first."""
 
-    async def lease_reply(self, reply_id: int, lease: Lease, now: float) -> bool:
-        """Take a pending reply for delivery, unless someone else holds a live lease on it."""
+    async def claim_reply(
+        self, reply_id: int, chunk: int, lease: Lease, claim: str, now: float
+    ) -> bool:
+        """Take a pending reply for one delivery, named ``claim``, starting at ``chunk``: only
+        while it is still pending, still at that chunk, and nobody holds a live claim or lease
+        on it. A delivery started from a stale read (the chunk was sent meanwhile, or another
+        delivery holds it) gets False and must not send."""
 
     async def record_chunk_sent(
-        self, reply_id: int, platform_id: str, done: bool, now: float
-    ) -> None:
-        """One more chunk reached the platform; ``done`` when it was the last."""
+        self, reply_id: int, claim: str, chunk: int, platform_id: str, done: bool, now: float
+    ) -> bool:
+        """Chunk ``chunk`` reached the platform; ``done`` when it was the last. The claim goes
+        on to the next chunk in the same write. False when ``claim`` no longer holds the reply
+        at that chunk: the delivery must stop."""
+
+    async def release_reply(self, reply_id: int, claim: str) -> None:
+        """End ``claim`` on the reply (a delivery that stopped before its end), if it holds."""
 
     async def record_delivery_status(
         self, channel: str, status: DeliveryStatus, now: float
@@ -215,11 +225,18 @@ class Store(Protocol):
         it took them), and the last error."""
 
     async def record_send_failure(
-        self, reply_id: int, error: str, final: bool, next_attempt_at: float, counted: bool = True
+        self,
+        reply_id: int,
+        claim: str,
+        error: str,
+        final: bool,
+        next_attempt_at: float,
+        counted: bool = True,
     ) -> None:
-        """A delivery attempt failed; ``final`` gives the reply up, else it is due again at
-        ``next_attempt_at``. ``counted``: it counts against the reply's attempts (not when the
-        whole platform is down: that is the circuit breaker's to wait out)."""
+        """A delivery attempt under ``claim`` failed, and the claim ends; ``final`` gives the
+        reply up, else it is due again at ``next_attempt_at``. ``counted``: it counts against
+        the reply's attempts (not when the whole platform is down: that is the circuit
+        breaker's to wait out)."""
 
     # -- agents, usage, pairings ---------------------------------------------------------------
 

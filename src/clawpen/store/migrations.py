@@ -247,4 +247,11 @@ MIGRATIONS: list[str] = [
     DROP INDEX job_runs_by_job;
     CREATE INDEX job_runs_by_job ON job_runs (agent_id, job, id);
     """,
+    # 13: a reply is claimed for one delivery before each send (claim: that delivery's token), so
+    # a stale read can never send a chunk twice; replies to strangers (pairing codes) are paced
+    # on a budget of their own, after the paired chats'
+    """
+    ALTER TABLE replies ADD COLUMN claim TEXT;
+    ALTER TABLE replies ADD COLUMN stranger INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

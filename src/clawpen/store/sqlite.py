@@ -165,7 +165,8 @@ class SQLiteStore:
                 (owner,),
             ).rowcount
             freed += db.execute(
-                f"UPDATE replies SET owner=NULL, lease_until=0 WHERE status='pending' AND {where}",
+                "UPDATE replies SET owner=NULL, lease_until=0, claim=NULL"
+                f" WHERE status='pending' AND {where}",
                 (owner,),
             ).rowcount
             return int(freed)
@@ -184,31 +185,44 @@ class SQLiteStore:
 
         return await self._read(pending)
 
-    async def lease_reply(self, reply_id: int, lease: Lease, now: float) -> bool:
+    async def claim_reply(
+        self, reply_id: int, chunk: int, lease: Lease, claim: str, now: float
+    ) -> bool:
         def take(db: sqlite3.Connection) -> bool:
             taken = db.execute(
-                "UPDATE replies SET owner=?1, lease_until=?2 WHERE id=?3 AND status='pending'"
-                " AND (owner IS NULL OR owner=?1 OR lease_until < ?4)",
-                (lease.owner, lease.until, reply_id, now),
+                "UPDATE replies SET owner=?1, lease_until=?2, claim=?3 WHERE id=?4"
+                " AND status='pending' AND chunks_sent=?5 AND (lease_until < ?6"
+                " OR (claim IS NULL AND (owner IS NULL OR owner=?1)))",
+                (lease.owner, lease.until, claim, reply_id, chunk, now),
             ).rowcount
             return bool(taken)
 
         return await self._write(take)
 
     async def record_chunk_sent(
-        self, reply_id: int, platform_id: str, done: bool, now: float
-    ) -> None:
-        def record(db: sqlite3.Connection) -> None:
-            db.execute(
+        self, reply_id: int, claim: str, chunk: int, platform_id: str, done: bool, now: float
+    ) -> bool:
+        def record(db: sqlite3.Connection) -> bool:
+            recorded = db.execute(
                 "UPDATE replies SET chunks_sent=chunks_sent+1,"
                 " platform_ids=ltrim(coalesce(platform_ids, '') || ',' || ?1, ','),"
                 " status=CASE WHEN ?2 THEN 'sent' ELSE status END,"
                 " owner=CASE WHEN ?2 THEN NULL ELSE owner END,"
-                " sent_at=CASE WHEN ?2 THEN ?3 ELSE sent_at END WHERE id=?4",
-                (platform_id, done, now, reply_id),
-            )
+                " claim=CASE WHEN ?2 THEN NULL ELSE claim END,"
+                " sent_at=CASE WHEN ?2 THEN ?3 ELSE sent_at END"
+                " WHERE id=?4 AND claim=?5 AND chunks_sent=?6 AND status='pending'",
+                (platform_id, done, now, reply_id, claim, chunk),
+            ).rowcount
+            return bool(recorded)
 
-        await self._write(record)
+        return await self._write(record)
+
+    async def release_reply(self, reply_id: int, claim: str) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE replies SET claim=NULL WHERE id=? AND claim=?", (reply_id, claim)
+            )
+        )
 
     async def record_delivery_status(
         self, channel: str, status: DeliveryStatus, now: float
@@ -255,13 +269,26 @@ class SQLiteStore:
         return await self._read(read)
 
     async def record_send_failure(
-        self, reply_id: int, error: str, final: bool, next_attempt_at: float, counted: bool = True
+        self,
+        reply_id: int,
+        claim: str,
+        error: str,
+        final: bool,
+        next_attempt_at: float,
+        counted: bool = True,
     ) -> None:
         def record(db: sqlite3.Connection) -> None:
             db.execute(
-                "UPDATE replies SET attempts=attempts+?, error=?, status=?, next_attempt_at=?"
-                " WHERE id=?",
-                (int(counted), error, "failed" if final else "pending", next_attempt_at, reply_id),
+                "UPDATE replies SET attempts=attempts+?, error=?, status=?, next_attempt_at=?,"
+                " claim=NULL WHERE id=? AND claim=? AND status='pending'",
+                (
+                    int(counted),
+                    error,
+                    "failed" if final else "pending",
+                    next_attempt_at,
+                    reply_id,
+                    claim,
+                ),
             )
 
         await self._write(record)
@@ -405,10 +432,15 @@ class SQLiteStore:
                 (code_hash, chat, message.sender_id, now, now + ttl),
             )
             blank = replace(message, text="", attachments=())
-            return (
-                _record_inbound(blank, Rejection("pairing code", answer), lease, now, db)
-                is not None
+            row = _record_inbound(blank, Rejection("pairing code", answer), lease, now, db)
+            if row is None:
+                return False
+            db.execute(  # the code goes out on the strangers' budget, after paired chats
+                "UPDATE replies SET stranger=1 WHERE task_id=(SELECT task_id FROM messages"
+                " WHERE id=?)",
+                (row,),
             )
+            return True
 
         return await self._write(offer)
 
@@ -867,6 +899,7 @@ def _reply(row: sqlite3.Row) -> Reply:
         next_attempt_at=row["next_attempt_at"],
         owner=row["owner"],
         lease_until=row["lease_until"],
+        stranger=bool(row["stranger"]),
     )
 
 
