@@ -12,7 +12,7 @@ from pathlib import Path
 import pexpect
 
 from clawpen.app import Orchestrator
-from clawpen.chatui import inert
+from clawpen.cli.chatui import inert
 from clawpen.testing.fake_runtime import FakeRuntime
 from clawpen_agent.protocol import Task, TaskResult
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clawpen.app import Orchestrator
-from clawpen.cli import app as cli_app
+from clawpen.cli.main import app as cli_app
 from clawpen.testing.fake_channel import MemoryChannel
 from clawpen.testing.fake_runtime import FakeRuntime
 from clawpen.webauth import COOKIE, CSRF_HEADER, csrf_for

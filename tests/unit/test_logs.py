@@ -13,7 +13,7 @@ from pathlib import Path
 
 from clawpen import logging as clawpen_logging
 from clawpen.logfile import RotatingFile, log_path
-from clawpen.logview import follow, human
+from clawpen.cli.logview import follow, human
 
 
 def line(event: str, **fields: object) -> str:

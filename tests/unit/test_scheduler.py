@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clawpen.app import Orchestrator
-from clawpen.cli import app as cli_app
+from clawpen.cli.main import app as cli_app
 from clawpen.models import JobFiring
 from clawpen.runtime.base import AgentRuntime
 from clawpen.scheduler import describe_job

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from .config import DEFAULT_PATH, data_dir_of, load_settings, read_yaml
-from .errors import ClawpenError, OrchestratorUnavailable
+from ..config import DEFAULT_PATH, data_dir_of, load_settings, read_yaml
+from ..errors import ClawpenError, OrchestratorUnavailable
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .logfile import RotatingFile
-    from .vault import Vault
+    from ..config import Settings
+    from ..logfile import RotatingFile
+    from ..vault import Vault
 
 app = typer.Typer(
     add_completion=False,
@@ -76,8 +76,8 @@ def _guard(action: Callable[[], T]) -> T:
 @app.command()
 def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     """Run the orchestrator in the foreground (JSON logs on stdout)."""
-    from . import logging as clawpen_logging
-    from .app import Orchestrator, run_until_signal
+    from .. import logging as clawpen_logging
+    from ..app import Orchestrator, run_until_signal
 
     clawpen_logging.configure("info")  # reading secret: references is logged
     settings = _guard(lambda: load_settings(config))
@@ -88,7 +88,7 @@ def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
 
 def _log_file(settings: Settings) -> RotatingFile:
     from .init import make_data_dir
-    from .logfile import RotatingFile, log_path
+    from ..logfile import RotatingFile, log_path
 
     try:
         make_data_dir(settings.data_dir)
@@ -146,7 +146,7 @@ def init(
 def _admin(config: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     import httpx
 
-    from .admin import ADMIN_SOCKET
+    from ..admin import ADMIN_SOCKET
 
     socket = data_dir_of(config) / ADMIN_SOCKET
     unavailable = OrchestratorUnavailable(
@@ -226,7 +226,7 @@ def status(
 def doctor(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     """Check every prerequisite (Docker, image, config, secrets, data_dir, disk, model, channels)
     and say how to fix what fails; exits 1 if anything failed."""
-    from .doctor import render, run_checks
+    from ..doctor import render, run_checks
 
     _audit_to_stderr()
     checks = run_checks(config)
@@ -253,7 +253,7 @@ def logs(
     """The orchestrator's log (data_dir/logs/clawpen.log, rotated): readable on a terminal,
     JSON lines when piped; AGENT keeps that agent's lines, -f follows."""
     from . import logview
-    from .logfile import log_path
+    from ..logfile import log_path
 
     path = log_path(_guard(lambda: data_dir_of(config)))
     if not logview.log_files(path) and not follow:
@@ -481,7 +481,7 @@ def jobs_history(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
 def _audit_to_stderr() -> None:
     """Vault reads are logged (``credential_accessed``) as JSON lines on stderr, leaving stdout
     to the command's own output."""
-    from . import logging as clawpen_logging
+    from .. import logging as clawpen_logging
 
     clawpen_logging.configure("info", stream=sys.stderr)
 
@@ -490,14 +490,14 @@ SecretName = Annotated[str, typer.Argument(help="The secret's name, as in secret
 
 
 def _vault(config: Path) -> Vault:
-    from .config import vault_of
+    from ..config import vault_of
 
     _audit_to_stderr()
     return _guard(lambda: vault_of(config))
 
 
 def _check_name(name: str) -> None:
-    from .config import SECRET_NAME
+    from ..config import SECRET_NAME
 
     if not re.fullmatch(SECRET_NAME, name):
         _fail(ClawpenError(f"{name!r} is not a secret name", "use letters, digits, _ . -"))
@@ -554,7 +554,7 @@ def usage(
     import asyncio
     from datetime import UTC, datetime, timedelta
 
-    from .store import SQLiteStore
+    from ..store import SQLiteStore
 
     database = _guard(lambda: data_dir_of(config)) / "clawpen.db"
     if not database.exists():
@@ -605,8 +605,8 @@ def image_build(
     """Build the agent image the config names (``image:``), on its ``docker_host`` (no
     registry needed: falls back to a debootstrap base), and the variant of every other engine
     its agents use (``engine: claude-code``)."""
-    from .image import build_agent_image, build_engine_image, engine_tag
-    from .runtime.docker import connect
+    from ..image import build_agent_image, build_engine_image, engine_tag
+    from ..runtime.docker import connect
 
     raw = _guard(lambda: read_yaml(config)) if config.exists() else {}
     image = tag or str(raw.get("image") or "clawpen-agent:latest")
@@ -656,7 +656,7 @@ def service_install(
     import shutil
 
     from . import service
-    from .vault import KEY_FILE
+    from ..vault import KEY_FILE
 
     config = config.resolve()
     raw = _guard(lambda: read_yaml(config))
@@ -701,7 +701,7 @@ def demo_model(
     without an Anthropic key."""
     import asyncio
 
-    from .testing.fake_model import serve_forever
+    from ..testing.fake_model import serve_forever
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(port, api_key))
