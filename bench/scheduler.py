@@ -11,7 +11,7 @@ from typing import Any
 from clawpen import logging as clawpen_logging
 from clawpen.config import Settings
 from clawpen.models import Address, JobSpec
-from clawpen.scheduler import Scheduler
+from clawpen.core.scheduler import Scheduler
 from clawpen.store import SQLiteStore
 
 from .harness import BenchContext, Row, at_most, benchmark, ms

@@ -18,7 +18,7 @@ from clawpen.channels.base import Channel
 from clawpen.config import Settings
 from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.scheduler import Clock
+from clawpen.core.scheduler import Clock
 from clawpen.store import Store
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram

@@ -16,11 +16,11 @@ from typing import Any
 from aiohttp import web
 
 from .channels.cli import CliChannel
-from .dispatch import Dispatcher
+from .core.dispatch import Dispatcher
 from .errors import ClawpenError, StoreError
 from .metrics import Metrics
 from .schedule import ScheduleError, make_spec, parse_address
-from .scheduler import Scheduler, describe_job, describe_run
+from .core.scheduler import Scheduler, describe_job, describe_run
 from .webauth import credential
 
 ADMIN_SOCKET = "admin.sock"

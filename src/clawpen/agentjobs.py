@@ -15,10 +15,10 @@ from clawpen_agent.protocol import JobRequest
 
 from . import schedule as sched
 from .agentapi import JobRefused
-from .dispatch import Dispatcher
+from .core.dispatch import Dispatcher
 from .errors import ClawpenError
 from .models import JOB_CHANNEL
-from .scheduler import Scheduler, describe_job
+from .core.scheduler import Scheduler, describe_job
 
 MAX_JOBS = 50
 MIN_INTERVAL = 300.0  # seconds

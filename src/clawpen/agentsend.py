@@ -17,7 +17,7 @@ from typing import Any
 from clawpen_agent.protocol import OutgoingMessage
 
 from .agentapi import ToolRefused
-from .dispatch import Dispatcher
+from .core.dispatch import Dispatcher
 from .errors import StoreError
 from .logging import get_logger
 from .models import JOB_CHANNEL, Address

@@ -35,7 +35,7 @@ from .config import CREDENTIAL_KEY, Settings
 from .dashboard import Dashboard
 from .dashview import DashboardView
 from .disk import DiskGuard
-from .dispatch import ChannelInbox, Dispatcher, Leases
+from .core.dispatch import ChannelInbox, Dispatcher, Leases
 from .egress import EgressProxy
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
@@ -43,12 +43,12 @@ from .metrics import Metrics
 from .modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
 from .models import ChannelState
 from .netpolicy import LoopbackExceptions
-from .outbox import Outbox
+from .core.outbox import Outbox
 from .proxy import ModelProxy
 from .redact import SECRETS
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
-from .scheduler import Clock, Scheduler
+from .core.scheduler import Clock, Scheduler
 from .store import SQLiteStore, Store
 from .tracing import NO_TRACING, Tracing, otlp_provider
 from .vault import Vault, open_vault
@@ -279,7 +279,7 @@ class Orchestrator:
 
     async def _operations_status(self, now: float) -> dict[str, Any]:
         """What an operator reads first: jobs, today's spend per agent, the disk."""
-        from .scheduler import describe_job
+        from .core.scheduler import describe_job
 
         midnight = now - now % 86_400
         spend: dict[str, float] = {}

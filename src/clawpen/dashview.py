@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .agents import AgentPool
-from .dispatch import Dispatcher
+from .core.dispatch import Dispatcher
 from .errors import ClawpenError
 from .models import ChannelState
-from .scheduler import Scheduler, describe_job, describe_run
+from .core.scheduler import Scheduler, describe_job, describe_run
 from .store import Store
 from .store.base import UsageRow
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from clawpen import dispatch
+from clawpen.core import dispatch
 from clawpen.testing.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
 from clawpen.testing.fake_model import FakeModel
 

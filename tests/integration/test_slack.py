@@ -20,7 +20,7 @@ from typing import Any
 import docker
 import pytest
 
-from clawpen import dispatch
+from clawpen.core import dispatch
 from clawpen.agents import instance_id
 from clawpen.app import AdapterMode, Orchestrator
 from clawpen.runtime.docker import DockerRuntime

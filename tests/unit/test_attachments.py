@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clawpen.app import Orchestrator
-from clawpen.inbox import inbox_name, with_files
+from clawpen.core.inbox import inbox_name, with_files
 from clawpen.models import Attachment, TaskFile
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.testing.fake_channel import MemoryChannel

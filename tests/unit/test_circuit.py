@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from clawpen.channels.base import SendError
-from clawpen.circuit import Circuit
-from clawpen.outbox import MAX_ATTEMPTS
+from clawpen.core.circuit import Circuit
+from clawpen.core.outbox import MAX_ATTEMPTS
 from clawpen.store.sqlite import SQLiteStore
 from clawpen.testing.fake_channel import MemoryChannel
 

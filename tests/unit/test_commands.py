@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clawpen import commands
+from clawpen.core import commands
 from clawpen.app import Orchestrator
 from clawpen.models import Route
 from clawpen.runtime.inprocess import InProcessRuntime

@@ -15,7 +15,7 @@ import pytest
 from clawpen.channels.base import RateLimitSettings, SendError
 from clawpen.metrics import Metrics
 from clawpen.models import Address, InboundMessage, Reply, Route
-from clawpen.outbox import MAX_ATTEMPTS, Outbox, plan
+from clawpen.core.outbox import MAX_ATTEMPTS, Outbox, plan
 from clawpen.store import Lease, SQLiteStore
 from clawpen.testing.fake_channel import MemoryChannel
 

@@ -17,7 +17,7 @@ from clawpen.app import Orchestrator
 from clawpen.cli.main import app as cli_app
 from clawpen.models import JobFiring
 from clawpen.runtime.base import AgentRuntime
-from clawpen.scheduler import describe_job
+from clawpen.core.scheduler import describe_job
 from clawpen.testing.fake_channel import MemoryChannel
 from clawpen.testing.fake_clock import FakeClock
 from clawpen.testing.fake_model import FakeModel

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clawpen import dispatch
+from clawpen.core import dispatch
 from clawpen.app import Orchestrator
 from clawpen.models import Address
 from clawpen.runtime.inprocess import InProcessRuntime

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from .models import InboundMessage, Rejection, Route
+from ..models import InboundMessage, Rejection, Route
 
 MAX_TEXT = 32_000
 

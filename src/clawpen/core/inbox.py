@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from clawpen_agent.protocol import ChatLine, InboxFile
 
-from .models import TaskFile
+from ..models import TaskFile
 
 INBOX_DIR = "/workspace/inbox"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

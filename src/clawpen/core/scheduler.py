@@ -21,14 +21,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from . import schedule as sched
-from .channels.registry import address_problem
-from .config import Settings
-from .errors import ClawpenError, StoreError
-from .logging import get_logger
-from .models import Job, JobFiring, JobRun, JobSpec
-from .schedule import schedule_of
-from .store import Store, until_written
+from .. import schedule as sched
+from ..channels.registry import address_problem
+from ..config import Settings
+from ..errors import ClawpenError, StoreError
+from ..logging import get_logger
+from ..models import Job, JobFiring, JobRun, JobSpec
+from ..schedule import schedule_of
+from ..store import Store, until_written
 
 BATCH = 500  # jobs fired per transaction: the first of a crowded minute need not wait for all
 LOOKAHEAD = 90.0  # seconds: the next runs of jobs due this soon are worked out before they are

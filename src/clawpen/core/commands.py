@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .store.base import UsageRow
+from ..store.base import UsageRow
 
 COMMANDS = {
     "new": "start a fresh conversation (the agent forgets this chat's history, not its memory)",
