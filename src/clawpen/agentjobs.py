@@ -14,7 +14,7 @@ from typing import Any
 from clawpen_agent.protocol import JobRequest
 
 from . import schedule as sched
-from .agentapi import JobRefused
+from .door.server import JobRefused
 from .core.dispatch import Dispatcher
 from .errors import ClawpenError
 from .models import JOB_CHANNEL

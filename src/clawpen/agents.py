@@ -15,14 +15,14 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from .agentapi import AgentGone, AgentSession
+from .door.server import AgentGone, AgentSession
 from .config import AgentSettings, Settings
 from .errors import ClawpenError, StoreError
 from .image import engine_tag
 from .logging import get_logger
 from .metrics import Metrics
 from .mounts import MountRequest
-from .proxy import ModelProxy
+from .door.proxy import ModelProxy
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime, AgentSpec, RuntimeEvent
 from .store import Store

@@ -16,7 +16,7 @@ from typing import Any
 
 from clawpen_agent.protocol import OutgoingMessage
 
-from .agentapi import ToolRefused
+from .door.server import ToolRefused
 from .core.dispatch import Dispatcher
 from .errors import StoreError
 from .logging import get_logger

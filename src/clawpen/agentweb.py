@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from clawpen_agent.protocol import FetchRequest
 
-from .agentapi import ToolRefused
+from .door.server import ToolRefused
 from .config import Settings
 from .logging import get_logger
 from .netpolicy import Refused

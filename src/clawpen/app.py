@@ -26,7 +26,7 @@ from .agentjobs import AgentJobs
 from .agents import AgentPool, instance_id
 from .agentsend import AgentMessages
 from .agentweb import AgentWeb
-from .budget import Budget, Charge, Limits
+from .door.budget import Budget, Charge, Limits
 from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
@@ -40,11 +40,11 @@ from .egress import EgressProxy
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
-from .modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
+from .door.modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
 from .models import ChannelState
 from .netpolicy import LoopbackExceptions
 from .core.outbox import Outbox
-from .proxy import ModelProxy
+from .door.proxy import ModelProxy
 from .redact import SECRETS
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime

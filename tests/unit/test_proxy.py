@@ -23,9 +23,9 @@ import httpx2
 import pytest
 from aiohttp import web
 
-from clawpen.agentapi import AgentSession
-from clawpen.budget import Charge
-from clawpen.proxy import ModelProxy
+from clawpen.door.server import AgentSession
+from clawpen.door.budget import Charge
+from clawpen.door.proxy import ModelProxy
 from clawpen.testing import serve_on_loopback
 from clawpen.testing.fake_model import FakeModel
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from clawpen_agent.protocol import ChatLine, InboxFile, Task
 
 from . import commands, pairing
-from ..agentapi import AgentGone
+from ..door.server import AgentGone
 from ..agents import AgentPool
 from ..channels.registry import address_problem
 from ..config import Settings

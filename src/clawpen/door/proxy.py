@@ -31,11 +31,11 @@ from aiohttp import web
 from clawpen_agent.protocol import TOOL_CALLS_HEADER, ProtocolError, parse_tool_calls
 
 from .budget import Budget, Charge, Reservation
-from .door import log_refusal
-from .errors import ClawpenError
-from .logging import get_logger
+from .caps import log_refusal
+from ..errors import ClawpenError
+from ..logging import get_logger
 from .modelrequest import AgentPolicy, beta_header, decide, estimate_input_tokens
-from .tracing import NO_TRACING, Tracing
+from ..tracing import NO_TRACING, Tracing
 
 FORWARDED_HEADERS = ("content-type", "anthropic-version", "accept")
 DEFAULT_MAX_MODEL_CALLS = 4

@@ -40,7 +40,7 @@ from clawpen_agent.protocol import (
     parse_task_id,
 )
 
-from .door import Door, DoorLimits, DoorSite, Refused, track_requests
+from .caps import Door, DoorLimits, DoorSite, Refused, track_requests
 from .proxy import ModelProxy, api_error
 
 
