@@ -22,9 +22,9 @@ from clawpen_agent.protocol import FetchRequest
 from .door.server import ToolRefused
 from .config import Settings
 from .logging import get_logger
-from .netpolicy import Refused
+from .egress.netpolicy import Refused
 from .ratelimit import KeyedBuckets
-from .webfetch import WebFetcher
+from .egress.webfetch import WebFetcher
 
 CONCURRENT = 2
 PER_MINUTE = 30

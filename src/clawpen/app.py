@@ -36,13 +36,13 @@ from .dashboard import Dashboard
 from .dashview import DashboardView
 from .disk import DiskGuard
 from .core.dispatch import ChannelInbox, Dispatcher, Leases
-from .egress import EgressProxy
+from .egress.proxy import EgressProxy
 from .errors import ClawpenError, StoreError
 from .logging import get_logger
 from .metrics import Metrics
 from .door.modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
 from .models import ChannelState
-from .netpolicy import LoopbackExceptions
+from .egress.netpolicy import LoopbackExceptions
 from .core.outbox import Outbox
 from .door.proxy import ModelProxy
 from .redact import SECRETS
@@ -53,7 +53,7 @@ from .store import SQLiteStore, Store
 from .tracing import NO_TRACING, Tracing, otlp_provider
 from .vault import Vault, open_vault
 from .webauth import load_token
-from .webfetch import WebFetcher
+from .egress.webfetch import WebFetcher
 
 HOUSEKEEPING_SECONDS = 15.0
 STRANGERS_KEPT_SECONDS = 7 * 86400

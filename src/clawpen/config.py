@@ -33,7 +33,7 @@ from .channels.base import ChannelSettings
 from .channels.registry import address_problem, plugins
 from .errors import ClawpenError, ConfigError
 from .models import JobSpec
-from .netpolicy import LoopbackExceptions, Refused, normalize_host
+from .egress.netpolicy import LoopbackExceptions, Refused, normalize_host
 from .redact import SECRETS
 from .schedule import JOB_NAME, ScheduleError, make_spec, parse_address
 
