@@ -8,7 +8,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from clawpen import logging as clawpen_logging
+from clawpen.obs import logging as clawpen_logging
 from clawpen.config import Settings
 from clawpen.models import Address, JobSpec
 from clawpen.core.scheduler import Scheduler

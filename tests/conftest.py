@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from clawpen import logging as clawpen_logging
+from clawpen.obs import logging as clawpen_logging
 from clawpen.app import AdapterMode, Orchestrator
 from clawpen.channels.base import Channel
 from clawpen.config import Settings

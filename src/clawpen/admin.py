@@ -18,7 +18,7 @@ from aiohttp import web
 from .channels.cli import CliChannel
 from .core.dispatch import Dispatcher
 from .errors import ClawpenError, StoreError
-from .metrics import Metrics
+from .obs.metrics import Metrics
 from .schedule import ScheduleError, make_spec, parse_address
 from .core.scheduler import Scheduler, describe_job, describe_run
 from .webauth import credential

@@ -19,8 +19,8 @@ from .door.server import AgentGone, AgentSession
 from .config import AgentSettings, Settings
 from .errors import ClawpenError, StoreError
 from .image import engine_tag
-from .logging import get_logger
-from .metrics import Metrics
+from .obs.logging import get_logger
+from .obs.metrics import Metrics
 from .mounts import MountRequest
 from .door.proxy import ModelProxy
 from .retry import RESTART, Retrier

@@ -19,7 +19,7 @@ from clawpen_agent.protocol import OutgoingMessage
 from .door.server import ToolRefused
 from .core.dispatch import Dispatcher
 from .errors import StoreError
-from .logging import get_logger
+from .obs.logging import get_logger
 from .models import JOB_CHANNEL, Address
 from .ratelimit import KeyedBuckets
 from .schedule import parse_address

@@ -21,7 +21,7 @@ from clawpen_agent.protocol import FetchRequest
 
 from .door.server import ToolRefused
 from .config import Settings
-from .logging import get_logger
+from .obs.logging import get_logger
 from .egress.netpolicy import Refused
 from .ratelimit import KeyedBuckets
 from .egress.webfetch import WebFetcher

@@ -38,19 +38,19 @@ from .disk import DiskGuard
 from .core.dispatch import ChannelInbox, Dispatcher, Leases
 from .egress.proxy import EgressProxy
 from .errors import ClawpenError, StoreError
-from .logging import get_logger
-from .metrics import Metrics
+from .obs.logging import get_logger
+from .obs.metrics import Metrics
 from .door.modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
 from .models import ChannelState
 from .egress.netpolicy import LoopbackExceptions
 from .core.outbox import Outbox
 from .door.proxy import ModelProxy
-from .redact import SECRETS
+from .obs.redact import SECRETS
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
 from .core.scheduler import Clock, Scheduler
 from .store import SQLiteStore, Store
-from .tracing import NO_TRACING, Tracing, otlp_provider
+from .obs.tracing import NO_TRACING, Tracing, otlp_provider
 from .vault import Vault, open_vault
 from .webauth import load_token
 from .egress.webfetch import WebFetcher

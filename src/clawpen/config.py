@@ -34,7 +34,7 @@ from .channels.registry import address_problem, plugins
 from .errors import ClawpenError, ConfigError
 from .models import JobSpec
 from .egress.netpolicy import LoopbackExceptions, Refused, normalize_host
-from .redact import SECRETS
+from .obs.redact import SECRETS
 from .schedule import JOB_NAME, ScheduleError, make_spec, parse_address
 
 if TYPE_CHECKING:

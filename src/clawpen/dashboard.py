@@ -25,7 +25,7 @@ from structlog.typing import EventDict
 from .config import DashboardSettings
 from .dashview import LIVE_EVENTS, DashboardView
 from .errors import ClawpenError
-from .logging import get_logger, subscribe
+from .obs.logging import get_logger, subscribe
 from .webauth import COOKIE, credential, csrf_for, host_allowed, may_act
 
 MAX_CLIENTS = 16  # open pages at once; past that the oldest is let go

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import StoreUnavailable
-from .logging import get_logger
+from .obs.logging import get_logger
 
 WARN_FREE_PERCENT = (20.0, 10.0, 5.0)  # a warning each time free space falls below one
 

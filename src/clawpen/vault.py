@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from .errors import ClawpenError
-from .logging import get_logger
-from .redact import SECRETS
+from .obs.logging import get_logger
+from .obs.redact import SECRETS
 
 VAULT_FILE = "vault.enc"
 KEY_FILE = "vault.key"

@@ -22,7 +22,7 @@ import pytest
 import structlog
 
 from clawpen.door import caps as door
-from clawpen import logging as clawpen_logging
+from clawpen.obs import logging as clawpen_logging
 from clawpen.door.server import AgentGone, AgentSession
 from clawpen.door.caps import DoorLimits
 from clawpen.door.proxy import ModelProxy

@@ -11,8 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from clawpen import logging as clawpen_logging
-from clawpen.logfile import RotatingFile, log_path
+from clawpen.obs import logging as clawpen_logging
+from clawpen.obs.logfile import RotatingFile, log_path
 from clawpen.cli.logview import follow, human
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from clawpen.channels.base import RateLimitSettings, SendError
-from clawpen.metrics import Metrics
+from clawpen.obs.metrics import Metrics
 from clawpen.models import Address, InboundMessage, Reply, Route
 from clawpen.core.outbox import MAX_ATTEMPTS, Outbox, plan
 from clawpen.store import Lease, SQLiteStore

@@ -16,7 +16,7 @@ import pytest
 from keyring.backend import KeyringBackend as KeyringBase
 from keyring.backends import fail, null
 
-from clawpen import logging as clawpen_logging
+from clawpen.obs import logging as clawpen_logging
 from clawpen.config import load_settings
 from clawpen.errors import ClawpenError, ConfigError
 from clawpen.vault import (

@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..errors import StoreUnavailable
-from ..logging import get_logger
+from ..obs.logging import get_logger
 from ..models import Address, OutboundMessage
 from . import wire
 from .base import Accept, ChannelFatal, SendError, report_status

@@ -23,7 +23,7 @@ from typing import Any
 
 import uvloop
 
-from .. import logging as clawpen_logging
+from ..obs import logging as clawpen_logging
 from ..errors import StoreUnavailable
 from ..models import Address, Decision, InboundMessage
 from . import wire

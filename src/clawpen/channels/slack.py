@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from ..logging import get_logger
+from ..obs.logging import get_logger
 from ..models import Address, Attachment, InboundMessage, OutboundMessage
 from ..retry import PLATFORM, Retrier
 from ..store.base import StoreUnavailable

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from ..logging import get_logger
+from ..obs.logging import get_logger
 from ..models import Address, Attachment, InboundMessage, OutboundMessage
 from ..retry import PLATFORM, STORE, Retrier
 from ..store.base import StoreUnavailable

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from ..logging import get_logger
+from ..obs.logging import get_logger
 from ..models import Address, Attachment, InboundMessage, OutboundMessage
 from .base import (
     MAX_ATTACHMENT_BYTES,

@@ -21,7 +21,7 @@ from ..errors import ClawpenError, OrchestratorUnavailable
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..logfile import RotatingFile
+    from ..obs.logfile import RotatingFile
     from ..vault import Vault
 
 app = typer.Typer(
@@ -76,7 +76,7 @@ def _guard(action: Callable[[], T]) -> T:
 @app.command()
 def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     """Run the orchestrator in the foreground (JSON logs on stdout)."""
-    from .. import logging as clawpen_logging
+    from ..obs import logging as clawpen_logging
     from ..app import Orchestrator, run_until_signal
 
     clawpen_logging.configure("info")  # reading secret: references is logged
@@ -88,7 +88,7 @@ def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
 
 def _log_file(settings: Settings) -> RotatingFile:
     from .init import make_data_dir
-    from ..logfile import RotatingFile, log_path
+    from ..obs.logfile import RotatingFile, log_path
 
     try:
         make_data_dir(settings.data_dir)
@@ -253,7 +253,7 @@ def logs(
     """The orchestrator's log (data_dir/logs/clawpen.log, rotated): readable on a terminal,
     JSON lines when piped; AGENT keeps that agent's lines, -f follows."""
     from . import logview
-    from ..logfile import log_path
+    from ..obs.logfile import log_path
 
     path = log_path(_guard(lambda: data_dir_of(config)))
     if not logview.log_files(path) and not follow:
@@ -481,7 +481,7 @@ def jobs_history(name: str, config: ConfigOption = Path(DEFAULT_PATH)) -> None:
 def _audit_to_stderr() -> None:
     """Vault reads are logged (``credential_accessed``) as JSON lines on stderr, leaving stdout
     to the command's own output."""
-    from .. import logging as clawpen_logging
+    from ..obs import logging as clawpen_logging
 
     clawpen_logging.configure("info", stream=sys.stderr)
 

@@ -27,8 +27,8 @@ from ..channels.registry import address_problem
 from ..config import Settings
 from ..errors import ClawpenError, DockerUnavailable, StoreRejected, StoreUnavailable
 from .inbox import with_files
-from ..logging import get_logger
-from ..metrics import Metrics
+from ..obs.logging import get_logger
+from ..obs.metrics import Metrics
 from ..models import (
     JOB_CHANNEL,
     Address,
@@ -43,12 +43,12 @@ from ..models import (
 )
 from .outbox import Outbox
 from ..ratelimit import KeyedBuckets
-from ..redact import SECRETS
+from ..obs.redact import SECRETS
 from ..retry import AGENT
 from .router import MAX_TEXT, route
 from ..store import Lease, Store, until_written
 from .text import clean_text, clip
-from ..tracing import NO_TRACING, Tracing
+from ..obs.tracing import NO_TRACING, Tracing
 
 MAX_TASK_ATTEMPTS = 3  # tries of the agent at one task (a container that died takes one)
 MAX_RESUMES = 5  # takeovers of one task after the orchestrator died holding it

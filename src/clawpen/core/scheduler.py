@@ -25,7 +25,7 @@ from .. import schedule as sched
 from ..channels.registry import address_problem
 from ..config import Settings
 from ..errors import ClawpenError, StoreError
-from ..logging import get_logger
+from ..obs.logging import get_logger
 from ..models import Job, JobFiring, JobRun, JobSpec
 from ..schedule import schedule_of
 from ..store import Store, until_written

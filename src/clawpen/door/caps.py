@@ -35,7 +35,7 @@ from aiohttp.web_request import BaseRequest
 
 from clawpen_agent.protocol import MAX_RESULT_BYTES, ProtocolError, parse_json
 
-from ..logging import get_logger
+from ..obs.logging import get_logger
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -33,9 +33,9 @@ from clawpen_agent.protocol import TOOL_CALLS_HEADER, ProtocolError, parse_tool_
 from .budget import Budget, Charge, Reservation
 from .caps import log_refusal
 from ..errors import ClawpenError
-from ..logging import get_logger
+from ..obs.logging import get_logger
 from .modelrequest import AgentPolicy, beta_header, decide, estimate_input_tokens
-from ..tracing import NO_TRACING, Tracing
+from ..obs.tracing import NO_TRACING, Tracing
 
 FORWARDED_HEADERS = ("content-type", "anthropic-version", "accept")
 DEFAULT_MAX_MODEL_CALLS = 4

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..logging import get_logger
+from ..obs.logging import get_logger
 from .netpolicy import IPAddress, LoopbackExceptions, Refused, Target, parse_target
 from .webfetch import Resolve, checked_addresses, system_resolve
 

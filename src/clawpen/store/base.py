@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import StoreError, StoreRejected, StoreUnavailable
-from ..logging import get_logger
+from ..obs.logging import get_logger
 from ..models import (
     Address,
     ClaimedTask,

@@ -26,7 +26,7 @@ import structlog
 from structlog.exceptions import DropEvent
 from structlog.typing import EventDict, WrappedLogger
 
-from .ratelimit import KeyedBuckets
+from ..ratelimit import KeyedBuckets
 from .redact import SECRETS
 
 if TYPE_CHECKING:
