@@ -21,7 +21,7 @@ import uvloop
 
 from clawpen_agent.protocol import EGRESS_SOCKET_NAME
 
-from .admin import ADMIN_SOCKET, AdminServer
+from .ops.admin import ADMIN_SOCKET, AdminServer
 from .agentjobs import AgentJobs
 from .agents import AgentPool, instance_id
 from .agentsend import AgentMessages
@@ -32,9 +32,9 @@ from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
 from .channels.registry import plugins
 from .config import CREDENTIAL_KEY, Settings
-from .dashboard import Dashboard
-from .dashview import DashboardView
-from .disk import DiskGuard
+from .ops.dashboard import Dashboard
+from .ops.dashview import DashboardView
+from .ops.disk import DiskGuard
 from .core.dispatch import ChannelInbox, Dispatcher, Leases
 from .egress.proxy import EgressProxy
 from .errors import ClawpenError, StoreError

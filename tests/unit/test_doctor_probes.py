@@ -13,8 +13,8 @@ import pytest
 from clawpen.channels.discord import DiscordSettings
 from clawpen.channels.slack import SlackSettings
 from clawpen.channels.whatsapp import WhatsAppSettings
-from clawpen.doctor import run_checks
-from clawpen.probes import discord, slack, whatsapp
+from clawpen.ops.doctor import run_checks
+from clawpen.ops.probes import discord, slack, whatsapp
 from clawpen.testing.fake_discord import FakeDiscord
 from clawpen.testing.fake_slack import FakeSlack
 from clawpen.testing.fake_telegram import FakeTelegram

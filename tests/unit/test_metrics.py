@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clawpen.admin import ADMIN_SOCKET
+from clawpen.ops.admin import ADMIN_SOCKET
 from clawpen.app import Orchestrator
 from clawpen.testing.fake_channel import MemoryChannel
 from clawpen.testing.fake_clock import FakeClock

@@ -146,7 +146,7 @@ def init(
 def _admin(config: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     import httpx
 
-    from ..admin import ADMIN_SOCKET
+    from ..ops.admin import ADMIN_SOCKET
 
     socket = data_dir_of(config) / ADMIN_SOCKET
     unavailable = OrchestratorUnavailable(
@@ -226,7 +226,7 @@ def status(
 def doctor(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     """Check every prerequisite (Docker, image, config, secrets, data_dir, disk, model, channels)
     and say how to fix what fails; exits 1 if anything failed."""
-    from ..doctor import render, run_checks
+    from ..ops.doctor import render, run_checks
 
     _audit_to_stderr()
     checks = run_checks(config)

@@ -103,8 +103,8 @@ def whatsapp(block: Any) -> Finding:
 
 def email(block: Any) -> Finding:
     """An IMAP login through the adapter's own code (TLS or STARTTLS, password or OAuth2)."""
-    from .channels.base import ChannelFatal
-    from .channels.email import EmailAdapter, _close
+    from ..channels.base import ChannelFatal
+    from ..channels.email import EmailAdapter, _close
 
     async def login() -> None:
         adapter = EmailAdapter(block)

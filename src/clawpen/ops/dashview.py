@@ -11,13 +11,13 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .agents import AgentPool
-from .core.dispatch import Dispatcher
-from .errors import ClawpenError
-from .models import ChannelState
-from .core.scheduler import Scheduler, describe_job, describe_run
-from .store import Store
-from .store.base import UsageRow
+from ..agents import AgentPool
+from ..core.dispatch import Dispatcher
+from ..errors import ClawpenError
+from ..models import ChannelState
+from ..core.scheduler import Scheduler, describe_job, describe_run
+from ..store import Store
+from ..store.base import UsageRow
 
 RECENT = 30  # messages and tasks listed
 SPEND_DAYS = 14  # days in the spend chart

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import Settings, load_settings, read_yaml
-from .errors import ClawpenError
+from ..config import Settings, load_settings, read_yaml
+from ..errors import ClawpenError
 
 Verdict = Literal["ok", "warn", "fail"]
 LOW_FREE_MB = 500
@@ -64,7 +64,7 @@ def _config_file(config: Path) -> Check:
 
 
 def _literal_credentials(raw: object, where: str = "") -> list[str]:
-    from .config import CREDENTIAL_KEY, REFERENCE
+    from ..config import CREDENTIAL_KEY, REFERENCE
 
     if isinstance(raw, dict):
         found = []
@@ -111,7 +111,7 @@ def _data_dir(settings: Settings) -> list[Check]:
 
 
 def _docker(settings: Settings) -> list[Check]:
-    from .runtime.docker import connect
+    from ..runtime.docker import connect
 
     try:
         client = connect(settings.docker_host)
@@ -155,7 +155,7 @@ def _model(settings: Settings) -> Check:
 
 def _channels(settings: Settings) -> list[Check]:
     """Each channel's own check, where its plugin has one (``plugin.doctor(settings)``)."""
-    from .channels.registry import plugins
+    from ..channels.registry import plugins
     from .probes import PROBES
 
     checks = []

@@ -15,13 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from .channels.cli import CliChannel
-from .core.dispatch import Dispatcher
-from .errors import ClawpenError, StoreError
-from .obs.metrics import Metrics
-from .schedule import ScheduleError, make_spec, parse_address
-from .core.scheduler import Scheduler, describe_job, describe_run
-from .webauth import credential
+from ..channels.cli import CliChannel
+from ..core.dispatch import Dispatcher
+from ..errors import ClawpenError, StoreError
+from ..obs.metrics import Metrics
+from ..schedule import ScheduleError, make_spec, parse_address
+from ..core.scheduler import Scheduler, describe_job, describe_run
+from ..webauth import credential
 
 ADMIN_SOCKET = "admin.sock"
 

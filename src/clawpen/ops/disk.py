@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import StoreUnavailable
-from .obs.logging import get_logger
+from ..errors import StoreUnavailable
+from ..obs.logging import get_logger
 
 WARN_FREE_PERCENT = (20.0, 10.0, 5.0)  # a warning each time free space falls below one
 
