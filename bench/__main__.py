@@ -25,7 +25,7 @@ import docker.errors
 import uvloop
 
 from clawpen.obs import logging as clawpen_logging
-from clawpen.image import DEFAULT_TAG, build_agent_image
+from clawpen.runtime.image import DEFAULT_TAG, build_agent_image
 
 from . import MODULES
 from .harness import (

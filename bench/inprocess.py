@@ -23,7 +23,7 @@ from typing import Any, Literal
 from structlog.typing import EventDict
 
 from clawpen.obs import logging as clawpen_logging
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 from clawpen.app import Orchestrator
 from clawpen.channels.base import Channel
 from clawpen.config import Settings

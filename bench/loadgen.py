@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 from clawpen.testing.fake_model import FakeModel
 
 from .children import OrchestratorProcess, orchestrator_process

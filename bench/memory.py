@@ -11,7 +11,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 from clawpen.runtime.docker import LABEL_INSTANCE
 
 from .children import orchestrator_process

@@ -23,7 +23,7 @@ from clawpen_agent.protocol import EGRESS_SOCKET_NAME
 
 from .ops.admin import ADMIN_SOCKET, AdminServer
 from .agentjobs import AgentJobs
-from .agents import AgentPool, instance_id
+from .runtime.pool import AgentPool, instance_id
 from .agentsend import AgentMessages
 from .agentweb import AgentWeb
 from .door.budget import Budget, Charge, Limits

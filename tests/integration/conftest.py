@@ -9,9 +9,9 @@ from typing import Any
 import docker
 import pytest
 
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 from clawpen.app import Orchestrator
-from clawpen.image import build_agent_image
+from clawpen.runtime.image import build_agent_image
 from clawpen.runtime import workspace
 from clawpen.runtime.docker import DockerRuntime
 from clawpen.testing.fake_telegram import FakeTelegram

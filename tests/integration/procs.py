@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clawpen.image import DEFAULT_TAG
+from clawpen.runtime.image import DEFAULT_TAG
 from clawpen.testing.fake_telegram import FakeTelegram
 
 CLAWPEN = [sys.executable, "-m", "clawpen"]

@@ -26,7 +26,7 @@ import docker
 import pytest
 import pytest_asyncio
 
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 from clawpen.app import Orchestrator
 from clawpen.models import Attachment
 from clawpen.runtime.docker import DockerRuntime, container_name

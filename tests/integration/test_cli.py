@@ -13,7 +13,7 @@ import docker
 import httpx
 import pytest
 
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 

@@ -13,7 +13,7 @@ from typing import Any
 import docker
 import pytest
 
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 from clawpen.app import Orchestrator
 from clawpen.runtime.docker import container_name
 from clawpen.testing.fake_model import FakeModel

@@ -8,7 +8,7 @@ import json
 import docker
 import pytest
 
-from clawpen.image import build_engine_image, engine_tag
+from clawpen.runtime.image import build_engine_image, engine_tag
 from clawpen.runtime.docker import container_name
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 

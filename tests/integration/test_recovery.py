@@ -15,7 +15,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 from clawpen.runtime.docker import container_name
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram

@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 from clawpen.testing.fake_model import FakeModel
 from clawpen.testing.fake_telegram import FakeTelegram
 

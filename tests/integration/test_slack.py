@@ -21,7 +21,7 @@ import docker
 import pytest
 
 from clawpen.core import dispatch
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 from clawpen.app import AdapterMode, Orchestrator
 from clawpen.runtime.docker import DockerRuntime
 from clawpen.testing.fake_model import FakeModel

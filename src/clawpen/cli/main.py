@@ -605,7 +605,7 @@ def image_build(
     """Build the agent image the config names (``image:``), on its ``docker_host`` (no
     registry needed: falls back to a debootstrap base), and the variant of every other engine
     its agents use (``engine: claude-code``)."""
-    from ..image import build_agent_image, build_engine_image, engine_tag
+    from ..runtime.image import build_agent_image, build_engine_image, engine_tag
     from ..runtime.docker import connect
 
     raw = _guard(lambda: read_yaml(config)) if config.exists() else {}

@@ -22,7 +22,7 @@ from clawpen_agent.protocol import ChatLine, InboxFile, Task
 
 from . import commands, pairing
 from ..door.server import AgentGone
-from ..agents import AgentPool
+from ..runtime.pool import AgentPool
 from ..channels.registry import address_problem
 from ..config import Settings
 from ..errors import ClawpenError, DockerUnavailable, StoreRejected, StoreUnavailable

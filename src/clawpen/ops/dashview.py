@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..agents import AgentPool
+from ..runtime.pool import AgentPool
 from ..core.dispatch import Dispatcher
 from ..errors import ClawpenError
 from ..models import ChannelState

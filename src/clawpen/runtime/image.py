@@ -78,7 +78,7 @@ def build_agent_image(
         client.ping()
     except _DOCKER_ERRORS as error:
         raise _unreachable(error) from error
-    root = repo_root or Path(__file__).resolve().parents[2]
+    root = repo_root or Path(__file__).resolve().parents[3]
     base_ref = _resolve_base(client, base, progress)
     previous = client.images.get(tag).id if image_exists(client, tag) else None
     with tempfile.TemporaryDirectory(prefix="clawpen-context-") as tmp:
@@ -363,7 +363,7 @@ def build_engine_image(
         build_agent_image(client, tag=tag, base=base, progress=progress, repo_root=repo_root)
     if engine == "light":
         return str(client.images.get(tag).id)
-    root = repo_root or Path(__file__).resolve().parents[2]
+    root = repo_root or Path(__file__).resolve().parents[3]
     context = _engine_context(root, engine, progress)
     variant = engine_tag(tag, engine)
     previous = client.images.get(variant).id if image_exists(client, variant) else None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ClawpenError
+from ..errors import ClawpenError
 
 ALLOWLIST_ENV = "CLAWPEN_MOUNT_ALLOWLIST"
 CONTAINER_PATH = re.compile(r"^/mnt/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
