@@ -51,8 +51,8 @@ from .runtime.base import AgentRuntime
 from .core.scheduler import Clock, Scheduler
 from .store import SQLiteStore, Store
 from .obs.tracing import NO_TRACING, Tracing, otlp_provider
-from .vault import Vault, open_vault
-from .webauth import load_token
+from .security.vault import Vault, open_vault
+from .security.webauth import load_token
 from .egress.webfetch import WebFetcher
 
 HOUSEKEEPING_SECONDS = 15.0

@@ -17,7 +17,7 @@ from clawpen.config import load_settings
 from clawpen.obs.redact import MASK, SECRETS, Redactor
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.testing.fake_model import FakeModel
-from clawpen.vault import open_vault
+from clawpen.security.vault import open_vault
 
 from ..conftest import running
 

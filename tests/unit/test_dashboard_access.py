@@ -13,7 +13,7 @@ from clawpen.app import Orchestrator
 from clawpen.cli.main import app as cli_app
 from clawpen.testing.fake_channel import MemoryChannel
 from clawpen.testing.fake_runtime import FakeRuntime
-from clawpen.webauth import COOKIE, CSRF_HEADER, csrf_for
+from clawpen.security.webauth import COOKIE, CSRF_HEADER, csrf_for
 
 from ..conftest import running
 

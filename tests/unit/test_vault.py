@@ -19,7 +19,7 @@ from keyring.backends import fail, null
 from clawpen.obs import logging as clawpen_logging
 from clawpen.config import load_settings
 from clawpen.errors import ClawpenError, ConfigError
-from clawpen.vault import (
+from clawpen.security.vault import (
     KEY_ENV,
     FileBackend,
     KeyringBackend,

@@ -22,7 +22,7 @@ from ..errors import ClawpenError, OrchestratorUnavailable
 if TYPE_CHECKING:
     from ..config import Settings
     from ..obs.logfile import RotatingFile
-    from ..vault import Vault
+    from ..security.vault import Vault
 
 app = typer.Typer(
     add_completion=False,
@@ -656,7 +656,7 @@ def service_install(
     import shutil
 
     from . import service
-    from ..vault import KEY_FILE
+    from ..security.vault import KEY_FILE
 
     config = config.resolve()
     raw = _guard(lambda: read_yaml(config))

@@ -21,7 +21,7 @@ from ..errors import ClawpenError, StoreError
 from ..obs.metrics import Metrics
 from ..schedule import ScheduleError, make_spec, parse_address
 from ..core.scheduler import Scheduler, describe_job, describe_run
-from ..webauth import credential
+from ..security.webauth import credential
 
 ADMIN_SOCKET = "admin.sock"
 

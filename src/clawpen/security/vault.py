@@ -32,9 +32,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from .errors import ClawpenError
-from .obs.logging import get_logger
-from .obs.redact import SECRETS
+from ..errors import ClawpenError
+from ..obs.logging import get_logger
+from ..obs.redact import SECRETS
 
 VAULT_FILE = "vault.enc"
 KEY_FILE = "vault.key"
