@@ -22,10 +22,10 @@ import uvloop
 from clawpen_agent.protocol import EGRESS_SOCKET_NAME
 
 from .ops.admin import ADMIN_SOCKET, AdminServer
-from .agentjobs import AgentJobs
+from .tools.jobs import AgentJobs
 from .runtime.pool import AgentPool, instance_id
-from .agentsend import AgentMessages
-from .agentweb import AgentWeb
+from .tools.send import AgentMessages
+from .tools.web import AgentWeb
 from .door.budget import Budget, Charge, Limits
 from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from clawpen.agentsend import send_target
+from clawpen.tools.send import send_target
 from clawpen.app import Orchestrator
 from clawpen.models import Address
 from clawpen.runtime.inprocess import InProcessRuntime

@@ -16,13 +16,13 @@ from typing import Any
 
 from clawpen_agent.protocol import OutgoingMessage
 
-from .door.server import ToolRefused
-from .core.dispatch import Dispatcher
-from .errors import StoreError
-from .obs.logging import get_logger
-from .models import JOB_CHANNEL, Address
-from .ratelimit import KeyedBuckets
-from .schedule import parse_address
+from ..door.server import ToolRefused
+from ..core.dispatch import Dispatcher
+from ..errors import StoreError
+from ..obs.logging import get_logger
+from ..models import JOB_CHANNEL, Address
+from ..ratelimit import KeyedBuckets
+from ..schedule import parse_address
 
 PER_MINUTE = 10
 BURST = 5
