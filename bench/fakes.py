@@ -16,10 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from clawpen.config import Settings
-from clawpen.testing.fake_discord import FakeDiscord
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_slack import FakeSlack
-from clawpen.testing.fake_telegram import FakeTelegram
+from tests.fakes.fake_discord import FakeDiscord
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.fake_telegram import FakeTelegram
 
 from .harness import BenchContext
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clawpen.runtime.pool import instance_id
-from clawpen.testing.fake_model import FakeModel
+from clawpen.demo.model import FakeModel
 
 from .children import OrchestratorProcess, orchestrator_process
 from .fakes import BenchTelegram, agent_id, chat_id, config, fake_telegram, roundtrip

@@ -20,8 +20,8 @@ from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.core.scheduler import Clock
 from clawpen.store import Store
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_telegram import FakeTelegram
 
 clawpen_logging.configure("info")
 

@@ -14,7 +14,7 @@ from clawpen.app import Orchestrator
 from clawpen.runtime.image import build_agent_image
 from clawpen.runtime import workspace
 from clawpen.runtime.docker import DockerRuntime
-from clawpen.testing.fake_telegram import FakeTelegram
+from tests.fakes.fake_telegram import FakeTelegram
 
 from .procs import TEST_IMAGE
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from clawpen.runtime.pool import instance_id
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_telegram import FakeTelegram
 
 from .procs import CLAWPEN, Orchestrator, clawpen, write_config
 

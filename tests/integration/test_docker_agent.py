@@ -16,8 +16,8 @@ import pytest
 from clawpen.runtime.pool import instance_id
 from clawpen.app import Orchestrator
 from clawpen.runtime.docker import container_name
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory

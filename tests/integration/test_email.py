@@ -28,7 +28,7 @@ from clawpen.app import Orchestrator
 from clawpen.channels.base import SendError
 from clawpen.channels.email import EmailAdapter, EmailSettings
 from clawpen.models import Address, OutboundMessage
-from clawpen.testing.fake_model import FakeModel
+from clawpen.demo.model import FakeModel
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory

@@ -10,8 +10,8 @@ import pytest
 
 from clawpen.runtime.image import build_engine_image, engine_tag
 from clawpen.runtime.docker import container_name
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_telegram import FakeTelegram
 from clawpen_agent.claude_engine import MCP_TOOLS, mcp_name
 from clawpen_agent.tools import TOOL_SCHEMAS
 

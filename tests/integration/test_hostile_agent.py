@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from clawpen.runtime.pool import instance_id
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_telegram import FakeTelegram
 
 from .procs import Orchestrator, clawpen
 

@@ -15,9 +15,9 @@ from clawpen.tools.send import send_target
 from clawpen.app import Orchestrator
 from clawpen.models import Address
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.testing import serve_on_loopback
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_model import FakeModel
+from tests.fakes import serve_on_loopback
+from tests.fakes.fake_channel import MemoryChannel
+from clawpen.demo.model import FakeModel
 from tests.conftest import running
 
 AGENTS = [{"id": "assistant"}, {"id": "bob"}]

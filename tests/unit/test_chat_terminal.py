@@ -13,7 +13,7 @@ import pexpect
 
 from clawpen.app import Orchestrator
 from clawpen.cli.chatui import inert
-from clawpen.testing.fake_runtime import FakeRuntime
+from tests.fakes.fake_runtime import FakeRuntime
 from clawpen_agent.protocol import Task, TaskResult
 
 from ..conftest import running

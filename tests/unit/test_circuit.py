@@ -13,7 +13,7 @@ from clawpen.channels.base import SendError
 from clawpen.core.circuit import Circuit
 from clawpen.core.outbox import MAX_ATTEMPTS
 from clawpen.store.sqlite import SQLiteStore
-from clawpen.testing.fake_channel import MemoryChannel
+from tests.fakes.fake_channel import MemoryChannel
 
 from .test_outbox import all_sent, commit_reply, make_outbox, running, status_of
 

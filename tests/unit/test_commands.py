@@ -14,8 +14,8 @@ from clawpen.app import Orchestrator
 from clawpen.models import Route
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.store.base import UsageRow
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_model import FakeModel
+from tests.fakes.fake_channel import MemoryChannel
+from clawpen.demo.model import FakeModel
 
 from ..conftest import running
 

@@ -16,7 +16,7 @@ from clawpen.app import Orchestrator
 from clawpen.config import load_settings
 from clawpen.obs.redact import MASK, SECRETS, Redactor
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.testing.fake_model import FakeModel
+from clawpen.demo.model import FakeModel
 from clawpen.security.vault import open_vault
 
 from ..conftest import running

@@ -15,8 +15,8 @@ from clawpen.errors import DockerUnavailable
 from clawpen.models import Address, InboundMessage
 from clawpen.runtime.base import AgentSpec
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from clawpen.egress.proxy import BadRequest, EgressProxy, egress_allowed, parse_proxy_request, system_open
 from clawpen.egress.netpolicy import IPAddress, LoopbackExceptions, parse_target
-from clawpen.testing import serve_on_loopback
+from tests.fakes import serve_on_loopback
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from clawpen.app import Orchestrator
 from clawpen.ops.disk import DiskGuard, Usage
 from clawpen.ops.doctor import run_checks
 from clawpen.errors import StoreUnavailable
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 

@@ -17,7 +17,7 @@ from clawpen.obs.metrics import Metrics
 from clawpen.models import Address, InboundMessage, Reply, Route
 from clawpen.core.outbox import MAX_ATTEMPTS, Outbox, plan
 from clawpen.store import Lease, SQLiteStore
-from clawpen.testing.fake_channel import MemoryChannel
+from tests.fakes.fake_channel import MemoryChannel
 
 UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
 OWNER = "me"

@@ -26,8 +26,8 @@ from aiohttp import web
 from clawpen.door.server import AgentSession
 from clawpen.door.budget import Charge
 from clawpen.door.proxy import ModelProxy
-from clawpen.testing import serve_on_loopback
-from clawpen.testing.fake_model import FakeModel
+from tests.fakes import serve_on_loopback
+from clawpen.demo.model import FakeModel
 
 AGENT_KEY = "not-the-key"
 MODEL = "claude-test"

@@ -17,7 +17,7 @@ import pytest
 from clawpen.app import Orchestrator
 from clawpen.door.budget import Budget, Limits
 from clawpen.door.modelrequest import AgentPolicy, beta_header, decide, estimate_input_tokens
-from clawpen.testing.fake_model import FakeModel
+from clawpen.demo.model import FakeModel
 
 from ..conftest import running
 

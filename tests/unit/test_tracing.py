@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from clawpen.app import Orchestrator
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_model import FakeModel
+from tests.fakes.fake_channel import MemoryChannel
+from clawpen.demo.model import FakeModel
 
 from ..conftest import make_settings, running
 

@@ -11,8 +11,8 @@ from clawpen.core import dispatch
 from clawpen.app import Orchestrator
 from clawpen.models import Address
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_model import FakeModel
+from tests.fakes.fake_channel import MemoryChannel
+from clawpen.demo.model import FakeModel
 
 from ..conftest import running
 

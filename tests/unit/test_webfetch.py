@@ -16,7 +16,7 @@ from clawpen.config import load_settings
 from clawpen.errors import ConfigError
 from clawpen.egress.htmltext import html_to_text
 from clawpen.egress.netpolicy import IPAddress, LoopbackExceptions, Refused
-from clawpen.testing import serve_on_loopback
+from tests.fakes import serve_on_loopback
 from clawpen.egress.webfetch import FetchLimits, WebFetcher, system_connect
 
 PAGE = (

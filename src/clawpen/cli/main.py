@@ -701,7 +701,7 @@ def demo_model(
     without an Anthropic key."""
     import asyncio
 
-    from ..testing.fake_model import serve_forever
+    from ..demo.model import serve_forever
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(port, api_key))

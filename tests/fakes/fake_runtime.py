@@ -21,8 +21,8 @@ import aiohttp
 
 from clawpen_agent.protocol import NEXT_TASK_PATH, SOCKET_NAME, Task, TaskResult, result_path
 
-from ..errors import DockerUnavailable
-from ..runtime.base import AgentSpec, RuntimeEvent
+from clawpen.errors import DockerUnavailable
+from clawpen.runtime.base import AgentSpec, RuntimeEvent
 
 Answer = Callable[[Task], TaskResult]
 

@@ -1,7 +1,8 @@
-"""Fakes of the services that cannot run here, speaking their real wire protocols.
+"""The offline demo model (`clawpen demo-model`): a fake Anthropic Messages API that echoes and
+runs `run: CMD` in the agent's container, for trying clawpen without a key.
 
-Used by the test suite, the benchmarks and the offline demo; driven through the real client
-libraries (anthropic, python-telegram-bot), never through shortcuts.
+The test suite and the benchmarks use it too (with the other fakes, in ``tests/fakes/``), through
+the real client library (anthropic), never through shortcuts.
 """
 
 from aiohttp import web

@@ -11,8 +11,8 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from ..channels.base import Accept, DeliveryStatus, SendError, report_status
-from ..models import Address, Attachment, Decision, InboundMessage, OutboundMessage
+from clawpen.channels.base import Accept, DeliveryStatus, SendError, report_status
+from clawpen.models import Address, Attachment, Decision, InboundMessage, OutboundMessage
 
 
 @dataclass
