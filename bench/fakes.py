@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-
-from clawpen.config import Settings
 from tests.fakes.fake_discord import FakeDiscord
-from clawpen.demo.model import FakeModel
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.fake_telegram import FakeTelegram
+
+from clawpen.config import Settings
+from clawpen.demo.model import FakeModel
 
 from .harness import BenchContext
 

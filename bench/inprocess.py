@@ -22,14 +22,14 @@ from typing import Any, Literal
 
 from structlog.typing import EventDict
 
-from clawpen.obs import logging as clawpen_logging
-from clawpen.runtime.pool import instance_id
 from clawpen.app import Orchestrator
 from clawpen.channels.base import Channel
 from clawpen.config import Settings
+from clawpen.obs import logging as clawpen_logging
 from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.docker import DockerRuntime, connect
 from clawpen.runtime.inprocess import InProcessRuntime
+from clawpen.runtime.pool import instance_id
 
 from .fakes import settings
 from .harness import BenchContext

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import uvloop
 
-from clawpen.obs import logging as clawpen_logging
 from clawpen.app import AdapterMode, Orchestrator
 from clawpen.channels.base import Channel
 from clawpen.config import Settings
+from clawpen.core.scheduler import Clock
+from clawpen.demo.model import FakeModel
+from clawpen.obs import logging as clawpen_logging
 from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.core.scheduler import Clock
 from clawpen.store import Store
-from clawpen.demo.model import FakeModel
 from tests.fakes.fake_telegram import FakeTelegram
 
 clawpen_logging.configure("info")

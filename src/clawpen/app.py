@@ -21,39 +21,39 @@ import uvloop
 
 from clawpen_agent.protocol import EGRESS_SOCKET_NAME
 
-from .ops.admin import ADMIN_SOCKET, AdminServer
-from .tools.jobs import AgentJobs
-from .runtime.pool import AgentPool, instance_id
-from .tools.send import AgentMessages
-from .tools.web import AgentWeb
-from .door.budget import Budget, Charge, Limits
 from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
 from .channels.registry import plugins
 from .config import CREDENTIAL_KEY, Settings
+from .core.dispatch import ChannelInbox, Dispatcher, Leases
+from .core.outbox import Outbox
+from .core.scheduler import Clock, Scheduler
+from .door.budget import Budget, Charge, Limits
+from .door.modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
+from .door.proxy import ModelProxy
+from .egress.netpolicy import LoopbackExceptions
+from .egress.proxy import EgressProxy
+from .egress.webfetch import WebFetcher
+from .errors import ClawpenError, StoreError
+from .models import ChannelState
+from .obs.logging import get_logger
+from .obs.metrics import Metrics
+from .obs.redact import SECRETS
+from .obs.tracing import NO_TRACING, Tracing, otlp_provider
+from .ops.admin import ADMIN_SOCKET, AdminServer
 from .ops.dashboard import Dashboard
 from .ops.dashview import DashboardView
 from .ops.disk import DiskGuard
-from .core.dispatch import ChannelInbox, Dispatcher, Leases
-from .egress.proxy import EgressProxy
-from .errors import ClawpenError, StoreError
-from .obs.logging import get_logger
-from .obs.metrics import Metrics
-from .door.modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
-from .models import ChannelState
-from .egress.netpolicy import LoopbackExceptions
-from .core.outbox import Outbox
-from .door.proxy import ModelProxy
-from .obs.redact import SECRETS
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
-from .core.scheduler import Clock, Scheduler
-from .store import SQLiteStore, Store
-from .obs.tracing import NO_TRACING, Tracing, otlp_provider
+from .runtime.pool import AgentPool, instance_id
 from .security.vault import Vault, open_vault
 from .security.webauth import load_token
-from .egress.webfetch import WebFetcher
+from .store import SQLiteStore, Store
+from .tools.jobs import AgentJobs
+from .tools.send import AgentMessages
+from .tools.web import AgentWeb
 
 HOUSEKEEPING_SECONDS = 15.0
 STRANGERS_KEPT_SECONDS = 7 * 86400

@@ -31,9 +31,9 @@ from pydantic import (
 
 from .channels.base import ChannelSettings
 from .channels.registry import address_problem, plugins
+from .egress.netpolicy import LoopbackExceptions, Refused, normalize_host
 from .errors import ClawpenError, ConfigError
 from .models import JobSpec
-from .egress.netpolicy import LoopbackExceptions, Refused, normalize_host
 from .obs.redact import SECRETS
 from .schedule import JOB_NAME, ScheduleError, make_spec, parse_address
 

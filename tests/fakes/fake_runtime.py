@@ -19,10 +19,9 @@ from pathlib import Path
 
 import aiohttp
 
-from clawpen_agent.protocol import NEXT_TASK_PATH, SOCKET_NAME, Task, TaskResult, result_path
-
 from clawpen.errors import DockerUnavailable
 from clawpen.runtime.base import AgentSpec, RuntimeEvent
+from clawpen_agent.protocol import NEXT_TASK_PATH, SOCKET_NAME, Task, TaskResult, result_path
 
 Answer = Callable[[Task], TaskResult]
 

@@ -9,11 +9,11 @@ from typing import Any
 import docker
 import pytest
 
-from clawpen.runtime.pool import instance_id
 from clawpen.app import Orchestrator
-from clawpen.runtime.image import build_agent_image
 from clawpen.runtime import workspace
 from clawpen.runtime.docker import DockerRuntime
+from clawpen.runtime.image import build_agent_image
+from clawpen.runtime.pool import instance_id
 from tests.fakes.fake_telegram import FakeTelegram
 
 from .procs import TEST_IMAGE

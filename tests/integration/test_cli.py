@@ -13,8 +13,8 @@ import docker
 import httpx
 import pytest
 
-from clawpen.runtime.pool import instance_id
 from clawpen.demo.model import FakeModel
+from clawpen.runtime.pool import instance_id
 from tests.fakes.fake_telegram import FakeTelegram
 
 from .procs import CLAWPEN, Orchestrator, clawpen, write_config

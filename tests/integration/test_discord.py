@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from clawpen.core import dispatch
-from tests.fakes.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
 from clawpen.demo.model import FakeModel
+from tests.fakes.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory

@@ -13,10 +13,10 @@ from typing import Any
 import docker
 import pytest
 
-from clawpen.runtime.pool import instance_id
 from clawpen.app import Orchestrator
-from clawpen.runtime.docker import container_name
 from clawpen.demo.model import FakeModel
+from clawpen.runtime.docker import container_name
+from clawpen.runtime.pool import instance_id
 from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running

@@ -27,8 +27,8 @@ from aiohttp import web
 from clawpen.app import Orchestrator
 from clawpen.channels.base import SendError
 from clawpen.channels.email import EmailAdapter, EmailSettings
-from clawpen.models import Address, OutboundMessage
 from clawpen.demo.model import FakeModel
+from clawpen.models import Address, OutboundMessage
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory

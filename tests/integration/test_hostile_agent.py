@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from clawpen.runtime.pool import instance_id
 from clawpen.demo.model import FakeModel
+from clawpen.runtime.pool import instance_id
 from tests.fakes.fake_telegram import FakeTelegram
 
 from .procs import Orchestrator, clawpen

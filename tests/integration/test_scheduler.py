@@ -11,8 +11,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from clawpen.runtime.pool import instance_id
 from clawpen.demo.model import FakeModel
+from clawpen.runtime.pool import instance_id
 from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running

@@ -20,11 +20,11 @@ from typing import Any
 import docker
 import pytest
 
-from clawpen.core import dispatch
-from clawpen.runtime.pool import instance_id
 from clawpen.app import AdapterMode, Orchestrator
-from clawpen.runtime.docker import DockerRuntime
+from clawpen.core import dispatch
 from clawpen.demo.model import FakeModel
+from clawpen.runtime.docker import DockerRuntime
+from clawpen.runtime.pool import instance_id
 from tests.fakes.fake_slack import FakeSlack
 
 from ..conftest import make_settings, running

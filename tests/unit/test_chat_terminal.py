@@ -13,8 +13,8 @@ import pexpect
 
 from clawpen.app import Orchestrator
 from clawpen.cli.chatui import inert
-from tests.fakes.fake_runtime import FakeRuntime
 from clawpen_agent.protocol import Task, TaskResult
+from tests.fakes.fake_runtime import FakeRuntime
 
 from ..conftest import running
 

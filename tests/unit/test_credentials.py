@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from clawpen.obs import logging as clawpen_logging
 from clawpen.app import Orchestrator
 from clawpen.config import load_settings
+from clawpen.demo.model import FakeModel
+from clawpen.obs import logging as clawpen_logging
 from clawpen.obs.redact import MASK, SECRETS, Redactor
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.demo.model import FakeModel
 from clawpen.security.vault import open_vault
 
 from ..conftest import running

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from clawpen.app import Orchestrator
 from clawpen.cli.main import app as cli_app
+from clawpen.security.webauth import COOKIE, CSRF_HEADER, csrf_for
 from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.fake_runtime import FakeRuntime
-from clawpen.security.webauth import COOKIE, CSRF_HEADER, csrf_for
 
 from ..conftest import running
 

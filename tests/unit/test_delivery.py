@@ -11,11 +11,11 @@ import pytest
 
 from clawpen.app import Orchestrator
 from clawpen.channels.base import MAX_ATTACHMENT_BYTES
+from clawpen.demo.model import FakeModel
 from clawpen.errors import DockerUnavailable
 from clawpen.models import Address, InboundMessage
 from clawpen.runtime.base import AgentSpec
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.demo.model import FakeModel
 from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running

@@ -22,10 +22,10 @@ import pytest
 import structlog
 
 from clawpen.door import caps as door
-from clawpen.obs import logging as clawpen_logging
-from clawpen.door.server import AgentGone, AgentSession
 from clawpen.door.caps import DoorLimits
 from clawpen.door.proxy import ModelProxy
+from clawpen.door.server import AgentGone, AgentSession
+from clawpen.obs import logging as clawpen_logging
 from clawpen_agent.protocol import ChatLine, Task, TaskResult
 
 SMALL = DoorLimits(

@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from clawpen.egress.proxy import BadRequest, EgressProxy, egress_allowed, parse_proxy_request, system_open
 from clawpen.egress.netpolicy import IPAddress, LoopbackExceptions, parse_target
+from clawpen.egress.proxy import (
+    BadRequest,
+    EgressProxy,
+    egress_allowed,
+    parse_proxy_request,
+    system_open,
+)
 from tests.fakes import serve_on_loopback
 
 

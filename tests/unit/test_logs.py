@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
+from clawpen.cli.logview import follow, human
 from clawpen.obs import logging as clawpen_logging
 from clawpen.obs.logfile import RotatingFile, log_path
-from clawpen.cli.logview import follow, human
 
 
 def line(event: str, **fields: object) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from clawpen.ops.admin import ADMIN_SOCKET
 from clawpen.app import Orchestrator
+from clawpen.ops.admin import ADMIN_SOCKET
 from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.fake_clock import FakeClock
 from tests.fakes.fake_runtime import FakeRuntime

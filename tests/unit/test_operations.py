@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from clawpen.app import Orchestrator
+from clawpen.demo.model import FakeModel
+from clawpen.errors import StoreUnavailable
 from clawpen.ops.disk import DiskGuard, Usage
 from clawpen.ops.doctor import run_checks
-from clawpen.errors import StoreUnavailable
-from clawpen.demo.model import FakeModel
 from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running

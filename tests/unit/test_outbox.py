@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from clawpen.channels.base import RateLimitSettings, SendError
-from clawpen.obs.metrics import Metrics
-from clawpen.models import Address, InboundMessage, Reply, Route
 from clawpen.core.outbox import MAX_ATTEMPTS, Outbox, plan
+from clawpen.models import Address, InboundMessage, Reply, Route
+from clawpen.obs.metrics import Metrics
 from clawpen.store import Lease, SQLiteStore
 from tests.fakes.fake_channel import MemoryChannel
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from clawpen.core import dispatch
 from clawpen.app import Orchestrator
+from clawpen.core import dispatch
+from clawpen.demo.model import FakeModel
 from clawpen.models import Address
 from clawpen.runtime.inprocess import InProcessRuntime
 from tests.fakes.fake_channel import MemoryChannel
-from clawpen.demo.model import FakeModel
 
 from ..conftest import running
 

@@ -76,8 +76,8 @@ def _guard(action: Callable[[], T]) -> T:
 @app.command()
 def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
     """Run the orchestrator in the foreground (JSON logs on stdout)."""
-    from ..obs import logging as clawpen_logging
     from ..app import Orchestrator, run_until_signal
+    from ..obs import logging as clawpen_logging
 
     clawpen_logging.configure("info")  # reading secret: references is logged
     settings = _guard(lambda: load_settings(config))
@@ -87,8 +87,8 @@ def run(config: ConfigOption = Path(DEFAULT_PATH)) -> None:
 
 
 def _log_file(settings: Settings) -> RotatingFile:
-    from .init import make_data_dir
     from ..obs.logfile import RotatingFile, log_path
+    from .init import make_data_dir
 
     try:
         make_data_dir(settings.data_dir)
@@ -252,8 +252,8 @@ def logs(
 ) -> None:
     """The orchestrator's log (data_dir/logs/clawpen.log, rotated): readable on a terminal,
     JSON lines when piped; AGENT keeps that agent's lines, -f follows."""
-    from . import logview
     from ..obs.logfile import log_path
+    from . import logview
 
     path = log_path(_guard(lambda: data_dir_of(config)))
     if not logview.log_files(path) and not follow:
@@ -605,8 +605,8 @@ def image_build(
     """Build the agent image the config names (``image:``), on its ``docker_host`` (no
     registry needed: falls back to a debootstrap base), and the variant of every other engine
     its agents use (``engine: claude-code``)."""
-    from ..runtime.image import build_agent_image, build_engine_image, engine_tag
     from ..runtime.docker import connect
+    from ..runtime.image import build_agent_image, build_engine_image, engine_tag
 
     raw = _guard(lambda: read_yaml(config)) if config.exists() else {}
     image = tag or str(raw.get("image") or "clawpen-agent:latest")
@@ -655,8 +655,8 @@ def service_install(
     hardened, the vault key as a credential) and print the systemctl commands to start it."""
     import shutil
 
-    from . import service
     from ..security.vault import KEY_FILE
+    from . import service
 
     config = config.resolve()
     raw = _guard(lambda: read_yaml(config))

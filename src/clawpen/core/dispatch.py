@@ -20,15 +20,10 @@ from typing import Any, TypeVar
 
 from clawpen_agent.protocol import ChatLine, InboxFile, Task
 
-from . import commands, pairing
-from ..door.server import AgentGone
-from ..runtime.pool import AgentPool
 from ..channels.registry import address_problem
 from ..config import Settings
+from ..door.server import AgentGone
 from ..errors import ClawpenError, DockerUnavailable, StoreRejected, StoreUnavailable
-from .inbox import with_files
-from ..obs.logging import get_logger
-from ..obs.metrics import Metrics
 from ..models import (
     JOB_CHANNEL,
     Address,
@@ -41,14 +36,19 @@ from ..models import (
     Route,
     Stranger,
 )
-from .outbox import Outbox
-from ..ratelimit import KeyedBuckets
+from ..obs.logging import get_logger
+from ..obs.metrics import Metrics
 from ..obs.redact import SECRETS
-from ..retry import AGENT
-from .router import MAX_TEXT, route
-from ..store import Lease, Store, until_written
-from .text import clean_text, clip
 from ..obs.tracing import NO_TRACING, Tracing
+from ..ratelimit import KeyedBuckets
+from ..retry import AGENT
+from ..runtime.pool import AgentPool
+from ..store import Lease, Store, until_written
+from . import commands, pairing
+from .inbox import with_files
+from .outbox import Outbox
+from .router import MAX_TEXT, route
+from .text import clean_text, clip
 
 MAX_TASK_ATTEMPTS = 3  # tries of the agent at one task (a container that died takes one)
 MAX_RESUMES = 5  # takeovers of one task after the orchestrator died holding it

@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from functools import partial
 
 from ..channels.base import Channel, RateLimitSettings, SendError
-from .circuit import Circuit
+from ..models import Address, OutboundMessage, Reply
 from ..obs.logging import get_logger
 from ..obs.metrics import Metrics
-from ..models import Address, OutboundMessage, Reply
+from ..obs.tracing import NO_TRACING, Tracing
 from ..ratelimit import KeyedBuckets, TokenBucket
 from ..retry import PLATFORM
-from .split import split_text
 from ..store import Lease, Store, until_written
-from ..obs.tracing import NO_TRACING, Tracing
+from .circuit import Circuit
+from .split import split_text
 
 MAX_ATTEMPTS = 8
 IDLE_RECHECK = 30.0  # seconds: look at the store again even without a wake-up

@@ -25,8 +25,8 @@ from .. import schedule as sched
 from ..channels.registry import address_problem
 from ..config import Settings
 from ..errors import ClawpenError, StoreError
-from ..obs.logging import get_logger
 from ..models import Job, JobFiring, JobRun, JobSpec
+from ..obs.logging import get_logger
 from ..schedule import schedule_of
 from ..store import Store, until_written
 

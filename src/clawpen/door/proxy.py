@@ -30,12 +30,12 @@ from aiohttp import web
 
 from clawpen_agent.protocol import TOOL_CALLS_HEADER, ProtocolError, parse_tool_calls
 
-from .budget import Budget, Charge, Reservation
-from .caps import log_refusal
 from ..errors import ClawpenError
 from ..obs.logging import get_logger
-from .modelrequest import AgentPolicy, beta_header, decide, estimate_input_tokens
 from ..obs.tracing import NO_TRACING, Tracing
+from .budget import Budget, Charge, Reservation
+from .caps import log_refusal
+from .modelrequest import AgentPolicy, beta_header, decide, estimate_input_tokens
 
 FORWARDED_HEADERS = ("content-type", "anthropic-version", "accept")
 DEFAULT_MAX_MODEL_CALLS = 4

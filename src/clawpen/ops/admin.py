@@ -17,10 +17,10 @@ from aiohttp import web
 
 from ..channels.cli import CliChannel
 from ..core.dispatch import Dispatcher
+from ..core.scheduler import Scheduler, describe_job, describe_run
 from ..errors import ClawpenError, StoreError
 from ..obs.metrics import Metrics
 from ..schedule import ScheduleError, make_spec, parse_address
-from ..core.scheduler import Scheduler, describe_job, describe_run
 from ..security.webauth import credential
 
 ADMIN_SOCKET = "admin.sock"

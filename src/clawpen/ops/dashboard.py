@@ -23,10 +23,10 @@ from aiohttp import web
 from structlog.typing import EventDict
 
 from ..config import DashboardSettings
-from .dashview import LIVE_EVENTS, DashboardView
 from ..errors import ClawpenError
 from ..obs.logging import get_logger, subscribe
 from ..security.webauth import COOKIE, credential, csrf_for, host_allowed, may_act
+from .dashview import LIVE_EVENTS, DashboardView
 
 MAX_CLIENTS = 16  # open pages at once; past that the oldest is let go
 PING_EVERY = 15.0  # seconds: a comment line keeps proxies from closing an idle stream

@@ -11,11 +11,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..runtime.pool import AgentPool
 from ..core.dispatch import Dispatcher
+from ..core.scheduler import Scheduler, describe_job, describe_run
 from ..errors import ClawpenError
 from ..models import ChannelState
-from ..core.scheduler import Scheduler, describe_job, describe_run
+from ..runtime.pool import AgentPool
 from ..store import Store
 from ..store.base import UsageRow
 

@@ -15,17 +15,17 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from ..door.server import AgentGone, AgentSession
 from ..config import AgentSettings, Settings
+from ..door.proxy import ModelProxy
+from ..door.server import AgentGone, AgentSession
 from ..errors import ClawpenError, StoreError
-from .image import engine_tag
 from ..obs.logging import get_logger
 from ..obs.metrics import Metrics
-from .mounts import MountRequest
-from ..door.proxy import ModelProxy
 from ..retry import RESTART, Retrier
-from .base import AgentRuntime, AgentSpec, RuntimeEvent
 from ..store import Store
+from .base import AgentRuntime, AgentSpec, RuntimeEvent
+from .image import engine_tag
+from .mounts import MountRequest
 
 START_TIMEOUT = 30.0
 

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import StoreError, StoreRejected, StoreUnavailable
-from ..obs.logging import get_logger
 from ..models import (
     Address,
     ClaimedTask,
@@ -51,6 +50,7 @@ from ..models import (
     Stranger,
     TaskFile,
 )
+from ..obs.logging import get_logger
 from ..retry import STORE, until_done
 
 __all__ = ["Lease", "Store", "StoreError", "StoreRejected", "StoreUnavailable", "until_written"]

@@ -14,11 +14,11 @@ from typing import Any
 from clawpen_agent.protocol import JobRequest
 
 from .. import schedule as sched
-from ..door.server import JobRefused
 from ..core.dispatch import Dispatcher
+from ..core.scheduler import Scheduler, describe_job
+from ..door.server import JobRefused
 from ..errors import ClawpenError
 from ..models import JOB_CHANNEL
-from ..core.scheduler import Scheduler, describe_job
 
 MAX_JOBS = 50
 MIN_INTERVAL = 300.0  # seconds

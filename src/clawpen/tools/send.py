@@ -16,11 +16,11 @@ from typing import Any
 
 from clawpen_agent.protocol import OutgoingMessage
 
-from ..door.server import ToolRefused
 from ..core.dispatch import Dispatcher
+from ..door.server import ToolRefused
 from ..errors import StoreError
-from ..obs.logging import get_logger
 from ..models import JOB_CHANNEL, Address
+from ..obs.logging import get_logger
 from ..ratelimit import KeyedBuckets
 from ..schedule import parse_address
 

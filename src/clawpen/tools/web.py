@@ -19,12 +19,12 @@ from urllib.parse import urlsplit
 
 from clawpen_agent.protocol import FetchRequest
 
-from ..door.server import ToolRefused
 from ..config import Settings
-from ..obs.logging import get_logger
+from ..door.server import ToolRefused
 from ..egress.netpolicy import Refused
-from ..ratelimit import KeyedBuckets
 from ..egress.webfetch import WebFetcher
+from ..obs.logging import get_logger
+from ..ratelimit import KeyedBuckets
 
 CONCURRENT = 2
 PER_MINUTE = 30
