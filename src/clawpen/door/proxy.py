@@ -9,7 +9,7 @@ and token usage is read off the way through.
 Each agent has at most ``calls_allowed(agent)`` calls in flight upstream; one more waits up to
 ``slot_wait`` seconds for a slot, then gets a 429 (the agent retries those). So one agent's slow
 or numerous calls never make another agent's call wait. The body arrives read and parsed by the
-door (``agentapi.py``), under its caps.
+door (``server.py``), under its caps.
 
 Before a call goes out, ``modelrequest.decide`` keeps only what may go upstream (known fields,
 allowed models and tools, a clamped ``max_tokens``) and ``budget.py`` reserves what it may

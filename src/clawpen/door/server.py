@@ -3,7 +3,7 @@
 One aiohttp server per agent, each on its own socket file in a directory that only that agent's
 container mounts. Whatever arrives on the socket is from that agent: identity is the path, so
 there is nothing to forge. Tasks are handed over on a request the agent holds open, the moment
-they exist. Nothing that arrives is trusted: ``door.py`` caps connections, heads, bodies and
+they exist. Nothing that arrives is trusted: ``caps.py`` caps connections, heads, bodies and
 parsing per agent, and every body is checked by ``clawpen_agent.protocol`` before it is used.
 """
 
