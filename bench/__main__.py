@@ -24,8 +24,8 @@ import docker
 import docker.errors
 import uvloop
 
-from clawpen import logging as clawpen_logging
-from clawpen.image import DEFAULT_TAG, build_agent_image
+from clawpen.obs import logging as clawpen_logging
+from clawpen.runtime.image import DEFAULT_TAG, build_agent_image
 
 from . import MODULES
 from .harness import (

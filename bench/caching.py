@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from clawpen.testing.fake_model import FakeModel
+from clawpen.demo.model import FakeModel
 from clawpen_agent.loop import run_task
 from clawpen_agent.protocol import ChatLine, Task
 from clawpen_agent.session import Sessions
@@ -74,7 +74,7 @@ def shares(usage: list[dict[str, int]]) -> tuple[float, float]:
     f"""One chat of {TURNS} turns, every other one with a tool call (two model calls), through
     the agent's own loop (`clawpen_agent.loop.run_task`) against the fake model over HTTP,
     whose `usage` accounts prompt caching by prefix as the API does (breakpoints, 5-minute
-    lifetime, 1024-token minimum, 20-block lookback: `clawpen.testing.prompt_cache`). The agent
+    lifetime, 1024-token minimum, 20-block lookback: `clawpen.demo.prompt_cache`). The agent
     marks three breakpoints per call (tools, system prompt, the conversation so far). Share
     uncached = (input_tokens + cache_creation_input_tokens) / all input tokens; the same
     conversation without breakpoints is 100%. Target: <= 15%.""",

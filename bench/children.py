@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from clawpen.agents import instance_id
+from clawpen.runtime.pool import instance_id
 
 from .fakes import write_config
 from .harness import BenchContext

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from tests.fakes.fake_discord import FakeDiscord
+from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.fake_telegram import FakeTelegram
 
 from clawpen.config import Settings
-from clawpen.testing.fake_discord import FakeDiscord
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_slack import FakeSlack
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
 
 from .harness import BenchContext
 

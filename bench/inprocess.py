@@ -1,6 +1,6 @@
 """Orchestrators running in this process, observed through the events their log carries.
 
-``Probes`` subscribes to the log's event fan-out (``clawpen.logging.subscribe``) and takes
+``Probes`` subscribes to the log's event fan-out (``clawpen.obs.logging.subscribe``) and takes
 ``time.time()`` as each event arrives: the fan-out calls it synchronously, on the code path
 that logs the event, at any log level. Containers share the host's clock, so the agent's own
 times (``agentReceived``, ``agentAnswered`` on ``task_executed``) line up with ours.
@@ -22,14 +22,14 @@ from typing import Any, Literal
 
 from structlog.typing import EventDict
 
-from clawpen import logging as clawpen_logging
-from clawpen.agents import instance_id
 from clawpen.app import Orchestrator
 from clawpen.channels.base import Channel
 from clawpen.config import Settings
+from clawpen.obs import logging as clawpen_logging
 from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.docker import DockerRuntime, connect
 from clawpen.runtime.inprocess import InProcessRuntime
+from clawpen.runtime.pool import instance_id
 
 from .fakes import settings
 from .harness import BenchContext

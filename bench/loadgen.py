@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clawpen.agents import instance_id
-from clawpen.testing.fake_model import FakeModel
+from clawpen.demo.model import FakeModel
+from clawpen.runtime.pool import instance_id
 
 from .children import OrchestratorProcess, orchestrator_process
 from .fakes import BenchTelegram, agent_id, chat_id, config, fake_telegram, roundtrip

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from clawpen.admin import ADMIN_SOCKET
+from clawpen.ops.admin import ADMIN_SOCKET
 
 HISTOGRAM = "clawpen_event_loop_lag_seconds"
 MAXIMUM = "clawpen_event_loop_lag_max_seconds"

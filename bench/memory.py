@@ -11,8 +11,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from clawpen.agents import instance_id
 from clawpen.runtime.docker import LABEL_INSTANCE
+from clawpen.runtime.pool import instance_id
 
 from .children import orchestrator_process
 from .fakes import chat_id, config, fake_model, fake_telegram

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clawpen import logging as clawpen_logging
 from clawpen.app import Orchestrator, run_until_signal
 from clawpen.config import load_settings
+from clawpen.obs import logging as clawpen_logging
 from clawpen.runtime.inprocess import InProcessRuntime
 
 

@@ -10,9 +10,9 @@ import aiohttp
 import anthropic
 import httpx2
 
-from clawpen.agentapi import AgentSession
-from clawpen.budget import Charge
-from clawpen.proxy import ModelProxy
+from clawpen.door.budget import Charge
+from clawpen.door.proxy import ModelProxy
+from clawpen.door.server import AgentSession
 
 from .fakes import fake_model
 from .harness import BenchContext, Row, at_most, benchmark, ms

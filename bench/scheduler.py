@@ -8,10 +8,10 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from clawpen import logging as clawpen_logging
 from clawpen.config import Settings
+from clawpen.core.scheduler import Scheduler
 from clawpen.models import Address, JobSpec
-from clawpen.scheduler import Scheduler
+from clawpen.obs import logging as clawpen_logging
 from clawpen.store import SQLiteStore
 
 from .harness import BenchContext, Row, at_most, benchmark, ms

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clawpen.image import DEFAULT_TAG
+from clawpen.runtime.image import DEFAULT_TAG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "389e3bf"
@@ -26,7 +26,7 @@ per-chat outbox, the loop-lag probe, the log event fan-out): "the code before th
 
 _BUILD = """
 import sys, docker
-from clawpen.image import build_agent_image
+from clawpen.runtime.image import build_agent_image
 build_agent_image(docker.from_env(), tag=sys.argv[1], progress=lambda _: None)
 """
 

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 import uvloop
 
-from clawpen import logging as clawpen_logging
 from clawpen.app import AdapterMode, Orchestrator
 from clawpen.channels.base import Channel
 from clawpen.config import Settings
+from clawpen.core.scheduler import Clock
+from clawpen.demo.model import FakeModel
+from clawpen.obs import logging as clawpen_logging
 from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.scheduler import Clock
 from clawpen.store import Store
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from tests.fakes.fake_telegram import FakeTelegram
 
 clawpen_logging.configure("info")
 

@@ -21,39 +21,39 @@ import uvloop
 
 from clawpen_agent.protocol import EGRESS_SOCKET_NAME
 
-from .admin import ADMIN_SOCKET, AdminServer
-from .agentjobs import AgentJobs
-from .agents import AgentPool, instance_id
-from .agentsend import AgentMessages
-from .agentweb import AgentWeb
-from .budget import Budget, Charge, Limits
 from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
 from .channels.registry import plugins
 from .config import CREDENTIAL_KEY, Settings
-from .dashboard import Dashboard
-from .dashview import DashboardView
-from .disk import DiskGuard
-from .dispatch import ChannelInbox, Dispatcher, Leases
-from .egress import EgressProxy
+from .core.dispatch import ChannelInbox, Dispatcher, Leases
+from .core.outbox import Outbox
+from .core.scheduler import Clock, Scheduler
+from .door.budget import Budget, Charge, Limits
+from .door.modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
+from .door.proxy import ModelProxy
+from .egress.netpolicy import LoopbackExceptions
+from .egress.proxy import EgressProxy
+from .egress.webfetch import WebFetcher
 from .errors import ClawpenError, StoreError
-from .logging import get_logger
-from .metrics import Metrics
-from .modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
 from .models import ChannelState
-from .netpolicy import LoopbackExceptions
-from .outbox import Outbox
-from .proxy import ModelProxy
-from .redact import SECRETS
+from .obs.logging import get_logger
+from .obs.metrics import Metrics
+from .obs.redact import SECRETS
+from .obs.tracing import NO_TRACING, Tracing, otlp_provider
+from .ops.admin import ADMIN_SOCKET, AdminServer
+from .ops.dashboard import Dashboard
+from .ops.dashview import DashboardView
+from .ops.disk import DiskGuard
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
-from .scheduler import Clock, Scheduler
+from .runtime.pool import AgentPool, instance_id
+from .security.vault import Vault, open_vault
+from .security.webauth import load_token
 from .store import SQLiteStore, Store
-from .tracing import NO_TRACING, Tracing, otlp_provider
-from .vault import Vault, open_vault
-from .webauth import load_token
-from .webfetch import WebFetcher
+from .tools.jobs import AgentJobs
+from .tools.send import AgentMessages
+from .tools.web import AgentWeb
 
 HOUSEKEEPING_SECONDS = 15.0
 STRANGERS_KEPT_SECONDS = 7 * 86400
@@ -279,7 +279,7 @@ class Orchestrator:
 
     async def _operations_status(self, now: float) -> dict[str, Any]:
         """What an operator reads first: jobs, today's spend per agent, the disk."""
-        from .scheduler import describe_job
+        from .core.scheduler import describe_job
 
         midnight = now - now % 86_400
         spend: dict[str, float] = {}

@@ -31,14 +31,14 @@ from pydantic import (
 
 from .channels.base import ChannelSettings
 from .channels.registry import address_problem, plugins
+from .egress.netpolicy import LoopbackExceptions, Refused, normalize_host
 from .errors import ClawpenError, ConfigError
 from .models import JobSpec
-from .netpolicy import LoopbackExceptions, Refused, normalize_host
-from .redact import SECRETS
+from .obs.redact import SECRETS
 from .schedule import JOB_NAME, ScheduleError, make_spec, parse_address
 
 if TYPE_CHECKING:
-    from .vault import Vault
+    from .security.vault import Vault
 
 DEFAULT_PATH = "clawpen.yaml"
 AGENT_ID = r"^[a-z0-9][a-z0-9_-]{0,39}$"
@@ -405,7 +405,7 @@ def _has_secrets(value: Any) -> bool:
 def vault_of(path: Path | str, env: Mapping[str, str] | None = None) -> Vault:
     """The vault a config file names (its data_dir and ``vault:`` block), without resolving or
     validating the rest: ``clawpen secrets set`` must work before the config is complete."""
-    from .vault import open_vault
+    from .security.vault import open_vault
 
     path = Path(path)
     raw = read_yaml(path)

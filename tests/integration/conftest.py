@@ -9,12 +9,12 @@ from typing import Any
 import docker
 import pytest
 
-from clawpen.agents import instance_id
 from clawpen.app import Orchestrator
-from clawpen.image import build_agent_image
 from clawpen.runtime import workspace
 from clawpen.runtime.docker import DockerRuntime
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.runtime.image import build_agent_image
+from clawpen.runtime.pool import instance_id
+from tests.fakes.fake_telegram import FakeTelegram
 
 from .procs import TEST_IMAGE
 

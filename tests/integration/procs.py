@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clawpen.image import DEFAULT_TAG
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.runtime.image import DEFAULT_TAG
+from tests.fakes.fake_telegram import FakeTelegram
 
 CLAWPEN = [sys.executable, "-m", "clawpen"]
 # The agent image the tests build and run. Two work trees on one Docker engine would otherwise

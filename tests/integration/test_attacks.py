@@ -28,12 +28,12 @@ import docker
 import pytest
 import pytest_asyncio
 
-from clawpen.agents import instance_id
 from clawpen.app import Orchestrator
+from clawpen.demo.model import FakeModel
 from clawpen.models import Attachment
 from clawpen.runtime.docker import DockerRuntime, container_name
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_model import FakeModel
+from clawpen.runtime.pool import instance_id
+from tests.fakes.fake_channel import MemoryChannel
 
 from ..conftest import make_settings
 from .conftest import workspace_mounts

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from clawpen.app import Orchestrator
 from clawpen.channels.process import ChannelProcess, adapter_uid, process_spec
-from clawpen.testing.fake_telegram import FakeTelegram
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 

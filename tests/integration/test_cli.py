@@ -13,9 +13,9 @@ import docker
 import httpx
 import pytest
 
-from clawpen.agents import instance_id
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
+from clawpen.runtime.pool import instance_id
+from tests.fakes.fake_telegram import FakeTelegram
 
 from .procs import CLAWPEN, Orchestrator, clawpen, write_config
 

@@ -15,8 +15,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from clawpen.app import Orchestrator
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_model import FakeModel
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_channel import MemoryChannel
 
 from ..conftest import running
 

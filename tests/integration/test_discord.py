@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from clawpen import dispatch
-from clawpen.testing.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
-from clawpen.testing.fake_model import FakeModel
+from clawpen.core import dispatch
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory

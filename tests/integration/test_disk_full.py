@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from clawpen.app import Orchestrator
-from clawpen.testing.fake_telegram import FakeTelegram
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 

@@ -27,8 +27,8 @@ from aiohttp import web
 from clawpen.app import Orchestrator
 from clawpen.channels.base import SendError
 from clawpen.channels.email import EmailAdapter, EmailSettings
+from clawpen.demo.model import FakeModel
 from clawpen.models import Address, OutboundMessage
-from clawpen.testing.fake_model import FakeModel
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory
@@ -469,7 +469,7 @@ async def test_smtp_refusals_are_temporary_or_permanent_as_the_server_says(
 def test_doctor_logs_in_to_imap_and_tells_a_refused_password_from_a_dead_server(
     mail_servers: None,
 ) -> None:
-    from clawpen.probes import email
+    from clawpen.ops.probes import email
 
     def probe(**extra: Any) -> tuple[str, str] | None:
         return email(EmailSettings.model_validate(EMAIL | extra))

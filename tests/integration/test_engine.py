@@ -8,12 +8,12 @@ import json
 import docker
 import pytest
 
-from clawpen.image import build_engine_image, engine_tag
+from clawpen.demo.model import FakeModel
 from clawpen.runtime.docker import container_name
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.runtime.image import build_engine_image, engine_tag
 from clawpen_agent.claude_engine import MCP_TOOLS, mcp_name
 from clawpen_agent.tools import TOOL_SCHEMAS
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from clawpen.agents import instance_id
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
+from clawpen.runtime.pool import instance_id
+from tests.fakes.fake_telegram import FakeTelegram
 
 from .procs import Orchestrator, clawpen
 

@@ -8,7 +8,7 @@ import docker
 import pytest
 
 from clawpen.errors import DockerUnavailable, ImageBuildError
-from clawpen.image import build_agent_image, image_exists
+from clawpen.runtime.image import build_agent_image, image_exists
 
 from .procs import TEST_IMAGE
 

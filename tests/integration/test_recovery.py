@@ -15,10 +15,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from clawpen.agents import instance_id
+from clawpen.demo.model import FakeModel
 from clawpen.runtime.docker import container_name
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.runtime.pool import instance_id
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory

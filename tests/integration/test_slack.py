@@ -20,12 +20,12 @@ from typing import Any
 import docker
 import pytest
 
-from clawpen import dispatch
-from clawpen.agents import instance_id
 from clawpen.app import AdapterMode, Orchestrator
+from clawpen.core import dispatch
+from clawpen.demo.model import FakeModel
 from clawpen.runtime.docker import DockerRuntime
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_slack import FakeSlack
+from clawpen.runtime.pool import instance_id
+from tests.fakes.fake_slack import FakeSlack
 
 from ..conftest import make_settings, running
 from .procs import TEST_IMAGE

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from clawpen.testing.fake_model import FakeModel
+from clawpen.demo.model import FakeModel
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory

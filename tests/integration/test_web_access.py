@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from clawpen.testing import serve_on_loopback
-from clawpen.testing.fake_telegram import FakeTelegram
+from tests.fakes import serve_on_loopback
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory

@@ -14,7 +14,7 @@ import pytest
 
 from clawpen.app import Orchestrator
 from clawpen.models import Address
-from clawpen.testing.fake_whatsapp import FakeWhatsApp
+from tests.fakes.fake_whatsapp import FakeWhatsApp
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory

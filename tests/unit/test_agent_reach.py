@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from clawpen.agentsend import send_target
 from clawpen.app import Orchestrator
+from clawpen.demo.model import FakeModel
 from clawpen.models import Address
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.testing import serve_on_loopback
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_model import FakeModel
+from clawpen.tools.send import send_target
 from tests.conftest import running
+from tests.fakes import serve_on_loopback
+from tests.fakes.fake_channel import MemoryChannel
 
 AGENTS = [{"id": "assistant"}, {"id": "bob"}]
 

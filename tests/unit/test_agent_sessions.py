@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clawpen.testing.fake_model import respond
-from clawpen.testing.prompt_cache import PromptCache
+from clawpen.demo.model import respond
+from clawpen.demo.prompt_cache import PromptCache
 from clawpen_agent.compact import SUMMARISE_MARKER
 from clawpen_agent.loop import run_task, with_cache_breakpoints
 from clawpen_agent.protocol import ChatLine, Task

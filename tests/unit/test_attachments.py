@@ -10,13 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clawpen.app import Orchestrator
-from clawpen.inbox import inbox_name, with_files
+from clawpen.core.inbox import inbox_name, with_files
+from clawpen.demo.model import FakeModel
 from clawpen.models import Attachment, TaskFile
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_model import FakeModel
 from clawpen_agent.inbox import save_files, user_content
 from clawpen_agent.protocol import ChatLine, InboxFile
+from tests.fakes.fake_channel import MemoryChannel
 
 from ..conftest import running
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import httpx
 
 from clawpen.app import Orchestrator
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 

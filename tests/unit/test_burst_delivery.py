@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from clawpen.app import Orchestrator
-from clawpen.testing.fake_telegram import FakeTelegram
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 

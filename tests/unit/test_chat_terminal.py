@@ -12,9 +12,9 @@ from pathlib import Path
 import pexpect
 
 from clawpen.app import Orchestrator
-from clawpen.chatui import inert
-from clawpen.testing.fake_runtime import FakeRuntime
+from clawpen.cli.chatui import inert
 from clawpen_agent.protocol import Task, TaskResult
+from tests.fakes.fake_runtime import FakeRuntime
 
 from ..conftest import running
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from clawpen.channels.base import SendError
-from clawpen.circuit import Circuit
+from clawpen.core.circuit import Circuit
+from clawpen.core.outbox import MAX_ATTEMPTS
 from clawpen.models import OutboundMessage
-from clawpen.outbox import MAX_ATTEMPTS
 from clawpen.store.sqlite import SQLiteStore
-from clawpen.testing.fake_channel import MemoryChannel
+from tests.fakes.fake_channel import MemoryChannel
 
 from .test_outbox import all_sent, commit_reply, make_outbox, running, status_of
 

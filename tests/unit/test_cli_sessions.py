@@ -12,8 +12,8 @@ from clawpen.app import Orchestrator
 from clawpen.channels.base import SendError
 from clawpen.channels.cli import CliChannel
 from clawpen.models import Address, OutboundMessage
-from clawpen.testing.fake_runtime import FakeRuntime
 from clawpen_agent.protocol import Task, TaskResult
+from tests.fakes.fake_runtime import FakeRuntime
 
 from ..conftest import running
 

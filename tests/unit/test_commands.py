@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from clawpen import commands
 from clawpen.app import Orchestrator
+from clawpen.core import commands
+from clawpen.demo.model import FakeModel
 from clawpen.models import Route
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.store.base import UsageRow
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_model import FakeModel
+from tests.fakes.fake_channel import MemoryChannel
 
 from ..conftest import running
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from clawpen import logging as clawpen_logging
 from clawpen.app import Orchestrator
 from clawpen.config import load_settings
-from clawpen.redact import MASK, SECRETS, Redactor
+from clawpen.demo.model import FakeModel
+from clawpen.obs import logging as clawpen_logging
+from clawpen.obs.redact import MASK, SECRETS, Redactor
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.testing.fake_model import FakeModel
-from clawpen.vault import open_vault
+from clawpen.security.vault import open_vault
 
 from ..conftest import running
 

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from clawpen.app import Orchestrator
-from clawpen.cli import app as cli_app
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_runtime import FakeRuntime
-from clawpen.webauth import COOKIE, CSRF_HEADER, csrf_for
+from clawpen.cli.main import app as cli_app
+from clawpen.security.webauth import COOKIE, CSRF_HEADER, csrf_for
+from tests.fakes.fake_channel import MemoryChannel
+from tests.fakes.fake_runtime import FakeRuntime
 
 from ..conftest import running
 

@@ -11,12 +11,12 @@ import pytest
 
 from clawpen.app import Orchestrator
 from clawpen.channels.base import MAX_ATTACHMENT_BYTES
+from clawpen.demo.model import FakeModel
 from clawpen.errors import DockerUnavailable
 from clawpen.models import Address, InboundMessage
 from clawpen.runtime.base import AgentSpec
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 

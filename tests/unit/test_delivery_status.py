@@ -13,7 +13,7 @@ from clawpen.app import Orchestrator
 from clawpen.models import DeliveryStatus
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.store.sqlite import SQLiteStore
-from clawpen.testing.fake_channel import MemoryChannel
+from tests.fakes.fake_channel import MemoryChannel
 
 from ..conftest import running
 

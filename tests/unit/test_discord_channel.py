@@ -14,7 +14,7 @@ from clawpen.channels.base import MAX_ATTACHMENT_BYTES, ChannelFatal, SendError
 from clawpen.channels.discord import DiscordAdapter, DiscordSettings, plugin, strip_mention
 from clawpen.errors import StoreUnavailable
 from clawpen.models import Address, Decision, InboundMessage, OutboundMessage, Route
-from clawpen.testing.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
+from tests.fakes.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
 
 from ..conftest import running
 

@@ -14,9 +14,9 @@ from clawpen.app import Orchestrator
 from clawpen.errors import StoreRejected
 from clawpen.models import Address, Decision, InboundMessage, Reply
 from clawpen.store import Lease, SQLiteStore
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_runtime import FakeRuntime, echo
 from clawpen_agent.protocol import Task, TaskResult
+from tests.fakes.fake_channel import MemoryChannel
+from tests.fakes.fake_runtime import FakeRuntime, echo
 
 from ..conftest import running
 

@@ -13,12 +13,12 @@ import pytest
 from clawpen.channels.discord import DiscordSettings
 from clawpen.channels.slack import SlackSettings
 from clawpen.channels.whatsapp import WhatsAppSettings
-from clawpen.doctor import run_checks
-from clawpen.probes import discord, slack, whatsapp
-from clawpen.testing.fake_discord import FakeDiscord
-from clawpen.testing.fake_slack import FakeSlack
-from clawpen.testing.fake_telegram import FakeTelegram
-from clawpen.testing.fake_whatsapp import FakeWhatsApp
+from clawpen.ops.doctor import run_checks
+from clawpen.ops.probes import discord, slack, whatsapp
+from tests.fakes.fake_discord import FakeDiscord
+from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.fake_telegram import FakeTelegram
+from tests.fakes.fake_whatsapp import FakeWhatsApp
 
 NOBODY = "http://127.0.0.1:9"  # discard port: nothing listens
 

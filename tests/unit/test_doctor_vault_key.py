@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from clawpen.config import Settings
-from clawpen.doctor import vault_key
-from clawpen.vault import KEY_ENV, new_key, open_vault
+from clawpen.ops.doctor import vault_key
+from clawpen.security.vault import KEY_ENV, new_key, open_vault
 
 
 def settings(data_dir: Path, **vault: object) -> Settings:

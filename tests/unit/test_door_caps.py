@@ -21,11 +21,11 @@ import aiohttp
 import pytest
 import structlog
 
-from clawpen import door
-from clawpen import logging as clawpen_logging
-from clawpen.agentapi import AgentGone, AgentSession
-from clawpen.door import DoorLimits
-from clawpen.proxy import ModelProxy
+from clawpen.door import caps as door
+from clawpen.door.caps import DoorLimits
+from clawpen.door.proxy import ModelProxy
+from clawpen.door.server import AgentGone, AgentSession
+from clawpen.obs import logging as clawpen_logging
 from clawpen_agent.protocol import ChatLine, Task, TaskResult
 
 SMALL = DoorLimits(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from clawpen.proxy import requested_call
+from clawpen.door.proxy import requested_call
 from clawpen_agent.protocol import (
     MAX_ERROR_CHARS,
     MAX_RESULT_BYTES,

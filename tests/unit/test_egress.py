@@ -11,9 +11,15 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from clawpen.egress import BadRequest, EgressProxy, egress_allowed, parse_proxy_request, system_open
-from clawpen.netpolicy import IPAddress, LoopbackExceptions, parse_target
-from clawpen.testing import serve_on_loopback
+from clawpen.egress.netpolicy import IPAddress, LoopbackExceptions, parse_target
+from clawpen.egress.proxy import (
+    BadRequest,
+    EgressProxy,
+    egress_allowed,
+    parse_proxy_request,
+    system_open,
+)
+from tests.fakes import serve_on_loopback
 
 
 @pytest.fixture

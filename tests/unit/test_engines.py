@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from clawpen.app import Orchestrator
 from clawpen.config import AgentSettings
-from clawpen.image import build_hint, engine_tag
-from clawpen.modelrequest import beta_header, decide
-from clawpen.testing.fake_model import decide as fake_answer
+from clawpen.demo.model import decide as fake_answer
+from clawpen.door.modelrequest import beta_header, decide
+from clawpen.runtime.image import build_hint, engine_tag
 from clawpen_agent.claude_engine import (
     DUMMY_KEY,
     MCP_TOOLS,

@@ -11,7 +11,7 @@ import discord
 import pytest
 
 from clawpen.channels.discord_client import Bot
-from clawpen.testing.fake_discord import SEND_MESSAGE, FakeDiscord
+from tests.fakes.fake_discord import SEND_MESSAGE, FakeDiscord
 
 
 @pytest.fixture
@@ -201,7 +201,7 @@ async def test_a_missing_privileged_intent_closes_the_gateway_with_4014(
 
 
 async def test_attachments_are_served_from_the_cdn_url_in_the_message(fake: FakeDiscord) -> None:
-    from clawpen.testing.fake_discord import FakeFile
+    from tests.fakes.fake_discord import FakeFile
 
     heard = Heard()
     async with connected(fake, heard):

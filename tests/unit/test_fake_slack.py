@@ -15,7 +15,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from clawpen.testing.fake_slack import FakeSlack
+from tests.fakes.fake_slack import FakeSlack
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import telegram
 from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter
 
-from clawpen.testing.fake_telegram import BOT_USER, FakeTelegram
+from tests.fakes.fake_telegram import BOT_USER, FakeTelegram
 
 
 @pytest.fixture

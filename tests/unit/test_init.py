@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from clawpen.init import DEMO_MODEL_URL, plan
+from clawpen.cli.init import DEMO_MODEL_URL, plan
 
 
 def test_a_fresh_config_writes_urls_out_and_names_tokens_in_the_vault() -> None:

@@ -16,15 +16,15 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from clawpen import logging as clawpen_logging
 from clawpen.app import Orchestrator
-from clawpen.cli import app as cli_app
+from clawpen.cli.main import app as cli_app
+from clawpen.demo.model import FakeModel
 from clawpen.models import Address, JobSpec
+from clawpen.obs import logging as clawpen_logging
 from clawpen.store import Lease, SQLiteStore
 from clawpen.store.migrations import MIGRATIONS
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_clock import FakeClock
-from clawpen.testing.fake_model import FakeModel
+from tests.fakes.fake_channel import MemoryChannel
+from tests.fakes.fake_clock import FakeClock
 
 from ..conftest import running
 

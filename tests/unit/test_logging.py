@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from structlog.exceptions import DropEvent
 
-from clawpen import logging as clawpen_logging
-from clawpen.logging import LineWriter, RepeatLimiter
+from clawpen.obs import logging as clawpen_logging
+from clawpen.obs.logging import LineWriter, RepeatLimiter
 
 
 def test_subscribers_get_debug_events_the_log_leaves_out() -> None:

@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from clawpen import logging as clawpen_logging
-from clawpen.logfile import RotatingFile, log_path
-from clawpen.logview import follow, human
+from clawpen.cli.logview import follow, human
+from clawpen.obs import logging as clawpen_logging
+from clawpen.obs.logfile import RotatingFile, log_path
 
 
 def line(event: str, **fields: object) -> str:

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clawpen.app import Orchestrator
+from clawpen.demo.model import FakeModel
 from clawpen.models import Rejection, Route
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_model import FakeModel
+from tests.fakes.fake_channel import MemoryChannel
 
 from ..conftest import running
 

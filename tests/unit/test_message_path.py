@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from clawpen.app import Orchestrator
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.demo.model import FakeModel
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from clawpen.admin import ADMIN_SOCKET
 from clawpen.app import Orchestrator
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_clock import FakeClock
-from clawpen.testing.fake_runtime import FakeRuntime
+from clawpen.ops.admin import ADMIN_SOCKET
+from tests.fakes.fake_channel import MemoryChannel
+from tests.fakes.fake_clock import FakeClock
+from tests.fakes.fake_runtime import FakeRuntime
 
 from ..conftest import running
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clawpen.mounts import (
+from clawpen.runtime.mounts import (
     AllowedRoot,
     Mount,
     MountRefused,

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from clawpen.netpolicy import (
+from clawpen.egress.netpolicy import (
     LoopbackExceptions,
     Refused,
     address_problem,

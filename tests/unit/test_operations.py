@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from clawpen.app import Orchestrator
-from clawpen.disk import DiskGuard, Usage
-from clawpen.doctor import run_checks
+from clawpen.demo.model import FakeModel
 from clawpen.errors import StoreUnavailable
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_telegram import FakeTelegram
+from clawpen.ops.disk import DiskGuard, Usage
+from clawpen.ops.doctor import run_checks
+from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from clawpen.channels.base import RateLimitSettings, SendError
-from clawpen.metrics import Metrics
+from clawpen.core.outbox import MAX_ATTEMPTS, Outbox, plan
 from clawpen.models import Address, InboundMessage, Reply, Route
-from clawpen.outbox import MAX_ATTEMPTS, Outbox, plan
+from clawpen.obs.metrics import Metrics
 from clawpen.store import Lease, SQLiteStore
-from clawpen.testing.fake_channel import MemoryChannel
+from tests.fakes.fake_channel import MemoryChannel
 
 UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
 OWNER = "me"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clawpen import pairing
+from clawpen.core import pairing
 from clawpen.models import Address, InboundMessage
 from clawpen.store import Lease
 from clawpen.store.sqlite import SQLiteStore

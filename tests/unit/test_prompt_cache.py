@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clawpen.testing.prompt_cache import PromptCache
+from clawpen.demo.prompt_cache import PromptCache
 
 MARK = {"type": "ephemeral"}
 

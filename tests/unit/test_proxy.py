@@ -23,11 +23,11 @@ import httpx2
 import pytest
 from aiohttp import web
 
-from clawpen.agentapi import AgentSession
-from clawpen.budget import Charge
-from clawpen.proxy import ModelProxy
-from clawpen.testing import serve_on_loopback
-from clawpen.testing.fake_model import FakeModel
+from clawpen.demo.model import FakeModel
+from clawpen.door.budget import Charge
+from clawpen.door.proxy import ModelProxy
+from clawpen.door.server import AgentSession
+from tests.fakes import serve_on_loopback
 
 AGENT_KEY = "not-the-key"
 MODEL = "claude-test"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from clawpen.core.router import MAX_TEXT, route
 from clawpen.models import Address, Attachment, InboundMessage, Rejection, Route
-from clawpen.router import MAX_TEXT, route
 
 PAIRINGS = {"telegram:1001": "assistant", "telegram:2002": "ghost"}
 AGENTS = frozenset({"assistant", "coder"})

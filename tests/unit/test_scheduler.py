@@ -14,14 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from clawpen.app import Orchestrator
-from clawpen.cli import app as cli_app
+from clawpen.cli.main import app as cli_app
+from clawpen.core.scheduler import describe_job
+from clawpen.demo.model import FakeModel
 from clawpen.models import JobFiring
 from clawpen.runtime.base import AgentRuntime
-from clawpen.scheduler import describe_job
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_clock import FakeClock
-from clawpen.testing.fake_model import FakeModel
-from clawpen.testing.fake_runtime import FakeRuntime
+from tests.fakes.fake_channel import MemoryChannel
+from tests.fakes.fake_clock import FakeClock
+from tests.fakes.fake_runtime import FakeRuntime
 
 from ..conftest import running
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from clawpen.service import ServiceSpec, unit
+from clawpen.cli.service import ServiceSpec, unit
 
 ROOT = Path(__file__).resolve().parents[2]
 

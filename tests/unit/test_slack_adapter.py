@@ -16,7 +16,7 @@ from clawpen.channels.slack import SlackAdapter, SlackSettings, plugin
 from clawpen.config import load_settings
 from clawpen.errors import StoreUnavailable
 from clawpen.models import Address, Decision, InboundMessage, OutboundMessage, Route
-from clawpen.testing.fake_slack import FakeSlack
+from tests.fakes.fake_slack import FakeSlack
 
 DM = "D0123ABCD"
 CHANNEL = "C0GENERAL"

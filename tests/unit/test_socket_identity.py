@@ -11,8 +11,8 @@ import aiohttp
 import httpx
 import pytest
 
-from clawpen.agentapi import AgentSession
-from clawpen.proxy import ModelProxy
+from clawpen.door.proxy import ModelProxy
+from clawpen.door.server import AgentSession
 from clawpen_agent.protocol import ChatLine, Task, TaskResult
 
 

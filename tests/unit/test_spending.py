@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from clawpen.app import Orchestrator
-from clawpen.budget import Budget, Limits
-from clawpen.modelrequest import AgentPolicy, beta_header, decide, estimate_input_tokens
-from clawpen.testing.fake_model import FakeModel
+from clawpen.demo.model import FakeModel
+from clawpen.door.budget import Budget, Limits
+from clawpen.door.modelrequest import AgentPolicy, beta_header, decide, estimate_input_tokens
 
 from ..conftest import running
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from clawpen.split import FENCE, split_text
+from clawpen.core.split import FENCE, split_text
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from telegram.request import RequestData
 from telegram.request._requestparameter import RequestParameter
 
 from clawpen.channels.aiohttp_request import AiohttpRequest
-from clawpen.testing import serve_on_loopback
+from tests.fakes import serve_on_loopback
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from clawpen import dispatch
 from clawpen.app import Orchestrator
+from clawpen.core import dispatch
+from clawpen.demo.model import FakeModel
 from clawpen.models import Address
 from clawpen.runtime.inprocess import InProcessRuntime
-from clawpen.testing.fake_channel import MemoryChannel
-from clawpen.testing.fake_model import FakeModel
+from tests.fakes.fake_channel import MemoryChannel
 
 from ..conftest import running
 

@@ -16,10 +16,10 @@ import pytest
 from keyring.backend import KeyringBackend as KeyringBase
 from keyring.backends import fail, null
 
-from clawpen import logging as clawpen_logging
 from clawpen.config import load_settings
 from clawpen.errors import ClawpenError, ConfigError
-from clawpen.vault import (
+from clawpen.obs import logging as clawpen_logging
+from clawpen.security.vault import (
     KEY_ENV,
     FileBackend,
     KeyringBackend,

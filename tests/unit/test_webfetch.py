@@ -13,11 +13,11 @@ import pytest
 from aiohttp import web
 
 from clawpen.config import load_settings
+from clawpen.egress.htmltext import html_to_text
+from clawpen.egress.netpolicy import IPAddress, LoopbackExceptions, Refused
+from clawpen.egress.webfetch import FetchLimits, WebFetcher, system_connect
 from clawpen.errors import ConfigError
-from clawpen.htmltext import html_to_text
-from clawpen.netpolicy import IPAddress, LoopbackExceptions, Refused
-from clawpen.testing import serve_on_loopback
-from clawpen.webfetch import FetchLimits, WebFetcher, system_connect
+from tests.fakes import serve_on_loopback
 
 PAGE = (
     "<html><head><title>Hello page</title><script>steal()</script></head>"

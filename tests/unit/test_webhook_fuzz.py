@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clawpen.channels.whatsapp_events import Malformed, parse_webhook
-from clawpen.testing.fake_whatsapp import FakeWhatsApp
+from tests.fakes.fake_whatsapp import FakeWhatsApp
 
 from .whatsapp_support import Core, running_adapter
 

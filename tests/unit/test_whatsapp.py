@@ -14,7 +14,7 @@ from clawpen.channels.whatsapp import WhatsAppAdapter, WhatsAppSettings, plugin
 from clawpen.config import load_settings
 from clawpen.errors import ConfigError
 from clawpen.models import Address, OutboundMessage
-from clawpen.testing.fake_whatsapp import FakeWhatsApp
+from tests.fakes.fake_whatsapp import FakeWhatsApp
 
 from .whatsapp_support import Core, running_adapter
 

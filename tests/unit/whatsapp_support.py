@@ -11,7 +11,7 @@ from clawpen.channels.base import DeliveryStatus
 from clawpen.channels.whatsapp import WhatsAppAdapter, WhatsAppSettings
 from clawpen.errors import StoreUnavailable
 from clawpen.models import Decision, InboundMessage, Route
-from clawpen.testing.fake_whatsapp import FakeWhatsApp
+from tests.fakes.fake_whatsapp import FakeWhatsApp
 
 
 @dataclass

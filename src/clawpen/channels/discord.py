@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from ..logging import get_logger
 from ..models import Address, Attachment, InboundMessage, OutboundMessage
+from ..obs.logging import get_logger
 from ..retry import STORE, Retrier
 from ..store.base import StoreUnavailable
 from .base import (

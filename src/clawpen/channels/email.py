@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..logging import get_logger
 from ..models import Address, InboundMessage, OutboundMessage
+from ..obs.logging import get_logger
 from ..retry import PLATFORM, STORE, Retrier
 from ..store.base import StoreUnavailable
 from . import mailtext

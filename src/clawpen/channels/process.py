@@ -29,8 +29,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..errors import StoreUnavailable
-from ..logging import get_logger
 from ..models import Address, OutboundMessage
+from ..obs.logging import get_logger
 from . import wire
 from .base import Accept, ChannelFatal, SendError, report_status
 

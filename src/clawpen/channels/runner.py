@@ -23,9 +23,9 @@ from typing import Any
 
 import uvloop
 
-from .. import logging as clawpen_logging
 from ..errors import StoreUnavailable
 from ..models import Address, Decision, InboundMessage
+from ..obs import logging as clawpen_logging
 from . import wire
 from .base import HOST_NAME_MODULES, Channel, ChannelFatal, DeliveryStatus, SendError
 from .registry import plugins

@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from ..logging import get_logger
 from ..models import Address, Attachment, InboundMessage, OutboundMessage
+from ..obs.logging import get_logger
 from ..retry import PLATFORM, Retrier
 from ..store.base import StoreUnavailable
 from .base import (

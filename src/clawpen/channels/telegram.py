@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from ..logging import get_logger
 from ..models import Address, Attachment, InboundMessage, OutboundMessage
+from ..obs.logging import get_logger
 from ..retry import PLATFORM, STORE, Retrier
 from ..store.base import StoreUnavailable
 from .base import (

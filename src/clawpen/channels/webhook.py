@@ -36,7 +36,7 @@ from aiohttp import ClientError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import StoreUnavailable
-from ..logging import get_logger
+from ..obs.logging import get_logger
 
 MAX_BODY = 1024 * 1024  # Meta's and Telegram's events are a few kilobytes
 SHUTDOWN_GRACE = 2.0

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from ..logging import get_logger
 from ..models import Address, Attachment, InboundMessage, OutboundMessage
+from ..obs.logging import get_logger
 from .base import (
     MAX_ATTACHMENT_BYTES,
     Accept,

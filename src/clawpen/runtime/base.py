@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from ..mounts import MountRequest
+from .mounts import MountRequest
 
 
 @dataclass(frozen=True)

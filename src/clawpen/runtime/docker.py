@@ -21,10 +21,10 @@ import requests
 from clawpen_agent.protocol import AGENT_UID, EGRESS_PORT, SOCKET_DIR, SOCKET_PATH, WORKSPACE
 
 from ..errors import DockerUnavailable, ImageMissing
-from ..image import build_hint
-from ..mounts import Mount, default_allowlist_path, grant
 from . import workspace
 from .base import AgentSpec, RuntimeEvent
+from .image import build_hint
+from .mounts import Mount, default_allowlist_path, grant
 
 T = TypeVar("T")
 LABEL_MANAGED = "clawpen.managed"

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import StoreError, StoreRejected, StoreUnavailable
-from ..logging import get_logger
 from ..models import (
     Address,
     ClaimedTask,
@@ -52,6 +51,7 @@ from ..models import (
     Stranger,
     TaskFile,
 )
+from ..obs.logging import get_logger
 from ..retry import STORE, until_done
 
 __all__ = ["Lease", "Store", "StoreError", "StoreRejected", "StoreUnavailable", "until_written"]

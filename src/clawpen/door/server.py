@@ -1,0 +1,325 @@
+"""The orchestrator's end of each agent's Unix socket.
+
+One aiohttp server per agent, each on its own socket file in a directory that only that agent's
+container mounts. Whatever arrives on the socket is from that agent: identity is the path, so
+there is nothing to forge. Tasks are handed over on a request the agent holds open, the moment
+they exist. Nothing that arrives is trusted: ``caps.py`` caps connections, heads, bodies and
+parsing per agent, and every body is checked by ``clawpen_agent.protocol`` before it is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from clawpen_agent.protocol import (
+    JOBS_PATH,
+    MAX_JOB_BODY_BYTES,
+    MAX_SEND_BODY_BYTES,
+    MESSAGES_PATH,
+    NEXT_TASK_PATH,
+    OUTBOX_PATH,
+    SOCKET_NAME,
+    WEB_FETCH_PATH,
+    FetchRequest,
+    JobRequest,
+    OutgoingMessage,
+    ProtocolError,
+    Task,
+    TaskResult,
+    check_fetch_request,
+    check_job_request,
+    check_outgoing,
+    check_result,
+    parse_job_name,
+    parse_task_id,
+)
+
+from .caps import Door, DoorLimits, DoorSite, Refused, track_requests
+from .proxy import ModelProxy, api_error
+
+
+class AgentGone(Exception):
+    """The agent's container went away while it held a task."""
+
+
+class JobRefused(Exception):
+    """A job request the orchestrator will not carry out: an HTTP status and a one-line why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class AgentJobsApi(Protocol):
+    """What an agent may do about its scheduled jobs (``agentjobs.AgentJobs``)."""
+
+    async def create(self, agent_id: str, request: JobRequest) -> dict[str, Any]: ...
+
+    async def list(self, agent_id: str) -> list[dict[str, Any]]: ...
+
+    async def cancel(self, agent_id: str, name: str) -> dict[str, Any]: ...
+
+
+class ToolRefused(JobRefused):
+    """A send_message or web_fetch the orchestrator will not carry out (the same shape)."""
+
+
+class AgentMessagesApi(Protocol):
+    """What an agent may say on its own (``agentsend.AgentMessages``)."""
+
+    async def send(self, agent_id: str, message: OutgoingMessage) -> dict[str, Any]: ...
+
+
+class AgentWebApi(Protocol):
+    """What an agent may fetch (``agentweb.AgentWeb``)."""
+
+    async def fetch(self, agent_id: str, request: FetchRequest) -> dict[str, Any]: ...
+
+
+class AgentSession:
+    """One agent's socket: offers one task at a time and collects its result."""
+
+    def __init__(
+        self,
+        agent_id: str,
+        socket_dir: Path,
+        proxy: ModelProxy,
+        limits: DoorLimits | None = None,
+    ) -> None:
+        self.agent_id = agent_id
+        self.socket_dir = socket_dir
+        self.socket_path = socket_dir / SOCKET_NAME
+        self.proxy = proxy
+        self._offer: Task | None = None
+        self._changed = asyncio.Condition()
+        self._waiting = 0  # requests for a task currently held open by the agent
+        self._results: dict[int, asyncio.Future[TaskResult]] = {}
+        self._runner: web.AppRunner | None = None
+        self._closing = False
+        self._gone: AgentGone | None = None  # set when the agent's container died
+        self._alive = False
+        self.door = Door(agent_id, limits or DoorLimits())
+        self.jobs: AgentJobsApi | None = None  # set by the orchestrator
+        self.messages: AgentMessagesApi | None = None  # set by the orchestrator
+        self.web: AgentWebApi | None = None  # set by the orchestrator
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closing = False
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.socket_dir, 0o755)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        limits = self.door.limits
+        app = web.Application(
+            client_max_size=max(limits.result_body_max, limits.messages_body_max),
+            middlewares=[track_requests],
+        )
+        app.router.add_get(NEXT_TASK_PATH, self._next_task)
+        app.router.add_post("/v1/tasks/{task_id}/result", self._result)
+        app.router.add_post(MESSAGES_PATH, self._messages)
+        app.router.add_post(MESSAGES_PATH + "/count_tokens", self._messages)
+        app.router.add_post(JOBS_PATH, self._create_job)
+        app.router.add_get(JOBS_PATH, self._list_jobs)
+        app.router.add_delete(JOBS_PATH + "/{name}", self._cancel_job)
+        app.router.add_post(OUTBOX_PATH, self._send_message)
+        app.router.add_post(WEB_FETCH_PATH, self._web_fetch)
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, shutdown_timeout=2, **limits.handler_kwargs()
+        )
+        await self._runner.setup()
+        await DoorSite(self._runner, str(self.socket_path), self.door).start()
+        # The agent runs as an unprivileged uid; the directory is mounted into its container only.
+        os.chmod(self.socket_path, 0o666)
+
+    async def close(self) -> None:
+        await self.fail_all(AgentGone("the orchestrator is shutting down"))
+        async with self._changed:
+            self._closing = True  # answer the agent's held-open request now
+            self._changed.notify_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- the orchestrator's side ------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the agent holds a request open, waiting for work."""
+        return self._waiting > 0
+
+    @property
+    def alive(self) -> bool:
+        """True from the agent's first request for work after ``expect_agent`` until
+        ``fail_all``: between two tasks it runs, even though it holds no request open."""
+        return self._alive
+
+    def expect_agent(self) -> None:
+        """A (new) container is starting: forget that the last one died."""
+        self._gone = None
+        self._alive = False
+
+    async def wait_connected(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self._waiting > 0 or self._gone is not None)
+        if self._gone is not None:
+            raise self._gone
+
+    async def run(self, task: Task, timeout: float) -> TaskResult:
+        """Hand ``task`` to the agent and wait for its result."""
+        future: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
+        self._results[task.id] = future
+        try:
+            async with self._changed:
+                self._offer = task
+                self._changed.notify_all()
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            self._results.pop(task.id, None)
+            if self._offer is task:
+                self._offer = None
+
+    async def fail_all(self, error: AgentGone) -> None:
+        """Wake everyone waiting on the agent: it will not answer them."""
+        self._gone = error
+        self._alive = False
+        for future in self._results.values():
+            if not future.done():
+                future.set_exception(error)
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- the agent's side -----------------------------------------------------------------------
+
+    async def _next_task(self, request: web.Request) -> web.Response:
+        async with self._changed:
+            self._waiting += 1
+            self._alive = self._alive or self._gone is None
+            self._changed.notify_all()
+            try:
+                await self._changed.wait_for(lambda: self._offer is not None or self._closing)
+            finally:
+                self._waiting -= 1
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the agent hung up: keep the task for the next
+            task, self._offer = self._offer, None
+        if task is None:
+            return web.Response(status=503, text="orchestrator shutting down")
+        return web.Response(body=task.to_json(), content_type="application/json")
+
+    async def _result(self, request: web.Request) -> web.Response:
+        try:
+            task_id = parse_task_id(request.match_info["task_id"])
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "bad_task_id", str(exc)))
+        try:
+            async with self.door.json_body(request, self.door.limits.result_body_max) as body:
+                result = check_result(body[1])
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_result", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
+        future = self._results.get(task_id)
+        accepted = future is not None and not future.done()
+        if future is not None and accepted:
+            future.set_result(result)
+        if request.query.get("next") == "1":  # the agent wants its next task in this answer
+            return await self._next_task(request)
+        if not accepted:
+            return web.json_response({"accepted": False}, status=410)
+        return web.json_response({"accepted": True})
+
+    def _refuse(self, refusal: Refused) -> web.Response:
+        self.door.refused(refusal)
+        body = {"accepted": False, "error": refusal.message}
+        return web.json_response(body, status=refusal.status, headers=refusal.headers)
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        try:
+            async with self.door.json_body(request, self.door.limits.messages_body_max) as body:
+                return await self.proxy.handle(self.agent_id, request, *body)
+        except Refused as refusal:
+            self.door.refused(refusal)
+            kind = API_ERRORS.get(refusal.status, "invalid_request_error")
+            return api_error(refusal.status, kind, refusal.message, refusal.headers)
+
+    # -- scheduled jobs (the agent's tools) -----------------------------------------------------
+
+    async def _create_job(self, request: web.Request) -> web.Response:
+        try:
+            async with self.door.json_body(request, MAX_JOB_BODY_BYTES) as body:
+                job = check_job_request(body[1])
+            return web.json_response(await self._jobs().create(self.agent_id, job), status=201)
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_job", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    async def _list_jobs(self, request: web.Request) -> web.Response:
+        try:
+            return web.json_response({"jobs": await self._jobs().list(self.agent_id)})
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    async def _cancel_job(self, request: web.Request) -> web.Response:
+        try:
+            name = parse_job_name(request.match_info["name"])
+            return web.json_response(await self._jobs().cancel(self.agent_id, name))
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "bad_job_name", str(exc)))
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    def _jobs(self) -> AgentJobsApi:
+        if self.jobs is None:
+            raise JobRefused(503, "scheduled jobs are not available")
+        return self.jobs
+
+    def _refuse_job(self, exc: JobRefused) -> web.Response:
+        reason = "tool_refused" if isinstance(exc, ToolRefused) else "job_refused"
+        self.door.refused(Refused(exc.status, reason, exc.message))
+        return web.json_response({"error": exc.message}, status=exc.status)
+
+    # -- reaching out: send_message and web_fetch (the agent's tools) ------------------------------
+
+    async def _send_message(self, request: web.Request) -> web.Response:
+        try:
+            async with self.door.json_body(request, MAX_SEND_BODY_BYTES) as body:
+                message = check_outgoing(body[1])
+            if self.messages is None:
+                raise ToolRefused(503, "send_message is not available")
+            return web.json_response(await self.messages.send(self.agent_id, message))
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_message", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    async def _web_fetch(self, request: web.Request) -> web.Response:
+        try:
+            async with self.door.json_body(request, MAX_SEND_BODY_BYTES) as body:
+                fetch = check_fetch_request(body[1])
+            if self.web is None:
+                raise ToolRefused(503, "web_fetch is not available")
+            return web.json_response(await self.web.fetch(self.agent_id, fetch))
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_fetch", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+
+API_ERRORS = {413: "request_too_large", 429: "rate_limit_error"}

@@ -1,0 +1,1 @@
+"""Secrets and access: the vault, the HTTP token and cookie checks."""

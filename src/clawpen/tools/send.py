@@ -1,0 +1,80 @@
+"""What an agent may say on its own, through its socket (the ``send_message`` tool).
+
+The socket is the identity: a request on agent A's socket is A's. A may write to a chat paired
+with A, and to no other: not another agent's chat, not a stranger's. Without ``to`` the message
+goes to the chat of the task A is answering (in its thread). The message is committed as a
+reply and delivered by the outbox, so it gets every guarantee a reply has (order per chat,
+retries, nothing lost or doubled across a restart). An agent sends at most ``PER_MINUTE`` a
+minute, ``BURST`` at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from clawpen_agent.protocol import OutgoingMessage
+
+from ..core.dispatch import Dispatcher
+from ..door.server import ToolRefused
+from ..errors import StoreError
+from ..models import JOB_CHANNEL, Address
+from ..obs.logging import get_logger
+from ..ratelimit import KeyedBuckets
+from ..schedule import parse_address
+
+PER_MINUTE = 10
+BURST = 5
+
+
+def send_target(
+    agent_id: str, to: str | None, answering: Address | None, pairings: dict[str, str]
+) -> Address | str:
+    """Pure: where the message goes, or why it may not go anywhere.
+
+    >>> send_target("a", "telegram:1", None, {"telegram:1": "a"})
+    Address(channel='telegram', chat='1', thread='')
+    >>> send_target("a", "telegram:2", None, {"telegram:2": "b"})
+    'telegram:2 is not a chat paired with you'
+    """
+    if to is None:
+        if answering is None or answering.channel == JOB_CHANNEL:
+            return "give 'to' (platform:chat_id): you are not answering a chat now"
+        to = answering.chat_address
+    own_cli = to == f"cli:{agent_id}"  # the CLI's chat id names its agent (router.py)
+    if pairings.get(to) != agent_id and not own_cli:
+        return f"{to} is not a chat paired with you"
+    if answering is not None and answering.chat_address == to:
+        return answering  # the same chat: keep its thread
+    return parse_address(to)
+
+
+class AgentMessages:
+    def __init__(self, dispatcher: Dispatcher, clock: Callable[[], float] = time.monotonic):
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.rate: KeyedBuckets[str] = KeyedBuckets(PER_MINUTE / 60, BURST)
+        self.log = get_logger()
+
+    async def send(self, agent_id: str, message: OutgoingMessage) -> dict[str, Any]:
+        running = self.dispatcher.running.get(agent_id)
+        target = send_target(
+            agent_id, message.to, running.address if running else None, self.dispatcher.pairings
+        )
+        if isinstance(target, str):
+            self.log.warning("agent_message_refused", agentId=agent_id, reason=target)
+            raise ToolRefused(403, target)
+        if not self.rate.allow(agent_id, self.clock()):
+            raise ToolRefused(429, f"at most {PER_MINUTE} messages a minute; wait a little")
+        try:
+            reply = await self.dispatcher.send_message(agent_id, target, message.text)
+        except StoreError as exc:
+            self.log.error("store_unwritable", what="agent_message", error=str(exc))
+            raise ToolRefused(503, "the message could not be stored; try again shortly") from None
+        if reply is None:  # unpaired between the check above and the commit
+            reason = f"{target.chat_address} is no longer a chat paired with you"
+            self.log.warning("agent_message_refused", agentId=agent_id, reason=reason)
+            raise ToolRefused(403, reason)
+        self.log.info("agent_message_sent", agentId=agent_id, chat=target.chat_address)
+        return {"sent": True, "to": target.chat_address, "reply_id": reply.id}
