@@ -15,7 +15,6 @@ from clawpen.channels.mailtext import (
     reply_subject,
     sender_address,
     short_id,
-    too_large_note,
     trim_reply,
     verdict,
 )
@@ -307,5 +306,7 @@ def test_an_attachment_over_the_file_limit_is_named_without_being_decoded(
 
 
 def test_a_mail_too_large_to_read_is_described_to_the_agent() -> None:
+    from clawpen.channels.mailtext import too_large_note
+
     note = too_large_note(36 * 1024 * 1024 + 1, 25 * 1024 * 1024)
     assert "36.0 MB" in note and "25 MB limit" in note
