@@ -507,9 +507,12 @@ class EmailAdapter:
             escaped = message_id.replace("\\", "\\\\").replace('"', '\\"')
             response = await imap.uid_search("HEADER", "Message-ID", f'"{escaped}"', charset=None)
             uids = response.lines[0].decode().split() if response.lines else []
+            fields = "HEADER.FIELDS (MESSAGE-ID SUBJECT REFERENCES)"
             for uid in uids:
                 fetched = await imap.uid(
-                    "fetch", uid, "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT REFERENCES)])"
+                    "fetch",
+                    uid,
+                    f"(BODY.PEEK[{fields}]<0.{MAX_HEADER_BYTES}>)",
                 )
                 raw = next((bytes(x) for x in fetched.lines if isinstance(x, bytearray)), b"")
                 headers = mailtext.parse_bytes(raw)
