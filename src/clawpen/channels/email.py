@@ -580,6 +580,7 @@ plugin = ChannelPlugin(
         "email.mime.text",
         "email.headerregistry",
         "email._header_value_parser",
+        "encodings.ascii",  # mailtext.parse_bytes decodes through the codec registry
         "google.auth.transport.requests",
         "google.oauth2.credentials",
         "requests",
