@@ -290,14 +290,14 @@ class EmailAdapter:
             size = await self._size(imap, uid)
             if size is None:
                 continue  # expunged meanwhile
-            raw = await self._fetch(imap, uid, size <= MAX_MAIL_BYTES)
+            whole = size <= MAX_MAIL_BYTES
+            raw = await self._fetch(imap, uid, whole)
+            if raw is not None and whole and len(raw) > MAX_MAIL_BYTES:  # larger than announced
+                size, whole = len(raw), False
+                raw = await self._fetch(imap, uid, whole)
             if raw is None:
                 continue
-            oversized = size if size > MAX_MAIL_BYTES or len(raw) > MAX_MAIL_BYTES else None
-            if oversized is not None and size <= MAX_MAIL_BYTES:  # it grew past what was said
-                raw = await self._fetch(imap, uid, whole=False)
-                if raw is None:
-                    continue
+            oversized = None if whole else size
             try:
                 await self._hand_over(uid, raw, accept, oversized)
             except StoreUnavailable as exc:
