@@ -121,12 +121,15 @@ def mail(
     return message
 
 
-async def deliver(message: EmailMessage, envelope_from: str = ALICE) -> None:
+async def deliver(message: EmailMessage | bytes, envelope_from: str = ALICE) -> None:
     """Through postfix's port 25, as a message from the internet arrives."""
 
     def send() -> None:
-        with smtplib.SMTP("127.0.0.1", 25, timeout=30) as smtp:
-            smtp.send_message(message, from_addr=envelope_from, to_addrs=[AGENT])
+        with smtplib.SMTP("127.0.0.1", 25, timeout=60) as smtp:
+            if isinstance(message, bytes):
+                smtp.sendmail(envelope_from, [AGENT], message)
+            else:
+                smtp.send_message(message, from_addr=envelope_from, to_addrs=[AGENT])
 
     await asyncio.to_thread(send)
 
@@ -483,3 +486,123 @@ def test_doctor_logs_in_to_imap_and_tells_a_refused_password_from_a_dead_server(
     assert dead is not None and "does not answer" in dead[0]
     untrusted = probe(ca_file=None)  # the server's certificate is its own
     assert untrusted is not None and "TLS" in untrusted[0]
+
+
+def config_for(*senders: str, **extra: Any) -> dict[str, Any]:
+    settings = config(**extra)
+    settings["pairings"] = [{"channel": f"email:{s}", "agent": "assistant"} for s in senders]
+    return settings
+
+
+async def test_a_subject_that_decodes_to_a_line_break_gets_a_clean_reply_and_holds_up_no_one(
+    docker_orchestrator_factory: DockerOrchestratorFactory, mailboxes: None
+) -> None:
+    """Issue 23: the encoded subject decodes to CR/LF plus a Bcc header. The reply goes out
+    with that subject on one line and no Bcc; mallory's own mail, sent just after, is
+    answered as promptly as ever (no failing reply holds the channel)."""
+    orchestrator, _ = docker_orchestrator_factory(**config_for(ALICE, MALLORY))
+    hostile = mail("hello there", subject="hello").as_bytes()
+    encoded = b"=?utf-8?q?hi=0D=0ABcc:_mallory@clawpen.test?="
+    hostile = hostile.replace(b"Subject: hello", b"Subject: " + encoded, 1)
+    assert encoded in hostile
+    async with running(orchestrator):
+        await deliver(hostile)
+        await deliver(mail("me too", subject="mine", sender=MALLORY), envelope_from=MALLORY)
+        [theirs] = await wait_for_inbox(MALLORY, 1, timeout=30)
+        [reply] = await wait_for_inbox(ALICE, 1, timeout=30)
+        await settled(orchestrator, 2)
+        mallorys = await inbox(MALLORY)
+    assert reply["Subject"] == "Re: hi Bcc: mallory@clawpen.test"
+    assert reply["Bcc"] is None and reply["To"] == ALICE
+    assert body(reply).endswith("hello there")
+    assert [m["To"] for m in mallorys] == [MALLORY]  # no copy of alice's reply went to mallory
+    assert theirs["Subject"] == "Re: mine"
+
+
+async def test_a_forged_authentication_results_alone_gets_no_answer_without_authserv_id(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_model: FakeModel,
+    mailboxes: None,
+) -> None:
+    """With authserv_id unset, mallory writes a passing verdict for alice's domain into her
+    own mail, naming our server: it sits below every Received line, so it is not ours. A mail
+    whose verdict our server wrote as it delivered it (above its Received line; postfix here
+    verifies nothing, so `doveadm save` plays that server) is answered."""
+    orchestrator, _ = docker_orchestrator_factory(**config(authserv_id=None))
+    forged = mail("forged: only my own header", auth=[PASS])
+    genuine = mail("the real alice", auth=[])
+    received = (
+        "Received: from mail.clawpen.test (mail.clawpen.test [127.0.0.1])\r\n"
+        "\tby mx.clawpen.test (Postfix) with ESMTPS; Mon, 7 Dec 2026 10:00:00 +0000\r\n"
+    )
+    delivered = f"Authentication-Results: {PASS}\r\n{received}".encode() + genuine.as_bytes()
+    async with running(orchestrator):
+        await deliver(forged, envelope_from=MALLORY)
+        async with asyncio.timeout(30):
+            while not (await inbox(AGENT)) or not await all_seen(AGENT):
+                await asyncio.sleep(0.2)  # read and set aside
+        await asyncio.to_thread(
+            subprocess.run,
+            [*DOVECOT, "save", "-u", AGENT, "-m", "INBOX"],
+            input=delivered.replace(b"\r\n", b"\n"),
+            check=True,
+        )
+        [reply] = await wait_for_inbox(ALICE, 1)
+        await settled(orchestrator, 1)
+        async with asyncio.timeout(30):
+            while not await all_seen(AGENT):
+                await asyncio.sleep(0.2)
+        replies = await inbox(ALICE)
+    assert body(reply) == "echo: Subject: hello\n\nthe real alice"
+    assert len(replies) == 1
+    assert "forged" not in model_saw(fake_model)
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident memory so far, in bytes (VmHWM): no sampling can miss it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def big_mail(megabytes: int) -> bytes:
+    """A mail from alice (DKIM passed) with one attachment, ``megabytes`` large once encoded."""
+    line = b"A" * 76 + b"\r\n"
+    return b"".join(
+        [
+            f"Authentication-Results: {PASS}\r\nFrom: Alice <{ALICE}>\r\nTo: {AGENT}\r\n"
+            f"Subject: the scan\r\nMessage-ID: <{uuid.uuid4().hex}@clawpen.test>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+            "--B\r\nContent-Type: text/plain\r\n\r\nsee the attached scan\r\n"
+            "--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: "
+            "attachment; filename=scan.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n".encode(),
+            line * (megabytes * 1024 * 1024 // len(line)),
+            b"--B--\r\n",
+        ]
+    )
+
+
+async def test_a_mail_over_the_cap_is_never_read_whole_and_its_sender_is_told_the_limit(
+    docker_orchestrator_factory: DockerOrchestratorFactory, mailboxes: None
+) -> None:
+    """The cap is 25 MB (channels/email.py MAX_MAIL_BYTES); this mail is 36 MB."""
+    orchestrator, _ = docker_orchestrator_factory(**config())
+    big = big_mail(36)
+    async with running(orchestrator):
+        await deliver(mail("warm up", subject="first"))
+        await wait_for_inbox(ALICE, 1)
+        await settled(orchestrator, 1)
+        pid = orchestrator.channels["email"].pid  # type: ignore[attr-defined]
+        assert pid is not None
+        before = peak_rss(pid)
+        await deliver(big)
+        replies = await wait_for_inbox(ALICE, 2)
+        await settled(orchestrator, 2)
+        after = peak_rss(pid)
+        assert orchestrator.channels["email"].pid == pid  # the same adapter process throughout
+    assert after - before < 20 * 1024 * 1024, f"the adapter grew by {(after - before) >> 20} MB"
+    said = [body(reply) for reply in replies if reply["Subject"] == "Re: the scan"]
+    assert len(said) == 1
+    assert "over the 25 MB limit for one mail" in said[0]
+    assert "36.0 MB" in said[0]

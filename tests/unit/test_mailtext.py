@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 
@@ -239,3 +240,73 @@ def test_bounces_and_auto_replies_are_marked_so_they_are_never_answered(headers:
 def test_hostile_bytes_parse_or_are_refused_without_raising(raw: bytes) -> None:
     mail = read_mail(raw)
     assert mail is None or isinstance(mail.text, str)
+
+
+OURS = "mx.example.net; dkim=pass header.d=example.com"
+RECEIVED = "Received: from mail.example.com by mx.example.net; Mon, 1 Jan 2024 10:00:00 +0000"
+
+
+@pytest.mark.parametrize(
+    ("headers", "trusted"),
+    [
+        # our server prepended its verdict above the Received line it wrote: it counts
+        ([f"Authentication-Results: {OURS}", RECEIVED], True),
+        # a sender's own verdict lies below every Received line, whatever server it names
+        ([RECEIVED, f"Authentication-Results: {OURS}"], False),
+        ([RECEIVED, f"Authentication-Results: {FORGED}"], False),
+        # ...even below a Received line it wrote itself
+        ([RECEIVED, f"Authentication-Results: {OURS}", "Received: from forged"], False),
+        # ours says fail; a forged pass below it changes nothing
+        (["Authentication-Results: mx.example.net; dkim=fail header.d=example.com", RECEIVED,
+          f"Authentication-Results: {OURS}"], False),
+        # no Received line at all: it came through no server, so nothing in it is ours
+        ([f"Authentication-Results: {OURS}"], False),
+    ],
+)  # fmt: skip
+def test_without_authserv_id_only_a_verdict_above_the_topmost_received_counts(
+    headers: list[str], trusted: bool
+) -> None:
+    raw = _mail("\n".join([*headers, "From: alice@example.com", "Message-ID: <f@x.com>"]), "hi")
+    mail = read_mail(raw)
+    assert mail is not None and mail.sender is not None
+    assert verdict(list(mail.auth_headers), mail.sender, None, mail.auth_above_received) is trusted
+
+
+def test_with_authserv_id_the_first_header_carrying_it_counts_wherever_it_sits() -> None:
+    raw = _mail(f"{RECEIVED}\nAuthentication-Results: {OURS}\nFrom: {ALICE}\nMessage-ID: <g@x>", "")
+    mail = read_mail(raw)
+    assert mail is not None and mail.sender is not None
+    assert verdict(list(mail.auth_headers), mail.sender, "mx.example.net", 0)
+
+
+def test_an_attachment_over_the_file_limit_is_named_without_being_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from email.message import EmailMessage
+
+    encoded = base64.encodebytes(b"y" * (MAX_ATTACHMENT_BYTES + 10)).decode()
+    raw = (
+        "From: alice@example.com\r\nMessage-ID: <h@x.com>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n"
+        "see file\r\n--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: "
+        "attachment; filename=big.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + encoded.replace("\n", "\r\n")
+        + "\r\n--B--\r\n"
+    ).encode()
+    decode = EmailMessage.get_payload
+
+    def get_payload(self: EmailMessage, i: Any = None, decode_: bool = False, **kw: Any) -> Any:
+        assert not (kw.get("decode") or decode_) or self.get_filename() != "big.bin"
+        return decode(self, i, **kw)
+
+    monkeypatch.setattr(EmailMessage, "get_payload", get_payload)
+    mail = read_mail(raw)
+    assert mail is not None and mail.attachments == ()
+    assert "[big.bin: not downloaded, 20.0 MB is over the 20 MB limit]" in mail.text
+
+
+def test_a_mail_too_large_to_read_is_described_to_the_agent() -> None:
+    from clawpen.channels.mailtext import too_large_note
+
+    note = too_large_note(36 * 1024 * 1024 + 1, 25 * 1024 * 1024)
+    assert "36.0 MB" in note and "25 MB limit" in note

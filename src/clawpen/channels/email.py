@@ -6,12 +6,18 @@ connection dropped or the process died is fetched again on the next connection; 
 the duplicates by Message-ID (the platform id). Nothing is kept on disk by the adapter.
 
 A From header is not an identity. Unless ``trust_unauthenticated`` is set, a message is handed
-to the core only when the receiving server's Authentication-Results (the topmost one, or with
-``authserv_id`` the first carrying that id) says DKIM or DMARC passed for the From domain
-(``mailtext.verdict``). Anything else is never handed over, so no agent can hear it, whoever is
-paired: it is flagged \\Seen (it stays in the mailbox for a human) and logged as
+to the core only when the receiving server's Authentication-Results says DKIM or DMARC passed
+for the From domain (``mailtext.verdict``): with ``authserv_id``, the first carrying that id;
+without it, only one above the topmost Received line (a sender's own sit below every Received
+line, so a forged one never counts). Anything else is never handed over, so no agent can hear
+it, whoever is paired: it is flagged \\Seen (it stays in the mailbox for a human) and logged as
 ``email_unauthenticated``. Bounces, auto-replies and list mail are set aside the same way
 (``email_automatic``), so two robots never answer each other for ever.
+
+A mail is read whole only up to ``MAX_MAIL_BYTES`` (its RFC822.SIZE is asked first, and the
+fetch itself is cut there whatever the server announced). A larger one is read as its header
+only: the agent is told who sent it, its subject and that it was too large, so it can say so
+to the sender; no more of it is held in memory.
 
 Addresses: chat = the sender's address (lower-cased), thread = the Message-ID of the thread's
 root (the first of References), so a reply continues its thread; replies carry In-Reply-To,
@@ -22,11 +28,12 @@ References and ``Re:`` and quote nothing. Replies go to the From address, never 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
-from email.message import EmailMessage
+from email.errors import MessageError
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,7 +43,7 @@ from ..models import Address, InboundMessage, OutboundMessage
 from ..obs.logging import get_logger
 from ..retry import PLATFORM, STORE, Retrier
 from ..store.base import StoreUnavailable
-from . import mailtext
+from . import mailreply, mailtext
 from .base import Accept, ChannelFatal, ChannelPlugin, ChannelSettings, RateLimitSettings, SendError
 
 if TYPE_CHECKING:
@@ -48,6 +55,8 @@ MAX_MESSAGE_LENGTH = 100_000  # a mail has no real limit; this keeps one reply r
 MAX_TEXT = 100_000  # characters of a received mail the agent reads
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 IDLE_SECONDS = 240.0  # IDLE is renewed this often (servers drop it after 29 min; NATs sooner)
+MAX_MAIL_BYTES = 25 * 1024 * 1024  # a larger mail is read as its header only (Gmail's limit)
+MAX_HEADER_BYTES = 256 * 1024  # of a mail's header, the most that is read
 REMEMBERED = 1000  # received messages whose subject and references are kept for replies
 
 
@@ -278,19 +287,50 @@ class EmailAdapter:
         for uid in uids:
             if not uid.isdigit():
                 continue
-            fetched = await imap.uid("fetch", uid, "(BODY.PEEK[])")
-            raw = next((bytes(line) for line in fetched.lines if isinstance(line, bytearray)), None)
-            if fetched.result != "OK" or raw is None:
+            size = await self._size(imap, uid)
+            if size is None:
                 continue  # expunged meanwhile
+            whole = size <= MAX_MAIL_BYTES
+            raw = await self._fetch(imap, uid, whole)
+            if raw is not None and whole and len(raw) > MAX_MAIL_BYTES:  # larger than announced
+                size, whole = len(raw), False
+                raw = await self._fetch(imap, uid, whole)
+            if raw is None:
+                continue
+            oversized = None if whole else size
             try:
-                await self._hand_over(uid, raw, accept)
+                await self._hand_over(uid, raw, accept, oversized)
             except StoreUnavailable as exc:
                 return str(exc)
             await imap.uid("store", uid, "+FLAGS.SILENT", "(\\Seen)")
         return None
 
-    async def _hand_over(self, uid: str, raw: bytes, accept: Accept) -> None:
-        """Decide what one message is, and hand it to the core if it may reach an agent."""
+    async def _size(self, imap: aioimaplib.IMAP4, uid: str) -> int | None:
+        """The message's size as the server counts it; None when it is gone."""
+        fetched = await imap.uid("fetch", uid, "(RFC822.SIZE)")
+        for line in fetched.lines:
+            found = re.search(rb"RFC822\.SIZE (\d+)", bytes(line))
+            if fetched.result == "OK" and found is not None:
+                return int(found.group(1))
+        return None
+
+    async def _fetch(self, imap: aioimaplib.IMAP4, uid: str, whole: bool) -> bytes | None:
+        """The message (``whole``) or its header, never more than one byte past its cap (a
+        partial fetch), whatever size the server announced."""
+        if whole:
+            part = f"BODY.PEEK[]<0.{MAX_MAIL_BYTES + 1}>"
+        else:
+            part = f"BODY.PEEK[HEADER]<0.{MAX_HEADER_BYTES}>"
+        fetched = await imap.uid("fetch", uid, f"({part})")
+        raw = next((bytes(line) for line in fetched.lines if isinstance(line, bytearray)), None)
+        return raw if fetched.result == "OK" else None
+
+    async def _hand_over(
+        self, uid: str, raw: bytes, accept: Accept, oversized: int | None = None
+    ) -> None:
+        """Decide what one message is, and hand it to the core if it may reach an agent.
+        ``oversized``: the size of a mail over ``MAX_MAIL_BYTES``, of which ``raw`` is only
+        the header."""
         try:
             mail = mailtext.read_mail(raw)
         except Exception as exc:  # hostile bytes cost this message only
@@ -304,21 +344,40 @@ class EmailAdapter:
         if mail.automatic or mail.sender == self.settings.address.lower():
             self.log.info("email_automatic", channel=self.name, uid=uid, sender=mail.sender)
             return
+        authserv_id = self.settings.authserv_id
         if not self.settings.trust_unauthenticated and not mailtext.verdict(
-            list(mail.auth_headers), mail.sender, self.settings.authserv_id
+            list(mail.auth_headers), mail.sender, authserv_id, mail.auth_above_received
         ):
+            hint = None
+            if authserv_id is None and len(mail.auth_headers) > mail.auth_above_received:
+                hint = (
+                    "only an Authentication-Results above the topmost Received line counts; "
+                    "if your server writes its own below one (Gmail does), set "
+                    "channels.email.authserv_id to its name"
+                )
             self.log.warning(
                 "email_unauthenticated",
                 channel=self.name,
                 uid=uid,
                 sender=mail.sender,
                 authenticationResults=mail.auth_headers[:1],
+                hint=hint,
             )
             return
         self._remember(mail.message_id, mail.subject, mail.references)
         text = mail.text
         if len(text) > MAX_TEXT:
             text = text[:MAX_TEXT] + "\n[the rest of this mail was cut]"
+        if oversized is not None:
+            self.log.warning(
+                "email_too_large",
+                channel=self.name,
+                uid=uid,
+                sender=mail.sender,
+                size=oversized,
+                limit=MAX_MAIL_BYTES,
+            )
+            text = "\n".join([text, mailtext.too_large_note(oversized, MAX_MAIL_BYTES)]).strip()
         await accept(
             InboundMessage(
                 address=Address(self.name, mail.sender, mailtext.short_id(mail.thread)),
@@ -361,24 +420,18 @@ class EmailAdapter:
         import aiosmtplib
 
         address = message.address
+        mailreply.check_address(address.chat)  # before any round trip: it can never go out
         original = await self._original(message.reply_to or address.thread)
-        mail = EmailMessage()
-        mail["From"] = self.settings.address
-        mail["To"] = address.chat
-        if original is not None:
-            parent, subject, references = original
-            mail["Subject"] = mailtext.reply_subject(subject)
-            mail["In-Reply-To"] = parent
-            mail["References"] = " ".join([*references, parent][-20:])
-        else:
-            mail["Subject"] = "Re: your message"
-            if address.thread.startswith("<"):
-                mail["References"] = address.thread
         message_id = make_msgid(domain=self.domain)
-        mail["Message-ID"] = message_id
-        mail["Date"] = formatdate(usegmt=True)
-        mail["Auto-Submitted"] = "auto-replied"  # RFC 3834: vacation responders stay quiet
-        mail.set_content(message.text)
+        mail = mailreply.build_reply(
+            sender=self.settings.address,
+            to=address.chat,
+            text=message.text,
+            message_id=message_id,
+            date=formatdate(usegmt=True),
+            original=original,
+            thread=address.thread,
+        )
         server = self.settings.smtp
         smtp = aiosmtplib.SMTP(
             hostname=server.host,
@@ -399,6 +452,11 @@ class EmailAdapter:
             raise SendError(f"SMTP login refused ({exc.code} {exc.message})") from None
         except aiosmtplib.SMTPResponseException as exc:
             raise SendError(f"{exc.code} {exc.message}", permanent=exc.code >= 500) from None
+        except (ValueError, TypeError, MessageError) as exc:  # this mail can never be written
+            raise SendError(
+                f"e-mail: the reply cannot be sent ({type(exc).__name__}: {exc}); given up",
+                permanent=True,
+            ) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise SendError(f"{type(exc).__name__}: {exc}") from None
         self._remember(message_id, str(mail["Subject"]), ())
@@ -449,9 +507,12 @@ class EmailAdapter:
             escaped = message_id.replace("\\", "\\\\").replace('"', '\\"')
             response = await imap.uid_search("HEADER", "Message-ID", f'"{escaped}"', charset=None)
             uids = response.lines[0].decode().split() if response.lines else []
+            fields = "HEADER.FIELDS (MESSAGE-ID SUBJECT REFERENCES)"
             for uid in uids:
                 fetched = await imap.uid(
-                    "fetch", uid, "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT REFERENCES)])"
+                    "fetch",
+                    uid,
+                    f"(BODY.PEEK[{fields}]<0.{MAX_HEADER_BYTES}>)",
                 )
                 raw = next((bytes(x) for x in fetched.lines if isinstance(x, bytearray)), b"")
                 headers = mailtext.parse_bytes(raw)
@@ -519,6 +580,7 @@ plugin = ChannelPlugin(
         "email.mime.text",
         "email.headerregistry",
         "email._header_value_parser",
+        "encodings.ascii",  # mailtext.parse_bytes decodes through the codec registry
         "google.auth.transport.requests",
         "google.oauth2.credentials",
         "requests",

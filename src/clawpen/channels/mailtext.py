@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import html
+import io
 import re
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import Parser
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 
@@ -105,16 +106,32 @@ def _domain(value: str) -> str:
     return value.rpartition("@")[2].strip().rstrip(".").lower()
 
 
-def verdict(auth_headers: list[str], sender: str, authserv_id: str | None = None) -> bool:
+def verdict(
+    auth_headers: list[str],
+    sender: str,
+    authserv_id: str | None = None,
+    above_received: int | None = None,
+) -> bool:
     """Did the receiving server vouch for ``sender``'s domain? ``auth_headers`` are the
-    message's Authentication-Results values, topmost first.
+    message's Authentication-Results values, topmost first; ``above_received`` says how many of
+    them sit above its topmost ``Received`` line (None: the message has none).
 
-    The receiving server prepends its own, so only the topmost counts; with ``authserv_id``,
-    only one that carries that id (a sender can write any header lower down, or one that
-    names another server). DKIM counts when it passed for the From domain itself (``header.d``,
-    or the domain of ``header.i``); DMARC when it passed for ``header.from`` = that domain.
+    Anyone can write an Authentication-Results header into the mail they send; what tells our
+    server's from theirs is where it sits. Every server on the way prepends a ``Received``
+    line, so a sender's own headers always lie below them all, whatever they say.
+
+    - Without ``authserv_id``, only a header above the topmost ``Received`` counts (one our
+      receiving server added as it delivered), and of those the topmost. A server that writes
+      its verdict below a ``Received`` line of its own (Gmail does) needs ``authserv_id``.
+    - With ``authserv_id``, the first header carrying that id counts (RFC 8601 section 5: the
+      receiving server removes or renames any that claims its id, so the first is its own).
+
+    DKIM counts when it passed for the From domain itself (``header.d``, or the domain of
+    ``header.i``); DMARC when it passed for ``header.from`` = that domain.
     """
     wanted = authserv_id.lower() if authserv_id else None
+    if wanted is None and above_received is not None:
+        auth_headers = auth_headers[:above_received]
     chosen: AuthResults | None = None
     for value in auth_headers:
         parsed = parse_auth_results(value)
@@ -304,12 +321,17 @@ class Mail:
     text: str  # what the agent reads: trimmed, HTML turned into text
     attachments: tuple[Attachment, ...]
     auth_headers: tuple[str, ...]  # Authentication-Results values, topmost first
+    auth_above_received: int  # how many of them sit above the topmost Received line
     automatic: bool  # a bounce, vacation reply or list mail: never answered
     received_at: float | None  # from Date, when it parses
 
 
 def parse_bytes(raw: bytes) -> EmailMessage:
-    message = BytesParser(policy=policy.default).parsebytes(raw)
+    """``BytesParser.parsebytes``, fed in pieces: that one copies the whole mail into a
+    ``StringIO`` at four bytes a character (a 24 MB mail took 160 MB; read this way, 40).
+    ``newline=""`` keeps line endings as they came, as ``parsebytes`` does."""
+    text = io.TextIOWrapper(io.BytesIO(raw), encoding="ascii", errors="surrogateescape", newline="")
+    message = Parser(policy=policy.default).parse(text)
     assert isinstance(message, EmailMessage)
     return message
 
@@ -332,6 +354,17 @@ def _raw_headers(message: EmailMessage, name: str) -> list[str]:
     ]
 
 
+def _above_received(message: EmailMessage, name: str) -> int:
+    """How many ``name`` headers come before the first ``Received``. None without one: such a
+    message came through no server, so no verdict in it was written by ours."""
+    count = 0
+    for key, _ in message.raw_items():
+        if key.lower() == "received":
+            return count
+        count += key.lower() == name.lower()
+    return 0
+
+
 def _body_text(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain", "html"))
     if part is None:
@@ -346,6 +379,16 @@ def _body_text(message: EmailMessage) -> str:
     return html_to_text(content) if part.get_content_subtype() == "html" else content
 
 
+def _base64_size(part: EmailMessage) -> int | None:
+    """The decoded size of a base64 part, counted without decoding it (None for others)."""
+    encoded = part.get_payload()
+    if part.get("Content-Transfer-Encoding", "").strip().lower() != "base64":
+        return None
+    if not isinstance(encoded, str):
+        return None
+    return (len(encoded) - sum(encoded.count(c) for c in "\r\n \t")) * 3 // 4
+
+
 def _attachments(message: EmailMessage) -> tuple[tuple[Attachment, ...], list[str]]:
     files: list[Attachment] = []
     notes: list[str] = []
@@ -354,6 +397,10 @@ def _attachments(message: EmailMessage) -> tuple[tuple[Attachment, ...], list[st
         if part.is_multipart():
             continue
         name = part.get_filename() or f"attachment-{len(files) + len(notes) + 1}"
+        size = _base64_size(part)
+        if size is not None and size > MAX_ATTACHMENT_BYTES + 3:  # too large: never decoded
+            notes.append(skipped_attachment_note(name, size))
+            continue
         data = part.get_payload(decode=True)
         if not isinstance(data, bytes):
             continue
@@ -367,6 +414,16 @@ def _attachments(message: EmailMessage) -> tuple[tuple[Attachment, ...], list[st
         total += len(data)
         files.append(Attachment(name=name[:255], media_type=part.get_content_type(), data=data))
     return tuple(files), notes
+
+
+def too_large_note(size: int, limit: int) -> str:
+    """What the agent reads instead of a mail too large to read: enough to tell the sender."""
+    megabytes = size / (1024 * 1024)
+    cap = limit // (1024 * 1024)
+    return (
+        f"[this mail was not read: at {megabytes:.1f} MB it is over the {cap} MB limit for "
+        "one mail; only its sender and subject are known. Ask for it in smaller parts.]"
+    )
 
 
 def read_mail(raw: bytes) -> Mail | None:
@@ -399,6 +456,7 @@ def read_mail(raw: bytes) -> Mail | None:
         text=text,
         attachments=files,
         auth_headers=tuple(_raw_headers(message, "Authentication-Results")),
+        auth_above_received=_above_received(message, "Authentication-Results"),
         automatic=is_automatic(message),
         received_at=date,
     )
