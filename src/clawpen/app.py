@@ -38,6 +38,7 @@ from .disk import DiskGuard
 from .dispatch import ChannelInbox, Dispatcher, Leases
 from .egress import EgressProxy
 from .errors import ClawpenError, StoreError
+from .listener import raise_open_files_limit
 from .logging import get_logger
 from .metrics import Metrics
 from .modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
@@ -190,6 +191,7 @@ class Orchestrator:
             self.metrics,
             self.status,
             settings.metrics_port,
+            settings.metrics_port_limits,
             self.scheduler,
             token=self.http_token,
             readiness=self.readiness,
@@ -451,7 +453,9 @@ def hold_lock(path: Path) -> int:
 
 
 def run_until_signal(orchestrator: Orchestrator) -> None:
-    """Run in the foreground; SIGINT and SIGTERM stop it cleanly."""
+    """Run in the foreground; SIGINT and SIGTERM stop it cleanly. The open files limit is
+    raised first: the public ports' caps leave the rest of it to the agents (``listener``)."""
+    raise_open_files_limit()
 
     async def main() -> None:
         task = asyncio.current_task()

@@ -25,7 +25,9 @@ from structlog.typing import EventDict
 from .config import DashboardSettings
 from .dashview import LIVE_EVENTS, DashboardView
 from .errors import ClawpenError
+from .listener import Listener
 from .logging import get_logger, subscribe
+from .safejson import read_object
 from .webauth import COOKIE, credential, csrf_for, host_allowed, may_act
 
 MAX_CLIENTS = 16  # open pages at once; past that the oldest is let go
@@ -78,7 +80,8 @@ class Dashboard:
         return {"url": self.url(), "token": self.token, "port": self.port}
 
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        listener = Listener("dashboard", self.settings.port_limits)
+        app = web.Application(middlewares=[listener.track, self._guard], client_max_size=64 * 1024)
         app.router.add_get("/", self._index)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/api/session", self._session)
@@ -88,13 +91,13 @@ class Dashboard:
         app.router.add_post("/api/agents/{agent}/stop", self._stop_agent)
         app.router.add_post("/api/jobs/{name}/{action}", self._job_action)
         self._runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=1
+            app,
+            handler_cancellation=True,
+            shutdown_timeout=1,
+            **self.settings.port_limits.handler_kwargs(),
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # the port, when 0 asked any
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        self.port = await listener.serve(self._runner, self.settings.host, self.settings.port)
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = subscribe(self._on_event)
         self.log.info("dashboard_started", host=self.settings.host, port=self.port)
@@ -204,17 +207,8 @@ class Dashboard:
 
     # -- actions (token and CSRF checked by the guard) ---------------------------------------
 
-    async def _body(self, request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(text="a JSON object is expected") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="a JSON object is expected")
-        return body
-
     async def _pair(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+        body = await read_object(request)
         return await self._act(
             self.view.pair(str(body.get("chat", "")), str(body.get("agent", "")))
         )

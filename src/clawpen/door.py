@@ -12,6 +12,7 @@ so each agent gets caps of its own, and none of them can be spent by another age
 | bytes of bodies in flight (32 MiB), reserved from the header | ``Door.json_body`` | 429 |
 | the whole body within 10 s | ``Door.json_body`` | 408, closed |
 | parsing: over 64 KiB in a thread, one body at a time | ``Door.json_body`` | waits its turn |
+| nesting (100 levels, ``safejson.MAX_DEPTH``) | ``parse_body`` | 400 |
 
 A request the agent holds open (``GET /v1/tasks/next``) is idle *after* its head: no deadline.
 Every refusal is logged as ``agent_request_refused`` with a snake_case reason, at most a few
@@ -36,6 +37,7 @@ from aiohttp.web_request import BaseRequest
 from clawpen_agent.protocol import MAX_RESULT_BYTES, ProtocolError, parse_json
 
 from .logging import get_logger
+from .safejson import TooDeep, check_depth
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -146,15 +148,26 @@ class Door:
 
     async def _parse(self, raw: bytes) -> Any:
         if len(raw) <= self.limits.inline_parse_max:
-            return parse_json(raw)
+            return parse_body(raw)
         async with self._parsing:  # one agent's giant bodies queue behind each other only
-            parse = asyncio.ensure_future(asyncio.to_thread(parse_json, raw))
+            parse = asyncio.ensure_future(asyncio.to_thread(parse_body, raw))
             parse.add_done_callback(_retrieve)
             try:
                 return await asyncio.shield(parse)
             finally:
                 if not parse.done():  # the agent hung up: keep its turn until the thread ends
                     await asyncio.wait([parse])
+
+
+def parse_body(raw: bytes) -> Any:
+    """``parse_json`` (its cap on values bounds the depth check's work too), then the depth
+    cap: a body nested 900 deep parses, and then breaks whatever walks it (a 500)."""
+    value = parse_json(raw)
+    try:
+        check_depth(value, raw)
+    except TooDeep as exc:
+        raise ProtocolError(str(exc)) from None
+    return value
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

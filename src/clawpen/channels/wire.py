@@ -34,6 +34,7 @@ import json
 import math
 from typing import Any
 
+from .. import safejson
 from ..models import (
     Address,
     Attachment,
@@ -77,8 +78,12 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
         return None
     try:
         frame = (
-            await asyncio.to_thread(json.loads, line) if len(line) > BIG_FRAME else json.loads(line)
+            await asyncio.to_thread(safejson.loads, line)
+            if len(line) > BIG_FRAME
+            else safejson.loads(line)
         )
+    except safejson.TooDeep as exc:
+        raise FrameError(f"a frame of {exc}") from None
     except ValueError:
         raise FrameError("a frame that is not JSON") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
