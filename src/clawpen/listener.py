@@ -41,7 +41,7 @@ class PortLimits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_connections: int = Field(default=32, ge=1, le=4096)
-    idle_timeout: float = Field(default=10.0, gt=0, le=600, description="seconds for a request head")
+    idle_timeout: float = Field(default=10.0, gt=0, le=600)  # seconds for a request head
 
     def handler_kwargs(self) -> dict[str, Any]:
         """aiohttp's per-connection settings: bounded heads, idle keep-alive closed, and a body
