@@ -397,11 +397,12 @@ def make_device_or_setuid(args: list[str]) -> dict[str, Any]:
 def deep_json_to_own_door(args: list[str]) -> dict[str, Any]:
     """JSON nested 900 to 980 deep (and far deeper) to its own door's routes: each answer's
     status. 900 deep parses, then broke whatever walked it: a 500 and a 120 KB traceback."""
+    model = args[0] if args else "claude-test"  # the agent's own: the proxy reads on
     answers: dict[str, int | str] = {}
     for path in ("/v1/messages", "/v1/tasks/1/result", "/v1/jobs", "/v1/outbox"):
         for depth in (900, 950, 980, 5000):
             nested = "[" * depth + "]" * depth
-            body = ('{"model": "m", "max_tokens": 1, "messages": ' + nested + "}").encode()
+            body = f'{{"model": "{model}", "max_tokens": 1, "messages": {nested}}}'.encode()
             head = (
                 f"POST {path} HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

@@ -460,7 +460,7 @@ async def test_send_the_own_door_json_nested_hundreds_deep(pen: Pen) -> None:
     import structlog
 
     with structlog.testing.capture_logs() as logs:
-        seen = await pen.attack("deep_json_to_own_door")
+        seen = await pen.attack("deep_json_to_own_door", pen.orchestrator.settings.model.name)
     assert set(seen["answers"].values()) == {400}, seen
     assert [e for e in logs if e["event"] == "agent_request_failed" or "exc_info" in e] == []
     await pen.still_serving()
