@@ -36,9 +36,10 @@ from .dashboard import Dashboard
 from .dashview import DashboardView
 from .disk import DiskGuard
 from .dispatch import ChannelInbox, Dispatcher, Leases
+from .door import DoorLimits
 from .egress import EgressProxy
 from .errors import ClawpenError, StoreError
-from .listener import raise_open_files_limit
+from .listener import files_short, raise_open_files_limit
 from .logging import get_logger
 from .metrics import Metrics
 from .modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
@@ -452,10 +453,27 @@ def hold_lock(path: Path) -> int:
     return fd
 
 
+def check_open_files(settings: Settings, limit: int) -> None:
+    """Warn at start when the open-files limit is below what the caps could take together:
+    then a flood could still starve the agents, and the fix is the limit, not the caps."""
+    public = settings.metrics_port_limits.max_connections if settings.metrics_port else 0
+    if settings.dashboard is not None:
+        public += settings.dashboard.port_limits.max_connections
+    per_agent = DoorLimits().max_connections
+    short = files_short(limit, public, len(settings.agents), per_agent)
+    if short:
+        get_logger().warning(
+            "open_files_limit_low",
+            limit=limit,
+            needed=limit + short,
+            fix="raise the hard limit (LimitNOFILE= in the systemd unit, or ulimit -Hn)",
+        )
+
+
 def run_until_signal(orchestrator: Orchestrator) -> None:
     """Run in the foreground; SIGINT and SIGTERM stop it cleanly. The open files limit is
     raised first: the public ports' caps leave the rest of it to the agents (``listener``)."""
-    raise_open_files_limit()
+    check_open_files(orchestrator.settings, raise_open_files_limit())
 
     async def main() -> None:
         task = asyncio.current_task()

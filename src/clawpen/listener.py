@@ -230,6 +230,21 @@ class CappedSite(web.BaseSite):
         )
 
 
+RESERVE = 256  # files for the store, logs, Docker's API, adapters and model calls
+
+
+def files_short(limit: int, public: int, agents: int, per_agent: int) -> int:
+    """How many open files the caps could need beyond ``limit`` (0: it is enough): ``public``
+    connections on the public ports, ``per_agent`` on each agent's socket, and the reserve.
+
+    >>> files_short(1024, public=112, agents=3, per_agent=64)
+    0
+    >>> files_short(1024, public=112, agents=20, per_agent=64)
+    624
+    """
+    return max(0, public + agents * per_agent + RESERVE - limit)
+
+
 def raise_open_files_limit() -> int:
     """Raise this process's soft limit on open files to its hard limit, and return it: the
     caps on the public ports are sized well below it, so a flood of them leaves the rest for

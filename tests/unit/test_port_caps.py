@@ -337,3 +337,20 @@ def test_json_within_the_depth_is_parsed_as_before() -> None:
     assert safejson.loads(b'{"a": [1, {"b": "[[[[[[["}]}') == {"a": [1, {"b": "[[[[[[["}]}
     with pytest.raises(safejson.TooDeep):
         safejson.loads(deep(101))
+
+
+@pytest.mark.parametrize(
+    ("limit", "agents", "short"),
+    [(1024, 3, 0), (1024, 20, 48 + 20 * 64 + listener.RESERVE - 1024), (65536, 500, 0)],
+)
+def test_an_open_files_limit_below_every_cap_and_the_reserve_is_found(
+    limit: int, agents: int, short: int
+) -> None:
+    assert listener.files_short(limit, public=48, agents=agents, per_agent=64) == short
+
+
+def test_the_soft_open_files_limit_is_raised_to_the_hard_one() -> None:
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with open_files_limit(before[0] // 2):
+        assert listener.raise_open_files_limit() == before[1]
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (before[1], before[1])
