@@ -351,6 +351,9 @@ def test_an_open_files_limit_below_every_cap_and_the_reserve_is_found(
 
 def test_the_soft_open_files_limit_is_raised_to_the_hard_one() -> None:
     before = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with open_files_limit(before[0] // 2):
-        assert listener.raise_open_files_limit() == before[1]
-        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (before[1], before[1])
+    lowered = before[0] // 2
+    # an unlimited hard limit is left alone: there is no number to raise the soft one to
+    expected = lowered if before[1] == resource.RLIM_INFINITY else before[1]
+    with open_files_limit(lowered):
+        assert listener.raise_open_files_limit() == expected
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == expected
