@@ -18,8 +18,9 @@ from aiohttp import web
 from .channels.cli import CliChannel
 from .dispatch import Dispatcher
 from .errors import ClawpenError, StoreError
-from .listener import Listener, PortLimits
+from .listener import Listener
 from .metrics import Metrics
+from .portlimits import PortLimits
 from .safejson import read_object
 from .schedule import ScheduleError, make_spec, parse_address
 from .scheduler import Scheduler, describe_job, describe_run

@@ -39,13 +39,13 @@ from .dispatch import ChannelInbox, Dispatcher, Leases
 from .door import DoorLimits
 from .egress import EgressProxy
 from .errors import ClawpenError, StoreError
-from .listener import files_short, raise_open_files_limit
 from .logging import get_logger
 from .metrics import Metrics
 from .modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
 from .models import ChannelState
 from .netpolicy import LoopbackExceptions
 from .outbox import Outbox
+from .portlimits import files_short, raise_open_files_limit
 from .proxy import ModelProxy
 from .redact import SECRETS
 from .retry import RESTART, Retrier

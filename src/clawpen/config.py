@@ -32,9 +32,9 @@ from pydantic import (
 from .channels.base import ChannelSettings
 from .channels.registry import address_problem, plugins
 from .errors import ClawpenError, ConfigError
-from .listener import PortLimits
 from .models import JobSpec
 from .netpolicy import LoopbackExceptions, Refused, normalize_host
+from .portlimits import PortLimits
 from .redact import SECRETS
 from .schedule import JOB_NAME, ScheduleError, make_spec, parse_address
 

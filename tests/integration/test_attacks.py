@@ -475,7 +475,7 @@ async def test_flood_the_metrics_port_and_the_dashboard_from_the_host(
     from clawpen.config import DashboardSettings
     from clawpen.dashboard import Dashboard
     from clawpen.dashview import DashboardView
-    from clawpen.listener import PortLimits
+    from clawpen.portlimits import PortLimits
 
     from ..unit.test_port_caps import flood, free_port, open_files
 

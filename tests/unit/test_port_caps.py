@@ -21,7 +21,7 @@ import httpx
 import pytest
 import structlog
 
-from clawpen import listener
+from clawpen import listener, portlimits
 from clawpen.admin import ADMIN_SOCKET
 from clawpen.agentapi import AgentSession
 from clawpen.app import Orchestrator
@@ -341,12 +341,12 @@ def test_json_within_the_depth_is_parsed_as_before() -> None:
 
 @pytest.mark.parametrize(
     ("limit", "agents", "short"),
-    [(1024, 3, 0), (1024, 20, 48 + 20 * 64 + listener.RESERVE - 1024), (65536, 500, 0)],
+    [(1024, 3, 0), (1024, 20, 48 + 20 * 64 + portlimits.RESERVE - 1024), (65536, 500, 0)],
 )
 def test_an_open_files_limit_below_every_cap_and_the_reserve_is_found(
     limit: int, agents: int, short: int
 ) -> None:
-    assert listener.files_short(limit, public=48, agents=agents, per_agent=64) == short
+    assert portlimits.files_short(limit, public=48, agents=agents, per_agent=64) == short
 
 
 def test_the_soft_open_files_limit_is_raised_to_the_hard_one() -> None:
@@ -355,5 +355,5 @@ def test_the_soft_open_files_limit_is_raised_to_the_hard_one() -> None:
     # an unlimited hard limit is left alone: there is no number to raise the soft one to
     expected = lowered if before[1] == resource.RLIM_INFINITY else before[1]
     with open_files_limit(lowered):
-        assert listener.raise_open_files_limit() == expected
+        assert portlimits.raise_open_files_limit() == expected
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == expected

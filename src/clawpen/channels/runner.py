@@ -25,8 +25,8 @@ import uvloop
 
 from .. import logging as clawpen_logging
 from ..errors import StoreUnavailable
-from ..listener import raise_open_files_limit
 from ..models import Address, Decision, InboundMessage
+from ..portlimits import raise_open_files_limit
 from . import wire
 from .base import HOST_NAME_MODULES, Channel, ChannelFatal, DeliveryStatus, SendError
 from .registry import plugins

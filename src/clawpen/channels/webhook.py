@@ -38,8 +38,9 @@ from aiohttp import ClientError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import StoreUnavailable
-from ..listener import Listener, PortLimits
+from ..listener import Listener
 from ..logging import get_logger
+from ..portlimits import PortLimits
 
 MAX_BODY = 1024 * 1024  # Meta's and Telegram's events are a few kilobytes
 SHUTDOWN_GRACE = 2.0

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from ..listener import PortLimits
 from ..logging import get_logger
 from ..models import Address, Attachment, InboundMessage, OutboundMessage
+from ..portlimits import PortLimits
 from .base import (
     MAX_ATTACHMENT_BYTES,
     Accept,
