@@ -26,7 +26,7 @@ import contextlib
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
@@ -36,6 +36,7 @@ from aiohttp.web_request import BaseRequest
 
 from clawpen_agent.protocol import MAX_RESULT_BYTES, ProtocolError, parse_json
 
+from .listener import TurnAway, turned_away
 from .logging import get_logger
 from .safejson import TooDeep, check_depth
 
@@ -289,25 +290,10 @@ async def track_requests(request: web.Request, handler: Handler) -> web.StreamRe
         connection.request_ended(body_read=request.content.is_eof())
 
 
-def _turned_away() -> bytes:
-    body = b'{"accepted": false, "error": "too many connections open from this agent"}'
-    head = (
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-TURNED_AWAY = _turned_away()
-
-
-class _TurnAway(asyncio.Protocol):
-    """For a connection over the cap: say so, and close, without reading a byte."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports write as asyncio's do, without deriving from WriteTransport
-        cast(asyncio.WriteTransport, transport).write(TURNED_AWAY)
-        transport.close()
+TURNED_AWAY = turned_away(
+    "application/json",
+    b'{"accepted": false, "error": "too many connections open from this agent"}',
+)
 
 
 class DoorSite(web.BaseSite):
@@ -339,7 +325,7 @@ class DoorSite(web.BaseSite):
         limits = self._door.limits
         if server is None or len(self._open) >= limits.max_connections:
             log_refusal(self._door.agent_id, "too_many_connections", limit=limits.max_connections)
-            return _TurnAway()
+            return TurnAway(TURNED_AWAY)
         connection = DoorConnection(
             server,
             door=self._door,

@@ -84,7 +84,7 @@ class Listener:
                 reason="too_many_connections",
                 limit=self.limits.max_connections,
             )
-            return _TurnAway()
+            return TurnAway(TURNED_AWAY)
         guard = _Guard(cast(asyncio.Protocol, server()), self)
         self.open.add(guard)
         return guard
@@ -158,24 +158,28 @@ class _Guard(asyncio.Protocol):
             self.transport.close()
 
 
-def _turned_away() -> bytes:
-    body = b"too many connections; try again shortly\n"
+def turned_away(content_type: str, body: bytes) -> bytes:
+    """The whole answer to a connection over its cap: a 503, try again in a second."""
     head = (
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: {content_type}\r\n"
         f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
 
-TURNED_AWAY = _turned_away()
+TURNED_AWAY = turned_away("text/plain", b"too many connections; try again shortly\n")
 
 
-class _TurnAway(asyncio.Protocol):
-    """For a connection over the cap: say so, and close, without reading a byte."""
+class TurnAway(asyncio.Protocol):
+    """For a connection over the cap (here, and on an agent's socket): write ``answer`` and
+    close, without reading a byte."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports write as asyncio's do, without deriving from WriteTransport
-        cast(asyncio.WriteTransport, transport).write(TURNED_AWAY)
+        cast(asyncio.WriteTransport, transport).write(self.answer)
         transport.close()
 
 
