@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from clawpen.errors import ConfigError
 from clawpen.htmltext import html_to_text
 from clawpen.netpolicy import IPAddress, LoopbackExceptions, Refused
 from clawpen.testing import serve_on_loopback
-from clawpen.webfetch import FetchLimits, WebFetcher, system_connect
+from clawpen.webfetch import FetchLimits, Streams, WebFetcher, system_connect
 
 PAGE = (
     "<html><head><title>Hello page</title><script>steal()</script></head>"
@@ -91,10 +91,12 @@ class Net:
             answers = answers[1:]  # rebinding: a different answer the second time
         return [ipaddress.ip_address(a) for a in answers[:1]]
 
-    def connect(self, ip: IPAddress, port: int, timeout: float) -> socket.socket:
+    async def connect(
+        self, ip: IPAddress, port: int, tls: ssl.SSLContext | None, name: str
+    ) -> Streams:
         self.connects.append((str(ip), port))
         assert (str(ip), port) == ("127.0.0.1", self.port), "connection to a refused target"
-        return system_connect(ip, port, timeout)
+        return await system_connect(ip, port, tls, name)
 
 
 def fetcher(
