@@ -36,10 +36,14 @@ from aiohttp.web_request import BaseRequest
 from clawpen_agent.protocol import MAX_RESULT_BYTES, ProtocolError, parse_json
 
 from .logging import get_logger
+from .threads import ThreadPoolExecutor, run_in
 
 KiB = 1024
 MiB = 1024 * KiB
 BACKLOG = 32  # connections waiting to be accepted, per agent
+# Large bodies are parsed off the loop, in threads of their own (``threads.py``): one per agent
+# at a time (``Door._parsing``), and the loop's default pool is never what they wait for.
+PARSE_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clawpen-parse")
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ class Door:
         if len(raw) <= self.limits.inline_parse_max:
             return parse_json(raw)
         async with self._parsing:  # one agent's giant bodies queue behind each other only
-            parse = asyncio.ensure_future(asyncio.to_thread(parse_json, raw))
+            parse = asyncio.ensure_future(run_in(PARSE_THREADS, parse_json, raw))
             parse.add_done_callback(_retrieve)
             try:
                 return await asyncio.shield(parse)

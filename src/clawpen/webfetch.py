@@ -25,7 +25,6 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -42,6 +41,7 @@ from .netpolicy import (
     domain_allowed,
     parse_target,
 )
+from .threads import ThreadPoolExecutor, run_in
 
 Resolve = Callable[[str, int], Awaitable[list[IPAddress]]]
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -78,11 +78,8 @@ DNS_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clawpen-dns"
 
 async def system_resolve(host: str, port: int) -> list[IPAddress]:
     """Every address ``host`` resolves to (the policy refuses the lot if any is inward)."""
-    loop = asyncio.get_running_loop()
     try:
-        infos = await loop.run_in_executor(
-            DNS_THREADS, socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM
-        )
+        infos = await run_in(DNS_THREADS, socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise Refused(f"cannot resolve {host}: {exc.strerror}") from None
     return list(
