@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -36,7 +37,7 @@ from aiohttp.web_request import BaseRequest
 from clawpen_agent.protocol import MAX_RESULT_BYTES, ProtocolError, parse_json
 
 from .logging import get_logger
-from .threads import ThreadPoolExecutor, run_in
+from .threads import run_in
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -6,6 +6,7 @@ behind it with no error and no log line: no container could start or stop, and t
 parsing of large model calls hung. So each kind gets a small bounded pool of its own (the
 Docker runtime's, the door's parsing, web name lookups), and a stuck kind stalls only itself.
 
+    >>> from concurrent.futures import ThreadPoolExecutor
     >>> pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="clawpen-example")
     >>> asyncio.run(run_in(pool, sum, [1, 2]))
     3
@@ -17,12 +18,10 @@ import asyncio
 import contextvars
 import functools
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-
-__all__ = ["ThreadPoolExecutor", "run_in"]
 
 
 async def run_in(pool: Executor, function: Callable[..., T], *args: Any) -> T:

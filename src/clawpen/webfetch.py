@@ -25,6 +25,7 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -41,7 +42,7 @@ from .netpolicy import (
     domain_allowed,
     parse_target,
 )
-from .threads import ThreadPoolExecutor, run_in
+from .threads import run_in
 
 Resolve = Callable[[str, int], Awaitable[list[IPAddress]]]
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]

@@ -492,18 +492,20 @@ def fetch_tool(url: str) -> str:
 
 @contextlib.contextmanager
 def public_address_on_the_host() -> Iterator[str]:
-    """A public address on a dummy interface of the host, as a server with a public address on
-    its eth0 has (this machine's own are private, which the policy refused already)."""
+    """A public address on a new interface of the host (one end of a veth pair), as a server
+    with a public address on its eth0 has (this machine's own are private, which the policy
+    refused already)."""
     name = "cw23" + secrets.token_hex(3)
     address = f"11.23.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}"
     assert ipaddress.ip_address(address).is_global
-    subprocess.run(["ip", "link", "add", name, "type", "dummy"], check=True)
+    peer = ["type", "veth", "peer", "name", name + "p"]
+    subprocess.run(["ip", "link", "add", name, *peer], check=True)
     try:
         subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", name], check=True)
         subprocess.run(["ip", "link", "set", name, "up"], check=True)
         yield address
     finally:
-        subprocess.run(["ip", "link", "del", name], check=True)
+        subprocess.run(["ip", "link", "del", name], check=True)  # and its peer
 
 
 async def serve_everywhere(text: str, hits: list[str]) -> tuple[web.AppRunner, int]:

@@ -14,6 +14,7 @@ import functools
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +27,7 @@ from clawpen_agent.protocol import AGENT_UID, EGRESS_PORT, SOCKET_DIR, SOCKET_PA
 from ..errors import DockerUnavailable, ImageMissing
 from ..image import build_hint
 from ..mounts import Mount, default_allowlist_path, grant
-from ..threads import ThreadPoolExecutor, run_in
+from ..threads import run_in
 from . import workspace
 from .base import AgentSpec, RuntimeEvent
 
