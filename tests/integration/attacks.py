@@ -16,6 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -480,6 +481,46 @@ def deep_json_to_own_door(args: list[str]) -> dict[str, Any]:
             finally:
                 sock.close()
     return {"answers": answers}
+
+
+# --- issue 23: web_fetch ---
+
+
+def web_fetch_many(args: list[str]) -> dict[str, Any]:
+    """``URL COUNT``: ask the door's web_fetch for URL COUNT times at once, straight over the
+    socket (a tool call asks for one at a time); the status of each answer, and how long the
+    slowest took."""
+    url, count = args[0], int(args[1])
+    body = json.dumps({"url": url, "max_chars": 200}).encode()
+    request = (
+        b"POST /v1/web/fetch HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    statuses: list[Any] = [None] * count
+    started = time.monotonic()
+
+    def one(index: int) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(150)
+        try:
+            sock.connect("/run/clawpen/agent.sock")
+            sock.sendall(request)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            statuses[index] = int(data.split()[1]) if data.startswith(b"HTTP/") else None
+        except OSError as exc:
+            statuses[index] = error_name(exc)
+        finally:
+            sock.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"statuses": statuses, "seconds": round(time.monotonic() - started, 1)}
 
 
 ATTACKS: dict[str, Callable[[list[str]], dict[str, Any]]] = {

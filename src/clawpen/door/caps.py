@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,10 +40,14 @@ from clawpen_agent.protocol import MAX_RESULT_BYTES, ProtocolError, parse_json
 from ..obs.logging import get_logger
 from ..ports.listener import TurnAway, turned_away
 from ..ports.safejson import TooDeep, check_depth
+from ..threads import run_in
 
 KiB = 1024
 MiB = 1024 * KiB
 BACKLOG = 32  # connections waiting to be accepted, per agent
+# Large bodies are parsed off the loop, in threads of their own (``threads.py``): one per agent
+# at a time (``Door._parsing``), and the loop's default pool is never what they wait for.
+PARSE_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clawpen-parse")
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ class Door:
         if len(raw) <= self.limits.inline_parse_max:
             return parse_body(raw)
         async with self._parsing:  # one agent's giant bodies queue behind each other only
-            parse = asyncio.ensure_future(asyncio.to_thread(parse_body, raw))
+            parse = asyncio.ensure_future(run_in(PARSE_THREADS, parse_body, raw))
             parse.add_done_callback(_retrieve)
             try:
                 return await asyncio.shield(parse)
