@@ -15,9 +15,9 @@ import pytest
 
 from clawpen.door.caps import Door, DoorLimits
 from clawpen.egress.netpolicy import LoopbackExceptions
-from clawpen.runtime.docker import DockerRuntime
-from clawpen.demo.slowloris import SlowLoris
 from clawpen.egress.webfetch import FetchLimits, WebFetcher
+from clawpen.runtime.docker import DockerRuntime
+from tests.fakes.slowloris import SlowLoris
 
 DEFAULT_POOL = min(32, (os.cpu_count() or 1) + 4)  # the loop's default executor: 6 on 2 CPUs
 PROMPTLY = 5.0  # seconds; each call below takes milliseconds when it has a thread

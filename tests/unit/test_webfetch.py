@@ -16,15 +16,12 @@ import pytest
 from aiohttp import web
 
 from clawpen.config import load_settings
-from clawpen.egress.htmltext import html_to_text
-from clawpen.egress.netpolicy import IPAddress, LoopbackExceptions, Refused
-from clawpen.egress.webfetch import FetchLimits, WebFetcher, system_connect
-from clawpen.errors import ConfigError
-from tests.fakes import serve_on_loopback
 from clawpen.egress.hostaddrs import host_addresses
 from clawpen.egress.htmltext import html_to_text
 from clawpen.egress.netpolicy import IPAddress, LoopbackExceptions, Refused
 from clawpen.egress.webfetch import FetchLimits, Streams, WebFetcher, system_connect
+from clawpen.errors import ConfigError
+from tests.fakes import serve_on_loopback
 from tests.fakes.slowloris import SlowLoris
 
 PAGE = (

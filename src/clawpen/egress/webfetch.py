@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
+from ..threads import run_in
 from . import webhttp
 from .hostaddrs import host_addresses
 from .htmltext import html_to_text
@@ -42,7 +43,6 @@ from .netpolicy import (
     domain_allowed,
     parse_target,
 )
-from ..threads import run_in
 
 Resolve = Callable[[str, int], Awaitable[list[IPAddress]]]
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
