@@ -1,8 +1,8 @@
 """Pairings: which agent answers which chat, and the one-time codes by which a chat asks for one.
 
-pairing:       config (restored at every start) | cli | code; a chat leaving its agent
-               fails what that agent committed for it and has not delivered
-pairing code:  offered (stored hashed; one per chat per `every`) -> approved | expired
+    pairing:       config (restored at every start) | cli | code; a chat leaving its agent
+                   fails what that agent committed for it and has not delivered
+    pairing code:  offered (stored hashed; one per chat per ``every``) -> approved | expired
 """
 
 from __future__ import annotations
