@@ -1,8 +1,10 @@
 """Pairings: which agent answers which chat, and the one-time codes by which a chat asks for one.
 
-    pairing:       config (restored at every start) | cli | code; a chat leaving its agent
-                   fails what that agent committed for it and has not delivered
+    pairing:       config (restored at every start) | cli | code
     pairing code:  offered (stored hashed; one per chat per ``every``) -> approved | expired
+
+A chat that leaves its agent (unpaired, or paired with another) fails, in the same transaction,
+what that agent committed for it and has not delivered (``leave_chat``).
 """
 
 from __future__ import annotations
