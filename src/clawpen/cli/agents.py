@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from ..errors import ClawpenError
-from .client import admin
-from .common import DEFAULT_CONFIG, ConfigOption, fail, guard
+from .client import call
+from .common import DEFAULT_CONFIG, ConfigOption, fail
 
 app = typer.Typer(no_args_is_help=True, help="The agents' containers.")
 
@@ -17,14 +17,14 @@ app = typer.Typer(no_args_is_help=True, help="The agents' containers.")
 @app.command("list")
 def agents_list(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Every agent: its container, and whether it is connected or working now."""
-    for agent in guard(lambda: admin(config, "GET", "/v1/agents")):
+    for agent in call(config, "GET", "/v1/agents"):
         state = "working" if agent["busy"] else ("running" if agent["container"] else "stopped")
         container = (agent["container"] or "-")[:12]
         print(f"{agent['id']}\t{state}\t{container}")
 
 
 def _act(config: Path, agent_id: str, action: str) -> None:
-    guard(lambda: admin(config, "POST", f"/v1/agents/{agent_id}/{action}"))
+    call(config, "POST", f"/v1/agents/{agent_id}/{action}")
 
 
 @app.command("stop")

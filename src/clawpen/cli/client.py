@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import data_dir_of
 from ..errors import ClawpenError, OrchestratorUnavailable
+from .common import guard
 
 
 def admin(config: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -58,3 +59,8 @@ async def _request(
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
         # nobody listens on the socket, or the orchestrator went away mid-answer
         raise unavailable from None
+
+
+def call(config: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """``admin`` for a command: a failure is one line on stderr and the error's exit code."""
+    return guard(lambda: admin(config, method, path, body))

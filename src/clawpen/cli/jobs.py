@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import typer
 
-from .client import admin
+from .client import call
 from .common import DEFAULT_CONFIG, ConfigOption, first_agent, guard
 
 app = typer.Typer(no_args_is_help=True, help="Scheduled jobs of the running orchestrator.")
@@ -33,7 +33,7 @@ def job_path(name: str, agent: str | None, suffix: str = "") -> str:
 @app.command("list")
 def jobs_list(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Every job: schedule, state, next run in the job's own time zone, last result."""
-    jobs = guard(lambda: admin(config, "GET", "/v1/jobs"))
+    jobs = call(config, "GET", "/v1/jobs")
     if not jobs:
         print("no jobs")
     for job in jobs:
@@ -77,14 +77,14 @@ def jobs_add(
         "misfire": misfire,
         "max_failures": max_failures,
     }
-    job = guard(lambda: admin(config, "POST", "/v1/jobs", body))
+    job = call(config, "POST", "/v1/jobs", body)
     print(f"added {job['agent']}/{job['name']}: next run {job['next_run'] or '-'}")
 
 
 @app.command("rm")
 def jobs_rm(name: JobName, agent: JobAgent = None, config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Remove a job and its history (a config-file job returns at the next start)."""
-    guard(lambda: admin(config, "DELETE", job_path(name, agent)))
+    call(config, "DELETE", job_path(name, agent))
     print(f"removed {name}")
 
 
@@ -93,7 +93,7 @@ def jobs_pause(
     name: JobName, agent: JobAgent = None, config: ConfigOption = DEFAULT_CONFIG
 ) -> None:
     """Stop a job from running until it is resumed."""
-    guard(lambda: admin(config, "POST", job_path(name, agent, "/pause")))
+    call(config, "POST", job_path(name, agent, "/pause"))
     print(f"paused {name}")
 
 
@@ -102,7 +102,7 @@ def jobs_resume(
     name: JobName, agent: JobAgent = None, config: ConfigOption = DEFAULT_CONFIG
 ) -> None:
     """Run a paused job again on its schedule, its failures forgiven."""
-    job = guard(lambda: admin(config, "POST", job_path(name, agent, "/resume")))
+    job = call(config, "POST", job_path(name, agent, "/resume"))
     print(f"resumed {name}: next run {job['next_run'] or '-'}")
 
 
@@ -111,7 +111,7 @@ def jobs_run_now(
     name: JobName, agent: JobAgent = None, config: ConfigOption = DEFAULT_CONFIG
 ) -> None:
     """Run a job once now, besides its schedule; its answer goes to its chat."""
-    guard(lambda: admin(config, "POST", job_path(name, agent, "/run")))
+    call(config, "POST", job_path(name, agent, "/run"))
     print(f"started {name}")
 
 
@@ -120,7 +120,7 @@ def jobs_history(
     name: JobName, agent: JobAgent = None, config: ConfigOption = DEFAULT_CONFIG
 ) -> None:
     """A job's latest runs, newest first, in the job's time zone."""
-    runs = guard(lambda: admin(config, "GET", job_path(name, agent, "/runs")))
+    runs = call(config, "GET", job_path(name, agent, "/runs"))
     if not runs:
         print(f"{name} has not run yet")
     for run in runs:

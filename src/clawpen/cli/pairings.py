@@ -9,7 +9,7 @@ from urllib.parse import quote
 import typer
 
 from ..errors import ClawpenError
-from .client import admin
+from .client import call
 from .common import DEFAULT_CONFIG, ConfigOption, fail, first_agent, guard
 from .views import render_strangers
 
@@ -33,14 +33,14 @@ def pair(
                 )
             )
         body = {"code": agent_or_code, "agent": agent}
-        done = guard(lambda: admin(config, "POST", "/v1/pairings/approve", body))
+        done = call(config, "POST", "/v1/pairings/approve", body)
         print(f"paired {done['chat']} with {done['agent']}")
         return
     agent = agent or agent_or_code
     if not agent:
         fail(ClawpenError("missing the agent", "clawpen pair PLATFORM:CHAT_ID AGENT_ID"))
     body = {"chat": chat, "agent": agent}
-    guard(lambda: admin(config, "POST", "/v1/pairings", body))
+    call(config, "POST", "/v1/pairings", body)
     print(f"paired {chat} with {agent}")
 
 
@@ -49,7 +49,7 @@ def unpair(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Stop a chat from reaching any agent (config-file pairings return at the next start)."""
-    guard(lambda: admin(config, "DELETE", f"/v1/pairings/{quote(chat, safe='')}"))
+    call(config, "DELETE", f"/v1/pairings/{quote(chat, safe='')}")
     print(f"unpaired {chat}")
 
 
@@ -62,12 +62,12 @@ def pairings(
     """List the chats paired with agents; with --pending, the chats waiting to be paired (who
     wrote from an unpaired chat in the last week), each with the command that pairs it."""
     if pending:
-        chats = guard(lambda: admin(config, "GET", "/v1/strangers"))
+        chats = call(config, "GET", "/v1/strangers")
         agent = guard(lambda: first_agent(config))
         print(render_strangers(chats, agent, time.time()))
     else:
-        for chat, agent in guard(lambda: admin(config, "GET", "/v1/pairings")).items():
+        for chat, agent in call(config, "GET", "/v1/pairings").items():
             print(f"{chat}\t{agent}")
-    for code in guard(lambda: admin(config, "GET", "/v1/pairings/pending")):
+    for code in call(config, "GET", "/v1/pairings/pending"):
         minutes = max(0, round((code["expires_at"] - time.time()) / 60))
         print(f"{code['chat']}\t(waiting for approval; its code expires in {minutes} min)")

@@ -16,7 +16,7 @@ from ..errors import ClawpenError
 from ..obs import logging as clawpen_logging
 from ..obs.logfile import RotatingFile, log_path
 from . import chatui
-from .client import admin
+from .client import call
 from .common import DEFAULT_CONFIG, ConfigOption, first_agent, guard
 from .init import make_data_dir
 
@@ -66,12 +66,12 @@ def chat(
 
     def ask(text: str) -> str:
         body = {"agent": agent_id, "text": text, "session": conversation}
-        return str(guard(lambda: admin(config, "POST", "/v1/chat", body))["reply"])
+        return str(call(config, "POST", "/v1/chat", body)["reply"])
 
     if message is not None:
         print(chatui.shown(ask(message)))
         return
-    guard(lambda: admin(config, "GET", "/v1/status"))  # no orchestrator: say so before typing
+    call(config, "GET", "/v1/status")  # no orchestrator: say so before typing
     print(f"chatting with {agent_id} (Ctrl-D to leave)", file=sys.stderr)
     if sys.stdin.isatty() and sys.stdout.isatty():
         history = guard(lambda: data_dir_of(config)) / "chat_history"

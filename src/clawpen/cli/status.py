@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from .client import admin
-from .common import DEFAULT_CONFIG, ConfigOption, guard
+from .client import call
+from .common import DEFAULT_CONFIG, ConfigOption
 from .views import render_status
 
 
@@ -19,7 +19,7 @@ def status(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Agents, containers, queues, jobs, channel health and spend today (JSON when piped)."""
-    found = guard(lambda: admin(config, "GET", "/v1/status"))
+    found = call(config, "GET", "/v1/status")
     if as_json or not sys.stdout.isatty():
         print(json.dumps(found, indent=2))
     else:
@@ -29,6 +29,6 @@ def status(
 def dashboard(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Print the dashboard's address, with its token (keep it to yourself: it opens the
     dashboard and the metrics port)."""
-    found = guard(lambda: admin(config, "GET", "/v1/dashboard"))
+    found = call(config, "GET", "/v1/dashboard")
     print(found["url"])
     print(f"token: {found['token']}  (for scripts and Prometheus: Authorization: Bearer ...)")

@@ -12,17 +12,12 @@ from pathlib import Path
 from clawpen.security.vault import KEY_ENV
 
 SECRET = "sk-ant-" + "s3cr3t" * 6
+# The config names secrets not stored yet: the commands that store them must not need them.
 CONFIG = """\
 data_dir: ./data
-model:
-  name: claude-test
-  api_key: secret:anthropic
-agents:
-  - id: assistant
-channels:
-  cli: {}
-  telegram:
-    token: secret:telegram-bot
+model: {name: claude-test, api_key: "secret:anthropic"}
+agents: [{id: assistant}]
+channels: {cli: {}, telegram: {token: "secret:telegram-bot"}}
 """
 
 
