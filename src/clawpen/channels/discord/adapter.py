@@ -21,18 +21,16 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from ..models import Address, Attachment, InboundMessage, OutboundMessage
-from ..obs.logging import get_logger
-from ..retry import STORE, Retrier
-from ..store.base import StoreUnavailable
-from .base import (
+from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...obs.logging import get_logger
+from ...retry import STORE, Retrier
+from ...store.base import StoreUnavailable
+from ..base import (
     MAX_ATTACHMENT_BYTES,
     MAX_ATTACHMENTS,
     Accept,
     ChannelFatal,
-    ChannelPlugin,
     ChannelSettings,
-    RateLimitSettings,
     SendError,
     skipped_attachment_note,
 )
@@ -40,7 +38,7 @@ from .base import (
 if TYPE_CHECKING:
     import discord
 
-    from .discord_client import Bot
+    from .client import Bot
 
 MAX_MESSAGE_LENGTH = 2000
 TYPING_SECONDS = 8.0  # Discord shows "typing..." for about 10 s per call
@@ -57,7 +55,7 @@ class DiscordAdapter:
     max_message_length = MAX_MESSAGE_LENGTH
 
     def __init__(self, settings: DiscordSettings) -> None:
-        from . import discord_client  # noqa: F401  (discord.py loads here, before run)
+        from . import client  # noqa: F401  (discord.py loads here, before run)
 
         self.settings = settings
         self.log = get_logger()
@@ -69,7 +67,7 @@ class DiscordAdapter:
     async def run(self, accept: Accept) -> None:
         import discord
 
-        from .discord_client import Bot
+        from .client import Bot
 
         self._logged_in.clear()
         client = self._client = Bot(self.settings.api_base_url, self._received.put_nowait)
@@ -284,20 +282,3 @@ def _seconds(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
-
-
-plugin = ChannelPlugin(
-    name="discord",
-    settings=DiscordSettings,
-    adapter=DiscordAdapter,
-    chat_pattern=r"[0-9]{15,21}",
-    chat_example="discord:123456789012345678",
-    max_message_length=MAX_MESSAGE_LENGTH,
-    # Discord: 5 messages per 5 s per channel, 50 requests a second per bot
-    rate_limit=RateLimitSettings(per_chat=1.0, per_chat_burst=5, overall=50.0, overall_burst=50),
-    credentials=("token",),
-    preload=(
-        "discord",
-        "clawpen.channels.discord_client",
-    ),
-)

@@ -10,8 +10,8 @@ import pytest
 
 from clawpen.channels.base import SendError
 from clawpen.channels.email import EmailAdapter, EmailSettings
-from clawpen.channels.mailreply import build_reply, clean_header_text
-from clawpen.channels.mailtext import parse_bytes, read_mail
+from clawpen.channels.email.mailreply import build_reply, clean_header_text
+from clawpen.channels.email.mailtext import parse_bytes, read_mail
 from clawpen.models import Address, OutboundMessage
 
 AGENT, ALICE = "agent@example.net", "alice@example.com"

@@ -1,4 +1,4 @@
-"""What WhatsApp's payloads and answers mean, as tables (``channels/whatsapp_events.py``)."""
+"""What WhatsApp's payloads and answers mean, as tables (``channels/whatsapp/events.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from clawpen.channels.base import SendError
 from clawpen.channels.webhook import parse_listen, sha256_signature_matches
-from clawpen.channels.whatsapp_events import Malformed, parse_webhook, send_outcome
+from clawpen.channels.whatsapp.events import Malformed, parse_webhook, send_outcome
 
 NUMBER = "106540352242922"
 

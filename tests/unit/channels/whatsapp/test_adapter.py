@@ -16,7 +16,7 @@ from clawpen.errors import ConfigError
 from clawpen.models import Address, OutboundMessage
 from tests.fakes.fake_whatsapp import FakeWhatsApp
 
-from .whatsapp_support import Core, running_adapter
+from .support import Core, running_adapter
 
 PNG = bytes.fromhex("89504e470d0a1a0a") + b"fake png body" * 10
 ALICE = "15551234567"

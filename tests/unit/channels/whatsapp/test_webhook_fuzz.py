@@ -18,10 +18,10 @@ import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clawpen.channels.whatsapp_events import Malformed, parse_webhook
+from clawpen.channels.whatsapp.events import Malformed, parse_webhook
 from tests.fakes.fake_whatsapp import FakeWhatsApp
 
-from .whatsapp_support import Core, running_adapter
+from .support import Core, running_adapter
 
 ALICE = "15551234567"
 PATH = "/webhooks/whatsapp"

@@ -18,8 +18,8 @@ import unicodedata
 from email.errors import MessageError
 from email.message import EmailMessage
 
+from ..base import SendError
 from . import mailtext
-from .base import SendError
 
 MAX_SUBJECT = 200  # characters of a reply's subject; the rest of a longer one is cut
 MAX_REFERENCES = 20  # ids in References: the root and the latest

@@ -20,8 +20,8 @@ from email.parser import Parser
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 
-from ..models import Attachment
-from .base import (
+from ...models import Attachment
+from ..base import (
     MAX_ATTACHMENT_BYTES,
     MAX_ATTACHMENTS,
     MAX_ATTACHMENTS_TOTAL,

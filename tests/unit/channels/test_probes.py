@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from clawpen.channels.discord import DiscordSettings
+from clawpen.channels.discord.probe import probe as discord
 from clawpen.channels.slack import SlackSettings
+from clawpen.channels.slack.probe import probe as slack
 from clawpen.channels.whatsapp import WhatsAppSettings
+from clawpen.channels.whatsapp.probe import probe as whatsapp
 from clawpen.ops.doctor import run_checks
-from clawpen.ops.probes import discord, slack, whatsapp
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.fake_telegram import FakeTelegram
@@ -48,44 +50,46 @@ async def fake_whatsapp() -> AsyncIterator[FakeWhatsApp]:
 
 
 async def test_slack_checks_both_tokens(fake_slack: FakeSlack) -> None:
-    def probe(bot: str, app: str, url: str = fake_slack.url) -> tuple[str, str] | None:
-        return slack(SlackSettings(bot_token=bot, app_token=app, api_base_url=url))
+    async def probe(bot: str, app: str, url: str = fake_slack.url) -> tuple[str, str] | None:
+        return await slack(SlackSettings(bot_token=bot, app_token=app, api_base_url=url))
 
-    assert await asyncio.to_thread(probe, fake_slack.bot_token, fake_slack.app_token) is None
-    bad_bot = await asyncio.to_thread(probe, "xoxb-wrong", fake_slack.app_token)
+    assert await probe(fake_slack.bot_token, fake_slack.app_token) is None
+    bad_bot = await probe("xoxb-wrong", fake_slack.app_token)
     assert bad_bot is not None and "bot_token (invalid_auth)" in bad_bot[0]
-    bad_app = await asyncio.to_thread(probe, fake_slack.bot_token, fake_slack.bot_token)
+    bad_app = await probe(fake_slack.bot_token, fake_slack.bot_token)
     assert bad_app is not None and "app_token (not_allowed_token_type)" in bad_app[0]
     assert "xapp-" in bad_app[1]
-    away = await asyncio.to_thread(probe, fake_slack.bot_token, fake_slack.app_token, NOBODY)
+    away = await probe(fake_slack.bot_token, fake_slack.app_token, NOBODY)
     assert away is not None and "does not answer" in away[0]
     assert "chat.postMessage" not in fake_slack.calls  # a probe sends nothing
 
 
 async def test_discord_checks_the_bot_token(fake_discord: FakeDiscord) -> None:
-    def probe(token: str, url: str = fake_discord.api_base_url) -> tuple[str, str] | None:
-        return discord(DiscordSettings(token=token, api_base_url=url))
+    async def probe(token: str, url: str = fake_discord.api_base_url) -> tuple[str, str] | None:
+        return await discord(DiscordSettings(token=token, api_base_url=url))
 
-    assert await asyncio.to_thread(probe, fake_discord.token) is None
+    assert await probe(fake_discord.token) is None
     assert "GET /users/@me" in fake_discord.calls
-    refused = await asyncio.to_thread(probe, "wrong")
+    refused = await probe("wrong")
     assert refused is not None and refused[0] == "Discord refused the bot token"
     assert "Reset Token" in refused[1]
-    away = await asyncio.to_thread(probe, fake_discord.token, NOBODY)
+    away = await probe(fake_discord.token, NOBODY)
     assert away is not None and "does not answer" in away[0]
 
 
 async def test_whatsapp_checks_the_token_and_the_number(fake_whatsapp: FakeWhatsApp) -> None:
-    def probe(**changes: str) -> tuple[str, str] | None:
-        return whatsapp(WhatsAppSettings.model_validate({**fake_whatsapp.settings(), **changes}))
+    async def probe(**changes: str) -> tuple[str, str] | None:
+        return await whatsapp(
+            WhatsAppSettings.model_validate({**fake_whatsapp.settings(), **changes})
+        )
 
-    assert await asyncio.to_thread(probe) is None
-    expired = await asyncio.to_thread(probe, access_token="EAAGexpired")
+    assert await probe() is None
+    expired = await probe(access_token="EAAGexpired")
     assert expired is not None and "access_token" in expired[0]
-    unknown = await asyncio.to_thread(probe, phone_number_id="999")
+    unknown = await probe(phone_number_id="999")
     assert unknown is not None and "phone number id 999" in unknown[0]
     assert "API Setup" in unknown[1]
-    away = await asyncio.to_thread(probe, api_base_url=NOBODY)
+    away = await probe(api_base_url=NOBODY)
     assert away is not None and "does not answer" in away[0]
 
 

@@ -26,18 +26,16 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from ..models import Address, Attachment, InboundMessage, OutboundMessage
-from ..obs.logging import get_logger
-from ..retry import PLATFORM, Retrier
-from ..store.base import StoreUnavailable
-from .base import (
+from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...obs.logging import get_logger
+from ...retry import PLATFORM, Retrier
+from ...store.base import StoreUnavailable
+from ..base import (
     MAX_ATTACHMENT_BYTES,
     MAX_ATTACHMENTS,
     Accept,
     ChannelFatal,
-    ChannelPlugin,
     ChannelSettings,
-    RateLimitSettings,
     SendError,
     read_capped,
     skipped_attachment_note,
@@ -392,25 +390,3 @@ def _token_may_go_to(url: str, api_base_url: str) -> bool:
     if host == urlsplit(api_base_url).hostname:
         return True
     return parts.scheme == "https" and (host == "slack.com" or host.endswith(".slack.com"))
-
-
-plugin = ChannelPlugin(
-    name="slack",
-    settings=SlackSettings,
-    adapter=SlackAdapter,
-    chat_pattern=r"[CDG][A-Z0-9]{2,20}",
-    chat_example="slack:D0123ABCD",
-    max_message_length=MAX_MESSAGE_LENGTH,
-    # chat.postMessage: about one message a second per channel (short bursts allowed)
-    rate_limit=RateLimitSettings(per_chat=1.0, per_chat_burst=3, overall=10.0, overall_burst=20),
-    credentials=("bot_token", "app_token"),
-    preload=(
-        "slack_sdk",
-        "slack_sdk.errors",
-        "slack_sdk.web.async_client",
-        "slack_sdk.socket_mode.aiohttp",
-        "slack_sdk.socket_mode.request",
-        "slack_sdk.socket_mode.response",
-        "aiohttp",
-    ),
-)

@@ -14,7 +14,7 @@ from telegram.error import NetworkError, TimedOut
 from telegram.request import RequestData
 from telegram.request._requestparameter import RequestParameter
 
-from clawpen.channels.aiohttp_request import AiohttpRequest
+from clawpen.channels.telegram.request import AiohttpRequest
 from tests.fakes import serve_on_loopback
 
 

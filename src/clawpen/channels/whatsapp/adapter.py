@@ -29,27 +29,25 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from ..models import Address, Attachment, InboundMessage, OutboundMessage
-from ..obs.logging import get_logger
-from .base import (
+from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...obs.logging import get_logger
+from ..base import (
     MAX_ATTACHMENT_BYTES,
     Accept,
     ChannelFatal,
-    ChannelPlugin,
     ChannelSettings,
     DeliveryStatus,
-    RateLimitSettings,
     SendError,
     read_capped,
     report_status,
     skipped_attachment_note,
 )
-from .whatsapp_events import Media, Message, Webhook, graph_error, send_error, send_outcome
+from .events import Media, Message, Webhook, graph_error, send_error, send_outcome
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from .webhook import WebhookRequest, WebhookResponse
+    from ..webhook import WebhookRequest, WebhookResponse
 
 MAX_MESSAGE_LENGTH = 4096
 WEBHOOK_PATH = "/webhooks/whatsapp"
@@ -83,7 +81,7 @@ class WhatsAppSettings(ChannelSettings):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        from .webhook import parse_listen
+        from ..webhook import parse_listen
 
         parse_listen(value)
         return value
@@ -104,7 +102,7 @@ class WhatsAppAdapter:
     max_message_length = MAX_MESSAGE_LENGTH
 
     def __init__(self, settings: WhatsAppSettings) -> None:
-        from .webhook import WebhookServer, parse_listen
+        from ..webhook import WebhookServer, parse_listen
 
         self.settings = settings
         self.log = get_logger()
@@ -181,8 +179,8 @@ class WhatsAppAdapter:
     # -- in ---------------------------------------------------------------------------------------
 
     async def _webhook(self, request: WebhookRequest) -> WebhookResponse:
-        from .webhook import Refused, WebhookResponse, sha256_signature_matches
-        from .whatsapp_events import Malformed, parse_webhook
+        from ..webhook import Refused, WebhookResponse, sha256_signature_matches
+        from .events import Malformed, parse_webhook
 
         if request.method == "GET":
             return WebhookResponse(200, self._handshake(request))
@@ -199,7 +197,7 @@ class WhatsAppAdapter:
 
     def _handshake(self, request: WebhookRequest) -> str:
         """Meta's subscription check: echo ``hub.challenge`` when ``hub.verify_token`` is ours."""
-        from .webhook import Refused, secret_matches
+        from ..webhook import Refused, secret_matches
 
         query = request.query
         if query.get("hub.mode") != "subscribe":
@@ -377,25 +375,3 @@ def _file_name(media: Media) -> str:
     """``image-<id>.jpg``: a name the agent can tell apart, from what WhatsApp told us."""
     kind = "voice" if media.voice else media.kind
     return f"{kind}-{media.media_id[-12:]}{EXTENSIONS.get(media.mime_type, '')}"
-
-
-plugin = ChannelPlugin(
-    name="whatsapp",
-    settings=WhatsAppSettings,
-    adapter=WhatsAppAdapter,
-    chat_pattern=r"[0-9]{6,15}",  # a wa_id: the user's number, country code first, no "+"
-    chat_example="whatsapp:15551234567",
-    max_message_length=MAX_MESSAGE_LENGTH,
-    # Meta allows 80 messages a second per business number by default and throttles bursts to
-    # one user ("pair rate limit", error 131056): stay well under both
-    rate_limit=RateLimitSettings(per_chat=1.0, per_chat_burst=5, overall=20.0, overall_burst=20),
-    credentials=("access_token", "app_secret", "verify_token"),
-    preload=(
-        "aiohttp",
-        "aiohttp.web",
-        "clawpen.channels.webhook",
-        "clawpen.channels.whatsapp_events",
-        "json",
-        "hmac",
-    ),
-)

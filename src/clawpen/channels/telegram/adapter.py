@@ -19,17 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from ..models import Address, Attachment, InboundMessage, OutboundMessage
-from ..obs.logging import get_logger
-from ..retry import PLATFORM, STORE, Retrier
-from ..store.base import StoreUnavailable
-from .base import (
+from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...obs.logging import get_logger
+from ...retry import PLATFORM, STORE, Retrier
+from ...store.base import StoreUnavailable
+from ..base import (
     MAX_ATTACHMENT_BYTES,
     Accept,
     ChannelFatal,
-    ChannelPlugin,
     ChannelSettings,
-    RateLimitSettings,
     SendError,
     skipped_attachment_note,
 )
@@ -53,7 +51,7 @@ class TelegramAdapter:
     def __init__(self, settings: TelegramSettings) -> None:
         import telegram
 
-        from .aiohttp_request import AiohttpRequest
+        from .request import AiohttpRequest
 
         self.settings = settings
         self.log = get_logger()
@@ -255,22 +253,3 @@ def _attachment(update: telegram.Update) -> tuple[Any, str, str] | None:
 def _seconds(value: object) -> float:
     total = getattr(value, "total_seconds", None)
     return float(total()) if callable(total) else float(value)  # type: ignore[arg-type]
-
-
-plugin = ChannelPlugin(
-    name="telegram",
-    settings=TelegramSettings,
-    adapter=TelegramAdapter,
-    chat_pattern=r"-?[0-9]{1,20}",
-    chat_example="telegram:123456789",
-    max_message_length=MAX_MESSAGE_LENGTH,
-    # Telegram: about one message a second per chat, 30 a second per bot
-    rate_limit=RateLimitSettings(per_chat=1.0, per_chat_burst=5, overall=30.0, overall_burst=30),
-    credentials=("token",),
-    preload=(
-        "telegram",
-        "telegram.constants",
-        "telegram.error",
-        "telegram.request",
-    ),
-)

@@ -10,8 +10,8 @@ import getpass
 import time
 import uuid
 
-from ..models import Address, InboundMessage, OutboundMessage, Rejection, Route
-from .base import Accept, ChannelPlugin, ChannelSettings, RateLimitSettings, SendError
+from ...models import Address, InboundMessage, OutboundMessage, Rejection, Route
+from ..base import Accept, ChannelSettings, SendError
 
 
 class CliSettings(ChannelSettings):
@@ -77,15 +77,3 @@ class CliChannel:
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """The terminal shows its own "thinking" while it waits."""
-
-
-plugin = ChannelPlugin(
-    name="cli",
-    settings=CliSettings,
-    adapter=CliChannel,
-    chat_pattern=r"[a-z0-9][a-z0-9_-]{0,39}",  # the chat id names the agent
-    chat_example="cli:assistant",
-    max_message_length=CliChannel.max_message_length,
-    rate_limit=RateLimitSettings(per_chat=0, overall=0),
-    in_process=True,
-)

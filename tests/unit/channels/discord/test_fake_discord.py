@@ -10,7 +10,7 @@ import aiohttp
 import discord
 import pytest
 
-from clawpen.channels.discord_client import Bot
+from clawpen.channels.discord.client import Bot
 from tests.fakes.fake_discord import SEND_MESSAGE, FakeDiscord
 
 

@@ -37,14 +37,14 @@ from email.errors import MessageError
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from ..models import Address, InboundMessage, OutboundMessage
-from ..obs.logging import get_logger
-from ..retry import PLATFORM, STORE, Retrier
-from ..store.base import StoreUnavailable
+from ...models import Address, InboundMessage, OutboundMessage
+from ...obs.logging import get_logger
+from ...retry import PLATFORM, STORE, Retrier
+from ...store.base import StoreUnavailable
+from ..base import Accept, ChannelFatal, SendError
 from . import mailreply, mailtext
-from .base import Accept, ChannelFatal, ChannelPlugin, ChannelSettings, RateLimitSettings, SendError
+from .oauth2 import Tokens
+from .settings import EmailSettings
 
 if TYPE_CHECKING:
     import aioimaplib
@@ -53,85 +53,14 @@ T = TypeVar("T")
 
 MAX_MESSAGE_LENGTH = 100_000  # a mail has no real limit; this keeps one reply readable
 MAX_TEXT = 100_000  # characters of a received mail the agent reads
-GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 IDLE_SECONDS = 240.0  # IDLE is renewed this often (servers drop it after 29 min; NATs sooner)
 MAX_MAIL_BYTES = 25 * 1024 * 1024  # a larger mail is read as its header only (Gmail's limit)
 MAX_HEADER_BYTES = 256 * 1024  # of a mail's header, the most that is read
 REMEMBERED = 1000  # received messages whose subject and references are kept for replies
 
 
-class ServerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    host: str
-    port: int = Field(ge=1, le=65535)
-    starttls: bool = False  # False: TLS from the first byte (993, 465)
-
-
-class OAuth2Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    client_id: str
-    client_secret: str = Field(repr=False)
-    refresh_token: str = Field(repr=False)
-    token_uri: str = GOOGLE_TOKEN_URI
-
-
-class EmailSettings(ChannelSettings):
-    address: str  # the agent's own address: From of every reply
-    imap: ServerSettings
-    smtp: ServerSettings
-    username: str
-    password: str | None = Field(None, repr=False)
-    oauth2: OAuth2Settings | None = Field(None, repr=False)
-    mailbox: str = "INBOX"
-    trust_unauthenticated: bool = False  # True only for a private server that checks senders
-    authserv_id: str | None = None  # only Authentication-Results carrying this id count
-    tls_verify: bool = True
-    ca_file: str | None = None  # a CA bundle (a private server's own certificate)
-    poll_interval: float = Field(60.0, gt=0)  # seconds, where the server has no IDLE
-    timeout: float = Field(30.0, gt=0)  # seconds for one IMAP or SMTP step
-
-
 class _Lost(Exception):
     """The IMAP connection went away."""
-
-
-class _Tokens:
-    """An OAuth2 access token for XOAUTH2, refreshed through google-auth before it expires
-    (google-auth counts a token as expired a few minutes before its expiry)."""
-
-    def __init__(self, settings: OAuth2Settings) -> None:
-        import google.auth.transport.requests
-        from google.oauth2.credentials import Credentials
-
-        self.credentials = Credentials(  # type: ignore[no-untyped-call]
-            token=None,
-            refresh_token=settings.refresh_token,
-            client_id=settings.client_id,
-            client_secret=settings.client_secret,
-            token_uri=settings.token_uri,
-        )
-        self.request = google.auth.transport.requests.Request()
-        self.lock = asyncio.Lock()
-
-    async def get(self, renew: bool = False) -> str:
-        from google.auth.exceptions import RefreshError, TransportError
-
-        async with self.lock:
-            if renew or not self.credentials.valid:
-                try:
-                    await asyncio.to_thread(self.credentials.refresh, self.request)
-                except RefreshError as exc:
-                    if getattr(exc, "retryable", False):
-                        raise ConnectionError(f"token refresh: {exc}") from None
-                    raise ChannelFatal(
-                        "email: the OAuth2 refresh token was refused; check "
-                        "channels.email.oauth2 (client_id, client_secret, refresh_token)"
-                    ) from None
-                except TransportError as exc:
-                    raise ConnectionError(f"token refresh: {exc}") from None
-            return str(self.credentials.token)
 
 
 class EmailAdapter:
@@ -150,7 +79,7 @@ class EmailAdapter:
         if not settings.tls_verify:
             self.tls.check_hostname = False
             self.tls.verify_mode = ssl.CERT_NONE
-        self.tokens = _Tokens(settings.oauth2) if settings.oauth2 is not None else None
+        self.tokens = Tokens(settings.oauth2) if settings.oauth2 is not None else None
         self.domain = mailtext.sender_address(settings.address) or settings.address
         self.domain = self.domain.rpartition("@")[2]
         self.remembered: OrderedDict[str, tuple[str, tuple[str, ...]]] = OrderedDict()
@@ -562,27 +491,3 @@ def _close(imap: aioimaplib.IMAP4) -> None:
     transport = getattr(imap.protocol, "transport", None)
     if transport is not None:
         transport.close()
-
-
-plugin = ChannelPlugin(
-    name="email",
-    settings=EmailSettings,
-    adapter=EmailAdapter,
-    chat_pattern=r"[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(\.[a-z0-9-]+)+",
-    chat_example="email:alice@example.com",
-    max_message_length=MAX_MESSAGE_LENGTH,
-    # mail providers throttle bulk senders: a mail every few seconds per address, 1/s overall
-    rate_limit=RateLimitSettings(per_chat=0.2, per_chat_burst=5, overall=1.0, overall_burst=10),
-    credentials=("password", "oauth2"),
-    preload=(
-        "aioimaplib",
-        "aiosmtplib",
-        "email.mime.text",
-        "email.headerregistry",
-        "email._header_value_parser",
-        "encodings.ascii",  # mailtext.parse_bytes decodes through the codec registry
-        "google.auth.transport.requests",
-        "google.oauth2.credentials",
-        "requests",
-    ),
-)

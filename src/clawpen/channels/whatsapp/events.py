@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .base import SendError
+from ..base import SendError
 
 MAX_ID = 256  # characters in an id (the wire's limit)
 MAX_TEXT = 200_000  # characters of text (the wire's limit; the core caps lower still)

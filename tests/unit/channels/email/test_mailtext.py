@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from clawpen.channels.base import MAX_ATTACHMENT_BYTES
-from clawpen.channels.mailtext import (
+from clawpen.channels.email.mailtext import (
     html_to_text,
     parse_auth_results,
     read_mail,
@@ -306,7 +306,7 @@ def test_an_attachment_over_the_file_limit_is_named_without_being_decoded(
 
 
 def test_a_mail_too_large_to_read_is_described_to_the_agent() -> None:
-    from clawpen.channels.mailtext import too_large_note
+    from clawpen.channels.email.mailtext import too_large_note
 
     note = too_large_note(36 * 1024 * 1024 + 1, 25 * 1024 * 1024)
     assert "36.0 MB" in note and "25 MB limit" in note
