@@ -13,9 +13,8 @@ from clawpen.channels.base import SendError
 from clawpen.channels.cli import CliChannel
 from clawpen.models import Address, OutboundMessage
 from clawpen_agent.protocol import Task, TaskResult
+from tests.conftest import running
 from tests.fakes.fake_runtime import FakeRuntime
-
-from ..conftest import running
 
 
 async def test_two_sessions_at_once_each_get_their_own_reply(

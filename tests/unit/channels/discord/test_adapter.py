@@ -11,12 +11,12 @@ import pytest
 
 from clawpen.app import Orchestrator
 from clawpen.channels.base import MAX_ATTACHMENT_BYTES, ChannelFatal, SendError
-from clawpen.channels.discord import DiscordAdapter, DiscordSettings, plugin, strip_mention
+from clawpen.channels.discord import plugin
+from clawpen.channels.discord.adapter import DiscordAdapter, DiscordSettings, strip_mention
 from clawpen.errors import StoreUnavailable
 from clawpen.models import Address, Decision, InboundMessage, OutboundMessage, Route
+from tests.conftest import running
 from tests.fakes.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
-
-from ..conftest import running
 
 
 class Recorder:
