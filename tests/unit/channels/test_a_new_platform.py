@@ -164,7 +164,6 @@ async def _in_a_fresh_process(work: Path) -> dict[str, Any]:
     from clawpen.runtime.inprocess import InProcessRuntime
     from tests.conftest import running
 
-    work.mkdir()
     env = {"KEY": "sk-ant-test-key"}
     os.environ.update(env)  # for the clawpen commands
     seen: dict[str, Any] = {"platforms": sorted(plugins())}
@@ -202,4 +201,5 @@ async def _in_a_fresh_process(work: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    Path(sys.argv[1]).mkdir()
     print(json.dumps(asyncio.run(_in_a_fresh_process(Path(sys.argv[1])))))
