@@ -33,3 +33,11 @@ async def request(method: str, url: str, headers: Mapping[str, str] | None = Non
         session.request(method, url, headers=headers) as response,
     ):
         return Answer(response.status, await response.read())
+
+
+def no_answer(platform: str, base: str, channel: str, exc: BaseException) -> tuple[str, str]:
+    """The finding when nothing answered at ``base``: the network, or a wrong URL."""
+    return (
+        f"{platform} does not answer at {base} ({type(exc).__name__})",
+        f"check the network, or channels.{channel}.api_base_url",
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..base import Finding
-from ..probing import UNREACHABLE, request
+from ..probing import UNREACHABLE, no_answer, request
 from .adapter import DiscordSettings
 
 
@@ -13,10 +13,7 @@ async def probe(block: DiscordSettings) -> Finding:
     try:
         answer = await request("GET", url, headers={"Authorization": f"Bot {block.token}"})
     except UNREACHABLE as exc:
-        return (
-            f"Discord does not answer at {base} ({type(exc).__name__})",
-            "check the network, or channels.discord.api_base_url",
-        )
+        return no_answer("Discord", base, "discord", exc)
     if answer.status == 401:
         return (
             "Discord refused the bot token",

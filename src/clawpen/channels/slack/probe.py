@@ -5,7 +5,7 @@ connects to it)."""
 from __future__ import annotations
 
 from ..base import Finding
-from ..probing import UNREACHABLE, request
+from ..probing import UNREACHABLE, no_answer, request
 from .adapter import SlackSettings
 
 
@@ -22,10 +22,7 @@ async def probe(block: SlackSettings) -> Finding:
             )
             found = answer.json()
         except (*UNREACHABLE, ValueError) as exc:
-            return (
-                f"Slack does not answer at {base} ({type(exc).__name__})",
-                "check the network, or channels.slack.api_base_url",
-            )
+            return no_answer("Slack", base, "slack", exc)
         if not found.get("ok"):
             error = found.get("error", f"HTTP {answer.status}")
             return (

@@ -4,7 +4,7 @@ the number the app's."""
 from __future__ import annotations
 
 from ..base import Finding
-from ..probing import UNREACHABLE, request
+from ..probing import UNREACHABLE, no_answer, request
 from .adapter import WhatsAppSettings
 
 
@@ -14,10 +14,7 @@ async def probe(block: WhatsAppSettings) -> Finding:
     try:
         answer = await request("GET", f"{base}/{block.phone_number_id}", headers=headers)
     except UNREACHABLE as exc:
-        return (
-            f"the WhatsApp Cloud API does not answer at {base} ({type(exc).__name__})",
-            "check the network, or channels.whatsapp.api_base_url",
-        )
+        return no_answer("the WhatsApp Cloud API", base, "whatsapp", exc)
     if answer.status == 401:
         return (
             "Meta refused channels.whatsapp.access_token (expired or revoked)",
