@@ -452,6 +452,36 @@ def squat_job_names(args: list[str]) -> dict[str, Any]:
     return seen
 
 
+# --- issue 23: connection caps and deep JSON ---
+
+
+def deep_json_to_own_door(args: list[str]) -> dict[str, Any]:
+    """JSON nested 900 to 980 deep (and far deeper) to its own door's routes: each answer's
+    status. 900 deep parses, then broke whatever walked it: a 500 and a 120 KB traceback."""
+    model = args[0] if args else "claude-test"  # the agent's own: the proxy reads on
+    answers: dict[str, int | str] = {}
+    for path in ("/v1/messages", "/v1/tasks/1/result", "/v1/jobs", "/v1/outbox"):
+        for depth in (900, 950, 980, 5000):
+            nested = "[" * depth + "]" * depth
+            body = f'{{"model": "{model}", "max_tokens": 1, "messages": {nested}}}'.encode()
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(10)
+            try:
+                sock.connect("/run/clawpen/agent.sock")
+                sock.sendall(head.encode() + body)
+                status_line = sock.recv(200).split(b"\r\n", 1)[0].decode()
+                answers[f"{path}@{depth}"] = int(status_line.split()[1])
+            except (OSError, IndexError, ValueError) as exc:
+                answers[f"{path}@{depth}"] = type(exc).__name__
+            finally:
+                sock.close()
+    return {"answers": answers}
+
+
 ATTACKS: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     name: value for name, value in globals().items() if callable(value) and name.islower()
 }

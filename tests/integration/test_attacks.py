@@ -591,3 +591,60 @@ async def test_squat_and_probe_job_names_through_the_job_tools(job_pen: JobPen) 
     assert task not in json.dumps(seen) and "alice" not in json.dumps(seen)
     assert alices.spec.task == task and alices.state == "active"  # untouched
     assert "echo:" in await job_pen.ask("alice", "still there?")
+
+
+# --- issue 23: connection caps and deep JSON ---
+
+
+async def test_send_the_own_door_json_nested_hundreds_deep(pen: Pen) -> None:
+    """900 deep parsed, then broke whatever walked it: a 500 and a 120 KB traceback each."""
+    import structlog
+
+    with structlog.testing.capture_logs() as logs:
+        seen = await pen.attack("deep_json_to_own_door", pen.orchestrator.settings.model.name)
+    assert set(seen["answers"].values()) == {400}, seen
+    assert [e for e in logs if e["event"] == "agent_request_failed" or "exc_info" in e] == []
+    await pen.still_serving()
+
+
+async def test_flood_the_metrics_port_and_the_dashboard_from_the_host(
+    pen: Pen, tmp_path: Path
+) -> None:
+    """Any local user reaches these ports: 2 x 300 idle connections get the cap's worth in and
+    a 503 for the rest, so the orchestrator keeps its file descriptors for the agents."""
+    from clawpen.config import DashboardSettings
+    from clawpen.ops.admin import AdminServer
+    from clawpen.ops.dashboard import Dashboard
+    from clawpen.ops.dashview import DashboardView
+    from clawpen.ports.limits import PortLimits
+
+    from ..unit.test_port_caps import flood, free_port, open_files
+
+    core = pen.orchestrator
+    limits = PortLimits(max_connections=4, idle_timeout=2)
+    metrics = AdminServer(
+        tmp_path / "a.sock",
+        None,
+        core.dispatcher,
+        core.metrics,
+        core.status,
+        free_port(),
+        limits,
+        token=core.http_token,
+    )
+    view = DashboardView(
+        core.store, core.pool, core.dispatcher, core.scheduler, lambda: core.channel_states
+    )
+    dashboard = Dashboard(DashboardSettings(port=0, port_limits=limits), core.http_token, view)
+    await metrics.start()
+    await dashboard.start()
+    try:
+        assert metrics.metrics_port is not None and dashboard.port is not None
+        before = open_files()
+        async with flood(300, metrics.metrics_port, dashboard.port) as connected:
+            assert connected > 500  # turned away at once, not left waiting in the backlog
+            assert open_files() <= before + 2 * 4 + 16
+            await pen.still_serving()  # bob's model call, through his door and the proxy
+    finally:
+        await dashboard.close()
+        await metrics.close()

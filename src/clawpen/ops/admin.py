@@ -20,6 +20,9 @@ from ..core.dispatch import Dispatcher
 from ..core.scheduler import Scheduler, describe_job, describe_run, job_ref
 from ..errors import ClawpenError, StoreError
 from ..obs.metrics import Metrics
+from ..ports.limits import PortLimits
+from ..ports.listener import Listener
+from ..ports.safejson import read_object
 from ..schedule import ScheduleError, make_spec, parse_address
 from ..security.webauth import credential
 
@@ -35,6 +38,7 @@ class AdminServer:
         metrics: Metrics,
         status: Callable[[], Awaitable[dict[str, Any]]],
         metrics_port: int | None = None,
+        metrics_port_limits: PortLimits | None = None,
         scheduler: Scheduler | None = None,
         token: str = "",
         readiness: Callable[[], Awaitable[list[str]]] | None = None,
@@ -46,6 +50,7 @@ class AdminServer:
         self.dashboard = dashboard
         self.path = path
         self.metrics_port = metrics_port
+        self.metrics_port_limits = metrics_port_limits or PortLimits(max_connections=16)
         self.cli = cli
         self.dispatcher = dispatcher
         self.metrics = metrics
@@ -87,13 +92,15 @@ class AdminServer:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
         if self.metrics_port is not None:  # for a Prometheus scraper: metrics only, loopback only
-            metrics_app = web.Application()
+            limits = self.metrics_port_limits
+            listener = Listener("metrics", limits)
+            metrics_app = web.Application(middlewares=[listener.track])
             metrics_app.router.add_get("/metrics", self._metrics_with_token)
             metrics_app.router.add_get("/healthz", self._healthz)
             metrics_app.router.add_get("/readyz", self._readyz_terse)
-            self._metrics_runner = web.AppRunner(metrics_app, access_log=None)
+            self._metrics_runner = web.AppRunner(metrics_app, **limits.handler_kwargs())
             await self._metrics_runner.setup()
-            await web.TCPSite(self._metrics_runner, "127.0.0.1", self.metrics_port).start()
+            await listener.serve(self._metrics_runner, "127.0.0.1", self.metrics_port)
 
     async def close(self) -> None:
         if self._metrics_runner is not None:
@@ -109,7 +116,7 @@ class AdminServer:
                 {"error": "the cli channel is not enabled; add `cli: {}` under channels:"},
                 status=409,
             )
-        body = await request.json()
+        body = await read_object(request)
         try:
             reply = await self.cli.ask(
                 str(body["agent"]),
@@ -127,7 +134,7 @@ class AdminServer:
         return web.json_response(self.dispatcher.pairings)
 
     async def _pair(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await read_object(request)
         try:
             await self.dispatcher.pair(str(body["chat"]), str(body["agent"]))
         except ClawpenError as exc:
@@ -135,7 +142,7 @@ class AdminServer:
         return web.json_response(self.dispatcher.pairings)
 
     async def _approve(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await read_object(request)
         try:
             chat = await self.dispatcher.approve_code(str(body["code"]), str(body["agent"]))
         except ClawpenError as exc:
@@ -168,7 +175,7 @@ class AdminServer:
         return web.json_response([describe_job(job) for job in jobs])
 
     async def _add_job(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await read_object(request)
         try:
             spec = make_spec(
                 str(body["name"]),
