@@ -424,7 +424,6 @@ class Orchestrator:
         self.log.info("orchestrator_stopped")
 
 
-
 def _tracing(settings: Settings, provider: Any) -> Tracing:
     """Traces when ``tracing:`` asks for them; the provider is the test's, or one exporting
     over OTLP when that exporter is installed and configured (``OTEL_EXPORTER_OTLP_*``), or
