@@ -32,6 +32,7 @@ from .core.scheduler import Clock, Scheduler
 from .core.usage import UsageRecorder
 from .core.worker import Worker
 from .door.budget import Budget, Limits
+from .door.caps import DoorLimits
 from .door.modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
 from .door.proxy import ModelProxy
 from .door.server import AgentTools
@@ -47,6 +48,7 @@ from .ops.admin import ADMIN_SOCKET, AdminServer
 from .ops.dashboard import Dashboard
 from .ops.dashview import DashboardView
 from .ops.disk import DiskGuard
+from .ports.limits import files_short, raise_open_files_limit
 from .prepare import prepare
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
@@ -256,6 +258,7 @@ class Orchestrator:
             self.metrics,
             self.status,
             settings.metrics_port,
+            settings.metrics_port_limits,
             self.scheduler,
             token=self.http_token,
             readiness=self.readiness,
@@ -435,8 +438,27 @@ def _tracing(settings: Settings, provider: Any) -> Tracing:
     return Tracing(provider)
 
 
+def check_open_files(settings: Settings, limit: int) -> None:
+    """Warn at start when the open-files limit is below what the caps could take together:
+    then a flood could still starve the agents, and the fix is the limit, not the caps."""
+    public = settings.metrics_port_limits.max_connections if settings.metrics_port else 0
+    if settings.dashboard is not None:
+        public += settings.dashboard.port_limits.max_connections
+    per_agent = DoorLimits().max_connections
+    short = files_short(limit, public, len(settings.agents), per_agent)
+    if short:
+        get_logger().warning(
+            "open_files_limit_low",
+            limit=limit,
+            needed=limit + short,
+            fix="raise the hard limit (LimitNOFILE= in the systemd unit, or ulimit -Hn)",
+        )
+
+
 def run_until_signal(orchestrator: Orchestrator) -> None:
-    """Run in the foreground; SIGINT and SIGTERM stop it cleanly."""
+    """Run in the foreground; SIGINT and SIGTERM stop it cleanly. The open files limit is
+    raised first: the public ports' caps leave the rest of it to the agents (``listener``)."""
+    check_open_files(orchestrator.settings, raise_open_files_limit())
 
     async def main() -> None:
         task = asyncio.current_task()

@@ -35,6 +35,7 @@ from .egress.netpolicy import LoopbackExceptions, Refused, normalize_host
 from .errors import ClawpenError, ConfigError
 from .models import JobSpec
 from .obs.redact import SECRETS
+from .ports.limits import PortLimits
 from .schedule import JOB_NAME, ScheduleError, make_spec, parse_address
 
 if TYPE_CHECKING:
@@ -136,6 +137,7 @@ class DashboardSettings(_Model):
 
     host: str = "127.0.0.1"
     port: int = Field(7878, ge=0, le=65535, description="0: any free port")
+    port_limits: PortLimits = PortLimits()  # connections at once, idle timeout
 
 
 class TracingSettings(_Model):
@@ -234,6 +236,7 @@ class Settings(_Model):
     runtime: Runtime = "runc"  # runsc: every agent under gVisor (registered with dockerd)
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="on 127.0.0.1")
+    metrics_port_limits: PortLimits = PortLimits(max_connections=16)
     # data_dir/logs/clawpen.log: rotated past log_max_mb, keeping log_backups older files
     log_max_mb: int = Field(10, ge=1)
     log_backups: int = Field(5, ge=0, le=100)

@@ -1,6 +1,6 @@
 """Every error clawpen shows a person says what is wrong and how to fix it.
 
-Foreign exceptions (docker, sqlite, yaml, httpx) are turned into a ``ClawpenError`` at the edge
+Foreign exceptions (docker, sqlite, yaml, aiohttp) are turned into a ``ClawpenError`` at the edge
 where they happen; the CLI prints ``str(error)`` as one line and exits non-zero.
 
     ClawpenError

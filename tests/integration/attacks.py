@@ -16,6 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -450,6 +451,76 @@ def squat_job_names(args: list[str]) -> dict[str, Any]:
     }
     seen["probe"] = {n: agent_api("DELETE", f"/v1/jobs/{n}") for n in (name, "no-such-job")}
     return seen
+
+
+# --- issue 23: connection caps and deep JSON ---
+
+
+def deep_json_to_own_door(args: list[str]) -> dict[str, Any]:
+    """JSON nested 900 to 980 deep (and far deeper) to its own door's routes: each answer's
+    status. 900 deep parses, then broke whatever walked it: a 500 and a 120 KB traceback."""
+    model = args[0] if args else "claude-test"  # the agent's own: the proxy reads on
+    answers: dict[str, int | str] = {}
+    for path in ("/v1/messages", "/v1/tasks/1/result", "/v1/jobs", "/v1/outbox"):
+        for depth in (900, 950, 980, 5000):
+            nested = "[" * depth + "]" * depth
+            body = f'{{"model": "{model}", "max_tokens": 1, "messages": {nested}}}'.encode()
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(10)
+            try:
+                sock.connect("/run/clawpen/agent.sock")
+                sock.sendall(head.encode() + body)
+                status_line = sock.recv(200).split(b"\r\n", 1)[0].decode()
+                answers[f"{path}@{depth}"] = int(status_line.split()[1])
+            except (OSError, IndexError, ValueError) as exc:
+                answers[f"{path}@{depth}"] = type(exc).__name__
+            finally:
+                sock.close()
+    return {"answers": answers}
+
+
+# --- issue 23: web_fetch ---
+
+
+def web_fetch_many(args: list[str]) -> dict[str, Any]:
+    """``URL COUNT``: ask the door's web_fetch for URL COUNT times at once, straight over the
+    socket (a tool call asks for one at a time); the status of each answer, and how long the
+    slowest took."""
+    url, count = args[0], int(args[1])
+    body = json.dumps({"url": url, "max_chars": 200}).encode()
+    request = (
+        b"POST /v1/web/fetch HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    statuses: list[Any] = [None] * count
+    started = time.monotonic()
+
+    def one(index: int) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(150)
+        try:
+            sock.connect("/run/clawpen/agent.sock")
+            sock.sendall(request)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            statuses[index] = int(data.split()[1]) if data.startswith(b"HTTP/") else None
+        except OSError as exc:
+            statuses[index] = error_name(exc)
+        finally:
+            sock.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"statuses": statuses, "seconds": round(time.monotonic() - started, 1)}
 
 
 ATTACKS: dict[str, Callable[[list[str]], dict[str, Any]]] = {

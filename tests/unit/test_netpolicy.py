@@ -141,3 +141,11 @@ def test_the_test_override_lets_exactly_one_loopback_port_through() -> None:
     for entry in ["10.0.0.1:80", "127.0.0.1", "localhost:80", "169.254.169.254:80"]:
         with pytest.raises(ValueError):
             LoopbackExceptions.parse([entry])
+
+
+def test_the_hosts_own_addresses_are_refused_even_when_public() -> None:
+    own = frozenset({ipaddress.ip_address("93.184.215.14"), ipaddress.ip_address("2001:4860::1")})
+    for address in own:
+        with pytest.raises(Refused, match="is an address of this host"):
+            check_address(address, 80, own=own)
+    check_address(ipaddress.ip_address("93.184.215.15"), 80, own=own)  # a neighbour passes

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -244,46 +242,3 @@ async def test_the_chat_is_warned_once_when_its_task_crosses_80_percent(
         and re.search(r"Note: assistant has used 8[234]% of today's budget", first)
     )
     assert second == "echo: and again"  # once, not on every reply
-
-
-def test_usage_command_shows_tokens_and_cost_per_agent_and_day(
-    tmp_path: Any, fake_model: FakeModel, api_key: str
-) -> None:
-    from clawpen.store import SQLiteStore
-
-    config = tmp_path / "clawpen.yaml"
-    config.write_text(
-        f"data_dir: {tmp_path / 'data'}\n"
-        "model: {name: claude-test, api_key: k}\n"
-        "agents: [{id: assistant}, {id: helper}]\n"
-    )
-    (tmp_path / "data").mkdir()
-
-    async def record() -> None:
-        store = SQLiteStore(tmp_path / "data" / "clawpen.db")
-        now = time.time()
-        await store.record_usage("assistant", "claude-test", 1000, 200, now, 0.006)
-        await store.record_usage("assistant", "claude-test", 500, 64, now, 0.5, estimated=True)
-        await store.record_usage("helper", "claude-test", 10, 1, now - 86_400 * 30, 0.0)
-        await store.close()
-
-    asyncio.run(record())
-    shown = subprocess.run(
-        [sys.executable, "-m", "clawpen", "usage", "--agent", "assistant", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    header, row = shown.stdout.splitlines()
-    day = time.strftime("%Y-%m-%d", time.gmtime())
-    assert header.split("\t") == ["day", "agent", "model", "calls", "input", "output", "usd"]
-    assert row.split("\t") == [
-        day,
-        "assistant",
-        "claude-test",
-        "2 (1 estimated)",
-        "1500",
-        "264",
-        "0.5060",
-    ]

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -279,42 +276,3 @@ def test_a_config_without_secret_references_never_makes_a_vault(tmp_path: Path) 
     (tmp_path / "clawpen.yaml").write_text(config)
     load_settings(tmp_path / "clawpen.yaml", {"KEY": "sk-ant-from-env"})
     assert not (tmp_path / "data" / "vault.key").exists()
-
-
-# -- the commands, as a person runs them --------------------------------------------------------
-
-
-def clawpen(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
-    return subprocess.run(
-        [sys.executable, "-m", "clawpen", *args, "--config", str(tmp_path / "clawpen.yaml")],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
-def test_secrets_commands_store_list_reveal_and_remove(tmp_path: Path) -> None:
-    (tmp_path / "clawpen.yaml").write_text(CONFIG)
-    stored = clawpen(tmp_path, "secrets", "set", "anthropic", stdin=SECRET + "\n")
-    assert stored.returncode == 0, stored.stderr
-    assert SECRET not in stored.stdout + stored.stderr
-    listed = clawpen(tmp_path, "secrets", "list")
-    assert listed.stdout.split() == ["anthropic"]
-    hidden = clawpen(tmp_path, "secrets", "get", "anthropic")
-    assert hidden.returncode != 0 and SECRET not in hidden.stdout
-    assert "--reveal" in hidden.stderr
-    shown = clawpen(tmp_path, "secrets", "get", "anthropic", "--reveal")
-    assert shown.stdout == SECRET + "\n"
-    [audit] = [json.loads(line) for line in shown.stderr.splitlines()]
-    assert audit["event"] == "credential_accessed"
-    assert (audit["component"], audit["name"]) == ("cli", "anthropic")
-    removed = clawpen(tmp_path, "secrets", "rm", "anthropic")
-    assert removed.returncode == 0
-    assert clawpen(tmp_path, "secrets", "list").stdout == ""
-    missing = clawpen(tmp_path, "secrets", "rm", "anthropic")
-    assert missing.returncode != 0
-    assert missing.stderr.startswith("clawpen: no secret 'anthropic' in the vault")

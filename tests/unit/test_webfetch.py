@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
+import json
+import ssl
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,11 +16,13 @@ import pytest
 from aiohttp import web
 
 from clawpen.config import load_settings
+from clawpen.egress.hostaddrs import host_addresses
 from clawpen.egress.htmltext import html_to_text
 from clawpen.egress.netpolicy import IPAddress, LoopbackExceptions, Refused
-from clawpen.egress.webfetch import FetchLimits, WebFetcher, system_connect
+from clawpen.egress.webfetch import FetchLimits, Streams, WebFetcher, system_connect
 from clawpen.errors import ConfigError
 from tests.fakes import serve_on_loopback
+from tests.fakes.slowloris import SlowLoris
 
 PAGE = (
     "<html><head><title>Hello page</title><script>steal()</script></head>"
@@ -91,10 +96,12 @@ class Net:
             answers = answers[1:]  # rebinding: a different answer the second time
         return [ipaddress.ip_address(a) for a in answers[:1]]
 
-    def connect(self, ip: IPAddress, port: int, timeout: float) -> socket.socket:
+    async def connect(
+        self, ip: IPAddress, port: int, tls: ssl.SSLContext | None, name: str
+    ) -> Streams:
         self.connects.append((str(ip), port))
         assert (str(ip), port) == ("127.0.0.1", self.port), "connection to a refused target"
-        return system_connect(ip, port, timeout)
+        return await system_connect(ip, port, tls, name)
 
 
 def fetcher(
@@ -249,3 +256,80 @@ def test_web_access_is_configured_as_the_issue_writes_it(tmp_path: Path) -> None
     assert a.web_fetch.enabled and a.web_fetch.allow_domains == ["docs.python.org"]
     assert a.egress.allow == ["pypi.org", "files.pythonhosted.org:443"]
     assert not b.web_fetch.enabled and b.egress.allow == []  # off by default
+
+
+# -- issue 23: a deadline for the whole exchange, the host's own addresses, hidden text ----------
+
+
+@pytest.fixture
+async def slowloris() -> AsyncIterator[SlowLoris]:
+    server = await SlowLoris().start()
+    yield server
+    await server.close()
+
+
+async def test_a_server_that_dribbles_its_status_line_is_cut_off_at_the_deadline(
+    slowloris: SlowLoris,
+) -> None:
+    exceptions = LoopbackExceptions.parse([f"127.0.0.1:{slowloris.port}"])
+    web_fetcher = WebFetcher(exceptions, limits=FetchLimits(timeout=0.5))
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await web_fetcher.fetch(f"http://127.0.0.1:{slowloris.port}/", None, 100)
+    assert time.monotonic() - started < 3
+    # and the connection is dropped then, not left to a thread that reads on for days
+    await slowloris.wait_until(lambda s: s.dropped == 1, timeout=5)
+
+
+PUBLIC = "93.184.215.14"
+
+
+@pytest.mark.parametrize("url", [f"http://{PUBLIC}:{{port}}/", "http://myhost.test:{port}/"])
+async def test_the_hosts_own_public_address_is_refused_by_address_and_by_name(
+    server: Server, url: str
+) -> None:
+    net = Net(server.port, {"myhost.test": [PUBLIC]})
+    own = frozenset({ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address(PUBLIC)})
+    web_fetcher = WebFetcher(resolve=net.resolve, connect=net.connect, own_addresses=lambda: own)
+    with pytest.raises(Refused, match=f"{PUBLIC} is an address of this host"):
+        await web_fetcher.fetch(url.format(port=server.port), None, 100)
+    assert net.connects == [] and server.hits == []
+
+
+def test_the_host_addresses_are_those_of_every_interface() -> None:
+    listed = json.loads(subprocess.run(["ip", "-j", "addr"], capture_output=True).stdout)
+    expected = {
+        ipaddress.ip_address(a["local"]) for link in listed for a in link.get("addr_info", [])
+    }
+    assert any(not ip.is_loopback for ip in expected)  # eth0 or docker0 at least
+    assert host_addresses() == expected
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<p style='display:none'>SECRET</p>",
+        "<div style='color: red; DISPLAY : none !important'>SECRET</div>",
+        "<span style='visibility:hidden'>SECRET</span>",
+        "<div hidden><p>SECRET</p><div>SECRET</div>SECRET</div>",
+        "<div hidden/>SECRET</div>",
+        "<span aria-hidden='true'>SECRET</span>",
+        "<img hidden alt='SECRET'>",
+        "<style>.x{display:none}</style><p class='y x'>SECRET</p>",
+        "<style>p#z { visibility: hidden }</style><p id='z'>SECRET</p>",
+        "<p class='x'>SECRET</p><style>@media screen { .a, .x { display: none } }</style>",
+    ],
+)
+def test_text_a_reader_does_not_see_does_not_reach_the_model(html: str) -> None:
+    text = html_to_text(f"<body><p>before</p>{html}<p>after</p></body>")
+    assert "SECRET" not in text
+    assert text.startswith("before") and text.endswith("after")
+
+
+def test_what_is_shown_stays_shown_beside_hidden_text() -> None:
+    html = (
+        "<style>.menu .item{display:none} body{display:none}</style>"
+        "<div style='display:block'>shown one</div><div hidden>gone</div><div>shown two</div>"
+        "<p class='item'>shown three</p><span aria-hidden='false'>shown four</span>"
+    )
+    assert html_to_text(html) == "shown one\n\nshown two\n\nshown three\nshown four"

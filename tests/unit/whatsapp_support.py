@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from clawpen.channels.base import DeliveryStatus
 from clawpen.channels.whatsapp import WhatsAppAdapter, WhatsAppSettings
@@ -45,9 +46,12 @@ class Core:
 
 
 @contextlib.asynccontextmanager
-async def running_adapter(meta: FakeWhatsApp, core: Core) -> AsyncIterator[WhatsAppAdapter]:
-    """The adapter serving webhooks on a free loopback port, which Meta is told to post to."""
-    adapter = WhatsAppAdapter(WhatsAppSettings.model_validate(meta.settings()))
+async def running_adapter(
+    meta: FakeWhatsApp, core: Core, **settings: Any
+) -> AsyncIterator[WhatsAppAdapter]:
+    """The adapter serving webhooks on a free loopback port, which Meta is told to post to;
+    ``settings`` added to its block."""
+    adapter = WhatsAppAdapter(WhatsAppSettings.model_validate({**meta.settings(), **settings}))
     task = asyncio.create_task(adapter.run(core))
     try:
         async with asyncio.timeout(10):

@@ -26,6 +26,7 @@ import uvloop
 from ..errors import StoreUnavailable
 from ..models import Address, Decision, InboundMessage
 from ..obs import logging as clawpen_logging
+from ..ports.limits import raise_open_files_limit
 from . import wire
 from .base import HOST_NAME_MODULES, Channel, ChannelFatal, DeliveryStatus, SendError
 from .registry import plugins
@@ -161,6 +162,7 @@ def main() -> None:
     fd = int(sys.argv[1])
     uid = int(sys.argv[3]) if sys.argv[2:3] == ["--uid"] else None
     clawpen_logging.configure(os.environ.get("CLAWPEN_LOG_LEVEL", "info"))
+    raise_open_files_limit()  # a webhook's caps are sized well below it
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         sys.exit(uvloop.run(until_terminated(serve(fd, uid))))
 

@@ -1,11 +1,13 @@
 """A small HTTP server that platforms push events to (WhatsApp now; Telegram's webhook mode can
 use it later), for adapters whose platform calls them instead of being polled.
 
-It knows nothing of any platform. It reads at most ``max_body`` bytes (the declared length is
-checked before a byte of the body is read), hands the request as a plain value to the route's
-handler, and turns what comes back into an answer. A handler *decides* with ``Refused(status,
-reason)`` (a forged signature: 401; a body that is not the platform's shape: 400): that request
-is answered so and logged as one line, and the server goes on.
+It knows nothing of any platform. Its port is capped (``listener``: connections at once, idle
+ones closed, heads bounded). A route's ``HeadCheck`` sees the method and headers before a byte
+of the body is read (a POST without a signature is refused unread); then at most ``max_body``
+bytes are read (the declared length is checked first), the request is handed as a plain value
+to the route's handler, and what comes back is turned into an answer. A handler *decides*
+with ``Refused(status, reason)`` (a forged signature: 401; a body that is not the platform's
+shape: 400): that request is answered so and logged as one line, and the server goes on.
 
 What it answers when things go wrong, and why:
 
@@ -37,6 +39,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import StoreUnavailable
 from ..obs.logging import get_logger
+from ..ports.limits import PortLimits
+from ..ports.listener import Listener
 
 MAX_BODY = 1024 * 1024  # Meta's and Telegram's events are a few kilobytes
 SHUTDOWN_GRACE = 2.0
@@ -60,6 +64,7 @@ class WebhookResponse:
 
 
 Handler = Callable[[WebhookRequest], Awaitable[WebhookResponse]]
+HeadCheck = Callable[[str, Mapping[str, str]], None]  # (method, headers); raises Refused
 
 
 class Refused(Exception):
@@ -111,31 +116,36 @@ class WebhookServer:
         port: int,
         routes: Mapping[str, Handler],
         max_body: int = MAX_BODY,
+        limits: PortLimits | None = None,
+        head_checks: Mapping[str, HeadCheck] | None = None,
     ) -> None:
         self.name = name
         self.host = host
         self.port = port
         self.routes = dict(routes)
         self.max_body = max_body
+        self.limits = limits or PortLimits(max_connections=64)
+        self.head_checks = dict(head_checks or {})
         self.log = get_logger()
         self.url = ""  # http://host:port once listening (the real port when 0 was asked)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[str]:
         """Listen; yields the base URL. Raises ``OSError`` when the address cannot be bound."""
-        app = web.Application(client_max_size=self.max_body)
+        listener = Listener(f"webhook:{self.name}", self.limits)
+        app = web.Application(client_max_size=self.max_body, middlewares=[listener.track])
         app.router.add_route("*", "/{path:.*}", self._serve)
         # on stop, a request still waiting for its commit gets a moment, then is cut off: its
         # sender never had a 200, so it delivers again
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
+            app,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_GRACE,
+            **self.limits.handler_kwargs(),
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-            sockets = site._server.sockets  # type: ignore[union-attr]
-            port = sockets[0].getsockname()[1]
+            port = await listener.serve(runner, self.host, self.port)
             host = f"[{self.host}]" if ":" in self.host else self.host
             self.url = f"http://{host}:{port}"
             self.log.info("webhook_listening", channel=self.name, url=self.url)
@@ -150,6 +160,9 @@ class WebhookServer:
                 raise Refused(404, "no such path")
             if request.method not in ("GET", "POST"):
                 raise Refused(405, f"method {request.method[:16]} not allowed")
+            check = self.head_checks.get(request.path)
+            if check is not None:
+                check(request.method, request.headers)
             body = await self._read_body(request)
             incoming = WebhookRequest(
                 method=request.method,

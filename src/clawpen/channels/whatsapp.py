@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
 from ..models import Address, Attachment, InboundMessage, OutboundMessage
 from ..obs.logging import get_logger
+from ..ports.limits import PortLimits
 from .base import (
     MAX_ATTACHMENT_BYTES,
     Accept,
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     from .webhook import WebhookRequest, WebhookResponse
 
 MAX_MESSAGE_LENGTH = 4096
+SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")  # X-Hub-Signature-256, checked on the head
 WEBHOOK_PATH = "/webhooks/whatsapp"
 HTTP_TIMEOUT = 30.0
 MEDIA_TRIES = 3
@@ -79,6 +83,7 @@ class WhatsAppSettings(ChannelSettings):
     verify_token: str = Field(repr=False)  # the webhook subscription handshake
     api_base_url: str = "https://graph.facebook.com/v21.0"
     listen: str = "127.0.0.1:8787"
+    port_limits: PortLimits = PortLimits(max_connections=64)  # the webhook's connections
 
     @field_validator("listen")
     @classmethod
@@ -111,7 +116,14 @@ class WhatsAppAdapter:
         self.base = settings.api_base_url.rstrip("/")
         self._auth = {"Authorization": f"Bearer {settings.access_token}"}
         host, port = parse_listen(settings.listen)
-        self.server = WebhookServer(self.name, host, port, {WEBHOOK_PATH: self._webhook})
+        self.server = WebhookServer(
+            self.name,
+            host,
+            port,
+            {WEBHOOK_PATH: self._webhook},
+            limits=settings.port_limits,
+            head_checks={WEBHOOK_PATH: check_head},
+        )
         self.listening = asyncio.Event()  # set once the webhook server is up (tests wait on it)
         self._http: aiohttp.ClientSession | None = None
         self._accept: Accept | None = None
@@ -364,12 +376,26 @@ class WhatsAppAdapter:
             return r.status, raw, dict(r.headers)
 
 
+def check_head(method: str, headers: Mapping[str, str]) -> None:
+    """Before a byte of a POST's body is read: without a well-formed ``X-Hub-Signature-256``
+    it cannot be Meta's, so it is refused (401) unread, and its connection closed."""
+    from .webhook import Refused
+
+    if method != "POST":
+        return
+    signature = headers.get("X-Hub-Signature-256")
+    if signature is None:
+        raise Refused(401, "signature missing")
+    if not SIGNATURE.fullmatch(signature.strip()):
+        raise Refused(401, "signature malformed")
+
+
 def _json(body: bytes) -> Any:
-    import json
+    from ..ports import safejson
 
     try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        return safejson.loads(body)
+    except ValueError:
         return None
 
 

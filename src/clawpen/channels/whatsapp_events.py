@@ -20,11 +20,11 @@ signed but strange payload can never make the adapter's frames unacceptable to t
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..ports import safejson
 from .base import SendError
 
 MAX_ID = 256  # characters in an id (the wire's limit)
@@ -81,8 +81,10 @@ class Webhook:
 def parse_webhook(body: bytes, phone_number_id: str) -> Webhook:
     """The messages and statuses in a webhook body addressed to ``phone_number_id``."""
     try:
-        payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        payload = safejson.loads(body)
+    except safejson.TooDeep as exc:
+        raise Malformed(str(exc)) from None
+    except ValueError:  # not UTF-8, or not JSON
         raise Malformed("body is not JSON") from None
     root = _obj(payload, "body")
     if root.get("object") != "whatsapp_business_account":
@@ -195,8 +197,8 @@ def send_outcome(status: int, body: bytes, retry_after: str | None = None) -> st
     """The wamid of a sent message, from the Graph API's answer to ``POST /messages``; or the
     ``SendError`` that says whether trying again can help."""
     try:
-        payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        payload = safejson.loads(body)
+    except ValueError:
         payload = None
     if status == 200 and isinstance(payload, dict):
         sent = payload.get("messages")

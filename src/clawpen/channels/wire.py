@@ -43,6 +43,7 @@ from ..models import (
     Rejection,
     Route,
 )
+from ..ports import safejson
 from .base import (
     MAX_ATTACHMENT_BYTES,
     MAX_ATTACHMENTS,
@@ -83,8 +84,12 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
         return None
     try:
         frame = (
-            await asyncio.to_thread(json.loads, line) if len(line) > BIG_FRAME else json.loads(line)
+            await asyncio.to_thread(safejson.loads, line)
+            if len(line) > BIG_FRAME
+            else safejson.loads(line)
         )
+    except safejson.TooDeep as exc:
+        raise FrameError(f"a frame of {exc}") from None
     except ValueError:
         raise FrameError("a frame that is not JSON") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):

@@ -5,18 +5,24 @@ The config it writes works from a plain shell: URLs are written out, credentials
 without the variable, nor the values themselves). A second run adds what the environment now
 offers (a channel whose token is now set, a chat to pair) and leaves everything else as it is.
 
-``plan`` decides and touches nothing; ``write_config`` does the file I/O.
+``plan`` decides and touches nothing; ``write_config`` does the file I/O; ``init`` is the
+command around them.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 import yaml
+
+from ..config import data_dir_of, read_yaml
+from .common import DEFAULT_CONFIG, ConfigOption, guard, vault
 
 DEFAULT_MODEL_URL = "https://api.anthropic.com"
 DEMO_MODEL_URL = "http://127.0.0.1:8765"
@@ -215,3 +221,29 @@ def make_data_dir(path: Path) -> None:
     """The data directory, owner-only from the start (the vault and the store live there)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
+
+
+def init(
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Point the model at the offline demo model.")
+    ] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Write the config (0600), or add to it what the environment now offers: channels whose
+    tokens are set (kept in the vault, the config says secret:NAME) and chats to pair."""
+    exists = config.exists()
+    existing = guard(lambda: read_yaml(config)) if exists else None
+    todo = plan(existing, os.environ, demo=demo)
+    if todo.config is not None:
+        backup = write_config(config, todo.config, exists)
+        if backup is not None:
+            print(f"init: the previous {config} is kept as {backup}", file=sys.stderr)
+    make_data_dir(guard(lambda: data_dir_of(config)))
+    if todo.secrets:
+        store = vault(config)
+        for name, value in todo.secrets.items():
+            guard(lambda: store.set(name, value))  # noqa: B023 (called at once)
+    for note in todo.notes:
+        print(f"init: {note}", file=sys.stderr)
+    if not todo.notes:
+        print(f"init: {config} already has everything the environment offers", file=sys.stderr)

@@ -1,17 +1,28 @@
 """`clawpen service install`: a systemd unit that runs the orchestrator as a service.
 
-``unit`` only renders text; ``install`` writes it. The hardening keeps what the orchestrator
-needs (the Docker socket, ``data_dir``, dropping adapters to their own uids) and takes away the
-rest of the system: a read-only file system but for ``data_dir``, no new privileges, no kernel
-tunables or modules, a short capability list. It limits what a bug can do; it is not a sandbox
-against a compromised orchestrator (access to the Docker socket is root on the host).
+``unit`` only renders text; ``install`` writes it; ``service_install`` is the command. The
+hardening keeps what the orchestrator needs (the Docker socket, ``data_dir``, dropping adapters
+to their own uids) and takes away the rest of the system: a read-only file system but for
+``data_dir``, no new privileges, no kernel tunables or modules, a short capability list. It
+limits what a bug can do; it is not a sandbox against a compromised orchestrator (access to the
+Docker socket is root on the host).
 """
 
 from __future__ import annotations
 
 import shlex
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..config import data_dir_of, read_yaml
+from ..errors import ClawpenError
+from ..security.vault import KEY_FILE
+from .common import DEFAULT_CONFIG, ConfigOption, guard
 
 DEFAULT_UNIT_PATH = Path("/etc/systemd/system/clawpen.service")
 VAULT_CREDENTIAL = "clawpen-vault-key"  # the name vault.py looks for in $CREDENTIALS_DIRECTORY
@@ -109,3 +120,53 @@ def next_steps(path: Path, name: str) -> list[str]:
         f"systemctl status {name}",
         "clawpen logs -f",
     ]
+
+
+app = typer.Typer(no_args_is_help=True, help="Running clawpen as a system service.")
+
+
+@app.command("install")
+def service_install(
+    unit_path: Annotated[
+        Path | None, typer.Option(help="Where to write the unit (default /etc/systemd/system).")
+    ] = None,
+    vault_key: Annotated[
+        Path | None,
+        typer.Option(help="The vault key file handed to the service as a systemd credential."),
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Write a systemd unit that runs `clawpen run` with this config (restarted on failure,
+    hardened, the vault key as a credential) and print the systemctl commands to start it."""
+    config = config.resolve()
+    raw = guard(lambda: read_yaml(config))
+    data_dir = guard(lambda: data_dir_of(config))
+    executable = Path(sys.executable).parent / "clawpen"
+    if not executable.exists():
+        executable = Path(shutil.which("clawpen") or "clawpen").resolve()
+    if vault_key is None:
+        written = (raw.get("vault") or {}).get("key_file")
+        default = config.parent / written if written else data_dir / KEY_FILE
+        vault_key = default if default.exists() else None
+    spec = ServiceSpec(executable, config, data_dir, vault_key and vault_key.resolve())
+    path = unit_path or DEFAULT_UNIT_PATH
+
+    def write() -> None:
+        try:
+            install(spec, path)
+        except OSError as exc:
+            raise ClawpenError(
+                f"cannot write {path} ({exc.strerror})", "run as root, or pass --unit-path PATH"
+            ) from None
+
+    guard(write)
+    print(f"wrote {path}")
+    if vault_key is not None and vault_key.resolve().is_relative_to(data_dir):
+        print(
+            f"the vault key is {vault_key}, inside data_dir: move it out of the data's way"
+            f" (e.g. to /etc/credstore/clawpen-vault-key, mode 0600) and run this again with"
+            f" --vault-key; a backup of data_dir then holds no key to its vault"
+        )
+    print("then run:")
+    for step in next_steps(path, path.stem):
+        print(f"  {step}")

@@ -12,6 +12,7 @@ so each agent gets caps of its own, and none of them can be spent by another age
 | bytes of bodies in flight (32 MiB), reserved from the header | ``Door.json_body`` | 429 |
 | the whole body within 10 s | ``Door.json_body`` | 408, closed |
 | parsing: over 64 KiB in a thread, one body at a time | ``Door.json_body`` | waits its turn |
+| nesting (100 levels, ``safejson.MAX_DEPTH``) | ``parse_body`` | 400 |
 
 A request the agent holds open (``GET /v1/tasks/next``) is idle *after* its head: no deadline.
 Every refusal is logged as ``agent_request_refused`` with a snake_case reason, at most a few
@@ -24,8 +25,9 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
@@ -36,10 +38,16 @@ from aiohttp.web_request import BaseRequest
 from clawpen_agent.protocol import MAX_RESULT_BYTES, ProtocolError, parse_json
 
 from ..obs.logging import get_logger
+from ..ports.listener import TurnAway, turned_away
+from ..ports.safejson import TooDeep, check_depth
+from ..threads import run_in
 
 KiB = 1024
 MiB = 1024 * KiB
 BACKLOG = 32  # connections waiting to be accepted, per agent
+# Large bodies are parsed off the loop, in threads of their own (``threads.py``): one per agent
+# at a time (``Door._parsing``), and the loop's default pool is never what they wait for.
+PARSE_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clawpen-parse")
 
 
 @dataclass(frozen=True)
@@ -146,15 +154,26 @@ class Door:
 
     async def _parse(self, raw: bytes) -> Any:
         if len(raw) <= self.limits.inline_parse_max:
-            return parse_json(raw)
+            return parse_body(raw)
         async with self._parsing:  # one agent's giant bodies queue behind each other only
-            parse = asyncio.ensure_future(asyncio.to_thread(parse_json, raw))
+            parse = asyncio.ensure_future(run_in(PARSE_THREADS, parse_body, raw))
             parse.add_done_callback(_retrieve)
             try:
                 return await asyncio.shield(parse)
             finally:
                 if not parse.done():  # the agent hung up: keep its turn until the thread ends
                     await asyncio.wait([parse])
+
+
+def parse_body(raw: bytes) -> Any:
+    """``parse_json`` (its cap on values bounds the depth check's work too), then the depth
+    cap: a body nested 900 deep parses, and then breaks whatever walks it (a 500)."""
+    value = parse_json(raw)
+    try:
+        check_depth(value, raw)
+    except TooDeep as exc:
+        raise ProtocolError(str(exc)) from None
+    return value
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -276,25 +295,10 @@ async def track_requests(request: web.Request, handler: Handler) -> web.StreamRe
         connection.request_ended(body_read=request.content.is_eof())
 
 
-def _turned_away() -> bytes:
-    body = b'{"accepted": false, "error": "too many connections open from this agent"}'
-    head = (
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-TURNED_AWAY = _turned_away()
-
-
-class _TurnAway(asyncio.Protocol):
-    """For a connection over the cap: say so, and close, without reading a byte."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports write as asyncio's do, without deriving from WriteTransport
-        cast(asyncio.WriteTransport, transport).write(TURNED_AWAY)
-        transport.close()
+TURNED_AWAY = turned_away(
+    "application/json",
+    b'{"accepted": false, "error": "too many connections open from this agent"}',
+)
 
 
 class DoorSite(web.BaseSite):
@@ -326,7 +330,7 @@ class DoorSite(web.BaseSite):
         limits = self._door.limits
         if server is None or len(self._open) >= limits.max_connections:
             log_refusal(self._door.agent_id, "too_many_connections", limit=limits.max_connections)
-            return _TurnAway()
+            return TurnAway(TURNED_AWAY)
         connection = DoorConnection(
             server,
             door=self._door,

@@ -88,11 +88,20 @@ def address_problem(ip: IPAddress) -> str | None:
     return None
 
 
-def check_address(ip: IPAddress, port: int, exceptions: LoopbackExceptions = NO_EXCEPTIONS) -> None:
-    """Raise ``Refused`` unless ``ip`` is public (or a test's allowed loopback port)."""
+def check_address(
+    ip: IPAddress,
+    port: int,
+    exceptions: LoopbackExceptions = NO_EXCEPTIONS,
+    own: frozenset[IPAddress] = frozenset(),
+) -> None:
+    """Raise ``Refused`` unless ``ip`` is public and not one of ``own``, the host's own
+    addresses (``hostaddrs.host_addresses``): a public address on the host's eth0 reaches every
+    service bound to 0.0.0.0. A test's allowed loopback port passes."""
     if exceptions.allows(ip, port):
         return
     problem = address_problem(ip)
+    if problem is None and ip in own:
+        problem = f"{ip} is an address of this host"
     if problem is not None:
         raise Refused(f"refused: {problem}")
 

@@ -9,9 +9,10 @@ each connection here. This end speaks the two proxy requests clients send:
 * ``GET http://host:port/path`` (plain http): forwarded once, ``Connection: close``.
 
 A target is served only when its host (and port: ``host`` alone means 443 and 80) is on the
-agent's list, and every address it resolves to passes ``netpolicy.check_address``; the
-connection goes to the checked address. Everything else is answered 403 and logged
-(``egress_refused``). What the tunnel carries is not inspected: it goes to an allowed host only.
+agent's list, and every address it resolves to passes ``netpolicy.check_address`` (none of
+them the host's own, ``hostaddrs.py``); the connection goes to the checked address. Everything
+else is answered 403 and logged (``egress_refused``). What the tunnel carries is not
+inspected: it goes to an allowed host only.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..obs.logging import get_logger
+from .hostaddrs import host_addresses
 from .netpolicy import IPAddress, LoopbackExceptions, Refused, Target, parse_target
-from .webfetch import Resolve, checked_addresses, system_resolve
+from .webfetch import OwnAddresses, Resolve, checked_addresses, system_resolve
 
 OpenConnection = Callable[
     [IPAddress, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
@@ -108,6 +110,7 @@ class EgressProxy:
         exceptions: LoopbackExceptions,
         resolve: Resolve = system_resolve,
         open_connection: OpenConnection = system_open,
+        own_addresses: OwnAddresses = host_addresses,
     ) -> None:
         self.agent_id = agent_id
         self.socket_path = socket_path
@@ -115,6 +118,7 @@ class EgressProxy:
         self.exceptions = exceptions
         self.resolve = resolve
         self.open_connection = open_connection
+        self.own_addresses = own_addresses
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.log = get_logger()
         self._server: asyncio.Server | None = None
@@ -157,7 +161,9 @@ class EgressProxy:
             request = parse_proxy_request(head)
             if not egress_allowed(request.target, self.allow):
                 raise Refused(f"{request.target.host}:{request.target.port} is not on the list")
-            addresses = await checked_addresses(request.target, self.resolve, self.exceptions)
+            addresses = await checked_addresses(
+                request.target, self.resolve, self.exceptions, self.own_addresses()
+            )
         except (BadRequest, Refused) as exc:
             self.log.warning("egress_refused", agentId=self.agent_id, error=str(exc)[:200])
             await _answer(writer, 400 if isinstance(exc, BadRequest) else 403, str(exc))

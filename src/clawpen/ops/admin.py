@@ -20,6 +20,9 @@ from ..core.intake import Intake
 from ..core.scheduler import Scheduler, job_ref
 from ..errors import ClawpenError, StoreError
 from ..obs.metrics import Metrics
+from ..ports.limits import PortLimits
+from ..ports.listener import Listener
+from ..ports.safejson import read_object
 from ..runtime.pool import AgentPool
 from ..schedule import ScheduleError, describe_job, describe_run, make_spec, parse_address
 from ..security.webauth import credential
@@ -37,6 +40,7 @@ class AdminServer:
         metrics: Metrics,
         status: Callable[[], Awaitable[dict[str, Any]]],
         metrics_port: int | None = None,
+        metrics_port_limits: PortLimits | None = None,
         scheduler: Scheduler | None = None,
         token: str = "",
         readiness: Callable[[], Awaitable[list[str]]] | None = None,
@@ -48,6 +52,7 @@ class AdminServer:
         self.dashboard = dashboard
         self.path = path
         self.metrics_port = metrics_port
+        self.metrics_port_limits = metrics_port_limits or PortLimits(max_connections=16)
         self.cli = cli
         self.intake = intake
         self.pool = pool
@@ -90,13 +95,15 @@ class AdminServer:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
         if self.metrics_port is not None:  # for a Prometheus scraper: metrics only, loopback only
-            metrics_app = web.Application()
+            limits = self.metrics_port_limits
+            listener = Listener("metrics", limits)
+            metrics_app = web.Application(middlewares=[listener.track])
             metrics_app.router.add_get("/metrics", self._metrics_with_token)
             metrics_app.router.add_get("/healthz", self._healthz)
             metrics_app.router.add_get("/readyz", self._readyz_terse)
-            self._metrics_runner = web.AppRunner(metrics_app, access_log=None)
+            self._metrics_runner = web.AppRunner(metrics_app, **limits.handler_kwargs())
             await self._metrics_runner.setup()
-            await web.TCPSite(self._metrics_runner, "127.0.0.1", self.metrics_port).start()
+            await listener.serve(self._metrics_runner, "127.0.0.1", self.metrics_port)
 
     async def close(self) -> None:
         if self._metrics_runner is not None:
@@ -112,7 +119,7 @@ class AdminServer:
                 {"error": "the cli channel is not enabled; add `cli: {}` under channels:"},
                 status=409,
             )
-        body = await request.json()
+        body = await read_object(request)
         try:
             reply = await self.cli.ask(
                 str(body["agent"]),
@@ -130,7 +137,7 @@ class AdminServer:
         return web.json_response(self.intake.pairings)
 
     async def _pair(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await read_object(request)
         try:
             await self.intake.pair(str(body["chat"]), str(body["agent"]))
         except ClawpenError as exc:
@@ -138,7 +145,7 @@ class AdminServer:
         return web.json_response(self.intake.pairings)
 
     async def _approve(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await read_object(request)
         try:
             chat = await self.intake.approve_code(str(body["code"]), str(body["agent"]))
         except ClawpenError as exc:
@@ -171,7 +178,7 @@ class AdminServer:
         return web.json_response([describe_job(job) for job in jobs])
 
     async def _add_job(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await read_object(request)
         try:
             spec = make_spec(
                 str(body["name"]),

@@ -26,6 +26,8 @@ from ..config import DashboardSettings
 from ..core.scheduler import job_ref
 from ..errors import ClawpenError
 from ..obs.logging import get_logger, subscribe
+from ..ports.listener import Listener
+from ..ports.safejson import read_object
 from ..security.webauth import COOKIE, credential, csrf_for, host_allowed, may_act
 from .dashview import LIVE_EVENTS, DashboardView
 
@@ -79,7 +81,8 @@ class Dashboard:
         return {"url": self.url(), "token": self.token, "port": self.port}
 
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        listener = Listener("dashboard", self.settings.port_limits)
+        app = web.Application(middlewares=[listener.track, self._guard], client_max_size=64 * 1024)
         app.router.add_get("/", self._index)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/api/session", self._session)
@@ -89,13 +92,13 @@ class Dashboard:
         app.router.add_post("/api/agents/{agent}/stop", self._stop_agent)
         app.router.add_post("/api/jobs/{name}/{action}", self._job_action)
         self._runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=1
+            app,
+            handler_cancellation=True,
+            shutdown_timeout=1,
+            **self.settings.port_limits.handler_kwargs(),
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # the port, when 0 asked any
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        self.port = await listener.serve(self._runner, self.settings.host, self.settings.port)
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = subscribe(self._on_event)
         self.log.info("dashboard_started", host=self.settings.host, port=self.port)
@@ -205,17 +208,8 @@ class Dashboard:
 
     # -- actions (token and CSRF checked by the guard) ---------------------------------------
 
-    async def _body(self, request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(text="a JSON object is expected") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="a JSON object is expected")
-        return body
-
     async def _pair(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+        body = await read_object(request)
         return await self._act(
             self.view.pair(str(body.get("chat", "")), str(body.get("agent", "")))
         )

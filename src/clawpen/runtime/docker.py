@@ -1,16 +1,20 @@
 """Agents in hardened Docker containers, through the Docker Engine API.
 
 ``container_spec`` is the whole security posture in one pure function; everything else here is
-plumbing. The docker SDK is synchronous, so calls run in a worker thread.
+plumbing. The docker SDK is synchronous, so calls run in worker threads: this runtime's own
+pool (``DOCKER_THREADS``), so that no other kind of blocking work can keep a container from
+starting or stopping (``threads.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +25,7 @@ import requests
 from clawpen_agent.protocol import AGENT_UID, EGRESS_PORT, SOCKET_DIR, SOCKET_PATH, WORKSPACE
 
 from ..errors import DockerUnavailable, ImageMissing
+from ..threads import run_in
 from . import workspace
 from .base import AgentSpec, RuntimeEvent
 from .image import build_hint
@@ -30,6 +35,7 @@ T = TypeVar("T")
 LABEL_MANAGED = "clawpen.managed"
 LABEL_INSTANCE = "clawpen.instance"
 LABEL_AGENT = "clawpen.agent"
+DOCKER_THREADS = 8  # calls wait on dockerd, not on the CPU: starts of several agents overlap
 
 
 def container_name(instance: str, agent_id: str) -> str:
@@ -131,6 +137,7 @@ class DockerRuntime:
         self.data_dir = data_dir  # where workspace images live, to unmount adopted ones too
         self.allowlist = allowlist or default_allowlist_path(os.environ)
         self.data_dirs: dict[str, Path] = {}  # agent id -> the data dir its workspace is in
+        self.threads = ThreadPoolExecutor(DOCKER_THREADS, thread_name_prefix="clawpen-docker")
 
     def check_image(self, image: str) -> None:
         try:
@@ -141,10 +148,10 @@ class DockerRuntime:
             raise DockerUnavailable(f"Docker engine error: {exc}", "check dockerd's log") from None
 
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a blocking SDK call in a thread; an engine that went away becomes an error that
-        says so (and that the agent's worker retries), not a traceback."""
+        """Run a blocking SDK call in this runtime's threads; an engine that went away becomes an
+        error that says so (and that the agent's worker retries), not a traceback."""
         try:
-            return await asyncio.to_thread(function, *args)
+            return await run_in(self.threads, function, *args)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise DockerUnavailable(
                 f"the Docker engine failed ({type(exc).__name__}: {exc})",
@@ -243,7 +250,8 @@ class DockerRuntime:
             "label": f"{LABEL_INSTANCE}={self.instance}",
             "event": ["die", "oom"],
         }
-        stream = await asyncio.to_thread(self.client.events, decode=True, filters=filters)
+        events = functools.partial(self.client.events, decode=True, filters=filters)
+        stream = await run_in(self.threads, events)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
@@ -268,4 +276,5 @@ class DockerRuntime:
             stream.close()
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.client.close)
+        await run_in(self.threads, self.client.close)
+        self.threads.shutdown(wait=False)

@@ -1,7 +1,7 @@
 """The store seam: what the orchestrator records, as awaitable named operations.
 
 Nothing above this interface writes SQL or knows which database holds the rows; SQLite
-(``sqlite.py``) is the one implementation today, and a PostgreSQL one can join it without
+(``sqlite/``) is the one implementation today, and a PostgreSQL one can join it without
 touching the message path. Times come in as arguments (``now``), never from inside the store.
 
 The message path is a handful of state changes:

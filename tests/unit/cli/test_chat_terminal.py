@@ -16,7 +16,7 @@ from clawpen.cli.chatui import inert
 from clawpen_agent.protocol import Task, TaskResult
 from tests.fakes.fake_runtime import FakeRuntime
 
-from ..conftest import running
+from ...conftest import running
 
 ATTACK = "\x1b[2J\x1b[H\x1b]0;pwned\x07owned\rX"
 

@@ -13,7 +13,7 @@ import yaml
 
 from clawpen.cli.service import ServiceSpec, unit
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def settings(text: str) -> dict[str, list[str]]:

@@ -1,0 +1,49 @@
+"""Reads for the status command and the dashboard: the latest messages and tasks, and how many
+rows stand in each state."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..base import RecentMessage, RecentTask
+from .connection import Connection
+from .rows import fields
+
+RECENT_TEXT = 300  # characters of a message's text the dashboard is given
+
+
+class Views(Connection):
+    """What operators look at."""
+
+    async def recent_messages(self, limit: int) -> list[RecentMessage]:
+        return await self._read_all(
+            "SELECT id, channel, chat_id, sender_id, substr(text, 1, ?), received_at, status,"
+            " agent_id FROM messages ORDER BY id DESC LIMIT ?",
+            (RECENT_TEXT, limit),
+            fields(RecentMessage),
+        )
+
+    async def recent_tasks(self, limit: int) -> list[RecentTask]:
+        return await self._read_all(
+            "SELECT id, agent_id, channel, chat_id, status, created_at, finished_at, error"
+            " FROM tasks WHERE agent_id != '' ORDER BY id DESC LIMIT ?",
+            (limit,),
+            fields(RecentTask),
+        )
+
+    async def counts(self) -> dict[str, int]:
+        def count(db: sqlite3.Connection) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for table in ("messages", "tasks", "replies"):
+                # a refusal's answer is a task of its own, failed with error 'refused': it is
+                # counted as refused, not as a task that failed
+                refused = "error = 'refused'" if table == "tasks" else "0"
+                for status, n in db.execute(
+                    f"SELECT CASE WHEN {refused} THEN 'refused' ELSE status END, COUNT(*)"
+                    f" FROM {table} GROUP BY 1"
+                ):
+                    out[f"{table}.{status}"] = n
+            out["strangers"] = db.execute("SELECT COUNT(*) FROM strangers").fetchone()[0]
+            return out
+
+        return await self._read(count)

@@ -1,0 +1,54 @@
+"""`clawpen usage`: tokens and cost per agent and UTC day, read from the store with no
+orchestrator running."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from typing import Any
+
+from clawpen.demo.model import FakeModel
+from clawpen.store import SQLiteStore
+
+
+def test_usage_command_shows_tokens_and_cost_per_agent_and_day(
+    tmp_path: Any, fake_model: FakeModel, api_key: str
+) -> None:
+    config = tmp_path / "clawpen.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        "model: {name: claude-test, api_key: k}\n"
+        "agents: [{id: assistant}, {id: helper}]\n"
+    )
+    (tmp_path / "data").mkdir()
+
+    async def record() -> None:
+        store = SQLiteStore(tmp_path / "data" / "clawpen.db")
+        now = time.time()
+        await store.record_usage("assistant", "claude-test", 1000, 200, now, 0.006)
+        await store.record_usage("assistant", "claude-test", 500, 64, now, 0.5, estimated=True)
+        await store.record_usage("helper", "claude-test", 10, 1, now - 86_400 * 30, 0.0)
+        await store.close()
+
+    asyncio.run(record())
+    shown = subprocess.run(
+        [sys.executable, "-m", "clawpen", "usage", "--agent", "assistant", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    header, row = shown.stdout.splitlines()
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert header.split("\t") == ["day", "agent", "model", "calls", "input", "output", "usd"]
+    assert row.split("\t") == [
+        day,
+        "assistant",
+        "claude-test",
+        "2 (1 estimated)",
+        "1500",
+        "264",
+        "0.5060",
+    ]
