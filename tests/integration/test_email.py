@@ -135,7 +135,7 @@ async def deliver(message: EmailMessage | bytes, envelope_from: str = ALICE) -> 
 
 
 def _read_inbox(user: str) -> list[tuple[EmailMessage, bytes]]:
-    from clawpen.channels.mailtext import parse_bytes
+    from clawpen.channels.email.mailtext import parse_bytes
 
     imap = imaplib.IMAP4_SSL(
         "127.0.0.1", 993, ssl_context=ssl.create_default_context(cafile=str(CA_FILE))
@@ -472,10 +472,10 @@ async def test_smtp_refusals_are_temporary_or_permanent_as_the_server_says(
 def test_doctor_logs_in_to_imap_and_tells_a_refused_password_from_a_dead_server(
     mail_servers: None,
 ) -> None:
-    from clawpen.ops.probes import email
+    from clawpen.channels.email.probe import probe as email
 
     def probe(**extra: Any) -> tuple[str, str] | None:
-        return email(EmailSettings.model_validate(EMAIL | extra))
+        return asyncio.run(email(EmailSettings.model_validate(EMAIL | extra)))
 
     assert probe() is None
     assert probe(imap={"host": "127.0.0.1", "port": 143, "starttls": True}) is None
@@ -586,7 +586,7 @@ def big_mail(megabytes: int) -> bytes:
 async def test_a_mail_over_the_cap_is_never_read_whole_and_its_sender_is_told_the_limit(
     docker_orchestrator_factory: DockerOrchestratorFactory, mailboxes: None
 ) -> None:
-    """The cap is 25 MB (channels/email.py MAX_MAIL_BYTES); this mail is 36 MB."""
+    """The cap is 25 MB (channels/email/adapter.py MAX_MAIL_BYTES); this mail is 36 MB."""
     orchestrator, _ = docker_orchestrator_factory(**config())
     big = big_mail(36)
     async with running(orchestrator):

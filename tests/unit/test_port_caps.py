@@ -33,7 +33,7 @@ from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.fake_whatsapp import FakeWhatsApp
 
 from ..conftest import running
-from .whatsapp_support import Core, running_adapter
+from .channels.whatsapp.support import Core, running_adapter
 
 TELEGRAM = {"cli": {}, "telegram": {"token": "123:abc"}}
 PAIRED = [{"channel": "telegram:42", "agent": "assistant"}]

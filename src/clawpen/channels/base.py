@@ -25,6 +25,14 @@ MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024  # per file; larger ones are named, not 
 MAX_ATTACHMENTS_TOTAL = 2 * MAX_ATTACHMENT_BYTES  # bytes of files in one message
 MAX_ATTACHMENTS = 10  # per message
 
+Finding = tuple[str, str] | None
+"""What a doctor probe found: None (fine) or ``(problem, fix)``."""
+Probe = Callable[[Any], Awaitable[Finding]]
+"""`clawpen doctor`'s check of one platform: its settings in, a ``Finding`` out. One cheap,
+read-only call (it never sends a message) that says whether the platform answers and takes the
+configured credentials; a network failure and a refusal are told apart, since their fixes
+differ."""
+
 Accept = Callable[[InboundMessage], Awaitable[Decision | None]]
 """Commits a message and decides its route; ``None`` for a duplicate. Returns once committed;
 raises ``StoreUnavailable`` when it could not commit (then the platform must not be told we
@@ -133,7 +141,8 @@ DEFAULT_RATE_LIMIT = RateLimitSettings()
 
 @dataclass(frozen=True)
 class ChannelPlugin:
-    """A platform's registration (an entry point in the ``clawpen.channels`` group)."""
+    """A platform's registration (an entry point in the ``clawpen.channels`` group): its package's
+    ``plugin``."""
 
     name: str  # the key under channels: and the prefix of its addresses ("telegram")
     settings: type[ChannelSettings]
@@ -147,6 +156,7 @@ class ChannelPlugin:
     # modules the adapter imports only when it first needs them: loaded before its process
     # gives up its privileges, as it may not be able to read them afterwards
     preload: tuple[str, ...] = ()
+    probe: Probe | None = None  # `clawpen doctor`'s check of it; None: only "configured"
 
     def chat_problem(self, chat: str) -> str | None:
         """Why ``chat`` is not a chat id on this platform, or None if it is."""

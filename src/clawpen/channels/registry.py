@@ -1,7 +1,7 @@
 """Which platforms exist: the ``clawpen.channels`` entry points, and the one place that checks
 an address (``telegram:123456789``) for every one of them.
 
-Adding a platform is a module with a ``ChannelPlugin`` and one line under
+Adding a platform is a package with a ``ChannelPlugin`` (its ``plugin``) and one line under
 ``[project.entry-points."clawpen.channels"]`` in pyproject.toml; no core module changes.
 """
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..channels.base import ChannelPlugin, ChannelSettings, Finding
 from ..config import Settings, load_settings, read_yaml
 from ..errors import ClawpenError
 
@@ -201,25 +202,37 @@ async def _get_status(url: str, headers: Mapping[str, str], timeout: float) -> i
 
 
 def _channels(settings: Settings) -> list[Check]:
-    """Each channel's own check, where its plugin has one (``plugin.doctor(settings)``)."""
+    """Each channel's own probe, where its plugin has one; they run side by side."""
     from ..channels.registry import plugins
-    from .probes import PROBES
 
+    configured = settings.channel_settings()
+    found = asyncio.run(
+        _probe_all({name: (plugins()[name], block) for name, block in configured.items()})
+    )
     checks = []
-    for name, block in settings.channel_settings().items():
-        probe = getattr(plugins()[name], "doctor", None) or PROBES.get(name)
-        if probe is None:
+    for name, problem in found.items():
+        if problem == "unprobed":
             checks.append(Check(f"channel {name}", "ok", "configured"))
-            continue
-        try:
-            problem = probe(block)
-        except Exception as exc:  # a probe is best effort: its failure is the finding
-            problem = (str(exc), "check the channel's settings")
-        if problem is None:
+        elif problem is None:
             checks.append(Check(f"channel {name}", "ok", "reachable, token accepted"))
         else:
             checks.append(Check(f"channel {name}", "fail", problem[0], problem[1]))
     return checks
+
+
+async def _probe_all(
+    channels: Mapping[str, tuple[ChannelPlugin, ChannelSettings]],
+) -> dict[str, Finding | Literal["unprobed"]]:
+    async def one(plugin: ChannelPlugin, block: ChannelSettings) -> Finding | Literal["unprobed"]:
+        if plugin.probe is None:
+            return "unprobed"
+        try:
+            return await plugin.probe(block)
+        except Exception as exc:  # a probe is best effort: its failure is the finding
+            return (str(exc), "check the channel's settings")
+
+    found = await asyncio.gather(*(one(plugin, block) for plugin, block in channels.values()))
+    return dict(zip(channels, found, strict=True))
 
 
 def render(checks: list[Check]) -> str:

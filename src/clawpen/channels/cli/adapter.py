@@ -1,0 +1,79 @@
+"""The local CLI channel: `clawpen chat` talks to it through the owner-only admin socket.
+
+It holds no credential and speaks to no platform, so it stays in the orchestrator's process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import time
+import uuid
+
+from ...models import Address, InboundMessage, OutboundMessage, Rejection, Route
+from ..base import Accept, ChannelSettings, SendError
+
+
+class CliSettings(ChannelSettings):
+    pass
+
+
+class CliChannel:
+    name = "cli"
+    max_message_length = 1_000_000
+
+    def __init__(self, settings: CliSettings | None = None) -> None:
+        self._accept: Accept | None = None
+        # one queue per chat session, keyed by its conversation (``cli:AGENT:SESSION``)
+        self._listeners: dict[Address, asyncio.Queue[str]] = {}
+        self._waiting: dict[Address, int] = {}  # asks still waiting, per session
+        self._ready = asyncio.Event()
+
+    async def run(self, accept: Accept) -> None:
+        self._accept = accept
+        self._ready.set()
+        await asyncio.Event().wait()  # replies arrive through send()
+
+    async def ask(
+        self, agent_id: str, text: str, sender: str | None = None, session: str = ""
+    ) -> str:
+        """Send ``text`` to an agent and wait for its reply. The chat id names the agent; the
+        thread names the session, so that each `clawpen chat` is a conversation of its own and
+        gets its own replies."""
+        await self._ready.wait()
+        assert self._accept is not None
+        address = Address(self.name, agent_id, session)
+        queue = self._listeners.setdefault(address, asyncio.Queue())
+        waiting = self._waiting.get(address, 0)
+        self._waiting[address] = waiting + 1
+        try:
+            message = InboundMessage(
+                address=address,
+                sender_id=sender or getpass.getuser(),
+                text=text,
+                platform_id=uuid.uuid4().hex,
+                received_at=time.time(),
+            )
+            decision = await self._accept(message)
+            if isinstance(decision, Rejection):
+                raise LookupError(decision.reason)
+            assert isinstance(decision, Route)
+            return await queue.get()
+        finally:
+            self._waiting[address] -= 1
+            if not self._waiting[address]:
+                del self._waiting[address]
+                if queue.empty():
+                    self._listeners.pop(address, None)
+
+    async def send(self, message: OutboundMessage) -> str:
+        """Hand the reply to the session that asked; with none left (its terminal was closed)
+        the reply failed, rather than being recorded as sent to no one."""
+        queue = self._listeners.get(message.address)
+        if queue is None or message.address not in self._waiting:
+            raise SendError(f"no chat session {message.address} is waiting", permanent=True)
+        queue.put_nowait(message.text)
+        return uuid.uuid4().hex
+
+    async def typing(self, address: Address, message_id: str, active: bool) -> None:
+        """The terminal shows its own "thinking" while it waits."""

@@ -1,0 +1,36 @@
+"""WhatsApp: the Cloud API's signed webhooks in, the Graph API out.
+
+``adapter.py`` the settings, the adapter and its webhook route (served by the shared
+``channels/webhook.py``), ``events.py`` what Meta's payloads and answers mean (pure),
+``probe.py`` `clawpen doctor`'s check; ``plugin`` registers them.
+"""
+
+from __future__ import annotations
+
+from ..base import ChannelPlugin, RateLimitSettings
+from .adapter import MAX_MESSAGE_LENGTH, WhatsAppAdapter, WhatsAppSettings
+from .probe import probe
+
+__all__ = ["WhatsAppAdapter", "WhatsAppSettings", "plugin"]
+
+plugin = ChannelPlugin(
+    name="whatsapp",
+    settings=WhatsAppSettings,
+    adapter=WhatsAppAdapter,
+    chat_pattern=r"[0-9]{6,15}",  # a wa_id: the user's number, country code first, no "+"
+    chat_example="whatsapp:15551234567",
+    max_message_length=MAX_MESSAGE_LENGTH,
+    # Meta allows 80 messages a second per business number by default and throttles bursts to
+    # one user ("pair rate limit", error 131056): stay well under both
+    rate_limit=RateLimitSettings(per_chat=1.0, per_chat_burst=5, overall=20.0, overall_burst=20),
+    credentials=("access_token", "app_secret", "verify_token"),
+    preload=(
+        "aiohttp",
+        "aiohttp.web",
+        "clawpen.channels.webhook",
+        "clawpen.channels.whatsapp.events",
+        "json",
+        "hmac",
+    ),
+    probe=probe,
+)
