@@ -217,7 +217,7 @@ async def roundtrip(platform: Platform, text: str) -> Roundtrip:
     channel's share shows. One message at a time (each waits for its reply), round robin over
     the channels (the order rotates every round, so drift hits all). End to end: the user's
     message pushed into the fake platform -> the reply reached it. Inbound: the push ->
-    `message_arrived` (`Dispatcher.accept` entered in the orchestrator: the fake's delivery,
+    `message_arrived` (`Intake.accept` entered in the orchestrator: the fake's delivery,
     the adapter, its process hop). Outbound: `reply_sending` (just before the channel's send)
     -> the reply reached the fake (the process hop, the adapter, its HTTP call). Inside the
     agent: its own `agentReceived` -> `agentAnswered` (the model call), for scale. The ratio

@@ -17,7 +17,7 @@ SETTLE = 0.1  # seconds between stopping the agent and the next message
     "cold_start",
     "Cold start (no container yet -> task started inside it)",
     """The agent is stopped (`AgentPool.stop`: its container removed) before every sample; then one
-    message: `message_arrived` (`Dispatcher.accept` entered) -> the agent in its new container
+    message: `message_arrived` (`Intake.accept` entered) -> the agent in its new container
     has the task (its own `agentReceived`). The floor is the same image doing nothing, through
     the same Docker SDK: create + start + wait of `python3 -c pass` (bare, and with the agent's
     full hardened `container_spec`), measured in the same run.""",

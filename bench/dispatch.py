@@ -27,7 +27,7 @@ WARMUP = 10
     """One agent in a warm container, one message at a time (each waits for the previous reply,
     so there is no batching). First an orchestrator of this tree in the bench process, observed
     through its log events (`clawpen.obs.logging.subscribe`): inbound is `message_arrived`
-    (`Dispatcher.accept` entered) -> the agent has the task (its own `agentReceived`);
+    (`Intake.accept` entered) -> the agent has the task (its own `agentReceived`);
     outbound is the agent's `agentAnswered` -> `reply_sending` (just before the channel's
     send). Both include the SQLite commits (fsync) on the way. Then before and after: the
     baseline and this tree each run as `clawpen run` in a child process with one warm agent,

@@ -43,7 +43,7 @@ class Probes:
     """When things happened to each message of one orchestrator (``time.time()``, seconds),
     keyed by the message's platform id (what ``FakeTelegram.push_text`` returned):
 
-    arrived:  platform id -> ``message_arrived`` (``Dispatcher.accept`` entered)
+    arrived:  platform id -> ``message_arrived`` (``Intake.accept`` entered)
     task_of:  platform id -> the task that carried it (``task_handed``)
     handed:   task id -> ``task_handed`` (just before the task is offered to the agent)
     agent:    task id -> (``agentReceived``, ``agentAnswered``): the agent's own clock

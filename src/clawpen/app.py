@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
 import os
 import signal
@@ -13,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
+from functools import partial
 from typing import Any, Literal
 
 import aiohttp
@@ -25,14 +24,18 @@ from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
 from .channels.registry import plugins
-from .config import CREDENTIAL_KEY, Settings
-from .core.dispatch import ChannelInbox, Dispatcher, Leases
+from .config import Settings
+from .core.board import Board, Leases
+from .core.intake import ChannelInbox, Intake
 from .core.outbox import Outbox
 from .core.scheduler import Clock, Scheduler
-from .door.budget import Budget, Charge, Limits
+from .core.usage import UsageRecorder
+from .core.worker import Worker
+from .door.budget import Budget, Limits
 from .door.caps import DoorLimits
 from .door.modelrequest import CLAUDE_CODE_BETAS, CLAUDE_CODE_FIELDS, AgentPolicy
 from .door.proxy import ModelProxy
+from .door.server import AgentTools
 from .egress.netpolicy import LoopbackExceptions
 from .egress.proxy import EgressProxy
 from .egress.webfetch import WebFetcher
@@ -40,19 +43,19 @@ from .errors import ClawpenError, StoreError
 from .models import ChannelState
 from .obs.logging import get_logger
 from .obs.metrics import Metrics
-from .obs.redact import SECRETS
 from .obs.tracing import NO_TRACING, Tracing, otlp_provider
 from .ops.admin import ADMIN_SOCKET, AdminServer
 from .ops.dashboard import Dashboard
 from .ops.dashview import DashboardView
 from .ops.disk import DiskGuard
 from .ports.limits import files_short, raise_open_files_limit
+from .prepare import prepare
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
-from .runtime.pool import AgentPool, instance_id
-from .security.vault import Vault, open_vault
-from .security.webauth import load_token
-from .store import SQLiteStore, Store
+from .runtime.pool import AgentPool
+from .schedule import describe_job
+from .security.vault import Vault
+from .store import Store
 from .tools.jobs import AgentJobs
 from .tools.send import AgentMessages
 from .tools.web import AgentWeb
@@ -61,16 +64,7 @@ HOUSEKEEPING_SECONDS = 15.0
 STRANGERS_KEPT_SECONDS = 7 * 86400
 
 AdapterMode = Literal["process", "in_process"]
-
-
-def docker_runtime(settings: Settings) -> AgentRuntime:
-    from .runtime.docker import DockerRuntime, connect
-
-    runtime = DockerRuntime(
-        connect(settings.docker_host), instance_id(settings.data_dir), settings.data_dir
-    )
-    runtime.check_image(settings.image)
-    return runtime
+_UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
 
 
 def build_channel(name: str, settings: Any, mode: AdapterMode, log_level: str) -> Channel:
@@ -82,8 +76,61 @@ def build_channel(name: str, settings: Any, mode: AdapterMode, log_level: str) -
     return ChannelProcess(name, settings, plugin.max_message_length, log_level)
 
 
+def _channels(
+    settings: Settings, given: Mapping[str, Channel], mode: AdapterMode
+) -> dict[str, Channel]:
+    """The adapters given (tests), and one built for every other configured platform."""
+    built = dict(given)
+    for name, channel_settings in settings.channel_settings().items():
+        if name not in built:
+            built[name] = build_channel(name, channel_settings, mode, settings.log_level)
+    return built
+
+
+def _limits(settings: Settings, channels: Mapping[str, Channel]) -> dict[str, RateLimitSettings]:
+    """Each channel's sending limits (a given adapter that is not configured has none)."""
+    configured = settings.channel_settings()
+    return {
+        name: plugins()[name].limits(configured[name]) if name in configured else _UNLIMITED
+        for name in channels
+    }
+
+
+def agent_policy(settings: Settings, agent_id: str) -> AgentPolicy:
+    """What an agent may send upstream: a compromised agent must not pick a pricier model,
+    ask for endless output, or have the provider reach the network for it."""
+    agent = settings.agent(agent_id)
+    claude_code = agent.engine == "claude-code"
+    engine_betas = CLAUDE_CODE_BETAS if claude_code else frozenset()
+    return AgentPolicy(
+        models=tuple(agent.models or [agent.model or settings.model.name]),
+        max_tokens=agent.max_tokens or settings.model.max_tokens,
+        server_tools=frozenset(agent.server_tools),
+        beta_headers=frozenset(agent.beta_headers) | engine_betas,
+        extra_fields=CLAUDE_CODE_FIELDS if claude_code else frozenset(),
+    )
+
+
+def agent_limits(settings: Settings, agent_id: str, model: str) -> Limits:
+    """An agent's daily budget and the model's prices (``door/budget.py``)."""
+    agent, defaults = settings.agent(agent_id), settings.model
+    price = defaults.prices.get(model)
+    return Limits(
+        tokens=agent.daily_token_budget or defaults.daily_token_budget,
+        usd=agent.daily_usd_budget or defaults.daily_usd_budget,
+        price_in=price.input if price else 0.0,
+        price_out=price.output if price else 0.0,
+    )
+
+
 class Orchestrator:
-    """One process: channels, store, agents, proxy. ``run`` returns when cancelled."""
+    """One process: channels, store, agents, proxy. ``run`` returns when cancelled.
+
+    ``__init__`` first opens what lives on disk and in Docker (``prepare``), then builds each
+    object from the ones above it: everything an object needs arrives in its constructor, and
+    nothing is set on it afterwards. Where two parts need each other, one is given a narrow
+    view of the other (the tools get ``tools.api``'s protocols; intake and workers share a
+    ``Board``; the scheduler gets the board's ``wake``)."""
 
     def __init__(
         self,
@@ -97,24 +144,23 @@ class Orchestrator:
         vault: Vault | None = None,
         tracer_provider: Any = None,
     ) -> None:
+        prepared = prepare(settings, store, runtime, vault)
         self.settings = settings
         self.log = get_logger()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(settings.data_dir, 0o700)
-        self._lock = hold_lock(settings.data_dir / "clawpen.lock")
+        self._lock = prepared.lock
+        self.store = prepared.store
+        self.runtime = prepared.runtime
+        self.vault = prepared.vault
+        self.http_token = prepared.http_token  # the dashboard's and the metrics port's
         self.metrics = Metrics()
-        self.store = store if store is not None else SQLiteStore(settings.data_dir / "clawpen.db")
+        self.tracing = _tracing(settings, tracer_provider)
         self.disk = DiskGuard(settings.data_dir, settings.disk_reserve_mb)
         self.leases = Leases(f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
-        self.runtime = runtime if runtime is not None else docker_runtime(settings)
+        self.board = Board(a.id for a in settings.agents)
         # No pool-wide cap: each agent's max_model_calls bounds the connections, so that one
         # agent's slow calls cannot make another's wait for a connection.
         self.upstream = upstream
         self.upstreams: dict[str, aiohttp.ClientSession] = {}
-        self.vault = vault or open_vault(
-            settings.data_dir, settings.vault.backend, settings.vault.key_file
-        )
-        _know_credentials(settings)
         key_name = settings.secret_name("model.api_key")
         self.proxy = ModelProxy(
             upstream or self._upstream_for,
@@ -122,43 +168,61 @@ class Orchestrator:
             # secret:NAME is read through the vault at each call, so a rotated key needs no
             # restart (the file backend reads again only when the file changed)
             self.vault.ref(key_name, "proxy") if key_name else settings.model.api_key,
-            self._record_usage,
-            self._policy,
-            Budget(self._limits, self.store.spent_since),
+            UsageRecorder(self.store, self.metrics, self.board.notice, self.leases.clock),
+            partial(agent_policy, settings),
+            Budget(partial(agent_limits, settings), self.store.spent_since),
             calls_allowed=lambda agent_id: settings.agent(agent_id).max_model_calls,
+            tracing=self.tracing,
         )
-        configured = settings.channel_settings()
-        built: dict[str, Channel] = dict(channels or {})
-        for name, channel_settings in configured.items():
-            if name not in built:
-                built[name] = build_channel(name, channel_settings, adapters, settings.log_level)
-        self.channels = built
-        cli = built.get("cli")
+        self.channels = _channels(settings, channels or {}, adapters)
+        cli = self.channels.get("cli")
         self.cli = cli if isinstance(cli, CliChannel) else None
-        self.channel_states = {name: ChannelState(name, "starting") for name in built}
-        limits = {
-            name: plugins()[name].limits(configured[name]) if name in configured else _UNLIMITED
-            for name in built
-        }
-        self.pool = AgentPool(settings, self.runtime, self.proxy, self.store, self.metrics)
-        self.outbox = Outbox(self.store, self.channels, limits, self.metrics, self.leases.lease)
-        self.dispatcher = Dispatcher(
-            settings, self.store, self.pool, self.outbox, self.metrics, self.leases
+        self.channel_states = {name: ChannelState(name, "starting") for name in self.channels}
+        self.outbox = Outbox(
+            self.store,
+            self.channels,
+            _limits(settings, self.channels),
+            self.metrics,
+            self.leases.lease,
+            tracing=self.tracing,
         )
-        self.scheduler = Scheduler(settings, self.store, self.dispatcher.wake, clock)
-        self.dispatcher.job_done = self.scheduler.wake
-        self.dispatcher.admit = self.disk.admit
-        self.scheduler.lateness = self.metrics.job_lateness.observe
-        self.tracing = _tracing(settings, tracer_provider)
-        self.dispatcher.tracing = self.outbox.tracing = self.proxy.tracing = self.tracing
-        self.agent_jobs = AgentJobs(self.scheduler, self.dispatcher)
+        self.scheduler = Scheduler(
+            settings,
+            self.store,
+            self.board.wake,
+            clock,
+            lateness=self.metrics.job_lateness.observe,
+        )
+        self.intake = Intake(
+            settings,
+            self.store,
+            self.outbox,
+            self.metrics,
+            self.leases,
+            self.board,
+            admit=self.disk.admit,
+            tracing=self.tracing,
+        )
         exceptions = LoopbackExceptions.parse(settings.allow_loopback_for_tests)
-        self.agent_messages = AgentMessages(self.dispatcher)
-        self.agent_web = AgentWeb(settings, WebFetcher(exceptions))
-        for session in self.pool.sessions.values():
-            session.jobs = self.agent_jobs
-            session.messages = self.agent_messages
-            session.web = self.agent_web
+        tools = AgentTools(
+            jobs=AgentJobs(self.scheduler, self.intake),
+            messages=AgentMessages(self.intake),
+            web=AgentWeb(settings, WebFetcher(exceptions)),
+        )
+        self.pool = AgentPool(
+            settings, self.runtime, self.proxy, self.store, self.metrics, tools=tools
+        )
+        self.worker = Worker(
+            settings,
+            self.store,
+            self.pool,
+            self.outbox,
+            self.metrics,
+            self.leases,
+            self.board,
+            job_done=self.scheduler.wake,
+            tracing=self.tracing,
+        )
         self.egress = [
             EgressProxy(
                 a.id,
@@ -169,7 +233,7 @@ class Orchestrator:
             for a in settings.agents
             if a.egress.allow
         ]
-        self.http_token = load_token(settings.data_dir)  # the dashboard's and metrics port's
+        self.ready = asyncio.Event()
         self.dashboard = (
             None
             if settings.dashboard is None
@@ -179,7 +243,8 @@ class Orchestrator:
                 DashboardView(
                     self.store,
                     self.pool,
-                    self.dispatcher,
+                    self.intake,
+                    self.board.running,
                     self.scheduler,
                     lambda: self.channel_states,
                 ),
@@ -188,7 +253,8 @@ class Orchestrator:
         self.admin = AdminServer(
             settings.data_dir / ADMIN_SOCKET,
             self.cli,
-            self.dispatcher,
+            self.intake,
+            self.pool,
             self.metrics,
             self.status,
             settings.metrics_port,
@@ -198,7 +264,6 @@ class Orchestrator:
             readiness=self.readiness,
             dashboard=self.dashboard.describe if self.dashboard is not None else None,
         )
-        self.ready = asyncio.Event()
 
     def _upstream_for(self, agent_id: str) -> aiohttp.ClientSession:
         """The agent's own connections to the model API, as many as its calls in flight."""
@@ -208,53 +273,6 @@ class Orchestrator:
             connector = aiohttp.TCPConnector(limit=calls)
             session = self.upstreams[agent_id] = aiohttp.ClientSession(connector=connector)
         return session
-
-    async def _record_usage(self, charge: Charge) -> None:
-        """Every model call's charge, whatever became of the call; past 80% of a day's budget
-        the chat of the task at hand is told, once."""
-        agent_id = charge.agent_id
-        if charge.warn is not None:  # first: the task's reply may be committed any moment
-            self.log.warning("budget_warning", agentId=agent_id, warning=charge.warn)
-            self.dispatcher.notice(agent_id, charge.warn)
-        try:
-            await self.store.record_usage(
-                agent_id,
-                charge.model,
-                charge.input_tokens,
-                charge.output_tokens,
-                self.leases.clock(),
-                charge.usd,
-                charge.estimated,
-            )
-        except StoreError as exc:  # the call happened; losing its accounting must not fail it
-            self.log.error("store_unwritable", what="usage", error=str(exc))
-        self.metrics.tokens.labels(agent_id, "input").inc(charge.input_tokens)
-        self.metrics.tokens.labels(agent_id, "output").inc(charge.output_tokens)
-        self.metrics.cost.labels(agent_id).inc(charge.usd)
-
-    def _policy(self, agent_id: str) -> AgentPolicy:
-        """What an agent may send upstream: a compromised agent must not pick a pricier model,
-        ask for endless output, or have the provider reach the network for it."""
-        agent = self.settings.agent(agent_id)
-        claude_code = agent.engine == "claude-code"
-        engine_betas = CLAUDE_CODE_BETAS if claude_code else frozenset()
-        return AgentPolicy(
-            models=tuple(agent.models or [agent.model or self.settings.model.name]),
-            max_tokens=agent.max_tokens or self.settings.model.max_tokens,
-            server_tools=frozenset(agent.server_tools),
-            beta_headers=frozenset(agent.beta_headers) | engine_betas,
-            extra_fields=CLAUDE_CODE_FIELDS if claude_code else frozenset(),
-        )
-
-    def _limits(self, agent_id: str, model: str) -> Limits:
-        agent, defaults = self.settings.agent(agent_id), self.settings.model
-        price = defaults.prices.get(model)
-        return Limits(
-            tokens=agent.daily_token_budget or defaults.daily_token_budget,
-            usd=agent.daily_usd_budget or defaults.daily_usd_budget,
-            price_in=price.input if price else 0.0,
-            price_out=price.output if price else 0.0,
-        )
 
     async def status(self) -> dict[str, Any]:
         now = time.time()
@@ -282,8 +300,6 @@ class Orchestrator:
 
     async def _operations_status(self, now: float) -> dict[str, Any]:
         """What an operator reads first: jobs, today's spend per agent, the disk."""
-        from .core.scheduler import describe_job
-
         midnight = now - now % 86_400
         spend: dict[str, float] = {}
         for row in await self.store.usage_by_day(midnight):
@@ -316,7 +332,7 @@ class Orchestrator:
             # We hold the data_dir's lock, so whoever claimed work before us is dead: take it
             # over now instead of waiting for the leases to run out.
             await self.store.release_leases()
-            await self.dispatcher.open()
+            await self.intake.open()
             await self.scheduler.open()
             for proxy in self.egress:  # before any container starts: its forwarder needs it
                 await proxy.start()
@@ -343,7 +359,7 @@ class Orchestrator:
                 group.create_task(self.metrics.watch_event_loop(), name="loop-lag")
                 group.create_task(self.scheduler.run(), name="scheduler")
                 for agent_id in self.pool.sessions:
-                    group.create_task(self.dispatcher.run_agent(agent_id), name=agent_id)
+                    group.create_task(self.worker.run_agent(agent_id), name=agent_id)
                 self.ready.set()
         except* ClawpenError as failed:  # one line, not a traceback
             self.log.error("orchestrator_failed", error=str(failed.exceptions[0]))
@@ -358,7 +374,7 @@ class Orchestrator:
         while True:
             self._set_channel(name, "running")
             try:
-                await channel.run(ChannelInbox(self.dispatcher, name))
+                await channel.run(ChannelInbox(self.intake, name))
                 error = "stopped on its own"
             except ChannelFatal as exc:
                 self._set_channel(name, "disabled", str(exc))
@@ -411,9 +427,6 @@ class Orchestrator:
         self.log.info("orchestrator_stopped")
 
 
-_UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
-
-
 def _tracing(settings: Settings, provider: Any) -> Tracing:
     """Traces when ``tracing:`` asks for them; the provider is the test's, or one exporting
     over OTLP when that exporter is installed and configured (``OTEL_EXPORTER_OTLP_*``), or
@@ -423,34 +436,6 @@ def _tracing(settings: Settings, provider: Any) -> Tracing:
     if provider is None:
         provider = otlp_provider(settings.tracing.service_name)
     return Tracing(provider)
-
-
-def _know_credentials(settings: Settings) -> None:
-    """The model key and every channel credential, however they were written (a literal in the
-    file too), join the redactor: no log line or reply may carry them."""
-    SECRETS.add(settings.model.api_key)
-    for channel in settings.channel_settings().values():
-        for field, value in channel.model_dump().items():
-            if isinstance(value, str) and CREDENTIAL_KEY.search(field):
-                SECRETS.add(value)
-
-
-def hold_lock(path: Path) -> int:
-    """One orchestrator per data_dir: two would both poll Telegram and answer every message
-    twice. The kernel drops the lock when the process dies, however it dies."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode().strip() or "?"
-        os.close(fd)
-        raise ClawpenError(
-            f"another orchestrator (pid {holder}) is running with data_dir {path.parent}",
-            "stop it first, or give this one its own data_dir",
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
 
 
 def check_open_files(settings: Settings, limit: int) -> None:

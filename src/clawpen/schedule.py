@@ -20,12 +20,13 @@ import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from .models import Address, JobSpec
+from .errors import ClawpenError
+from .models import Address, Job, JobRun, JobSpec
 
 Kind = Literal["cron", "every", "at"]
 Misfire = Literal["run_once", "skip"]
@@ -37,6 +38,10 @@ _EVERY_PART = re.compile(r"(\d{1,6})([smhdw])")
 
 class ScheduleError(ValueError):
     """A schedule that cannot be understood; the message says which part and why."""
+
+
+class JobExists(ClawpenError):
+    """The agent has a job of that name already (names are per agent)."""
 
 
 @dataclass(frozen=True)
@@ -275,3 +280,50 @@ def parse_address(text: str) -> Address:
     """``telegram:123`` -> Address("telegram", "123")."""
     channel, _, chat = text.partition(":")
     return Address(channel, chat)
+
+
+# -- how a job is shown (the CLI, the dashboard, the agent's tool) ----------------------------
+
+
+def local_time(when: float | None, timezone: str) -> str:
+    """An epoch as the job's own wall-clock time: ``2026-03-29 09:00 CEST``."""
+    if when is None:
+        return ""
+    moment = datetime.fromtimestamp(when, UTC).astimezone(zone(timezone))
+    return moment.strftime("%Y-%m-%d %H:%M %Z")
+
+
+def describe_job(job: Job) -> dict[str, Any]:
+    """A job as the CLI and the agent's tool show it: times in the job's zone."""
+    spec = job.spec
+    return {
+        "name": spec.name,
+        "agent": spec.agent_id,
+        "ref": f"{spec.agent_id}/{spec.name}",
+        "schedule": schedule_of(spec).describe(),
+        "timezone": spec.timezone,
+        "task": spec.task,
+        "deliver_to": str(spec.deliver_to),
+        "source": spec.source,
+        "state": job.state + (" (running)" if job.running else ""),
+        "paused_reason": job.paused_reason,
+        "next_run": local_time(job.next_run if job.state == "active" else None, spec.timezone),
+        "next_run_at": job.next_run,
+        "last_result": job.last_status,
+        "last_error": job.last_error,
+        "last_run": local_time(job.last_run_at, spec.timezone),
+        "failures": job.failures,
+        "max_failures": spec.max_failures,
+    }
+
+
+def describe_run(run: JobRun, timezone: str) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "scheduled_for": local_time(run.scheduled_for, timezone),
+        "fired": local_time(run.fired_at, timezone),
+        "status": run.status,
+        "error": run.error,
+        "finished": local_time(run.finished_at, timezone),
+        "manual": run.manual,
+    }

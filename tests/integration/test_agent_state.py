@@ -64,7 +64,7 @@ async def test_new_stop_and_usage_from_telegram(
 
         await fake_telegram.push_text(1001, "run: sleep 120")
         async with asyncio.timeout(60):
-            while "assistant" not in orchestrator.dispatcher.running:
+            while "assistant" not in orchestrator.board.running:
                 await asyncio.sleep(0.05)
         await fake_telegram.push_text(1001, "/stop")
         await fake_telegram.wait_for_sent(4, timeout=60)  # long before the sleep would end

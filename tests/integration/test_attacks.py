@@ -633,7 +633,8 @@ async def test_flood_the_metrics_port_and_the_dashboard_from_the_host(
     metrics = AdminServer(
         tmp_path / "a.sock",
         None,
-        core.dispatcher,
+        core.intake,
+        core.pool,
         core.metrics,
         core.status,
         free_port(),
@@ -641,7 +642,12 @@ async def test_flood_the_metrics_port_and_the_dashboard_from_the_host(
         token=core.http_token,
     )
     view = DashboardView(
-        core.store, core.pool, core.dispatcher, core.scheduler, lambda: core.channel_states
+        core.store,
+        core.pool,
+        core.intake,
+        core.board.running,
+        core.scheduler,
+        lambda: core.channel_states,
     )
     dashboard = Dashboard(DashboardSettings(port=0, port_limits=limits), core.http_token, view)
     await metrics.start()

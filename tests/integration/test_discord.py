@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from clawpen.core import dispatch
+from clawpen.core import worker
 from clawpen.demo.model import FakeModel
 from tests.fakes.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
 
@@ -158,7 +158,7 @@ async def test_an_image_reaches_the_model_and_in_a_guild_only_mentions_are_answe
     fake_model: FakeModel,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(dispatch, "TYPING_AFTER", 0.0)  # show it at once: the fake is quick
+    monkeypatch.setattr(worker, "TYPING_AFTER", 0.0)  # show it at once: the fake is quick
     fake_model.delay = 0.5
     guild_channel = f"discord:{fake_discord.channel_id}"
     orchestrator = discord_orchestrator(

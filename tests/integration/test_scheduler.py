@@ -76,7 +76,7 @@ async def test_agent_crash_mid_run_is_retried_then_reported_to_the_chat(
     async with running(orchestrator):
         await orchestrator.scheduler.run_now("crashy")
         await fake_telegram.wait_for_sent(1, timeout=90)
-        await wait_until(lambda: not orchestrator.dispatcher.running, timeout=30)
+        await wait_until(lambda: not orchestrator.board.running, timeout=30)
         runs = await orchestrator.store.job_runs("assistant", "crashy")
         [crashy] = await orchestrator.scheduler.jobs()
     [report] = fake_telegram.texts_to(1001)

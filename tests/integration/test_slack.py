@@ -21,7 +21,7 @@ import docker
 import pytest
 
 from clawpen.app import AdapterMode, Orchestrator
-from clawpen.core import dispatch
+from clawpen.core import worker
 from clawpen.demo.model import FakeModel
 from clawpen.runtime.docker import DockerRuntime
 from clawpen.runtime.pool import instance_id
@@ -301,7 +301,7 @@ async def test_an_image_sent_in_slack_reaches_the_model_and_typing_shows_meanwhi
     fake_model: FakeModel,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(dispatch, "TYPING_AFTER", 0.0)  # show it at once: the fake is quick
+    monkeypatch.setattr(worker, "TYPING_AFTER", 0.0)  # show it at once: the fake is quick
     fake_model.delay = 0.5
     orchestrator = slack_orchestrator()
     async with running(orchestrator):

@@ -120,10 +120,9 @@ async def test_stop_cancels_the_running_task_of_that_chat(
         await channel.push("200", "/stop")
         await channel.wait_sent(1, "200")
         await channel.push("100", "run: sleep 30")
-        dispatcher = orchestrator.dispatcher
-        assert dispatcher is not None
+        board = orchestrator.board
         async with asyncio.timeout(10):
-            while "assistant" not in dispatcher.running:
+            while "assistant" not in board.running:
                 await asyncio.sleep(0.01)
         await channel.push("100", "/stop")
         await channel.wait_sent(2, "100", timeout=15)  # long before the sleep would end

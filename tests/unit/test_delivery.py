@@ -143,7 +143,7 @@ async def test_oversized_message_from_a_paired_chat_is_answered_not_dropped(
         # Telegram caps messages at 4096 characters; other ways in (the CLI, later platforms)
         # do not, so the orchestrator sees one as it would arrive from them.
         message = InboundMessage(Address("telegram", "1001"), "1001", "y" * 40_000, "big-1", 0.0)
-        await orchestrator.dispatcher.accept(message)
+        await orchestrator.intake.accept(message)
         await fake_telegram.wait_for_sent(1)
     (answer,) = fake_telegram.texts_to(1001)
     assert answer.startswith("Your message has 40000 characters; I take at most 32000.")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from clawpen.app import Orchestrator
+from clawpen.app import Orchestrator, agent_policy
 from clawpen.config import AgentSettings
 from clawpen.demo.model import decide as fake_answer
 from clawpen.door.modelrequest import beta_header, decide
@@ -59,7 +59,10 @@ def test_only_claude_code_agents_may_send_the_clis_betas_and_fields(
 ) -> None:
     agents = [{"id": "code", "engine": "claude-code"}, {"id": "light"}]
     orchestrator: Orchestrator = orchestrator_factory(agents=agents)
-    code, light = orchestrator._policy("code"), orchestrator._policy("light")
+    code, light = (
+        agent_policy(orchestrator.settings, "code"),
+        agent_policy(orchestrator.settings, "light"),
+    )
     assert set(decide(_request(), code).body) >= {"context_management", "output_config"}
     assert beta_header(CLI_BETAS, code) == CLI_BETAS.removesuffix(",files-api")
     assert decide(_request(), light).dropped == ["context_management", "output_config"]

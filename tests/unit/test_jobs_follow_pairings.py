@@ -71,10 +71,10 @@ async def test_an_unpaired_job_neither_runs_nor_reaches_the_chats_next_agent(
     channel = MemoryChannel()
     orchestrator = two_agents(orchestrator_factory, clock, channel, {"telegram:42": "alpha"})
     async with running(orchestrator):
-        scheduler, dispatcher = orchestrator.scheduler, orchestrator.dispatcher
+        scheduler, intake = orchestrator.scheduler, orchestrator.intake
         await channel.push("42", schedule("daily", "alpha-job-output"))
         await channel.wait_sent(1)
-        await dispatcher.unpair("telegram:42")
+        await intake.unpair("telegram:42")
         clock.set(START + 3600)
         seen: list[dict[str, Any]] = []
         stop = clawpen_logging.subscribe(seen.append)
@@ -91,7 +91,7 @@ async def test_an_unpaired_job_neither_runs_nor_reaches_the_chats_next_agent(
         assert code == 0 and "paused (telegram:42 is no longer paired with alpha" in listed
 
         # the chat now belongs to beta: resuming alpha's job does not send into it
-        await dispatcher.pair("telegram:42", "beta")
+        await intake.pair("telegram:42", "beta")
         await scheduler.resume("alpha/daily")
         clock.set(START + 7200)
         await scheduler.tick()
@@ -110,7 +110,7 @@ async def test_a_job_run_that_ends_after_its_chat_moved_to_beta_is_failed_not_se
     channel = MemoryChannel()
     orchestrator = two_agents(orchestrator_factory, clock, channel, {"telegram:42": "alpha"})
     async with running(orchestrator):
-        scheduler, dispatcher = orchestrator.scheduler, orchestrator.dispatcher
+        scheduler, intake = orchestrator.scheduler, orchestrator.intake
         await channel.push("42", schedule("daily", "run: echo alpha-job-output"))
         await channel.wait_sent(1)
         fake_model.delay = 2.0  # the run is under way while the chat changes hands
@@ -118,10 +118,10 @@ async def test_a_job_run_that_ends_after_its_chat_moved_to_beta_is_failed_not_se
         await scheduler.tick()
 
         async def running_now() -> bool:
-            return "alpha" in dispatcher.running
+            return "alpha" in orchestrator.board.running
 
         await until(running_now)
-        await dispatcher.pair("telegram:42", "beta")
+        await intake.pair("telegram:42", "beta")
 
         async def run_ended() -> bool:
             runs = await scheduler.history("alpha/daily")

@@ -125,7 +125,7 @@ def lease() -> Lease:
 
 
 async def commit_reply(store: SQLiteStore, text: str = "echo: hi", chat: str = "1001") -> Reply:
-    """A reply as the dispatcher leaves it: message recorded, claimed, task finished."""
+    """A reply as the worker leaves it: message recorded, claimed, task finished."""
     message = InboundMessage(Address("telegram", chat), "u1", "hi", f"p-{text}-{chat}", 1.0)
     await store.record_inbound(message, Route("assistant"), lease(), 1.0)
     task = await store.claim_next_task("assistant", lease(), 1.0)

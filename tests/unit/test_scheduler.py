@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from clawpen.app import Orchestrator
 from clawpen.cli.main import app as cli_app
-from clawpen.core.scheduler import describe_job
 from clawpen.demo.model import FakeModel
 from clawpen.models import JobFiring
 from clawpen.runtime.base import AgentRuntime
+from clawpen.schedule import describe_job
 from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.fake_clock import FakeClock
 from tests.fakes.fake_runtime import FakeRuntime

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from clawpen.app import Orchestrator
-from clawpen.core import dispatch
+from clawpen.core import worker
 from clawpen.demo.model import FakeModel
 from clawpen.models import Address
 from clawpen.runtime.inprocess import InProcessRuntime
@@ -23,8 +23,8 @@ async def test_typing_is_shown_while_the_agent_works_and_stopped_after(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(dispatch, "TYPING_EVERY", 0.2)
-    monkeypatch.setattr(dispatch, "TYPING_AFTER", 0.1)
+    monkeypatch.setattr(worker, "TYPING_EVERY", 0.2)
+    monkeypatch.setattr(worker, "TYPING_AFTER", 0.1)
     fake_model.delay = 1.0  # longer than one "typing..." lasts: it must be renewed
     channel = MemoryChannel(name="cli")
     orchestrator = orchestrator_factory(

@@ -1,6 +1,6 @@
 """In-chat commands, answered by the orchestrator and never shown to a model: pure.
 
-``parse`` says whether a message is one; the dispatcher acts on it and commits the answer
+``parse`` says whether a message is one; the intake acts on it and commits the answer
 through the ordinary reply path. A message that only looks like one (``/tmp/x is full``, an
 unknown ``/word``) goes to the agent as usual.
 

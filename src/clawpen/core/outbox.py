@@ -111,6 +111,7 @@ class Outbox:
         metrics: Metrics,
         lease: Callable[[], Lease],
         clock: Callable[[], float] = time.time,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -118,7 +119,7 @@ class Outbox:
         self.lease = lease
         self.clock = clock
         self.log = get_logger()
-        self.tracing: Tracing = NO_TRACING
+        self.tracing = tracing
         self._wakeups = {name: asyncio.Event() for name in channels}
         self._pacers = {name: Pacer(limits[name], clock) for name in channels}
         self._busy: dict[str, set[str]] = {name: set() for name in channels}

@@ -1,12 +1,15 @@
-"""Scheduled jobs: fires due jobs from the store and hands their runs to the dispatcher.
+"""Scheduled jobs: fires due jobs from the store and wakes the workers of their agents.
 
 Firing is one store transaction per batch (``Store.fire_jobs``): the run is recorded, queued as
 a message of the job's own conversation (``Address("job", NAME)``: it never mixes with a chat's
-messages) and the job's next run advanced, before anything is dispatched. A crash before the
-commit fires the job at the next start; after it, the run is in the store and the dispatcher's
+messages) and the job's next run advanced, before any worker is woken. A crash before the
+commit fires the job at the next start; after it, the run is in the store and the worker's
 leases carry it to its answer. Either way it runs once. The answer is committed to the job's
 ``deliver_to`` with the task (``finish_task``) and delivered by the outbox like any reply; a
 failed run counts against the job, which pauses itself after ``max_failures`` in a row.
+
+The scheduler knows no worker: it is given ``wake_agent`` (the ``Board``'s ``wake``), and the
+workers are given its ``wake`` for when a job's run ends, so the arrows point one way.
 
 Time comes from a ``Clock`` (``now``, ``sleep_until``) so that tests move it by hand. The next
 run after a due one is worked out ahead, while the scheduler waits (``LOOKAHEAD``), so that
@@ -18,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from .. import schedule as sched
 from ..channels.registry import address_problem
@@ -27,7 +29,7 @@ from ..config import Settings
 from ..errors import ClawpenError, StoreError
 from ..models import Job, JobFiring, JobRun, JobSpec
 from ..obs.logging import get_logger
-from ..schedule import schedule_of
+from ..schedule import JobExists, schedule_of
 from ..store import Store, until_written
 from .router import serves
 
@@ -35,10 +37,6 @@ BATCH = 500  # jobs fired per transaction: the first of a crowded minute need no
 LOOKAHEAD = 90.0  # seconds: the next runs of jobs due this soon are worked out before they are
 PREPARE_EVERY = 10.0  # seconds between two looks ahead
 MAX_SLEEP = 30.0  # seconds between looks at the store even when nothing says to look
-
-
-class JobExists(ClawpenError):
-    """The agent has a job of that name already (names are per agent)."""
 
 
 class Clock(Protocol):
@@ -62,6 +60,7 @@ class Scheduler:
         store: Store,
         wake_agent: Callable[[str], None],
         clock: Clock | None = None,
+        lateness: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -74,7 +73,7 @@ class Scheduler:
         self._prepared_at = float("-inf")
         self._added = False
         # seconds between a run's due time and its commit, for each run queued (a metric)
-        self.lateness: Callable[[float], None] = lambda seconds: None
+        self.lateness = lateness
 
     async def open(self) -> None:
         """Reconcile the config file's jobs with the store: added, changed, removed."""
@@ -300,47 +299,3 @@ def parse_job_ref(ref: str) -> tuple[str | None, str]:
     """
     agent_id, slash, name = ref.rpartition("/")
     return (agent_id, name) if slash else (None, name)
-
-
-def local_time(when: float | None, timezone: str) -> str:
-    """An epoch as the job's own wall-clock time: ``2026-03-29 09:00 CEST``."""
-    if when is None:
-        return ""
-    moment = datetime.fromtimestamp(when, UTC).astimezone(sched.zone(timezone))
-    return moment.strftime("%Y-%m-%d %H:%M %Z")
-
-
-def describe_job(job: Job) -> dict[str, Any]:
-    """A job as the CLI and the agent's tool show it: times in the job's zone."""
-    spec = job.spec
-    return {
-        "name": spec.name,
-        "agent": spec.agent_id,
-        "ref": f"{spec.agent_id}/{spec.name}",
-        "schedule": schedule_of(spec).describe(),
-        "timezone": spec.timezone,
-        "task": spec.task,
-        "deliver_to": str(spec.deliver_to),
-        "source": spec.source,
-        "state": job.state + (" (running)" if job.running else ""),
-        "paused_reason": job.paused_reason,
-        "next_run": local_time(job.next_run if job.state == "active" else None, spec.timezone),
-        "next_run_at": job.next_run,
-        "last_result": job.last_status,
-        "last_error": job.last_error,
-        "last_run": local_time(job.last_run_at, spec.timezone),
-        "failures": job.failures,
-        "max_failures": spec.max_failures,
-    }
-
-
-def describe_run(run: JobRun, timezone: str) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "scheduled_for": local_time(run.scheduled_for, timezone),
-        "fired": local_time(run.fired_at, timezone),
-        "status": run.status,
-        "error": run.error,
-        "finished": local_time(run.finished_at, timezone),
-        "manual": run.manual,
-    }

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import re
 
+from ..obs.redact import SECRETS
+
+MAX_REPLY = 64_000  # characters: a runaway agent must not flood a chat with thousands of messages
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -27,3 +30,13 @@ def clip(text: str, limit: int, marker: str = "") -> str:
     if len(text) <= limit:
         return text
     return text[:limit] + marker.format(limit=limit)
+
+
+def reply_text(text: str, error: str | None = None, job: str | None = None) -> str:
+    """What the user reads: the answer, or why there is none; clean, not endless, and without
+    any secret value this process knows (an agent that echoes a key must not post it)."""
+    if error is not None and job is not None:
+        text = f"The scheduled job {job} failed: {error}"
+    elif error is not None:
+        text = f"Sorry, I could not answer that: {error}"
+    return clip(SECRETS(clean_text(text)), MAX_REPLY, "\n[reply cut at {limit} characters]")

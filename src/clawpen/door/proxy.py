@@ -142,6 +142,7 @@ class ModelProxy:
         calls_allowed: Callable[[str], int] = lambda agent_id: DEFAULT_MAX_MODEL_CALLS,
         slot_wait: float = 2.0,
         write_timeout: float = 60.0,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.upstream_for: UpstreamFor = (
             (lambda agent_id: upstream) if isinstance(upstream, aiohttp.ClientSession) else upstream
@@ -155,7 +156,7 @@ class ModelProxy:
         self.slot_wait = slot_wait
         self.write_timeout = write_timeout  # an agent that stops reading frees its slot
         self.log = get_logger()
-        self.tracing: Tracing = NO_TRACING
+        self.tracing = tracing
         self._slots: dict[str, asyncio.Semaphore] = {}
 
     async def handle(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,7 +59,7 @@ class JobRefused(Exception):
 
 
 class AgentJobsApi(Protocol):
-    """What an agent may do about its scheduled jobs (``agentjobs.AgentJobs``)."""
+    """What an agent may do about its scheduled jobs (``tools/jobs.py``)."""
 
     async def create(self, agent_id: str, request: JobRequest) -> dict[str, Any]: ...
 
@@ -72,15 +73,28 @@ class ToolRefused(JobRefused):
 
 
 class AgentMessagesApi(Protocol):
-    """What an agent may say on its own (``agentsend.AgentMessages``)."""
+    """What an agent may say on its own (``tools/send.py``)."""
 
     async def send(self, agent_id: str, message: OutgoingMessage) -> dict[str, Any]: ...
 
 
 class AgentWebApi(Protocol):
-    """What an agent may fetch (``agentweb.AgentWeb``)."""
+    """What an agent may fetch (``tools/web.py``)."""
 
     async def fetch(self, agent_id: str, request: FetchRequest) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class AgentTools:
+    """The tools the orchestrator carries out for an agent (``tools/``); one left out answers
+    503 to the agent that calls it."""
+
+    jobs: AgentJobsApi | None = None
+    messages: AgentMessagesApi | None = None
+    web: AgentWebApi | None = None
+
+
+NO_TOOLS = AgentTools()
 
 
 class AgentSession:
@@ -92,6 +106,7 @@ class AgentSession:
         socket_dir: Path,
         proxy: ModelProxy,
         limits: DoorLimits | None = None,
+        tools: AgentTools = NO_TOOLS,
     ) -> None:
         self.agent_id = agent_id
         self.socket_dir = socket_dir
@@ -106,9 +121,9 @@ class AgentSession:
         self._gone: AgentGone | None = None  # set when the agent's container died
         self._alive = False
         self.door = Door(agent_id, limits or DoorLimits())
-        self.jobs: AgentJobsApi | None = None  # set by the orchestrator
-        self.messages: AgentMessagesApi | None = None  # set by the orchestrator
-        self.web: AgentWebApi | None = None  # set by the orchestrator
+        self.jobs = tools.jobs
+        self.messages = tools.messages
+        self.web = tools.web
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Whatever this process learns as a credential (a vault read, the model key, a channel token,
 an ``env:`` value at a credential key) is added here; every log line (``logging.py``) and every
-reply to a chat (``dispatch.py``) passes through ``SECRETS`` before it leaves. An agent that
+reply to a chat (``core/text.py``) passes through ``SECRETS`` before it leaves. An agent that
 somehow got a key and echoes it, or an exception that quotes a header, then shows
 ``[redacted]`` instead.
 

@@ -16,14 +16,15 @@ from typing import Any
 from aiohttp import web
 
 from ..channels.cli import CliChannel
-from ..core.dispatch import Dispatcher
-from ..core.scheduler import Scheduler, describe_job, describe_run, job_ref
+from ..core.intake import Intake
+from ..core.scheduler import Scheduler, job_ref
 from ..errors import ClawpenError, StoreError
 from ..obs.metrics import Metrics
 from ..ports.limits import PortLimits
 from ..ports.listener import Listener
 from ..ports.safejson import read_object
-from ..schedule import ScheduleError, make_spec, parse_address
+from ..runtime.pool import AgentPool
+from ..schedule import ScheduleError, describe_job, describe_run, make_spec, parse_address
 from ..security.webauth import credential
 
 ADMIN_SOCKET = "admin.sock"
@@ -34,7 +35,8 @@ class AdminServer:
         self,
         path: Path,
         cli: CliChannel | None,
-        dispatcher: Dispatcher,
+        intake: Intake,
+        pool: AgentPool,
         metrics: Metrics,
         status: Callable[[], Awaitable[dict[str, Any]]],
         metrics_port: int | None = None,
@@ -52,7 +54,8 @@ class AdminServer:
         self.metrics_port = metrics_port
         self.metrics_port_limits = metrics_port_limits or PortLimits(max_connections=16)
         self.cli = cli
-        self.dispatcher = dispatcher
+        self.intake = intake
+        self.pool = pool
         self.metrics = metrics
         self.status = status
         self._runner: web.AppRunner | None = None
@@ -131,33 +134,33 @@ class AdminServer:
         return web.json_response({"reply": reply})
 
     async def _pairings(self, request: web.Request) -> web.Response:
-        return web.json_response(self.dispatcher.pairings)
+        return web.json_response(self.intake.pairings)
 
     async def _pair(self, request: web.Request) -> web.Response:
         body = await read_object(request)
         try:
-            await self.dispatcher.pair(str(body["chat"]), str(body["agent"]))
+            await self.intake.pair(str(body["chat"]), str(body["agent"]))
         except ClawpenError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.dispatcher.pairings)
+        return web.json_response(self.intake.pairings)
 
     async def _approve(self, request: web.Request) -> web.Response:
         body = await read_object(request)
         try:
-            chat = await self.dispatcher.approve_code(str(body["code"]), str(body["agent"]))
+            chat = await self.intake.approve_code(str(body["code"]), str(body["agent"]))
         except ClawpenError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"chat": chat, "agent": str(body["agent"])})
 
     async def _pending(self, request: web.Request) -> web.Response:
-        pending = await self.dispatcher.store.pending_pairing_codes(time.time())
+        pending = await self.intake.store.pending_pairing_codes(time.time())
         return web.json_response([{"chat": c, "expires_at": e} for c, e in pending])
 
     async def _unpair(self, request: web.Request) -> web.Response:
         address = request.match_info["address"]
-        if not await self.dispatcher.unpair(address):
+        if not await self.intake.unpair(address):
             return web.json_response({"error": f"{address} is not paired"}, status=404)
-        return web.json_response(self.dispatcher.pairings)
+        return web.json_response(self.intake.pairings)
 
     # -- scheduled jobs ---------------------------------------------------------------------
 
@@ -230,11 +233,11 @@ class AdminServer:
 
     async def _strangers(self, request: web.Request) -> web.Response:
         """Unpaired chats that wrote in the last week: what `clawpen pairings --pending` lists."""
-        chats = await self.dispatcher.store.stranger_chats(time.time() - 7 * 86_400)
+        chats = await self.intake.store.stranger_chats(time.time() - 7 * 86_400)
         return web.json_response([dataclasses.asdict(chat) for chat in chats])
 
     async def _agents(self, request: web.Request) -> web.Response:
-        pool = self.dispatcher.pool
+        pool = self.pool
         return web.json_response(
             [
                 {
@@ -250,7 +253,7 @@ class AdminServer:
     async def _agent_action(self, request: web.Request) -> web.Response:
         """``stop`` ends the container (the next message starts a fresh one); ``restart`` also
         starts it again now; ``reset`` stops it and empties its workspace."""
-        pool = self.dispatcher.pool
+        pool = self.pool
         agent_id, action = request.match_info["agent"], request.match_info["action"]
         if agent_id not in pool.sessions:
             return web.json_response({"error": f"no agent {agent_id!r}"}, status=404)
@@ -274,8 +277,8 @@ class AdminServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         with contextlib.suppress(StoreError):  # a store that cannot answer: last known depth
-            depth = await self.dispatcher.store.outbox_depth()
-            self.metrics.set_outbox_depth(depth, self.dispatcher.settings.channel_settings())
+            depth = await self.intake.store.outbox_depth()
+            self.metrics.set_outbox_depth(depth, self.intake.settings.channel_settings())
         return web.Response(body=self.metrics.render(), content_type="text/plain")
 
     async def _metrics_with_token(self, request: web.Request) -> web.Response:

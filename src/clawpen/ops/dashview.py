@@ -11,11 +11,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..core.dispatch import Dispatcher
-from ..core.scheduler import Scheduler, describe_job, describe_run
+from ..core.intake import Intake
+from ..core.scheduler import Scheduler
 from ..errors import ClawpenError
-from ..models import ChannelState
+from ..models import ChannelState, ClaimedTask
 from ..runtime.pool import AgentPool
+from ..schedule import describe_job, describe_run
 from ..store import Store
 from ..store.base import UsageRow
 
@@ -55,14 +56,16 @@ class DashboardView:
         self,
         store: Store,
         pool: AgentPool,
-        dispatcher: Dispatcher,
+        intake: Intake,
+        running: Mapping[str, ClaimedTask],
         scheduler: Scheduler,
         channel_states: Callable[[], Mapping[str, ChannelState]],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.pool = pool
-        self.dispatcher = dispatcher
+        self.intake = intake
+        self.running = running  # agent id -> the task it is at (the workers' board)
         self.scheduler = scheduler
         self.channel_states = channel_states
         self.clock = clock
@@ -81,7 +84,7 @@ class DashboardView:
                 {"name": s.name, "state": s.state, "error": s.error, "restarts": s.restarts}
                 for s in sorted(self.channel_states().values(), key=lambda s: s.name)
             ],
-            "pairings": dict(sorted(self.dispatcher.pairings.items())),
+            "pairings": dict(sorted(self.intake.pairings.items())),
             "messages": [
                 {
                     "id": m.id,
@@ -115,7 +118,7 @@ class DashboardView:
         out = []
         for agent_id in sorted(self.pool.sessions):
             container = self.pool.containers.get(agent_id)
-            task = self.dispatcher.running.get(agent_id)
+            task = self.running.get(agent_id)
             if task is not None:
                 state = "working"
             elif container is not None:
@@ -144,7 +147,7 @@ class DashboardView:
     # -- actions -----------------------------------------------------------------------------
 
     async def pair(self, chat: str, agent_id: str) -> None:
-        await self.dispatcher.pair(chat, agent_id)
+        await self.intake.pair(chat, agent_id)
 
     async def stop_agent(self, agent_id: str) -> None:
         if agent_id not in self.pool.sessions:

@@ -149,7 +149,7 @@ class DockerRuntime:
 
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
         """Run a blocking SDK call in this runtime's threads; an engine that went away becomes an
-        error that says so (and that the dispatcher retries), not a traceback."""
+        error that says so (and that the agent's worker retries), not a traceback."""
         try:
             return await run_in(self.threads, function, *args)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:

@@ -3,7 +3,7 @@
 Containers start on an agent's first task, stop when it has been idle long enough, are evicted
 least-recently-used when ``max_containers`` run, and are adopted (never duplicated) after an
 orchestrator restart. A container that dies on its own fails the task it held, so the
-dispatcher can retry it.
+agent's worker can retry it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import AgentSettings, Settings
 from ..door.proxy import ModelProxy
-from ..door.server import AgentGone, AgentSession
+from ..door.server import NO_TOOLS, AgentGone, AgentSession, AgentTools
 from ..errors import ClawpenError, StoreError
 from ..obs.logging import get_logger
 from ..obs.metrics import Metrics
@@ -64,6 +64,7 @@ class AgentPool:
         proxy: ModelProxy,
         store: Store,
         metrics: Metrics,
+        tools: AgentTools = NO_TOOLS,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
@@ -72,7 +73,8 @@ class AgentPool:
         self.log = get_logger()
         self.specs = {a.id: agent_spec(settings, a) for a in settings.agents}
         self.sessions = {
-            a.id: AgentSession(a.id, self.specs[a.id].socket_dir, proxy) for a in settings.agents
+            a.id: AgentSession(a.id, self.specs[a.id].socket_dir, proxy, tools=tools)
+            for a in settings.agents
         }
         self.containers: dict[str, str] = {}  # agent id -> id of its running container
         self.busy: set[str] = set()

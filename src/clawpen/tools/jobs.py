@@ -15,28 +15,28 @@ from typing import Any
 from clawpen_agent.protocol import JobRequest
 
 from .. import schedule as sched
-from ..core.dispatch import Dispatcher
-from ..core.scheduler import JobExists, Scheduler, describe_job
 from ..door.server import JobRefused
 from ..errors import ClawpenError
 from ..models import JOB_CHANNEL
+from ..schedule import JobExists, describe_job
+from .api import Chats, JobBook
 
 MAX_JOBS = 50
 MIN_INTERVAL = 300.0  # seconds
 
 
 class AgentJobs:
-    def __init__(self, scheduler: Scheduler, dispatcher: Dispatcher) -> None:
+    def __init__(self, scheduler: JobBook, chats: Chats) -> None:
         self.scheduler = scheduler
-        self.dispatcher = dispatcher
+        self.chats = chats
 
     async def create(self, agent_id: str, request: JobRequest) -> dict[str, Any]:
-        task = self.dispatcher.running.get(agent_id)
-        if task is None:
+        answering = self.chats.answering(agent_id)
+        if answering is None:
             raise JobRefused(409, "a job is created while answering a chat, and none is open")
-        if task.address.channel == JOB_CHANNEL:
+        if answering.channel == JOB_CHANNEL:
             raise JobRefused(403, "a scheduled job's run cannot create jobs")
-        if self.dispatcher.pairings.get(task.address.chat_address) != agent_id:
+        if self.chats.pairings.get(answering.chat_address) != agent_id:
             raise JobRefused(403, "this chat is not paired with you")
         own = [j for j in await self.scheduler.jobs(agent_id) if j.spec.source == "agent"]
         if len(own) >= MAX_JOBS:
@@ -46,7 +46,7 @@ class AgentJobs:
                 request.name,
                 agent_id,
                 request.task,
-                task.address,
+                answering,
                 request.schedule,
                 request.every,
                 request.at,

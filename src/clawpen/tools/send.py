@@ -11,25 +11,25 @@ minute, ``BURST`` at once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from clawpen_agent.protocol import OutgoingMessage
 
-from ..core.dispatch import Dispatcher
 from ..door.server import ToolRefused
 from ..errors import StoreError
 from ..models import JOB_CHANNEL, Address
 from ..obs.logging import get_logger
 from ..ratelimit import KeyedBuckets
 from ..schedule import parse_address
+from .api import Chats
 
 PER_MINUTE = 10
 BURST = 5
 
 
 def send_target(
-    agent_id: str, to: str | None, answering: Address | None, pairings: dict[str, str]
+    agent_id: str, to: str | None, answering: Address | None, pairings: Mapping[str, str]
 ) -> Address | str:
     """Pure: where the message goes, or why it may not go anywhere.
 
@@ -51,24 +51,22 @@ def send_target(
 
 
 class AgentMessages:
-    def __init__(self, dispatcher: Dispatcher, clock: Callable[[], float] = time.monotonic):
-        self.dispatcher = dispatcher
+    def __init__(self, chats: Chats, clock: Callable[[], float] = time.monotonic):
+        self.chats = chats
         self.clock = clock
         self.rate: KeyedBuckets[str] = KeyedBuckets(PER_MINUTE / 60, BURST)
         self.log = get_logger()
 
     async def send(self, agent_id: str, message: OutgoingMessage) -> dict[str, Any]:
-        running = self.dispatcher.running.get(agent_id)
-        target = send_target(
-            agent_id, message.to, running.address if running else None, self.dispatcher.pairings
-        )
+        answering = self.chats.answering(agent_id)
+        target = send_target(agent_id, message.to, answering, self.chats.pairings)
         if isinstance(target, str):
             self.log.warning("agent_message_refused", agentId=agent_id, reason=target)
             raise ToolRefused(403, target)
         if not self.rate.allow(agent_id, self.clock()):
             raise ToolRefused(429, f"at most {PER_MINUTE} messages a minute; wait a little")
         try:
-            reply = await self.dispatcher.send_message(agent_id, target, message.text)
+            reply = await self.chats.send_message(agent_id, target, message.text)
         except StoreError as exc:
             self.log.error("store_unwritable", what="agent_message", error=str(exc))
             raise ToolRefused(503, "the message could not be stored; try again shortly") from None

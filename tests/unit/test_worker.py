@@ -1,6 +1,7 @@
-"""The message path's rules, with an in-memory runtime whose containers crash on cue: a crash
-is retried and answered once, a task that keeps failing is given up and told, a bug costs one
-answer, strangers cost nothing, and a running agent's next task never asks the engine."""
+"""The worker's rules (``core/worker.py``), with an in-memory runtime whose containers crash on
+cue: a crash is retried and answered once, a task that keeps failing is given up and told, a
+bug costs one answer, a running agent's next task never asks the engine, and a burst rides on
+one turn."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from clawpen.app import Orchestrator
 from clawpen.errors import StoreRejected
@@ -166,32 +166,6 @@ async def test_a_running_agents_next_tasks_never_ask_the_engine(
         for i in range(20):
             assert await ask(orchestrator, f"task {i}") == f"echo: task {i}"
     assert runtime.starts == ["assistant"]
-
-
-async def test_strangers_are_recorded_without_their_text_a_few_times_and_never_answered(
-    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path, fake_telegram: Any
-) -> None:
-    orchestrator = orchestrator_factory(FakeRuntime(), telegram=fake_telegram)
-    async with running(orchestrator):
-        for i in range(50):
-            await fake_telegram.push_text(666, f"let me in, secret-{i}")
-        await fake_telegram.push_text(1001, "paired")
-        await fake_telegram.wait_for_sent(1)
-        counts = await orchestrator.store.counts()
-    assert fake_telegram.texts_to(666) == []
-    assert counts["strangers"] == 3  # a few a chat, then only counted
-    raw = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("clawpen.db*"))
-    assert b"secret-" not in raw and b"let me in" not in raw
-
-
-async def test_text_a_database_cannot_take_is_cleaned_and_answered(
-    orchestrator_factory: Callable[..., Orchestrator], fake_telegram: Any
-) -> None:
-    orchestrator = orchestrator_factory(FakeRuntime(), telegram=fake_telegram)
-    async with running(orchestrator):
-        await fake_telegram.push_text(1001, "half a pair \ud800 and a nul \x00 here")
-        await fake_telegram.wait_for_sent(1)
-    assert fake_telegram.texts_to(1001) == ["echo: half a pair \ufffd and a nul  here"]
 
 
 class UnevenStore(SQLiteStore):
