@@ -7,6 +7,7 @@ Pairings name a chat (``telegram:123``); the thread only says where in it to ans
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -16,14 +17,41 @@ class Address:
     chat: str  # the platform's chat / conversation / channel id
     thread: str = ""  # "" when the platform has no thread or the message was not in one
 
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """``telegram:123`` -> ``Address("telegram", "123")``: the one reading of a chat written
+        as text, at the edges (the config, the CLI, an agent's tool call); inside, an address
+        stays an ``Address``. ValueError when ``text`` is not ``PLATFORM:CHAT_ID``."""
+        channel, colon, chat = text.strip().partition(":")
+        if not colon or not channel or not chat:
+            raise ValueError(
+                f"{text!r} is not a chat address; write it as PLATFORM:CHAT_ID, for example"
+                " telegram:123456789"
+            )
+        return cls(channel, chat)
+
+    @property
+    def chat_only(self) -> Address:
+        """The chat without its thread: what a pairing names."""
+        return Address(self.channel, self.chat) if self.thread else self
+
     @property
     def chat_address(self) -> str:
-        """``channel:chat``: the form pairings and the CLI use."""
+        """``channel:chat``: how a chat is written for people (the CLI, logs) and stored."""
         return f"{self.channel}:{self.chat}"
 
     def __str__(self) -> str:
         """The conversation key: ``channel:chat``, or ``channel:chat:thread`` in a thread."""
         return f"{self.chat_address}:{self.thread}" if self.thread else self.chat_address
+
+
+def serves(agent_id: str, address: Address, pairings: Mapping[Address, str]) -> bool:
+    """Whether ``agent_id`` may write to ``address`` now: its chat is paired with it (the CLI's
+    chat id names its agent). Checked again whenever a job fires or an answer is committed,
+    not only when the job was made: a pairing can change in between."""
+    if address.channel == "cli":
+        return address.chat == agent_id
+    return pairings.get(address.chat_only) == agent_id
 
 
 @dataclass(frozen=True)

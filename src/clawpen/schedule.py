@@ -276,12 +276,6 @@ def schedule_of(job: JobSpec) -> Schedule:
     return Schedule(job.kind, job.spec, job.timezone)  # type: ignore[arg-type]
 
 
-def parse_address(text: str) -> Address:
-    """``telegram:123`` -> Address("telegram", "123")."""
-    channel, _, chat = text.partition(":")
-    return Address(channel, chat)
-
-
 # -- how a job is shown (the CLI, the dashboard, the agent's tool) ----------------------------
 
 

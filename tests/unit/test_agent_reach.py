@@ -28,7 +28,7 @@ def tool(name: str, **args: object) -> str:
 
 
 def test_where_a_message_may_go() -> None:
-    pairings = {"telegram:1": "a", "telegram:2": "b"}
+    pairings = {Address("telegram", "1"): "a", Address("telegram", "2"): "b"}
     answering = Address("telegram", "1", "t9")
     assert send_target("a", None, answering, pairings) == answering  # its thread kept
     assert send_target("a", "telegram:1", None, pairings) == Address("telegram", "1")

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from clawpen.app import Orchestrator
 from clawpen.cli.main import app as cli_app
+from clawpen.models import Address
 from clawpen.security.webauth import COOKIE, CSRF_HEADER, csrf_for
 from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.fake_runtime import FakeRuntime
@@ -91,11 +92,11 @@ async def test_a_change_with_the_cookie_needs_the_csrf_header_from_the_same_orig
             json=pair,
             headers={CSRF_HEADER: csrf_for(token), "Origin": "http://evil.example"},
         )
-        assert "telegram:77" not in orchestrator.intake.pairings
+        assert Address("telegram", "77") not in orchestrator.intake.pairings
         ok = await client.post("/api/pairings", json=pair, headers={CSRF_HEADER: csrf_for(token)})
     assert [no_header.status_code, wrong.status_code, elsewhere.status_code] == [403, 403, 403]
     assert ok.status_code == 200
-    assert orchestrator.intake.pairings["telegram:77"] == "assistant"
+    assert orchestrator.intake.pairings[Address("telegram", "77")] == "assistant"
 
 
 async def test_a_script_with_the_bearer_token_may_act_and_errors_say_why(

@@ -74,7 +74,7 @@ async def test_an_unpaired_job_neither_runs_nor_reaches_the_chats_next_agent(
         scheduler, intake = orchestrator.scheduler, orchestrator.intake
         await channel.push("42", schedule("daily", "alpha-job-output"))
         await channel.wait_sent(1)
-        await intake.unpair("telegram:42")
+        await intake.unpair(Address("telegram", "42"))
         clock.set(START + 3600)
         seen: list[dict[str, Any]] = []
         stop = clawpen_logging.subscribe(seen.append)
@@ -91,7 +91,7 @@ async def test_an_unpaired_job_neither_runs_nor_reaches_the_chats_next_agent(
         assert code == 0 and "paused (telegram:42 is no longer paired with alpha" in listed
 
         # the chat now belongs to beta: resuming alpha's job does not send into it
-        await intake.pair("telegram:42", "beta")
+        await intake.pair(Address("telegram", "42"), "beta")
         await scheduler.resume("alpha/daily")
         clock.set(START + 7200)
         await scheduler.tick()
@@ -121,7 +121,7 @@ async def test_a_job_run_that_ends_after_its_chat_moved_to_beta_is_failed_not_se
             return "alpha" in orchestrator.board.running
 
         await until(running_now)
-        await intake.pair("telegram:42", "beta")
+        await intake.pair(Address("telegram", "42"), "beta")
 
         async def run_ended() -> bool:
             runs = await scheduler.history("alpha/daily")
@@ -150,10 +150,10 @@ async def test_what_an_agent_queued_for_a_chat_is_failed_when_the_chat_leaves_it
     lease = Lease("other", START + 60)  # held elsewhere: no outbox here sends it meanwhile
     to = Address("telegram", "42")
     try:
-        await store.pair("telegram:42", "alpha", START)
+        await store.pair(Address("telegram", "42"), "alpha", START)
         queued = await store.record_agent_message("alpha", to, "before", lease, START)
         assert queued is not None
-        await store.pair("telegram:42", "beta", START + 1)
+        await store.pair(Address("telegram", "42"), "beta", START + 1)
         late = await store.record_agent_message("alpha", to, "after", lease, START + 2)
         mine = await store.record_agent_message("beta", to, "beta's", lease, START + 3)
         pending = await store.pending_replies("telegram")

@@ -74,8 +74,8 @@ async def test_a_code_pairs_once_and_not_after_it_expires(store: SQLiteStore) ->
     approved = await store.approve_pairing_code(
         pairing.code_hash("bbbb-bbbb"), "assistant", "welcome", LEASE, 4001.0
     )
-    assert approved == "telegram:777"
-    assert (await store.pairings())["telegram:777"] == "assistant"
+    assert approved == Address("telegram", "777")
+    assert (await store.pairings())[Address("telegram", "777")] == "assistant"
     again = await store.approve_pairing_code(
         pairing.code_hash("BBBB-BBBB"), "other", "welcome", LEASE, 4002.0
     )

@@ -7,7 +7,7 @@ import pytest
 from clawpen.core.router import MAX_TEXT, route
 from clawpen.models import Address, Attachment, InboundMessage, Rejection, Route
 
-PAIRINGS = {"telegram:1001": "assistant", "telegram:2002": "ghost"}
+PAIRINGS = {Address("telegram", "1001"): "assistant", Address("telegram", "2002"): "ghost"}
 AGENTS = frozenset({"assistant", "coder"})
 
 
@@ -84,7 +84,9 @@ def test_unpaired_rejection_names_the_address() -> None:
 
 def test_cli_chat_id_is_not_looked_up_in_pairings() -> None:
     """A pairing named like a CLI address does not let the CLI reach an unnamed agent."""
-    decision = route(message("cli", "assistant2"), {"cli:assistant2": "assistant"}, AGENTS)
+    decision = route(
+        message("cli", "assistant2"), {Address("cli", "assistant2"): "assistant"}, AGENTS
+    )
     assert isinstance(decision, Rejection)
 
 
@@ -111,9 +113,16 @@ def test_a_mention_in_a_group_reaches_the_agent() -> None:
 
 
 def test_a_pairing_that_hears_every_message_routes_group_chatter() -> None:
-    decision = route(group_message(addressed=False), PAIRINGS, AGENTS, {"telegram:1001"})
+    decision = route(
+        group_message(addressed=False), PAIRINGS, AGENTS, {Address("telegram", "1001")}
+    )
     assert decision == Route("assistant")
 
 
 def test_a_file_without_a_caption_is_routed() -> None:
     assert route(group_message(True, text="", files=1), PAIRINGS, AGENTS) == Route("assistant")
+
+
+def test_a_message_in_a_thread_is_routed_by_its_chat() -> None:
+    threaded = InboundMessage(Address("telegram", "1001", "topic-7"), "u1", "hello", "1", 0.0)
+    assert route(threaded, PAIRINGS, AGENTS) == Route("assistant")

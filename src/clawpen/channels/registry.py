@@ -11,6 +11,7 @@ import functools
 from collections.abc import Collection
 from importlib.metadata import entry_points
 
+from ..models import Address
 from .base import ChannelPlugin
 
 GROUP = "clawpen.channels"
@@ -28,15 +29,21 @@ def plugins() -> dict[str, ChannelPlugin]:
     return found
 
 
-def address_problem(address: str, configured: Collection[str] | None = None) -> str | None:
+def read_chat(text: str, configured: Collection[str] | None = None) -> Address:
+    """A chat written as text at an edge (the config, the CLI, the dashboard), read and checked:
+    ValueError naming the problem and the fix."""
+    address = Address.parse(text)
+    problem = address_problem(address, configured)
+    if problem is not None:
+        raise ValueError(problem)
+    return address
+
+
+def address_problem(address: Address, configured: Collection[str] | None = None) -> str | None:
     """Why ``address`` cannot be paired, or None. ``configured``: the channels in the config
     (None: any installed platform will do)."""
-    platform, colon, chat = address.partition(":")
+    platform, chat = address.channel, address.chat
     known = plugins()
-    if not colon or not platform or not chat:
-        return f"{address!r} is not a chat address; write it as PLATFORM:CHAT_ID, for example" + (
-            " telegram:123456789"
-        )
     plugin = known.get(platform)
     if plugin is None or plugin.in_process:
         names = ", ".join(n for n, p in known.items() if not p.in_process)

@@ -19,11 +19,11 @@ from pydantic import (
 )
 
 from ..channels.base import ChannelSettings
-from ..channels.registry import address_problem, plugins
+from ..channels.registry import plugins, read_chat
 from ..egress.netpolicy import LoopbackExceptions, Refused, normalize_host
-from ..models import JobSpec
+from ..models import Address, JobSpec
 from ..ports.limits import PortLimits
-from ..schedule import JOB_NAME, ScheduleError, make_spec, parse_address
+from ..schedule import JOB_NAME, ScheduleError, make_spec
 
 if TYPE_CHECKING:
     pass
@@ -184,6 +184,10 @@ class Pairing(_Model):
     # in a group channel, only messages that mention the bot reach the agent; false: all of them
     mentions_only: bool = True
 
+    @property
+    def address(self) -> Address:
+        return Address.parse(self.channel)
+
 
 class JobSettings(_Model):
     """A scheduled job: ``schedule`` (cron), ``every`` or ``at``, in ``timezone``."""
@@ -205,7 +209,7 @@ class JobSettings(_Model):
             self.name,
             self.agent,
             self.task,
-            parse_address(self.deliver_to),
+            Address.parse(self.deliver_to),
             self.schedule,
             self.every,
             self.at,
@@ -259,9 +263,10 @@ class Settings(_Model):
                     f"pairings.{i}.agent: no agent {pairing.agent!r};"
                     f" known agents: {', '.join(ids)}"
                 )
-            problem = address_problem(pairing.channel, self.channel_settings())
-            if problem is not None:
-                raise ValueError(f"pairings.{i}.channel: {problem}")
+            try:
+                read_chat(pairing.channel, self.channel_settings())
+            except ValueError as exc:
+                raise ValueError(f"pairings.{i}.channel: {exc}") from None
         self._check_jobs(ids)
         LoopbackExceptions.parse(self.allow_loopback_for_tests)
         for i, agent in enumerate(self.agents):
@@ -286,9 +291,10 @@ class Settings(_Model):
                 raise ValueError(
                     f"jobs.{i}.agent: no agent {job.agent!r}; known agents: {', '.join(ids)}"
                 )
-            problem = address_problem(job.deliver_to, self.channel_settings())
-            if problem is not None:
-                raise ValueError(f"jobs.{i}.deliver_to: {problem}")
+            try:
+                read_chat(job.deliver_to, self.channel_settings())
+            except ValueError as exc:
+                raise ValueError(f"jobs.{i}.deliver_to: {exc}") from None
             try:
                 job.spec()
             except ScheduleError as exc:

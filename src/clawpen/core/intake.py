@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..channels.registry import address_problem
+from ..channels.registry import address_problem, read_chat
 from ..config import Settings
 from ..errors import ClawpenError, StoreRejected, StoreUnavailable
 from ..models import (
@@ -86,19 +86,19 @@ class Intake:
         self.tracing = tracing
         self.clock = clock
         self.log = get_logger()
-        self.pairings: dict[str, str] = {}
+        self.pairings: dict[Address, str] = {}  # chat (no thread) -> agent
         self.code_channels = frozenset(
             name
             for name, channel in settings.channel_settings().items()
             if channel.unknown_senders == "code"
         )
-        self.every_message = frozenset(p.channel for p in settings.pairings if not p.mentions_only)
+        self.every_message = frozenset(p.address for p in settings.pairings if not p.mentions_only)
         self.agent_ids = board.agent_ids
         self._strangers: KeyedBuckets[str] = KeyedBuckets(STRANGERS_PER_HOUR / 3600, 3)
 
     async def open(self) -> None:
         """Restore the config file's pairings (those made at runtime are kept) and load them."""
-        pairings = {p.channel: p.agent for p in self.settings.pairings}
+        pairings = {p.address: p.agent for p in self.settings.pairings}
         await self.store.sync_config_pairings(pairings, self.clock())
         self.pairings = await self.store.pairings()
 
@@ -137,7 +137,7 @@ class Intake:
             return decision
         if isinstance(decision, Rejection) and decision.answer is None:
             await self._stranger(message, decision, now)
-            if address.channel in self.code_channels and address.chat_address not in self.pairings:
+            if address.channel in self.code_channels and address.chat_only not in self.pairings:
                 await self._offer_code(message, now)
             return decision
         if isinstance(decision, Route):
@@ -264,7 +264,7 @@ class Intake:
             self.log.info("pairing_code_offered", channel=address.channel, chat=address.chat)
             self.outbox.notify(address.channel)
 
-    async def approve_code(self, code: str, agent_id: str) -> str:
+    async def approve_code(self, code: str, agent_id: str) -> Address:
         """Pair the chat that was given ``code`` with ``agent_id``; returns that chat."""
         self._check_agent(agent_id)
         now = self.clock()
@@ -278,8 +278,8 @@ class Intake:
                 "ask the chat to write again for a new one",
             )
         self.pairings = await self.store.pairings()
-        self.outbox.notify(chat.partition(":")[0])
-        self.log.info("chat_paired", chat=chat, agentId=agent_id, by="code")
+        self.outbox.notify(chat.channel)
+        self.log.info("chat_paired", chat=chat.chat_address, agentId=agent_id, by="code")
         return chat
 
     def _check_agent(self, agent_id: str) -> None:
@@ -287,21 +287,33 @@ class Intake:
             known = ", ".join(sorted(self.agent_ids))
             raise ClawpenError(f"no agent {agent_id!r}", f"use one of: {known}")
 
-    async def pair(self, address: str, agent_id: str) -> None:
-        """Let chat ``address`` (``platform:chat_id``) talk to ``agent_id`` from now on."""
+    def pairings_written(self) -> dict[str, str]:
+        """The pairings as people write them (``channel:chat`` -> agent), in order."""
+        return {chat.chat_address: agent for chat, agent in sorted(self.pairings.items())}
+
+    def read_chat(self, text: str) -> Address:
+        """A chat the CLI or the dashboard named, read and checked against the configured
+        channels: ClawpenError naming the problem."""
+        try:
+            return read_chat(text, self.settings.channel_settings())
+        except ValueError as exc:
+            raise ClawpenError(str(exc)) from None
+
+    async def pair(self, address: Address, agent_id: str) -> None:
+        """Let chat ``address`` talk to ``agent_id`` from now on."""
         problem = address_problem(address, self.settings.channel_settings())
         if problem is not None:
             raise ClawpenError(problem)
         self._check_agent(agent_id)
         await self.store.pair(address, agent_id, self.clock())
         self.pairings = await self.store.pairings()
-        self.log.info("chat_paired", chat=address, agentId=agent_id)
+        self.log.info("chat_paired", chat=address.chat_address, agentId=agent_id)
 
-    async def unpair(self, address: str) -> bool:
+    async def unpair(self, address: Address) -> bool:
         removed = await self.store.unpair(address)
         self.pairings = await self.store.pairings()
         if removed:
-            self.log.info("chat_unpaired", chat=address)
+            self.log.info("chat_unpaired", chat=address.chat_address)
         return removed
 
     async def send_message(self, agent_id: str, address: Address, text: str) -> Reply | None:

@@ -8,30 +8,32 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from ..models import InboundMessage, Rejection, Route
+from ..models import Address, InboundMessage, Rejection, Route
 
 MAX_TEXT = 32_000
 
 
 def route(
     message: InboundMessage,
-    pairings: Mapping[str, str],
+    pairings: Mapping[Address, str],
     agents: Collection[str],
-    every_message: Collection[str] = (),
+    every_message: Collection[Address] = (),
 ) -> Route | Rejection:
-    """``pairings`` maps ``channel:chat`` to an agent id; ``every_message``: the paired group
-    chats where the agent hears everything, not only what mentions it.
+    """``pairings`` maps a chat (an ``Address`` without its thread) to an agent id;
+    ``every_message``: the paired group chats where the agent hears everything, not only what
+    mentions it.
 
     The CLI is reached only through the owner-only admin socket, so its chat id *names* the agent;
     every other channel needs an explicit pairing.
     """
     address = message.address
-    agent = address.chat if address.channel == "cli" else pairings.get(address.chat_address)
+    chat = address.chat_only
+    agent = address.chat if address.channel == "cli" else pairings.get(chat)
     if agent is None:
         return Rejection(f"{address.chat_address} is not paired with an agent")
     if agent not in agents:
         return Rejection(f"{address.chat_address}: no agent {agent!r}")
-    if not message.addressed and address.chat_address not in every_message:
+    if not message.addressed and chat not in every_message:
         return Rejection("a group message that does not mention the bot", ignored=True)
     # From here on the sender is someone the agent serves: a refusal is answered, not dropped.
     if not message.text.strip() and not message.attachments:
@@ -46,13 +48,3 @@ def route(
             f" {MAX_TEXT}. Please send it in parts.",
         )
     return Route(agent)
-
-
-def serves(agent_id: str, chat_address: str, pairings: Mapping[str, str]) -> bool:
-    """Whether ``agent_id`` may write to ``chat_address`` now: the chat is paired with it (the
-    CLI's chat id names its agent). Checked again whenever a job fires or an answer is
-    committed, not only when the job was made: a pairing can change in between."""
-    channel, _, chat = chat_address.partition(":")
-    if channel == "cli":
-        return chat == agent_id
-    return pairings.get(chat_address) == agent_id

@@ -27,11 +27,10 @@ from .. import schedule as sched
 from ..channels.registry import address_problem
 from ..config import Settings
 from ..errors import ClawpenError, StoreError
-from ..models import Job, JobFiring, JobRun, JobSpec
+from ..models import Job, JobFiring, JobRun, JobSpec, serves
 from ..obs.logging import get_logger
 from ..schedule import JobExists, schedule_of
 from ..store import Store, until_written
-from .router import serves
 
 BATCH = 500  # jobs fired per transaction: the first of a crowded minute need not wait for all
 LOOKAHEAD = 90.0  # seconds: the next runs of jobs due this soon are worked out before they are
@@ -136,7 +135,7 @@ class Scheduler:
         pairings = await self.store.pairings()
         for job in due:
             assert job.next_run is not None
-            if not serves(job.spec.agent_id, job.spec.deliver_to.chat_address, pairings):
+            if not serves(job.spec.agent_id, job.spec.deliver_to, pairings):
                 # the store pauses it in the firing's transaction; said here for the log
                 self.log.warning(
                     "job_paused",
@@ -203,7 +202,7 @@ class Scheduler:
         """What every new job must satisfy, whoever asks for it."""
         if spec.agent_id not in {a.id for a in self.settings.agents}:
             raise ClawpenError(f"no agent {spec.agent_id!r}", "use one of the configured agents")
-        problem = address_problem(spec.deliver_to.chat_address, self.settings.channel_settings())
+        problem = address_problem(spec.deliver_to, self.settings.channel_settings())
         if problem is not None:
             raise ClawpenError(f"deliver_to: {problem}")
 
@@ -268,7 +267,7 @@ class Scheduler:
         """One run at once, outside the schedule (unless one is going: no overlap)."""
         job = await self.get(ref)
         chat = job.spec.deliver_to.chat_address
-        if not serves(job.spec.agent_id, chat, await self.store.pairings()):
+        if not serves(job.spec.agent_id, job.spec.deliver_to, await self.store.pairings()):
             raise ClawpenError(
                 f"{chat} is no longer paired with {job.spec.agent_id}",
                 f"pair it again (clawpen pair {chat} {job.spec.agent_id}), or remove the job",

@@ -19,12 +19,13 @@ from ..channels.cli import CliChannel
 from ..core.intake import Intake
 from ..core.scheduler import Scheduler, job_ref
 from ..errors import ClawpenError, StoreError
+from ..models import Address
 from ..obs.metrics import Metrics
 from ..ports.limits import PortLimits
 from ..ports.listener import Listener
 from ..ports.safejson import read_object
 from ..runtime.pool import AgentPool
-from ..schedule import ScheduleError, describe_job, describe_run, make_spec, parse_address
+from ..schedule import ScheduleError, describe_job, describe_run, make_spec
 from ..security.webauth import credential
 
 ADMIN_SOCKET = "admin.sock"
@@ -134,15 +135,15 @@ class AdminServer:
         return web.json_response({"reply": reply})
 
     async def _pairings(self, request: web.Request) -> web.Response:
-        return web.json_response(self.intake.pairings)
+        return web.json_response(self.intake.pairings_written())
 
     async def _pair(self, request: web.Request) -> web.Response:
         body = await read_object(request)
         try:
-            await self.intake.pair(str(body["chat"]), str(body["agent"]))
+            await self.intake.pair(self.intake.read_chat(str(body["chat"])), str(body["agent"]))
         except ClawpenError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.intake.pairings)
+        return web.json_response(self.intake.pairings_written())
 
     async def _approve(self, request: web.Request) -> web.Response:
         body = await read_object(request)
@@ -150,17 +151,21 @@ class AdminServer:
             chat = await self.intake.approve_code(str(body["code"]), str(body["agent"]))
         except ClawpenError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"chat": chat, "agent": str(body["agent"])})
+        return web.json_response({"chat": chat.chat_address, "agent": str(body["agent"])})
 
     async def _pending(self, request: web.Request) -> web.Response:
         pending = await self.intake.store.pending_pairing_codes(time.time())
         return web.json_response([{"chat": c, "expires_at": e} for c, e in pending])
 
     async def _unpair(self, request: web.Request) -> web.Response:
-        address = request.match_info["address"]
+        written = request.match_info["address"]
+        try:
+            address = Address.parse(written)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         if not await self.intake.unpair(address):
-            return web.json_response({"error": f"{address} is not paired"}, status=404)
-        return web.json_response(self.intake.pairings)
+            return web.json_response({"error": f"{written} is not paired"}, status=404)
+        return web.json_response(self.intake.pairings_written())
 
     # -- scheduled jobs ---------------------------------------------------------------------
 
@@ -184,7 +189,7 @@ class AdminServer:
                 str(body["name"]),
                 str(body["agent"]),
                 str(body["task"]),
-                parse_address(str(body["deliver_to"])),
+                Address.parse(str(body["deliver_to"])),
                 body.get("schedule"),
                 body.get("every"),
                 body.get("at"),
@@ -194,7 +199,7 @@ class AdminServer:
                 source="cli",
             )
             job = await self._scheduler().add(spec)
-        except (ScheduleError, ClawpenError) as exc:
+        except (ScheduleError, ClawpenError, ValueError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(describe_job(job))
 

@@ -84,7 +84,7 @@ class DashboardView:
                 {"name": s.name, "state": s.state, "error": s.error, "restarts": s.restarts}
                 for s in sorted(self.channel_states().values(), key=lambda s: s.name)
             ],
-            "pairings": dict(sorted(self.intake.pairings.items())),
+            "pairings": self.intake.pairings_written(),
             "messages": [
                 {
                     "id": m.id,
@@ -147,7 +147,7 @@ class DashboardView:
     # -- actions -----------------------------------------------------------------------------
 
     async def pair(self, chat: str, agent_id: str) -> None:
-        await self.intake.pair(chat, agent_id)
+        await self.intake.pair(self.intake.read_chat(chat), agent_id)
 
     async def stop_agent(self, agent_id: str) -> None:
         if agent_id not in self.pool.sessions:

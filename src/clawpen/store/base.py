@@ -32,7 +32,7 @@ Two kinds of failure, because they need opposite handling:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -272,10 +272,10 @@ class Store(Protocol):
     async def outbox_depth(self) -> dict[str, int]:
         """Replies not yet delivered (pending), per channel (a metric)."""
 
-    async def sync_config_pairings(self, pairings: dict[str, str], now: float) -> None:
+    async def sync_config_pairings(self, pairings: Mapping[Address, str], now: float) -> None:
         """Make the config file's pairings exactly those with source 'config'."""
 
-    async def pair(self, address: str, agent_id: str, now: float) -> None: ...
+    async def pair(self, address: Address, agent_id: str, now: float) -> None: ...
 
     async def offer_pairing_code(
         self,
@@ -292,16 +292,16 @@ class Store(Protocol):
 
     async def approve_pairing_code(
         self, code_hash: str, agent_id: str, welcome: str, lease: Lease, now: float
-    ) -> str | None:
+    ) -> Address | None:
         """Pair the code's chat with ``agent_id`` and commit ``welcome`` to it; the chat, or
         None (unknown, used, expired)."""
 
     async def pending_pairing_codes(self, now: float) -> list[tuple[str, float]]:
         """(chat, expires_at) of the codes not approved yet."""
 
-    async def unpair(self, address: str) -> bool: ...
+    async def unpair(self, address: Address) -> bool: ...
 
-    async def pairings(self) -> dict[str, str]: ...
+    async def pairings(self) -> dict[Address, str]: ...
 
     # -- scheduled jobs -------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ class AgentJobs:
             raise JobRefused(409, "a job is created while answering a chat, and none is open")
         if answering.channel == JOB_CHANNEL:
             raise JobRefused(403, "a scheduled job's run cannot create jobs")
-        if self.chats.pairings.get(answering.chat_address) != agent_id:
+        if self.chats.pairings.get(answering.chat_only) != agent_id:
             raise JobRefused(403, "this chat is not paired with you")
         own = [j for j in await self.scheduler.jobs(agent_id) if j.spec.source == "agent"]
         if len(own) >= MAX_JOBS:

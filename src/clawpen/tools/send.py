@@ -18,10 +18,9 @@ from clawpen_agent.protocol import OutgoingMessage
 
 from ..door.server import ToolRefused
 from ..errors import StoreError
-from ..models import JOB_CHANNEL, Address
+from ..models import JOB_CHANNEL, Address, serves
 from ..obs.logging import get_logger
 from ..ratelimit import KeyedBuckets
-from ..schedule import parse_address
 from .api import Chats
 
 PER_MINUTE = 10
@@ -29,25 +28,30 @@ BURST = 5
 
 
 def send_target(
-    agent_id: str, to: str | None, answering: Address | None, pairings: Mapping[str, str]
+    agent_id: str, to: str | None, answering: Address | None, pairings: Mapping[Address, str]
 ) -> Address | str:
-    """Pure: where the message goes, or why it may not go anywhere.
+    """Pure: where the message goes, or why it may not go anywhere. ``to`` is the agent's own
+    words: read here, at the edge, into an ``Address``.
 
-    >>> send_target("a", "telegram:1", None, {"telegram:1": "a"})
+    >>> send_target("a", "telegram:1", None, {Address("telegram", "1"): "a"})
     Address(channel='telegram', chat='1', thread='')
-    >>> send_target("a", "telegram:2", None, {"telegram:2": "b"})
+    >>> send_target("a", "telegram:2", None, {Address("telegram", "2"): "b"})
     'telegram:2 is not a chat paired with you'
     """
     if to is None:
         if answering is None or answering.channel == JOB_CHANNEL:
             return "give 'to' (platform:chat_id): you are not answering a chat now"
-        to = answering.chat_address
-    own_cli = to == f"cli:{agent_id}"  # the CLI's chat id names its agent (router.py)
-    if pairings.get(to) != agent_id and not own_cli:
-        return f"{to} is not a chat paired with you"
-    if answering is not None and answering.chat_address == to:
+        target = answering.chat_only
+    else:
+        try:
+            target = Address.parse(to)
+        except ValueError as exc:
+            return str(exc)
+    if not serves(agent_id, target, pairings):
+        return f"{target.chat_address} is not a chat paired with you"
+    if answering is not None and answering.chat_only == target:
         return answering  # the same chat: keep its thread
-    return parse_address(to)
+    return target
 
 
 class AgentMessages:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clawpen.models import Address
 from clawpen.store import SQLiteStore
 
 from .support import NOW
@@ -13,12 +14,13 @@ async def test_config_pairings_are_restored_at_start_and_runtime_pairings_kept(
     db_path: Path,
 ) -> None:
     store = SQLiteStore(db_path)
-    await store.sync_config_pairings({"telegram:1": "assistant"}, NOW)
-    await store.pair("telegram:2", "helper", NOW)
-    await store.unpair("telegram:1")
-    assert await store.pairings() == {"telegram:2": "helper"}
+    one, two = Address("telegram", "1"), Address("telegram", "2")
+    await store.sync_config_pairings({one: "assistant"}, NOW)
+    await store.pair(two, "helper", NOW)
+    await store.unpair(one)
+    assert await store.pairings() == {two: "helper"}
     await store.close()
     reopened = SQLiteStore(db_path)
-    await reopened.sync_config_pairings({"telegram:1": "assistant"}, NOW)  # the next start
-    assert await reopened.pairings() == {"telegram:1": "assistant", "telegram:2": "helper"}
+    await reopened.sync_config_pairings({one: "assistant"}, NOW)  # the next start
+    assert await reopened.pairings() == {one: "assistant", two: "helper"}
     await reopened.close()

@@ -10,6 +10,7 @@ what that agent committed for it and has not delivered (``leave_chat``).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import replace
 
 from ...models import Address, InboundMessage, Rejection
@@ -23,40 +24,41 @@ from .rows import key_value
 class Pairings(Connection):
     """Who answers which chat."""
 
-    async def sync_config_pairings(self, pairings: dict[str, str], now: float) -> None:
+    async def sync_config_pairings(self, pairings: Mapping[Address, str], now: float) -> None:
         def sync(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM pairings WHERE source='config'")
             db.executemany(
                 "INSERT OR REPLACE INTO pairings (address, agent_id, source, created_at)"
                 " VALUES (?,?, 'config', ?)",
-                [(address, agent, now) for address, agent in pairings.items()],
+                [(address.chat_address, agent, now) for address, agent in pairings.items()],
             )
 
         await self._write(sync)
 
-    async def pair(self, address: str, agent_id: str, now: float) -> None:
+    async def pair(self, address: Address, agent_id: str, now: float) -> None:
         def pair(db: sqlite3.Connection) -> None:
             leave_chat(db, address, agent_id)
             db.execute(
                 "INSERT OR REPLACE INTO pairings (address, agent_id, source, created_at)"
                 " VALUES (?,?, 'cli', ?)",
-                (address, agent_id, now),
+                (address.chat_address, agent_id, now),
             )
 
         await self._write(pair)
 
-    async def unpair(self, address: str) -> bool:
+    async def unpair(self, address: Address) -> bool:
         def unpair(db: sqlite3.Connection) -> bool:
             leave_chat(db, address, None)
-            return bool(db.execute("DELETE FROM pairings WHERE address=?", (address,)).rowcount)
+            deleted = db.execute("DELETE FROM pairings WHERE address=?", (address.chat_address,))
+            return bool(deleted.rowcount)
 
         return await self._write(unpair)
 
-    async def pairings(self) -> dict[str, str]:
+    async def pairings(self) -> dict[Address, str]:
         pairs = await self._read_all(
             "SELECT address, agent_id FROM pairings ORDER BY address", (), key_value
         )
-        return dict(pairs)
+        return {Address.parse(chat): agent for chat, agent in pairs}
 
     # -- pairing codes: a stranger asks, the operator approves ----------------------------------
 
@@ -101,11 +103,11 @@ class Pairings(Connection):
 
     async def approve_pairing_code(
         self, code_hash: str, agent_id: str, welcome: str, lease: Lease, now: float
-    ) -> str | None:
+    ) -> Address | None:
         """Pair the chat the code was given to and commit ``welcome`` to it; returns the chat,
         or None for an unknown, used or expired code."""
 
-        def approve(db: sqlite3.Connection) -> str | None:
+        def approve(db: sqlite3.Connection) -> Address | None:
             row = db.execute(
                 "SELECT chat FROM pairing_codes WHERE code_hash=? AND approved_at IS NULL"
                 " AND expires_at > ?",
@@ -122,15 +124,14 @@ class Pairings(Connection):
                 " VALUES (?,?, 'code', ?)",
                 (row[0], agent_id, now),
             )
-            channel, _, chat = str(row[0]).partition(":")
-            address = Address(channel, chat)
+            address = Address.parse(str(row[0]))
             task_id = db.execute(
                 "INSERT INTO tasks (agent_id, channel, chat_id, status, created_at, finished_at)"
                 " VALUES ('', ?, ?, 'done', ?, ?)",
-                (channel, chat, now, now),
+                (address.channel, address.chat, now, now),
             ).lastrowid
             insert_reply(db, task_id, address, "", welcome, lease, now)
-            return str(row[0])
+            return address
 
         return await self._write(approve)
 
@@ -143,18 +144,18 @@ class Pairings(Connection):
         )
 
 
-def leave_chat(db: sqlite3.Connection, address: str, new_agent: str | None) -> None:
+def leave_chat(db: sqlite3.Connection, address: Address, new_agent: str | None) -> None:
     """The chat at ``address`` leaves its agent (unpaired, or paired with another): what that
     agent committed for it and is not delivered yet is failed, never sent to the chat's next
     agent. In the transaction that changes the pairing, so nothing slips between the two."""
-    row = db.execute("SELECT agent_id FROM pairings WHERE address=?", (address,)).fetchone()
+    chat = address.chat_address
+    row = db.execute("SELECT agent_id FROM pairings WHERE address=?", (chat,)).fetchone()
     if row is None or row[0] == new_agent:
         return
-    channel, _, chat = address.partition(":")
     db.execute(
         "UPDATE replies SET status='failed', error=? WHERE channel=? AND chat_id=?"
         " AND status='pending' AND task_id IN (SELECT id FROM tasks WHERE agent_id=?)",
-        (f"{address} is no longer paired with {row[0]}", channel, chat, row[0]),
+        (f"{chat} is no longer paired with {row[0]}", address.channel, address.chat, row[0]),
     )
 
 
