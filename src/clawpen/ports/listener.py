@@ -271,7 +271,9 @@ class _Guard(asyncio.Protocol):
     def _refuse(self, bad: BadHead, held: bytes) -> None:
         """Answer a bad head and close. Behind requests not yet answered (pipelined), an
         answer now would land in the middle of theirs: aiohttp gets the head instead, and
-        refuses it in its turn, under the same limits, in its own words."""
+        refuses it in its turn, under the same limits, in its own words. (A head sent after
+        its predecessor's handler returned but before that answer is all out may see the two
+        answers mixed: a client that does not wait for its answer garbles only its own.)"""
         self.listener.report(bad.reason, status=400, error=bad.message)
         if self.handed > self.answered:
             self.checking = False
