@@ -401,6 +401,23 @@ async def test_keep_alive_connection_serves_again_within_the_deadline(
     raw.close()
 
 
+async def test_pipelined_requests_are_each_checked_and_answered_in_turn(
+    alice: AgentSession,
+) -> None:
+    raw = await Raw.open(alice)
+    # two whole requests and the head of a third, bad one, in one write: the bodies are not
+    # taken for heads, and the bad head is refused after the answers before it
+    await raw.send(
+        post("/v1/tasks/1/result", b"{}")
+        + post("/v1/tasks/2/result", b"{}")
+        + b"GET /v1/tasks/next HTTP/1.1\r\nX-Long: "
+        + b"y" * 2000
+        + b"\r\n\r\n"
+    )
+    assert [(await raw.answer()).status for _ in range(3)] == [410, 410, 400]
+    assert await raw.closed_within(2)
+
+
 async def test_a_handler_bug_is_a_json_500_and_a_log_line_not_a_storm(
     alice: AgentSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:

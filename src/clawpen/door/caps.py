@@ -5,9 +5,9 @@ so each agent gets caps of its own, and none of them can be spent by another age
 
 | cap (default) | enforced by | past it |
 | --- | --- | --- |
-| connections open at once (64) | ``DoorSite``, on accept | a 503 written, closed |
-| request line, one header, header count (8 KiB, 8 KiB, 32) | aiohttp's parser | 400, closed |
-| a request head within 5 s of connecting or of the last answer | ``DoorConnection`` | closed |
+| connections open at once (64) | the agent's ``Listener``, on accept | a 503 written, closed |
+| request line, one header, header count (8 KiB, 8 KiB, 32) | ``Listener``, ``heads`` | 400 |
+| a request head within 5 s of connecting or of the last answer | ``Listener`` | closed |
 | a ``Content-Length`` under the route cap (1 MiB, 20 MiB) | ``Door.json_body``, unread | 411, 413 |
 | bytes of bodies in flight (32 MiB), reserved from the header | ``Door.json_body`` | 429 |
 | the whole body within 10 s | ``Door.json_body`` | 408, closed |
@@ -16,35 +16,37 @@ so each agent gets caps of its own, and none of them can be spent by another age
 
 A request the agent holds open (``GET /v1/tasks/next``) is idle *after* its head: no deadline.
 Every refusal is logged as ``agent_request_refused`` with a snake_case reason, at most a few
-lines a second per agent and reason (the log pipeline's ``RepeatLimiter``).
+lines a second per agent and reason (the log pipeline's ``RepeatLimiter``), and answered in one
+line of JSON; a handler's bug is a JSON 500 (``Door.failures``) and one ``agent_request_failed``.
+
+Only aiohttp's public surface: the connection caps are the public ports' (``ports/listener.py``),
+aiohttp's own head limits are ``handler_kwargs`` (behind the listener's check), the body caps
+are ``client_max_size`` and a bounded read, and the errors are a middleware.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
-from collections.abc import AsyncIterator, Callable
+import functools
+import json
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.typedefs import Handler
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
 
 from clawpen_agent.protocol import MAX_RESULT_BYTES, ProtocolError, parse_json
 
 from ..obs.logging import get_logger
-from ..ports.listener import TurnAway, turned_away
+from ..ports.heads import HeadLimits
+from ..ports.listener import Handler, Listener, answer
 from ..ports.safejson import TooDeep, check_depth
 from ..threads import run_in
 
 KiB = 1024
 MiB = 1024 * KiB
-BACKLOG = 32  # connections waiting to be accepted, per agent
 # Large bodies are parsed off the loop, in threads of their own (``threads.py``): one per agent
 # at a time (``Door._parsing``), and the loop's default pool is never what they wait for.
 PARSE_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clawpen-parse")
@@ -63,10 +65,20 @@ class DoorLimits:
     messages_body_max: int = 20 * MiB
     inline_parse_max: int = 64 * KiB  # larger bodies are parsed in a thread, one at a time
 
+    @property
+    def idle_timeout(self) -> float:
+        """The listener's name for the head deadline."""
+        return self.head_timeout
+
+    @property
+    def heads(self) -> HeadLimits:
+        return HeadLimits(self.max_line_size, self.max_field_size, self.max_headers)
+
     def handler_kwargs(self) -> dict[str, Any]:
-        """aiohttp's per-connection settings. Its keep-alive timer closes an idle connection
-        as the head deadline does (``DoorConnection`` enforces that one itself); lingering 0
-        closes a connection whose body was refused instead of reading it to the end."""
+        """aiohttp's per-connection settings. The head limits stand behind the listener's
+        check (for a head pipelined behind another request); its keep-alive timer closes an
+        idle connection as the head deadline does; lingering 0 closes a connection whose body
+        was refused instead of reading it to the end."""
         return {
             "max_line_size": self.max_line_size,
             "max_field_size": self.max_field_size,
@@ -107,14 +119,65 @@ def log_failure(agent_id: str, exc: BaseException) -> None:
     )
 
 
+def json_answer(status: int, message: str) -> bytes:
+    """A refusal written before aiohttp sees the request (a bad head, a connection over the
+    cap), in the same one line of JSON as the door's other refusals."""
+    body = json.dumps({"accepted": False, "error": message}).encode()
+    return answer(status, "application/json", body, retry_after=1 if status == 503 else None)
+
+
+TURNED_AWAY = json_answer(503, "too many connections open from this agent")
+
+
 class Door:
-    """One agent's caps that span its connections: the body budget and the parser's turn."""
+    """One agent's caps: its connections and heads (``listener``), and those that span its
+    connections, the body budget and the parser's turn.
+
+    >>> door = Door("alice", DoorLimits())
+    >>> app = web.Application(middlewares=door.middlewares)
+    >>> # runner = web.AppRunner(app, **door.limits.handler_kwargs()); await runner.setup()
+    >>> # await door.serve(runner, "/data/agents/alice/agent.sock")
+    """
 
     def __init__(self, agent_id: str, limits: DoorLimits) -> None:
         self.agent_id = agent_id
         self.limits = limits
         self.body_bytes = 0  # reserved by bodies being read or used now
         self._parsing = asyncio.Lock()
+        self.listener = Listener(
+            f"agent:{agent_id}",
+            limits,
+            heads=limits.heads,
+            reply=json_answer,
+            turned_away=TURNED_AWAY,
+            report=functools.partial(log_refusal, agent_id),
+        )
+        self.middlewares = [self.listener.track, self.failures]
+
+    async def serve(self, runner: web.BaseRunner, path: str) -> None:
+        """Listen on the agent's socket ``path`` for ``runner`` (set up, with ``middlewares``)."""
+        await self.listener.serve_unix(runner, path)
+
+    @web.middleware
+    async def failures(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A handler that raised is a bug of ours: one line of JSON and a closed connection
+        for the agent, one log line with the traceback for us (aiohttp's own answer would be
+        plain text, and its log a traceback each time)."""
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise  # an answer (a 404, a 405), not a failure
+        except TimeoutError:
+            status, text = 504, "timed out"
+            log_refusal(self.agent_id, "handler_timeout", status=status)
+        except Exception as exc:
+            status, text = 500, "internal error; see the orchestrator's log"
+            log_failure(self.agent_id, exc)
+        if request.transport is not None and request.writer.output_size > 0:
+            request.transport.close()  # the answer had begun: cut it off, it cannot be mended
+        response = web.json_response({"accepted": False, "error": text}, status=status)
+        response.force_close()
+        return response
 
     def refused(self, refusal: Refused) -> None:
         log_refusal(self.agent_id, refusal.reason, status=refusal.status, error=refusal.message)
@@ -179,164 +242,3 @@ def parse_body(raw: bytes) -> Any:
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # seen: a parse nobody waits for any more is not an error
-
-
-class DoorConnection(RequestHandler):
-    """aiohttp's per-connection protocol, plus what the door wants to know about it: whether
-    it ever carried a whole request, and its errors as one-line JSON, logged without storms."""
-
-    def __init__(
-        self,
-        manager: web.Server,
-        *,
-        door: Door,
-        on_lost: Callable[[DoorConnection], None],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(manager, **kwargs)
-        self.door = door
-        self.on_lost = on_lost
-        self.requests = 0  # begun on this connection
-        self.busy = False
-        self.pending = 0  # bytes received since the last request ended
-        self.closing = False  # refused or answered an error: it closes, nothing left to report
-        self._deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._await_head()
-
-    def _await_head(self) -> None:
-        """A whole request head must arrive within ``head_timeout`` of connecting or of the
-        last answer, else the connection is closed (a slowloris, or a client that connects
-        and says nothing). Kept here, not left to aiohttp's keep-alive timer, whose arming
-        for a fresh connection differs between its versions."""
-        if self._deadline is not None:
-            self._deadline.cancel()
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.call_later(self.door.limits.head_timeout, self._head_overdue)
-
-    def _head_overdue(self) -> None:
-        self._deadline = None
-        if not self.busy and self.transport is not None:
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        self.pending += len(data)
-        super().data_received(data)
-
-    def request_began(self) -> None:
-        self.requests += 1
-        self.busy = True
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def request_ended(self, body_read: bool) -> None:
-        self.busy = False
-        self.pending = 0
-        self.closing = self.closing or not body_read  # aiohttp closes it: lingering_time is 0
-        if not self.closing and self.transport is not None:
-            self._await_head()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        super().connection_lost(exc)
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        self.on_lost(self)
-        if self.closing or self.busy:
-            return
-        if self.pending:  # a head that never completed: too slow, or the client gave up
-            log_refusal(self.door.agent_id, "incomplete_request", bytes=self.pending)
-        elif not self.requests:
-            log_refusal(self.door.agent_id, "no_request")
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        """Called by aiohttp for a head it cannot parse (400) and for a handler that raised
-        (500): answer in one JSON line and close, instead of logging a traceback each time."""
-        self.closing = True
-        if status == 500:
-            log_failure(self.door.agent_id, exc or RuntimeError(message))
-            text = "internal error; see the orchestrator's log"
-        else:
-            reason = "request_head_too_large" if _too_large(exc) else "malformed_request"
-            text = (message or "bad request").splitlines()[0][:200]
-            log_refusal(self.door.agent_id, reason, status=status, error=text)
-        if request.writer.output_size > 0:
-            raise ConnectionError("the answer had begun; closing the connection instead")
-        response = web.json_response({"accepted": False, "error": text}, status=status)
-        response.force_close()
-        return response
-
-
-def _too_large(exc: BaseException | None) -> bool:
-    return isinstance(exc, LineTooLong) or "too many headers" in str(exc).lower()
-
-
-@web.middleware
-async def track_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Tells the connection when a request begins and ends (see ``DoorConnection``)."""
-    connection = request.protocol
-    if not isinstance(connection, DoorConnection):
-        response: web.StreamResponse = await handler(request)
-        return response
-    connection.request_began()
-    try:
-        response = await handler(request)
-        return response
-    finally:
-        connection.request_ended(body_read=request.content.is_eof())
-
-
-TURNED_AWAY = turned_away(
-    "application/json",
-    b'{"accepted": false, "error": "too many connections open from this agent"}',
-)
-
-
-class DoorSite(web.BaseSite):
-    """aiohttp's ``UnixSite``, with the connection cap applied as each connection is accepted:
-    past it the file descriptor is closed at once, so one agent cannot exhaust the process's."""
-
-    def __init__(self, runner: web.BaseRunner, path: str, door: Door) -> None:
-        super().__init__(runner)
-        self._path = path
-        self._door = door
-        # Counted from the moment a connection is accepted (aiohttp's own list only from its
-        # first callback, a few too late under a flood). Weak: one whose transport could not be
-        # made is never closed, only forgotten.
-        self._open: weakref.WeakSet[DoorConnection] = weakref.WeakSet()
-
-    @property
-    def name(self) -> str:
-        return f"http://unix:{self._path}:"
-
-    async def start(self) -> None:
-        await super().start()
-        loop = asyncio.get_running_loop()
-        # asyncio accepts up to ``backlog`` connections per wake-up before the turned-away
-        # ones are closed: a small one keeps a flood's passing file descriptors few.
-        self._server = await loop.create_unix_server(self._connect, self._path, backlog=BACKLOG)
-
-    def _connect(self) -> asyncio.BaseProtocol:
-        server = self._runner.server
-        limits = self._door.limits
-        if server is None or len(self._open) >= limits.max_connections:
-            log_refusal(self._door.agent_id, "too_many_connections", limit=limits.max_connections)
-            return TurnAway(TURNED_AWAY)
-        connection = DoorConnection(
-            server,
-            door=self._door,
-            on_lost=self._open.discard,
-            loop=asyncio.get_running_loop(),
-            **limits.handler_kwargs(),
-        )
-        self._open.add(connection)
-        return connection

@@ -41,7 +41,7 @@ from clawpen_agent.protocol import (
     parse_task_id,
 )
 
-from .caps import Door, DoorLimits, DoorSite, Refused, track_requests
+from .caps import Door, DoorLimits, Refused
 from .proxy import ModelProxy, api_error
 
 
@@ -136,7 +136,7 @@ class AgentSession:
         limits = self.door.limits
         app = web.Application(
             client_max_size=max(limits.result_body_max, limits.messages_body_max),
-            middlewares=[track_requests],
+            middlewares=self.door.middlewares,
         )
         app.router.add_get(NEXT_TASK_PATH, self._next_task)
         app.router.add_post("/v1/tasks/{task_id}/result", self._result)
@@ -151,7 +151,7 @@ class AgentSession:
             app, handler_cancellation=True, shutdown_timeout=2, **limits.handler_kwargs()
         )
         await self._runner.setup()
-        await DoorSite(self._runner, str(self.socket_path), self.door).start()
+        await self.door.serve(self._runner, str(self.socket_path))
         # The agent runs as an unprivileged uid; the directory is mounted into its container only.
         os.chmod(self.socket_path, 0o666)
 
