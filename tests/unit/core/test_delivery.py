@@ -16,9 +16,8 @@ from clawpen.errors import DockerUnavailable
 from clawpen.models import Address, InboundMessage
 from clawpen.runtime.base import AgentSpec
 from clawpen.runtime.inprocess import InProcessRuntime
+from tests.conftest import running
 from tests.fakes.fake_telegram import FakeTelegram
-
-from ..conftest import running
 
 
 async def test_reply_survives_429_and_500_from_telegram_and_arrives_once(

@@ -12,10 +12,9 @@ from typer.testing import CliRunner
 from clawpen.app import Orchestrator
 from clawpen.cli.main import app as cli_app
 from clawpen.security.webauth import COOKIE, CSRF_HEADER, csrf_for
+from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.fake_runtime import FakeRuntime
-
-from ..conftest import running
 
 TELEGRAM = {"cli": {}, "telegram": {"token": "123:abc"}}
 

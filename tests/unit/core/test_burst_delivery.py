@@ -14,9 +14,8 @@ from collections import Counter
 from collections.abc import Callable
 
 from clawpen.app import Orchestrator
+from tests.conftest import running
 from tests.fakes.fake_telegram import FakeTelegram
-
-from ..conftest import running
 
 CHATS = 20
 PER_CHAT = 10

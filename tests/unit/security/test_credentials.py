@@ -18,8 +18,7 @@ from clawpen.obs import logging as clawpen_logging
 from clawpen.obs.redact import MASK, SECRETS, Redactor
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.security.vault import open_vault
-
-from ..conftest import running
+from tests.conftest import running
 
 LEAKED = "sk-ant-leaked-" + "0123456789abcdef" * 2
 

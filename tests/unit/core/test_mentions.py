@@ -11,9 +11,8 @@ from clawpen.app import Orchestrator
 from clawpen.demo.model import FakeModel
 from clawpen.models import Rejection, Route
 from clawpen.runtime.inprocess import InProcessRuntime
+from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
-
-from ..conftest import running
 
 
 async def test_group_chatter_is_ignored_mentions_answered_and_a_listening_pairing_hears_all(

@@ -10,9 +10,8 @@ import httpx
 
 from clawpen.app import Orchestrator
 from clawpen.demo.model import FakeModel
+from tests.conftest import running
 from tests.fakes.fake_telegram import FakeTelegram
-
-from ..conftest import running
 
 
 async def test_agent_over_its_daily_budget_is_refused_and_the_user_told(

@@ -15,11 +15,10 @@ import pytest
 
 from clawpen.app import Orchestrator
 from clawpen.ops.admin import ADMIN_SOCKET
+from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.fake_clock import FakeClock
 from tests.fakes.fake_runtime import FakeRuntime
-
-from ..conftest import running
 
 PAIRED = {"pairings": [{"channel": "telegram:42", "agent": "assistant"}]}
 TELEGRAM = {"cli": {}, "telegram": {"token": "123:abc"}}

@@ -29,11 +29,10 @@ from clawpen.ops.admin import ADMIN_SOCKET
 from clawpen.ports import limits as portlimits
 from clawpen.ports import listener
 from clawpen.security.webauth import CSRF_HEADER, csrf_for
+from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.fake_whatsapp import FakeWhatsApp
-
-from ..conftest import running
-from .channels.whatsapp.support import Core, running_adapter
+from tests.unit.channels.whatsapp.support import Core, running_adapter
 
 TELEGRAM = {"cli": {}, "telegram": {"token": "123:abc"}}
 PAIRED = [{"channel": "telegram:42", "agent": "assistant"}]

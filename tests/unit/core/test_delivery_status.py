@@ -13,9 +13,8 @@ from clawpen.app import Orchestrator
 from clawpen.models import DeliveryStatus
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.store.sqlite import SQLiteStore
+from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
-
-from ..conftest import running
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ from clawpen.demo.model import FakeModel
 from clawpen.errors import StoreUnavailable
 from clawpen.ops.disk import DiskGuard, Usage
 from clawpen.ops.doctor import run_checks
+from tests.conftest import running
 from tests.fakes.fake_telegram import FakeTelegram
-
-from ..conftest import running
 
 
 async def test_a_refused_message_is_not_a_failed_task(

@@ -16,9 +16,8 @@ from clawpen.models import Attachment, TaskFile
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen_agent.inbox import save_files, user_content
 from clawpen_agent.protocol import ChatLine, InboxFile
+from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
-
-from ..conftest import running
 
 # a real 1x1 PNG: the model API would refuse a fake one
 PNG = base64.b64decode(

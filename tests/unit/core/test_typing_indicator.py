@@ -12,9 +12,8 @@ from clawpen.core import dispatch
 from clawpen.demo.model import FakeModel
 from clawpen.models import Address
 from clawpen.runtime.inprocess import InProcessRuntime
+from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
-
-from ..conftest import running
 
 
 async def test_typing_is_shown_while_the_agent_works_and_stopped_after(

@@ -16,8 +16,7 @@ from clawpen.app import Orchestrator
 from clawpen.demo.model import FakeModel
 from clawpen.door.budget import Budget, Limits
 from clawpen.door.modelrequest import AgentPolicy, beta_header, decide, estimate_input_tokens
-
-from ..conftest import running
+from tests.conftest import running
 
 POLICY = AgentPolicy(models=("claude-test",), max_tokens=4096)
 

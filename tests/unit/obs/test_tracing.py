@@ -13,9 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from clawpen.app import Orchestrator
 from clawpen.demo.model import FakeModel
 from clawpen.runtime.inprocess import InProcessRuntime
+from tests.conftest import make_settings, running
 from tests.fakes.fake_channel import MemoryChannel
-
-from ..conftest import make_settings, running
 
 
 def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:

@@ -15,9 +15,8 @@ from clawpen.demo.model import FakeModel
 from clawpen.models import Route
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.store.base import UsageRow
+from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
-
-from ..conftest import running
 
 
 @pytest.mark.parametrize(
