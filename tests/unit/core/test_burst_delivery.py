@@ -14,8 +14,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from clawpen.app import Orchestrator
-from tests.conftest import running
+from tests.conftest import running, settled
 from tests.fakes.fake_telegram import FakeTelegram
+from tests.waiting import until
 
 CHATS = 20
 PER_CHAT = 10
@@ -31,12 +32,6 @@ def agents_and_pairings() -> dict[str, object]:
 
 def answered(telegram: FakeTelegram) -> set[str]:
     return {w for m in telegram.sent for w in re.findall(r"r\d+c\d+m\d+", m["text"])}
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_a_burst_over_many_agents_sends_every_chunk_exactly_once(
@@ -68,10 +63,12 @@ async def test_a_burst_over_many_agents_sends_every_chunk_exactly_once(
             await asyncio.gather(*(fake_telegram.push_text(chat, text) for chat, text in burst))
             pushed += [text for _, text in burst]
 
-            await wait_until(lambda want=set(pushed): answered(fake_telegram) >= want)
-            # nothing left to deliver and no delivery under way: no send can follow
-            await wait_until(lambda: not orchestrator.outbox._busy["telegram"])
-            assert await orchestrator.store.pending_replies("telegram") == []
+            await until(
+                lambda want=set(pushed): answered(fake_telegram) >= want,
+                timeout=60,
+                what=f"every message of round {round_} answered",
+            )
+            await settled(orchestrator, timeout=60)  # no send can follow
 
     sent = fake_telegram.sent
     mentions = Counter(w for m in sent for w in re.findall(r"r\d+c\d+m\d+", m["text"]))

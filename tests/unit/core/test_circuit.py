@@ -3,7 +3,6 @@ replies wait in order meanwhile and none is given up for the outage."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from clawpen.core.outbox import MAX_ATTEMPTS
 from clawpen.models import OutboundMessage
 from clawpen.store.sqlite import SQLiteStore
 from tests.fakes.fake_channel import MemoryChannel
+from tests.waiting import until
 
 from .test_outbox import all_sent, commit_reply, make_outbox, running, status_of
 
@@ -125,9 +125,7 @@ async def test_the_trial_after_a_pause_goes_to_the_chat_tried_least_recently(
     # it is due again, and it is the oldest
     outbox.circuits["telegram"] = Circuit(threshold=1, cooldown=0.6, max_cooldown=0.6)
     async with running(outbox):
-        async with asyncio.timeout(10):  # it opened the circuit
-            while not channel.attempts:
-                await asyncio.sleep(0.005)
+        await until(lambda: channel.attempts, what="the refused send that opens the circuit")
         await commit_reply(store, "another chat", chat="2002")
         outbox.notify("telegram")
         await channel.wait_sent(1, timeout=10)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.store.base import UsageRow
 from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
+from tests.waiting import until
 
 
 @pytest.mark.parametrize(
@@ -121,9 +121,7 @@ async def test_stop_cancels_the_running_task_of_that_chat(
         await channel.push("100", "run: sleep 30")
         dispatcher = orchestrator.dispatcher
         assert dispatcher is not None
-        async with asyncio.timeout(10):
-            while "assistant" not in dispatcher.running:
-                await asyncio.sleep(0.01)
+        await until(lambda: "assistant" in dispatcher.running, what="the agent at work")
         await channel.push("100", "/stop")
         await channel.wait_sent(2, "100", timeout=15)  # long before the sleep would end
     assert channel.texts_to("200") == ["Nothing is running for this chat."]

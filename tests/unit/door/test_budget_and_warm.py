@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -12,6 +11,7 @@ from clawpen.app import Orchestrator
 from clawpen.demo.model import FakeModel
 from tests.conftest import running
 from tests.fakes.fake_telegram import FakeTelegram
+from tests.waiting import until
 
 
 async def test_agent_over_its_daily_budget_is_refused_and_the_user_told(
@@ -46,9 +46,10 @@ async def test_warm_agent_is_running_before_its_first_message(
 ) -> None:
     orchestrator = orchestrator_factory(agents=[{"id": "assistant", "warm": True}])
     async with running(orchestrator):
-        async with asyncio.timeout(10):
-            while not orchestrator.pool.sessions["assistant"].connected:
-                await asyncio.sleep(0.01)
+        await until(
+            lambda: orchestrator.pool.sessions["assistant"].connected,
+            what="the warm agent connected",
+        )
         assert "assistant" in orchestrator.pool.containers
 
 

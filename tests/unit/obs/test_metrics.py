@@ -3,7 +3,6 @@ metrics port answers only with the token; health and readiness for probes."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.fake_clock import FakeClock
 from tests.fakes.fake_runtime import FakeRuntime
+from tests.waiting import until
 
 PAIRED = {"pairings": [{"channel": "telegram:42", "agent": "assistant"}]}
 TELEGRAM = {"cli": {}, "telegram": {"token": "123:abc"}}
@@ -101,9 +101,7 @@ async def test_outbox_depth_shows_replies_waiting_for_a_platform_that_refuses_th
     )
     async with running(orchestrator):
         await channel.push("42", "hello")
-        async with asyncio.timeout(30):
-            while not channel.attempts:
-                await asyncio.sleep(0.01)
+        await until(lambda: channel.attempts, timeout=30, what="a first send attempt")
         text = await scrape(port, orchestrator.http_token)
     assert value(text, "clawpen_outbox_depth", channel="telegram") == 1
 

@@ -3,7 +3,6 @@ tool calls in it: the context crosses the agent's socket (OpenTelemetry SDK, in 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -15,6 +14,7 @@ from clawpen.demo.model import FakeModel
 from clawpen.runtime.inprocess import InProcessRuntime
 from tests.conftest import make_settings, running
 from tests.fakes.fake_channel import MemoryChannel
+from tests.waiting import until
 
 
 def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
@@ -49,10 +49,10 @@ async def test_a_trace_spans_channel_task_model_and_tool_calls_to_the_delivered_
     async with running(orchestrator):
         await channel.push("42", "run: echo traced")
         await channel.wait_sent(1)
-        for _ in range(500):  # the delivery's span ends just after the send returns
-            if "reply.deliver" in by_name(exporter.get_finished_spans()):
-                break
-            await asyncio.sleep(0.01)
+        await until(  # the delivery's span ends just after the send returns
+            lambda: "reply.deliver" in by_name(exporter.get_finished_spans()),
+            what="the delivery's span",
+        )
     spans = by_name(exporter.get_finished_spans())
     [receipt], [task], [delivery] = spans["message.receive"], spans["task"], spans["reply.deliver"]
     models, tools = spans["model.call"], spans["tool.shell"]
