@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -98,13 +98,13 @@ def test_a_corrupt_memory_file_reads_as_empty_and_is_replaced(tmp_path: Path) ->
 
 WRITER = textwrap.dedent(
     """
-    import os, sys, time
+    import os, signal, sys
     from clawpen_agent.memory import Memory
     real_replace = os.replace
     def stalled_replace(src, dst):
         # the new value is written and fsynced, the rename not yet done: die here
         print("written", flush=True)
-        time.sleep(60)
+        signal.pause()  # until the test kills it
         real_replace(src, dst)
     if sys.argv[2] == "stall":
         os.replace = stalled_replace
@@ -137,12 +137,18 @@ def test_killed_mid_write_leaves_the_old_value_whole(tmp_path: Path) -> None:
     assert Memory(str(tmp_path)).get("plan") == "newer"
 
 
+KILL_STEP = 0.01
+
+
 def test_killed_at_random_moments_memory_is_always_old_or_new(tmp_path: Path) -> None:
     values = [f"v{i}-" + "x" * (i * 2500) for i in range(6)]
     assert _write_memory(tmp_path, "plain", values[0]).wait(30) == 0
     for i, value in enumerate(values[1:], 1):
         writer = _write_memory(tmp_path, "plain", value)
-        time.sleep(0.01 * i)  # a kill at a different moment each time (not a timing assertion)
+        # a kill at a different moment each time (not a timing assertion): the writer lives
+        # at most KILL_STEP * i seconds, less if it finishes first
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            writer.wait(KILL_STEP * i)
         writer.kill()
         writer.wait(10)
         assert Memory(str(tmp_path)).get("plan") in values[: i + 1]

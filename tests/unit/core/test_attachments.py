@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import sqlite3
@@ -16,7 +15,7 @@ from clawpen.models import Attachment, TaskFile
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen_agent.inbox import save_files, user_content
 from clawpen_agent.protocol import ChatLine, InboxFile
-from tests.conftest import running
+from tests.conftest import running, settled
 from tests.fakes.fake_channel import MemoryChannel
 
 # a real 1x1 PNG: the model API would refuse a fake one
@@ -95,7 +94,7 @@ async def test_an_image_sent_in_a_chat_reaches_the_model_and_the_workspace(
         )
         await channel.push("assistant", "and now?", platform_id="m2")
         await channel.wait_sent(2)
-        await asyncio.sleep(0.2)
+        await settled(orchestrator)  # a third answer would have been sent by now
     reply = channel.texts_to("assistant")[0]
     assert f"[image: image/png, sha256 {digest(PNG)}]" in reply
     assert "/workspace/inbox/m1-0-cat.png (image/png" in reply

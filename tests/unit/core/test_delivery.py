@@ -16,8 +16,9 @@ from clawpen.errors import DockerUnavailable
 from clawpen.models import Address, InboundMessage
 from clawpen.runtime.base import AgentSpec
 from clawpen.runtime.inprocess import InProcessRuntime
-from tests.conftest import running
+from tests.conftest import running, settled
 from tests.fakes.fake_telegram import FakeTelegram
+from tests.waiting import until
 
 
 async def test_reply_survives_429_and_500_from_telegram_and_arrives_once(
@@ -30,7 +31,7 @@ async def test_reply_survives_429_and_500_from_telegram_and_arrives_once(
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "through the storm")
         await fake_telegram.wait_for_sent(1, timeout=30)
-        await asyncio.sleep(0.5)
+        await settled(orchestrator)  # recorded as sent: no retry can follow
     assert fake_telegram.texts_to(1001) == ["echo: through the storm"]
     assert fake_telegram.calls.count("sendMessage") == 4
 
@@ -63,11 +64,13 @@ async def test_long_reply_is_split_into_telegram_sized_messages_in_order(
 async def test_messages_sent_while_the_agent_works_are_batched_into_its_next_turn(
     orchestrator_factory: Callable[..., Orchestrator],
     fake_telegram: FakeTelegram,
+    fake_model: FakeModel,
 ) -> None:
     orchestrator = orchestrator_factory(telegram=fake_telegram)
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "run: sleep 1; echo first-done")
-        await asyncio.sleep(0.5)
+        # the first message is in the agent's hands: its task asked the model
+        await until(lambda: fake_model.requests, what="the first task's model call")
         for text in ("second", "third", "fourth"):
             await fake_telegram.push_text(1001, text)
         await fake_telegram.wait_for_sent(2, timeout=30)
@@ -118,7 +121,9 @@ async def test_duplicate_platform_message_is_answered_once(
         )
         async with fake_telegram._changed:
             fake_telegram._changed.notify_all()
-        await asyncio.sleep(1.0)
+        # the adapter confirmed it (Telegram forgets what is confirmed), then it all settled
+        await until(lambda: not fake_telegram.updates, what="the repeated update confirmed")
+        await settled(orchestrator)
     assert fake_telegram.texts_to(1001) == ["echo: only once"]
 
 
@@ -209,7 +214,8 @@ async def test_a_photo_reaches_the_model_with_or_without_a_caption_and_a_huge_fi
         )
         await fake_telegram.wait_for_sent(3)
         await fake_telegram.push_photo(666)  # unpaired: still not a word to strangers
-        await asyncio.sleep(0.5)
+        await until(lambda: _strangers(orchestrator), what="the stranger's photo recorded")
+        await settled(orchestrator)
     first, second, third = fake_telegram.texts_to(1001)
     assert seen in first and "/workspace/inbox/" in first
     assert second.startswith("echo: what is this?") and seen in second
@@ -229,18 +235,20 @@ async def test_a_chat_held_by_telegram_429s_for_10s_does_not_hold_up_another_cha
     orchestrator = orchestrator_factory(telegram=fake_telegram, pairings=pairings)
     async with running(orchestrator):
         await fake_telegram.push_text(1001, "held back")
-        async with asyncio.timeout(5):
-            while fake_telegram.calls.count("sendMessage") < 1:  # the 429 came back
-                await asyncio.sleep(0.01)
+        await until(lambda: "sendMessage" in fake_telegram.calls, timeout=5, what="the 429")
         held_at = asyncio.get_running_loop().time()
         for i in range(3):
             await fake_telegram.push_text(1002, f"go on {i}")
-            async with asyncio.timeout(3):  # at once, whatever chat 1001 is waiting for
-                while len(fake_telegram.texts_to(1002)) <= i:
-                    await asyncio.sleep(0.01)
+            await until(  # at once, whatever chat 1001 is waiting for
+                lambda i=i: len(fake_telegram.texts_to(1002)) > i, timeout=3, what=f"go on {i}"
+            )
         assert fake_telegram.texts_to(1001) == []
         await fake_telegram.wait_for_sent(4, timeout=20)
         waited = asyncio.get_running_loop().time() - held_at
     assert fake_telegram.texts_to(1001) == ["echo: held back"]
     assert fake_telegram.texts_to(1002) == [f"echo: go on {i}" for i in range(3)]
     assert waited >= 9.5  # Telegram's retry_after was honoured for that chat
+
+
+async def _strangers(orchestrator: Orchestrator) -> int:
+    return (await orchestrator.store.counts())["strangers"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ from clawpen.app import Orchestrator
 from clawpen.demo.model import FakeModel
 from clawpen.models import Rejection, Route
 from clawpen.runtime.inprocess import InProcessRuntime
-from tests.conftest import running
+from tests.conftest import running, settled
 from tests.fakes.fake_channel import MemoryChannel
 
 
@@ -33,7 +32,7 @@ async def test_group_chatter_is_ignored_mentions_answered_and_a_listening_pairin
         asked = await channel.push("-100", "what time is it?", addressed=True)
         heard = await channel.push("-200", "lunch anyone?", addressed=False)
         await channel.wait_sent(2)
-        await asyncio.sleep(0.2)
+        await settled(orchestrator)  # an answer to the chatter would have been sent by now
     assert isinstance(chatter, Rejection) and chatter.ignored
     assert asked == Route("assistant") and heard == Route("assistant")
     assert channel.texts_to("-100") == ["echo: what time is it?"]

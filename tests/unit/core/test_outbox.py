@@ -18,6 +18,7 @@ from clawpen.models import Address, InboundMessage, Reply, Route
 from clawpen.obs.metrics import Metrics
 from clawpen.store import Lease, SQLiteStore
 from tests.fakes.fake_channel import MemoryChannel
+from tests.waiting import until
 
 UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
 OWNER = "me"
@@ -157,10 +158,12 @@ def transient(retry_after: float = 0) -> SendError:
 
 
 async def all_sent(store: SQLiteStore) -> None:
-    """Wait until the store has recorded every delivery (it commits just after the send)."""
-    async with asyncio.timeout(10):
-        while await store.pending_replies("telegram"):
-            await asyncio.sleep(0.005)
+    """Until the store has recorded every delivery (it commits just after the send)."""
+
+    async def none_pending() -> bool:
+        return not await store.pending_replies("telegram")
+
+    await until(none_pending, what="every reply recorded as sent or failed")
 
 
 async def status_of(store: SQLiteStore, reply_id: int) -> tuple[str, int, int]:
@@ -253,7 +256,11 @@ async def test_restart_resumes_with_the_next_unsent_chunk(tmp_path: Path) -> Non
     stalled.send = stall_on_second_chunk  # type: ignore[method-assign,assignment]
     delivery = asyncio.create_task(make_outbox(before, stalled).deliver(reply))
     await stalled.wait_sent(1)
-    await asyncio.sleep(0.05)
+
+    async def first_chunk_recorded() -> bool:
+        return (await status_of(before, reply.id))[2] == 1
+
+    await until(first_chunk_recorded, what="the first chunk recorded as sent")
     delivery.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await delivery

@@ -28,6 +28,7 @@ from clawpen.door.budget import Charge
 from clawpen.door.proxy import ModelProxy
 from clawpen.door.server import AgentSession
 from tests.fakes import serve_on_loopback
+from tests.waiting import until
 
 AGENT_KEY = "not-the-key"
 MODEL = "claude-test"
@@ -210,10 +211,8 @@ async def test_usage_is_reported_for_each_call(rig: Rig, streaming: bool) -> Non
             client.messages.create(**ask("count me"))
 
     await in_thread(call)
-    for _ in range(100):  # the proxy reports after relaying the last byte
-        if rig.usage:
-            break
-        await asyncio.sleep(0.01)
+    # the proxy reports after relaying the last byte
+    await until(lambda: rig.usage, what="the call's usage reported")
     [(agent, model, input_tokens, output_tokens)] = rig.usage
     assert (agent, model) == ("a1", MODEL)
     assert input_tokens > 0
@@ -328,7 +327,8 @@ async def test_calls_past_an_agents_cap_wait_then_get_429_while_another_agent_go
         async with asyncio.timeout(15):
             alices = [asyncio.to_thread(timed_call, alice) for _ in range(3)]
             alice_results = asyncio.gather(*alices)
-            await asyncio.sleep(0.1)  # alice's two slots are taken, her third is waiting
+            # alice's two slots are taken (both calls reached the upstream), her third waits
+            await until(lambda: len(fake.requests) >= 2, what="alice's two calls upstream")
             bob_outcome, bob_seconds = await asyncio.to_thread(timed_call, bob)
             outcomes = await alice_results
     finally:
@@ -376,9 +376,7 @@ async def test_usage_is_recorded_when_the_agent_hangs_up_mid_stream(tmp_path: Pa
             async with agent.stream("POST", "/v1/messages", json=request) as response:
                 async for _ in response.aiter_raw():
                     break  # the first event arrived: hang up
-        async with asyncio.timeout(5):
-            while not usage:
-                await asyncio.sleep(0.01)
+        await until(lambda: usage, timeout=5, what="the hung-up call's usage recorded")
     finally:
         finish.set()
         await session.close()

@@ -33,6 +33,7 @@ from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.fake_whatsapp import FakeWhatsApp
 from tests.unit.channels.whatsapp.support import Core, running_adapter
+from tests.waiting import until
 
 TELEGRAM = {"cli": {}, "telegram": {"token": "123:abc"}}
 PAIRED = [{"channel": "telegram:42", "agent": "assistant"}]
@@ -63,16 +64,6 @@ def open_files() -> int:
         return len(os.listdir("/proc/self/fd"))
     except OSError:  # EMFILE: every one is taken
         return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for ``condition`` (a state the server reaches on its own), at most ``timeout``."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout}s: {what}") from None
 
 
 # -- a flood of idle connections, from another process -------------------------------------------
@@ -165,7 +156,7 @@ async def test_idle_floods_on_the_dashboard_and_metrics_port_leave_room_for_mode
                 # each port holds its cap; the rest were answered 503 and closed at once
                 assert open_files() <= baseline + 2 * 4 + 4
                 # and the idle ones that were let in are closed at the idle timeout
-                await until(lambda: open_files() <= baseline + 4, 10, "idle connections closed")
+                await until(lambda: open_files() <= baseline + 4, what="idle connections closed")
 
 
 # -- the WhatsApp webhook ----------------------------------------------------------------------
@@ -237,6 +228,10 @@ async def test_idle_connections_to_the_webhook_are_capped_and_closed_and_meta_st
     assert refused and refused[0]["reason"] == "too_many_connections"
 
 
+SLOWLORIS_PACE = 0.1
+"""Seconds between the trickled head's bytes: the slow client's pace, not a wait."""
+
+
 async def test_a_head_trickled_byte_by_byte_is_cut_at_the_idle_timeout(
     webhook: tuple[str, int, Core],
 ) -> None:
@@ -248,7 +243,7 @@ async def test_a_head_trickled_byte_by_byte_is_cut_at_the_idle_timeout(
         if closed.done():
             break
         writer.write(bytes([byte]))
-        await asyncio.sleep(0.1)  # a slowloris' pace, not a wait for a result
+        await asyncio.sleep(SLOWLORIS_PACE)
     assert await closed is not None, "a trickled head kept its connection"
     writer.close()
 
