@@ -22,6 +22,7 @@ from clawpen.runtime.base import AgentRuntime
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.store import Store
 from tests.fakes.fake_telegram import FakeTelegram
+from tests.waiting import until
 
 clawpen_logging.configure("info")
 
@@ -91,6 +92,21 @@ async def running(orchestrator: Orchestrator) -> AsyncIterator[Orchestrator]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+UNDER_WAY = ("messages.queued", "messages.claimed", "tasks.running", "replies.pending")
+
+
+async def settled(orchestrator: Orchestrator, timeout: float = 30) -> None:
+    """Until nothing is under way: no message waiting for its agent or in its hands, no task
+    running, no reply pending. A send that has not happened by then will not happen (a reply
+    is recorded sent only after the platform confirmed its last chunk), so a test can count."""
+
+    async def quiet() -> bool:
+        counts = await orchestrator.store.counts()
+        return not any(counts.get(state) for state in UNDER_WAY)
+
+    await until(quiet, timeout=timeout, what="no message, task or reply under way")
 
 
 @pytest.fixture

@@ -68,6 +68,7 @@ class FakeSlack:
     reaction_calls: list[tuple[str, str, str, str]] = field(default_factory=list)
     downloads: list[str] = field(default_factory=list)  # file ids served
     connections: int = 0  # WebSocket connections opened so far
+    swept_at: float = 0.0  # monotonic time the redelivery sweep last looked at every envelope
     failures: dict[str, list[Failure]] = field(default_factory=dict)
     pending: dict[str, Envelope] = field(default_factory=dict)  # not yet acknowledged
     _files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id -> media type, data
@@ -300,6 +301,9 @@ class FakeSlack:
             for envelope in list(self.pending.values()):
                 if envelope.attempts and now - envelope.sent_at >= self.redeliver_after:
                     await self._deliver(envelope, retry_reason="timeout")
+            async with self._changed:
+                self.swept_at = now
+                self._changed.notify_all()
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ticket = request.query.get("ticket", "")

@@ -8,12 +8,12 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from clawpen.cli.logview import follow, human
 from clawpen.obs import logging as clawpen_logging
 from clawpen.obs.logfile import RotatingFile, log_path
+from tests.waiting import until
 
 
 def line(event: str, **fields: object) -> str:
@@ -45,16 +45,16 @@ def test_an_existing_log_file_is_made_owner_only(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
 
 
-def test_the_orchestrator_log_goes_to_the_file_as_json_lines(tmp_path: Path) -> None:
+async def test_the_orchestrator_log_goes_to_the_file_as_json_lines(tmp_path: Path) -> None:
     path = log_path(tmp_path)
     file = RotatingFile(path)
     try:
         clawpen_logging.configure("info", file=file)
         clawpen_logging.get_logger().info("message_routed", agentId="assistant", chat="42")
         clawpen_logging.get_logger().debug("too_fine_to_keep")
-        deadline = time.monotonic() + 10  # a thread of its own writes the lines out
-        while "message_routed" not in path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        await until(  # a thread of its own writes the lines out
+            lambda: "message_routed" in path.read_text(), what="the line in the file"
+        )
     finally:
         clawpen_logging.configure("info")
     written = [json.loads(text) for text in path.read_text().splitlines()]

@@ -17,6 +17,7 @@ from clawpen.errors import StoreUnavailable
 from clawpen.models import Address, Decision, InboundMessage, OutboundMessage, Route
 from tests.conftest import running
 from tests.fakes.fake_discord import SEND_MESSAGE, FakeDiscord, FakeFile
+from tests.waiting import until
 
 
 class Recorder:
@@ -33,13 +34,8 @@ class Recorder:
             raise StoreUnavailable("disk full")
         return Route("assistant")
 
-    async def until(self, ready: Callable[[], bool]) -> None:
-        async with asyncio.timeout(30):
-            while not ready():
-                await asyncio.sleep(0.01)
-
     async def count(self, n: int) -> list[InboundMessage]:
-        await self.until(lambda: len(self.handed) >= n)
+        await until(lambda: len(self.handed) >= n, timeout=30, what=f"{n} messages handed in")
         return self.handed
 
     @property

@@ -12,6 +12,7 @@ import pytest
 
 from clawpen.channels.discord.client import Bot
 from tests.fakes.fake_discord import SEND_MESSAGE, FakeDiscord
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -32,9 +33,7 @@ class Heard:
         self.messages.append(message)
 
     async def until(self, count: int) -> list[discord.Message]:
-        async with asyncio.timeout(30):
-            while len(self.messages) < count:
-                await asyncio.sleep(0.01)
+        await until(lambda: len(self.messages) >= count, timeout=30, what=f"{count} heard")
         return self.messages
 
 

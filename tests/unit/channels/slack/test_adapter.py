@@ -17,6 +17,7 @@ from clawpen.config import load_settings
 from clawpen.errors import StoreUnavailable
 from clawpen.models import Address, Decision, InboundMessage, OutboundMessage, Route
 from tests.fakes.fake_slack import FakeSlack
+from tests.waiting import until
 
 DM = "D0123ABCD"
 CHANNEL = "C0GENERAL"
@@ -60,6 +61,11 @@ class Recorder:
         return [m.text for m in self.committed]
 
 
+def deliveries_of(slack: FakeSlack, ts: str) -> list[dict[str, Any]]:
+    """Every time Slack sent the envelope of message ``ts``, retries too."""
+    return [d for d in slack.deliveries if d["payload"]["event"].get("ts") == ts]
+
+
 def adapter_for(slack: FakeSlack, **overrides: Any) -> SlackAdapter:
     settings = {
         "bot_token": slack.bot_token,
@@ -85,12 +91,6 @@ async def running(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def until(condition: Any, timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 def test_settings_are_accepted_as_the_issue_writes_them() -> None:
@@ -133,7 +133,8 @@ async def test_direct_message_is_accepted_and_acknowledged_after_its_commit(
     async with running(slack, accept):
         ts = await slack.post_user_message(DM, "hello &lt;there&gt;", user="U0ALICE")
         await until(lambda: accept.calls)
-        await asyncio.sleep(0.2)  # the commit is still waiting: Slack must not have the ack
+        # the commit is still waiting: Slack has no ack, and so sends the envelope again
+        await slack.wait_for(lambda: len(deliveries_of(slack, ts)) == 2)
         assert not slack.acked(ts)
         accept.gate.set()
         await slack.wait_for(lambda: slack.acked(ts))
@@ -234,7 +235,8 @@ async def test_store_unavailable_leaves_the_envelope_unacknowledged_until_it_com
     async with running(slack, accept):
         ts = await slack.post_user_message(DM, "keep me")
         await until(lambda: len(accept.calls) == 1)
-        await asyncio.sleep(0.1)
+        # refused, so not acknowledged: Slack sends it again
+        await slack.wait_for(lambda: len(deliveries_of(slack, ts)) == 2)
         assert not slack.acked(ts)
         await slack.wait_for(lambda: slack.acked(ts))
     attempts = [d["retry_attempt"] for d in slack.deliveries if d["payload"]["event"]["ts"] == ts]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +16,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.fakes.fake_slack import FakeSlack
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -55,12 +56,6 @@ class Listener:
 
     def texts(self) -> list[str]:
         return [r.payload["event"].get("text", "") for r in self.requests]
-
-
-async def until(condition: Any, timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_web_api_answers_the_bot_token_and_refuses_a_wrong_one(slack: FakeSlack) -> None:
@@ -133,9 +128,13 @@ async def test_socket_mode_says_hello_and_delivers_acknowledged_envelopes_once(
         await until(lambda: any(m.get("type") == "hello" for m in listener.raw))
         ts = await slack.post_user_message("D0123ABCD", "hi", thread_ts="1.000001")
         await slack.wait_for(lambda: slack.acked(ts))
-        await asyncio.sleep(1.0)  # past redeliver_after: an acknowledged envelope stays done
+        # an acknowledged envelope stays done: the fake's redelivery sweep has run past the
+        # moment it would have sent it again
+        due = time.monotonic() + slack.redeliver_after
+        await slack.wait_for(lambda: slack.swept_at > due)
     finally:
         await listener.client.close()
+    assert len(slack.deliveries) == 1
     (request,) = listener.requests
     assert request.type == "events_api" and request.retry_attempt == 0
     event = request.payload["event"]

@@ -11,6 +11,7 @@ import telegram
 from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter
 
 from tests.fakes.fake_telegram import BOT_USER, FakeTelegram
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -78,8 +79,10 @@ async def test_updates_are_redelivered_until_confirmed(
 async def test_long_poll_returns_as_soon_as_a_message_arrives(
     bot: telegram.Bot, fake: FakeTelegram
 ) -> None:
-    async def later() -> None:
-        await asyncio.sleep(0.1)
+    polls = fake.calls.count("getUpdates")
+
+    async def later() -> None:  # once the long poll is waiting in the fake
+        await until(lambda: fake.calls.count("getUpdates") > polls, what="the long poll")
         await fake.push_text(1001, "there you are")
 
     started = time.monotonic()

@@ -17,6 +17,9 @@ from telegram.request._requestparameter import RequestParameter
 from clawpen.channels.telegram.request import AiohttpRequest
 from tests.fakes import serve_on_loopback
 
+SLOW_ANSWER = 1.0
+"""Seconds the fake server takes over ``/slow``: its pace, well past the client's deadline."""
+
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
@@ -24,7 +27,7 @@ async def server() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
 
     async def record(request: web.Request) -> web.Response:
         if request.path == "/slow":
-            await asyncio.sleep(1)
+            await asyncio.sleep(SLOW_ANSWER)
         form = await request.post()
         seen.append(
             {

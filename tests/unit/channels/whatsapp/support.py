@@ -13,6 +13,7 @@ from clawpen.channels.whatsapp import WhatsAppAdapter, WhatsAppSettings
 from clawpen.errors import StoreUnavailable
 from clawpen.models import Decision, InboundMessage, Route
 from tests.fakes.fake_whatsapp import FakeWhatsApp
+from tests.waiting import until
 
 
 @dataclass
@@ -39,9 +40,7 @@ class Core:
         self.statuses.append(status)
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[InboundMessage]:
-        async with asyncio.timeout(timeout):
-            while len(self.messages) < count:
-                await asyncio.sleep(0.01)
+        await until(lambda: len(self.messages) >= count, timeout=timeout, what=f"{count} kept")
         return self.messages
 
 
@@ -54,11 +53,13 @@ async def running_adapter(
     adapter = WhatsAppAdapter(WhatsAppSettings.model_validate({**meta.settings(), **settings}))
     task = asyncio.create_task(adapter.run(core))
     try:
-        async with asyncio.timeout(10):
-            while not adapter.listening.is_set():
-                if task.done():
-                    task.result()  # its exception, if it failed to start
-                await asyncio.sleep(0.01)
+
+        def listening() -> bool:
+            if task.done():
+                task.result()  # its exception, if it failed to start
+            return adapter.listening.is_set()
+
+        await until(listening, what="the adapter listening")
         meta.webhook_url = adapter.url
         yield adapter
     finally:
