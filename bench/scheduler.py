@@ -69,6 +69,10 @@ async def scheduler(ctx: BenchContext) -> list[Row]:
 
     unsubscribe = clawpen_logging.subscribe(listen)
     try:
+        # each job answers in a chat paired with its agent: a job whose chat is not is paused,
+        # not fired (issue 23)
+        chats = {spec.deliver_to: spec.agent_id for spec in jobs(min(count, 500))}
+        await store.sync_config_pairings(chats, time.time())
         due = time.time() + lead
         specs = jobs(count)
         await asyncio.gather(*(store.add_job(spec, due, time.time()) for spec in specs))

@@ -24,9 +24,14 @@ BASELINE_COMMIT = "389e3bf"
 """The parent of the first commit of the core rebuild (async store with group commit, the
 per-chat outbox, the loop-lag probe, the log event fan-out): "the code before this issue"."""
 
+# Run against the tree's own code, whatever its layout: the image module moved into runtime/
+# with the wings (issue 17), and the baseline predates that.
 _BUILD = """
 import sys, docker
-from clawpen.runtime.image import build_agent_image
+try:
+    from clawpen.runtime.image import build_agent_image
+except ImportError:
+    from clawpen.image import build_agent_image
 build_agent_image(docker.from_env(), tag=sys.argv[1], progress=lambda _: None)
 """
 
