@@ -27,6 +27,11 @@ from clawpen.door.proxy import ModelProxy
 from clawpen.door.server import AgentGone, AgentSession
 from clawpen.obs import logging as clawpen_logging
 from clawpen_agent.protocol import ChatLine, Task, TaskResult
+from tests.fakes.parse_probe import ParseProbe
+from tests.waiting import until
+
+SLOW_SENDER_PACE = 0.05  # seconds between the bytes of a head sent byte by byte
+TICK = 0.01  # seconds: how often the lag probe looks at the loop
 
 SMALL = DoorLimits(
     max_connections=4,
@@ -218,7 +223,7 @@ async def test_bodies_in_flight_past_the_budget_get_a_429_with_retry_after(
 ) -> None:
     slow = await Raw.open(alice)
     await slow.send(b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nContent-Length: 800\r\n\r\n{")
-    await asyncio.sleep(0.1)  # its 800 bytes are reserved now, though not yet sent
+    await until(lambda: alice.door.body_bytes >= 800, what="its 800 bytes reserved, not yet sent")
     over = await exchange(alice, post("/v1/tasks/1/result", b"x" * 300))
     assert over.status == 429
     assert over.headers["retry-after"] == "1"
@@ -233,30 +238,9 @@ async def test_each_agent_has_its_own_body_budget(make_session: Callable[..., An
     alice, bob = await make_session("alice"), await make_session("bob")
     hog = await Raw.open(alice)
     await hog.send(b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nContent-Length: 900\r\n\r\n{")
-    await asyncio.sleep(0.1)
+    await until(lambda: alice.door.body_bytes >= 900, what="alice's budget spent")
     assert (await exchange(bob, post("/v1/tasks/1/result", b"{}"))).status == 410
     hog.close()
-
-
-class ParseProbe:
-    """Stands in for ``parse_json``: slow, and records where and how many ran at once."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.running = 0
-        self.most = 0
-        self.threads: set[int] = set()
-        self.lock = threading.Lock()
-
-    def __call__(self, raw: bytes) -> Any:
-        with self.lock:
-            self.running += 1
-            self.most = max(self.most, self.running)
-        self.threads.add(threading.get_ident())
-        time.sleep(self.seconds)
-        with self.lock:
-            self.running -= 1
-        return json.loads(raw)
 
 
 async def test_large_bodies_are_parsed_off_the_loop_one_at_a_time_per_agent(
@@ -272,8 +256,8 @@ async def test_large_bodies_are_parsed_off_the_loop_one_at_a_time_per_agent(
     async def tick() -> None:
         while time.monotonic() - started < 0.8:
             before = time.monotonic()
-            await asyncio.sleep(0.01)
-            lags.append(time.monotonic() - before - 0.01)
+            await asyncio.sleep(TICK)  # a probe of the loop's lag, not a wait for a result
+            lags.append(time.monotonic() - before - TICK)
 
     ticker = asyncio.create_task(tick())
     answers = await asyncio.gather(
@@ -294,7 +278,8 @@ async def test_connections_past_the_cap_are_turned_away_at_once(
     alice: AgentSession, logs: Logs
 ) -> None:
     held = [await Raw.open(alice) for _ in range(SMALL.max_connections)]
-    await asyncio.sleep(0.05)
+    listener = alice.door.listener
+    await until(lambda: len(listener.open) == SMALL.max_connections, what="every one accepted")
     extra = await Raw.open(alice)
     turned_away = await extra.answer(timeout=1)
     assert turned_away.status == 503
@@ -302,7 +287,7 @@ async def test_connections_past_the_cap_are_turned_away_at_once(
     assert await extra.closed_within(1)
     assert refusals(logs, "too_many_connections")
     held.pop().close()
-    await asyncio.sleep(0.05)
+    await until(lambda: len(listener.open) < SMALL.max_connections, what="a place freed")
     assert (await exchange(alice, post("/v1/tasks/1/result", b"{}"))).status == 410
     for raw in held:
         raw.close()
@@ -355,8 +340,7 @@ async def test_a_connection_that_sends_nothing_is_closed_at_the_head_deadline(
     started = time.monotonic()
     assert await raw.closed_within(3)
     assert SMALL.head_timeout - 0.1 < time.monotonic() - started < SMALL.head_timeout + 1
-    await asyncio.sleep(0.05)
-    assert refusals(logs, "no_request")
+    await until(lambda: refusals(logs, "no_request"), what="the refusal logged")
 
 
 async def test_a_head_sent_byte_by_byte_is_cut_at_the_head_deadline(
@@ -368,11 +352,10 @@ async def test_a_head_sent_byte_by_byte_is_cut_at_the_head_deadline(
     with pytest.raises(ConnectionError):
         for byte in head:
             await raw.send(bytes([byte]))
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(SLOW_SENDER_PACE)
         raise AssertionError("the whole slow head was accepted")
     assert time.monotonic() - started < SMALL.head_timeout + 1
-    await asyncio.sleep(0.05)
-    assert refusals(logs, "incomplete_request")
+    await until(lambda: refusals(logs, "incomplete_request"), what="the refusal logged")
 
 
 async def test_the_agents_held_open_request_for_work_outlives_the_head_deadline(
