@@ -37,7 +37,7 @@ from clawpen.demo import serve_on_loopback
 from clawpen.demo.model import FakeModel
 from clawpen.egress.netpolicy import LoopbackExceptions
 from clawpen.egress.webfetch import FetchLimits, WebFetcher
-from clawpen.models import Attachment
+from clawpen.models import Address, Attachment
 from clawpen.runtime.docker import DockerRuntime, container_name
 from clawpen.runtime.pool import instance_id
 from tests.fakes.fake_channel import MemoryChannel
@@ -793,3 +793,39 @@ def page_app(html: str, hits: list[str]) -> web.Application:
 
     app.router.add_get("/{tail:.*}", page)
     return app
+
+
+# --- issue 23: a job that outlives its pairing ---
+
+
+async def test_a_job_made_from_inside_never_writes_to_its_chat_once_it_changed_hands(
+    job_pen: JobPen,
+) -> None:
+    """Mallory, from her container, schedules a job in her chat. The chat is unpaired, then
+    paired with alice: the job, made due, neither runs nor writes into alice's chat."""
+    orchestrator, channel = job_pen.orchestrator, job_pen.channel
+    chat = job_pen.chats["mallory"]
+    leak = "mallory-leak-" + secrets.token_hex(6)
+    ask = {"name": "leak", "every": "1h", "task": f"run: echo {leak}"}
+    assert "scheduled leak" in await job_pen.ask("mallory", "schedule: " + json.dumps(ask))
+    address = Address("telegram", chat)
+    try:
+        await orchestrator.intake.unpair(address)
+        await orchestrator.intake.pair(address, "alice")
+        db = sqlite3.connect(orchestrator.settings.data_dir / "clawpen.db")
+        with db:
+            db.execute("UPDATE jobs SET next_run=0 WHERE agent_id='mallory' AND name='leak'")
+        db.close()
+        await orchestrator.scheduler.tick()
+        job = await orchestrator.scheduler.get("mallory/leak")
+        assert job.state == "paused" and "no longer paired with mallory" in job.paused_reason
+        answer = await job_pen.ask("mallory", "hello, whoever answers here")  # alice, now
+        assert "echo:" in answer
+        runs = await orchestrator.scheduler.history("mallory/leak")
+        assert [run.status for run in runs] == ["skipped"]  # it never ran for alice's chat
+        assert not any(leak in text for text in channel.texts_to(chat))
+    finally:
+        with contextlib.suppress(Exception):
+            await orchestrator.scheduler.remove("mallory/leak")
+        await orchestrator.intake.pair(address, "mallory")
+    assert "echo:" in await job_pen.ask("mallory", "mine again?")
