@@ -116,7 +116,7 @@ async def orchestrator(
     production; ``channels`` replaces the adapters of those names with the bench's own."""
     cfg = settings(raw)
     ctx.track(instance_id(cfg.data_dir))
-    orch = Orchestrator(cfg, runtime=make_runtime(runtime, cfg), channels=channels)
+    orch = Orchestrator.open(cfg, runtime=make_runtime(runtime, cfg), channels=channels)
     probes = Probes(str(cfg.data_dir))
     unsubscribe = clawpen_logging.subscribe(probes)
     context = contextvars.copy_context()

@@ -26,7 +26,7 @@ def main() -> None:
     runtime = (
         InProcessRuntime(settings.data_dir / "workspaces") if args.runtime == "inprocess" else None
     )
-    run_until_signal(Orchestrator(settings, runtime=runtime))
+    run_until_signal(Orchestrator.open(settings, runtime=runtime))
 
 
 if __name__ == "__main__":

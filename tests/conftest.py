@@ -134,7 +134,7 @@ def orchestrator_factory(
         elif blocks:
             overrides["channels"] = blocks
         settings = make_settings(tmp_path / "data", fake_model, api_key, telegram, **overrides)
-        return Orchestrator(
+        return Orchestrator.open(
             settings,
             runtime=runtime or InProcessRuntime(tmp_path / "ws"),
             adapters=adapters,

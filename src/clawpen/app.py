@@ -49,7 +49,7 @@ from .ops.dashboard import Dashboard
 from .ops.dashview import DashboardView
 from .ops.disk import DiskGuard
 from .ports.limits import files_short, raise_open_files_limit
-from .prepare import prepare
+from .prepare import Prepared, prepare
 from .retry import RESTART, Retrier
 from .runtime.base import AgentRuntime
 from .runtime.pool import AgentPool
@@ -132,19 +132,31 @@ class Orchestrator:
     view of the other (the tools get ``tools.api``'s protocols; intake and workers share a
     ``Board``; the scheduler gets the board's ``wake``)."""
 
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        runtime: AgentRuntime | None = None,
+        store: Store | None = None,
+        vault: Vault | None = None,
+        **parts: Any,
+    ) -> Orchestrator:
+        """``prepare`` (the data dir, its lock, the database, the runtime, the vault: the one
+        I/O before anything is built), then the orchestrator built on what it opened. The
+        given ``runtime``, ``store`` and ``vault`` (tests) are used as they are."""
+        return cls(settings, prepare(settings, store, runtime, vault), **parts)
+
     def __init__(
         self,
         settings: Settings,
-        runtime: AgentRuntime | None = None,
+        prepared: Prepared,
         upstream: aiohttp.ClientSession | None = None,
-        store: Store | None = None,
         channels: Mapping[str, Channel] | None = None,
         adapters: AdapterMode = "process",
         clock: Clock | None = None,
-        vault: Vault | None = None,
         tracer_provider: Any = None,
     ) -> None:
-        prepared = prepare(settings, store, runtime, vault)
+        """Wiring only: each part built from those above it, in dependency order; no I/O."""
         self.settings = settings
         self.log = get_logger()
         self._lock = prepared.lock

@@ -181,7 +181,7 @@ async def pen(
     instance = instance_id(settings.data_dir)
     channel = MemoryChannel(name="cli")
     runtime_seam = DockerRuntime(docker_client_module, instance, settings.data_dir, allowlist)
-    orchestrator = Orchestrator(settings, runtime=runtime_seam, channels={"cli": channel})
+    orchestrator = Orchestrator.open(settings, runtime=runtime_seam, channels={"cli": channel})
     task = asyncio.create_task(orchestrator.run())
     try:
         async with asyncio.timeout(90):
@@ -558,7 +558,7 @@ async def job_pen(
     instance = instance_id(settings.data_dir)
     channel = MemoryChannel(name="telegram")
     runtime_seam = DockerRuntime(docker_client_module, instance, settings.data_dir)
-    orchestrator = Orchestrator(settings, runtime=runtime_seam, channels={"telegram": channel})
+    orchestrator = Orchestrator.open(settings, runtime=runtime_seam, channels={"telegram": channel})
     task = asyncio.create_task(orchestrator.run())
     try:
         async with asyncio.timeout(90):

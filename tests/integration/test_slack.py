@@ -81,7 +81,7 @@ def slack_orchestrator(
             channels={"cli": {}, "slack": slack_block(fake_slack)},
             pairings=[{"channel": f"slack:{DM}", "agent": "assistant"}, *(pairings or [])],
         )
-        return Orchestrator(
+        return Orchestrator.open(
             settings, runtime=DockerRuntime(docker_client, instance), adapters=adapters
         )
 

@@ -32,7 +32,7 @@ def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
     clawpen_logging.configure("info")  # reading secret: references is logged
     settings = guard(lambda: load_settings(config))
     clawpen_logging.configure(settings.log_level, file=guard(lambda: _log_file(settings)))
-    orchestrator = guard(lambda: Orchestrator(settings))
+    orchestrator = guard(lambda: Orchestrator.open(settings))
     guard(lambda: run_until_signal(orchestrator))
 
 

@@ -178,7 +178,7 @@ async def _in_a_fresh_process(work: Path) -> dict[str, Any]:
         config = _config(work, model.url, {"token": "bad"})
         seen["doctor"] = await _clawpen("doctor", "--config", str(config))
         settings = load_settings(config, env)
-        orchestrator = Orchestrator(
+        orchestrator = Orchestrator.open(
             settings, runtime=InProcessRuntime(work / "ws"), adapters="in_process"
         )
         async with running(orchestrator):

@@ -39,7 +39,7 @@ async def test_a_trace_spans_channel_task_model_and_tool_calls_to_the_delivered_
         tracing={},
     )
     channel = MemoryChannel()
-    orchestrator = Orchestrator(
+    orchestrator = Orchestrator.open(
         settings,
         runtime=InProcessRuntime(tmp_path / "ws"),
         adapters="in_process",
@@ -81,7 +81,7 @@ async def test_without_tracing_in_the_config_no_span_is_made(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     settings = make_settings(tmp_path / "data", fake_model, api_key)
-    orchestrator = Orchestrator(
+    orchestrator = Orchestrator.open(
         settings, runtime=InProcessRuntime(tmp_path / "ws"), tracer_provider=provider
     )
     async with running(orchestrator):

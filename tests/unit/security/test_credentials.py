@@ -92,7 +92,7 @@ async def test_a_rotated_key_is_used_by_the_next_call_without_a_restart(
         "channels: {cli: {}}\n"
     )
     settings = load_settings(config, {})
-    orchestrator = Orchestrator(
+    orchestrator = Orchestrator.open(
         settings, runtime=InProcessRuntime(tmp_path / "ws"), adapters="in_process"
     )
     async with running(orchestrator):
