@@ -626,7 +626,7 @@ async def test_flood_the_metrics_port_and_the_dashboard_from_the_host(
     from clawpen.ops.dashview import DashboardView
     from clawpen.ports.limits import PortLimits
 
-    from ..unit.test_port_caps import flood, free_port, open_files
+    from ..unit.ports.test_port_caps import flood, free_port, open_files
 
     core = pen.orchestrator
     limits = PortLimits(max_connections=4, idle_timeout=2)
@@ -672,7 +672,7 @@ def web_fetch_for_mallory(pen: Pen, *ports: int, timeout: float = 20.0) -> Itera
     """web_fetch on for mallory, with these test servers' loopback ports let through (what
     ``allow_loopback_for_tests`` does, for servers started after the orchestrator) and the
     fetch time limit given; as it was afterwards."""
-    web = pen.orchestrator.agent_web
+    web = pen.orchestrator.pool.sessions["mallory"].web  # one AgentWeb, shared by all
     settings, fetcher = web.settings, web.fetcher
     enabled = WebFetchSettings(enabled=True)
     agents = [

@@ -116,7 +116,7 @@ async def orchestrator(
         )
     )
     cleanup_instance.append(instance_id(tmp_path / "data"))
-    process = Orchestrator.open(
+    process = Orchestrator(
         config, {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
     )
     await process.start()

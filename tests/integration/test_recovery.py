@@ -51,7 +51,7 @@ async def test_kill_9_during_a_burst_loses_and_doubles_nothing(
     config = write_config(tmp_path / "clawpen.yaml", fake_model.url, fake_telegram, CHATS)
     instance = instance_id(tmp_path / "data")
     cleanup_instance.append(instance)
-    orchestrator = Orchestrator.open(
+    orchestrator = Orchestrator(
         config, {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
     )
     fake_model.delay = 0.3  # some thinking, so that kills land mid-task too
