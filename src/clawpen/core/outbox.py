@@ -126,7 +126,6 @@ class Outbox:
         # chats whose delivery ended while the pending replies were being read: their rows in
         # that read may be stale, so they wait for the next read
         self._ended_meanwhile: dict[str, set[str]] = {name: set() for name in channels}
-        self._ended: dict[str, int] = {name: 0 for name in channels}  # deliveries finished
         self._trials: dict[str, dict[str, float]] = {name: {} for name in channels}
         self.circuits = {name: Circuit() for name in channels}
 
@@ -186,7 +185,6 @@ class Outbox:
         finally:
             self._busy[reply.address.channel].discard(reply.address.chat_address)
             self._ended_meanwhile[reply.address.channel].add(reply.address.chat_address)
-            self._ended[reply.address.channel] += 1
             self.notify(reply.address.channel)
 
     def _trial(self, channel: str, candidates: Sequence[Reply], now: float) -> Reply:
