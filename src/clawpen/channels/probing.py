@@ -13,11 +13,7 @@ import aiohttp
 from .. import netenv
 
 TIMEOUT = 10.0  # seconds for a probe's whole request
-UNREACHABLE = (
-    aiohttp.ClientError,
-    TimeoutError,
-    netenv.CABundleError,
-)  # no answer: the network, or a wrong URL
+UNREACHABLE = (aiohttp.ClientError, TimeoutError)  # no answer: the network, or a wrong URL
 
 
 @dataclass(frozen=True)
