@@ -204,7 +204,7 @@ def _model(settings: Settings, net: NetEnv) -> Check:
         return Check(
             "model",
             "fail",
-            f"{url} refused the API key ({status})",
+            f"{url} refused the API key ({status}); {route}",
             "store the right key: clawpen secrets set anthropic-api-key",
         )
     return Check("model", "ok", f"{url} answers; {route}")
