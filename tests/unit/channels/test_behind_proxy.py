@@ -227,3 +227,42 @@ def test_an_unreadable_bundle_is_named_with_its_fix(tmp_path: Path) -> None:
     with pytest.raises(CABundleError) as refused:
         NetEnv(ca_file=str(tmp_path / "missing.pem")).ssl_context()
     assert "SSL_CERT_FILE=" in str(refused.value) and "readable PEM" in refused.value.fix
+
+
+async def test_email_oauth2_refreshes_its_token_through_the_proxy_and_the_private_ca(
+    monkeypatch: pytest.MonkeyPatch, ca: PrivateCA
+) -> None:
+    """google-auth's requests would read certifi's bundle and REQUESTS_CA_BUNDLE, never
+    SSL_CERT_FILE: the adapter hands it ours."""
+    from aiohttp import web
+
+    from clawpen.channels.email.oauth2 import Tokens
+    from clawpen.channels.email.settings import OAuth2Settings
+    from tests.fakes import serve_on_loopback
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        assert form.get("refresh_token") == "refresh-me"
+        return web.json_response({"access_token": "ya29.t", "expires_in": 3600})
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    runner, url = await serve_on_loopback(app, 0)
+    server = InspectingProxy(ca, {"oauth.test": url})
+    await server.start()
+    try:
+        for name in NETWORK_ENV:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", server.url)
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca.pem))
+        settings = OAuth2Settings(
+            client_id="c",
+            client_secret="s",
+            refresh_token="refresh-me",
+            token_uri="https://oauth.test/token",
+        )
+        assert await Tokens(settings).get() == "ya29.t"
+    finally:
+        await server.close()
+        await runner.cleanup()
+    assert "oauth.test:443" in server.connects and server.trusted("oauth.test")
