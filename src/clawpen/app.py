@@ -20,6 +20,7 @@ import uvloop
 
 from clawpen_agent.protocol import EGRESS_SOCKET_NAME
 
+from . import netenv
 from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
 from .channels.process import ChannelProcess
@@ -282,8 +283,12 @@ class Orchestrator:
         session = self.upstreams.get(agent_id)
         if session is None:
             calls = self.settings.agent(agent_id).max_model_calls
-            connector = aiohttp.TCPConnector(limit=calls)
-            session = self.upstreams[agent_id] = aiohttp.ClientSession(connector=connector)
+            # through HTTPS_PROXY (unless NO_PROXY) and the CA bundle, as the adapters connect
+            net = netenv.current()
+            session = self.upstreams[agent_id] = aiohttp.ClientSession(
+                connector=net.connector(limit=calls),
+                proxy=net.proxy_for(self.settings.model.base_url),
+            )
         return session
 
     async def status(self) -> dict[str, Any]:

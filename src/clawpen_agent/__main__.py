@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,6 +17,8 @@ from .loop import model_caller, run_task
 from .protocol import (
     NEXT_TASK_PATH,
     SOCKET_PATH,
+    STOPPED_TASKS_PATH,
+    TASK_HEADER,
     TOOL_CALLS_HEADER,
     WORKSPACE,
     Task,
@@ -24,6 +28,7 @@ from .protocol import (
     result_path,
 )
 from .session import Sessions
+from .stopping import STOPS
 from .transport import HTTPError, SocketClient
 
 
@@ -31,12 +36,54 @@ def log(message: str) -> None:
     print(f"clawpen-agent: {message}", file=sys.stderr, flush=True)
 
 
-def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: False) -> None:
+def serve(
+    socket_path: str,
+    root: str,
+    stopped: Callable[[], bool] = lambda: False,
+    lanes: int | None = None,
+) -> None:
+    """Run tasks until ``stopped``: ``lanes`` of them at once (``CLAWPEN_LANES``, the agent's
+    max_parallel), each lane a thread asking for its next task on its own connection; the
+    orchestrator never hands two lanes the same conversation."""
+    count = lanes or _lanes_from_environment()
+    engine = os.environ.get("CLAWPEN_ENGINE", "light")
+    if engine == "claude-code":  # its CLI reaches the model proxy through loopback
+        claude_engine.start_forwarder(socket_path)
+    sessions = Sessions(root)
+    threads = [
+        threading.Thread(
+            target=run_lane, args=(socket_path, root, sessions, engine, stopped), daemon=True
+        )
+        for _ in range(count - 1)
+    ]
+    if count > 1:  # /stop in one chat stops that chat's lane only
+        threads.append(
+            threading.Thread(target=watch_stops, args=(socket_path, stopped), daemon=True)
+        )
+    for thread in threads:
+        thread.start()
+    run_lane(socket_path, root, sessions, engine, stopped)
+
+
+def _lanes_from_environment() -> int:
+    raw = os.environ.get("CLAWPEN_LANES", "1")
+    return max(1, min(int(raw), 32)) if raw.isdigit() else 1
+
+
+def run_lane(
+    socket_path: str,
+    root: str,
+    sessions: Sessions,
+    engine: str,
+    stopped: Callable[[], bool],
+) -> None:
+    """One lane: wait for a task on the socket, run it, hand in the result, repeat."""
     tasks = SocketClient(socket_path)  # held open while waiting: no timeout
     model = SocketClient(socket_path, timeout=900)
     jobs = SocketClient(socket_path, timeout=30)  # the job tools' own connection
     tools_ran: list[tuple[str, float, float]] = []  # since the last model call (tracing)
     trace = ""
+    task_id = 0
 
     def post_model(path: str, payload: dict[str, Any]) -> Any:
         headers = {"traceparent": trace} if trace else {}
@@ -50,11 +97,11 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
         if trace:
             tools_ran.append((name, began, ended))
 
+    def api(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """A tool's call to the orchestrator, naming the task it is made for."""
+        return jobs.request(method, url, body, {TASK_HEADER: str(task_id)})
+
     call_model = model_caller(post_model)
-    engine = os.environ.get("CLAWPEN_ENGINE", "light")
-    if engine == "claude-code":  # its CLI reaches the model proxy through loopback
-        claude_engine.start_forwarder(socket_path)
-    sessions = Sessions(root)
     delay = 0.05
     ahead: tuple[int, bytes] | None = None  # the next task, handed over with the last result
     while not stopped():
@@ -79,22 +126,48 @@ def serve(socket_path: str, root: str, stopped: Callable[[], bool] = lambda: Fal
             continue
         received = time.time()
         task = Task.from_json(body)
-        trace = task.trace
+        trace, task_id = task.trace, task.id
         tools_ran.clear()
-        try:
-            if engine == "claude-code":
-                result = claude_engine.run_task(task, root, jobs.request)
-            else:
-                result = run_task(
-                    task, call_model, sessions, root, jobs.request, log=log, on_tool=tool_ran
-                )
-        except HTTPError as exc:
-            result = TaskResult(error=f"model call failed: {exc}")
-        except Exception as exc:  # a bug here must still answer the task
-            result = TaskResult(error=f"agent error: {type(exc).__name__}: {exc}")
+        with STOPS.working_on(task.id):
+            try:
+                if engine == "claude-code":
+                    result = claude_engine.run_task(task, root, api)
+                else:
+                    result = run_task(
+                        task, call_model, sessions, root, api, log=log, on_tool=tool_ran
+                    )
+            except HTTPError as exc:
+                result = TaskResult(error=f"model call failed: {exc}")
+            except Exception as exc:  # a bug here must still answer the task
+                result = TaskResult(error=f"agent error: {type(exc).__name__}: {exc}")
         # wall-clock times: the orchestrator shares this clock and reports the overhead around us
         result = replace(result, extra={"received": received, "answered": time.time()})
         ahead = hand_in(tasks, task.id, result)
+
+
+def watch_stops(socket_path: str, stopped: Callable[[], bool]) -> None:
+    """Hold a request open for the tasks the user stops, and stop each (``stopping.py``)."""
+    client = SocketClient(socket_path)
+    delay = 0.05
+    while not stopped():
+        try:
+            status, body = client.request("GET", STOPPED_TASKS_PATH)
+        except OSError:
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            continue
+        delay = 0.05
+        if status != 200:
+            time.sleep(0.5)  # shutting down, or an orchestrator that does not stop tasks
+            continue
+        try:
+            named = json.loads(body).get("tasks", [])
+        except (ValueError, AttributeError):
+            continue
+        for task_id in named:
+            if isinstance(task_id, int):
+                log(f"task {task_id} stopped by the user")
+                STOPS.stop(task_id)
 
 
 class Requester(Protocol):

@@ -9,6 +9,7 @@ database: the model is told plainly when it hits one.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ MAX_KEY_CHARS = 128
 MAX_VALUE_CHARS = 16_000
 MAX_KEYS = 500
 MAX_TOTAL_CHARS = 1_000_000
+_CHANGING = threading.Lock()  # the agent's lanes read, change and rewrite the file one at a time
 _KEY = re.compile(r"[^\x00-\x1f\x7f]+")  # printable: a key is shown in lists, one per line
 
 
@@ -47,6 +49,10 @@ class Memory:
                 f"the value is {len(value)} characters; at most {MAX_VALUE_CHARS} fit in one key"
                 " (split it, or keep long text in a file with write_file)"
             )
+        with _CHANGING:
+            self._change(key, value)
+
+    def _change(self, key: str, value: str) -> None:
         data = self._load()
         if key not in data and len(data) >= MAX_KEYS:
             raise MemoryRefused(f"memory holds {MAX_KEYS} keys already; delete some first")
@@ -58,12 +64,13 @@ class Memory:
 
     def delete(self, key: str) -> bool:
         key = check_key(key)
-        data = self._load()
-        if key not in data:
-            return False
-        del data[key]
-        write_json(self.path, data)
-        return True
+        with _CHANGING:
+            data = self._load()
+            if key not in data:
+                return False
+            del data[key]
+            write_json(self.path, data)
+            return True
 
     def keys(self, prefix: str = "") -> list[str]:
         return sorted(k for k in self._load() if k.startswith(prefix))

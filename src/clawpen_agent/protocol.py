@@ -30,6 +30,8 @@ WORKSPACE = "/workspace"
 AGENT_UID = 10001
 
 NEXT_TASK_PATH = "/v1/tasks/next"
+STOPPED_TASKS_PATH = "/v1/tasks/stopped"  # held open: the tasks the user stopped
+TASK_HEADER = "clawpen-task"  # on a tool call to the orchestrator: the task it is made for
 MESSAGES_PATH = "/v1/messages"
 
 

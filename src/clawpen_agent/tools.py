@@ -38,6 +38,7 @@ from .protocol import (
     WORKSPACE,
     clean_text,
 )
+from .stopping import STOPS
 
 __all__ = ["MAX_OUTPUT", "TOOLS", "TOOL_SCHEMAS", "ToolError", "resolve_inside", "run_tool"]
 
@@ -74,7 +75,8 @@ def shell(args: dict[str, Any], root: str = WORKSPACE) -> str:
             start_new_session=True,
         )
         try:
-            code = process.wait(timeout=timeout)
+            with STOPS.process(process.pid):
+                code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

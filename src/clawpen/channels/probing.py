@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 
+from .. import netenv
+
 TIMEOUT = 10.0  # seconds for a probe's whole request
 UNREACHABLE = (aiohttp.ClientError, TimeoutError)  # no answer: the network, or a wrong URL
 
@@ -26,10 +28,11 @@ class Answer:
 
 async def request(method: str, url: str, headers: Mapping[str, str] | None = None) -> Answer:
     """One request and its whole answer; raises one of ``UNREACHABLE`` when nothing answered.
-    Proxies from the environment apply, as they do to the adapters' SDKs."""
+    The proxy and CA bundle are the adapters' own (``netenv``): a probe passes where the
+    adapter would connect, and fails where it would not."""
     timeout = aiohttp.ClientTimeout(total=TIMEOUT)
     async with (
-        aiohttp.ClientSession(timeout=timeout, trust_env=True) as session,
+        netenv.current().session(url, timeout=timeout) as session,
         session.request(method, url, headers=headers) as response,
     ):
         return Answer(response.status, await response.read())

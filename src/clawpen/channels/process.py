@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from ..errors import StoreUnavailable
 from ..models import Address, OutboundMessage
+from ..netenv import NETWORK_ENV
 from ..obs.logging import get_logger
 from . import wire
 from .base import Accept, ChannelFatal, SendError, report_status
@@ -39,7 +40,7 @@ SEND_TIMEOUT = 120.0
 STOP_GRACE = 5.0
 MAX_INBOUND_IN_FLIGHT = 1_000  # frames being committed at once; past it we stop reading
 FRAMES_AT_ONCE = 32  # frames handled per turn of the event loop
-PASSED_ENV = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
+PASSED_ENV = NETWORK_ENV  # proxies and the CA bundle: adapters connect as the rest of us do
 
 
 class AdapterExited(Exception):
@@ -69,7 +70,7 @@ def process_spec(
 ) -> ProcessSpec:
     """The adapter's command, environment, directory and user.
 
-    Nothing of our environment is passed on but proxy settings (the model key or another
+    Nothing of our environment is passed on but proxy and CA settings (the model key or another
     platform's token may be in it); the credential comes over the socket, after the start.
     It starts as us and drops to its own uid itself, once its code is loaded: the Python it runs
     on may live where that uid cannot read (a root-only /root/.pyenv, a checkout in /root)."""

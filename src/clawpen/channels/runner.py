@@ -23,8 +23,10 @@ from typing import Any
 
 import uvloop
 
+from .. import netenv
 from ..errors import StoreUnavailable
 from ..models import Address, Decision, InboundMessage
+from ..netenv import CABundleError
 from ..obs import logging as clawpen_logging
 from ..ports.limits import raise_open_files_limit
 from . import wire
@@ -134,10 +136,18 @@ async def serve(fd: int, uid: int | None = None) -> int:
     adapter = plugin.adapter(settings)
     for module in (*HOST_NAME_MODULES, *plugin.preload):
         importlib.import_module(module)
+    log = clawpen_logging.get_logger().bind(channel=name)
+    try:
+        netenv.current().ssl_context()  # the CA bundle is read now, while we still may
+    except CABundleError as exc:
+        writer.write(wire.encode(wire.fatal_frame(str(exc))))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        log.error("channel_fatal", error=str(exc))
+        return EXIT_FATAL
     if uid is not None:
         drop_privileges(uid)
     bridge = Bridge(name, writer)
-    log = clawpen_logging.get_logger().bind(channel=name)
     code = 0
     try:
         async with asyncio.TaskGroup() as group:

@@ -147,6 +147,9 @@ class AgentSettings(_Model):
     idle_timeout: float = Field(1800, ge=0, description="seconds; 0 never stops it")
     warm: bool = False  # start with the orchestrator and never stop for idleness
     task_timeout: float = Field(600, gt=0)
+    # tasks of different conversations at work at once in its container (one conversation's
+    # tasks always run in order, one at a time)
+    max_parallel: int = Field(3, ge=1, le=32)
     max_steps: int = Field(25, ge=1, le=1000, description="model calls per task")
     max_task_tokens: int | None = Field(None, ge=1000, description="input+output per task")
     context_tokens: int = Field(200_000, ge=2000, description="the model's context window")

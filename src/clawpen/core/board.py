@@ -2,8 +2,9 @@
 
 The intake (``intake.py``) commits messages and tells the agent's worker there is work
 (``wake``), that a burst is on its way in (``arriving``) or that the user said ``/stop``
-(``stop``). The worker (``worker.py``) records the task it is at (``running``), which the
-intake's ``/stop`` and the agent's tools read. Neither holds the other.
+(``stop``). The worker (``worker.py``) records the tasks it is at (``running``: an agent works
+on several conversations at once, one task each), which the intake's ``/stop`` and the agent's
+tools read. Neither holds the other.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ class Board:
         # messages routed to an agent and being committed right now: its worker lets them land
         # before it claims, so that a burst rides on one turn instead of one turn each
         self.arriving = {a: Arrivals() for a in self.agent_ids}
-        self.stops = {a: asyncio.Event() for a in self.agent_ids}  # /stop for the running task
-        self.running: dict[str, ClaimedTask] = {}  # agent id -> the task it works on now
+        # agent id -> the tasks it works on now, by id (an agent without one is not listed)
+        self.running: dict[str, dict[int, ClaimedTask]] = {}
+        self._stops: dict[int, asyncio.Event] = {}  # task id -> set by /stop
         self._notices: dict[str, list[str]] = {}  # agent -> said with its task's reply
 
     def wake(self, agent_id: str) -> None:
@@ -70,9 +72,33 @@ class Board:
         if agent_id in self.wakeups:
             self.wakeups[agent_id].set()
 
-    def stop(self, agent_id: str) -> None:
-        """The user said /stop to the task the agent is at."""
-        self.stops[agent_id].set()
+    def started(self, task: ClaimedTask) -> asyncio.Event:
+        """The worker is at ``task``; returns the event ``/stop`` sets for it."""
+        self.running.setdefault(task.agent_id, {})[task.id] = task
+        return self._stops.setdefault(task.id, asyncio.Event())
+
+    def ended(self, task: ClaimedTask) -> None:
+        tasks = self.running.get(task.agent_id, {})
+        tasks.pop(task.id, None)
+        if not tasks:
+            self.running.pop(task.agent_id, None)
+        self._stops.pop(task.id, None)
+
+    def at_work(self, agent_id: str) -> list[ClaimedTask]:
+        """The agent's tasks at work, oldest first."""
+        return sorted(self.running.get(agent_id, {}).values(), key=lambda t: t.id)
+
+    def working_on(self, agent_id: str, address: object) -> ClaimedTask | None:
+        """The agent's task at work for this conversation, if any (there is at most one)."""
+        for task in self.at_work(agent_id):
+            if str(task.address) == str(address):
+                return task
+        return None
+
+    def stop(self, task_id: int) -> None:
+        """The user said /stop to this task (and to no other of its agent's)."""
+        if task_id in self._stops:
+            self._stops[task_id].set()
 
     def notice(self, agent_id: str, text: str) -> None:
         """Something the user must hear about the agent (its budget nearly spent): added to

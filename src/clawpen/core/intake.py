@@ -102,10 +102,15 @@ class Intake:
         await self.store.sync_config_pairings(pairings, self.clock())
         self.pairings = await self.store.pairings()
 
-    def answering(self, agent_id: str) -> Address | None:
-        """The chat of the task the agent is at now, if any (its tools answer there)."""
-        running = self.board.running.get(agent_id)
-        return None if running is None else running.address
+    def answering(self, agent_id: str, task_id: int | None = None) -> Address | None:
+        """The chat of the agent's task ``task_id`` (its tools answer there), if it is at work
+        on it; without an id, that of its only task at work, if it has just one."""
+        tasks = self.board.running.get(agent_id, {})
+        if task_id is not None:
+            task = tasks.get(task_id)
+        else:
+            task = next(iter(tasks.values())) if len(tasks) == 1 else None
+        return None if task is None else task.address
 
     async def accept(self, message: InboundMessage) -> Decision | None:
         """Commit and route one inbound message. Returns after the commit: only then may the
@@ -176,8 +181,8 @@ class Intake:
         answer through the ordinary reply path; the model never sees it."""
         agent_id = decision.agent_id
         context = {"channel": message.address.channel, "chat": message.address.chat}
-        running = self.board.running.get(agent_id)
-        stopping = running is not None and str(running.address) == str(message.address)
+        running = self.board.working_on(agent_id, message.address)
+        stopping = running is not None
         if command == "usage":
             day = now - now % 86400
             rows = await self.store.usage_by_day(day, agent_id)
@@ -200,8 +205,8 @@ class Intake:
         if row is None:
             self.log.info("message_duplicate", platformId=message.platform_id, **context)
             return None
-        if command == "stop" and stopping:
-            self.board.stop(agent_id)
+        if command == "stop" and running is not None:
+            self.board.stop(running.id)
         self.log.info("command_answered", command=command, agentId=agent_id, **context)
         self.metrics.messages.labels(message.address.channel, "command").inc()
         self.outbox.notify(message.address.channel)

@@ -1,9 +1,11 @@
 """The way through: each agent's worker claims its next task, runs it, and commits the outcome.
 
 Every step is committed before the next begins, so a crash anywhere resumes from the store.
-Each agent has one worker (``Worker.run_agent``): it takes one task at a time (a crashed
-owner's first, then the oldest conversation's queued messages, batched), and messages that
-arrive while it works ride on its next turn. A task whose agent dies is retried a bounded
+Each agent has one worker (``Worker.run_agent``): it claims tasks (a crashed owner's first,
+then the oldest waiting conversation's queued messages, batched) and runs up to the agent's
+``max_parallel`` of them at once, each of a different conversation: the store never hands out
+a conversation that has a task at work, so one conversation's tasks run in order, and messages
+that arrive while its task works ride on its next turn. A task whose agent dies is retried a bounded
 number of times, and so is one that was cut short by the orchestrator's own death; after the
 last try the user is told. While it works the chat shows a typing indicator; when idle for the
 agent's ``idle_timeout`` it stops the container. Anything that goes wrong on one task's path
@@ -86,20 +88,33 @@ class Worker:
         if agent.warm:
             with contextlib.suppress(ClawpenError):
                 await self.pool.ensure(agent_id)
-        while True:
-            wakeup.clear()
-            await self.board.arriving[agent_id].landed(BATCH_WAIT)
-            while (task := await self._claim(agent_id)) is not None:
-                await self.execute(task)
+        at_work: set[asyncio.Task[None]] = set()
+
+        def ended(done: asyncio.Task[None]) -> None:
+            at_work.discard(done)
+            wakeup.set()  # a lane is free, and its conversation may have more waiting
+
+        async with asyncio.TaskGroup() as lanes:
+            while True:
+                wakeup.clear()
                 await self.board.arriving[agent_id].landed(BATCH_WAIT)
-            idle = None if agent.warm or not agent.idle_timeout else agent.idle_timeout
-            try:
-                async with asyncio.timeout(idle):
+                while len(at_work) < agent.max_parallel:
+                    task = await self._claim(agent_id)
+                    if task is None:
+                        break
+                    lane = lanes.create_task(self.execute(task))
+                    at_work.add(lane)
+                    lane.add_done_callback(ended)
+                idle = (
+                    None if agent.warm or not agent.idle_timeout or at_work else agent.idle_timeout
+                )
+                try:
+                    async with asyncio.timeout(idle):
+                        await wakeup.wait()
+                except TimeoutError:
+                    if agent_id in self.pool.containers:
+                        await self.pool.stop(agent_id, "idle")
                     await wakeup.wait()
-            except TimeoutError:
-                if agent_id in self.pool.containers:
-                    await self.pool.stop(agent_id, "idle")
-                await wakeup.wait()
 
     async def _claim(self, agent_id: str) -> ClaimedTask | None:
         def claim() -> Awaitable[ClaimedTask | None]:
@@ -121,8 +136,7 @@ class Worker:
         started = time.perf_counter()
         text, error, attempts = "", None, claimed.attempts
         agent_times: dict[str, float] = {}
-        self.board.running[claimed.agent_id] = claimed
-        self.board.stops[claimed.agent_id].clear()
+        stop = self.board.started(claimed)
         try:
             if claimed.resumed:
                 self.log.info("task_resumed", resumes=claimed.resumes, **context)
@@ -134,7 +148,7 @@ class Worker:
             else:
                 async with self._typing(claimed):
                     with self._trace_task(claimed):
-                        text, error, attempts, agent_times = await self._run(claimed, context)
+                        text, error, attempts, agent_times = await self._run(claimed, stop, context)
             text = reply_text(text, error, _job_of(claimed))
         except asyncio.CancelledError:
             raise
@@ -143,7 +157,7 @@ class Worker:
             error = f"internal error ({type(exc).__name__}); see the orchestrator's log"
             text = reply_text("", error, _job_of(claimed))
         finally:
-            self.board.running.pop(claimed.agent_id, None)
+            self.board.ended(claimed)
         duration = time.perf_counter() - started
         self.log.info(
             "task_executed",
@@ -183,7 +197,7 @@ class Worker:
                 await asyncio.shield(self.outbox.typing(claimed.address, claimed.reply_to, False))
 
     async def _run(
-        self, claimed: ClaimedTask, context: dict[str, object]
+        self, claimed: ClaimedTask, stop: asyncio.Event, context: dict[str, object]
     ) -> tuple[str, str | None, int, dict[str, float]]:
         """Hand the task to the agent, starting its container if need be, retrying when it
         dies; returns (text, error, attempts, the agent's own timings)."""
@@ -219,13 +233,13 @@ class Worker:
                     session = await self.pool.ensure(agent.id)
                     self.log.debug("task_handed", platformIds=list(claimed.platform_ids), **context)
                     timeout = agent.task_timeout + TIMEOUT_GRACE
-                    result = await self._unless_stopped(agent.id, session.run(task, timeout))
+                    result = await self._unless_stopped(stop, session.run(task, timeout))
                 if result is None:
-                    await self.pool.stop(agent.id, "stopped by the user")
+                    await self._halt(claimed, "stopped by the user")
                     return "", "you stopped it with /stop", attempts, {}
                 return result.text, result.error, attempts, _agent_times(result.extra)
             except TimeoutError:
-                await self.pool.stop(agent.id, "task timeout")
+                await self._halt(claimed, "task timeout")
                 error = (
                     f"it ran past the limit of {agent.task_timeout:.0f}s per task (task_timeout),"
                     " so I stopped it"
@@ -249,10 +263,22 @@ class Worker:
             except ClawpenError as exc:
                 return "", str(exc), attempts, {}
 
-    async def _unless_stopped(self, agent_id: str, work: Awaitable[T]) -> T | None:
+    async def _halt(self, claimed: ClaimedTask, reason: str) -> None:
+        """Stop one task and no other: inside the container (the light engine kills its tools'
+        processes) while the agent is at other tasks too; else the container, as ever, which
+        also ends whatever the task left running."""
+        agent = self.settings.agent(claimed.agent_id)
+        others = [t for t in self.board.at_work(agent.id) if t.id != claimed.id]
+        if others and agent.engine == "light":
+            self.log.info("task_halted", agentId=agent.id, taskId=claimed.id, reason=reason)
+            await self.pool.sessions[agent.id].stop_task(claimed.id)
+        else:
+            await self.pool.stop(agent.id, reason)
+
+    async def _unless_stopped(self, stopped: asyncio.Event, work: Awaitable[T]) -> T | None:
         """``work``'s result, or None when /stop came first (``work`` is then cancelled)."""
         job = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(self.board.stops[agent_id].wait())
+        stop = asyncio.ensure_future(stopped.wait())
         try:
             await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
             if job.done():

@@ -10,6 +10,7 @@ parsing per agent, and every body is checked by ``clawpen_agent.protocol`` befor
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from clawpen_agent.protocol import (
     NEXT_TASK_PATH,
     OUTBOX_PATH,
     SOCKET_NAME,
+    STOPPED_TASKS_PATH,
+    TASK_HEADER,
     WEB_FETCH_PATH,
     FetchRequest,
     JobRequest,
@@ -61,7 +64,9 @@ class JobRefused(Exception):
 class AgentJobsApi(Protocol):
     """What an agent may do about its scheduled jobs (``tools/jobs.py``)."""
 
-    async def create(self, agent_id: str, request: JobRequest) -> dict[str, Any]: ...
+    async def create(
+        self, agent_id: str, request: JobRequest, task_id: int | None = None
+    ) -> dict[str, Any]: ...
 
     async def list(self, agent_id: str) -> list[dict[str, Any]]: ...
 
@@ -75,7 +80,9 @@ class ToolRefused(JobRefused):
 class AgentMessagesApi(Protocol):
     """What an agent may say on its own (``tools/send.py``)."""
 
-    async def send(self, agent_id: str, message: OutgoingMessage) -> dict[str, Any]: ...
+    async def send(
+        self, agent_id: str, message: OutgoingMessage, task_id: int | None = None
+    ) -> dict[str, Any]: ...
 
 
 class AgentWebApi(Protocol):
@@ -98,7 +105,8 @@ NO_TOOLS = AgentTools()
 
 
 class AgentSession:
-    """One agent's socket: offers one task at a time and collects its result."""
+    """One agent's socket: offers tasks (each to the first of the agent's lanes that asks),
+    collects their results, and tells the agent which of its tasks the user stopped."""
 
     def __init__(
         self,
@@ -112,7 +120,8 @@ class AgentSession:
         self.socket_dir = socket_dir
         self.socket_path = socket_dir / SOCKET_NAME
         self.proxy = proxy
-        self._offer: Task | None = None
+        self._offers: collections.deque[Task] = collections.deque()
+        self._stopped: list[int] = []  # tasks to stop inside the container, not yet told
         self._changed = asyncio.Condition()
         self._waiting = 0  # requests for a task currently held open by the agent
         self._results: dict[int, asyncio.Future[TaskResult]] = {}
@@ -139,6 +148,7 @@ class AgentSession:
             middlewares=self.door.middlewares,
         )
         app.router.add_get(NEXT_TASK_PATH, self._next_task)
+        app.router.add_get(STOPPED_TASKS_PATH, self._stopped_tasks)
         app.router.add_post("/v1/tasks/{task_id}/result", self._result)
         app.router.add_post(MESSAGES_PATH, self._messages)
         app.router.add_post(MESSAGES_PATH + "/count_tokens", self._messages)
@@ -181,6 +191,7 @@ class AgentSession:
         """A (new) container is starting: forget that the last one died."""
         self._gone = None
         self._alive = False
+        self._stopped.clear()  # the last container's tasks went with it
 
     async def wait_connected(self, timeout: float) -> None:
         async with asyncio.timeout(timeout), self._changed:
@@ -194,14 +205,24 @@ class AgentSession:
         self._results[task.id] = future
         try:
             async with self._changed:
-                self._offer = task
+                self._offers.append(task)
                 self._changed.notify_all()
             async with asyncio.timeout(timeout):
                 return await future
         finally:
             self._results.pop(task.id, None)
-            if self._offer is task:
-                self._offer = None
+            if task in self._offers:
+                self._offers.remove(task)
+
+    async def stop_task(self, task_id: int) -> None:
+        """Tell the agent to stop ``task_id`` (its tools' processes killed), leaving its other
+        tasks at work; its result, should one still come, is no longer awaited."""
+        future = self._results.pop(task_id, None)
+        if future is not None and not future.done():
+            future.cancel()
+        async with self._changed:
+            self._stopped.append(task_id)
+            self._changed.notify_all()
 
     async def fail_all(self, error: AgentGone) -> None:
         """Wake everyone waiting on the agent: it will not answer them."""
@@ -221,15 +242,26 @@ class AgentSession:
             self._alive = self._alive or self._gone is None
             self._changed.notify_all()
             try:
-                await self._changed.wait_for(lambda: self._offer is not None or self._closing)
+                await self._changed.wait_for(lambda: bool(self._offers) or self._closing)
             finally:
                 self._waiting -= 1
             if request.transport is None or request.transport.is_closing():
                 return web.Response(status=499)  # the agent hung up: keep the task for the next
-            task, self._offer = self._offer, None
+            task = self._offers.popleft() if self._offers else None
         if task is None:
             return web.Response(status=503, text="orchestrator shutting down")
         return web.Response(body=task.to_json(), content_type="application/json")
+
+    async def _stopped_tasks(self, request: web.Request) -> web.Response:
+        """Held open until the user stops one of the agent's tasks: the ids to stop."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._stopped) or self._closing)
+            if not self._stopped:
+                return web.Response(status=503, text="orchestrator shutting down")
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the agent hung up: tell its next request
+            stopped, self._stopped = self._stopped, []
+        return web.json_response({"tasks": stopped})
 
     async def _result(self, request: web.Request) -> web.Response:
         try:
@@ -273,7 +305,8 @@ class AgentSession:
         try:
             async with self.door.json_body(request, MAX_JOB_BODY_BYTES) as body:
                 job = check_job_request(body[1])
-            return web.json_response(await self._jobs().create(self.agent_id, job), status=201)
+            created = await self._jobs().create(self.agent_id, job, _task_of(request))
+            return web.json_response(created, status=201)
         except ProtocolError as exc:
             return self._refuse(Refused(400, "invalid_job", str(exc)))
         except Refused as refusal:
@@ -314,7 +347,8 @@ class AgentSession:
                 message = check_outgoing(body[1])
             if self.messages is None:
                 raise ToolRefused(503, "send_message is not available")
-            return web.json_response(await self.messages.send(self.agent_id, message))
+            sent = await self.messages.send(self.agent_id, message, _task_of(request))
+            return web.json_response(sent)
         except ProtocolError as exc:
             return self._refuse(Refused(400, "invalid_message", str(exc)))
         except Refused as refusal:
@@ -335,6 +369,16 @@ class AgentSession:
             return self._refuse(refusal)
         except JobRefused as exc:
             return self._refuse_job(exc)
+
+
+def _task_of(request: web.Request) -> int | None:
+    """The task a tool call is made for (its lane names it), when it names one as a number:
+    the tools act for that task's chat only if the agent is at work on it."""
+    raw = request.headers.get(TASK_HEADER, "")
+    try:
+        return parse_task_id(raw)
+    except ProtocolError:
+        return None
 
 
 API_ERRORS = {413: "request_too_large", 429: "rate_limit_error"}

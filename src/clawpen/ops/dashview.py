@@ -57,7 +57,7 @@ class DashboardView:
         store: Store,
         pool: AgentPool,
         intake: Intake,
-        running: Mapping[str, ClaimedTask],
+        running: Mapping[str, Mapping[int, ClaimedTask]],
         scheduler: Scheduler,
         channel_states: Callable[[], Mapping[str, ChannelState]],
         clock: Callable[[], float] = time.time,
@@ -65,7 +65,7 @@ class DashboardView:
         self.store = store
         self.pool = pool
         self.intake = intake
-        self.running = running  # agent id -> the task it is at (the workers' board)
+        self.running = running  # agent id -> the tasks it is at (the workers' board)
         self.scheduler = scheduler
         self.channel_states = channel_states
         self.clock = clock
@@ -118,7 +118,8 @@ class DashboardView:
         out = []
         for agent_id in sorted(self.pool.sessions):
             container = self.pool.containers.get(agent_id)
-            task = self.running.get(agent_id)
+            tasks = sorted((self.running.get(agent_id) or {}).values(), key=lambda t: t.id)
+            task = tasks[0] if tasks else None
             if task is not None:
                 state = "working"
             elif container is not None:
@@ -131,6 +132,7 @@ class DashboardView:
                     "state": state,
                     "container": container[:12] if container else None,
                     "task": None if task is None else {"id": task.id, "chat": str(task.address)},
+                    "tasks": [{"id": t.id, "chat": str(t.address)} for t in tasks],
                 }
             )
         return out

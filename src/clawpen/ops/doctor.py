@@ -18,6 +18,7 @@ from typing import Literal
 from ..channels.base import ChannelPlugin, ChannelSettings, Finding
 from ..config import Settings, load_settings, read_yaml
 from ..errors import ClawpenError
+from ..netenv import CABundleError, NetEnv
 
 Verdict = Literal["ok", "warn", "fail"]
 LOW_FREE_MB = 500
@@ -43,9 +44,21 @@ def run_checks(config: Path, env: Mapping[str, str] | None = None) -> list[Check
     checks += _data_dir(settings)
     checks += vault_key(settings, env)
     checks += _docker(settings)
-    checks.append(_model(settings))
-    checks += _channels(settings)
+    net = NetEnv.from_environ(env)
+    checks.append(_network(net))
+    checks.append(_model(settings, net))
+    checks += _channels(settings, net)
     return checks
+
+
+def _network(net: NetEnv) -> Check:
+    """The proxy and CA bundle every connection below uses (as the adapters and the model
+    client do: ``netenv.py``); a bundle that cannot be read fails here, named."""
+    try:
+        net.ssl_context()
+    except CABundleError as exc:
+        return Check("network", "fail", exc.problem, exc.fix)
+    return Check("network", "ok", net.describe())
 
 
 def _config_file(config: Path) -> Check:
@@ -172,37 +185,44 @@ def _docker(settings: Settings) -> list[Check]:
     return checks
 
 
-def _model(settings: Settings) -> Check:
+def _model(settings: Settings, net: NetEnv) -> Check:
     """The endpoint answers and takes the key: a models list costs no tokens."""
     url = settings.model.base_url
     headers = {"x-api-key": settings.model.api_key, "anthropic-version": "2023-06-01"}
+    route = net.describe(url)
     try:
-        status = asyncio.run(_get_status(f"{url}/v1/models", headers, timeout=10))
+        status = asyncio.run(_get_status(f"{url}/v1/models", headers, net, timeout=10))
     except Exception as exc:  # aiohttp.ClientError, TimeoutError, a malformed URL
         problem = str(exc) or type(exc).__name__
-        return Check("model", "fail", f"{url} does not answer ({problem})", "check model.base_url")
+        return Check(
+            "model",
+            "fail",
+            f"{url} does not answer ({problem}); {route}",
+            "check model.base_url, HTTPS_PROXY and SSL_CERT_FILE",
+        )
     if status in (401, 403):
         return Check(
             "model",
             "fail",
-            f"{url} refused the API key ({status})",
+            f"{url} refused the API key ({status}); {route}",
             "store the right key: clawpen secrets set anthropic-api-key",
         )
-    return Check("model", "ok", f"{url} answers")
+    return Check("model", "ok", f"{url} answers; {route}")
 
 
-async def _get_status(url: str, headers: Mapping[str, str], timeout: float) -> int:
+async def _get_status(url: str, headers: Mapping[str, str], net: NetEnv, timeout: float) -> int:
     import aiohttp  # imported here: a fifth of a second, and only this check needs it
 
     async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+        net.session(url, timeout=aiohttp.ClientTimeout(total=timeout)) as session,
         session.get(url, headers=headers) as response,
     ):
         return response.status
 
 
-def _channels(settings: Settings) -> list[Check]:
-    """Each channel's own probe, where its plugin has one; they run side by side."""
+def _channels(settings: Settings, net: NetEnv) -> list[Check]:
+    """Each channel's own probe, where its plugin has one; they run side by side, each through
+    the proxy and CA bundle its adapter uses (``channels/probing.py``: ``netenv``), named."""
     from ..channels.registry import plugins
 
     configured = settings.channel_settings()
@@ -211,12 +231,14 @@ def _channels(settings: Settings) -> list[Check]:
     )
     checks = []
     for name, problem in found.items():
+        base = getattr(configured[name], "api_base_url", None)
+        route = f"; {net.describe(str(base))}" if base else ""
         if problem == "unprobed":
             checks.append(Check(f"channel {name}", "ok", "configured"))
         elif problem is None:
-            checks.append(Check(f"channel {name}", "ok", "reachable, token accepted"))
+            checks.append(Check(f"channel {name}", "ok", f"reachable, token accepted{route}"))
         else:
-            checks.append(Check(f"channel {name}", "fail", problem[0], problem[1]))
+            checks.append(Check(f"channel {name}", "fail", problem[0] + route, problem[1]))
     return checks
 
 

@@ -27,6 +27,7 @@ class AgentSpec:
     workspace_mb: int = 0
     runtime: str = "runc"  # the OCI runtime: runc, or runsc (gVisor)
     mounts: tuple[MountRequest, ...] = ()  # extra host folders, granted by the allowlist
+    lanes: int = 1  # tasks it runs at once (agents[].max_parallel)
 
     @property
     def data_dir(self) -> Path:

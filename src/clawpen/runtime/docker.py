@@ -55,7 +55,11 @@ def container_spec(
     nosuid,nodev, which the bind keeps); without one, a Docker volume. ``mounts``: extra host
     folders the allowlist granted, under /mnt."""
     uid = f"{AGENT_UID}"
-    environment = {"CLAWPEN_SOCKET": SOCKET_PATH, "CLAWPEN_AGENT_ID": spec.agent_id}
+    environment = {
+        "CLAWPEN_SOCKET": SOCKET_PATH,
+        "CLAWPEN_AGENT_ID": spec.agent_id,
+        "CLAWPEN_LANES": str(spec.lanes),
+    }
     if spec.egress:  # still no network: the forwarder on loopback relays to the egress socket
         environment.update(egress_environment())
     workspace_source = (

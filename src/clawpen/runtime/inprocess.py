@@ -37,6 +37,7 @@ class InProcessRuntime:
                     str(spec.socket_dir / SOCKET_NAME),
                     str(workspace),
                     lambda: agent_id in self.stopping,
+                    spec.lanes,
                 ),
                 name=f"agent-{spec.agent_id}",
                 daemon=True,

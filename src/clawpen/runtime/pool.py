@@ -49,6 +49,7 @@ def agent_spec(settings: Settings, agent: AgentSettings) -> AgentSpec:
         workspace_mb=agent.workspace_mb,
         runtime=agent.runtime or settings.runtime,
         mounts=tuple(MountRequest(m.host, m.container, m.read_only) for m in agent.mounts),
+        lanes=agent.max_parallel,
     )
 
 
@@ -77,7 +78,7 @@ class AgentPool:
             for a in settings.agents
         }
         self.containers: dict[str, str] = {}  # agent id -> id of its running container
-        self.busy: set[str] = set()
+        self.busy: dict[str, int] = {}  # agent id -> its tasks at work (never 0: removed)
         self.last_used: dict[str, float] = {}
         self._locks = {a.id: asyncio.Lock() for a in settings.agents}
         self._freed = asyncio.Event()
@@ -100,11 +101,13 @@ class AgentPool:
     @contextlib.asynccontextmanager
     async def working(self, agent_id: str) -> AsyncIterator[None]:
         """Marks the agent busy, so it is not evicted to make room for another."""
-        self.busy.add(agent_id)
+        self.busy[agent_id] = self.busy.get(agent_id, 0) + 1
         try:
             yield
         finally:
-            self.busy.discard(agent_id)
+            self.busy[agent_id] -= 1
+            if not self.busy[agent_id]:
+                del self.busy[agent_id]
             self.last_used[agent_id] = time.monotonic()
             self._freed.set()
 

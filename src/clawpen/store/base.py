@@ -159,7 +159,8 @@ class Store(Protocol):
 
     async def claim_next_task(self, agent_id: str, lease: Lease, now: float) -> ClaimedTask | None:
         """The agent's next task: first one whose owner's lease ran out (resumed, resumes + 1),
-        else every queued message of its oldest waiting conversation, batched into a new one."""
+        else every queued message of its oldest waiting conversation that has no task at work
+        (so that one conversation's tasks run in order), batched into a new one."""
 
     async def task_files(self, task_id: int) -> list[TaskFile]:
         """The files of the task's messages, in the order they came (kept until it ends)."""

@@ -30,8 +30,10 @@ class AgentJobs:
         self.scheduler = scheduler
         self.chats = chats
 
-    async def create(self, agent_id: str, request: JobRequest) -> dict[str, Any]:
-        answering = self.chats.answering(agent_id)
+    async def create(
+        self, agent_id: str, request: JobRequest, task_id: int | None = None
+    ) -> dict[str, Any]:
+        answering = self.chats.answering(agent_id, task_id)
         if answering is None:
             raise JobRefused(409, "a job is created while answering a chat, and none is open")
         if answering.channel == JOB_CHANNEL:

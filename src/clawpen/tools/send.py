@@ -61,8 +61,10 @@ class AgentMessages:
         self.rate: KeyedBuckets[str] = KeyedBuckets(PER_MINUTE / 60, BURST)
         self.log = get_logger()
 
-    async def send(self, agent_id: str, message: OutgoingMessage) -> dict[str, Any]:
-        answering = self.chats.answering(agent_id)
+    async def send(
+        self, agent_id: str, message: OutgoingMessage, task_id: int | None = None
+    ) -> dict[str, Any]:
+        answering = self.chats.answering(agent_id, task_id)
         target = send_target(agent_id, message.to, answering, self.chats.pairings)
         if isinstance(target, str):
             self.log.warning("agent_message_refused", agentId=agent_id, reason=target)

@@ -60,7 +60,7 @@ function renderAgents(data) {
     el("td", {}, a.id),
     el("td", { class: `state state-${a.state}` }, a.state),
     el("td", {}, a.container || ""),
-    el("td", {}, a.task ? `#${a.task.id} ${a.task.chat}` : ""),
+    el("td", {}, (a.tasks || []).map((t) => `#${t.id} ${t.chat}`).join(", ")),
     el("td", {}, a.state === "stopped" ? "" :
       el("button", { onclick: () => act(`/api/agents/${encodeURIComponent(a.id)}/stop`) }, "stop")),
   )));

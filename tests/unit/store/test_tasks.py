@@ -41,10 +41,17 @@ async def test_queued_messages_of_one_conversation_batch_into_one_task_in_order(
 
 
 async def test_message_arriving_during_a_task_goes_into_the_next_task(store: SQLiteStore) -> None:
+    """...which is claimed only once that task ended: one chat's tasks run in order, while
+    another chat's can be claimed beside it (issue 24.5)."""
     await record(store, msg("first"))
     task = await store.claim_next_task("assistant", ME, NOW)
     assert task is not None
     await record(store, msg("while busy"))
+    await record(store, msg("elsewhere", chat="2002"))
+    beside = await store.claim_next_task("assistant", ME, NOW)
+    assert beside is not None and beside.texts == ("elsewhere",)
+    assert await store.claim_next_task("assistant", ME, NOW) is None  # its chat is at work
+    await store.finish_task(task.id, "done", None, ME, NOW)
     nxt = await store.claim_next_task("assistant", ME, NOW)
     assert nxt is not None
     assert (task.texts, nxt.texts) == (("first",), ("while busy",))

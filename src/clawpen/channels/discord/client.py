@@ -20,6 +20,8 @@ import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import INTERNAL_API_VERSION, HTTPClient, Route
 
+from ... import netenv
+
 # discord.py waits out a 429 itself when it is this short (its minimum for the setting);
 # a longer one is raised, so the core can hold that chat back and go on with the others
 MAX_RATELIMIT_WAIT = 30.0
@@ -61,7 +63,14 @@ class Bot(discord.Client):
             chunk_guilds_at_startup=False,
             max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
         )
-        http = RoutedHTTPClient(rest_base, self.loop, max_ratelimit_timeout=MAX_RATELIMIT_WAIT)
+        net = netenv.current()  # HTTPS_PROXY, NO_PROXY and the CA bundle, for REST and gateway
+        http = RoutedHTTPClient(
+            rest_base,
+            self.loop,
+            connector=net.connector(limit=0),
+            proxy=net.proxy_for(rest_base),
+            max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
+        )
         self.http = http
         self._connection.http = http
         self.received = received

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
+from ... import netenv
 from ..base import ChannelFatal
 from .settings import OAuth2Settings
+
+if TYPE_CHECKING:
+    import requests
 
 
 class Tokens:
@@ -23,7 +28,7 @@ class Tokens:
             client_secret=settings.client_secret,
             token_uri=settings.token_uri,
         )
-        self.request = google.auth.transport.requests.Request()
+        self.request = google.auth.transport.requests.Request(session=_session(settings.token_uri))
         self.lock = asyncio.Lock()
 
     async def get(self, renew: bool = False) -> str:
@@ -43,3 +48,18 @@ class Tokens:
                 except TransportError as exc:
                     raise ConnectionError(f"token refresh: {exc}") from None
             return str(self.credentials.token)
+
+
+def _session(token_uri: str) -> requests.Session:
+    """requests, as google-auth uses it, through our proxy and CA bundle (on its own it reads
+    REQUESTS_CA_BUNDLE and certifi's bundle, never SSL_CERT_FILE)."""
+    import requests
+
+    net = netenv.current()
+    session = requests.Session()
+    session.trust_env = False  # the proxy and bundle below, not requests' own reading
+    proxy = net.proxy_for(token_uri)
+    session.proxies = {"https": proxy, "http": proxy} if proxy else {}
+    if net.ca_file or net.ca_dir:
+        session.verify = net.ca_file or net.ca_dir or True
+    return session

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
+from ... import netenv
 from ...models import Address, Attachment, InboundMessage, OutboundMessage
 from ...obs.logging import get_logger
 from ...retry import PLATFORM, Retrier
@@ -91,9 +92,16 @@ class SlackAdapter:
             from slack_sdk.web.async_client import AsyncWebClient
 
             base = self.settings.api_base_url.rstrip("/") + "/"  # slack_sdk joins with it
+            net = netenv.current()
             self._web = AsyncWebClient(
-                token=self.settings.bot_token, base_url=base, timeout=30, retry_handlers=[]
+                token=self.settings.bot_token,
+                base_url=base,
+                timeout=30,
+                retry_handlers=[],
+                ssl=net.ssl_context(),
             )
+            # set after: the SDK reads HTTPS_PROXY on its own when given none, but not NO_PROXY
+            self._web.proxy = net.proxy_for(base)
         return self._web
 
     async def run(self, accept: Accept) -> None:
@@ -111,6 +119,7 @@ class SlackAdapter:
             web_client=web,
             ping_interval=self.settings.ping_interval,
         )
+        client.proxy = netenv.current().proxy_for(str(opened["url"]))  # as for the web client
         client.wss_uri = str(opened["url"])
 
         async def on_request(client: SocketModeClient, request: SocketModeRequest) -> None:
@@ -253,7 +262,8 @@ class SlackAdapter:
         if not _token_may_go_to(url, self.settings.api_base_url):
             return None, "its address is not Slack's"
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+            base = self.settings.api_base_url
+            self._http = netenv.current().session(base, timeout=aiohttp.ClientTimeout(total=120))
         headers = {"Authorization": f"Bearer {self.settings.bot_token}"}
         try:
             async with self._http.get(url, headers=headers, allow_redirects=False) as response:

@@ -8,9 +8,13 @@ Parameters, files, timeouts and errors map one to one to what ``HTTPXRequest`` d
 
 from __future__ import annotations
 
+import functools
+
 import aiohttp
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+from ... import netenv
 
 UNSET = type(BaseRequest.DEFAULT_NONE)  # PTB's marker for "the request's own default"
 
@@ -30,6 +34,8 @@ class AiohttpRequest(BaseRequest):
         self._connect_timeout = connect_timeout
         self._media_write_timeout = media_write_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._net = netenv.current()  # HTTPS_PROXY, NO_PROXY and the CA bundle
+        self._proxy_for = functools.lru_cache(maxsize=16)(self._net.proxy_for)
 
     @property
     def read_timeout(self) -> float | None:
@@ -37,7 +43,7 @@ class AiohttpRequest(BaseRequest):
 
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._pool_size)
+            connector = self._net.connector(limit=self._pool_size)
             self._session = aiohttp.ClientSession(connector=connector)
 
     async def shutdown(self) -> None:
@@ -71,13 +77,25 @@ class AiohttpRequest(BaseRequest):
         timeout = aiohttp.ClientTimeout(total=longest, sock_connect=connect, sock_read=read)
         try:
             async with self._session.request(
-                method, url, data=data, timeout=timeout, headers={"User-Agent": self.USER_AGENT}
+                method,
+                url,
+                data=data,
+                timeout=timeout,
+                headers={"User-Agent": self.USER_AGENT},
+                proxy=self._proxy_for(_origin(url)),
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as err:
             raise TimedOut from err
         except aiohttp.ClientError as err:
             raise NetworkError(f"aiohttp.{type(err).__name__}: {err}") from err
+
+
+def _origin(url: str) -> str:
+    """What decides the proxy (scheme, host, port): the same for every call, so it is cached
+    per origin, not per URL (each carries the token and the method)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def _seconds(given: object, default: float | None) -> float | None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
+from ... import netenv
 from ...models import Address, Attachment, InboundMessage, OutboundMessage
 from ...obs.logging import get_logger
 from ...ports.limits import PortLimits
@@ -136,7 +137,7 @@ class WhatsAppAdapter:
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with netenv.current().session(self.base, timeout=timeout) as http:
             self._http = http
             self._accept = accept
             try:

@@ -107,9 +107,13 @@ def _claim_next_task(
             (lease.owner, lease.until, orphan[0]),
         )
         return _claimed(db, orphan[0], resumed=True)
+    # the oldest waiting conversation that has no task at work: one conversation's tasks run
+    # one after the other, in order, however many of its agent's run at once
     first = db.execute(
-        "SELECT channel, chat_id, thread FROM messages WHERE agent_id=? AND status='queued'"
-        " ORDER BY id LIMIT 1",
+        "SELECT channel, chat_id, thread FROM messages m WHERE agent_id=? AND status='queued'"
+        " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.agent_id=m.agent_id"
+        " AND t.channel=m.channel AND t.chat_id=m.chat_id AND t.thread=m.thread"
+        " AND t.status='running') ORDER BY id LIMIT 1",
         (agent_id,),
     ).fetchone()
     if first is None:
