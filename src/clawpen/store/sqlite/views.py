@@ -16,9 +16,14 @@ class Views(Connection):
     """What operators look at."""
 
     async def recent_messages(self, limit: int) -> list[RecentMessage]:
+        # an answered message is shown as its reply fared, as `status` counts it: delivered
+        # ("answered"), still being sent ("replying") or not delivered ("undelivered")
         return await self._read_all(
-            "SELECT id, channel, chat_id, sender_id, substr(text, 1, ?), received_at, status,"
-            " agent_id FROM messages ORDER BY id DESC LIMIT ?",
+            "SELECT m.id, m.channel, m.chat_id, m.sender_id, substr(m.text, 1, ?), m.received_at,"
+            " CASE WHEN m.status != 'answered' OR r.status IS NULL OR r.status = 'sent'"
+            " THEN m.status WHEN r.status = 'failed' THEN 'undelivered' ELSE 'replying' END,"
+            " m.agent_id FROM messages m LEFT JOIN replies r ON r.task_id = m.task_id"
+            " ORDER BY m.id DESC LIMIT ?",
             (RECENT_TEXT, limit),
             fields(RecentMessage),
         )
