@@ -55,3 +55,15 @@ def test_other_failures_are_not_taken_for_an_unreachable_platform() -> None:
 def test_the_endpoint_is_the_platforms_address_without_the_path() -> None:
     settings = TelegramSettings(token="123:abc")
     assert endpoint_of(settings) == "https://api.telegram.org"
+
+
+def test_a_reach_frame_from_an_adapter_is_checked_before_it_is_believed() -> None:
+    from clawpen.channels import wire
+
+    frame = wire.reach_frame("unreachable", "cannot reach x" + "!" * 10_000)
+    state, error = wire.parse_reach(frame)
+    assert state == "unreachable" and len(error) <= wire.MAX_ERROR
+    with pytest.raises(wire.FrameError):
+        wire.parse_reach({"type": "reach", "state": "disabled", "error": ""})
+    with pytest.raises(wire.FrameError):
+        wire.parse_reach({"type": "reach", "state": "running", "error": 7})
