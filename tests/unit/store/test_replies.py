@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from clawpen.models import Address
+from clawpen.models import Address, DeliveryStatus
 from clawpen.store import Lease, SQLiteStore
 
 from .support import ME, NOW, OTHER, answered, msg, record
@@ -123,6 +123,13 @@ async def test_the_dashboard_shows_an_undelivered_answer_as_status_counts_it(
     assert shown == {"first": "answered", "second": "undelivered", "third": "replying"}
     assert (await store.delivery_failures(0))["telegram"][0] == 1
     assert waiting
+    # the platform says later that the first one failed (a WhatsApp status)
+    await store.record_delivery_status(
+        "telegram", DeliveryStatus("1001", "1", "failed", "window closed", True), NOW
+    )
+    shown = {m.text: m.status for m in await store.recent_messages(10)}
+    assert shown["first"] == "undelivered"
+    assert (await store.delivery_failures(0))["telegram"][0] == 2
 
 
 async def test_a_reply_no_chat_session_took_is_kept_unread_once_for_that_conversation(
