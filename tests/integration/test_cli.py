@@ -444,6 +444,43 @@ async def test_an_answer_whose_chat_was_closed_is_shown_by_the_next_chat_of_that
     assert away.startswith("assistant> ") and "written-while-away" in away, out
     assert now == "echo: hi"
     code, out, err = await clawpen("status", "--config", str(config))
-    assert "undelivered" not in json.loads(out)["channels"]["cli"]  # status: delivered
+    assert "undelivered_24h" not in json.loads(out)["channels"]["cli"]  # status: delivered
     code, out, err = await clawpen("chat", "--config", str(config), "--session", "notes", "hi")
     assert out == "echo: hi\n"  # shown once
+
+
+@pytest.mark.docker
+async def test_a_task_rerun_after_a_crash_answers_into_its_conversations_history(
+    start_orchestrator: StartOrchestrator,
+) -> None:
+    """The issue's case: the orchestrator dies mid-answer (with the chat that asked); on the
+    next start the task runs again, and its answer is not dropped for want of a listener: the
+    next `clawpen chat --session` of that conversation shows it, and `status` counts it
+    delivered."""
+    first = await start_orchestrator()
+    config = first.config
+    chat = await asyncio.create_subprocess_exec(
+        *CLAWPEN, "chat", "--config", str(config), "--session", "work",
+        "run: sleep 2; echo finished-after-the-crash",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await until(lambda: tasks_running(config), timeout=60, what="the command running")
+    await first.stop(signal.SIGKILL)
+    chat.kill()
+    await chat.wait()
+
+    await start_orchestrator()
+
+    async def answered() -> bool:
+        _, out, _ = await clawpen("status", "--config", str(config))
+        counts = json.loads(out)["counts"]
+        return bool(counts.get("replies.sent")) and not counts.get("replies.pending")
+
+    await until(answered, timeout=90, what="the re-run task's answer")
+    code, out, err = await clawpen("chat", "--config", str(config), "--session", "work", "hi")
+    assert code == 0, err
+    assert "finished-after-the-crash" in out and out.endswith("echo: hi\n"), out
+    _, out, _ = await clawpen("status", "--config", str(config))
+    status = json.loads(out)
+    assert "undelivered_24h" not in status["channels"]["cli"]
+    assert not status["counts"].get("replies.failed")
