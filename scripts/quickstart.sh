@@ -10,11 +10,14 @@
 # TELEGRAM_BOT_TOKEN (and TELEGRAM_CHAT_ID to pair your chat) adds the Telegram channel, also
 # to an existing config on a second run (SLACK_BOT_TOKEN + SLACK_APP_TOKEN and DISCORD_BOT_TOKEN
 # likewise): `clawpen init` writes the config, and the tokens go to the vault.
-# With a terminal, you get a chat prompt and the orchestrator stops when you leave it;
-# without one, the orchestrator runs in the foreground.
+# With a terminal, you get a chat prompt; the orchestrator runs in a session of its own (a
+# Ctrl-C in the chat stops an answer, never the orchestrator) and is stopped cleanly when you
+# leave the chat (keep it running: docs/service.md). Without one, it runs in the foreground.
+# `clawpen` is linked into /usr/local/bin (scripts/link-clawpen.sh) when that is writable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
+bash scripts/link-clawpen.sh
 
 echo "quickstart: building the agent image (the first build takes about a minute)"
 clawpen image build
@@ -22,16 +25,25 @@ clawpen image build
 umask 077  # what this writes (config, logs, the data directory) is its owner's only
 config=${CLAWPEN_CONFIG:-clawpen.yaml}
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+orchestrator=""
+stop() {
+  if [[ -n $orchestrator ]] && kill -0 "$orchestrator" 2>/dev/null; then
+    echo "quickstart: stopping the orchestrator (start it again: clawpen run --config $config)"
+  fi
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap stop EXIT
 
 # The key: from ANTHROPIC_API_KEY, else the vault, else asked for once (hidden), else the demo.
+# The demo's key is kept in the vault too: a second start does not ask again.
 stored=""
 [[ -f $config ]] && stored=$(clawpen secrets get anthropic-api-key --reveal --config "$config" 2>/dev/null || true)
 key=""
 if [[ -n ${ANTHROPIC_API_KEY:-} ]]; then
   [[ $stored == "$ANTHROPIC_API_KEY" ]] || key=$ANTHROPIC_API_KEY
   stored=$ANTHROPIC_API_KEY
-elif [[ ( -z $stored || $stored == demo-key ) && -t 0 ]]; then
+elif [[ -z $stored && -t 0 ]]; then
   read -rsp "quickstart: your Anthropic API key (Enter for the offline demo): " typed; echo
   if [[ -n $typed ]]; then key=$typed; stored=$typed; fi
 fi
@@ -48,8 +60,9 @@ clawpen init "${demo[@]}" --config "$config"
 unset stored typed key
 if [[ ${#demo[@]} -gt 0 ]]; then
   echo "quickstart: no Anthropic API key: using the offline demo model on :8765"
-  echo "            (try: run: uname -a). Run this again with a key for a real Claude."
-  clawpen demo-model --port 8765 --api-key demo-key >/dev/null 2>&1 &
+  echo "            (try: run: uname -a). For a real Claude:"
+  echo "            clawpen secrets set anthropic-api-key --config $config, then run this again."
+  setsid clawpen demo-model --port 8765 --api-key demo-key >/dev/null 2>&1 &
   pids+=($!)
 fi
 clawpen check --config "$config"
@@ -59,7 +72,7 @@ if [[ ! -t 0 ]]; then
   exit
 fi
 errors=$(mktemp)  # what it says before its log file is open (a config it cannot use)
-clawpen run --config "$config" >/dev/null 2>"$errors" &
+setsid clawpen run --config "$config" >/dev/null 2>"$errors" &
 orchestrator=$!
 pids+=($orchestrator)
 for _ in $(seq 100); do
@@ -67,5 +80,5 @@ for _ in $(seq 100); do
   kill -0 $orchestrator 2>/dev/null || { tail -5 "$errors"; exit 1; }
   sleep 0.1
 done
-echo "quickstart: orchestrator running (its log: clawpen logs -f)"
+echo "quickstart: orchestrator running until you leave the chat (its log: clawpen logs -f)"
 clawpen chat --config "$config"

@@ -391,7 +391,7 @@ class Orchestrator:
         while True:
             self._set_channel(name, "running")
             try:
-                await channel.run(ChannelInbox(self.intake, name))
+                await channel.run(ChannelInbox(self.intake, name, partial(self._reach, name)))
                 error = "stopped on its own"
             except ChannelFatal as exc:
                 self._set_channel(name, "disabled", str(exc))
@@ -405,6 +405,12 @@ class Orchestrator:
             self._set_channel(name, "restarting", error, state.restarts + 1)
             self.log.warning("channel_restarting", channel=name, error=error, retryIn=delay)
             await asyncio.sleep(delay)
+
+    def _reach(self, name: str, state: str, error: str) -> None:
+        """The adapter's word on its platform (``channels/reach.py``): ``unreachable`` with
+        the cause and the next try, or ``running`` again; a disabled channel stays so."""
+        if self.channel_states[name].state in ("running", "unreachable"):
+            self._set_channel(name, state, error)
 
     def _set_channel(self, name: str, state: str, error: str = "", restarts: int = -1) -> None:
         old = self.channel_states[name]

@@ -77,8 +77,9 @@ async def clawpen(
 class Orchestrator:
     """`clawpen run` in a child process; its JSON log lines are collected in ``logs``."""
 
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
+    def __init__(self, config: Path, env: dict[str, str], prefix: tuple[str, ...] = ()) -> None:
         self.config = config
+        self.prefix = prefix  # runs `clawpen run` under it (e.g. setpriv with some capabilities)
         self.env = {**os.environ, **env}
         self.logs: list[dict[str, Any]] = []
         self.process: asyncio.subprocess.Process | None = None
@@ -86,6 +87,7 @@ class Orchestrator:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
+            *self.prefix,
             *CLAWPEN,
             "run",
             "--config",

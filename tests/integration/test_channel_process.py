@@ -7,16 +7,20 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from clawpen.app import Orchestrator
 from clawpen.channels.process import ChannelProcess, adapter_uid, process_spec
 from tests.fakes.fake_telegram import FakeTelegram
 
 from ..conftest import running
+from ..waiting import until
 
 
 def adapter_pid(orchestrator: Orchestrator) -> int:
@@ -183,3 +187,48 @@ def test_the_adapter_module_can_be_started_by_the_python_we_run_on() -> None:
         text=True,
     )
     assert code.returncode == 0, code.stderr
+
+
+async def test_an_unreachable_platform_keeps_its_adapter_up_and_it_recovers_without_a_restart(
+    orchestrator_factory: Callable[..., Orchestrator], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """No route to Telegram: the adapter does not exit into a crash loop. It says why once,
+    `status` shows `unreachable` with that line, and once Telegram answers it goes on in the
+    same process."""
+    with socket.socket() as probe:  # a port where nothing listens: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    telegram = FakeTelegram(url=f"http://127.0.0.1:{port}")
+    orchestrator = orchestrator_factory(telegram=telegram, adapters="process")
+    try:
+        async with running(orchestrator):
+            pid = await wait_for_adapter(orchestrator)
+
+            def telegram_state() -> tuple[str, str]:
+                state = orchestrator.channel_states["telegram"]
+                return state.state, state.error
+
+            await until(
+                lambda: "retrying in 4 s" in telegram_state()[1], what="a second failed try"
+            )
+            status = await orchestrator.status()
+            assert status["channels"]["telegram"]["state"] == "unreachable"
+            assert status["channels"]["telegram"]["error"] == (
+                f"cannot reach http://127.0.0.1:{port} (connection refused); retrying in 4 s"
+            )
+            assert "restarts" not in status["channels"]["telegram"]
+
+            await telegram.start(port)  # the network is back
+            await until(lambda: telegram_state() == ("running", ""), what="telegram reachable")
+            await telegram.push_text(1001, "are you back?")
+            await telegram.wait_for_sent(1, timeout=30)
+            assert adapter_pid(orchestrator) == pid  # the same process: never restarted
+            assert orchestrator.channel_states["telegram"].restarts == 0
+    finally:
+        await telegram.close()
+    assert telegram.texts_to(1001) == ["echo: are you back?"]
+    logged = capfd.readouterr().out
+    # one line per change of state, not one per try
+    assert logged.count('"channel_unreachable"') == 1, logged
+    assert logged.count('"channel_reachable"') == 1, logged
+    assert f"cannot reach http://127.0.0.1:{port} (connection refused); retrying in 2 s" in logged

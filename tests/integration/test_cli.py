@@ -17,6 +17,7 @@ from clawpen.demo.model import FakeModel
 from clawpen.runtime.pool import instance_id
 from tests.fakes.fake_telegram import FakeTelegram
 
+from ..waiting import until
 from .procs import CLAWPEN, Orchestrator, clawpen, write_config
 
 StartOrchestrator = Callable[..., Awaitable[Orchestrator]]
@@ -375,3 +376,111 @@ async def test_a_stranger_gets_a_code_the_owner_approves_it_and_the_chat_is_pair
         "pair", "approve", code.group(), "--agent", "assistant", "-c", config
     )
     assert code_ == 1
+
+
+async def tasks_running(config: Path) -> int:
+    code, out, err = await clawpen("status", "--config", str(config))
+    assert code == 0, err
+    return int(json.loads(out)["counts"].get("tasks.running", 0))
+
+
+@pytest.mark.docker
+async def test_ctrl_c_in_chat_stops_the_answer_and_a_second_leaves_the_orchestrator_going_on(
+    orchestrator_process: Orchestrator,
+) -> None:
+    config = orchestrator_process.config
+    chat = await asyncio.create_subprocess_exec(
+        *CLAWPEN, "chat", "--config", str(config),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert chat.stdin is not None and chat.stdout is not None and chat.stderr is not None
+    chat.stdin.write(b"run: sleep 600\n")
+    await chat.stdin.drain()
+    await until(lambda: tasks_running(config), timeout=60, what="the long command running")
+
+    chat.send_signal(signal.SIGINT)  # the first Ctrl-C: stop the answer, stay in the chat
+    async with asyncio.timeout(60):
+        stopped = (await chat.stdout.readline()).decode()
+    assert stopped.startswith("assistant> ")
+    assert not await tasks_running(config)  # the agent no longer runs it
+    chat.stdin.write(b"still here?\n")
+    await chat.stdin.drain()
+    async with asyncio.timeout(60):
+        assert (await chat.stdout.readline()).decode() == "assistant> echo: still here?\n"
+
+    chat.send_signal(signal.SIGINT)  # the second: leave
+    async with asyncio.timeout(30):
+        code = await chat.wait()
+    assert code == 0
+    assert "stopping the answer, as /stop does" in (await chat.stderr.read()).decode()
+    code, out, err = await clawpen("chat", "--config", str(config), "and you?")
+    assert (code, out) == (0, "echo: and you?\n"), err  # the orchestrator went on
+
+
+@pytest.mark.docker
+async def test_an_answer_whose_chat_was_closed_is_shown_by_the_next_chat_of_that_session(
+    orchestrator_process: Orchestrator,
+) -> None:
+    config = orchestrator_process.config
+    chat = await asyncio.create_subprocess_exec(
+        *CLAWPEN, "chat", "--config", str(config), "--session", "notes",
+        "run: sleep 2; echo written-while-away",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await until(lambda: tasks_running(config), timeout=60, what="the command running")
+    chat.kill()  # the terminal is closed while the agent works
+    await chat.wait()
+
+    async def replies_sent() -> bool:
+        _, out, _ = await clawpen("status", "--config", str(config))
+        counts = json.loads(out)["counts"]
+        return not counts.get("tasks.running") and not counts.get("replies.pending")
+
+    await until(replies_sent, timeout=60, what="the answer delivered")
+    code, out, err = await clawpen("chat", "--config", str(config), "--session", "notes", "hi")
+    assert code == 0, err
+    away, now = out.rsplit("\n", 2)[:2]
+    assert away.startswith("assistant> ") and "written-while-away" in away, out
+    assert now == "echo: hi"
+    code, out, err = await clawpen("status", "--config", str(config))
+    assert "undelivered_24h" not in json.loads(out)["channels"]["cli"]  # status: delivered
+    code, out, err = await clawpen("chat", "--config", str(config), "--session", "notes", "hi")
+    assert out == "echo: hi\n"  # shown once
+
+
+@pytest.mark.docker
+async def test_a_task_rerun_after_a_crash_answers_into_its_conversations_history(
+    start_orchestrator: StartOrchestrator,
+) -> None:
+    """The issue's case: the orchestrator dies mid-answer (with the chat that asked); on the
+    next start the task runs again, and its answer is not dropped for want of a listener: the
+    next `clawpen chat --session` of that conversation shows it, and `status` counts it
+    delivered."""
+    first = await start_orchestrator()
+    config = first.config
+    chat = await asyncio.create_subprocess_exec(
+        *CLAWPEN, "chat", "--config", str(config), "--session", "work",
+        "run: sleep 2; echo finished-after-the-crash",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await until(lambda: tasks_running(config), timeout=60, what="the command running")
+    await first.stop(signal.SIGKILL)
+    chat.kill()
+    await chat.wait()
+
+    await start_orchestrator()
+
+    async def answered() -> bool:
+        _, out, _ = await clawpen("status", "--config", str(config))
+        counts = json.loads(out)["counts"]
+        return bool(counts.get("replies.sent")) and not counts.get("replies.pending")
+
+    await until(answered, timeout=90, what="the re-run task's answer")
+    code, out, err = await clawpen("chat", "--config", str(config), "--session", "work", "hi")
+    assert code == 0, err
+    assert "finished-after-the-crash" in out and out.endswith("echo: hi\n"), out
+    _, out, _ = await clawpen("status", "--config", str(config))
+    status = json.loads(out)
+    assert "undelivered_24h" not in status["channels"]["cli"]
+    assert not status["counts"].get("replies.failed")

@@ -140,3 +140,49 @@ async def test_the_dashboard_refuses_without_the_token_then_shows_agents_live_me
         "[...document.querySelectorAll('#tasks tbody tr')]"
         ".some(tr => tr.textContent.includes('done'))",
     )
+    # an empty table says "none"; the chart's labels neither overlap nor leave the picture
+    assert cells(browser, "jobs") == [["none"]]
+    overlaps = await in_browser(browser.execute_script, LABELS_CLASH)
+    assert overlaps == [], overlaps
+
+
+# every pair of the chart's texts whose boxes meet, and every text past the picture's edge
+LABELS_CLASH = """
+const chart = document.querySelector('#spend-chart svg');
+const [, , width, height] = chart.getAttribute('viewBox').split(' ').map(Number);
+const boxes = [...chart.querySelectorAll('text')].map(t => [t.textContent, t.getBBox()]);
+const found = [];
+boxes.forEach(([name, b], i) => {
+  if (b.x < 0 || b.y < 0 || b.x + b.width > width || b.y + b.height > height) found.push(name);
+  boxes.slice(i + 1).forEach(([other, c]) => {
+    if (b.x < c.x + c.width && c.x < b.x + b.width && b.y < c.y + c.height && c.y < b.y + b.height)
+      found.push(name + ' / ' + other);
+  });
+});
+return found;
+"""
+
+
+async def test_spend_without_prices_says_cost_unknown_not_zero_dollars(
+    browser: WebDriver, orchestrator_factory: Callable[..., Orchestrator], fake_model: FakeModel,
+    api_key: str,
+) -> None:  # fmt: skip
+    channel = MemoryChannel()
+    built = orchestrator_factory(
+        channels={"telegram": channel},
+        config_channels={"cli": {}, "telegram": {"token": "123:abc"}},
+        pairings=[{"channel": "telegram:42", "agent": "assistant"}],
+        dashboard={"port": 0},
+    )
+    async with running(built):
+        assert built.dashboard is not None
+        await channel.push("42", "hello")
+        await channel.wait_sent(1)
+        await in_browser(browser.get, built.dashboard.url())
+        usd = await until(
+            browser,
+            "document.querySelector('#spend tr[data-agent=assistant] .usd')?.textContent",
+        )
+        tokens = cells(browser, "spend")[0][2]
+    assert usd == "cost unknown"
+    assert int(tokens) > 0

@@ -340,3 +340,31 @@ def test_yaml_syntax_errors_are_a_plain_sentence(tmp_path: Path, text: str, sent
     message = config_error(write(tmp_path, text))
     assert "line " in message and "column " in message
     assert sentence in message
+
+
+def test_every_bad_pairing_and_job_comes_in_one_run_each_fix_said_once(tmp_path: Path) -> None:
+    """Four bad pairings took four runs of `clawpen check`; now they take one, and no line
+    repeats the closing "fix them all in the file"."""
+    pairings = "".join(
+        f"  - channel: {chat}\n    agent: {agent}\n"
+        for chat, agent in [
+            ("telegram:42", "nobody"),
+            ("telegram:not-a-chat", "assistant"),
+            ("telegram:7", "ghost"),
+            ("slack:C1", "assistant"),
+        ]
+    )
+    text = MINIMAL + pairings + JOBS.replace("agent: assistant", "agent: nobody", 1)
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), ENV)
+    message = str(info.value)
+    for expected in (
+        "pairings.1.agent: no agent 'nobody'",
+        "pairings.2.channel: ",
+        "pairings.3.agent: no agent 'ghost'",
+        "pairings.4.channel: ",
+        "jobs.0.agent: no agent 'nobody'",
+    ):
+        assert expected in message, message
+    assert "5 problems" in message
+    assert message.count("fix") == 1 and message.endswith("; fix them all in the file")

@@ -47,6 +47,22 @@ async def report_status(accept: Accept, status: DeliveryStatus) -> None:
         await report(status)
 
 
+async def report_reach(accept: Accept, state: str, error: str) -> None:
+    """Hand an adapter process's word on its platform (``running`` | ``unreachable``, with the
+    cause) to the core, which shows it in ``clawpen status``; a bare function is skipped."""
+    report = getattr(accept, "channel_state", None)
+    if report is not None:
+        await report(state, error)
+
+
+async def connected(accept: Accept) -> None:
+    """Tell the core the adapter has talked to its platform (``reach.py``): called by each
+    adapter once it has (again) an answer. A bare function (a unit test's) is skipped."""
+    report = getattr(accept, "connected", None)
+    if report is not None:
+        await report()
+
+
 class SendError(Exception):
     """Sending failed. ``retry_after`` is the platform's own wait, when it gave one;
     ``permanent`` when trying again cannot help (the bot was blocked, the chat is gone);

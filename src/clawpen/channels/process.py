@@ -33,7 +33,7 @@ from ..models import Address, OutboundMessage
 from ..netenv import NETWORK_ENV
 from ..obs.logging import get_logger
 from . import wire
-from .base import Accept, ChannelFatal, SendError, report_status
+from .base import Accept, ChannelFatal, SendError, report_reach, report_status
 
 ADAPTER_UID_BASE = 61_000  # + a number from the channel's name: one uid per platform
 SEND_TIMEOUT = 120.0
@@ -186,6 +186,8 @@ class ChannelProcess:
                     self._resolve_send(frame)
                 elif kind == "status":
                     group.create_task(report_status(accept, wire.parse_status(frame)))
+                elif kind == "reach":
+                    group.create_task(report_reach(accept, *wire.parse_reach(frame)))
                 elif kind == "fatal":
                     return str(frame.get("error", ""))[: wire.MAX_ERROR] or "fatal error"
                 else:

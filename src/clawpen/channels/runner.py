@@ -31,6 +31,7 @@ from ..obs import logging as clawpen_logging
 from ..ports.limits import raise_open_files_limit
 from . import wire
 from .base import HOST_NAME_MODULES, Channel, ChannelFatal, DeliveryStatus, SendError
+from .reach import Reachability, endpoint_of, keep_reaching
 from .registry import plugins
 
 EXIT_FATAL = 3
@@ -45,6 +46,15 @@ class Bridge:
         self.log = clawpen_logging.get_logger()
         self._accepts: dict[int, asyncio.Future[Decision | None]] = {}
         self._ids = itertools.count(1)
+        self.reach: Reachability | None = None
+
+    async def connected(self) -> None:
+        """The adapter talked to its platform (``base.connected``)."""
+        if self.reach is not None:
+            await self.reach.connected()
+
+    async def report_reach(self, state: str, error: str) -> None:
+        self.writer.write(wire.encode(wire.reach_frame(state, error)))
 
     async def accept(self, message: InboundMessage) -> Decision | None:
         """Hand a message to the core; returns once it is committed there."""
@@ -148,10 +158,11 @@ async def serve(fd: int, uid: int | None = None) -> int:
     if uid is not None:
         drop_privileges(uid)
     bridge = Bridge(name, writer)
+    bridge.reach = reach = Reachability(name, endpoint_of(settings), bridge.report_reach)
     code = 0
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(adapter.run(bridge))
+            group.create_task(keep_reaching(lambda: adapter.run(bridge), reach))
             group.create_task(bridge.serve(reader, adapter))
     except* ChannelFatal as fatal:
         error = str(fatal.exceptions[0])

@@ -23,6 +23,8 @@ here before it is believed.
                       {"type": "status", "chat": "42", "platform_id": "...", "status": "read",
                        "error": "", "window_closed": false}   a platform's later word on a send
                       {"type": "fatal", "error": "..."}   the adapter cannot work at all
+                      {"type": "reach", "state": "unreachable"|"running", "error": "..."}
+                                          the platform cannot be reached (or can again)
 """
 
 from __future__ import annotations
@@ -262,6 +264,20 @@ def parse_status(frame: Frame) -> DeliveryStatus:
         error=_text(frame, "error", MAX_ERROR, required=False),
         window_closed=window_closed,
     )
+
+
+REACH_STATES = ("running", "unreachable")
+
+
+def reach_frame(state: str, error: str) -> Frame:
+    return {"type": "reach", "state": state, "error": error[:MAX_ERROR]}
+
+
+def parse_reach(frame: Frame) -> tuple[str, str]:
+    state = frame.get("state")
+    if state not in REACH_STATES:
+        raise FrameError(f"reach.state must be one of {', '.join(REACH_STATES)}")
+    return str(state), _text(frame, "error", MAX_ERROR, required=False)
 
 
 def fatal_frame(error: str) -> Frame:

@@ -40,9 +40,24 @@ def shown(text: str) -> str:
     return inert(text) if sys.stdout.isatty() else text
 
 
+STOPPING = "(stopping the answer, as /stop does; Ctrl-C again leaves)"
+
+
+def answer(ask: Ask, line: str) -> str:
+    """The reply to ``line``. A Ctrl-C while it is awaited stops the agent's work for this
+    conversation (``/stop``) and returns what the stopped work says; a second Ctrl-C raises
+    ``KeyboardInterrupt`` out of here: the chat is left, the orchestrator goes on."""
+    try:
+        return ask(line)
+    except KeyboardInterrupt:
+        print(STOPPING, file=sys.stderr, flush=True)
+        return ask("/stop")
+
+
 def interactive(agent_id: str, ask: Ask, history: Path | None) -> None:
-    """Read messages with prompt_toolkit until Ctrl-D: arrow keys and history edit the line,
-    a paste arrives whole (newlines included), Esc then Enter starts a new line."""
+    """Read messages with prompt_toolkit until Ctrl-D (or Ctrl-C at the prompt): arrow keys and
+    history edit the line, a paste arrives whole (newlines included), Esc then Enter starts a
+    new line; a Ctrl-C during an answer stops it (``answer``)."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory, InMemoryHistory
     from prompt_toolkit.key_binding import KeyBindings
@@ -69,12 +84,21 @@ def interactive(agent_id: str, ask: Ask, history: Path | None) -> None:
             print(file=sys.stderr)
             return
         if line.strip():
-            print(f"{agent_id}> {inert(ask(line))}", flush=True)
+            try:
+                print(f"{agent_id}> {inert(answer(ask, line))}", flush=True)
+            except KeyboardInterrupt:
+                print(file=sys.stderr)
+                return
 
 
 def piped(agent_id: str, ask: Ask) -> None:
-    """Standard input is not a terminal: one message per line, clean output for scripts."""
-    for raw in sys.stdin:
-        line = raw.rstrip("\n")
-        if line.strip():
-            print(f"{agent_id}> {shown(ask(line))}", flush=True)
+    """Standard input is not a terminal: one message per line, clean output for scripts. A
+    Ctrl-C (SIGINT) during an answer stops it; one while waiting for a line, or a second one,
+    leaves."""
+    try:
+        for raw in sys.stdin:
+            line = raw.rstrip("\n")
+            if line.strip():
+                print(f"{agent_id}> {shown(answer(ask, line))}", flush=True)
+    except KeyboardInterrupt:
+        return

@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TextIO, TypeVar, cast
 
 import typer
 
-from ..config import DEFAULT_PATH, read_yaml, vault_of
+from ..config import DEFAULT_PATH, data_dir_of, read_yaml, vault_of
 from ..errors import ClawpenError
 from ..obs import logging as clawpen_logging
+from ..obs.logfile import RotatingFile, log_path
 
 if TYPE_CHECKING:
     from ..security.vault import Vault
@@ -45,6 +47,21 @@ def audit_to_stderr() -> None:
     """Vault reads are logged (``credential_accessed``) as JSON lines on stderr, leaving stdout
     to the command's own output."""
     clawpen_logging.configure("info", stream=sys.stderr)
+
+
+def audit_to_log(config: Path) -> None:
+    """For commands that read the vault on the way (``check``, ``doctor``): its reads are
+    logged in the orchestrator's log file (``clawpen logs``), not on the terminal, where a raw
+    JSON line is noise. Without a data_dir yet there is nothing to audit against: nowhere."""
+    sink: RotatingFile | None = None
+    try:
+        data_dir = data_dir_of(config)
+        if data_dir.is_dir():
+            sink = RotatingFile(log_path(data_dir), max_bytes=2**62)  # the orchestrator rotates
+    except (ClawpenError, OSError):
+        sink = None
+    stream = cast(TextIO, sink) if sink is not None else open(os.devnull, "w")  # noqa: SIM115
+    clawpen_logging.configure("info", stream=stream)
 
 
 def vault(config: Path) -> Vault:

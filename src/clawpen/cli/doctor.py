@@ -9,12 +9,12 @@ import typer
 
 from ..config import load_settings
 from ..ops.doctor import render, run_checks
-from .common import DEFAULT_CONFIG, ConfigOption, audit_to_stderr, guard
+from .common import DEFAULT_CONFIG, ConfigOption, audit_to_log, guard
 
 
 def check(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Validate the config file and print what it sets up."""
-    audit_to_stderr()
+    audit_to_log(config)
     settings = guard(lambda: load_settings(config))
     agents = ", ".join(a.id for a in settings.agents)
     channels = ", ".join(settings.channel_settings())
@@ -24,7 +24,7 @@ def check(config: ConfigOption = DEFAULT_CONFIG) -> None:
 def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Check every prerequisite (Docker, image, config, secrets, data_dir, disk, model, channels)
     and say how to fix what fails; exits 1 if anything failed."""
-    audit_to_stderr()
+    audit_to_log(config)
     checks = run_checks(config)
     print(render(checks))
     failed = [c for c in checks if c.verdict == "fail"]

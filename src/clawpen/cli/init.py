@@ -21,8 +21,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from ..config import data_dir_of, read_yaml
-from .common import DEFAULT_CONFIG, ConfigOption, guard, vault
+from ..config import data_dir_of, read_yaml, vault_of
+from .common import DEFAULT_CONFIG, ConfigOption, audit_to_log, guard
 
 DEFAULT_MODEL_URL = "https://api.anthropic.com"
 DEMO_MODEL_URL = "http://127.0.0.1:8765"
@@ -240,7 +240,8 @@ def init(
             print(f"init: the previous {config} is kept as {backup}", file=sys.stderr)
     make_data_dir(guard(lambda: data_dir_of(config)))
     if todo.secrets:
-        store = vault(config)
+        audit_to_log(config)  # the quick start's terminal gets no JSON line for each token
+        store = guard(lambda: vault_of(config))
         for name, value in todo.secrets.items():
             guard(lambda: store.set(name, value))  # noqa: B023 (called at once)
     for note in todo.notes:

@@ -8,7 +8,7 @@ Every ClawpenError becomes one line on stderr and a non-zero exit code (``common
 from __future__ import annotations
 
 from importlib.metadata import version as installed_version
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,9 +27,11 @@ from . import (
     usage,
 )
 
+# markdown: a docstring's hard-wrapped lines flow as one paragraph, and ``code`` shows as code
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     help="Personal Claude agents, each in its own locked-down container, on your chat apps.",
 )
 
@@ -76,8 +78,25 @@ for name, group in (
     app.add_typer(group, name=name)
 
 
+def cli_command() -> Any:
+    """The command line as click runs it (typer's own copy of click), flags shown bare:
+    ``--version``, not ``--version <bool>``."""
+    root = typer.main.get_command(app)
+    for each in _walk(root):
+        helps = each.get_help_option(each.context_class(each))  # made once, kept by it
+        for param in [*each.params, *([helps] if helps is not None else [])]:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+    return root
+
+
+def _walk(command: Any) -> list[Any]:
+    below = getattr(command, "commands", {}).values()
+    return [command, *(c for sub in below for c in _walk(sub))]
+
+
 def main() -> None:
-    app()
+    cli_command()()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import typer
 from ..errors import ClawpenError
 from .client import call
 from .common import DEFAULT_CONFIG, ConfigOption, fail, first_agent, guard
-from .views import render_strangers
+from .views import render_pairings, render_strangers
 
 
 def pair(
@@ -66,8 +66,10 @@ def pairings(
         agent = guard(lambda: first_agent(config))
         print(render_strangers(chats, agent, time.time()))
     else:
-        for chat, agent in call(config, "GET", "/v1/pairings").items():
-            print(f"{chat}\t{agent}")
+        paired = call(config, "GET", "/v1/pairings")
+        codes = call(config, "GET", "/v1/pairings/pending")
+        print(render_pairings(paired, codes, time.time()))
+        return
     for code in call(config, "GET", "/v1/pairings/pending"):
         minutes = max(0, round((code["expires_at"] - time.time()) / 60))
         print(f"{code['chat']}\t(waiting for approval; its code expires in {minutes} min)")

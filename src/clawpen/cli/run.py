@@ -8,6 +8,7 @@ import contextlib
 import sys
 import uuid
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import quote
 
 import typer
 
@@ -68,11 +69,18 @@ def chat(
         body = {"agent": agent_id, "text": text, "session": conversation}
         return str(call(config, "POST", "/v1/chat", body)["reply"])
 
+    if session is not None:  # what came for this conversation while no one was reading it
+        where = f"agent={quote(agent_id, safe='')}&session={quote(session, safe='')}"
+        for reply in call(config, "GET", f"/v1/chat/unread?{where}")["replies"]:
+            print(f"{agent_id}> {chatui.shown(str(reply))}", flush=True)
     if message is not None:
         print(chatui.shown(ask(message)))
         return
     call(config, "GET", "/v1/status")  # no orchestrator: say so before typing
-    print(f"chatting with {agent_id} (Ctrl-D to leave)", file=sys.stderr)
+    print(
+        f"chatting with {agent_id} (Ctrl-C stops an answer; Ctrl-C at the prompt or Ctrl-D leaves)",
+        file=sys.stderr,
+    )
     if sys.stdin.isatty() and sys.stdout.isatty():
         history = guard(lambda: data_dir_of(config)) / "chat_history"
         chatui.interactive(agent_id, ask, history if history.parent.is_dir() else None)

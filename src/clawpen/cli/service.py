@@ -1,11 +1,18 @@
 """`clawpen service install`: a systemd unit that runs the orchestrator as a service.
 
 ``unit`` only renders text; ``install`` writes it; ``service_install`` is the command. The
-hardening keeps what the orchestrator needs (the Docker socket, ``data_dir``, dropping adapters
-to their own uids) and takes away the rest of the system: a read-only file system but for
-``data_dir``, no new privileges, no kernel tunables or modules, a short capability list. It
-limits what a bug can do; it is not a sandbox against a compromised orchestrator (access to the
-Docker socket is root on the host).
+hardening keeps what the orchestrator needs (the Docker socket, dropping adapters to their own
+uids, mounting each agent's ext4 workspace image on a loop device) and takes away the rest: a
+short capability list, no devices but the loop ones, no new privileges, no realtime, no
+namespaces, no kernel modules, reboot or swap calls.
+
+The orchestrator mounts the workspaces itself, so the unit gives it ``CAP_SYS_ADMIN`` and the
+loop devices, and no option that makes a mount namespace (``ProtectSystem``, ``PrivateTmp``,
+``PrivateDevices``, ``ReadWritePaths``, ``ProtectKernel*``...): a mount made in a namespace of
+the service's own is invisible to dockerd, which bind-mounts it into the agent's container.
+docs/service.md says why this beats a separate mount helper. It limits what a bug can do; it is
+not a sandbox against a compromised orchestrator (access to the Docker socket is root on the
+host anyway).
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ DEFAULT_UNIT_PATH = Path("/etc/systemd/system/clawpen.service")
 VAULT_CREDENTIAL = "clawpen-vault-key"  # the name vault.py looks for in $CREDENTIALS_DIRECTORY
 
 # setuid/setgid: adapters drop to uids of their own; kill: stopping them; chown, fowner and
-# dac_override: data_dir files created by another uid (an adapter's, an older run's)
+# dac_override: data_dir files created by another uid (an adapter's, an older run's); sys_admin:
+# mount and unmount the agents' workspace images (mount(2) and the loop ioctls need it)
 CAPABILITIES = (
+    "CAP_SYS_ADMIN",
     "CAP_SETUID",
     "CAP_SETGID",
     "CAP_KILL",
@@ -72,27 +81,19 @@ def unit(spec: ServiceSpec) -> str:
     ]
     if spec.vault_key is not None:
         lines.append(f"LoadCredential={VAULT_CREDENTIAL}:{spec.vault_key}")
-    if not any(_in_tmp(p) for p in (spec.data_dir, spec.config)):
-        # agent containers mount their socket directories from data_dir by its host path: a
-        # data_dir in /tmp must be the host's /tmp
-        lines.append("PrivateTmp=yes")
     lines += [
+        "# no mount namespace (ProtectSystem, PrivateTmp, PrivateDevices, ReadWritePaths...):",
+        "# the agents' workspace mounts must be visible to dockerd; see docs/service.md",
+        "DevicePolicy=closed",
+        "DeviceAllow=/dev/loop-control rw",
+        "DeviceAllow=block-loop rw",
         "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        f"ReadWritePaths={spec.data_dir}",
-        "ProtectHome=read-only",
-        "PrivateDevices=yes",
-        "ProtectKernelTunables=yes",
-        "ProtectKernelModules=yes",
-        "ProtectKernelLogs=yes",
-        "ProtectControlGroups=yes",
-        "ProtectClock=yes",
-        "ProtectHostname=yes",
         "RestrictRealtime=yes",
         "RestrictSUIDSGID=yes",
         "RestrictNamespaces=yes",
         "LockPersonality=yes",
         "SystemCallArchitectures=native",
+        "SystemCallFilter=~@clock @cpu-emulation @module @obsolete @raw-io @reboot @swap",
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
         f"CapabilityBoundingSet={' '.join(CAPABILITIES)}",
         "",
@@ -101,10 +102,6 @@ def unit(spec: ServiceSpec) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _in_tmp(path: Path) -> bool:
-    return any(path.is_relative_to(tmp) for tmp in (Path("/tmp"), Path("/var/tmp")))
 
 
 def install(spec: ServiceSpec, path: Path) -> None:

@@ -37,7 +37,9 @@ def usage(
     print("day\tagent\tmodel\tcalls\tinput\toutput\tusd")
     for row in rows:
         estimated = f" ({row.estimated} estimated)" if row.estimated else ""
+        # no price under model.prices: the cost is unknown, not nothing (as /usage says)
+        cost = f"{row.usd:.4f}" if row.usd or not row.input_tokens else "cost unknown"
         print(
             f"{row.day}\t{row.agent_id}\t{row.model}\t{row.calls}{estimated}\t"
-            f"{row.input_tokens}\t{row.output_tokens}\t{row.usd:.4f}"
+            f"{row.input_tokens}\t{row.output_tokens}\t{cost}"
         )

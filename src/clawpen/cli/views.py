@@ -52,6 +52,21 @@ def render_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_pairings(paired: dict[str, str], codes: list[dict[str, Any]], now: float) -> str:
+    """``clawpen pairings``: each paired chat and its agent, the codes waiting for approval,
+    and a line that says so when there are none (an empty answer looks like a failure)."""
+    lines = [f"{chat}\t{agent}" for chat, agent in paired.items()]
+    if not paired:
+        lines.append(
+            "no chat is paired: pair one with clawpen pair CHAT AGENT"
+            " (clawpen pairings --pending lists who wrote)"
+        )
+    for code in codes:
+        minutes = max(0, round((code["expires_at"] - now) / 60))
+        lines.append(f"{code['chat']}\t(waiting for approval; its code expires in {minutes} min)")
+    return "\n".join(lines)
+
+
 def render_strangers(chats: list[dict[str, Any]], agent: str, now: float) -> str:
     """``clawpen pairings --pending``: who wrote from an unpaired chat, and how to pair it."""
     if not chats:

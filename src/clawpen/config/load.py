@@ -157,8 +157,8 @@ def validation_problems(error: ValidationError, model: type[BaseModel] | None = 
             pattern = str((item.get("ctx") or {}).get("pattern", ""))
             rule = PATTERN_WORDS.get(pattern, "does not have the expected form")
             problems.append(f"{loc}: {item['input']!r} {rule}")
-        else:
-            problems.append(f"{loc}: {message}" if loc else message)
+        else:  # a model's cross-checks come as one error, a problem a line
+            problems += [f"{loc}: {line}" if loc else line for line in message.splitlines()]
     return problems
 
 
@@ -235,6 +235,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+FIX_VALUE = "fix the value in the file"
+
+
 def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Settings:
     """Read, resolve and validate a config file; relative paths are relative to the file."""
     path = Path(path)
@@ -258,11 +261,12 @@ def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Set
         unresolved = {p.problem.split(":", 1)[0] for p in problems}
         for line in validation_problems(exc, Settings):
             if line.split(":", 1)[0] not in unresolved:  # not a second word on the same key
-                problems.append(ConfigError(line, "fix the value in the file"))
+                problems.append(ConfigError(line, FIX_VALUE))
     if len(problems) == 1:
         raise ConfigError(f"{path}: {problems[0].problem}", problems[0].fix)
     if problems:
-        lines = "".join(f"\n  {p}" for p in problems)
+        # each line's own fix only where it says more than the closing one
+        lines = "".join(f"\n  {p.problem if p.fix == FIX_VALUE else p}" for p in problems)
         raise ConfigError(f"{path}: {len(problems)} problems:{lines}", "fix them all in the file")
     data_dir = settings.data_dir
     if not data_dir.is_absolute():

@@ -256,48 +256,57 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        """Every cross-check at once: one ValueError, one problem a line (``validation_problems``
+        splits them), so that four bad pairings take one run of `clawpen check`, not four."""
+        problems: list[str] = []
         ids = [a.id for a in self.agents]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
-            raise ValueError(f"agents: duplicate id {duplicates[0]!r}; give every agent its own id")
+            problems.append(f"agents: duplicate id {duplicates[0]!r}; give every agent its own id")
         for i, pairing in enumerate(self.pairings):
             if pairing.agent not in ids:
-                raise ValueError(
+                problems.append(
                     f"pairings.{i}.agent: no agent {pairing.agent!r};"
                     f" known agents: {', '.join(ids)}"
                 )
             try:
                 read_chat(pairing.channel, self.channel_settings())
             except ValueError as exc:
-                raise ValueError(f"pairings.{i}.channel: {exc}") from None
-        self._check_jobs(ids)
-        LoopbackExceptions.parse(self.allow_loopback_for_tests)
+                problems.append(f"pairings.{i}.channel: {exc}")
+        problems += self._check_jobs(ids)
+        try:
+            LoopbackExceptions.parse(self.allow_loopback_for_tests)
+        except ValueError as exc:
+            problems.append(str(exc))
         for i, agent in enumerate(self.agents):
             usd = agent.daily_usd_budget or self.model.daily_usd_budget
             for model in agent.models or [agent.model or self.model.name]:
                 if usd is not None and model not in self.model.prices:
-                    raise ValueError(
+                    problems.append(
                         f"agents.{i}: a daily_usd_budget needs a price for {model!r};"
                         " add it under model.prices"
                     )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
-    def _check_jobs(self, ids: list[str]) -> None:
+    def _check_jobs(self, ids: list[str]) -> list[str]:
+        problems: list[str] = []
         names: set[tuple[str, str]] = set()
         for i, job in enumerate(self.jobs):
             if (job.agent, job.name) in names:  # names are per agent, as in the store
-                raise ValueError(
+                problems.append(
                     f"jobs.{i}.name: duplicate job {job.name!r} of {job.agent}; name each one"
                 )
             names.add((job.agent, job.name))
             if job.agent not in ids:
-                raise ValueError(
+                problems.append(
                     f"jobs.{i}.agent: no agent {job.agent!r}; known agents: {', '.join(ids)}"
                 )
             try:
                 read_chat(job.deliver_to, self.channel_settings())
             except ValueError as exc:
-                raise ValueError(f"jobs.{i}.deliver_to: {exc}") from None
+                problems.append(f"jobs.{i}.deliver_to: {exc}")
             try:
                 job.spec()
             except ScheduleError as exc:
@@ -305,9 +314,8 @@ class Settings(_Model):
                 key = next((k for k in _SCHEDULE_KEYS if getattr(job, k) is not None), "schedule")
                 key = "timezone" if text.startswith("unknown time zone") else key
                 known = text.split(":", 1)[0] in ("task", "misfire", "max_failures")
-                raise ValueError(
-                    f"jobs.{i}.{text}" if known else f"jobs.{i}.{key}: {text}"
-                ) from None
+                problems.append(f"jobs.{i}.{text}" if known else f"jobs.{i}.{key}: {text}")
+        return problems
 
     def channel_settings(self) -> dict[str, ChannelSettings]:
         """The configured channels, by name."""

@@ -51,9 +51,23 @@ class ChannelInbox:
     """What a channel's adapter is handed as ``accept``: it commits the channel's messages, and
     takes the platform's later word on the replies (``channels.base.report_status``)."""
 
-    def __init__(self, intake: Intake, channel: str) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        channel: str,
+        on_state: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.intake = intake
         self.channel = channel
+        self.on_state = on_state  # the adapter's word on its platform: state, cause
+
+    async def channel_state(self, state: str, error: str) -> None:
+        if self.on_state is not None:
+            self.on_state(state, error)
+
+    async def connected(self) -> None:
+        """An adapter in this process talked to its platform (``channels.base.connected``)."""
+        await self.channel_state("running", "")
 
     async def __call__(self, message: InboundMessage) -> Decision | None:
         return await self.intake.accept(message)

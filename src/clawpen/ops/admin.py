@@ -65,6 +65,7 @@ class AdminServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat", self._chat)
+        app.router.add_get("/v1/chat/unread", self._unread)
         app.router.add_get("/v1/status", self._status)
         app.router.add_get("/v1/pairings", self._pairings)
         app.router.add_post("/v1/pairings", self._pair)
@@ -133,6 +134,12 @@ class AdminServer:
         except StoreError as exc:
             return web.json_response({"error": str(exc)}, status=503)
         return web.json_response({"reply": reply})
+
+    async def _unread(self, request: web.Request) -> web.Response:
+        """The replies of a CLI conversation that no `clawpen chat` was waiting for."""
+        agent, session = request.query.get("agent", ""), request.query.get("session", "")
+        address = Address("cli", agent, session)
+        return web.json_response({"replies": await self.intake.store.take_unread(address)})
 
     async def _pairings(self, request: web.Request) -> web.Response:
         return web.json_response(self.intake.pairings_written())

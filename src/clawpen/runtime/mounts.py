@@ -175,7 +175,7 @@ def load_allowlist(path: Path, forbidden_dirs: Iterable[Path]) -> list[AllowedRo
     except (OSError, RuntimeError):
         raise MountRefused(
             f"mount allowlist {path} does not exist",
-            f"create it (see README, isolation) or set {ALLOWLIST_ENV}",
+            f"create it (see docs/security.md, extra host folders) or set {ALLOWLIST_ENV}",
         ) from None
     for directory in forbidden_dirs:
         if within(real, directory.resolve()):
@@ -191,11 +191,17 @@ def load_allowlist(path: Path, forbidden_dirs: Iterable[Path]) -> list[AllowedRo
         ) from None
     entries = raw.get("allowed") if isinstance(raw, dict) else None
     if not isinstance(entries, list):
-        raise MountRefused(f"mount allowlist {real}: expected `allowed:` with a list", "see README")
+        raise MountRefused(
+            f"mount allowlist {real}: expected `allowed:` with a list",
+            "see docs/security.md, extra host folders",
+        )
     roots = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise MountRefused(f"mount allowlist {real}: allowed.{i} needs a path", "see README")
+            raise MountRefused(
+                f"mount allowlist {real}: allowed.{i} needs a path",
+                "see docs/security.md, extra host folders",
+            )
         try:
             root = Path(entry["path"]).expanduser().resolve(strict=True)
         except (OSError, RuntimeError):

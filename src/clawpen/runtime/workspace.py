@@ -8,8 +8,10 @@ most ``workspace_mb`` per agent. The host only ever makes, mounts and unmounts t
 never reads or writes a path inside it, so a symlink an agent plants there is never followed by
 the host.
 
-Needs root and loop devices. Without them the agent does not start (the error says so), unless
-its config asks for ``workspace_mb: 0``: a Docker volume without any limit.
+Needs CAP_SYS_ADMIN and loop devices, in the mount namespace dockerd uses (docs/service.md says
+why the service is given them rather than a separate mount helper). Without them the agent does
+not start (the error says so), unless its config asks for ``workspace_mb: 0``: a Docker volume
+without any limit.
 """
 
 from __future__ import annotations
@@ -43,10 +45,17 @@ def _run(*command: str) -> None:
             f"{command[0]} is not installed", "install e2fsprogs and mount (util-linux)"
         ) from None
     except subprocess.CalledProcessError as exc:
-        detail = (exc.stderr or exc.stdout or "").strip().splitlines()
+        # the whole output: mount's last line is only "dmesg(1) may have more information"
+        output = " | ".join(
+            line.strip()
+            for line in f"{exc.stderr or ''}\n{exc.stdout or ''}".splitlines()
+            if line.strip()
+        )
         raise WorkspaceUnavailable(
-            f"{' '.join(command[:2])} failed: {detail[-1] if detail else exc.returncode}",
-            "run clawpen as root on a host with loop devices, or set the agent's"
+            f"{command[0]} failed (exit {exc.returncode}): {output or 'no output'}",
+            "the orchestrator needs CAP_SYS_ADMIN and the loop devices (/dev/loop-control,"
+            " /dev/loopN) to mount agent workspaces: use the unit of `clawpen service install`"
+            " or docker-compose.yml as written (docs/service.md), or set the agent's"
             " workspace_mb: 0 (an unlimited Docker volume on the host disk)",
         ) from None
 

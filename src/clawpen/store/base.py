@@ -346,6 +346,10 @@ class Store(Protocol):
 
     async def replies_for(self, address: Address) -> list[Reply]: ...
 
+    async def take_unread(self, address: Address) -> list[str]:
+        """The replies a chat session took while nobody was reading it (the CLI channel sent
+        them with a platform id ``unread:...``), oldest first; marked read as they are taken."""
+
     async def close(self) -> None: ...
 
 

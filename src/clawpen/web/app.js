@@ -34,8 +34,11 @@ function when(seconds) {
 }
 
 function fill(id, rows) {
+  // an empty table says so, rather than looking like one that has not loaded
   const body = document.querySelector(`#${id} tbody`);
-  body.replaceChildren(...rows);
+  const columns = document.querySelectorAll(`#${id} thead th`).length;
+  body.replaceChildren(...(rows.length ? rows :
+    [el("tr", { class: "none" }, el("td", { colspan: columns }, "none"))]));
 }
 
 function showError(text) {
@@ -74,7 +77,9 @@ function renderSpend(spend) {
   const agents = Object.keys(spend.agents);
   fill("spend", agents.map((a) => el("tr", { "data-agent": a },
     el("td", {}, a),
-    el("td", { class: "usd" }, spend.total_usd[a].toFixed(4)),
+    // no price under model.prices: the cost is unknown, not nothing (as /usage says)
+    el("td", { class: "usd" }, spend.total_usd[a] || !spend.total_tokens[a] ?
+      spend.total_usd[a].toFixed(4) : "cost unknown"),
     el("td", { class: "tokens" }, String(spend.total_tokens[a])),
   )));
   const anyUsd = agents.some((a) => spend.total_usd[a] > 0);
@@ -82,10 +87,15 @@ function renderSpend(spend) {
   const days = spend.days;
   const totals = days.map((_, i) => agents.reduce((sum, a) => sum + spend.agents[a][key][i], 0));
   const top = Math.max(...totals) || 1;
-  const width = 420, height = 160, left = 44, bottom = 20, bar = (width - left) / days.length;
-  const chart = svg("svg", { viewBox: `0 0 ${width} ${height + bottom}`, width: "100%", role: "img",
+  // the legend has a row of its own below the dates, and the dates are centred under their
+  // bars with room on the right: no label overlaps another or is cut at the edge
+  const width = 420, height = 160, left = 44, bottom = 20, legend = 18, right = 16;
+  const bar = (width - left) / days.length;
+  const chart = svg("svg", { viewBox: `0 0 ${width + right} ${height + bottom + legend}`,
+    width: "100%", role: "img",
     "aria-label": `spend per day in ${anyUsd ? "US dollars" : "tokens"}` });
-  chart.append(svg("text", { x: 0, y: 10 }, anyUsd ? `$${top.toPrecision(2)}` : `${Math.round(top)} tok`));
+  chart.append(svg("text", { x: 0, y: 16, class: "scale" },
+    anyUsd ? `$${top.toPrecision(2)}` : `${Math.round(top)} tok`));
   chart.append(svg("line", { x1: left, y1: height, x2: width, y2: height, stroke: "#999" }));
   days.forEach((day, i) => {
     let y = height;
@@ -100,12 +110,15 @@ function renderSpend(spend) {
       chart.append(rect);
     });
     if ((days.length - 1 - i) % 2 === 0) {
-      chart.append(svg("text", { x: left + i * bar, y: height + 14 }, day.slice(5)));
+      chart.append(svg("text", { x: left + (i + 0.5) * bar, y: height + 14, "text-anchor": "middle",
+        class: "date" }, day.slice(5)));
     }
   });
+  const row = height + bottom + 12;
   agents.forEach((a, j) => {
-    chart.append(svg("rect", { x: left + 4 + j * 90, y: 2, width: 8, height: 8, fill: COLORS[j % COLORS.length] }));
-    chart.append(svg("text", { x: left + 16 + j * 90, y: 10 }, a));
+    chart.append(svg("rect", { x: left + 4 + j * 90, y: row - 8, width: 8, height: 8,
+      fill: COLORS[j % COLORS.length] }));
+    chart.append(svg("text", { x: left + 16 + j * 90, y: row, class: "legend" }, a));
   });
   document.getElementById("spend-chart").replaceChildren(chart);
 }

@@ -98,6 +98,7 @@ def test_the_written_config_passes_check_from_a_plain_shell(tmp_path: Path) -> N
     }
     done = clawpen(["init", "--config", str(config)], offered)
     assert done.returncode == 0, done.stderr
+    assert "{" not in done.stderr  # no raw JSON log line on the terminal (credential_stored)
     stored = clawpen(
         ["secrets", "set", "anthropic-api-key", "--config", str(config)], plain, "sk-ant-x"
     )
@@ -108,6 +109,7 @@ def test_the_written_config_passes_check_from_a_plain_shell(tmp_path: Path) -> N
 
     checked = clawpen(["check", "--config", str(config)], plain)  # no variable set at all
     assert checked.returncode == 0, checked.stderr
+    assert checked.stderr == ""  # its vault reads are in the log file, not on the terminal
     assert "channels cli, telegram" in checked.stdout
 
     again = {**plain, "DISCORD_BOT_TOKEN": "discord-secret"}

@@ -55,3 +55,21 @@ def test_secrets_commands_store_list_reveal_and_remove(tmp_path: Path) -> None:
     missing = clawpen(tmp_path, "secrets", "rm", "anthropic")
     assert missing.returncode != 0
     assert missing.stderr.startswith("clawpen: no secret 'anthropic' in the vault")
+
+
+def test_check_reads_the_vault_quietly_and_audits_the_read_in_the_log_file(
+    tmp_path: Path,
+) -> None:
+    """No raw JSON line on the terminal: `check` prints its one line; the vault read it made
+    is in the orchestrator's log, where `clawpen logs` finds it."""
+    (tmp_path / "clawpen.yaml").write_text(
+        CONFIG.replace(', telegram: {token: "secret:telegram-bot"}', "")
+    )
+    assert clawpen(tmp_path, "secrets", "set", "anthropic", stdin=SECRET + "\n").returncode == 0
+    checked = clawpen(tmp_path, "check")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr == ""
+    [line] = checked.stdout.splitlines()
+    assert ": ok: agents assistant" in line
+    logged = [json.loads(row) for row in (tmp_path / "data" / "logs" / "clawpen.log").open()]
+    assert [(e["event"], e["name"]) for e in logged] == [("credential_accessed", "anthropic")]

@@ -1,6 +1,8 @@
 """Running as a service: the systemd unit `clawpen service install` writes is one systemd
-accepts, runs this venv's clawpen with this config, and keeps data_dir writable; the compose
-file runs the orchestrator against the host's engine with its data at the same path."""
+accepts, runs this venv's clawpen with this config, and gives it what mounting the agents'
+workspaces needs (CAP_SYS_ADMIN, the loop devices, no mount namespace of its own); the compose
+file runs the orchestrator against the host's engine with its data at the same path and the
+same privileges. tests/integration/test_service_real.py runs both for real."""
 
 from __future__ import annotations
 
@@ -14,6 +16,21 @@ import yaml
 from clawpen.cli.service import ServiceSpec, unit
 
 ROOT = Path(__file__).resolve().parents[3]
+NAMESPACING = (
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "PrivateMounts",
+    "ReadWritePaths",
+    "ReadOnlyPaths",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectHostname",
+    "MountFlags",
+)
 
 
 def settings(text: str) -> dict[str, list[str]]:
@@ -45,10 +62,13 @@ def test_the_unit_runs_this_clawpen_with_this_config_and_systemd_accepts_it(
     assert Path(executable).exists() and Path(executable).parent == Path(sys.executable).parent
     assert args == ["run", "--config", str(config)]
     assert found["Restart"] == ["on-failure"]
-    assert found["ReadWritePaths"] == [str(tmp_path / "data")]
     assert found["LoadCredential"] == [f"clawpen-vault-key:{tmp_path / 'data' / 'vault.key'}"]
-    assert "PrivateTmp" not in found  # data_dir is in /tmp here: it must be the host's
-    assert "CAP_SYS_ADMIN" not in found["CapabilityBoundingSet"][0]
+    assert "CAP_SYS_ADMIN" in found["CapabilityBoundingSet"][0].split()  # mount(2), loop ioctls
+    assert found["DevicePolicy"] == ["closed"]
+    assert found["DeviceAllow"] == ["/dev/loop-control rw", "block-loop rw"]
+    # each of these makes a mount namespace, where a workspace mount is invisible to dockerd
+    for hiding in NAMESPACING:
+        assert hiding not in found, hiding
     verified = subprocess.run(
         [shutil.which("systemd-analyze") or "systemd-analyze", "verify", str(path)],
         capture_output=True, text=True, timeout=60,
@@ -57,7 +77,7 @@ def test_the_unit_runs_this_clawpen_with_this_config_and_systemd_accepts_it(
     assert verified.stderr.strip() == "", verified.stderr  # no unknown key, no bad value
 
 
-def test_a_data_dir_outside_tmp_gets_a_private_tmp() -> None:
+def test_a_data_dir_outside_tmp_gets_no_mount_namespace_either() -> None:
     spec = ServiceSpec(
         Path("/opt/clawpen/.venv/bin/clawpen"),
         Path("/etc/clawpen/clawpen.yaml"),
@@ -65,7 +85,8 @@ def test_a_data_dir_outside_tmp_gets_a_private_tmp() -> None:
         None,
     )
     found = settings(unit(spec))
-    assert found["PrivateTmp"] == ["yes"]
+    for hiding in NAMESPACING:
+        assert hiding not in found, hiding
     assert "LoadCredential" not in found
     assert found["WorkingDirectory"] == ["/etc/clawpen"]
 
@@ -74,9 +95,17 @@ def test_the_compose_file_drives_the_host_engine_with_the_data_at_the_same_path(
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     service = compose["services"]["clawpen"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in service["volumes"]
-    assert "${PWD}:${PWD}" in service["volumes"]  # the agents' socket mounts name host paths
+    # the agents' socket mounts name host paths
+    here = "${PWD}"
+    shared = {"type": "bind", "source": here, "target": here, "bind": {"propagation": "rshared"}}
+    assert shared in service["volumes"]
     assert service["command"] == ["run", "--config", "${PWD}/clawpen.yaml"]
     assert service["restart"] == "unless-stopped"
     assert service["logging"]["options"]["max-size"]
+    # what mounting the workspaces needs, and the mounts seen by the host's engine
+    assert service["cap_add"] == ["SYS_ADMIN"]
+    assert "apparmor=unconfined" in service["security_opt"]
+    assert set(service["device_cgroup_rules"]) == {"c 10:237 rwm", "b 7:* rwm"}
+    assert "/dev:/dev" in service["volumes"]  # loop devices made after the container started
     dockerfile = (ROOT / service["build"]["dockerfile"]).read_text()
     assert 'ENTRYPOINT ["clawpen"]' in dockerfile

@@ -52,3 +52,22 @@ def test_usage_command_shows_tokens_and_cost_per_agent_and_day(
         "264",
         "0.5060",
     ]
+    unpriced = subprocess.run(
+        [sys.executable, "-m", "clawpen", "usage", "--agent", "helper", "--days", "40",
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert unpriced.stdout.splitlines()[1].split("\t")[-1] == "cost unknown"  # not 0.0000
+
+
+def test_pairings_says_so_when_no_chat_is_paired() -> None:
+    from clawpen.cli.views import render_pairings
+
+    assert render_pairings({}, [], 0.0).startswith("no chat is paired: pair one with clawpen pair")
+    shown = render_pairings(
+        {"telegram:42": "assistant"}, [{"chat": "slack:C1", "expires_at": 600}], 0
+    )
+    assert shown.splitlines() == [
+        "telegram:42\tassistant",
+        "slack:C1\t(waiting for approval; its code expires in 10 min)",
+    ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from clawpen.models import Address
+from clawpen.models import Address, DeliveryStatus
 from clawpen.store import Lease, SQLiteStore
 
 from .support import ME, NOW, OTHER, answered, msg, record
@@ -104,3 +104,47 @@ async def test_a_stale_read_can_never_claim_a_chunk_again(store: SQLiteStore) ->
     assert not await store.record_chunk_sent(reply_id, "fresh", 1, "11", done=True, now=NOW)
     [sent] = await store.replies_for(Address("telegram", "1001"))
     assert sent.chunks_sent == 2
+
+
+async def test_the_dashboard_shows_an_undelivered_answer_as_status_counts_it(
+    store: SQLiteStore,
+) -> None:
+    """`status` counts a failed reply as undelivered; the dashboard's message list agrees
+    rather than showing the message "answered"."""
+    delivered = await answered(store, "first", "echo: first")
+    assert await store.claim_reply(delivered, 0, ME, "d1", NOW)
+    assert await store.record_chunk_sent(delivered, "d1", 0, "1", done=True, now=NOW)
+    lost = await answered(store, "second", "echo: second")
+    assert await store.claim_reply(lost, 0, ME, "d2", NOW)
+    await store.record_send_failure(lost, "d2", "the bot was blocked", True, NOW)
+    waiting = await answered(store, "third", "echo: third")
+
+    shown = {m.text: m.status for m in await store.recent_messages(10)}
+    assert shown == {"first": "answered", "second": "undelivered", "third": "replying"}
+    assert (await store.delivery_failures(0))["telegram"][0] == 1
+    assert waiting
+    # the platform says later that the first one failed (a WhatsApp status)
+    await store.record_delivery_status(
+        "telegram", DeliveryStatus("1001", "1", "failed", "window closed", True), NOW
+    )
+    shown = {m.text: m.status for m in await store.recent_messages(10)}
+    assert shown["first"] == "undelivered"
+    assert (await store.delivery_failures(0))["telegram"][0] == 2
+
+
+async def test_a_reply_no_chat_session_took_is_kept_unread_once_for_that_conversation(
+    store: SQLiteStore,
+) -> None:
+    address = Address("cli", "assistant", "s1")
+    await record(store, msg("run: sleep 20", chat="assistant", channel="cli", thread="s1"))
+    task = await store.claim_next_task("assistant", ME, NOW)
+    assert task is not None
+    done = await store.finish_task(task.id, "slept", None, ME, NOW)
+    assert done is not None
+    [reply] = await store.pending_replies("cli")
+    assert await store.claim_reply(reply.id, 0, ME, "d1", NOW)
+    assert await store.record_chunk_sent(reply.id, "d1", 0, "unread:ab12", done=True, now=NOW)
+
+    assert await store.take_unread(Address("cli", "assistant", "other")) == []
+    assert await store.take_unread(address) == ["slept"]
+    assert await store.take_unread(address) == []  # shown once

@@ -11,7 +11,9 @@ import time
 import uuid
 
 from ...models import Address, InboundMessage, OutboundMessage, Rejection, Route
-from ..base import Accept, ChannelSettings, SendError
+from ..base import Accept, ChannelSettings
+
+UNREAD = "unread:"  # the platform id of a reply no session was waiting for
 
 
 class CliSettings(ChannelSettings):
@@ -67,11 +69,13 @@ class CliChannel:
                     self._listeners.pop(address, None)
 
     async def send(self, message: OutboundMessage) -> str:
-        """Hand the reply to the session that asked; with none left (its terminal was closed)
-        the reply failed, rather than being recorded as sent to no one."""
+        """Hand the reply to the session that asked. With none waiting (its terminal was
+        closed, or the orchestrator restarted under it) the reply goes to the conversation's
+        history: its platform id says ``unread``, and the next `clawpen chat --session` of
+        that conversation shows it (``Store.take_unread``)."""
         queue = self._listeners.get(message.address)
         if queue is None or message.address not in self._waiting:
-            raise SendError(f"no chat session {message.address} is waiting", permanent=True)
+            return f"{UNREAD}{uuid.uuid4().hex}"
         queue.put_nowait(message.text)
         return uuid.uuid4().hex
 

@@ -32,6 +32,7 @@ from ..base import (
     ChannelFatal,
     ChannelSettings,
     SendError,
+    connected,
     skipped_attachment_note,
 )
 
@@ -80,6 +81,7 @@ class DiscordAdapter:
                 ) from None
             await client.point_gateway()
             self._logged_in.set()
+            await connected(accept)
             await self._serve(client, accept)
         finally:
             self._logged_in.clear()

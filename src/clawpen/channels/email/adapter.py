@@ -41,7 +41,8 @@ from ...models import Address, InboundMessage, OutboundMessage
 from ...obs.logging import get_logger
 from ...retry import PLATFORM, STORE, Retrier
 from ...store.base import StoreUnavailable
-from ..base import Accept, ChannelFatal, SendError
+from ..base import Accept, ChannelFatal, SendError, connected
+from ..reach import cause_of
 from . import mailreply, mailtext
 from .oauth2 import Tokens
 from .settings import EmailSettings
@@ -95,8 +96,11 @@ class EmailAdapter:
             imap = None
             try:
                 imap = await self._login(lost)
+                await connected(accept)
                 await self._serve(imap, lost, accept, connections)
             except (OSError, TimeoutError, AioImapException, _Lost) as exc:
+                if cause_of(exc) is not None:
+                    raise  # nothing answered: reach.py says so and tries again
                 delay = connections.next_delay()
                 self.log.warning(
                     "email_imap_disconnected",

@@ -38,9 +38,11 @@ from ..base import (
     ChannelFatal,
     ChannelSettings,
     SendError,
+    connected,
     read_capped,
     skipped_attachment_note,
 )
+from ..reach import cause_of
 
 if TYPE_CHECKING:
     import aiohttp
@@ -128,6 +130,7 @@ class SlackAdapter:
         client.socket_mode_request_listeners.append(on_request)  # type: ignore[arg-type]
         try:
             await client.connect()  # type: ignore[no-untyped-call]
+            await connected(accept)
             self.log.info("channel_connected", channel=self.name, bot_user=self.bot_user_id)
             await self._broken  # the SDK reconnects by itself; this ends only on our own bug
         finally:
@@ -155,6 +158,8 @@ class SlackAdapter:
                 retry_after = _retry_after(headers) if status == 429 else None
                 reason = error or f"HTTP {status}"
             except (aiohttp.ClientError, TimeoutError) as exc:
+                if cause_of(exc) is not None:
+                    raise  # nothing answered: reach.py says so and tries again
                 retry_after, reason = None, f"{type(exc).__name__}: {exc}"
             delay = retrier.next_delay(retry_after)
             self.log.warning("channel_error", channel=self.name, error=reason, retryIn=delay)

@@ -29,8 +29,10 @@ from ..base import (
     ChannelFatal,
     ChannelSettings,
     SendError,
+    connected,
     skipped_attachment_note,
 )
+from ..reach import cause_of
 
 if TYPE_CHECKING:
     import telegram
@@ -73,6 +75,7 @@ class TelegramAdapter:
             raise ChannelFatal(
                 "telegram: the bot token was refused; check channels.telegram.token"
             ) from None
+        await connected(accept)
         offset = 0  # from 0, Telegram starts at the earliest update not yet confirmed
         polls = Retrier(PLATFORM)
         store = Retrier(STORE)
@@ -88,6 +91,8 @@ class TelegramAdapter:
                     await polls.wait(_seconds(exc.retry_after))
                     continue
                 except (NetworkError, TelegramError) as exc:
+                    if cause_of(exc) is not None:
+                        raise  # the platform is gone: reach.py says so and tries again
                     delay = polls.next_delay()
                     self.log.warning(
                         "channel_error", channel=self.name, error=str(exc), retryIn=delay

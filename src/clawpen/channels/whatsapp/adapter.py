@@ -42,6 +42,7 @@ from ..base import (
     ChannelSettings,
     DeliveryStatus,
     SendError,
+    connected,
     read_capped,
     report_status,
     skipped_attachment_note,
@@ -141,7 +142,8 @@ class WhatsAppAdapter:
             self._http = http
             self._accept = accept
             try:
-                await self._check_credentials()
+                if await self._check_credentials():
+                    await connected(accept)
                 await self._serve()
             finally:
                 self._http = None
@@ -164,7 +166,7 @@ class WhatsAppAdapter:
         finally:
             self.listening.clear()
 
-    async def _check_credentials(self) -> None:
+    async def _check_credentials(self) -> bool:
         """Ask the Graph API for our phone number: a refused token or an unknown number cannot
         work at all. An unreachable API can come back: webhooks are served meanwhile."""
         import aiohttp
@@ -173,7 +175,7 @@ class WhatsAppAdapter:
             status, body, _ = await self._call("GET", f"/{self.settings.phone_number_id}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.log.warning("channel_error", channel=self.name, error=f"Graph API: {exc!r}")
-            return
+            return False
         code, message = graph_error(_json(body))
         if status == 401 or code == 190:
             raise ChannelFatal(
@@ -188,6 +190,7 @@ class WhatsAppAdapter:
             self.log.warning(
                 "channel_error", channel=self.name, error=f"Graph API: HTTP {status} {message}"
             )
+        return status == 200
 
     # -- in ---------------------------------------------------------------------------------------
 

@@ -143,6 +143,21 @@ class Replies(Connection):
         )
         return dict(pending)
 
+    async def take_unread(self, address: Address) -> list[str]:
+        def take(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT id, text FROM replies WHERE channel=? AND chat_id=? AND thread=?"
+                " AND status='sent' AND platform_ids LIKE 'unread:%' ORDER BY id",
+                (address.channel, address.chat, address.thread),
+            ).fetchall()
+            db.executemany(
+                "UPDATE replies SET platform_ids='read:' || substr(platform_ids, 8) WHERE id=?",
+                [(row[0],) for row in rows],
+            )
+            return [str(row[1]) for row in rows]
+
+        return await self._write(take)
+
     async def replies_for(self, address: Address) -> list[Reply]:
         return await self._read_all(
             "SELECT * FROM replies WHERE channel=? AND chat_id=? AND thread=? ORDER BY id",

@@ -16,9 +16,18 @@ class Views(Connection):
     """What operators look at."""
 
     async def recent_messages(self, limit: int) -> list[RecentMessage]:
+        # an answered message is shown as its reply fared, as `status` counts it: delivered
+        # ("answered"), still being sent ("replying") or not delivered ("undelivered": the
+        # send failed, or the platform said later that it failed)
         return await self._read_all(
-            "SELECT id, channel, chat_id, sender_id, substr(text, 1, ?), received_at, status,"
-            " agent_id FROM messages ORDER BY id DESC LIMIT ?",
+            "SELECT m.id, m.channel, m.chat_id, m.sender_id, substr(m.text, 1, ?), m.received_at,"
+            " CASE WHEN m.status != 'answered' OR r.status IS NULL THEN m.status"
+            " WHEN r.status = 'failed' OR EXISTS (SELECT 1 FROM delivery_statuses d"
+            "  WHERE d.channel = r.channel AND d.chat_id = r.chat_id AND d.status = 'failed'"
+            "  AND ',' || r.platform_ids || ',' LIKE '%,' || d.platform_id || ',%')"
+            " THEN 'undelivered' WHEN r.status = 'sent' THEN m.status ELSE 'replying' END,"
+            " m.agent_id FROM messages m LEFT JOIN replies r ON r.task_id = m.task_id"
+            " ORDER BY m.id DESC LIMIT ?",
             (RECENT_TEXT, limit),
             fields(RecentMessage),
         )

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import pytest
-
 from clawpen.app import Orchestrator
-from clawpen.channels.base import SendError
 from clawpen.channels.cli import CliChannel
+from clawpen.channels.cli.adapter import UNREAD
 from clawpen.models import Address, OutboundMessage
 from clawpen_agent.protocol import Task, TaskResult
 from tests.conftest import running
@@ -41,8 +39,9 @@ async def test_two_sessions_at_once_each_get_their_own_reply(
     assert sorted(seen) == ["cli:assistant:one", "cli:assistant:two"]  # two conversations
 
 
-async def test_a_reply_for_a_session_that_left_is_not_sent() -> None:
+async def test_a_reply_for_a_session_that_left_goes_to_its_history_unread() -> None:
+    """Nobody is waiting (the terminal was closed, the orchestrator restarted): the reply is
+    delivered to the conversation's history, marked unread, for its next `chat --session`."""
     cli = CliChannel()
-    with pytest.raises(SendError) as raised:
-        await cli.send(OutboundMessage(Address("cli", "assistant", "gone"), "hello?"))
-    assert raised.value.permanent
+    platform_id = await cli.send(OutboundMessage(Address("cli", "assistant", "gone"), "hello?"))
+    assert platform_id.startswith(UNREAD)
