@@ -291,7 +291,11 @@ class Orchestrator:
         undelivered = await self.store.delivery_failures(now - 86_400)
         return {
             "agents": {
-                a: {"container": self.pool.containers.get(a), "connected": s.connected}
+                a: {
+                    "container": self.pool.containers.get(a),
+                    "connected": s.connected,
+                    "paused": a in self.pool.paused,
+                }
                 for a, s in self.pool.sessions.items()
             },
             "channels": {

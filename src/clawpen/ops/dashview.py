@@ -121,6 +121,8 @@ class DashboardView:
             task = self.running.get(agent_id)
             if task is not None:
                 state = "working"
+            elif agent_id in self.pool.paused:
+                state = "paused"
             elif container is not None:
                 state = "running"
             else:
