@@ -20,4 +20,5 @@ MODULES = (
     "scheduler",
     "caching",
     "idle",
+    "gvisor",
 )
