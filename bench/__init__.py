@@ -15,6 +15,7 @@ MODULES = (
     "throughput",
     "exactly_once",
     "memory",
+    "adapters",
     "proxy",
     "isolation",
     "scheduler",
