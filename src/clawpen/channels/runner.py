@@ -10,6 +10,13 @@ this process ends.
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # structlog imports rich when it is installed (for tracebacks on a terminal); an adapter
+    # process logs JSON lines, and rich's modules would cost each one megabytes for nothing
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+
 import asyncio
 import contextlib
 import importlib
@@ -17,7 +24,6 @@ import itertools
 import os
 import signal
 import socket
-import sys
 from collections.abc import Coroutine
 from typing import Any
 
@@ -29,7 +35,7 @@ from ..obs import logging as clawpen_logging
 from ..ports.limits import raise_open_files_limit
 from . import wire
 from .base import HOST_NAME_MODULES, Channel, ChannelFatal, DeliveryStatus, SendError
-from .registry import plugins
+from .registry import plugin_named
 
 EXIT_FATAL = 3
 
@@ -128,7 +134,7 @@ async def serve(fd: int, uid: int | None = None) -> int:
     if start is None or start["type"] != "start":
         return 2
     name = str(start["channel"])
-    plugin = plugins()[name]
+    plugin = plugin_named(name)
     settings = plugin.settings.model_validate(start["settings"])
     del start  # the credential stays in the adapter only
     adapter = plugin.adapter(settings)
