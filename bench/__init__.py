@@ -22,4 +22,5 @@ MODULES = (
     "caching",
     "idle",
     "gvisor",
+    "fleet",
 )
