@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from clawpen.cli.views import render_status
 from clawpen.demo.model import FakeModel
 from clawpen.runtime.docker import container_name
 from clawpen.runtime.pool import instance_id
@@ -178,7 +180,9 @@ async def test_idle_agent_is_frozen_and_its_next_message_thaws_the_same_containe
         await fake_telegram.wait_for_sent(1, timeout=60)
         first = docker_client.containers.get(name).id
         await wait_until(lambda: docker_client.containers.get(name).status == "paused")
-        assert (await orchestrator.status())["agents"]["assistant"]["paused"] is True
+        status = await orchestrator.status()
+        assert status["agents"]["assistant"]["paused"] is True
+        assert re.search(r"^  assistant +paused ", render_status(status), re.M)  # clawpen status
         await fake_telegram.push_text(1001, "second")
         await fake_telegram.wait_for_sent(2, timeout=60)
         thawed = docker_client.containers.get(name)

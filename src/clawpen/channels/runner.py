@@ -167,10 +167,18 @@ async def serve(fd: int, uid: int | None = None) -> int:
 def main() -> None:
     fd = int(sys.argv[1])
     uid = int(sys.argv[3]) if sys.argv[2:3] == ["--uid"] else None
-    clawpen_logging.configure(os.environ.get("CLAWPEN_LOG_LEVEL", "info"))
+    sys.exit(run(fd, uid, os.environ.get("CLAWPEN_LOG_LEVEL", "info")))
+
+
+def run(fd: int, uid: int | None, log_level: str) -> int:
+    """The adapter on socket ``fd``, to its end; its exit code. An exec'd adapter (``main``)
+    and one forked by the zygote (``zygote.py``) both run this."""
+    clawpen_logging.configure(log_level)
     raise_open_files_limit()  # a webhook's caps are sized well below it
+    code = 0
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-        sys.exit(uvloop.run(until_terminated(serve(fd, uid))))
+        code = uvloop.run(until_terminated(serve(fd, uid)))
+    return code
 
 
 async def until_terminated(work: Coroutine[Any, Any, int]) -> int:
