@@ -181,7 +181,8 @@ class Zygote:
         request = {"id": request_id, "channel": channel, "uid": uid, "log_level": self.log_level}
         stderr_read, stderr_write = os.pipe()
         try:
-            socket.send_fds(control, [json.dumps(request).encode()], [fd, stderr_write])
+            fds = [fd, stderr_write, sys.stdout.fileno()]
+            socket.send_fds(control, [json.dumps(request).encode()], fds)
         finally:
             os.close(stderr_write)
         try:

@@ -12,8 +12,9 @@ its stderr our pipe, its platform's own modules imported, its own uid dropped to
 credential read from its own socket. The zygote reaps them and reports their exit codes.
 
 The control socket (SOCK_SEQPACKET: one message per request) carries JSON: in,
-``{"id": N, "channel": NAME, "uid": UID|null, "log_level": LEVEL}`` with two descriptors
-(the adapter's socket, the write end of its stderr pipe); out, ``{"id": N, "pid": PID}`` once
+``{"id": N, "channel": NAME, "uid": UID|null, "log_level": LEVEL}`` with three descriptors
+(the adapter's socket, the write end of its stderr pipe, the orchestrator's stdout, where an
+exec'd adapter's log lines go too); out, ``{"id": N, "pid": PID}`` once
 it is forked and ``{"exited": PID, "code": CODE}`` once it is reaped. When the orchestrator
 closes its end, the zygote exits (its adapters end when their own sockets close).
 """
@@ -33,6 +34,7 @@ import os
 import selectors
 import signal
 import socket
+import traceback
 
 # What every adapter imports anyway; a platform's own library (python-telegram-bot, slack_sdk,
 # discord.py, ...) is imported by its adapter alone, after the fork.
@@ -68,7 +70,7 @@ def main() -> None:
         for key, _ in selector.select():
             if key.fileobj is control:
                 try:
-                    message, fds, _, _ = socket.recv_fds(control, MAX_REQUEST, 2)
+                    message, fds, _, _ = socket.recv_fds(control, MAX_REQUEST, 3)
                 except InterruptedError:
                     continue
                 if not message:
@@ -82,7 +84,7 @@ def main() -> None:
 def _fork(
     control: socket.socket, request: dict[str, object], fds: list[int], wake: tuple[int, int]
 ) -> None:
-    adapter_fd, stderr_fd = fds
+    adapter_fd, stderr_fd, stdout_fd = fds
     pid = os.fork()
     if pid == 0:  # the adapter
         code = 1
@@ -94,10 +96,11 @@ def _fork(
                 os.close(fd)
             os.setsid()
             os.dup2(stderr_fd, 2)
+            os.dup2(stdout_fd, 1)  # the orchestrator's: the adapter's log lines join its own
             os.close(stderr_fd)
-            devnull = os.open(os.devnull, os.O_RDWR)
+            os.close(stdout_fd)
+            devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
-            os.dup2(devnull, 1)
             os.close(devnull)
             from . import runner
 
@@ -107,10 +110,12 @@ def _fork(
                 uid if isinstance(uid, int) else None,
                 str(request.get("log_level", "info")),
             )
+        except BaseException:
+            traceback.print_exc()  # to its stderr: the orchestrator logs it
         finally:
             os._exit(code)
-    os.close(adapter_fd)
-    os.close(stderr_fd)
+    for fd in fds:
+        os.close(fd)
     _tell(control, {"id": request.get("id"), "pid": pid})
 
 
