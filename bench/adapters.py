@@ -23,7 +23,7 @@ from .memory import IDLE
 from .procs import proc_status, process_tree, pss_kb
 from .trees import REPO_ROOT
 
-AGENTS = 50
+AGENTS = 50  # the goal's; --quick: 10
 MAIL_DIR = Path("/var/lib/clawpen-mail")
 MAIL_USER, MAIL_PASSWORD = "agent@clawpen.test", "agent-secret"
 KB = 1024
@@ -32,18 +32,19 @@ KB = 1024
 @benchmark(
     "adapters",
     "Memory: the orchestrator's processes with six platforms and 50 idle agents (PSS)",
-    """`clawpen run` as its own process with 50 agents (`warm: true`) paired with Telegram
-    chats and six platforms configured: the CLI (in the orchestrator), Telegram, Slack (Socket
-    Mode), Discord (gateway) and WhatsApp (Cloud API webhook) against the bench's fakes, and
-    e-mail against the local dovecot/postfix (`scripts/ensure-mail.sh`; the adapter watches a
-    folder of its own, so that it never touches the tests' mail). Each platform's adapter runs
-    in a process of its own, as in production. One message to each agent's chat, all replies
-    received, every adapter connected, then 3 s idle: PSS (`/proc/PID/smaps_rollup`: shared
-    pages split between the processes that share them) of every process of the orchestrator's
-    tree. Beyond the first adapter: the adapters' PSS less the largest one's, per further
-    adapter (what a platform more costs).""",
+    """`clawpen run` as its own process with 50 agents (`warm: true`; 10 with `--quick`) paired
+    with Telegram chats and six platforms configured: the CLI (in the orchestrator), Telegram,
+    Slack (Socket Mode), Discord (gateway) and WhatsApp (Cloud API webhook) against the bench's
+    fakes, and e-mail against the local dovecot/postfix (`scripts/ensure-mail.sh`; the adapter
+    watches a folder of its own, so that it never touches the tests' mail). Each platform's
+    adapter runs in a process of its own, as in production. One message to each agent's chat,
+    all replies received, every adapter connected, then 3 s idle: PSS (`/proc/PID/smaps_rollup`:
+    shared pages split between the processes that share them) of every process of the
+    orchestrator's tree. Beyond the first adapter: the adapters' PSS less the largest one's, per
+    further adapter (what a platform more costs).""",
 )
 async def adapters(ctx: BenchContext) -> list[Row]:
+    agents = ctx.size(AGENTS, 10)
     async with (
         platforms() as (blocks, connected),
         fake_model(ctx) as model,
@@ -54,14 +55,14 @@ async def adapters(ctx: BenchContext) -> list[Row]:
             model.url,
             ctx.api_key,
             telegram,
-            AGENTS,
+            agents,
             warm=True,
-            max_containers=AGENTS + 10,
+            max_containers=agents + 10,
         )
         raw["channels"].update(blocks)
         async with orchestrator_process(ctx, ctx.current, raw) as process:
-            replies = [telegram.expect(f"echo: hello-{i}") for i in range(AGENTS)]
-            for i in range(AGENTS):
+            replies = [telegram.expect(f"echo: hello-{i}") for i in range(agents)]
+            for i in range(agents):
                 await telegram.push_text(chat_id(i), f"hello-{i}")
             async with asyncio.timeout(300):
                 await asyncio.gather(*replies)
@@ -82,7 +83,7 @@ async def adapters(ctx: BenchContext) -> list[Row]:
     rows = [
         Row(
             f"all orchestrator processes, PSS summed ({len(pss)} processes,"
-            f" {platforms_count} platforms, {AGENTS} agents)",
+            f" {platforms_count} platforms, {agents} agents)",
             "MB",
             [sum(pss.values())],
             at_most(200),

@@ -31,11 +31,11 @@ SAMPLED = 20  # paused containers whose memory is read (docker stats costs about
 @benchmark(
     "fleet",
     "Density: 200 agents, steady random traffic, most of them paused",
-    """`clawpen run` as its own process with 200 agents (20 with `--quick`), each paired with
+    """`clawpen run` as its own process with 200 agents (10 with `--quick`), each paired with
     its own Telegram chat, `pause_after` 2 s, `max_containers` raised above the agent count so
     that it is not what makes this work. Every agent answers one message first (its container
     starts); then messages go to agents drawn at random, 4 a second as a Poisson process, for
-    60 s (15 s with `--quick`): an agent gets a message about every 50 s, so nearly all of
+    60 s (10 s with `--quick`): an agent gets a message about every 50 s, so nearly all of
     them are frozen (`docker pause`) when their next one comes. Timed per message: pushed into
     the fake Telegram -> the agent had its task (its own `agentReceived`, from the
     orchestrator's log) and -> the reply reached the fake. Lost: messages with no reply
@@ -44,8 +44,8 @@ SAMPLED = 20  # paused containers whose memory is read (docker stats costs about
     container running and with every agent's container up, per agent.""",
 )
 async def fleet(ctx: BenchContext) -> list[Row]:
-    agents = ctx.size(200, 20)
-    duration = ctx.size(60, 15)
+    agents = ctx.size(200, 10)
+    duration = ctx.size(60, 10)
     draw = random.Random(22)
     pushed: dict[str, tuple[int, float]] = {}  # text -> (agent number, time.time() pushed)
     arrived: dict[str, float] = {}

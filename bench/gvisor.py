@@ -33,6 +33,13 @@ RUNTIMES = ("runc", "runsc")
     gofer and the agent's memory as the Sentry sees it).""",
 )
 async def gvisor(ctx: BenchContext) -> list[Row]:
+    runtimes = ctx.docker.info().get("Runtimes", {})
+    if "runsc" not in runtimes:
+        ctx.note(
+            "Not measured: this Docker engine has no runsc runtime (gVisor); install it and"
+            " register it in /etc/docker/daemon.json (`runsc install`)."
+        )
+        return []
     count = ctx.size(30, 4)
     warm_count = ctx.size(200, 20)
     cold: dict[str, list[str]] = {r: [] for r in RUNTIMES}

@@ -18,13 +18,13 @@ SETTLE = 2.0  # seconds after the last reply before the window opens
     "Idle cost: the orchestrator's processes with nothing to do",
     """`clawpen run` as its own process with one agent (`warm: true`) paired with a Telegram
     chat and the Telegram adapter long-polling the fake (`poll_timeout` 10 s, as the other
-    benchmarks). One message answered, then a window with nothing to do (30 s; 10 s with
+    benchmarks). One message answered, then a window with nothing to do (30 s; 5 s with
     `--quick`): the CPU time of the orchestrator's process tree (it and every process it
     started, such as the channel adapter) over the window, as a share of one core. The agent's
     container is not counted (it is the agent's, not the orchestrator's).""",
 )
 async def idle(ctx: BenchContext) -> list[Row]:
-    window = ctx.size(30, 10)
+    window = ctx.size(30, 5)
     async with fake_model(ctx) as model, fake_telegram() as telegram:
         raw = config(ctx.data_dir("idle"), model.url, ctx.api_key, telegram, 1, warm=True)
         async with orchestrator_process(ctx, ctx.current, raw) as process:
