@@ -107,12 +107,17 @@ async def adapters(ctx: BenchContext) -> list[Row]:
         ),
     ]
     if others > 0.05:
-        rows.insert(2 + len(adapters_pss) + 1, Row("  of which other processes", "MB", [others]))
+        rows.insert(
+            3 + len(adapters_pss),
+            Row("  of which the adapters' zygote (and any other)", "MB", [others], digits=1),
+        )
     ctx.note(
-        "Every adapter is a fresh `python -m clawpen.channels.runner` (exec, never a fork of the"
-        " orchestrator), holding only its own credential, as its own uid when the orchestrator"
-        " runs as root; what they share is the interpreter's binary and shared libraries (split"
-        " in PSS), not their Python heaps."
+        "Every adapter is forked by the adapters' zygote (`channels/zygote.py`): one process"
+        " exec'd fresh (never a fork of the orchestrator), with none of its environment and no"
+        " credential, that imported the libraries every adapter uses once; each adapter then"
+        " imports its own platform's, drops to its own uid (the orchestrator runs as root"
+        " here) and receives its own credential. The pages they share (the interpreter, the"
+        " common libraries' code and objects, copy-on-write) are split between them in PSS."
     )
     return rows
 
