@@ -15,8 +15,12 @@ MODULES = (
     "throughput",
     "exactly_once",
     "memory",
+    "adapters",
     "proxy",
     "isolation",
     "scheduler",
     "caching",
+    "idle",
+    "gvisor",
+    "fleet",
 )

@@ -25,7 +25,7 @@ import docker.errors
 
 from clawpen.runtime.docker import LABEL_INSTANCE
 
-from .trees import CURRENT, REPO_ROOT, Tree, check_out_baseline, remove_tree
+from .trees import CURRENT, MAIN_COMMIT, REPO_ROOT, Tree, check_out_baseline, remove_tree
 
 SCRATCH_PARENT = "/var/tmp"  # the real disk: the store's fsyncs must be real ones
 SCRATCH_PREFIX = "cpb-"
@@ -230,6 +230,7 @@ class BenchContext:
     instances: set[str] = field(default_factory=set)
     _dirs: int = 0
     _baseline: Tree | None = None
+    _main: Tree | None = None
     _baseline_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def size(self, full: int, quick: int) -> int:
@@ -261,6 +262,15 @@ class BenchContext:
                 )
             return self._baseline
 
+    async def main(self) -> Tree:
+        """main before this issue (``MAIN_COMMIT``), checked out like the baseline."""
+        async with self._baseline_lock:
+            if self._main is None:
+                self._main = await asyncio.to_thread(
+                    check_out_baseline, REPO_ROOT, self.root / "main", MAIN_COMMIT, "main"
+                )
+            return self._main
+
     def track(self, instance: str) -> None:
         """Containers and volumes labelled with ``instance`` are removed after the benchmark
         (and by the next run's ``sweep_stale`` if this one is killed before it can)."""
@@ -277,9 +287,10 @@ class BenchContext:
     def close(self) -> None:
         """The end of the run: containers, then the baseline's worktree."""
         self.cleanup()
-        if self._baseline is not None:
-            remove_tree(REPO_ROOT, self._baseline)
-            self._baseline = None
+        for tree in (self._baseline, self._main):
+            if tree is not None:
+                remove_tree(REPO_ROOT, tree)
+        self._baseline = self._main = None
 
 
 def sweep_stale(client: docker.DockerClient) -> list[Path]:

@@ -85,11 +85,12 @@ class Sizes:
 
 
 async def load_all(ctx: BenchContext, model: FakeModel, sizes: Sizes) -> list[Contestant]:
-    """Start the three orchestrators, then load them in turns: every round each gets a burst
+    """Start the four orchestrators, then load them in turns: every round each gets a burst
     and a closed loop, in an order that rotates, so that drift on the machine hits all."""
-    baseline = await ctx.baseline()
+    baseline, main = await ctx.baseline(), await ctx.main()
     entrants: list[tuple[str, str, Tree, RuntimeKind]] = [
         ("before", baseline.label, baseline, "docker"),
+        ("main", main.label, main, "docker"),
         ("after", ctx.current.label, ctx.current, "docker"),
         ("inprocess", "after, in-process agents", ctx.current, "inprocess"),
     ]

@@ -1,6 +1,7 @@
 """The orchestrator's event-loop stalls, read from its own loop-lag probe.
 
-The orchestrator sleeps 10 ms again and again and records by how much it overslept
+The orchestrator sleeps 10 ms again and again (250 ms while its loop is idle) and records
+by how much it overslept
 (``clawpen_event_loop_lag_seconds``, a histogram with buckets at 1, 2, 3, 5, 7.5, 10, 25 ms,
 ...; ``clawpen_event_loop_lag_max_seconds``, the longest since it started). We read them from
 its admin socket (``GET /metrics``) before and after a run: the histogram's difference is the

@@ -20,10 +20,11 @@ STALL_LIMIT = 0.005  # seconds; also a bucket bound of the loop-lag histogram
 @benchmark(
     "throughput",
     "Throughput before and after: 20 agents, a burst and a closed loop",
-    """Three orchestrators, each `clawpen run` in a child process with its own fake Telegram,
+    """Four orchestrators, each `clawpen run` in a child process with its own fake Telegram,
     20 agents (`warm: true`), each paired with its own chat and warmed up with one message:
-    the baseline (the code before the core rebuild, checked out into a scratch worktree), this
-    tree, and this tree with in-process agents (threads of the orchestrator, no container).
+    the baseline (the code before the core rebuild, checked out into a scratch worktree), main
+    before issue 22 (`MAIN_COMMIT`, checked out the same way), this tree, and this tree with
+    in-process agents (threads of the orchestrator, no container).
     They are loaded in turns, rounds whose order rotates, so that drift hits all of them. A
     round is a burst (the messages pushed into the fake at once, round robin over the chats,
     timed from the first push until the reply carrying the last one reached the fake;
@@ -46,13 +47,15 @@ async def throughput(ctx: BenchContext) -> list[Row]:
     async with fake_model(ctx) as model:
         contestants = await load_all(ctx, model, sizes)
     by_key = {c.key: c for c in contestants}
-    before, after, inprocess = by_key["before"], by_key["after"], by_key["inprocess"]
+    before, main, after = by_key["before"], by_key["main"], by_key["after"]
+    inprocess = by_key["inprocess"]
     commit = Row("floor: one SQLite commit (WAL, synchronous=FULL) here", "ms", commits)
     rows = [commit]
     for contestant in contestants:
         rows += contestant_rows(contestant, sizes)
     rows += stall_rows(after)
     rows += target_rows(before, after, commit.p50)
+    rows += main_rows(main, after)
     rows += cost_rows(before, after, inprocess)
     notes(ctx, before, after, commit.p50)
     return rows
@@ -256,6 +259,39 @@ def target_rows(before: Contestant, after: Contestant, commit_ms: float) -> list
             )
         )
     return rows
+
+
+CPU_PER_MESSAGE = 1.5  # ms: the orchestrator's processes, closed loop (issue 22)
+
+
+def main_rows(main: Contestant, after: Contestant) -> list[Row]:
+    """Issue 22's goals, against main before it: closed-loop throughput at least 2x, and the
+    orchestrator's processes at most 1.5 ms of CPU per message in the closed loop."""
+    rate_main = statistics.median(rates(main.loops))
+    rate_after = statistics.median(rates(after.loops))
+    cpu_main = cpu_ms(main.loops, "orchestrator")
+    cpu_after = cpu_ms(after.loops, "orchestrator")
+    return [
+        Row(
+            f"closed-loop messages/s, this tree / {main.label}"
+            f" ({rate_after:.0f} / {rate_main:.0f} msg/s)",
+            "ratio",
+            [rate_after / rate_main],
+            at_least(2),
+        ),
+        Row(
+            f"closed loop: orchestrator processes' CPU per message, this tree / {main.label}"
+            f" ({cpu_after:.2f} / {cpu_main:.2f} ms)",
+            "ratio",
+            [cpu_after / cpu_main],
+        ),
+        Row(
+            "closed loop: orchestrator processes' CPU per message, this tree",
+            "ms",
+            [cpu_after],
+            at_most(CPU_PER_MESSAGE),
+        ),
+    ]
 
 
 def cost_rows(before: Contestant, after: Contestant, inprocess: Contestant) -> list[Row]:

@@ -23,6 +23,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "389e3bf"
 """The parent of the first commit of the core rebuild (async store with group commit, the
 per-chat outbox, the loop-lag probe, the log event fan-out): "the code before this issue"."""
+MAIN_COMMIT = "ade92dc"
+"""main before issue 22 (density and speed): the closed loop's "2x the current main" is judged
+against it."""
 
 # Run against the tree's own code, whatever its layout: the image module moved into runtime/
 # with the wings (issue 17), and the baseline predates that.
@@ -43,7 +46,7 @@ class Tree:
     label: str  # how the report names it
     root: Path
     image: str
-    baseline: bool = False
+    baseline: bool = False  # the code before the core rebuild: its config has fewer keys
 
     @property
     def src(self) -> Path:
@@ -57,9 +60,11 @@ class Tree:
         """The bench's config (written for this tree) in the form this tree accepts.
 
         The baseline knows no ``rate_limit`` (it paces nothing: the fake Telegram has no
-        limits) and refuses unknown keys; it runs its own agent image."""
-        if not self.baseline:
+        limits) and refuses unknown keys; a checkout runs its own agent image."""
+        if self.root == REPO_ROOT:
             return raw
+        if not self.baseline:
+            return {**raw, "image": self.image}
         channels = {
             name: {k: v for k, v in block.items() if k != "rate_limit"}
             for name, block in raw["channels"].items()
@@ -77,7 +82,9 @@ def git(*args: str, cwd: Path) -> str:
     return done.stdout.strip()
 
 
-def check_out_baseline(repo: Path, where: Path, commit: str = BASELINE_COMMIT) -> Tree:
+def check_out_baseline(
+    repo: Path, where: Path, commit: str = BASELINE_COMMIT, label: str = "before"
+) -> Tree:
     """``commit`` in a detached worktree at ``where``, with its agent image built."""
     try:
         full = git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}", cwd=repo)
@@ -88,10 +95,10 @@ def check_out_baseline(repo: Path, where: Path, commit: str = BASELINE_COMMIT) -
         ) from None
     git("worktree", "add", "--detach", str(where), full, cwd=repo)
     tree = Tree(
-        label=f"before ({commit})",
+        label=f"{label} ({commit})",
         root=where,
         image=f"{DEFAULT_TAG.split(':')[0]}:bench-{commit}",
-        baseline=True,
+        baseline=commit == BASELINE_COMMIT,
     )
     try:
         build = subprocess.run(

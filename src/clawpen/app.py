@@ -23,7 +23,7 @@ from clawpen_agent.protocol import EGRESS_SOCKET_NAME
 from . import netenv
 from .channels.base import Channel, ChannelFatal, RateLimitSettings
 from .channels.cli import CliChannel
-from .channels.process import ChannelProcess
+from .channels.process import ChannelProcess, Zygote
 from .channels.registry import plugins
 from .config import Settings
 from .core.board import Board, Leases
@@ -68,23 +68,25 @@ AdapterMode = Literal["process", "in_process"]
 _UNLIMITED = RateLimitSettings(per_chat=0, overall=0)
 
 
-def build_channel(name: str, settings: Any, mode: AdapterMode, log_level: str) -> Channel:
-    """A platform's adapter in a process of its own, or (the CLI, and tests that ask for it)
-    in this one."""
+def build_channel(
+    name: str, settings: Any, mode: AdapterMode, log_level: str, zygote: Zygote | None = None
+) -> Channel:
+    """A platform's adapter in a process of its own (forked by ``zygote`` when given), or (the
+    CLI, and tests that ask for it) in this one."""
     plugin = plugins()[name]
     if plugin.in_process or mode == "in_process":
         return plugin.adapter(settings)
-    return ChannelProcess(name, settings, plugin.max_message_length, log_level)
+    return ChannelProcess(name, settings, plugin.max_message_length, log_level, zygote)
 
 
 def _channels(
-    settings: Settings, given: Mapping[str, Channel], mode: AdapterMode
+    settings: Settings, given: Mapping[str, Channel], mode: AdapterMode, zygote: Zygote
 ) -> dict[str, Channel]:
     """The adapters given (tests), and one built for every other configured platform."""
     built = dict(given)
     for name, channel_settings in settings.channel_settings().items():
         if name not in built:
-            built[name] = build_channel(name, channel_settings, mode, settings.log_level)
+            built[name] = build_channel(name, channel_settings, mode, settings.log_level, zygote)
     return built
 
 
@@ -187,7 +189,9 @@ class Orchestrator:
             calls_allowed=lambda agent_id: settings.agent(agent_id).max_model_calls,
             tracing=self.tracing,
         )
-        self.channels = _channels(settings, channels or {}, adapters)
+        # one fresh process that forks the adapters: their common libraries loaded once
+        self.zygote = Zygote(settings.log_level)
+        self.channels = _channels(settings, channels or {}, adapters, self.zygote)
         cli = self.channels.get("cli")
         self.cli = cli if isinstance(cli, CliChannel) else None
         self.channel_states = {name: ChannelState(name, "starting") for name in self.channels}
@@ -296,7 +300,11 @@ class Orchestrator:
         undelivered = await self.store.delivery_failures(now - 86_400)
         return {
             "agents": {
-                a: {"container": self.pool.containers.get(a), "connected": s.connected}
+                a: {
+                    "container": self.pool.containers.get(a),
+                    "connected": s.connected,
+                    "paused": a in self.pool.paused,
+                }
                 for a, s in self.pool.sessions.items()
             },
             "channels": {
@@ -439,6 +447,7 @@ class Orchestrator:
             await self.dashboard.close()
         await self.admin.close()
         await self.pool.close()
+        await self.zygote.close()
         for proxy in self.egress:
             await proxy.close()
         for session in [self.upstream, *self.upstreams.values()]:

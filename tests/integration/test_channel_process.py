@@ -19,7 +19,7 @@ from clawpen.app import Orchestrator
 from clawpen.channels.process import ChannelProcess, adapter_uid, process_spec
 from tests.fakes.fake_telegram import FakeTelegram
 
-from ..conftest import running
+from ..conftest import running, settled
 from ..waiting import until
 
 
@@ -38,6 +38,10 @@ async def wait_for_adapter(orchestrator: Orchestrator, other_than: int | None = 
             if pid is not None and pid != other_than:
                 return int(pid)
             await asyncio.sleep(0.02)
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def readable_memory(pid: int) -> bytes:
@@ -232,3 +236,34 @@ async def test_an_unreachable_platform_keeps_its_adapter_up_and_it_recovers_with
     assert logged.count('"channel_unreachable"') == 1, logged
     assert logged.count('"channel_reachable"') == 1, logged
     assert f"cannot reach http://127.0.0.1:{port} (connection refused); retrying in 2 s" in logged
+
+
+async def test_adapters_are_forked_by_a_zygote_that_holds_no_secret_and_is_replaced_if_killed(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    api_key: str,
+) -> None:
+    orchestrator = orchestrator_factory(telegram=fake_telegram, adapters="process")
+    async with running(orchestrator):
+        first = await wait_for_adapter(orchestrator)
+        zygote = orchestrator.zygote.pid
+        assert zygote is not None
+        assert parent_of(first) == zygote  # forked by it, not by the orchestrator
+        zygote_memory = await asyncio.to_thread(readable_memory, zygote)
+        environ = await asyncio.to_thread(Path(f"/proc/{zygote}/environ").read_bytes)
+        for secret in (api_key.encode(), fake_telegram.token.encode()):
+            assert secret not in zygote_memory + environ  # no credential ever enters it
+        os.kill(zygote, signal.SIGKILL)
+        await fake_telegram.push_text(1001, "with the zygote gone")  # the adapter lives on
+        await fake_telegram.wait_for_sent(1, timeout=30)
+        await settled(orchestrator)  # the send confirmed: killing the adapter doubles nothing
+        os.kill(first, signal.SIGKILL)  # its successor needs a zygote: a new one
+        second = await wait_for_adapter(orchestrator, other_than=first)
+        await fake_telegram.push_text(1001, "from the next adapter")
+        await fake_telegram.wait_for_sent(2, timeout=30)
+        assert orchestrator.zygote.pid not in (None, zygote)
+        assert parent_of(second) == orchestrator.zygote.pid
+    assert fake_telegram.texts_to(1001) == [
+        "echo: with the zygote gone",
+        "echo: from the next adapter",
+    ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from clawpen.cli.views import render_status
 from clawpen.demo.model import FakeModel
 from clawpen.runtime.docker import container_name
 from clawpen.runtime.pool import instance_id
@@ -162,3 +164,64 @@ async def test_idle_agent_is_stopped_and_started_again_on_the_next_message(
         await fake_telegram.push_text(1001, "second")
         await fake_telegram.wait_for_sent(2, timeout=60)
     assert fake_telegram.texts_to(1001) == ["echo: first", "echo: second"]
+
+
+async def test_idle_agent_is_frozen_and_its_next_message_thaws_the_same_container(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_telegram: FakeTelegram,
+    docker_client: docker.DockerClient,
+) -> None:
+    orchestrator, instance = docker_orchestrator_factory(
+        fake_telegram, agents=[{"id": "assistant", "pause_after": 0.5, "idle_timeout": 600}]
+    )
+    name = container_name(instance, "assistant")
+    async with running(orchestrator):
+        await fake_telegram.push_text(1001, "first")
+        await fake_telegram.wait_for_sent(1, timeout=60)
+        first = docker_client.containers.get(name).id
+        await wait_until(lambda: docker_client.containers.get(name).status == "paused")
+        status = await orchestrator.status()
+        assert status["agents"]["assistant"]["paused"] is True
+        assert re.search(r"^  assistant +paused ", render_status(status), re.M)  # clawpen status
+        await fake_telegram.push_text(1001, "second")
+        await fake_telegram.wait_for_sent(2, timeout=60)
+        thawed = docker_client.containers.get(name)
+        assert (thawed.id, thawed.status) == (first, "running")  # thawed, not started anew
+        assert (await orchestrator.status())["agents"]["assistant"]["paused"] is False
+    assert fake_telegram.texts_to(1001) == ["echo: first", "echo: second"]
+
+
+async def test_a_container_frozen_when_the_orchestrator_died_is_thawed_and_adopted(
+    tmp_path: Path,
+    fake_model: FakeModel,
+    fake_telegram: FakeTelegram,
+    api_key: str,
+    agent_image: str,
+    cleanup_instance: list[str],
+    docker_client: docker.DockerClient,
+) -> None:
+    config = write_config(
+        tmp_path / "clawpen.yaml",
+        fake_model.url,
+        fake_telegram,
+        agent_lines=("pause_after: 0.5",),
+    )
+    instance = instance_id(tmp_path / "data")
+    cleanup_instance.append(instance)
+    name = container_name(instance, "assistant")
+    orchestrator = Orchestrator(
+        config, {"ANTHROPIC_API_KEY": api_key, "TELEGRAM_BOT_TOKEN": fake_telegram.token}
+    )
+    await orchestrator.start()
+    await fake_telegram.push_text(1001, "before")
+    await fake_telegram.wait_for_sent(1, timeout=60)
+    frozen = docker_client.containers.get(name).id
+    await wait_until(lambda: docker_client.containers.get(name).status == "paused")
+    assert await orchestrator.stop(signal.SIGKILL) == -signal.SIGKILL
+    await orchestrator.start()
+    await fake_telegram.push_text(1001, "after")
+    await fake_telegram.wait_for_sent(2, timeout=60)
+    assert docker_client.containers.get(name).id == frozen  # adopted, not started again
+    assert [e["container"] for e in orchestrator.events("agent_adopted")] == [frozen[:12]]
+    await orchestrator.stop()
+    assert fake_telegram.texts_to(1001) == ["echo: before", "echo: after"]

@@ -9,6 +9,10 @@ says which channel it is. ``ChannelProcess`` speaks for it in the core: it meets
 protocol, so the rest of the orchestrator cannot tell it from an adapter in the same process.
 
 ``process_spec`` is the whole of what the child gets, in one pure function.
+
+With a ``Zygote`` (the orchestrator's default), the adapter is not exec'd itself: the zygote,
+exec'd once with that same spec (``zygote.py``), forks it. The libraries every adapter imports
+are then loaded once and shared between adapters, copy-on-write; the rest is as above.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import signal
 import socket
@@ -24,7 +29,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -95,14 +100,199 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
+class AdapterHandle(Protocol):
+    """What ``ChannelProcess`` needs of a running adapter: an exec'd one is an
+    ``asyncio.subprocess.Process``, a forked one a ``ZygoteChild``."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def stderr(self) -> asyncio.StreamReader | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class ZygoteChild:
+    """An adapter the zygote forked: not our child, so its exit code comes from the zygote."""
+
+    def __init__(self, pid: int, stderr: asyncio.StreamReader) -> None:
+        self.pid = pid
+        self._stderr = stderr
+        self._code: int | None = None
+        self._ended = asyncio.Event()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._code
+
+    @property
+    def stderr(self) -> asyncio.StreamReader | None:
+        return self._stderr
+
+    def ended(self, code: int) -> None:
+        if self._code is None:
+            self._code = code
+            self._ended.set()
+
+    async def wait(self) -> int:
+        await self._ended.wait()
+        assert self._code is not None
+        return self._code
+
+    def send_signal(self, sig: int) -> None:
+        if self._code is None:  # reaped: its pid may be another process's now
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class Zygote:
+    """The orchestrator's side of the adapters' zygote (``zygote.py``): started on the first
+    adapter, asked to fork each one, and started again if it dies."""
+
+    def __init__(self, log_level: str = "info") -> None:
+        self.log_level = log_level
+        self.log = get_logger()
+        self.pid: int | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._control: socket.socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._forked: dict[int, asyncio.Future[int]] = {}
+        self._children: dict[int, ZygoteChild] = {}
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+
+    async def spawn(self, channel: str, fd: int) -> ZygoteChild:
+        """Fork an adapter for ``channel`` that speaks on socket ``fd`` (ours stays open)."""
+        control = await self._started()
+        loop = asyncio.get_running_loop()
+        request_id = next(self._ids)
+        forked: asyncio.Future[int] = loop.create_future()
+        self._forked[request_id] = forked
+        uid = adapter_uid(channel) if os.geteuid() == 0 else None
+        request = {"id": request_id, "channel": channel, "uid": uid, "log_level": self.log_level}
+        stderr_read, stderr_write = os.pipe()
+        try:
+            fds = [fd, stderr_write, sys.stdout.fileno()]
+            socket.send_fds(control, [json.dumps(request).encode()], fds)
+        finally:
+            os.close(stderr_write)
+        try:
+            async with asyncio.timeout(30):
+                pid = await forked
+        except BaseException:
+            os.close(stderr_read)
+            raise
+        finally:
+            self._forked.pop(request_id, None)
+        stderr = asyncio.StreamReader(loop=loop)
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stderr), os.fdopen(stderr_read, "rb", 0)
+        )
+        child = self._children[pid] = ZygoteChild(pid, stderr)
+        return child
+
+    async def _started(self) -> socket.socket:
+        async with self._lock:
+            if self._control is not None and self._process and self._process.returncode is None:
+                return self._control
+            await self.close()
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            spec = process_spec(
+                "zygote",
+                theirs.fileno(),
+                sys.executable,
+                _package_root(),
+                os.geteuid(),
+                os.environ,
+                self.log_level,
+            )
+            argv = (*spec.argv[:2], "clawpen.channels.zygote", spec.argv[3])
+            try:
+                self._process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    env=spec.env,
+                    cwd=spec.cwd,
+                    pass_fds=(theirs.fileno(),),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            finally:
+                theirs.close()
+            ours.setblocking(False)
+            self._control = ours
+            self.pid = self._process.pid
+            self._reader = asyncio.create_task(self._read(ours), name="adapter-zygote")
+            self.log.info("channel_zygote_started", pid=self.pid)
+            return ours
+
+    async def _read(self, control: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while message := await loop.sock_recv(control, 4096):
+                answer = json.loads(message)
+                if "exited" in answer:
+                    child = self._children.pop(int(answer["exited"]), None)
+                    if child is not None:
+                        child.ended(int(answer["code"]))
+                else:
+                    forked = self._forked.get(int(answer["id"]))
+                    if forked is not None and not forked.done():
+                        forked.set_result(int(answer["pid"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self.log.error("channel_zygote_failed", error=str(exc))
+        finally:
+            # gone: its children can no longer be reaped by it (they end with their sockets)
+            for child in self._children.values():
+                child.ended(-1)
+            self._children.clear()
+            for forked in self._forked.values():
+                if not forked.done():
+                    forked.set_exception(AdapterExited("the adapters' zygote exited"))
+
+    async def close(self) -> None:
+        """End the zygote (its adapters are ended by their channels, through their sockets)."""
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                if self._process.returncode is None:
+                    self._process.terminate()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_GRACE):
+                    await self._process.wait()
+            self._process = None
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+
+
 class ChannelProcess:
     """Runs one adapter as a child process for as long as ``run`` runs (the orchestrator
     restarts ``run`` when it raises, and disables the channel on ``ChannelFatal``)."""
 
     def __init__(
-        self, name: str, settings: BaseModel, max_message_length: int, log_level: str = "info"
+        self,
+        name: str,
+        settings: BaseModel,
+        max_message_length: int,
+        log_level: str = "info",
+        zygote: Zygote | None = None,
     ) -> None:
         self.name = name
+        self.zygote = zygote  # None: exec'd on its own
         self.log_level = log_level
         self.settings = settings
         self.max_message_length = max_message_length
@@ -114,29 +304,13 @@ class ChannelProcess:
 
     async def run(self, accept: Accept) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        spec = process_spec(
-            self.name,
-            theirs.fileno(),
-            sys.executable,
-            _package_root(),
-            os.geteuid(),
-            os.environ,
-            self.log_level,
-        )
         try:
-            process = await asyncio.create_subprocess_exec(
-                *spec.argv,
-                env=spec.env,
-                cwd=spec.cwd,
-                pass_fds=(theirs.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,  # a Ctrl-C in our terminal is ours to pass on, or not
-            )
+            process = await self._spawn(theirs.fileno())
         finally:
             theirs.close()
         self.pid = process.pid
-        self.log.info("channel_started", channel=self.name, pid=process.pid, uid=spec.user)
+        uid = adapter_uid(self.name) if os.geteuid() == 0 else None
+        self.log.info("channel_started", channel=self.name, pid=process.pid, uid=uid)
         fatal: str | None = None
         try:
             reader, writer = await asyncio.open_unix_connection(sock=ours, limit=wire.MAX_FRAME)
@@ -157,6 +331,28 @@ class ChannelProcess:
         if fatal is not None:
             raise ChannelFatal(fatal)
         raise AdapterExited(f"the {self.name} adapter exited with code {process.returncode}")
+
+    async def _spawn(self, fd: int) -> AdapterHandle:
+        if self.zygote is not None:
+            return await self.zygote.spawn(self.name, fd)
+        spec = process_spec(
+            self.name,
+            fd,
+            sys.executable,
+            _package_root(),
+            os.geteuid(),
+            os.environ,
+            self.log_level,
+        )
+        return await asyncio.create_subprocess_exec(
+            *spec.argv,
+            env=spec.env,
+            cwd=spec.cwd,
+            pass_fds=(fd,),
+            stdin=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in our terminal is ours to pass on, or not
+        )
 
     async def _serve(
         self, reader: asyncio.StreamReader, accept: Accept, group: asyncio.TaskGroup
@@ -254,7 +450,7 @@ class ChannelProcess:
                 future.set_exception(SendError(reason, retry_after=1.0))
         self._sends.clear()
 
-    async def _relay_stderr(self, process: asyncio.subprocess.Process) -> None:
+    async def _relay_stderr(self, process: AdapterHandle) -> None:
         """What the adapter prints outside its log (a traceback, an import error) joins ours."""
         assert process.stderr is not None
         async for line in process.stderr:
@@ -262,7 +458,7 @@ class ChannelProcess:
             if text:
                 self.log.warning("channel_stderr", channel=self.name, line=text[:2000])
 
-    async def _stop(self, process: asyncio.subprocess.Process) -> None:
+    async def _stop(self, process: AdapterHandle) -> None:
         """Ask it to end (its socket is closing), then make it."""
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -29,6 +29,16 @@ def plugins() -> dict[str, ChannelPlugin]:
     return found
 
 
+def plugin_named(name: str) -> ChannelPlugin:
+    """One platform's plugin, loading only its own entry point (an adapter process needs its
+    platform alone: the others' modules would only cost it memory)."""
+    for entry in entry_points(group=GROUP, name=name):
+        plugin = entry.load()
+        if isinstance(plugin, ChannelPlugin) and plugin.name == name:
+            return plugin
+    raise KeyError(f"no installed platform {name!r}")
+
+
 def read_chat(text: str, configured: Collection[str] | None = None) -> Address:
     """A chat written as text at an edge (the config, the CLI, the dashboard), read and checked:
     ValueError naming the problem and the fix."""

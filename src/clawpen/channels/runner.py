@@ -10,6 +10,13 @@ this process ends.
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # structlog imports rich when it is installed (for tracebacks on a terminal); an adapter
+    # process logs JSON lines, and rich's modules would cost each one megabytes for nothing
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+
 import asyncio
 import contextlib
 import importlib
@@ -17,7 +24,6 @@ import itertools
 import os
 import signal
 import socket
-import sys
 from collections.abc import Coroutine
 from typing import Any
 
@@ -32,7 +38,7 @@ from ..ports.limits import raise_open_files_limit
 from . import wire
 from .base import HOST_NAME_MODULES, Channel, ChannelFatal, DeliveryStatus, SendError
 from .reach import Reachability, endpoint_of, keep_reaching
-from .registry import plugins
+from .registry import plugin_named
 
 EXIT_FATAL = 3
 
@@ -140,7 +146,7 @@ async def serve(fd: int, uid: int | None = None) -> int:
     if start is None or start["type"] != "start":
         return 2
     name = str(start["channel"])
-    plugin = plugins()[name]
+    plugin = plugin_named(name)
     settings = plugin.settings.model_validate(start["settings"])
     del start  # the credential stays in the adapter only
     adapter = plugin.adapter(settings)
@@ -182,10 +188,18 @@ async def serve(fd: int, uid: int | None = None) -> int:
 def main() -> None:
     fd = int(sys.argv[1])
     uid = int(sys.argv[3]) if sys.argv[2:3] == ["--uid"] else None
-    clawpen_logging.configure(os.environ.get("CLAWPEN_LOG_LEVEL", "info"))
+    sys.exit(run(fd, uid, os.environ.get("CLAWPEN_LOG_LEVEL", "info")))
+
+
+def run(fd: int, uid: int | None, log_level: str) -> int:
+    """The adapter on socket ``fd``, to its end; its exit code. An exec'd adapter (``main``)
+    and one forked by the zygote (``zygote.py``) both run this."""
+    clawpen_logging.configure(log_level)
     raise_open_files_limit()  # a webhook's caps are sized well below it
+    code = 0
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-        sys.exit(uvloop.run(until_terminated(serve(fd, uid))))
+        code = uvloop.run(until_terminated(serve(fd, uid)))
+    return code
 
 
 async def until_terminated(work: Coroutine[Any, Any, int]) -> int:

@@ -19,6 +19,8 @@ def agents_list(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Every agent: its container, and whether it is connected or working now."""
     for agent in call(config, "GET", "/v1/agents"):
         state = "working" if agent["busy"] else ("running" if agent["container"] else "stopped")
+        if agent.get("paused"):
+            state = "paused"
         container = (agent["container"] or "-")[:12]
         print(f"{agent['id']}\t{state}\t{container}")
 

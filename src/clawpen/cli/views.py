@@ -12,7 +12,9 @@ def render_status(status: dict[str, Any]) -> str:
     for agent_id, agent in sorted(status.get("agents", {}).items()):
         container = agent.get("container")
         state = "running" if container else "stopped"
-        if container and not agent.get("connected"):
+        if agent.get("paused"):
+            state = "paused"  # frozen while idle: its next message thaws it
+        elif container and not agent.get("connected"):
             state = "starting"
         cost = f"  spend today ${spend.get(agent_id, 0.0):.2f}"
         lines.append(f"  {agent_id:<16} {state:<9} {(container or '-')[:12]:<12}{cost}")

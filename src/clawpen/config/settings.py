@@ -145,6 +145,9 @@ class AgentSettings(_Model):
     pids_limit: int = Field(256, ge=16)
     tmp_mb: int = Field(64, ge=1)
     idle_timeout: float = Field(1800, ge=0, description="seconds; 0 never stops it")
+    # seconds idle before its container is frozen (docker pause: no CPU, memory kept; the next
+    # message thaws it in milliseconds); 0 never; runtimes without pause ignore it
+    pause_after: float = Field(30, ge=0)
     warm: bool = False  # start with the orchestrator and never stop for idleness
     task_timeout: float = Field(600, gt=0)
     # tasks of different conversations at work at once in its container (one conversation's

@@ -8,8 +8,8 @@ a conversation that has a task at work, so one conversation's tasks run in order
 that arrive while its task works ride on its next turn. A task whose agent dies is retried a bounded
 number of times, and so is one that was cut short by the orchestrator's own death; after the
 last try the user is told. While it works the chat shows a typing indicator; when idle for the
-agent's ``idle_timeout`` it stops the container. Anything that goes wrong on one task's path
-costs that task, never the process. Never silence.
+agent's ``pause_after`` it freezes the container, and for its ``idle_timeout`` it stops it.
+Anything that goes wrong on one task's path costs that task, never the process. Never silence.
 
 The worker hears from the intake only through the ``Board`` (``board.py``); a job's run that
 ends is reported through ``job_done`` (the scheduler's ``wake``), a callable it is given.
@@ -105,16 +105,34 @@ class Worker:
                     lane = lanes.create_task(self.execute(task))
                     at_work.add(lane)
                     lane.add_done_callback(ended)
-                idle = (
-                    None if agent.warm or not agent.idle_timeout or at_work else agent.idle_timeout
-                )
-                try:
-                    async with asyncio.timeout(idle):
-                        await wakeup.wait()
-                except TimeoutError:
-                    if agent_id in self.pool.containers:
-                        await self.pool.stop(agent_id, "idle")
+                if at_work:
                     await wakeup.wait()
+                else:
+                    await self._idle(agent_id, wakeup)
+
+    async def _idle(self, agent_id: str, wakeup: asyncio.Event) -> None:
+        """Wait for work. Idle for ``pause_after`` its container is frozen (where the runtime
+        can: no CPU, memory kept, thawed in milliseconds by the next task); idle for
+        ``idle_timeout`` it is stopped (unless the agent is ``warm``)."""
+        agent = self.settings.agent(agent_id)
+        stop_after = None if agent.warm or not agent.idle_timeout else agent.idle_timeout
+        pause_after = agent.pause_after if self.pool.can_pause else 0
+        if pause_after and (stop_after is None or pause_after < stop_after):
+            try:
+                async with asyncio.timeout(pause_after):
+                    await wakeup.wait()
+                return
+            except TimeoutError:
+                await self.pool.pause(agent_id)
+            if stop_after is not None:
+                stop_after -= pause_after
+        try:
+            async with asyncio.timeout(stop_after):
+                await wakeup.wait()
+        except TimeoutError:
+            if agent_id in self.pool.containers:
+                await self.pool.stop(agent_id, "idle")
+            await wakeup.wait()
 
     async def _claim(self, agent_id: str) -> ClaimedTask | None:
         def claim() -> Awaitable[ClaimedTask | None]:

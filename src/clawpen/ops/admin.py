@@ -257,6 +257,7 @@ class AdminServer:
                     "container": pool.containers.get(agent_id),
                     "connected": session.connected,
                     "busy": agent_id in pool.busy,
+                    "paused": agent_id in pool.paused,
                 }
                 for agent_id, session in sorted(pool.sessions.items())
             ]

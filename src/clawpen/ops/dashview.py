@@ -122,6 +122,8 @@ class DashboardView:
             task = tasks[0] if tasks else None
             if task is not None:
                 state = "working"
+            elif agent_id in self.pool.paused:
+                state = "paused"
             elif container is not None:
                 state = "running"
             else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from .mounts import MountRequest
 
@@ -59,3 +59,17 @@ class AgentRuntime(Protocol):
 
     async def close(self) -> None:
         """Release the runtime's own resources."""
+
+
+@runtime_checkable
+class PausableRuntime(Protocol):
+    """A runtime that can freeze an idle agent's container (Docker's cgroup freezer: no CPU,
+    its memory kept) and thaw it in milliseconds, instead of a cold start. Runtimes without
+    one (Kubernetes has no pause; in-process threads) keep an idle agent running until its
+    ``idle_timeout`` stops it."""
+
+    async def pause(self, agent_id: str) -> None:
+        """Freeze the agent's running container."""
+
+    async def unpause(self, agent_id: str) -> None:
+        """Thaw it: it carries on where it was (its held-open request for work included)."""

@@ -172,6 +172,9 @@ class DockerRuntime:
         except docker.errors.NotFound:
             existing = None
         if existing is not None:
+            if existing.status == "paused":  # frozen by us (or by an orchestrator before us)
+                existing.unpause()
+                return str(existing.id)
             if existing.status == "running":
                 return str(existing.id)  # adopt it: never a second container for one agent
             existing.remove(force=True)
@@ -224,6 +227,13 @@ class DockerRuntime:
         if data_dir is not None:
             workspace.release(data_dir, agent_id)
 
+    async def pause(self, agent_id: str) -> None:
+        await self._call(self.client.api.pause, container_name(self.instance, agent_id))
+
+    async def unpause(self, agent_id: str) -> None:
+        """By name, in one API call (no lookup first: a wake-up costs the thaw only)."""
+        await self._call(self.client.api.unpause, container_name(self.instance, agent_id))
+
     async def reset_workspace(self, agent_id: str) -> None:
         """Delete the agent's workspace, whichever kind it has (its container is stopped
         first): the size-limited image and the Docker volume. The next start makes an empty
@@ -242,10 +252,17 @@ class DockerRuntime:
         return await self._call(self._running)
 
     def _running(self) -> dict[str, str]:
-        containers = self.client.containers.list(
-            filters={"label": [f"{LABEL_INSTANCE}={self.instance}"], "status": "running"}
-        )
-        return {c.labels[LABEL_AGENT]: str(c.id) for c in containers}
+        """Running and paused containers: a paused one (frozen by an orchestrator before this
+        one) is thawed, so that its agent reconnects to this orchestrator's socket and is
+        adopted like a running one; the pool freezes it again once it has been idle."""
+        label = f"{LABEL_INSTANCE}={self.instance}"
+        running = self.client.containers.list(filters={"label": [label], "status": "running"})
+        paused = self.client.containers.list(filters={"label": [label], "status": "paused"})
+        for container in paused:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                container.unpause()
+                running.append(container)
+        return {c.labels[LABEL_AGENT]: str(c.id) for c in running}
 
     async def events(self) -> AsyncIterator[RuntimeEvent]:
         """Docker's event stream, filtered to this instance's containers; read in a thread."""

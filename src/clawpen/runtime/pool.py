@@ -1,9 +1,10 @@
 """Agent lifecycle: a socket for every configured agent, a container only while it is needed.
 
-Containers start on an agent's first task, stop when it has been idle long enough, are evicted
+Containers start on an agent's first task, are frozen (paused: no CPU, memory kept) after a
+short idleness where the runtime can, stop when it has been idle long enough, are evicted
 least-recently-used when ``max_containers`` run, and are adopted (never duplicated) after an
-orchestrator restart. A container that dies on its own fails the task it held, so the
-agent's worker can retry it.
+orchestrator restart. A frozen agent's next task thaws it: milliseconds, not a cold start. A
+container that dies on its own fails the task it held, so the agent's worker can retry it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..obs.logging import get_logger
 from ..obs.metrics import Metrics
 from ..retry import RESTART, Retrier
 from ..store import Store
-from .base import AgentRuntime, AgentSpec, RuntimeEvent
+from .base import AgentRuntime, AgentSpec, PausableRuntime, RuntimeEvent
 from .image import engine_tag
 from .mounts import MountRequest
 
@@ -78,6 +79,7 @@ class AgentPool:
             for a in settings.agents
         }
         self.containers: dict[str, str] = {}  # agent id -> id of its running container
+        self.paused: set[str] = set()  # agents whose container is frozen (among containers)
         self.busy: dict[str, int] = {}  # agent id -> its tasks at work (never 0: removed)
         self.last_used: dict[str, float] = {}
         self._locks = {a.id: asyncio.Lock() for a in settings.agents}
@@ -115,6 +117,8 @@ class AgentPool:
         """The agent's session, with its container running and connected to it."""
         session = self.sessions[agent_id]
         async with self._locks[agent_id]:
+            if agent_id in self.paused and not await self._thaw(agent_id):
+                await self._forget(agent_id)  # it cannot be thawed: a fresh one instead
             if agent_id in self.containers and session.alive:
                 return session  # between two tasks: running, and back for the next in a moment
             await self._make_room(agent_id)
@@ -154,6 +158,52 @@ class AgentPool:
                 )
             return session
 
+    @property
+    def can_pause(self) -> bool:
+        return isinstance(self.runtime, PausableRuntime)
+
+    async def pause(self, agent_id: str) -> None:
+        """Freeze an idle agent's container (no CPU, its memory kept); its next task thaws it.
+        Nothing happens where the runtime cannot pause, or when the agent is busy, stopped or
+        frozen already; a failure leaves it running (it is stopped at ``idle_timeout``)."""
+        if not isinstance(self.runtime, PausableRuntime):
+            return
+        async with self._locks[agent_id]:
+            if agent_id not in self.containers or agent_id in self.busy or agent_id in self.paused:
+                return
+            try:
+                await self.runtime.pause(agent_id)
+            except ClawpenError as exc:
+                self.log.warning("agent_pause_failed", agentId=agent_id, error=str(exc))
+                return
+            self.paused.add(agent_id)
+            await self._record_state(agent_id, "paused", self.containers[agent_id])
+            self.log.info("agent_paused", agentId=agent_id)
+
+    async def _thaw(self, agent_id: str) -> bool:
+        """Unpause a frozen agent (under its lock): True when it runs again."""
+        assert isinstance(self.runtime, PausableRuntime)
+        began = time.perf_counter()
+        self.paused.discard(agent_id)
+        try:
+            await self.runtime.unpause(agent_id)
+        except ClawpenError as exc:
+            self.log.warning("agent_unpause_failed", agentId=agent_id, error=str(exc))
+            return False
+        await self._record_state(agent_id, "running", self.containers.get(agent_id))
+        self.log.info(
+            "agent_resumed", agentId=agent_id, duration=round(time.perf_counter() - began, 4)
+        )
+        return True
+
+    async def _forget(self, agent_id: str) -> None:
+        """Stop and forget a container that cannot be used (under the agent's lock)."""
+        self.containers.pop(agent_id, None)
+        with contextlib.suppress(ClawpenError):
+            await self.runtime.stop(agent_id)
+        await self.sessions[agent_id].fail_all(AgentGone("agent could not be resumed"))
+        self.metrics.running_agents.set(len(self.containers))
+
     async def _make_room(self, agent_id: str) -> None:
         """Under ``max_containers``: stop the least recently used idle agent, or wait for one."""
         while agent_id not in self.containers and len(self.containers) >= (
@@ -170,6 +220,7 @@ class AgentPool:
     async def stop(self, agent_id: str, reason: str) -> None:
         async with self._locks[agent_id]:
             self.containers.pop(agent_id, None)  # first: its death is expected, not a crash
+            self.paused.discard(agent_id)  # removing a frozen container needs no thaw first
             try:
                 await self.runtime.stop(agent_id)
             except ClawpenError as exc:  # the engine is gone; so, then, is the container
@@ -211,6 +262,7 @@ class AgentPool:
         if self.containers.get(event.agent_id) != event.container_id:
             return  # one we stopped ourselves, or an old one
         del self.containers[event.agent_id]
+        self.paused.discard(event.agent_id)
         self.metrics.running_agents.set(len(self.containers))
         self._freed.set()
         self.log.error("agent_crashed", agentId=event.agent_id, detail=event.detail)

@@ -3,8 +3,11 @@ metrics port answers only with the token; health and readiness for probes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import socket
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +16,7 @@ import httpx
 import pytest
 
 from clawpen.app import Orchestrator
+from clawpen.obs.metrics import Metrics
 from clawpen.ops.admin import ADMIN_SOCKET
 from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
@@ -214,3 +218,35 @@ async def test_not_ready_until_started_and_while_the_store_does_not_answer(
         orchestrator.store.counts = broken  # type: ignore[method-assign]
         [problem] = await orchestrator.readiness()
     assert problem.startswith("the store does not answer") and "disk I/O error" in problem
+
+
+def lag_over(metrics: Metrics, bound: str) -> float:
+    """How many of the probe's looks found the loop more than ``bound`` seconds late."""
+    registry = metrics.registry
+    count = registry.get_sample_value("clawpen_event_loop_lag_seconds_count") or 0.0
+    within = registry.get_sample_value("clawpen_event_loop_lag_seconds_bucket", {"le": bound})
+    return count - (within or 0.0)
+
+
+async def test_a_stall_of_an_idle_loop_is_reported_and_a_short_one_right_after_it_too() -> None:
+    metrics = Metrics()
+    probe = asyncio.create_task(metrics.watch_event_loop(interval=0.01, idle_interval=0.25))
+    try:
+        looked = metrics.registry.get_sample_value
+        await until(
+            lambda: (looked("clawpen_event_loop_lag_seconds_count") or 0) >= 3,
+            what="the probe's first looks",
+        )
+        # a blocking call on the loop: the probe looks rarely now, yet sees it
+        time.sleep(0.3)  # noqa: ASYNC251 (the stall under test)
+        await until(lambda: lag_over(metrics, "0.025") == 1, what="the stall reported")
+        assert looked("clawpen_event_loop_lag_max_seconds") >= 0.05  # 0.3 s less <= 0.25 s
+        assert looked("clawpen_event_loop_held_max_seconds") >= 0.05  # its own, not the machine's
+        # having seen work, it looks often again: a 50 ms stall is seen nearly whole (at 0.25 s
+        # between looks it would show as over 25 ms once in 10 stalls)
+        time.sleep(0.05)  # noqa: ASYNC251
+        await until(lambda: lag_over(metrics, "0.025") == 2, what="the short stall reported")
+    finally:
+        probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
