@@ -80,12 +80,47 @@ class InboundMessage:
     addressed: bool = True
 
 
+MAX_BUTTON_DATA = 64  # bytes of a button's data, UTF-8: Telegram's callback_data limit
+MAX_BUTTON_LABEL = 64  # characters of a button's label
+
+
+@dataclass(frozen=True)
+class Button:
+    """A button under a message (an approval card's). ``data`` is an opaque id the store maps
+    to (request, choice): never the decision nor the action, and short enough (at most
+    ``MAX_BUTTON_DATA`` bytes) for a person to type it where a platform has no buttons."""
+
+    label: str
+    data: str
+
+
+@dataclass(frozen=True)
+class CardTap:
+    """Someone pressed a button (or typed its data) in a chat. ``sender_id`` is the platform's
+    word on who did it, never anything the bot itself wrote into the message."""
+
+    address: Address
+    sender_id: str
+    data: str
+    platform_id: str  # of the card message, as ``send`` returned it ("" when typed)
+
+
+@dataclass(frozen=True)
+class TapOutcome:
+    """The core's answer to a tap: a short ``notice`` for the tapper, and the card's new text
+    (empty: the card stays as it is)."""
+
+    notice: str = ""
+    card: str = ""
+
+
 @dataclass(frozen=True)
 class OutboundMessage:
-    """What a channel is asked to deliver: one platform message's worth of text, for now.
+    """What a channel is asked to deliver: one platform message's worth of text, with buttons
+    under it when it is a card.
 
-    ``reply_to`` quotes the user's message where the platform can; attachments and buttons come
-    later as more fields, so adapters already receive one object rather than loose arguments."""
+    ``reply_to`` quotes the user's message where the platform can; adapters receive one object
+    rather than loose arguments, so that fields can be added."""
 
     address: Address
     text: str
@@ -93,6 +128,7 @@ class OutboundMessage:
     # the same for every try at this chunk: platforms that take an idempotency key (Discord's
     # nonce) drop a second copy when a try we thought failed had in fact got through
     key: str = ""
+    buttons: tuple[Button, ...] = ()
 
 
 @dataclass(frozen=True)

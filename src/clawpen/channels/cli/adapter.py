@@ -11,7 +11,7 @@ import time
 import uuid
 
 from ...models import Address, InboundMessage, OutboundMessage, Rejection, Route
-from ..base import Accept, ChannelSettings, SendError
+from ..base import Accept, ChannelSettings, SendError, with_reply_codes
 
 
 class CliSettings(ChannelSettings):
@@ -69,11 +69,16 @@ class CliChannel:
     async def send(self, message: OutboundMessage) -> str:
         """Hand the reply to the session that asked; with none left (its terminal was closed)
         the reply failed, rather than being recorded as sent to no one."""
+        message = with_reply_codes(message)  # native buttons: later, per CONTRACT.md
         queue = self._listeners.get(message.address)
         if queue is None or message.address not in self._waiting:
             raise SendError(f"no chat session {message.address} is waiting", permanent=True)
         queue.put_nowait(message.text)
         return uuid.uuid4().hex
+
+    async def edit(self, address: Address, platform_id: str, text: str) -> None:
+        """A card's decision, as a new message until this adapter edits natively."""
+        await self.send(OutboundMessage(address, text))
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """The terminal shows its own "thinking" while it waits."""
