@@ -174,6 +174,7 @@ class Reply:
     owner: str | None = None  # the orchestrator delivering it, while its lease runs
     lease_until: float = 0.0
     stranger: bool = False  # an answer to an unpaired chat (a pairing code): paced apart
+    buttons: tuple[Button, ...] = ()  # an approval card's, under its last chunk
 
 
 @dataclass(frozen=True)
@@ -289,3 +290,48 @@ class JobFiring:
     due: float | None  # the next_run it was found with; None: run now, whenever it is due
     run: bool
     next_run: float | None
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A request for a person's decision on one exact action of an agent (issue 18)."""
+
+    id: int
+    code: str  # the card's id; its buttons carry ok-CODE, al-CODE, no-CODE
+    agent_id: str
+    task_id: int | None
+    kind: str  # send_message | web_fetch | egress | jobs | mounts
+    args: str  # canonical JSON
+    action_hash: str
+    summary: str
+    chat: str  # the conversation the task came from
+    approvers: tuple[str, ...]  # chat addresses
+    status: str  # pending | allowed | denied | expired
+    created_at: float
+    expires_at: float
+    choice: str = ""  # once | always
+    decided_by: str = ""
+    how: str = ""
+    decided_at: float | None = None
+    used_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What became of a request for approval, as the waiting tool call hears it."""
+
+    outcome: str  # approved | denied | expired
+    by: str = ""  # who decided (a chat address, "cli", "dashboard")
+    choice: str = ""  # once | always (egress: this host from now on)
+    approval_id: int = 0
+    first: bool = True  # False: a re-run found it already carried out
+
+    @property
+    def approved(self) -> bool:
+        return self.outcome == "approved"
+
+    def __str__(self) -> str:
+        """ "approved", "denied by NAME" or "expired": what the agent is told."""
+        if self.outcome == "denied":
+            return f"denied by {self.by}" if self.by else "denied"
+        return self.outcome

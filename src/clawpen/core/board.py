@@ -63,6 +63,10 @@ class Board:
         self.arriving = {a: Arrivals() for a in self.agent_ids}
         self.stops = {a: asyncio.Event() for a in self.agent_ids}  # /stop for the running task
         self.running: dict[str, ClaimedTask] = {}  # agent id -> the task it works on now
+        # agent id -> its tool calls waiting for a person's decision: the chat shows the card,
+        # not "typing..."
+        self.awaiting: dict[str, int] = {}
+        self.deadlines: dict[str, asyncio.Timeout] = {}  # agent id -> its running task's
         self._notices: dict[str, list[str]] = {}  # agent -> said with its task's reply
 
     def wake(self, agent_id: str) -> None:
@@ -78,6 +82,14 @@ class Board:
         """Something the user must hear about the agent (its budget nearly spent): added to
         the reply of the task it is working on, or of its next one."""
         self._notices.setdefault(agent_id, []).append(text)
+
+    def extend(self, agent_id: str, seconds: float) -> None:
+        """Move the deadline of the agent's running task by ``seconds`` (negative: back):
+        while one of its tool calls waits for a person's decision, that time is not its."""
+        deadline = self.deadlines.get(agent_id)
+        when = None if deadline is None else deadline.when()
+        if deadline is not None and when is not None:
+            deadline.reschedule(when + seconds)
 
     def take_notices(self, agent_id: str) -> list[str]:
         return self._notices.pop(agent_id, [])

@@ -170,8 +170,9 @@ class Worker:
             nonlocal shown
             await asyncio.sleep(TYPING_AFTER)
             while True:
-                shown = True
-                await self.outbox.typing(claimed.address, claimed.reply_to, True)
+                if not self.board.awaiting.get(claimed.agent_id):  # the card says it waits
+                    shown = True
+                    await self.outbox.typing(claimed.address, claimed.reply_to, True)
                 await asyncio.sleep(TYPING_EVERY)
 
         indicator = asyncio.create_task(keep_typing())
@@ -219,7 +220,13 @@ class Worker:
                     session = await self.pool.ensure(agent.id)
                     self.log.debug("task_handed", platformIds=list(claimed.platform_ids), **context)
                     timeout = agent.task_timeout + TIMEOUT_GRACE
-                    result = await self._unless_stopped(agent.id, session.run(task, timeout))
+                    # approvals move it while a tool call waits for a person (board.extend)
+                    async with asyncio.timeout(timeout) as deadline:
+                        self.board.deadlines[agent.id] = deadline
+                        try:
+                            result = await self._unless_stopped(agent.id, session.run(task, None))
+                        finally:
+                            self.board.deadlines.pop(agent.id, None)
                 if result is None:
                     await self.pool.stop(agent.id, "stopped by the user")
                     return "", "you stopped it with /stop", attempts, {}

@@ -45,7 +45,7 @@ def agent_spec(settings: Settings, agent: AgentSettings) -> AgentSpec:
         cpus=agent.cpus,
         pids_limit=agent.pids_limit,
         tmp_mb=agent.tmp_mb,
-        egress=bool(agent.egress.allow),
+        egress=bool(agent.egress.allow) or "egress" in agent.approvals.ask,
         workspace_mb=agent.workspace_mb,
         runtime=agent.runtime or settings.runtime,
         mounts=tuple(MountRequest(m.host, m.container, m.read_only) for m in agent.mounts),
