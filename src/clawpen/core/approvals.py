@@ -100,6 +100,26 @@ def decided_text(approval: Approval) -> str:
     return f"{head}\n{verb}{how} by {approval.decided_by}."
 
 
+def describe_approval(approval: Approval) -> dict[str, object]:
+    """A request as the CLI and the dashboard show it (plain JSON)."""
+    return {
+        "id": approval.id,
+        "agent": approval.agent_id,
+        "kind": approval.kind,
+        "summary": approval.summary,
+        "chat": approval.chat,
+        "approvers": list(approval.approvers),
+        "status": approval.status,
+        "choice": approval.choice,
+        "decided_by": approval.decided_by,
+        "how": approval.how,
+        "created_at": approval.created_at,
+        "expires_at": approval.expires_at,
+        "decided_at": approval.decided_at,
+        "carried_out": approval.used_at is not None,
+    }
+
+
 def verdict(approval: Approval, first: bool = True) -> Verdict:
     outcome = {"allowed": "approved", "denied": "denied"}.get(approval.status, "expired")
     return Verdict(outcome, approval.decided_by, approval.choice, approval.id, first)
