@@ -168,9 +168,10 @@ class _Turn:
                 tool_calls += 1
                 args = use.get("input") or {}
                 began = time.time()
-                called = self.clock()
+                outward = use["name"] in API_TOOLS
+                called = self.clock() if outward else 0.0
                 output, is_error = run_tool(use["name"], args, self.root, self.api)
-                if use["name"] in API_TOOLS:
+                if outward:
                     outside += self.clock() - called
                 if self.on_tool is not None:
                     self.on_tool(str(use["name"]), began, time.time())

@@ -12,7 +12,7 @@ from tests.conftest import running, settled
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.waiting import until
 
-from .test_live_commands import cli_config, clawpen
+from .test_live_commands import clawpen, cli_config
 
 
 async def test_a_request_is_listed_allowed_from_the_shell_and_kept_in_the_history(
@@ -40,7 +40,7 @@ async def test_a_request_is_listed_allowed_from_the_shell_and_kept_in_the_histor
         assert code == 0, err
         await until(lambda: fake_telegram.texts_to(2002), what="the message to bob")
         await settled(orchestrator)
-        code, again, err = await clawpen("approvals", "deny", approval_id, "--config", config)
+        code, _, err = await clawpen("approvals", "deny", approval_id, "--config", config)
         assert code != 0
         code, history, _ = await clawpen("approvals", "list", "--all", "--config", config)
         _, nothing, _ = await clawpen("approvals", "--config", config)

@@ -37,6 +37,7 @@ class Approvals(Connection):
             found = db.execute(
                 "SELECT * FROM approvals WHERE agent_id=? AND task_id IS ? AND action_hash=?"
                 " AND NOT (kind='egress' AND used_at IS NOT NULL)"  # once: one connection
+                " AND (task_id IS NOT NULL OR status='pending')"  # no task: asked each time
                 " ORDER BY id DESC LIMIT 1",
                 (request.agent_id, request.task_id, request.action_hash),
             ).fetchone()
