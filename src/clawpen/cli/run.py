@@ -68,6 +68,10 @@ def chat(
         body = {"agent": agent_id, "text": text, "session": conversation}
         return str(call(config, "POST", "/v1/chat", body)["reply"])
 
+    def more() -> str:
+        body = {"agent": agent_id, "session": conversation}
+        return str(call(config, "POST", "/v1/chat/more", body)["reply"])
+
     if message is not None:
         print(chatui.shown(ask(message)))
         return
@@ -75,9 +79,9 @@ def chat(
     print(f"chatting with {agent_id} (Ctrl-D to leave)", file=sys.stderr)
     if sys.stdin.isatty() and sys.stdout.isatty():
         history = guard(lambda: data_dir_of(config)) / "chat_history"
-        chatui.interactive(agent_id, ask, history if history.parent.is_dir() else None)
+        chatui.interactive(agent_id, ask, history if history.parent.is_dir() else None, more)
     else:
-        chatui.piped(agent_id, ask)  # piped input gets clean output
+        chatui.piped(agent_id, ask, more)  # piped input gets clean output
 
 
 def demo_model(

@@ -66,6 +66,7 @@ class AdminServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat", self._chat)
+        app.router.add_post("/v1/chat/more", self._chat_more)
         app.router.add_get("/v1/status", self._status)
         app.router.add_get("/v1/pairings", self._pairings)
         app.router.add_post("/v1/pairings", self._pair)
@@ -137,6 +138,17 @@ class AdminServer:
             return web.json_response({"error": str(exc)}, status=404)
         except StoreError as exc:
             return web.json_response({"error": str(exc)}, status=503)
+        return web.json_response({"reply": reply})
+
+    async def _chat_more(self, request: web.Request) -> web.Response:
+        """The next reply of a chat session that was shown an approval card."""
+        if self.cli is None:
+            return web.json_response({"error": "the cli channel is not enabled"}, status=409)
+        body = await read_object(request)
+        try:
+            reply = await self.cli.more(str(body["agent"]), str(body.get("session") or ""))
+        except LookupError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
         return web.json_response({"reply": reply})
 
     async def _pairings(self, request: web.Request) -> web.Response:

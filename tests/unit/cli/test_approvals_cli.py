@@ -52,3 +52,32 @@ async def test_a_request_is_listed_allowed_from_the_shell_and_kept_in_the_histor
     assert fake_telegram.texts_to(2002) == ["hi bob"]
     card = next(m for m in fake_telegram.sent if m["text"].startswith("Approval needed"))
     assert card["text"].endswith("Allowed by cli.")  # the card in the chat shows it too
+
+
+async def test_clawpen_chat_shows_the_card_and_the_answer_after_the_decision(
+    orchestrator_factory: Callable[..., Orchestrator],
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    """The task came from `clawpen chat`, so its session is the approver: the card is shown
+    there, "y" allows it, and the agent's answer follows."""
+    orchestrator = orchestrator_factory(
+        telegram=fake_telegram,
+        agents=[{"id": "assistant", "approvals": {"ask": ["send_message"]}}],
+        pairings=[{"channel": "telegram:2002", "agent": "assistant"}],
+    )
+    text = json.dumps({"to": "telegram:2002", "text": "hi from the terminal"})
+    async with running(orchestrator):
+        code, out, err = await clawpen(
+            "chat",
+            "--config",
+            cli_config(tmp_path),
+            stdin=f"tool: send_message {text}\ny\n".encode(),
+        )
+        await settled(orchestrator)
+    assert code == 0, err
+    assert "assistant> Approval needed: assistant (for cli:assistant) wants to send" in out
+    assert "To Allow, reply with: ok-" in out
+    assert "assistant> Allowed." in out and "Allowed by cli:assistant." in out
+    assert out.rstrip().endswith("sent to telegram:2002")
+    assert fake_telegram.texts_to(2002) == ["hi from the terminal"]
