@@ -126,14 +126,12 @@ async def test_an_agent_cannot_approve_its_own_request_through_its_door(
     command = f"run: echo {script} | base64 -d > /tmp/self.py && python3 /tmp/self.py"
     async with running(orchestrator):
         await fake_telegram.push_text(OWNER, command)
-        await until(
-            lambda: any("SEND" in t for t in fake_telegram.texts_to(OWNER)),
-            timeout=120,
-            what="the attack's account",
-        )
+        await fake_telegram.wait_for_sent(1, timeout=120)
         await settled(orchestrator)
-        [request] = await orchestrator.store.approvals(pending_only=False)
-    said = next(t for t in fake_telegram.texts_to(OWNER) if "SEND" in t)
+        found = await orchestrator.store.approvals(pending_only=False)
+    said = fake_telegram.texts_to(OWNER)[-1]
+    assert "SEND" in said, said[-2000:]
+    [request] = found
     knocks = [line.split() for line in said.splitlines() if line.startswith("KNOCK")]
     assert [int(k[2]) for k in knocks] == [404, 404, 404, 404]  # no door decides anything
     assert "SEND 403" in said and "send_message expired; not sent" in said
