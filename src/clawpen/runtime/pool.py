@@ -48,7 +48,11 @@ def agent_spec(settings: Settings, agent: AgentSettings) -> AgentSpec:
         egress=bool(agent.egress.allow) or "egress" in agent.approvals.ask,
         workspace_mb=agent.workspace_mb,
         runtime=agent.runtime or settings.runtime,
-        mounts=tuple(MountRequest(m.host, m.container, m.read_only) for m in agent.mounts),
+        # approvals.ask: [mounts] and no staging: read-only, so no write skips the tap
+        mounts=tuple(
+            MountRequest(m.host, m.container, m.read_only or "mounts" in agent.approvals.ask)
+            for m in agent.mounts
+        ),
     )
 
 
