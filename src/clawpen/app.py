@@ -239,6 +239,7 @@ class Orchestrator:
             self.board,
             job_done=self.scheduler.wake,
             tracing=self.tracing,
+            review_mounts=self.approvals.review_mounts,
         )
         self.egress = [
             EgressProxy(

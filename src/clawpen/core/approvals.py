@@ -25,17 +25,24 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+
+from clawpen_agent.protocol import AGENT_UID
 
 from ..channels.base import Channel, edit_card
 from ..config import Settings
 from ..errors import ClawpenError
 from ..models import JOB_CHANNEL, Address, Approval, Button, CardTap, TapOutcome, Verdict
 from ..obs.logging import get_logger
+from ..runtime import staging
+from ..runtime.mounts import MountRequest, resolve_request
 from ..store import Store, until_written
+from ..threads import run_in
 from .board import Board, Leases
 from .outbox import Outbox
 
+STAGING_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="clawpen-staging")
 CODE_LETTERS = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: a person may type it
 CODE = re.compile(r"(ok|al|no)-([a-hjkmnp-z2-9]{8})")
 CHOICES = {"ok": ("allowed", "once"), "al": ("allowed", "always"), "no": ("denied", "")}
@@ -379,6 +386,49 @@ class Approvals:
             agent_id, "egress", {"host": host, "port": port}, f"connect to {target}"
         )
         return None if decided.approved else str(decided)
+
+    async def review_mounts(self, agent_id: str) -> list[str]:
+        """After a task: the changes the agent made in each staged mount, asked about (one
+        card per mount, listing the files), then applied to the host folder or thrown away.
+        Returns a line per mount for the task's reply."""
+        agent = self.settings.agent(agent_id)
+        if "mounts" not in agent.approvals.ask:
+            return []
+        notes = []
+        for mount in agent.mounts:
+            if mount.read_only:
+                continue
+            staged = staging.staging_dir(self.settings.data_dir, agent_id, mount.container)
+            if not staged.is_dir():
+                continue  # never started with it: nothing written
+            request = MountRequest(mount.host, mount.container, False, staged=True)
+            try:
+                host = await run_in(STAGING_THREADS, resolve_request, request)
+                found = await run_in(STAGING_THREADS, staging.changes, host, staged)
+            except (OSError, ClawpenError) as exc:
+                notes.append(f"{mount.container}: changes not reviewed ({exc})")
+                continue
+            if not found:
+                continue
+            args = {
+                "mount": mount.container,
+                "changes": [[c.path, c.kind, c.digest] for c in found],
+            }
+            summary = (
+                f"write {len(found)} file(s) to {mount.host} ({mount.container}):\n"
+                + staging.card_lines(found)
+            )
+            decided = await self.request(agent_id, "mounts", args, summary)
+            if decided.approved:
+                stale = await run_in(STAGING_THREADS, staging.apply, host, staged, found)
+                left = f"; not applied, changed after the card: {', '.join(stale)}" if stale else ""
+                notes.append(
+                    f"{mount.container}: {len(found) - len(stale)} change(s) applied{left}"
+                )
+            else:
+                await run_in(STAGING_THREADS, staging.discard, host, staged, AGENT_UID)
+                notes.append(f"{mount.container}: changes {decided}; thrown away")
+        return notes
 
     async def allowed_hosts(self, agent_id: str | None = None) -> list[tuple[str, str, float]]:
         return await self.store.egress_allowed(agent_id)

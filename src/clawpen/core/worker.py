@@ -64,7 +64,10 @@ class Worker:
         job_done: Callable[[], None] = lambda: None,
         tracing: Tracing = NO_TRACING,
         clock: Callable[[], float] = time.time,
+        review_mounts: Callable[[str], Awaitable[list[str]]] | None = None,
     ) -> None:
+        # after each task: the agent's writes to staged mounts, asked about (approvals)
+        self.review_mounts = review_mounts
         self.settings = settings
         self.store = store
         self.pool = pool
@@ -135,6 +138,9 @@ class Worker:
                 async with self._typing(claimed):
                     with self._trace_task(claimed):
                         text, error, attempts, agent_times = await self._run(claimed, context)
+                    if self.review_mounts is not None:
+                        notes = await self.review_mounts(claimed.agent_id)
+                        text = "\n\n".join(part for part in [text, *notes] if part)
             text = reply_text(text, error, _job_of(claimed))
         except asyncio.CancelledError:
             raise

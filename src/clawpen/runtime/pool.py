@@ -48,9 +48,14 @@ def agent_spec(settings: Settings, agent: AgentSettings) -> AgentSpec:
         egress=bool(agent.egress.allow) or "egress" in agent.approvals.ask,
         workspace_mb=agent.workspace_mb,
         runtime=agent.runtime or settings.runtime,
-        # approvals.ask: [mounts] and no staging: read-only, so no write skips the tap
+        # approvals.ask: [mounts]: a read-write mount is staged, its writes applied on a tap
         mounts=tuple(
-            MountRequest(m.host, m.container, m.read_only or "mounts" in agent.approvals.ask)
+            MountRequest(
+                m.host,
+                m.container,
+                m.read_only,
+                staged=not m.read_only and "mounts" in agent.approvals.ask,
+            )
             for m in agent.mounts
         ),
     )

@@ -69,9 +69,7 @@ async def test_a_code_typed_back_is_the_tap_of_who_typed_it(
         code = button(card, "Allow")
         await fake_telegram.push_text(-500, code, user_id=OWNER)  # another chat: just a message
         await fake_telegram.push_text(OWNER, f"  {code} ", user_id=OWNER)
-        await until(
-            lambda: "hey group" in fake_telegram.texts_to(-500), what="the group's message"
-        )
+        await until(lambda: "hey group" in fake_telegram.texts_to(-500), what="the group's message")
         await settled(orchestrator)
         [decided] = await orchestrator.store.approvals(pending_only=False)
     assert f"echo: {code}" in fake_telegram.texts_to(-500)  # there, a message for the agent
