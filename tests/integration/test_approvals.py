@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,3 +147,51 @@ async def test_an_agent_cannot_approve_its_own_request_through_its_door(
     assert len(cards(fake_telegram)) == 1  # the owner was asked; nobody answered
     assert (request.status, request.decided_by, request.how) == ("expired", "", "timeout")
     assert json.loads(request.args) == {"to": "telegram:1002", "thread": "", "text": "pwned"}
+
+
+async def test_a_containers_write_to_a_read_write_mount_waits_for_the_tap(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    """The container writes to its copy of the folder (and plants a link to a host file); the
+    host folder changes only after Allow, and the link is never carried over."""
+    host = tmp_path / "notes"
+    host.mkdir()
+    (host / "todo.md").write_text("- milk\n")
+    (tmp_path / "no-allowlist.yaml").write_text(
+        f"allowed:\n  - path: {host}\n    read_write: true\n"
+    )
+    orchestrator, _ = docker_orchestrator_factory(
+        fake_telegram,
+        agents=[
+            {
+                "id": "assistant",
+                "mounts": [{"host": str(host), "container": "/mnt/notes", "read_only": False}],
+                "approvals": {"ask": ["mounts"]},
+            }
+        ],
+        pairings=PAIRINGS[:1],
+    )
+    write = (
+        "run: echo '- eggs' >> /mnt/notes/todo.md && echo hi > /mnt/notes/new.md"
+        " && ln -s /etc/passwd /mnt/notes/link && cat /mnt/notes/todo.md"
+    )
+    async with running(orchestrator):
+        await fake_telegram.push_text(OWNER, write)
+        await until(lambda: cards(fake_telegram), timeout=120, what="the card")
+        card = cards(fake_telegram)[0]
+        assert (host / "todo.md").read_text() == "- milk\n"  # not yet
+        assert "changed todo.md (+1 -0 lines)" in card["text"]
+        assert "skipped link (a symlink: not applied)" in card["text"]
+        query = await fake_telegram.push_tap(
+            OWNER, card["message_id"], button(card, "Allow"), OWNER
+        )
+        await fake_telegram.wait_for_answer(query)
+        await fake_telegram.wait_for_sent(2, timeout=60)
+        await settled(orchestrator)
+    assert "- milk\n- eggs" in fake_telegram.texts_to(OWNER)[-1]
+    assert "/mnt/notes: 3 change(s) applied" in fake_telegram.texts_to(OWNER)[-1]
+    assert (host / "todo.md").read_text() == "- milk\n- eggs\n"
+    assert (host / "new.md").read_text() == "hi\n"
+    assert not (host / "link").exists() and not (host / "link").is_symlink()

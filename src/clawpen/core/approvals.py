@@ -422,9 +422,8 @@ class Approvals:
             if decided.approved:
                 stale = await run_in(STAGING_THREADS, staging.apply, host, staged, found)
                 left = f"; not applied, changed after the card: {', '.join(stale)}" if stale else ""
-                notes.append(
-                    f"{mount.container}: {len(found) - len(stale)} change(s) applied{left}"
-                )
+                done = sum(1 for c in found if c.kind != "skipped") - len(stale)
+                notes.append(f"{mount.container}: {done} change(s) applied{left}")
             else:
                 await run_in(STAGING_THREADS, staging.discard, host, staged, AGENT_UID)
                 notes.append(f"{mount.container}: changes {decided}; thrown away")
