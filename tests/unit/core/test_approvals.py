@@ -4,6 +4,7 @@ in-process behind its real socket."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -232,3 +233,28 @@ async def test_a_card_sent_before_a_restart_still_decides_after_it_and_acts_once
     assert fake_telegram.texts_to(BOB) == ["hello bob"]  # once
     assert len(cards(fake_telegram)) == 1  # the re-run found its request: no second card
     assert len(history) == 1 and history[0].used_at is not None
+
+
+async def test_while_the_card_waits_the_deadline_moves_and_the_chat_is_not_typing(
+    orchestrator_factory: Callable[..., Orchestrator], fake_telegram: FakeTelegram
+) -> None:
+    orchestrator = orchestrator_factory(
+        telegram=fake_telegram,
+        agents=[{**agent(ask=["send_message"], timeout="10m"), "task_timeout": 30}],
+        pairings=PAIRINGS,
+    )
+    async with running(orchestrator):
+        await fake_telegram.push_text(OWNER, send_to_bob())
+        card = await first_card(fake_telegram)
+        loop_now = asyncio.get_running_loop().time()
+        deadline = orchestrator.board.deadlines["assistant"].when()
+        awaiting = dict(orchestrator.board.awaiting)
+        query = await fake_telegram.push_tap(
+            OWNER, card["message_id"], button(card, "Allow"), OWNER
+        )
+        await fake_telegram.wait_for_answer(query)
+        await until(lambda: fake_telegram.texts_to(BOB), what="the message to bob")
+        await settled(orchestrator)
+    assert deadline is not None and deadline - loop_now > 500  # 30s + grace + the card's 10m
+    assert awaiting == {"assistant": 1}  # the worker shows no "typing..." meanwhile
+    assert orchestrator.board.awaiting == {}
