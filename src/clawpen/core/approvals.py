@@ -160,6 +160,7 @@ class Approvals:
         self.clock = clock
         self.log = get_logger()
         self._decided: dict[int, asyncio.Event] = {}
+        self._waiters: dict[int, int] = {}
         self._edits: set[asyncio.Task[None]] = set()
 
     def asks(self, agent_id: str, kind: str) -> bool:
@@ -246,6 +247,7 @@ class Approvals:
             return approval
         agent_id = approval.agent_id
         event = self._decided.setdefault(approval.id, asyncio.Event())
+        self._waiters[approval.id] = self._waiters.get(approval.id, 0) + 1
         self.board.awaiting[agent_id] = self.board.awaiting.get(agent_id, 0) + 1
         began = self.clock()
         allowance = max(0.0, approval.expires_at - began)
@@ -267,7 +269,10 @@ class Approvals:
             self.board.awaiting[agent_id] -= 1
             if not self.board.awaiting[agent_id]:
                 del self.board.awaiting[agent_id]
-            self._decided.pop(approval.id, None)
+            self._waiters[approval.id] -= 1
+            if not self._waiters[approval.id]:  # the last one waiting on it (two connections
+                del self._waiters[approval.id]  # may wait on one egress request)
+                self._decided.pop(approval.id, None)
             self.board.extend(agent_id, -max(0.0, allowance - (self.clock() - began)))
 
     async def _expire(self, approval: Approval) -> None:
