@@ -1,7 +1,6 @@
 """The other gates: a job the agent makes or cancels waits for the tap, a web_fetch is asked
 about (and fetched) in its canonical form, a card's code typed back as a message is a tap of
-its sender, and a read-write mount under ``ask: [mounts]`` is mounted read-only until writes
-can be staged."""
+its sender, and a read-write mount under ``ask: [mounts]`` is staged."""
 
 from __future__ import annotations
 
@@ -90,7 +89,7 @@ def test_a_url_is_asked_about_in_one_spelling(url: str, canonical: str) -> None:
     assert canonical_url(url) == canonical
 
 
-def test_a_writable_mount_is_read_only_while_its_writes_would_skip_the_tap(tmp_path: Path) -> None:
+def test_a_writable_mount_under_ask_is_staged_and_others_are_not(tmp_path: Path) -> None:
     raw = {
         "data_dir": str(tmp_path),
         "model": {"name": "m", "api_key": "k"},
@@ -107,5 +106,7 @@ def test_a_writable_mount_is_read_only_while_its_writes_would_skip_the_tap(tmp_p
         ],
     }
     settings = Settings.model_validate(raw)
-    assert [m.read_only for m in agent_spec(settings, settings.agents[0]).mounts] == [True]
-    assert [m.read_only for m in agent_spec(settings, settings.agents[1]).mounts] == [False]
+    asked = agent_spec(settings, settings.agents[0]).mounts
+    free = agent_spec(settings, settings.agents[1]).mounts
+    assert [(m.read_only, m.staged) for m in asked] == [(False, True)]
+    assert [(m.read_only, m.staged) for m in free] == [(False, False)]
