@@ -26,6 +26,7 @@ from .channels.cli import CliChannel
 from .channels.process import ChannelProcess, Zygote
 from .channels.registry import plugins
 from .config import Settings
+from .core.approvals import Approvals
 from .core.board import Board, Leases
 from .core.intake import ChannelInbox, Intake
 from .core.outbox import Outbox
@@ -210,6 +211,9 @@ class Orchestrator:
             clock,
             lateness=self.metrics.job_lateness.observe,
         )
+        self.approvals = Approvals(
+            settings, self.store, self.outbox, self.channels, self.board, self.leases
+        )
         self.intake = Intake(
             settings,
             self.store,
@@ -219,12 +223,13 @@ class Orchestrator:
             self.board,
             admit=self.disk.admit,
             tracing=self.tracing,
+            approvals=self.approvals,
         )
         exceptions = LoopbackExceptions.parse(settings.allow_loopback_for_tests)
         tools = AgentTools(
-            jobs=AgentJobs(self.scheduler, self.intake),
-            messages=AgentMessages(self.intake),
-            web=AgentWeb(settings, WebFetcher(exceptions)),
+            jobs=AgentJobs(self.scheduler, self.intake, gate=self.approvals),
+            messages=AgentMessages(self.intake, gate=self.approvals),
+            web=AgentWeb(settings, WebFetcher(exceptions), gate=self.approvals),
         )
         self.pool = AgentPool(
             settings, self.runtime, self.proxy, self.store, self.metrics, tools=tools
@@ -239,6 +244,7 @@ class Orchestrator:
             self.board,
             job_done=self.scheduler.wake,
             tracing=self.tracing,
+            review_mounts=self.approvals.review_mounts,
         )
         self.egress = [
             EgressProxy(
@@ -246,9 +252,12 @@ class Orchestrator:
                 self.pool.specs[a.id].socket_dir / EGRESS_SOCKET_NAME,
                 a.egress.allow,
                 exceptions,
+                ask=partial(self.approvals.ask_egress, a.id)
+                if "egress" in a.approvals.ask
+                else None,
             )
             for a in settings.agents
-            if a.egress.allow
+            if a.egress.allow or "egress" in a.approvals.ask
         ]
         self.ready = asyncio.Event()
         self.dashboard = (

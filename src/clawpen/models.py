@@ -80,12 +80,47 @@ class InboundMessage:
     addressed: bool = True
 
 
+MAX_BUTTON_DATA = 64  # bytes of a button's data, UTF-8: Telegram's callback_data limit
+MAX_BUTTON_LABEL = 64  # characters of a button's label
+
+
+@dataclass(frozen=True)
+class Button:
+    """A button under a message (an approval card's). ``data`` is an opaque id the store maps
+    to (request, choice): never the decision nor the action, and short enough (at most
+    ``MAX_BUTTON_DATA`` bytes) for a person to type it where a platform has no buttons."""
+
+    label: str
+    data: str
+
+
+@dataclass(frozen=True)
+class CardTap:
+    """Someone pressed a button (or typed its data) in a chat. ``sender_id`` is the platform's
+    word on who did it, never anything the bot itself wrote into the message."""
+
+    address: Address
+    sender_id: str
+    data: str
+    platform_id: str  # of the card message, as ``send`` returned it ("" when typed)
+
+
+@dataclass(frozen=True)
+class TapOutcome:
+    """The core's answer to a tap: a short ``notice`` for the tapper, and the card's new text
+    (empty: the card stays as it is)."""
+
+    notice: str = ""
+    card: str = ""
+
+
 @dataclass(frozen=True)
 class OutboundMessage:
-    """What a channel is asked to deliver: one platform message's worth of text, for now.
+    """What a channel is asked to deliver: one platform message's worth of text, with buttons
+    under it when it is a card.
 
-    ``reply_to`` quotes the user's message where the platform can; attachments and buttons come
-    later as more fields, so adapters already receive one object rather than loose arguments."""
+    ``reply_to`` quotes the user's message where the platform can; adapters receive one object
+    rather than loose arguments, so that fields can be added."""
 
     address: Address
     text: str
@@ -93,6 +128,7 @@ class OutboundMessage:
     # the same for every try at this chunk: platforms that take an idempotency key (Discord's
     # nonce) drop a second copy when a try we thought failed had in fact got through
     key: str = ""
+    buttons: tuple[Button, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +174,7 @@ class Reply:
     owner: str | None = None  # the orchestrator delivering it, while its lease runs
     lease_until: float = 0.0
     stranger: bool = False  # an answer to an unpaired chat (a pairing code): paced apart
+    buttons: tuple[Button, ...] = ()  # an approval card's, under its last chunk
 
 
 @dataclass(frozen=True)
@@ -253,3 +290,48 @@ class JobFiring:
     due: float | None  # the next_run it was found with; None: run now, whenever it is due
     run: bool
     next_run: float | None
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A request for a person's decision on one exact action of an agent (issue 18)."""
+
+    id: int
+    code: str  # the card's id; its buttons carry ok-CODE, al-CODE, no-CODE
+    agent_id: str
+    task_id: int | None
+    kind: str  # send_message | web_fetch | egress | jobs | mounts
+    args: str  # canonical JSON
+    action_hash: str
+    summary: str
+    chat: str  # the conversation the task came from
+    approvers: tuple[str, ...]  # chat addresses
+    status: str  # pending | allowed | denied | expired
+    created_at: float
+    expires_at: float
+    choice: str = ""  # once | always
+    decided_by: str = ""
+    how: str = ""
+    decided_at: float | None = None
+    used_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What became of a request for approval, as the waiting tool call hears it."""
+
+    outcome: str  # approved | denied | expired
+    by: str = ""  # who decided (a chat address, "cli", "dashboard")
+    choice: str = ""  # once | always (egress: this host from now on)
+    approval_id: int = 0
+    first: bool = True  # False: a re-run found it already carried out
+
+    @property
+    def approved(self) -> bool:
+        return self.outcome == "approved"
+
+    def __str__(self) -> str:
+        """ "approved", "denied by NAME" or "expired": what the agent is told."""
+        if self.outcome == "denied":
+            return f"denied by {self.by}" if self.by else "denied"
+        return self.outcome

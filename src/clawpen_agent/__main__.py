@@ -80,7 +80,9 @@ def run_lane(
     """One lane: wait for a task on the socket, run it, hand in the result, repeat."""
     tasks = SocketClient(socket_path)  # held open while waiting: no timeout
     model = SocketClient(socket_path, timeout=900)
-    jobs = SocketClient(socket_path, timeout=30)  # the job tools' own connection
+    # the orchestrator's tools' own connection; a call may wait for a person's approval (a day
+    # at most: approvals.timeout), and the orchestrator's task deadline is the backstop
+    jobs = SocketClient(socket_path, timeout=86_400 + 60)
     tools_ran: list[tuple[str, float, float]] = []  # since the last model call (tracing)
     trace = ""
     task_id = 0

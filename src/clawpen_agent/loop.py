@@ -22,7 +22,7 @@ from .memory import Memory
 from .protocol import MESSAGES_PATH, Task, TaskResult
 from .session import Conversation, Sessions
 from .stopping import STOPS
-from .tools import TOOL_SCHEMAS, Api, run_tool
+from .tools import API_TOOLS, TOOL_SCHEMAS, Api, run_tool
 from .transport import HTTPError
 
 MAX_STEPS = 25  # when the task does not say
@@ -142,6 +142,9 @@ class _Turn:
         system = system_prompt(task.system_prompt, self.root, self.state.summary)
         max_steps = task.max_steps or MAX_STEPS
         tool_calls = tokens = 0
+        # the orchestrator's tools may wait for a person's approval (its deadline for the task
+        # moves meanwhile): that time is not counted against task_timeout here either
+        outside = 0.0
         for step in range(max_steps):
             request: dict[str, Any] = {
                 "model": task.model,
@@ -166,7 +169,11 @@ class _Turn:
                 tool_calls += 1
                 args = use.get("input") or {}
                 began = time.time()
+                outward = use["name"] in API_TOOLS
+                called = self.clock() if outward else 0.0
                 output, is_error = run_tool(use["name"], args, self.root, self.api)
+                if outward:
+                    outside += self.clock() - called
                 if self.on_tool is not None:
                     self.on_tool(str(use["name"]), began, time.time())
                 results.append(
@@ -179,7 +186,9 @@ class _Turn:
                 )
             messages.append({"role": "user", "content": results})
             stop = "you stopped it with /stop" if STOPS.stopped() else None  # in this chat
-            stop = stop or self._limit(step + 1, max_steps, tokens, self.clock() - started)
+            stop = stop or self._limit(
+                step + 1, max_steps, tokens, self.clock() - started - outside
+            )
             if stop is not None:
                 # the history stays well formed: the tool results are answered, with the reason
                 messages.append({"role": "assistant", "content": [{"type": "text", "text": stop}]})

@@ -1,9 +1,11 @@
-"""A fake Telegram Bot API: getMe, getUpdates (long polling), sendMessage.
+"""A fake Telegram Bot API: getMe, getUpdates (long polling), sendMessage (with an inline
+keyboard), editMessageText, answerCallbackQuery.
 
 Speaks the real HTTP API (``/bot<token>/<method>``, JSON or form-encoded parameters, the
 ``{"ok": ..., "result": ...}`` envelope), so python-telegram-bot drives it unmodified. Tests
-play the user with ``push_text`` and read what the bot said from ``sent``; ``fail_next`` injects
-429s and 5xxs.
+play the user with ``push_text`` (and tap a button with ``push_tap``) and read what the bot
+said from ``sent`` (a card's current text and keyboard, as edited) and ``answers``;
+``fail_next`` injects 429s and 5xxs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class FakeTelegram:
     token: str = "123:fake-token"
     updates: list[dict[str, Any]] = field(default_factory=list)  # not yet confirmed
     sent: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[dict[str, Any]] = field(default_factory=list)  # answerCallbackQuery calls
+    edits: list[dict[str, Any]] = field(default_factory=list)  # editMessageText calls
     calls: list[str] = field(default_factory=list)
     failures: dict[str, list[Failure]] = field(default_factory=dict)
     url: str = ""
@@ -102,6 +106,42 @@ class FakeTelegram:
         if caption is not None:
             content["caption"] = caption
         return await self._push(chat_id, content, None)
+
+    async def push_tap(self, chat_id: int, message_id: int, data: str, user_id: int) -> str:
+        """User ``user_id`` taps the button carrying ``data`` under the bot's message
+        ``message_id`` in ``chat_id``; returns the callback query's id."""
+        card = next(
+            m for m in self.sent if m["message_id"] == message_id and m["chat"]["id"] == chat_id
+        )
+        query_id = f"cq{self._next_update}"
+        update = {
+            "update_id": self._next_update,
+            "callback_query": {
+                "id": query_id,
+                "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
+                "message": card,
+                "chat_instance": str(chat_id),
+                "data": data,
+            },
+        }
+        self._next_update += 1
+        async with self._changed:
+            self.updates.append(update)
+            self._changed.notify_all()
+        return query_id
+
+    def card(self, chat_id: int, message_id: int) -> dict[str, Any]:
+        """The bot's message as it stands now (after edits)."""
+        return next(
+            m for m in self.sent if m["message_id"] == message_id and m["chat"]["id"] == chat_id
+        )
+
+    async def wait_for_answer(self, query_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(
+                lambda: any(a["callback_query_id"] == query_id for a in self.answers)
+            )
+        return next(a for a in self.answers if a["callback_query_id"] == query_id)
 
     def _add_file(self, data: bytes, path: str) -> dict[str, Any]:
         file_id = f"file-{len(self.files) + 1}"
@@ -172,6 +212,8 @@ class FakeTelegram:
             "getMe": self._get_me,
             "getUpdates": self._get_updates,
             "sendMessage": self._send_message,
+            "editMessageText": self._edit_message_text,
+            "answerCallbackQuery": self._answer_callback_query,
             "getFile": self._get_file,
         }.get(method)
         if handler is None:
@@ -229,11 +271,65 @@ class FakeTelegram:
             "chat": {"id": int(params["chat_id"]), "type": "private"},
             "from": BOT_USER,
         }
+        markup = params.get("reply_markup")
+        if markup:
+            keyboard = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+            if not _valid_keyboard(keyboard):
+                return _fail(400, "Bad Request: can't parse inline keyboard button")
+            message["reply_markup"] = {"inline_keyboard": keyboard}
         self._next_message += 1
         async with self._changed:
             self.sent.append(message)
             self._changed.notify_all()
         return _ok(message)
+
+    async def _edit_message_text(self, params: dict[str, Any]) -> web.Response:
+        text = str(params.get("text", ""))
+        try:
+            chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
+            message = self.card(chat_id, message_id)
+        except (KeyError, ValueError, StopIteration):
+            return _fail(400, "Bad Request: message to edit not found")
+        if not text:
+            return _fail(400, "Bad Request: message text is empty")
+        markup = params.get("reply_markup")
+        if text == message["text"] and not markup and "reply_markup" not in message:
+            return _fail(400, "Bad Request: message is not modified")
+        async with self._changed:
+            message["text"] = text
+            message["edit_date"] = int(time.time())
+            if markup:
+                message["reply_markup"] = markup
+            else:
+                message.pop("reply_markup", None)  # Telegram drops a keyboard not sent again
+            self.edits.append({"chat_id": chat_id, "message_id": message_id, "text": text})
+            self._changed.notify_all()
+        return _ok(message)
+
+    async def _answer_callback_query(self, params: dict[str, Any]) -> web.Response:
+        query_id = str(params.get("callback_query_id", ""))
+        if not query_id:
+            return _fail(400, "Bad Request: query is too old or query ID is invalid")
+        async with self._changed:
+            self.answers.append({"callback_query_id": query_id, "text": params.get("text", "")})
+            self._changed.notify_all()
+        return _ok(True)
+
+
+def _valid_keyboard(keyboard: Any) -> bool:
+    """Rows of buttons, each with a text and callback_data of 1-64 bytes, as Telegram checks."""
+    if not isinstance(keyboard, list) or not keyboard:
+        return False
+    for row in keyboard:
+        if not isinstance(row, list):
+            return False
+        for button in row:
+            data = button.get("callback_data") if isinstance(button, dict) else None
+            if not isinstance(data, str) or not 1 <= len(data.encode()) <= 64:
+                return False
+            if not button.get("text"):
+                return False
+    return True
 
 
 async def _params(request: web.Request) -> dict[str, Any]:

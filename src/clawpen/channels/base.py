@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models import Address, Decision, InboundMessage, OutboundMessage
-from ..models import DeliveryStatus as DeliveryStatus  # adapters import it from here
+from ..models import Button as Button  # adapters import these from here
+from ..models import CardTap as CardTap
+from ..models import DeliveryStatus as DeliveryStatus
+from ..models import TapOutcome as TapOutcome
 
 # loaded by every adapter process before it drops its privileges: host names are encoded with
 # them on first connect, whatever the platform
@@ -63,6 +66,38 @@ async def connected(accept: Accept) -> None:
         await report()
 
 
+async def report_tap(accept: Accept, tap: CardTap) -> TapOutcome:
+    """Hand a button tap to the core and return its answer (a notice for the tapper, the
+    card's new text). The core's ``accept`` carries ``tap``; a bare function (a unit test's)
+    yields an empty outcome. Raises ``StoreUnavailable`` when the core could not record it."""
+    report = getattr(accept, "tap", None)
+    if report is None:
+        return TapOutcome("", "")
+    outcome: TapOutcome = await report(tap)
+    return outcome
+
+
+def with_reply_codes(message: OutboundMessage) -> OutboundMessage:
+    """The message for a platform without native buttons (yet): each button becomes a line
+    "To <label>, reply with: <data>", and the core reads a reply of exactly that data as the
+    tap of who sent it."""
+    if not message.buttons:
+        return message
+    lines = [f"To {b.label}, reply with: {b.data}" for b in message.buttons]
+    text = "\n".join([message.text, "", *lines])
+    return replace(message, text=text, buttons=())
+
+
+async def edit_card(channel: Channel, address: Address, platform_id: str, text: str) -> str:
+    """``channel.edit``, or, for an adapter written before cards (a plug-in without ``edit``),
+    ``text`` sent as a new message; returns the platform id of what now shows it."""
+    edit = getattr(channel, "edit", None)
+    if edit is None:
+        return await channel.send(OutboundMessage(address, text))
+    await edit(address, platform_id, text)
+    return platform_id
+
+
 class SendError(Exception):
     """Sending failed. ``retry_after`` is the platform's own wait, when it gave one;
     ``permanent`` when trying again cannot help (the bot was blocked, the chat is gone);
@@ -97,8 +132,13 @@ class Channel(Protocol):
         it to the platform. Raises ``ChannelFatal`` when it cannot work at all."""
 
     async def send(self, message: OutboundMessage) -> str:
-        """Deliver one message of at most ``max_message_length``; returns its platform id.
-        Raises SendError."""
+        """Deliver one message of at most ``max_message_length`` (with its ``buttons``, natively
+        or as ``with_reply_codes`` lines); returns its platform id. Raises SendError."""
+
+    async def edit(self, address: Address, platform_id: str, text: str) -> None:
+        """Replace the text of a card sent earlier (``platform_id``, as ``send`` returned it)
+        with ``text`` and remove its buttons. A platform that cannot edit sends ``text`` as a
+        new message instead. Raises SendError."""
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """Show (``active``) or stop showing that the agent is working on ``message_id`` in

@@ -26,7 +26,7 @@ import signal
 import socket
 import sys
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,11 +34,11 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from ..errors import StoreUnavailable
-from ..models import Address, OutboundMessage
+from ..models import Address, CardTap, OutboundMessage, TapOutcome
 from ..netenv import NETWORK_ENV
 from ..obs.logging import get_logger
 from . import wire
-from .base import Accept, ChannelFatal, SendError, report_reach, report_status
+from .base import Accept, ChannelFatal, SendError, report_reach, report_status, report_tap
 
 ADAPTER_UID_BASE = 61_000  # + a number from the channel's name: one uid per platform
 SEND_TIMEOUT = 120.0
@@ -384,6 +384,10 @@ class ChannelProcess:
                     group.create_task(report_status(accept, wire.parse_status(frame)))
                 elif kind == "reach":
                     group.create_task(report_reach(accept, *wire.parse_reach(frame)))
+                elif kind == "tap":
+                    request_id, tap = wire.parse_tap(frame, self.name)
+                    await in_flight.acquire()
+                    group.create_task(self._tap(request_id, tap, accept, in_flight))
                 elif kind == "fatal":
                     return str(frame.get("error", ""))[: wire.MAX_ERROR] or "fatal error"
                 else:
@@ -409,6 +413,20 @@ class ChannelProcess:
         finally:
             in_flight.release()
 
+    async def _tap(
+        self, request_id: int, tap: CardTap, accept: Accept, in_flight: asyncio.Semaphore
+    ) -> None:
+        """A button pressed: the core decides what it means; the adapter is told what to
+        show. A tap that could not be recorded is the tapper's to repeat, and told so."""
+        try:
+            try:
+                outcome = await report_tap(accept, tap)
+            except StoreUnavailable:
+                outcome = TapOutcome("Not recorded (the store is busy); tap again shortly.")
+            self._write(wire.tap_result_frame(request_id, outcome))
+        finally:
+            in_flight.release()
+
     def _resolve_send(self, frame: wire.Frame) -> None:
         request_id, platform_id, failure = wire.parse_send_outcome(frame)
         future = self._sends.pop(request_id, None)
@@ -425,12 +443,19 @@ class ChannelProcess:
             self._writer.write(wire.encode(frame))
 
     async def send(self, message: OutboundMessage) -> str:
+        return await self._ask(lambda request_id: wire.send_frame(request_id, message))
+
+    async def edit(self, address: Address, platform_id: str, text: str) -> None:
+        await self._ask(lambda request_id: wire.edit_frame(request_id, address, platform_id, text))
+
+    async def _ask(self, frame: Callable[[int], wire.Frame]) -> str:
+        """Write a frame the adapter answers with ``sent`` or ``send_failed``; wait for it."""
         if self._writer is None or self._writer.is_closing():
             raise SendError(f"the {self.name} adapter is not running", retry_after=1.0)
         request_id = next(self._ids)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._sends[request_id] = future
-        self._write(wire.send_frame(request_id, message))
+        self._write(frame(request_id))
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
                 return await future

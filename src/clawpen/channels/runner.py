@@ -24,19 +24,27 @@ import itertools
 import os
 import signal
 import socket
-from collections.abc import Coroutine
+import sys
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import uvloop
 
 from .. import netenv
 from ..errors import StoreUnavailable
-from ..models import Address, Decision, InboundMessage
+from ..models import Address, CardTap, Decision, InboundMessage, OutboundMessage, TapOutcome
 from ..netenv import CABundleError
 from ..obs import logging as clawpen_logging
 from ..ports.limits import raise_open_files_limit
 from . import wire
-from .base import HOST_NAME_MODULES, Channel, ChannelFatal, DeliveryStatus, SendError
+from .base import (
+    HOST_NAME_MODULES,
+    Channel,
+    ChannelFatal,
+    DeliveryStatus,
+    SendError,
+    edit_card,
+)
 from .reach import Reachability, endpoint_of, keep_reaching
 from .registry import plugin_named
 
@@ -51,6 +59,7 @@ class Bridge:
         self.writer = writer
         self.log = clawpen_logging.get_logger()
         self._accepts: dict[int, asyncio.Future[Decision | None]] = {}
+        self._taps: dict[int, asyncio.Future[TapOutcome]] = {}
         self._ids = itertools.count(1)
         self.reach: Reachability | None = None
 
@@ -75,6 +84,17 @@ class Bridge:
 
     __call__ = accept  # the adapter is handed the bridge itself as its ``accept``
 
+    async def tap(self, tap: CardTap) -> TapOutcome:
+        """Hand a button tap to the core; returns what to show the tapper and on the card."""
+        request_id = next(self._ids)
+        future: asyncio.Future[TapOutcome] = asyncio.get_running_loop().create_future()
+        self._taps[request_id] = future
+        try:
+            self.writer.write(wire.encode(wire.tap_frame(request_id, tap)))
+            return await future
+        finally:
+            self._taps.pop(request_id, None)
+
     async def delivery_status(self, status: DeliveryStatus) -> None:
         """Pass a platform's later word on a sent message to the core (not answered)."""
         self.writer.write(wire.encode(wire.status_frame(status)))
@@ -93,6 +113,15 @@ class Bridge:
                 elif kind == "send":
                     request_id, message = wire.parse_send(frame, self.channel)
                     sends.create_task(self._send(adapter, request_id, message))
+                elif kind == "edit":
+                    request_id, address, platform_id, text = wire.parse_edit(frame, self.channel)
+                    edit = edit_card(adapter, address, platform_id, text)
+                    sends.create_task(self._send_or_edit(request_id, edit, platform_id))
+                elif kind == "tap_result":
+                    request_id, outcome = wire.parse_tap_result(frame)
+                    tapped = self._taps.get(request_id)
+                    if tapped is not None and not tapped.done():
+                        tapped.set_result(outcome)
                 elif kind == "typing":
                     address, message_id, active = wire.parse_typing(frame, self.channel)
                     sends.create_task(self._typing(adapter, address, message_id, active))
@@ -115,10 +144,15 @@ class Bridge:
         else:
             future.set_result(outcome)
 
-    async def _send(self, adapter: Channel, request_id: int, message: object) -> None:
+    async def _send(self, adapter: Channel, request_id: int, message: OutboundMessage) -> None:
+        await self._send_or_edit(request_id, adapter.send(message))
+
+    async def _send_or_edit(
+        self, request_id: int, work: Awaitable[str | None], platform_id: str = ""
+    ) -> None:
         try:
-            platform_id = await adapter.send(message)  # type: ignore[arg-type]
-            frame = wire.sent_frame(request_id, platform_id)
+            done = await work
+            frame = wire.sent_frame(request_id, done if isinstance(done, str) else platform_id)
         except SendError as exc:
             frame = wire.send_failed_frame(request_id, exc)
         except Exception as exc:  # the adapter's error on this message: retried, never an outage

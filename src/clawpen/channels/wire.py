@@ -7,7 +7,10 @@ here before it is believed.
 
     core -> adapter   {"type": "start", "channel": "telegram", "settings": {...}}   first, once
                       {"type": "send", "id": 7, "chat": "42", "thread": "", "text": "...",
-                       "reply_to": ""}
+                       "reply_to": "", "buttons": [{"label": "Allow", "data": "ok-7f3k9q2m"}]}
+                      {"type": "edit", "id": 8, "chat": "42", "thread": "", "platform_id": "..",
+                       "text": "..."}     a card's new text, its buttons gone; sent/send_failed
+                      {"type": "tap_result", "id": 4, "notice": "...", "card": "..."}
                       {"type": "typing", "chat": "42", "thread": "", "message_id": "9",
                        "active": true}            best effort, never answered
                       {"type": "accepted", "id": 3, "outcome": "routed"|"rejected"|"duplicate"}
@@ -22,6 +25,8 @@ here before it is believed.
                        "permanent": false}
                       {"type": "status", "chat": "42", "platform_id": "...", "status": "read",
                        "error": "", "window_closed": false}   a platform's later word on a send
+                      {"type": "tap", "id": 4, "chat": "42", "thread": "", "sender": "...",
+                       "data": "ok-7f3k9q2m", "platform_id": "..."}   a button pressed
                       {"type": "fatal", "error": "..."}   the adapter cannot work at all
                       {"type": "reach", "state": "unreachable"|"running", "error": "..."}
                                           the platform cannot be reached (or can again)
@@ -37,13 +42,18 @@ import math
 from typing import Any
 
 from ..models import (
+    MAX_BUTTON_DATA,
+    MAX_BUTTON_LABEL,
     Address,
     Attachment,
+    Button,
+    CardTap,
     Decision,
     InboundMessage,
     OutboundMessage,
     Rejection,
     Route,
+    TapOutcome,
 )
 from ..ports import safejson
 from .base import (
@@ -61,6 +71,8 @@ MAX_MEDIA_TYPE = 127
 MAX_ID = 256  # characters in a chat, thread, sender or platform id
 MAX_TEXT = 200_000  # characters of inbound text (the core caps what it stores lower still)
 MAX_ERROR = 2_000
+MAX_BUTTONS = 8  # under one card
+MAX_NOTICE = 200  # characters of a tap's notice (Telegram shows up to 200)
 
 Frame = dict[str, Any]
 
@@ -280,6 +292,41 @@ def parse_reach(frame: Frame) -> tuple[str, str]:
     return str(state), _text(frame, "error", MAX_ERROR, required=False)
 
 
+def tap_frame(request_id: int, tap: CardTap) -> Frame:
+    return {
+        "type": "tap",
+        "id": request_id,
+        "chat": tap.address.chat,
+        "thread": tap.address.thread,
+        "sender": tap.sender_id,
+        "data": tap.data,
+        "platform_id": tap.platform_id,
+    }
+
+
+def parse_tap(frame: Frame, channel: str) -> tuple[int, CardTap]:
+    """A tap in ``channel`` (the socket's). Who tapped must be named: a tap from nobody is
+    nobody's decision."""
+    chat = _text(frame, "chat", MAX_ID)
+    sender = _text(frame, "sender", MAX_ID)
+    if not chat or not sender:
+        raise FrameError("tap.chat and tap.sender must not be empty")
+    tap = CardTap(
+        address=Address(channel, chat, _text(frame, "thread", MAX_ID, required=False)),
+        sender_id=sender,
+        data=_button_data(frame),
+        platform_id=_text(frame, "platform_id", MAX_ID, required=False),
+    )
+    return _id(frame), tap
+
+
+def _button_data(frame: Frame) -> str:
+    data = _text(frame, "data", MAX_BUTTON_DATA)
+    if not data or len(data.encode("utf-8", "surrogatepass")) > MAX_BUTTON_DATA:
+        raise FrameError(f"{frame.get('type')}.data must be 1 to {MAX_BUTTON_DATA} bytes")
+    return data
+
+
 def fatal_frame(error: str) -> Frame:
     return {"type": "fatal", "error": error[:MAX_ERROR]}
 
@@ -300,6 +347,7 @@ def send_frame(request_id: int, message: OutboundMessage) -> Frame:
         "text": message.text,
         "reply_to": message.reply_to,
         "key": message.key,
+        "buttons": [{"label": b.label, "data": b.data} for b in message.buttons],
     }
 
 
@@ -312,8 +360,58 @@ def parse_send(frame: Frame, channel: str) -> tuple[int, OutboundMessage]:
         _text(frame, "text", MAX_FRAME),
         _text(frame, "reply_to", MAX_ID, False),
         _text(frame, "key", MAX_ID, False),
+        _buttons(frame.get("buttons", [])),
     )
     return _id(frame), message
+
+
+def _buttons(buttons: Any) -> tuple[Button, ...]:
+    if not isinstance(buttons, list) or len(buttons) > MAX_BUTTONS:
+        raise FrameError(f"send.buttons must be a list of at most {MAX_BUTTONS}")
+    found: list[Button] = []
+    for button in buttons:
+        if not isinstance(button, dict):
+            raise FrameError("send.buttons holds something that is not an object")
+        checked = button | {"type": "button"}
+        label = _text(checked, "label", MAX_BUTTON_LABEL)
+        if not label:
+            raise FrameError("button.label must not be empty")
+        found.append(Button(label, _button_data(checked)))
+    return tuple(found)
+
+
+def edit_frame(request_id: int, address: Address, platform_id: str, text: str) -> Frame:
+    return {
+        "type": "edit",
+        "id": request_id,
+        "chat": address.chat,
+        "thread": address.thread,
+        "platform_id": platform_id,
+        "text": text,
+    }
+
+
+def parse_edit(frame: Frame, channel: str) -> tuple[int, Address, str, str]:
+    """(id, the card's chat, its platform id, its new text)."""
+    address = Address(
+        channel, _text(frame, "chat", MAX_ID), _text(frame, "thread", MAX_ID, required=False)
+    )
+    platform_id = _text(frame, "platform_id", MAX_ID)
+    return _id(frame), address, platform_id, _text(frame, "text", MAX_TEXT)
+
+
+def tap_result_frame(request_id: int, outcome: TapOutcome) -> Frame:
+    return {
+        "type": "tap_result",
+        "id": request_id,
+        "notice": outcome.notice[:MAX_NOTICE],
+        "card": outcome.card,
+    }
+
+
+def parse_tap_result(frame: Frame) -> tuple[int, TapOutcome]:
+    notice = _text(frame, "notice", MAX_NOTICE, required=False)
+    return _id(frame), TapOutcome(notice, _text(frame, "card", MAX_TEXT, required=False))
 
 
 def typing_frame(address: Address, message_id: str, active: bool) -> Frame:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 # C0 controls but \t and \n, DEL, and the C1 controls (which some terminals obey as ESC + x)
@@ -33,6 +34,40 @@ def inert(text: str) -> str:
 
 
 Ask = Callable[[str], str]
+More = Callable[[], str]
+Decide = Callable[[str], str]  # the card's text -> what the person answers (y, n or a code)
+_CODE_LINE = re.compile(r"^To (.+), reply with: ((?:ok|al|no)-[a-z0-9]{8})$", re.MULTILINE)
+
+
+def card_codes(reply: str) -> dict[str, str]:
+    """An approval card's buttons as ``{label: code}``; empty for any other reply."""
+    if not reply.startswith("Approval needed: "):
+        return {}
+    return {label: code for label, code in _CODE_LINE.findall(reply)}
+
+
+def code_for(answer: str, codes: dict[str, str]) -> str | None:
+    """y/yes: the first Allow; n/no: Deny; a code as typed; None for anything else."""
+    answer = answer.strip().lower()
+    if answer in codes.values():
+        return answer
+    wanted = {"y": "ok-", "yes": "ok-", "n": "no-", "no": "no-", "a": "al-"}.get(answer)
+    return next((c for c in codes.values() if wanted and c.startswith(wanted)), None)
+
+
+def converse(line: str, ask: Ask, more: More, decide: Decide, show: Callable[[str], None]) -> None:
+    """One message and its answer; an approval card on the way is shown and decided here
+    (the card's own code is sent: the core reads it as this session's tap), then the answer
+    that follows the decision is awaited."""
+    reply = ask(line)
+    show(reply)
+    while codes := card_codes(reply):
+        code = None
+        while code is None:
+            code = code_for(decide(reply), codes)
+        show(ask(code))
+        reply = more()
+        show(reply)
 
 
 def shown(text: str) -> str:
@@ -54,7 +89,7 @@ def answer(ask: Ask, line: str) -> str:
         return ask("/stop")
 
 
-def interactive(agent_id: str, ask: Ask, history: Path | None) -> None:
+def interactive(agent_id: str, ask: Ask, history: Path | None, more: More | None = None) -> None:
     """Read messages with prompt_toolkit until Ctrl-D (or Ctrl-C at the prompt): arrow keys and
     history edit the line, a paste arrives whole (newlines included), Esc then Enter starts a
     new line; a Ctrl-C during an answer stops it (``answer``)."""
@@ -85,20 +120,32 @@ def interactive(agent_id: str, ask: Ask, history: Path | None) -> None:
             return
         if line.strip():
             try:
-                print(f"{agent_id}> {inert(answer(ask, line))}", flush=True)
+                converse(
+                    line,
+                    partial(answer, ask),
+                    more or (lambda: ""),
+                    lambda card: session.prompt("allow? [y/n, or a code] "),
+                    lambda text: print(f"{agent_id}> {inert(text)}", flush=True),
+                )
             except KeyboardInterrupt:
                 print(file=sys.stderr)
                 return
 
 
-def piped(agent_id: str, ask: Ask) -> None:
-    """Standard input is not a terminal: one message per line, clean output for scripts. A
-    Ctrl-C (SIGINT) during an answer stops it; one while waiting for a line, or a second one,
-    leaves."""
+def piped(agent_id: str, ask: Ask, more: More | None = None) -> None:
+    """Standard input is not a terminal: one message per line, clean output for scripts; the
+    line after an approval card is its decision (y, n or the code; none left: n). A Ctrl-C
+    (SIGINT) during an answer stops it; one while waiting for a line, or a second one, leaves."""
+    lines = (raw.rstrip("\n") for raw in sys.stdin)
     try:
-        for raw in sys.stdin:
-            line = raw.rstrip("\n")
+        for line in lines:
             if line.strip():
-                print(f"{agent_id}> {shown(answer(ask, line))}", flush=True)
+                converse(
+                    line,
+                    partial(answer, ask),
+                    more or (lambda: ""),
+                    lambda card: next(lines, "n"),
+                    lambda text: print(f"{agent_id}> {shown(text)}", flush=True),
+                )
     except KeyboardInterrupt:
         return

@@ -14,6 +14,7 @@ import typer
 
 from . import (
     agents,
+    approvals,
     doctor,
     image,
     init,
@@ -73,6 +74,7 @@ for name, group in (
     ("jobs", jobs.app),
     ("secrets", secrets.app),
     ("agents", agents.app),
+    ("approvals", approvals.app),
     ("service", service.app),
 ):
     app.add_typer(group, name=name)

@@ -69,6 +69,10 @@ def chat(
         body = {"agent": agent_id, "text": text, "session": conversation}
         return str(call(config, "POST", "/v1/chat", body)["reply"])
 
+    def more() -> str:
+        body = {"agent": agent_id, "session": conversation}
+        return str(call(config, "POST", "/v1/chat/more", body)["reply"])
+
     if session is not None:  # what came for this conversation while no one was reading it
         where = f"agent={quote(agent_id, safe='')}&session={quote(session, safe='')}"
         for reply in call(config, "GET", f"/v1/chat/unread?{where}")["replies"]:
@@ -83,9 +87,9 @@ def chat(
     )
     if sys.stdin.isatty() and sys.stdout.isatty():
         history = guard(lambda: data_dir_of(config)) / "chat_history"
-        chatui.interactive(agent_id, ask, history if history.parent.is_dir() else None)
+        chatui.interactive(agent_id, ask, history if history.parent.is_dir() else None, more)
     else:
-        chatui.piped(agent_id, ask)  # piped input gets clean output
+        chatui.piped(agent_id, ask, more)  # piped input gets clean output
 
 
 def demo_model(

@@ -23,7 +23,7 @@ from ..channels.registry import plugins, read_chat
 from ..egress.netpolicy import LoopbackExceptions, Refused, normalize_host
 from ..models import Address, JobSpec
 from ..ports.limits import PortLimits
-from ..schedule import JOB_NAME, ScheduleError, make_spec
+from ..schedule import JOB_NAME, ScheduleError, make_spec, parse_every
 
 if TYPE_CHECKING:
     pass
@@ -136,6 +136,33 @@ class TracingSettings(_Model):
     service_name: str = "clawpen"
 
 
+ApprovalKind = Literal["send_message", "web_fetch", "egress", "jobs", "mounts"]
+MAX_APPROVAL_TIMEOUT = 86_400  # seconds: a tool call waits a day at most
+
+
+class ApprovalSettings(_Model):
+    """``approvals``: which of an agent's actions wait for a person's tap (none by default),
+    who may decide (chat addresses; default: the chat the task came from), and how long an
+    unanswered card waits before it counts as denied."""
+
+    ask: list[ApprovalKind] = []
+    approvers: list[str] = []
+    timeout: float = 600.0  # "10m", "90s", "1h" or seconds
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError("write the timeout as 30s, 10m or 1h")
+        try:
+            seconds = float(value) if isinstance(value, float) else parse_every(value)
+        except ScheduleError:
+            raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 10m or 1h") from None
+        if not 0 < seconds <= MAX_APPROVAL_TIMEOUT:
+            raise ValueError("the timeout must be more than 0 and at most 1d")
+        return float(seconds)
+
+
 class AgentSettings(_Model):
     id: str = Field(pattern=AGENT_ID)
     system_prompt: str = ""
@@ -171,6 +198,7 @@ class AgentSettings(_Model):
     runtime: Runtime | None = None  # default: the top-level runtime
     # light: the standard-library agent; claude-code: the Claude Agent SDK (an image variant)
     engine: Literal["light", "claude-code"] = "light"
+    approvals: ApprovalSettings = ApprovalSettings()
 
 
 def _channels_model() -> type[BaseModel]:
@@ -277,6 +305,12 @@ class Settings(_Model):
             except ValueError as exc:
                 problems.append(f"pairings.{i}.channel: {exc}")
         problems += self._check_jobs(ids)
+        for i, agent in enumerate(self.agents):
+            for j, approver in enumerate(agent.approvals.approvers):
+                try:
+                    read_chat(approver, self.channel_settings())
+                except ValueError as exc:
+                    problems.append(f"agents.{i}.approvals.approvers.{j}: {exc}")
         try:
             LoopbackExceptions.parse(self.allow_loopback_for_tests)
         except ValueError as exc:

@@ -65,6 +65,10 @@ class Board:
         # agent id -> the tasks it works on now, by id (an agent without one is not listed)
         self.running: dict[str, dict[int, ClaimedTask]] = {}
         self._stops: dict[int, asyncio.Event] = {}  # task id -> set by /stop
+        # task id -> its tool calls waiting for a person's decision: the chat shows the card,
+        # not "typing..."
+        self.awaiting: dict[int, int] = {}
+        self.deadlines: dict[int, asyncio.Timeout] = {}  # task id -> its deadline
         self._notices: dict[str, list[str]] = {}  # agent -> said with its task's reply
 
     def wake(self, agent_id: str) -> None:
@@ -104,6 +108,14 @@ class Board:
         """Something the user must hear about the agent (its budget nearly spent): added to
         the reply of the task it is working on, or of its next one."""
         self._notices.setdefault(agent_id, []).append(text)
+
+    def extend(self, task_id: int, seconds: float) -> None:
+        """Move the deadline of a running task by ``seconds`` (negative: back): while one of
+        its tool calls waits for a person's decision, that time is not its."""
+        deadline = self.deadlines.get(task_id)
+        when = None if deadline is None else deadline.when()
+        if deadline is not None and when is not None:
+            deadline.reschedule(when + seconds)
 
     def take_notices(self, agent_id: str) -> list[str]:
         return self._notices.pop(agent_id, [])

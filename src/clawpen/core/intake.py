@@ -25,6 +25,7 @@ from ..config import Settings
 from ..errors import ClawpenError, StoreRejected, StoreUnavailable
 from ..models import (
     Address,
+    CardTap,
     Decision,
     DeliveryStatus,
     InboundMessage,
@@ -32,6 +33,7 @@ from ..models import (
     Reply,
     Route,
     Stranger,
+    TapOutcome,
 )
 from ..obs.logging import get_logger
 from ..obs.metrics import Metrics
@@ -39,6 +41,7 @@ from ..obs.tracing import NO_TRACING, Tracing
 from ..ratelimit import KeyedBuckets
 from ..store import Store
 from . import commands, pairing
+from .approvals import CODE, Approvals
 from .board import Board, Leases
 from .outbox import Outbox
 from .router import MAX_TEXT, route
@@ -75,6 +78,12 @@ class ChannelInbox:
     async def delivery_status(self, status: DeliveryStatus) -> None:
         await self.intake.delivery_status(self.channel, status)
 
+    async def tap(self, tap: CardTap) -> TapOutcome:
+        """A button pressed in this channel (``channels.base.report_tap``)."""
+        if self.intake.approvals is None or tap.address.channel != self.channel:
+            return TapOutcome("This card is not known here.", "")
+        return await self.intake.approvals.tap(tap)
+
 
 class Intake:
     def __init__(
@@ -88,7 +97,9 @@ class Intake:
         admit: Callable[[], None] = lambda: None,
         tracing: Tracing = NO_TRACING,
         clock: Callable[[], float] = time.time,
+        approvals: Approvals | None = None,
     ) -> None:
+        self.approvals = approvals  # a card's code typed as a message is its tap
         self.settings = settings
         self.store = store
         self.outbox = outbox
@@ -159,6 +170,10 @@ class Intake:
             if address.channel in self.code_channels and address.chat_only not in self.pairings:
                 await self._offer_code(message, now)
             return decision
+        if not (isinstance(decision, Rejection) and decision.ignored):
+            typed = await self._typed_code(message)
+            if typed is not None:
+                decision = typed
         if isinstance(decision, Route):
             self.admit()  # the disk is nearly full: the platform keeps the message for later
         command = commands.parse(message.text) if isinstance(decision, Route) else None
@@ -187,6 +202,24 @@ class Intake:
         self.metrics.messages.labels(address.channel, "routed").inc()
         self.board.wake(decision.agent_id)
         return decision
+
+    async def _typed_code(self, message: InboundMessage) -> Rejection | None:
+        """A message that is exactly a card's button code, in a chat that card went to: the
+        tap of its sender where the platform has no buttons (e-mail, the CLI) or they were
+        not used. It is answered here, and never reaches the agent."""
+        text = message.text.strip()
+        if self.approvals is None or not CODE.fullmatch(text):
+            return None
+        approval = await self.store.approval_by_code(text.split("-", 1)[1])
+        if approval is None:
+            return None
+        cards = await self.store.approval_cards(approval.id)
+        if all(chat.chat_only != message.address.chat_only for chat, _ in cards):
+            return None
+        tap = CardTap(message.address, message.sender_id, text, "")
+        outcome = await self.approvals.tap(tap)
+        answer = "\n\n".join(part for part in (outcome.notice, outcome.card) if part)
+        return Rejection("a card's code", answer=answer)
 
     async def _command(
         self, command: str, message: InboundMessage, decision: Route, now: float

@@ -249,6 +249,7 @@ class Outbox:
                 chunks[sent],
                 reply.reply_to if sent == 0 else "",
                 key=f"cp{reply.id}.{sent}",
+                buttons=reply.buttons if sent + 1 == len(chunks) else (),  # a card's, at its end
             )
             self.log.debug("reply_sending", chunk=sent, **context)
             circuit.begin(self.clock())

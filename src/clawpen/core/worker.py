@@ -66,7 +66,10 @@ class Worker:
         job_done: Callable[[], None] = lambda: None,
         tracing: Tracing = NO_TRACING,
         clock: Callable[[], float] = time.time,
+        review_mounts: Callable[[str, int], Awaitable[list[str]]] | None = None,
     ) -> None:
+        # after each task: the agent's writes to staged mounts, asked about (approvals)
+        self.review_mounts = review_mounts
         self.settings = settings
         self.store = store
         self.pool = pool
@@ -167,6 +170,9 @@ class Worker:
                 async with self._typing(claimed):
                     with self._trace_task(claimed):
                         text, error, attempts, agent_times = await self._run(claimed, stop, context)
+                    if self.review_mounts is not None:
+                        notes = await self.review_mounts(claimed.agent_id, claimed.id)
+                        text = "\n\n".join(part for part in [text, *notes] if part)
             text = reply_text(text, error, _job_of(claimed))
         except asyncio.CancelledError:
             raise
@@ -202,8 +208,9 @@ class Worker:
             nonlocal shown
             await asyncio.sleep(TYPING_AFTER)
             while True:
-                shown = True
-                await self.outbox.typing(claimed.address, claimed.reply_to, True)
+                if not self.board.awaiting.get(claimed.id):  # the card says it waits
+                    shown = True
+                    await self.outbox.typing(claimed.address, claimed.reply_to, True)
                 await asyncio.sleep(TYPING_EVERY)
 
         indicator = asyncio.create_task(keep_typing())
@@ -251,7 +258,13 @@ class Worker:
                     session = await self.pool.ensure(agent.id)
                     self.log.debug("task_handed", platformIds=list(claimed.platform_ids), **context)
                     timeout = agent.task_timeout + TIMEOUT_GRACE
-                    result = await self._unless_stopped(stop, session.run(task, timeout))
+                    # approvals move it while a tool call waits for a person (board.extend)
+                    async with asyncio.timeout(timeout) as deadline:
+                        self.board.deadlines[claimed.id] = deadline
+                        try:
+                            result = await self._unless_stopped(stop, session.run(task, None))
+                        finally:
+                            self.board.deadlines.pop(claimed.id, None)
                 if result is None:
                     await self._halt(claimed, "stopped by the user")
                     return "", "you stopped it with /stop", attempts, {}

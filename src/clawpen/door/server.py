@@ -199,7 +199,7 @@ class AgentSession:
         if self._gone is not None:
             raise self._gone
 
-    async def run(self, task: Task, timeout: float) -> TaskResult:
+    async def run(self, task: Task, timeout: float | None) -> TaskResult:
         """Hand ``task`` to the agent and wait for its result."""
         future: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
         self._results[task.id] = future

@@ -11,7 +11,9 @@ each connection here. This end speaks the two proxy requests clients send:
 A target is served only when its host (and port: ``host`` alone means 443 and 80) is on the
 agent's list, and every address it resolves to passes ``netpolicy.check_address`` (none of
 them the host's own, ``hostaddrs.py``); the connection goes to the checked address. Everything
-else is answered 403 and logged (``egress_refused``). What the tunnel carries is not
+else is answered 403 and logged (``egress_refused``), unless the agent's approvals ask about
+egress: then ``ask(host, port)`` (``core/approvals.py``) holds the connection until a person
+allows the target (once, or from now on) or denies it. What the tunnel carries is not
 inspected: it goes to an allowed host only.
 """
 
@@ -29,6 +31,8 @@ from .hostaddrs import host_addresses
 from .netpolicy import IPAddress, LoopbackExceptions, Refused, Target, parse_target
 from .webfetch import OwnAddresses, Resolve, checked_addresses, system_resolve
 
+AskEgress = Callable[[str, int], Awaitable[str | None]]
+"""Asks a person about a target off the list: None when allowed, else why not."""
 OpenConnection = Callable[
     [IPAddress, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
 ]
@@ -111,8 +115,10 @@ class EgressProxy:
         resolve: Resolve = system_resolve,
         open_connection: OpenConnection = system_open,
         own_addresses: OwnAddresses = host_addresses,
+        ask: AskEgress | None = None,
     ) -> None:
         self.agent_id = agent_id
+        self.ask = ask
         self.socket_path = socket_path
         self.allow = allow
         self.exceptions = exceptions
@@ -160,7 +166,12 @@ class EgressProxy:
         try:
             request = parse_proxy_request(head)
             if not egress_allowed(request.target, self.allow):
-                raise Refused(f"{request.target.host}:{request.target.port} is not on the list")
+                where = f"{request.target.host}:{request.target.port}"
+                if self.ask is None:
+                    raise Refused(f"{where} is not on the list")
+                why = await self.ask(request.target.host, request.target.port)
+                if why is not None:
+                    raise Refused(f"{where}: {why}")
             addresses = await checked_addresses(
                 request.target, self.resolve, self.exceptions, self.own_addresses()
             )

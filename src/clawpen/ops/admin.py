@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from ..channels.cli import CliChannel
+from ..core.approvals import Approvals, describe_approval
 from ..core.intake import Intake
 from ..core.scheduler import Scheduler, job_ref
 from ..errors import ClawpenError, StoreError
@@ -66,6 +67,7 @@ class AdminServer:
         app = web.Application()
         app.router.add_post("/v1/chat", self._chat)
         app.router.add_get("/v1/chat/unread", self._unread)
+        app.router.add_post("/v1/chat/more", self._chat_more)
         app.router.add_get("/v1/status", self._status)
         app.router.add_get("/v1/pairings", self._pairings)
         app.router.add_post("/v1/pairings", self._pair)
@@ -77,6 +79,10 @@ class AdminServer:
         app.router.add_delete("/v1/jobs/{name}", self._remove_job)
         app.router.add_post("/v1/jobs/{name}/{action}", self._job_action)
         app.router.add_get("/v1/jobs/{name}/runs", self._job_runs)
+        app.router.add_get("/v1/approvals", self._approvals)
+        app.router.add_post("/v1/approvals/{id}/{action}", self._decide_approval)
+        app.router.add_get("/v1/approval-hosts", self._approval_hosts)
+        app.router.add_delete("/v1/approval-hosts/{agent}/{host}", self._revoke_host)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/strangers", self._strangers)
         app.router.add_get("/v1/agents", self._agents)
@@ -141,6 +147,17 @@ class AdminServer:
         address = Address("cli", agent, session)
         return web.json_response({"replies": await self.intake.store.take_unread(address)})
 
+    async def _chat_more(self, request: web.Request) -> web.Response:
+        """The next reply of a chat session that was shown an approval card."""
+        if self.cli is None:
+            return web.json_response({"error": "the cli channel is not enabled"}, status=409)
+        body = await read_object(request)
+        try:
+            reply = await self.cli.more(str(body["agent"]), str(body.get("session") or ""))
+        except LookupError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        return web.json_response({"reply": reply})
+
     async def _pairings(self, request: web.Request) -> web.Response:
         return web.json_response(self.intake.pairings_written())
 
@@ -173,6 +190,43 @@ class AdminServer:
         if not await self.intake.unpair(address):
             return web.json_response({"error": f"{written} is not paired"}, status=404)
         return web.json_response(self.intake.pairings_written())
+
+    # -- approvals (issue 18) ---------------------------------------------------------------
+
+    def _engine(self) -> Approvals:
+        if self.intake.approvals is None:
+            raise ClawpenError("this orchestrator runs no approvals")
+        return self.intake.approvals
+
+    async def _approvals(self, request: web.Request) -> web.Response:
+        engine = self._engine()
+        if request.query.get("all") == "1":
+            found = await engine.store.approvals(pending_only=False, limit=50)
+        else:
+            found = await engine.pending()
+        return web.json_response([describe_approval(a) for a in found])
+
+    async def _decide_approval(self, request: web.Request) -> web.Response:
+        action = request.match_info["action"]
+        if action not in ("allow", "deny") or not request.match_info["id"].isdigit():
+            return web.json_response({"error": "use /v1/approvals/ID/allow or deny"}, status=404)
+        try:
+            decided = await self._engine().decide(
+                int(request.match_info["id"]), action == "allow", "cli", "cli"
+            )
+        except ClawpenError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        return web.json_response(describe_approval(decided))
+
+    async def _approval_hosts(self, request: web.Request) -> web.Response:
+        hosts = await self._engine().allowed_hosts()
+        return web.json_response([{"agent": a, "host": h, "since": t} for a, h, t in hosts])
+
+    async def _revoke_host(self, request: web.Request) -> web.Response:
+        agent, host = request.match_info["agent"], request.match_info["host"]
+        if not await self._engine().store.revoke_egress(agent, host):
+            return web.json_response({"error": f"{agent} has no {host} allowed"}, status=404)
+        return web.json_response({"revoked": host, "agent": agent})
 
     # -- scheduled jobs ---------------------------------------------------------------------
 

@@ -91,6 +91,7 @@ class Dashboard:
         app.router.add_post("/api/pairings", self._pair)
         app.router.add_post("/api/agents/{agent}/stop", self._stop_agent)
         app.router.add_post("/api/jobs/{name}/{action}", self._job_action)
+        app.router.add_post("/api/approvals/{id}/{action}", self._decide)
         self._runner = web.AppRunner(
             app,
             handler_cancellation=True,
@@ -222,6 +223,10 @@ class Dashboard:
         return await self._act(
             self.view.job_action(job_ref(info["name"], request.query.get("agent")), info["action"])
         )
+
+    async def _decide(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        return await self._act(self.view.decide(info["id"], info["action"]))
 
     async def _act(self, action: Awaitable[None]) -> web.Response:
         try:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..core.approvals import describe_approval
 from ..core.intake import Intake
 from ..core.scheduler import Scheduler
 from ..errors import ClawpenError
@@ -111,6 +112,7 @@ class DashboardView:
                 for t in tasks
             ],
             "jobs": await self._jobs(),
+            "approvals": await self._approvals(),
             "spend": spend_series(usage, days, sorted(self.pool.sessions)),
         }
 
@@ -149,6 +151,22 @@ class DashboardView:
         return out
 
     # -- actions -----------------------------------------------------------------------------
+
+    async def _approvals(self) -> list[dict[str, Any]]:
+        """The requests waiting for a person's decision."""
+        if self.intake.approvals is None:
+            return []
+        return [describe_approval(a) for a in await self.intake.approvals.pending()]
+
+    async def decide(self, approval_id: str, action: str) -> None:
+        """Allow or deny a pending request from the dashboard (token and CSRF checked)."""
+        if self.intake.approvals is None:
+            raise ClawpenError("this orchestrator runs no approvals")
+        if action not in ("allow", "deny") or not approval_id.isdigit():
+            raise ClawpenError(f"no approval action {action!r}", "use allow or deny")
+        await self.intake.approvals.decide(
+            int(approval_id), action == "allow", "dashboard", "dashboard"
+        )
 
     async def pair(self, chat: str, agent_id: str) -> None:
         await self.intake.pair(self.intake.read_chat(chat), agent_id)

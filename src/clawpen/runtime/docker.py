@@ -26,7 +26,7 @@ from clawpen_agent.protocol import AGENT_UID, EGRESS_PORT, SOCKET_DIR, SOCKET_PA
 
 from ..errors import DockerUnavailable, ImageMissing
 from ..threads import run_in
-from . import workspace
+from . import staging, workspace
 from .base import AgentSpec, RuntimeEvent
 from .image import build_hint
 from .mounts import Mount, default_allowlist_path, grant
@@ -178,7 +178,22 @@ class DockerRuntime:
             if existing.status == "running":
                 return str(existing.id)  # adopt it: never a second container for one agent
             existing.remove(force=True)
-        mounts = grant(spec.mounts, self.allowlist, spec.data_dir)
+        mounts = [
+            Mount(
+                staging.prepare(
+                    granted.host,
+                    staging.staging_dir(spec.data_dir, spec.agent_id, granted.container),
+                    AGENT_UID,
+                ),
+                granted.container,
+                read_only=False,
+            )
+            if request.staged
+            else granted
+            for request, granted in zip(
+                spec.mounts, grant(spec.mounts, self.allowlist, spec.data_dir), strict=True
+            )
+        ]
         workspace_dir = None
         if spec.workspace_mb:
             workspace_dir = workspace.prepare(

@@ -80,6 +80,8 @@ class MountRequest:
     host: str
     container: str
     read_only: bool = True
+    # approvals.ask: [mounts]: the agent writes to a copy (``staging.py``), applied on a tap
+    staged: bool = False
 
 
 @dataclass(frozen=True)

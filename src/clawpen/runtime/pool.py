@@ -46,10 +46,19 @@ def agent_spec(settings: Settings, agent: AgentSettings) -> AgentSpec:
         cpus=agent.cpus,
         pids_limit=agent.pids_limit,
         tmp_mb=agent.tmp_mb,
-        egress=bool(agent.egress.allow),
+        egress=bool(agent.egress.allow) or "egress" in agent.approvals.ask,
         workspace_mb=agent.workspace_mb,
         runtime=agent.runtime or settings.runtime,
-        mounts=tuple(MountRequest(m.host, m.container, m.read_only) for m in agent.mounts),
+        # approvals.ask: [mounts]: a read-write mount is staged, its writes applied on a tap
+        mounts=tuple(
+            MountRequest(
+                m.host,
+                m.container,
+                m.read_only,
+                staged=not m.read_only and "mounts" in agent.approvals.ask,
+            )
+            for m in agent.mounts
+        ),
         lanes=agent.max_parallel,
     )
 

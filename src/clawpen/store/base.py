@@ -39,6 +39,8 @@ from typing import Protocol, TypeVar
 from ..errors import StoreError, StoreRejected, StoreUnavailable
 from ..models import (
     Address,
+    Approval,
+    Button,
     ClaimedTask,
     Decision,
     DeliveryStatus,
@@ -338,6 +340,41 @@ class Store(Protocol):
 
     async def job_runs(self, agent_id: str, name: str, limit: int = 20) -> list[JobRun]:
         """The job's latest runs, newest first."""
+
+    # -- approvals (issue 18) --------------------------------------------------------------------
+
+    async def open_approval(
+        self,
+        request: Approval,
+        cards: list[tuple[Address, str, tuple[Button, ...]]],
+        lease: Lease,
+        now: float,
+    ) -> tuple[Approval, bool]:
+        """The same task's request for the same action (a re-run finds its decision), else
+        ``request`` committed with its cards (replies with buttons); True when new."""
+
+    async def approval(self, approval_id: int) -> Approval | None: ...
+
+    async def approval_by_code(self, code: str) -> Approval | None: ...
+
+    async def approvals(self, pending_only: bool = True, limit: int = 100) -> list[Approval]:
+        """Newest first."""
+
+    async def decide_approval(
+        self, approval_id: int, status: str, choice: str, by: str, how: str, now: float
+    ) -> Approval | None:
+        """Decide a pending request (a person's only before it expires); None: no change."""
+
+    async def use_approval(self, approval_id: int, now: float) -> bool:
+        """Mark an allowed request carried out; True only the first time."""
+
+    async def approval_cards(self, approval_id: int) -> list[tuple[Address, str]]:
+        """(chat, platform id of the card, "" if not yet sent) of a request's cards."""
+
+    async def egress_allowed(self, agent_id: str | None = None) -> list[tuple[str, str, float]]:
+        """(agent, host:port, since) allowed from now on."""
+
+    async def revoke_egress(self, agent_id: str, host_port: str) -> bool: ...
 
     # -- reading, for status and tests ---------------------------------------------------------
 

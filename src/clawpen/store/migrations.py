@@ -254,4 +254,44 @@ MIGRATIONS: list[str] = [
     ALTER TABLE replies ADD COLUMN claim TEXT;
     ALTER TABLE replies ADD COLUMN stranger INTEGER NOT NULL DEFAULT 0;
     """,
+    # 14 (approvals): requests waiting for a person's tap (issue 18), bound to the exact action by
+    # its hash; the cards sent for them (replies with buttons); the hosts an agent may reach
+    # from now on because someone said so
+    """
+    CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,       -- in the buttons' data: ok-CODE, al-CODE, no-CODE
+        agent_id TEXT NOT NULL,
+        task_id INTEGER,                 -- the task that asked (a re-run finds its request)
+        kind TEXT NOT NULL,              -- send_message | web_fetch | egress | jobs | mounts
+        args TEXT NOT NULL,              -- canonical JSON of the action's arguments
+        action_hash TEXT NOT NULL,       -- sha256 of agent, kind and args
+        summary TEXT NOT NULL,           -- what the card says
+        chat TEXT NOT NULL,              -- the conversation the task came from
+        approvers TEXT NOT NULL,         -- JSON list of chat addresses that may decide
+        status TEXT NOT NULL,            -- pending | allowed | denied | expired
+        choice TEXT NOT NULL DEFAULT '', -- once | always (egress: from now on)
+        decided_by TEXT NOT NULL DEFAULT '',
+        how TEXT NOT NULL DEFAULT '',    -- tap | code | cli | dashboard | timeout
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        decided_at REAL,
+        used_at REAL                     -- carried out (once)
+    );
+    CREATE INDEX approvals_by_action ON approvals (agent_id, task_id, action_hash);
+    CREATE INDEX approvals_pending ON approvals (status, expires_at);
+    CREATE TABLE approval_cards (
+        approval_id INTEGER NOT NULL,
+        reply_id INTEGER NOT NULL,
+        PRIMARY KEY (approval_id, reply_id)
+    );
+    CREATE TABLE egress_allowed (
+        agent_id TEXT NOT NULL,
+        host_port TEXT NOT NULL,
+        approval_id INTEGER,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (agent_id, host_port)
+    );
+    ALTER TABLE replies ADD COLUMN buttons TEXT NOT NULL DEFAULT '';
+    """,
 ]

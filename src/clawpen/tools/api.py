@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from ..models import Address, Job, JobSpec, Reply
+from ..models import Address, Job, JobSpec, Reply, Verdict
 
 
 class Chats(Protocol):
@@ -33,3 +33,39 @@ class JobBook(Protocol):
     async def add(self, spec: JobSpec) -> Job: ...
 
     async def remove(self, ref: str) -> None: ...
+
+
+class Gate(Protocol):
+    """Approvals (``core/approvals.py`` fits it): whether an action of this kind waits for a
+    person, and the wait for their decision on this exact one."""
+
+    def asks(self, agent_id: str, kind: str) -> bool: ...
+
+    async def request(
+        self,
+        agent_id: str,
+        kind: str,
+        args: Mapping[str, object],
+        summary: str,
+        task_id: int | None = None,
+    ) -> Verdict: ...
+
+
+class NoGate:
+    """Nothing waits (no approvals configured, or a unit test's tools)."""
+
+    def asks(self, agent_id: str, kind: str) -> bool:
+        return False
+
+    async def request(
+        self,
+        agent_id: str,
+        kind: str,
+        args: Mapping[str, object],
+        summary: str,
+        task_id: int | None = None,
+    ) -> Verdict:
+        return Verdict("approved")
+
+
+NO_GATE = NoGate()

@@ -10,6 +10,7 @@ cancels only the jobs it created: the operator's (config, CLI) are not its to re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from clawpen_agent.protocol import JobRequest
@@ -19,16 +20,17 @@ from ..door.server import JobRefused
 from ..errors import ClawpenError
 from ..models import JOB_CHANNEL
 from ..schedule import JobExists, describe_job
-from .api import Chats, JobBook
+from .api import NO_GATE, Chats, Gate, JobBook
 
 MAX_JOBS = 50
 MIN_INTERVAL = 300.0  # seconds
 
 
 class AgentJobs:
-    def __init__(self, scheduler: JobBook, chats: Chats) -> None:
+    def __init__(self, scheduler: JobBook, chats: Chats, gate: Gate = NO_GATE) -> None:
         self.scheduler = scheduler
         self.chats = chats
+        self.gate = gate
 
     async def create(
         self, agent_id: str, request: JobRequest, task_id: int | None = None
@@ -60,6 +62,22 @@ class AgentJobs:
         shortest = sched.interval(sched.schedule_of(spec))
         if shortest is not None and shortest < MIN_INTERVAL:
             raise JobRefused(400, f"a job may run at most every {MIN_INTERVAL / 60:.0f} minutes")
+        if self.gate.asks(agent_id, "jobs"):
+            await self._approve(
+                agent_id,
+                {
+                    "op": "create",
+                    "name": spec.name,
+                    "kind": spec.kind,
+                    "spec": spec.spec,
+                    "timezone": spec.timezone,
+                    "task": spec.task,
+                    "deliver_to": str(spec.deliver_to),
+                },
+                f"schedule job {spec.name!r} ({spec.kind} {spec.spec}, {spec.timezone}):"
+                f"\n{spec.task[:300]}",
+                task_id,
+            )
         try:
             job = await self.scheduler.add(spec)
         except JobExists:  # names are per agent: the clash is with a job of its own
@@ -76,6 +94,21 @@ class AgentJobs:
     async def cancel(self, agent_id: str, name: str) -> dict[str, Any]:
         for job in await self.scheduler.jobs(agent_id):
             if job.name == name and job.spec.source == "agent":
+                if self.gate.asks(agent_id, "jobs"):
+                    args = {"op": "cancel", "name": name}
+                    await self._approve(agent_id, args, f"cancel job {name!r}")
                 await self.scheduler.remove(f"{agent_id}/{name}")
                 return {"cancelled": name}
         raise JobRefused(404, f"you have no job {name!r} of your own")
+
+    async def _approve(
+        self,
+        agent_id: str,
+        args: Mapping[str, object],
+        summary: str,
+        task_id: int | None = None,
+    ) -> None:
+        """Wait for a person's decision on this exact change; JobRefused unless allowed."""
+        verdict = await self.gate.request(agent_id, "jobs", args, summary, task_id)
+        if not verdict.approved:
+            raise JobRefused(403, f"{args['op']} job {verdict}; nothing changed")

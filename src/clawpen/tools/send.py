@@ -21,7 +21,7 @@ from ..errors import StoreError
 from ..models import JOB_CHANNEL, Address, serves
 from ..obs.logging import get_logger
 from ..ratelimit import KeyedBuckets
-from .api import Chats
+from .api import NO_GATE, Chats, Gate
 
 PER_MINUTE = 10
 BURST = 5
@@ -55,8 +55,11 @@ def send_target(
 
 
 class AgentMessages:
-    def __init__(self, chats: Chats, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, chats: Chats, clock: Callable[[], float] = time.monotonic, gate: Gate = NO_GATE
+    ) -> None:
         self.chats = chats
+        self.gate = gate
         self.clock = clock
         self.rate: KeyedBuckets[str] = KeyedBuckets(PER_MINUTE / 60, BURST)
         self.log = get_logger()
@@ -71,6 +74,24 @@ class AgentMessages:
             raise ToolRefused(403, target)
         if not self.rate.allow(agent_id, self.clock()):
             raise ToolRefused(429, f"at most {PER_MINUTE} messages a minute; wait a little")
+        elsewhere = answering is None or answering.chat_only != target.chat_only
+        verdict = None
+        if elsewhere and self.gate.asks(agent_id, "send_message"):
+            # what the card shows is what is sent: the text and the chat, exactly
+            args = {"to": target.chat_address, "thread": target.thread, "text": message.text}
+            preview = message.text if len(message.text) <= 300 else message.text[:300] + "..."
+            verdict = await self.gate.request(
+                agent_id,
+                "send_message",
+                args,
+                f"send to {target.chat_address}:\n{preview}",
+                task_id,
+            )
+            if not verdict.approved:
+                self.log.info("agent_message_refused", agentId=agent_id, reason=str(verdict))
+                raise ToolRefused(403, f"send_message {verdict}; not sent")
+            if not verdict.first:  # a re-run of the task: it was sent the first time
+                return {"sent": True, "to": target.chat_address, "approval": "approved"}
         try:
             reply = await self.chats.send_message(agent_id, target, message.text)
         except StoreError as exc:
@@ -81,4 +102,7 @@ class AgentMessages:
             self.log.warning("agent_message_refused", agentId=agent_id, reason=reason)
             raise ToolRefused(403, reason)
         self.log.info("agent_message_sent", agentId=agent_id, chat=target.chat_address)
-        return {"sent": True, "to": target.chat_address, "reply_id": reply.id}
+        answer: dict[str, Any] = {"sent": True, "to": target.chat_address, "reply_id": reply.id}
+        if verdict is not None:
+            answer["approval"] = str(verdict)
+        return answer

@@ -14,8 +14,9 @@ import ssl
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from clawpen_agent.protocol import FetchRequest
 
@@ -25,6 +26,7 @@ from ..egress.netpolicy import Refused
 from ..egress.webfetch import WebFetcher
 from ..obs.logging import get_logger
 from ..ratelimit import KeyedBuckets
+from .api import NO_GATE, Gate
 
 CONCURRENT = 2
 PER_MINUTE = 30
@@ -36,7 +38,9 @@ class AgentWeb:
         settings: Settings,
         fetcher: WebFetcher,
         clock: Callable[[], float] = time.monotonic,
+        gate: Gate = NO_GATE,
     ) -> None:
+        self.gate = gate
         self.settings = settings
         self.fetcher = fetcher
         self.clock = clock
@@ -55,6 +59,14 @@ class AgentWeb:
         if not self.rate.allow(agent_id, self.clock()):
             raise ToolRefused(429, f"at most {PER_MINUTE} fetches a minute; wait a little")
         host = urlsplit(request.url).hostname or "?"
+        verdict = None
+        if self.gate.asks(agent_id, "web_fetch"):
+            url = canonical_url(request.url)
+            verdict = await self.gate.request(agent_id, "web_fetch", {"url": url}, f"fetch {url}")
+            if not verdict.approved:
+                self.log.info("web_fetch_refused", agentId=agent_id, host=host, error=str(verdict))
+                raise ToolRefused(403, f"web_fetch {verdict}; not fetched")
+            request = replace(request, url=url)  # what was shown is what is fetched
         async with self.slots[agent_id]:
             try:
                 page = await self.fetcher.fetch(
@@ -72,9 +84,34 @@ class AgentWeb:
                 raise ToolRefused(502, f"the fetch failed ({error})") from None
         self.log.info("web_fetch", agentId=agent_id, host=host, status=page.status)
         return {
+            **({"approval": str(verdict)} if verdict is not None else {}),
             "url": page.url,
             "status": page.status,
             "content_type": page.content_type,
             "truncated": page.truncated,
             "text": page.text,
         }
+
+
+def canonical_url(url: str) -> str:
+    """One spelling of a URL, so that a card names what is fetched and the same page asks
+    once: scheme and host in lower case, the default port dropped, no fragment, "/" for an
+    empty path. A URL that cannot be read is returned as it is (the fetch refuses it).
+
+    >>> canonical_url("HTTPS://Example.COM:443/a?b=1#top")
+    'https://example.com/a?b=1'
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(scheme)
+    netloc = host if port is None or port == default else f"{host}:{port}"
+    if parts.username is not None or parts.password is not None:
+        return url  # credentials in a URL: refused by the fetch, never re-spelled here
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))

@@ -157,6 +157,16 @@ function renderJobs(data) {
   }));
 }
 
+function renderApprovals(data) {
+  fill("approvals", data.approvals.map((a) => el("tr", { "data-approval": String(a.id) },
+    el("td", {}, String(a.id)), el("td", {}, a.agent), el("td", {}, a.kind),
+    el("td", { class: "text" }, a.summary), el("td", {}, a.chat),
+    el("td", {}, new Date(a.expires_at * 1000).toLocaleTimeString()),
+    el("td", {},
+      el("button", { onclick: () => act(`/api/approvals/${a.id}/allow`) }, "allow"),
+      el("button", { onclick: () => act(`/api/approvals/${a.id}/deny`) }, "deny")))));
+}
+
 function renderRest(data) {
   fill("channels", data.channels.map((c) => el("tr", {},
     el("td", {}, c.name), el("td", {}, c.state), el("td", { class: "text" }, c.error))));
@@ -177,6 +187,7 @@ async function refresh() {
   renderSpend(data.spend);
   renderMessages(data);
   renderJobs(data);
+  renderApprovals(data);
   renderRest(data);
 }
 

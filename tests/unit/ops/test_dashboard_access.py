@@ -3,6 +3,7 @@ and a change needs the CSRF header too; without them, nothing of the orchestrato
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -16,6 +17,8 @@ from clawpen.security.webauth import COOKIE, CSRF_HEADER, csrf_for
 from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.fake_runtime import FakeRuntime
+from tests.fakes.fake_telegram import FakeTelegram
+from tests.waiting import until
 
 TELEGRAM = {"cli": {}, "telegram": {"token": "123:abc"}}
 
@@ -142,3 +145,49 @@ async def test_clawpen_dashboard_prints_the_address_with_its_token(
     assert f"{url}/?token={orchestrator.http_token}" in result.output
     # and the token stays the same across restarts: a bookmark keeps working
     assert (orchestrator.settings.data_dir / "http.token").stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_pending_approval_is_listed_and_decided_only_with_the_csrf_header(
+    orchestrator_factory: Callable[..., Orchestrator], fake_telegram: FakeTelegram
+) -> None:
+    """Approvals on the dashboard: listed while pending; deciding is a change like the others
+    (the cookie alone, or a page elsewhere, decides nothing)."""
+    orchestrator = orchestrator_factory(
+        telegram=fake_telegram,
+        dashboard={"port": 0},
+        agents=[{"id": "assistant", "approvals": {"ask": ["send_message"]}}],
+        pairings=[
+            {"channel": "telegram:1001", "agent": "assistant"},
+            {"channel": "telegram:2002", "agent": "assistant"},
+        ],
+    )
+    text = json.dumps({"to": "telegram:2002", "text": "hi bob"})
+    async with running(orchestrator):
+        assert orchestrator.dashboard is not None
+        url = f"http://127.0.0.1:{orchestrator.dashboard.port}"
+        token = orchestrator.http_token
+        await fake_telegram.push_text(1001, f"tool: send_message {text}")
+        await until(lambda: orchestrator.store.approvals(), what="a pending request")
+        async with httpx.AsyncClient(base_url=url, cookies={COOKIE: token}) as client:
+            [shown] = (await client.get("/api/overview")).json()["approvals"]
+            path = f"/api/approvals/{shown['id']}/allow"
+            no_header = await client.post(path)
+            elsewhere = await client.post(
+                path, headers={CSRF_HEADER: csrf_for(token), "Origin": "http://evil.example"}
+            )
+            assert (await orchestrator.store.approvals())[0].status == "pending"
+            ok = await client.post(path, headers={CSRF_HEADER: csrf_for(token)})
+            again = await client.post(path, headers={CSRF_HEADER: csrf_for(token)})
+            await until(lambda: fake_telegram.texts_to(2002), what="the message to bob")
+            after = (await client.get("/api/overview")).json()["approvals"]
+    assert shown["kind"] == "send_message" and "telegram:2002" in shown["summary"]
+    assert [no_header.status_code, elsewhere.status_code] == [403, 403]
+    assert ok.status_code == 200
+    assert again.status_code == 400 and "already" in again.json()["error"]
+    assert after == []
+    [decided] = await orchestrator.store.approvals(pending_only=False)
+    assert (decided.status, decided.decided_by, decided.how) == (
+        "allowed",
+        "dashboard",
+        "dashboard",
+    )

@@ -11,9 +11,10 @@ import time
 import uuid
 
 from ...models import Address, InboundMessage, OutboundMessage, Rejection, Route
-from ..base import Accept, ChannelSettings
+from ..base import Accept, ChannelSettings, with_reply_codes
 
 UNREAD = "unread:"  # the platform id of a reply no session was waiting for
+CARD_HEAD = "Approval needed: "  # how an approval card begins (core/approvals.py)
 
 
 class CliSettings(ChannelSettings):
@@ -29,6 +30,9 @@ class CliChannel:
         # one queue per chat session, keyed by its conversation (``cli:AGENT:SESSION``)
         self._listeners: dict[Address, asyncio.Queue[str]] = {}
         self._waiting: dict[Address, int] = {}  # asks still waiting, per session
+        # sessions shown an approval card whose answer is still to come: kept, so that the
+        # answer after the decision reaches them (``more``)
+        self._cards: dict[Address, int] = {}
         self._ready = asyncio.Event()
 
     async def run(self, accept: Accept) -> None:
@@ -57,27 +61,55 @@ class CliChannel:
                 received_at=time.time(),
             )
             decision = await self._accept(message)
-            if isinstance(decision, Rejection):
+            if isinstance(decision, Rejection) and not decision.answer:
                 raise LookupError(decision.reason)
-            assert isinstance(decision, Route)
+            assert isinstance(decision, Route | Rejection)  # answered: a card's code typed
             return await queue.get()
         finally:
-            self._waiting[address] -= 1
-            if not self._waiting[address]:
-                del self._waiting[address]
-                if queue.empty():
-                    self._listeners.pop(address, None)
+            self._release(address, queue)
+
+    async def more(self, agent_id: str, session: str = "") -> str:
+        """The session's next reply: after an approval card was decided, the agent's answer."""
+        await self._ready.wait()
+        address = Address(self.name, agent_id, session)
+        queue = self._listeners.get(address)
+        if queue is None:
+            raise LookupError(f"chat session {address} waits for nothing")
+        self._waiting[address] = self._waiting.get(address, 0) + 1
+        try:
+            text = await queue.get()
+            if not text.startswith(CARD_HEAD):
+                self._cards.pop(address, None)
+            return text
+        finally:
+            self._release(address, queue)
+
+    def _release(self, address: Address, queue: asyncio.Queue[str]) -> None:
+        self._waiting[address] -= 1
+        if not self._waiting[address]:
+            del self._waiting[address]
+            if queue.empty() and not self._cards.get(address):
+                self._listeners.pop(address, None)
 
     async def send(self, message: OutboundMessage) -> str:
         """Hand the reply to the session that asked. With none waiting (its terminal was
         closed, or the orchestrator restarted under it) the reply goes to the conversation's
         history: its platform id says ``unread``, and the next `clawpen chat --session` of
         that conversation shows it (``Store.take_unread``)."""
+        card = bool(message.buttons)
+        message = with_reply_codes(message)  # `clawpen chat` asks for the decision
         queue = self._listeners.get(message.address)
-        if queue is None or message.address not in self._waiting:
+        held = self._cards.get(message.address)
+        if queue is None or (message.address not in self._waiting and not held):
             return f"{UNREAD}{uuid.uuid4().hex}"
+        if card:
+            self._cards[message.address] = self._cards.get(message.address, 0) + 1
         queue.put_nowait(message.text)
         return uuid.uuid4().hex
+
+    async def edit(self, address: Address, platform_id: str, text: str) -> None:
+        """A card's decision, as a new message until this adapter edits natively."""
+        await self.send(OutboundMessage(address, text))
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """The terminal shows its own "thinking" while it waits."""

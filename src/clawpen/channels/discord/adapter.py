@@ -34,6 +34,7 @@ from ..base import (
     SendError,
     connected,
     skipped_attachment_note,
+    with_reply_codes,
 )
 
 if TYPE_CHECKING:
@@ -207,6 +208,7 @@ class DiscordAdapter:
         return tuple(attachments), notes
 
     async def send(self, message: OutboundMessage) -> str:
+        message = with_reply_codes(message)  # native buttons: later, per CONTRACT.md
         import aiohttp
         import discord
 
@@ -240,6 +242,10 @@ class DiscordAdapter:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise SendError(f"{type(exc).__name__}: {exc}") from None
         return str(sent.id)
+
+    async def edit(self, address: Address, platform_id: str, text: str) -> None:
+        """A card's decision, as a new message until this adapter edits natively."""
+        await self.send(OutboundMessage(address, text))
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """One call shows "typing..." for about 10 seconds; posting the reply ends it."""

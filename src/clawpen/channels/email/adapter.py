@@ -41,7 +41,7 @@ from ...models import Address, InboundMessage, OutboundMessage
 from ...obs.logging import get_logger
 from ...retry import PLATFORM, STORE, Retrier
 from ...store.base import StoreUnavailable
-from ..base import Accept, ChannelFatal, SendError, connected
+from ..base import Accept, ChannelFatal, SendError, connected, with_reply_codes
 from ..reach import cause_of
 from . import mailreply, mailtext
 from .oauth2 import Tokens
@@ -350,6 +350,7 @@ class EmailAdapter:
     # -- out -----------------------------------------------------------------------------------
 
     async def send(self, message: OutboundMessage) -> str:
+        message = with_reply_codes(message)  # native buttons: later, per CONTRACT.md
         import aiosmtplib
 
         address = message.address
@@ -405,6 +406,10 @@ class EmailAdapter:
             await smtp.auth_xoauth2(self.settings.username, await self.tokens.get())
         except aiosmtplib.SMTPAuthenticationError:
             await smtp.auth_xoauth2(self.settings.username, await self.tokens.get(renew=True))
+
+    async def edit(self, address: Address, platform_id: str, text: str) -> None:
+        """A card's decision, as a new message until this adapter edits natively."""
+        await self.send(OutboundMessage(address, text))
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """E-mail has no typing indicator."""

@@ -41,6 +41,7 @@ from ..base import (
     connected,
     read_capped,
     skipped_attachment_note,
+    with_reply_codes,
 )
 from ..reach import cause_of
 
@@ -282,6 +283,7 @@ class SlackAdapter:
             return None, f"{type(exc).__name__}"
 
     async def send(self, message: OutboundMessage) -> str:
+        message = with_reply_codes(message)  # native buttons: later, per CONTRACT.md
         import aiohttp
         from slack_sdk.errors import SlackApiError
 
@@ -298,6 +300,10 @@ class SlackAdapter:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SendError(f"slack: {type(exc).__name__}: {exc}") from None
         return str(response.get("ts", ""))
+
+    async def edit(self, address: Address, platform_id: str, text: str) -> None:
+        """A card's decision, as a new message until this adapter edits natively."""
+        await self.send(OutboundMessage(address, text))
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """A reaction on the user's message while the agent works on it."""

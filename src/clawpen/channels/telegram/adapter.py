@@ -1,4 +1,5 @@
-"""Telegram through python-telegram-bot: Bot API long polling in, sendMessage out.
+"""Telegram through python-telegram-bot: Bot API long polling in, sendMessage out; approval
+cards as inline keyboards, their taps as callback queries (answered, then the card edited).
 
 The update offset is the acknowledgement: it is sent to Telegram only after every update
 before it was committed to the store. Telegram keeps unconfirmed updates and hands them out
@@ -26,10 +27,12 @@ from ...store.base import StoreUnavailable
 from ..base import (
     MAX_ATTACHMENT_BYTES,
     Accept,
+    CardTap,
     ChannelFatal,
     ChannelSettings,
     SendError,
     connected,
+    report_tap,
     skipped_attachment_note,
 )
 from ..reach import cause_of
@@ -85,7 +88,7 @@ class TelegramAdapter:
                     updates = await self.bot.get_updates(
                         offset=offset,
                         timeout=self.settings.poll_timeout,
-                        allowed_updates=["message"],
+                        allowed_updates=["message", "callback_query"],
                     )
                 except RetryAfter as exc:
                     await polls.wait(_seconds(exc.retry_after))
@@ -117,6 +120,12 @@ class TelegramAdapter:
     ) -> tuple[int, str | None]:
         """Hand every update over at once (they commit together); returns the offset that
         acknowledges those committed without a gap, and the store's error if one was not."""
+        for update in updates:  # a button's tap is answered before the messages are handed over
+            if update.callback_query is not None:
+                try:
+                    await self._tap(update.callback_query, accept)
+                except StoreUnavailable as exc:
+                    return offset, str(exc)
         inbound = [(update.update_id, _inbound(update)) for update in updates]
         inbound = await asyncio.gather(
             *(
@@ -176,8 +185,61 @@ class TelegramAdapter:
                 await asyncio.sleep(retries.next_delay())
         raise AssertionError("unreachable")
 
+    async def _tap(self, query: telegram.CallbackQuery, accept: Accept) -> None:
+        """A button pressed: the core decides; Telegram is answered (its spinner stops, the
+        tapper sees the notice), then the card shows the decision, without its buttons. Who
+        tapped is Telegram's word (``from``), never anything in the message we wrote."""
+        from telegram.error import TelegramError
+
+        message = query.message
+        if message is None or not query.data:
+            return  # a tap on a message too old for Telegram to say which, or no data
+        topic = getattr(message, "message_thread_id", None)
+        is_topic = getattr(message, "is_topic_message", False)
+        tap = CardTap(
+            address=Address(
+                "telegram", str(message.chat.id), str(topic) if is_topic and topic else ""
+            ),
+            sender_id=str(query.from_user.id),
+            data=query.data,
+            platform_id=str(message.message_id),
+        )
+        outcome = await report_tap(accept, tap)
+        try:
+            await query.answer(outcome.notice or None)
+            if outcome.card:
+                await self.bot.edit_message_text(
+                    outcome.card[:MAX_MESSAGE_LENGTH],
+                    chat_id=message.chat.id,
+                    message_id=message.message_id,
+                    reply_markup=None,
+                )
+        except TelegramError as exc:  # the decision is recorded; only its display failed
+            self.log.warning("channel_tap_answer_failed", channel=self.name, error=str(exc))
+
+    async def edit(self, address: Address, platform_id: str, text: str) -> None:
+        from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+
+        try:
+            await self.bot.edit_message_text(
+                text[:MAX_MESSAGE_LENGTH],
+                chat_id=int(address.chat),
+                message_id=int(platform_id),
+                reply_markup=None,
+            )
+        except RetryAfter as exc:
+            raise SendError(str(exc), retry_after=_seconds(exc.retry_after)) from None
+        except BadRequest as exc:
+            if "not modified" in str(exc).lower():
+                return  # it already says so
+            raise SendError(str(exc), permanent=True) from None
+        except Forbidden as exc:
+            raise SendError(str(exc), permanent=True) from None
+        except TelegramError as exc:
+            raise SendError(str(exc)) from None
+
     async def send(self, message: OutboundMessage) -> str:
-        from telegram import ReplyParameters
+        from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
         from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
         address = message.address
@@ -187,6 +249,10 @@ class TelegramAdapter:
         if message.reply_to and address.chat.startswith("-"):  # quote only in group chats
             options["reply_parameters"] = ReplyParameters(
                 int(message.reply_to), allow_sending_without_reply=True
+            )
+        if message.buttons:  # one button a row: labels stay whole on a phone
+            options["reply_markup"] = InlineKeyboardMarkup(
+                [[InlineKeyboardButton(b.label, callback_data=b.data)] for b in message.buttons]
             )
         try:
             sent = await self.bot.send_message(

@@ -46,6 +46,7 @@ from ..base import (
     read_capped,
     report_status,
     skipped_attachment_note,
+    with_reply_codes,
 )
 from .events import Media, Message, Webhook, graph_error, send_error, send_outcome
 
@@ -323,6 +324,7 @@ class WhatsAppAdapter:
     # -- out --------------------------------------------------------------------------------------
 
     async def send(self, message: OutboundMessage) -> str:
+        message = with_reply_codes(message)  # native buttons: later, per CONTRACT.md
         import aiohttp
 
         body: dict[str, Any] = {
@@ -341,6 +343,10 @@ class WhatsAppAdapter:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SendError(f"whatsapp: {type(exc).__name__}: {exc}") from None
         return send_outcome(status, raw, headers.get("Retry-After"))
+
+    async def edit(self, address: Address, platform_id: str, text: str) -> None:
+        """A card's decision, as a new message until this adapter edits natively."""
+        await self.send(OutboundMessage(address, text))
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """Marks the user's message read and shows "typing..." (up to 25 s, or until our

@@ -13,6 +13,7 @@ One module per family of tables, each a mixin on ``connection.Connection``:
     tasks.py      claimed agent turns, their leases, finishing with the reply
     replies.py    the outbox: pending replies, claims, chunks, failures, delivery statuses
     jobs.py       scheduled jobs and their runs
+    approvals.py  requests for a person's decision, their cards, hosts allowed from now on
     usage.py      agents' state, tokens and cost
     views.py      reads for status and the dashboard
     rows.py       sqlite3.Row -> model mappers, and ``read_all``
@@ -20,6 +21,7 @@ One module per family of tables, each a mixin on ``connection.Connection``:
 
 from __future__ import annotations
 
+from .approvals import Approvals
 from .jobs import Jobs
 from .messages import Messages
 from .pairings import Pairings
@@ -31,5 +33,5 @@ from .views import Views
 __all__ = ["SQLiteStore"]
 
 
-class SQLiteStore(Messages, Pairings, Tasks, Replies, Jobs, Usage, Views):
+class SQLiteStore(Messages, Pairings, Tasks, Replies, Jobs, Usage, Views, Approvals):
     """``Store`` on one SQLite file. Open it from the thread that runs the event loop."""

@@ -10,11 +10,12 @@ and maps every row, so a read is one statement and one mapper::
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ...models import Address, Job, JobRun, JobSpec, Reply
+from ...models import Address, Approval, Button, Job, JobRun, JobSpec, Reply
 
 T = TypeVar("T")
 Args = Sequence[object]
@@ -62,6 +63,35 @@ def reply(row: sqlite3.Row) -> Reply:
         owner=row["owner"],
         lease_until=row["lease_until"],
         stranger=bool(row["stranger"]),
+        buttons=buttons(row["buttons"]),
+    )
+
+
+def buttons(stored: str) -> tuple[Button, ...]:
+    """A card's buttons, as ``replies.buttons`` holds them (JSON pairs; "" for none)."""
+    return tuple(Button(str(label), str(data)) for label, data in json.loads(stored or "[]"))
+
+
+def approval(row: sqlite3.Row) -> Approval:
+    return Approval(
+        id=row["id"],
+        code=row["code"],
+        agent_id=row["agent_id"],
+        task_id=row["task_id"],
+        kind=row["kind"],
+        args=row["args"],
+        action_hash=row["action_hash"],
+        summary=row["summary"],
+        chat=row["chat"],
+        approvers=tuple(json.loads(row["approvers"])),
+        status=row["status"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        choice=row["choice"],
+        decided_by=row["decided_by"],
+        how=row["how"],
+        decided_at=row["decided_at"],
+        used_at=row["used_at"],
     )
 
 
