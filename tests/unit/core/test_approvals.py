@@ -247,7 +247,8 @@ async def test_while_the_card_waits_the_deadline_moves_and_the_chat_is_not_typin
         await fake_telegram.push_text(OWNER, send_to_bob())
         card = await first_card(fake_telegram)
         loop_now = asyncio.get_running_loop().time()
-        deadline = orchestrator.board.deadlines["assistant"].when()
+        (task,) = orchestrator.board.at_work("assistant")
+        deadline = orchestrator.board.deadlines[task.id].when()
         awaiting = dict(orchestrator.board.awaiting)
         query = await fake_telegram.push_tap(
             OWNER, card["message_id"], button(card, "Allow"), OWNER
@@ -256,5 +257,5 @@ async def test_while_the_card_waits_the_deadline_moves_and_the_chat_is_not_typin
         await until(lambda: fake_telegram.texts_to(BOB), what="the message to bob")
         await settled(orchestrator)
     assert deadline is not None and deadline - loop_now > 500  # 30s + grace + the card's 10m
-    assert awaiting == {"assistant": 1}  # the worker shows no "typing..." meanwhile
+    assert awaiting == {task.id: 1}  # the worker shows no "typing..." meanwhile
     assert orchestrator.board.awaiting == {}
