@@ -21,7 +21,7 @@ import signal
 import socket
 import sys
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..errors import StoreUnavailable
-from ..models import Address, OutboundMessage
+from ..models import Address, OutboundFile, OutboundMessage
 from ..obs.logging import get_logger
 from . import wire
 from .base import Accept, ChannelFatal, SendError, report_status
@@ -226,12 +226,19 @@ class ChannelProcess:
             self._writer.write(wire.encode(frame))
 
     async def send(self, message: OutboundMessage) -> str:
+        return await self._ask(lambda request_id: wire.send_frame(request_id, message))
+
+    async def send_file(self, file: OutboundFile) -> str:
+        return await self._ask(lambda request_id: wire.send_file_frame(request_id, file))
+
+    async def _ask(self, frame: Callable[[int], wire.Frame]) -> str:
+        """Write a send (of text or a file) and wait for the adapter's ``sent``."""
         if self._writer is None or self._writer.is_closing():
             raise SendError(f"the {self.name} adapter is not running", retry_after=1.0)
         request_id = next(self._ids)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._sends[request_id] = future
-        self._write(wire.send_frame(request_id, message))
+        self._write(frame(request_id))
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
                 return await future

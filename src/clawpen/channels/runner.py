@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import uvloop
@@ -74,7 +74,10 @@ class Bridge:
                     self._settle(request_id, StoreUnavailable(error or "the store is unavailable"))
                 elif kind == "send":
                     request_id, message = wire.parse_send(frame, self.channel)
-                    sends.create_task(self._send(adapter, request_id, message))
+                    sends.create_task(self._send(adapter.send, request_id, message))
+                elif kind == "send_file":
+                    request_id, file = wire.parse_send_file(frame, self.channel)
+                    sends.create_task(self._send(adapter.send_file, request_id, file))
                 elif kind == "typing":
                     address, message_id, active = wire.parse_typing(frame, self.channel)
                     sends.create_task(self._typing(adapter, address, message_id, active))
@@ -97,9 +100,11 @@ class Bridge:
         else:
             future.set_result(outcome)
 
-    async def _send(self, adapter: Channel, request_id: int, message: object) -> None:
+    async def _send(
+        self, send: Callable[[Any], Awaitable[str]], request_id: int, message: object
+    ) -> None:
         try:
-            platform_id = await adapter.send(message)  # type: ignore[arg-type]
+            platform_id = await send(message)
             frame = wire.sent_frame(request_id, platform_id)
         except SendError as exc:
             frame = wire.send_failed_frame(request_id, exc)
@@ -123,7 +128,7 @@ def drop_privileges(uid: int) -> None:
 
 async def serve(fd: int, uid: int | None = None) -> int:
     sock = socket.socket(fileno=fd)
-    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=wire.MAX_FRAME)
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=wire.MAX_CORE_FRAME)
     start = await wire.read_frame(reader)
     if start is None or start["type"] != "start":
         return 2

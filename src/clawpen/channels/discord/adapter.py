@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...models import Address, Attachment, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
 from ...retry import STORE, Retrier
 from ...store.base import StoreUnavailable
@@ -32,6 +32,7 @@ from ..base import (
     ChannelFatal,
     ChannelSettings,
     SendError,
+    files_not_supported,
     skipped_attachment_note,
 )
 
@@ -238,6 +239,11 @@ class DiscordAdapter:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise SendError(f"{type(exc).__name__}: {exc}") from None
         return str(sent.id)
+
+    async def send_file(self, file: OutboundFile) -> str:
+        """Native delivery comes later (see the files contract); until then it fails for good,
+        and the agent's reply says so."""
+        raise files_not_supported("Discord")
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """One call shows "typing..." for about 10 seconds; posting the reply ends it."""

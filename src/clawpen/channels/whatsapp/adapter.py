@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...models import Address, Attachment, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
 from ...ports.limits import PortLimits
 from ..base import (
@@ -41,6 +41,7 @@ from ..base import (
     ChannelSettings,
     DeliveryStatus,
     SendError,
+    files_not_supported,
     read_capped,
     report_status,
     skipped_attachment_note,
@@ -337,6 +338,11 @@ class WhatsAppAdapter:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SendError(f"whatsapp: {type(exc).__name__}: {exc}") from None
         return send_outcome(status, raw, headers.get("Retry-After"))
+
+    async def send_file(self, file: OutboundFile) -> str:
+        """Native delivery comes later (see the files contract); until then it fails for good,
+        and the agent's reply says so."""
+        raise files_not_supported("WhatsApp")
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """Marks the user's message read and shows "typing..." (up to 25 s, or until our
