@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..errors import StoreUnavailable
-from ..models import Address, CardTap, OutboundMessage, TapOutcome
+from ..models import Address, CardTap, OutboundFile, OutboundMessage, TapOutcome
 from ..obs.logging import get_logger
 from . import wire
 from .base import Accept, ChannelFatal, SendError, report_status, report_tap
@@ -249,8 +249,12 @@ class ChannelProcess:
     async def edit(self, address: Address, platform_id: str, text: str) -> None:
         await self._ask(lambda request_id: wire.edit_frame(request_id, address, platform_id, text))
 
+    async def send_file(self, file: OutboundFile) -> str:
+        return await self._ask(lambda request_id: wire.send_file_frame(request_id, file))
+
     async def _ask(self, frame: Callable[[int], wire.Frame]) -> str:
-        """Write a frame the adapter answers with ``sent`` or ``send_failed``; wait for it."""
+        """Write a frame the adapter answers with ``sent`` or ``send_failed`` (a send of text
+        or of a file, an edit); wait for it."""
         if self._writer is None or self._writer.is_closing():
             raise SendError(f"the {self.name} adapter is not running", retry_after=1.0)
         request_id = next(self._ids)

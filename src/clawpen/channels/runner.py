@@ -103,6 +103,9 @@ class Bridge:
                     tapped = self._taps.get(request_id)
                     if tapped is not None and not tapped.done():
                         tapped.set_result(outcome)
+                elif kind == "send_file":
+                    request_id, file = wire.parse_send_file(frame, self.channel)
+                    sends.create_task(self._send_or_edit(request_id, adapter.send_file(file)))
                 elif kind == "typing":
                     address, message_id, active = wire.parse_typing(frame, self.channel)
                     sends.create_task(self._typing(adapter, address, message_id, active))
@@ -156,7 +159,7 @@ def drop_privileges(uid: int) -> None:
 
 async def serve(fd: int, uid: int | None = None) -> int:
     sock = socket.socket(fileno=fd)
-    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=wire.MAX_FRAME)
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=wire.MAX_CORE_FRAME)
     start = await wire.read_frame(reader)
     if start is None or start["type"] != "start":
         return 2

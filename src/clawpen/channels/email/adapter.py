@@ -37,11 +37,11 @@ from email.errors import MessageError
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ...models import Address, InboundMessage, OutboundMessage
+from ...models import Address, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
 from ...retry import PLATFORM, STORE, Retrier
 from ...store.base import StoreUnavailable
-from ..base import Accept, ChannelFatal, SendError, with_reply_codes
+from ..base import Accept, ChannelFatal, SendError, files_not_supported, with_reply_codes
 from . import mailreply, mailtext
 from .oauth2 import Tokens
 from .settings import EmailSettings
@@ -406,6 +406,11 @@ class EmailAdapter:
     async def edit(self, address: Address, platform_id: str, text: str) -> None:
         """A card's decision, as a new message until this adapter edits natively."""
         await self.send(OutboundMessage(address, text))
+
+    async def send_file(self, file: OutboundFile) -> str:
+        """Native delivery comes later (see the files contract); until then it fails for good,
+        and the agent's reply says so."""
+        raise files_not_supported("e-mail")
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """E-mail has no typing indicator."""

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...models import Address, Attachment, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
 from ...retry import PLATFORM, Retrier
 from ...store.base import StoreUnavailable
@@ -37,6 +37,7 @@ from ..base import (
     ChannelFatal,
     ChannelSettings,
     SendError,
+    files_not_supported,
     read_capped,
     skipped_attachment_note,
     with_reply_codes,
@@ -289,6 +290,11 @@ class SlackAdapter:
     async def edit(self, address: Address, platform_id: str, text: str) -> None:
         """A card's decision, as a new message until this adapter edits natively."""
         await self.send(OutboundMessage(address, text))
+
+    async def send_file(self, file: OutboundFile) -> str:
+        """Native delivery comes later (see the files contract); until then it fails for good,
+        and the agent's reply says so."""
+        raise files_not_supported("Slack")
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """A reaction on the user's message while the agent works on it."""

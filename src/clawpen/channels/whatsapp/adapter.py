@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...models import Address, Attachment, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
 from ...ports.limits import PortLimits
 from ..base import (
@@ -41,6 +41,7 @@ from ..base import (
     ChannelSettings,
     DeliveryStatus,
     SendError,
+    files_not_supported,
     read_capped,
     report_status,
     skipped_attachment_note,
@@ -343,6 +344,11 @@ class WhatsAppAdapter:
     async def edit(self, address: Address, platform_id: str, text: str) -> None:
         """A card's decision, as a new message until this adapter edits natively."""
         await self.send(OutboundMessage(address, text))
+
+    async def send_file(self, file: OutboundFile) -> str:
+        """Native delivery comes later (see the files contract); until then it fails for good,
+        and the agent's reply says so."""
+        raise files_not_supported("WhatsApp")
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """Marks the user's message read and shows "typing..." (up to 25 s, or until our
