@@ -323,22 +323,6 @@ class FakeTelegram:
             self._changed.notify_all()
         return _ok(True)
 
-
-def _valid_keyboard(keyboard: Any) -> bool:
-    """Rows of buttons, each with a text and callback_data of 1-64 bytes, as Telegram checks."""
-    if not isinstance(keyboard, list) or not keyboard:
-        return False
-    for row in keyboard:
-        if not isinstance(row, list):
-            return False
-        for button in row:
-            data = button.get("callback_data") if isinstance(button, dict) else None
-            if not isinstance(data, str) or not 1 <= len(data.encode()) <= 64:
-                return False
-            if not button.get("text"):
-                return False
-    return True
-
     async def _send_upload(self, method: str, field: str, params: dict[str, Any]) -> web.Response:
         upload = params.get(field)
         if not isinstance(upload, web.FileField):
@@ -376,6 +360,22 @@ def _valid_keyboard(keyboard: Any) -> bool:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.uploads) >= count)
         return self.uploads
+
+
+def _valid_keyboard(keyboard: Any) -> bool:
+    """Rows of buttons, each with a text and callback_data of 1-64 bytes, as Telegram checks."""
+    if not isinstance(keyboard, list) or not keyboard:
+        return False
+    for row in keyboard:
+        if not isinstance(row, list):
+            return False
+        for button in row:
+            data = button.get("callback_data") if isinstance(button, dict) else None
+            if not isinstance(data, str) or not 1 <= len(data.encode()) <= 64:
+                return False
+            if not button.get("text"):
+                return False
+    return True
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
