@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..errors import StoreUnavailable
-from ..models import Address, CardTap, OutboundFile, OutboundMessage, TapOutcome
+from ..models import Address, CardTap, OutboundFile, OutboundMessage
 from ..obs.logging import get_logger
 from . import wire
 from .base import Accept, ChannelFatal, SendError, report_status, report_tap
@@ -218,12 +218,15 @@ class ChannelProcess:
         self, request_id: int, tap: CardTap, accept: Accept, in_flight: asyncio.Semaphore
     ) -> None:
         """A button pressed: the core decides what it means; the adapter is told what to
-        show. A tap that could not be recorded is the tapper's to repeat, and told so."""
+        show. A tap that could not be recorded is answered ``not_accepted``, as a message is:
+        the adapter's ``report_tap`` raises ``StoreUnavailable``, and the platform is not told
+        we have it (Meta and Telegram hand it out again)."""
         try:
             try:
                 outcome = await report_tap(accept, tap)
-            except StoreUnavailable:
-                outcome = TapOutcome("Not recorded (the store is busy); tap again shortly.")
+            except StoreUnavailable as exc:
+                self._write({"type": "not_accepted", "id": request_id, "error": str(exc)})
+                return
             self._write(wire.tap_result_frame(request_id, outcome))
         finally:
             in_flight.release()

@@ -120,7 +120,10 @@ class Bridge:
             self.log.debug("channel_typing_failed", channel=self.channel, error=str(exc))
 
     def _settle(self, request_id: int, outcome: Decision | BaseException | None) -> None:
-        future = self._accepts.get(request_id)
+        """A message's (or, when not accepted, a tap's) answer to whoever waits for it."""
+        future: asyncio.Future[Any] | None = self._accepts.get(request_id)
+        if future is None and isinstance(outcome, BaseException):
+            future = self._taps.get(request_id)  # ids are shared: a tap is one of them
         if future is None or future.done():
             return
         if isinstance(outcome, BaseException):

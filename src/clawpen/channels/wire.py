@@ -17,7 +17,8 @@ here before it is believed.
                       {"type": "typing", "chat": "42", "thread": "", "message_id": "9",
                        "active": true}            best effort, never answered
                       {"type": "accepted", "id": 3, "outcome": "routed"|"rejected"|"duplicate"}
-                      {"type": "not_accepted", "id": 3, "error": "..."}   (store unavailable)
+                      {"type": "not_accepted", "id": 3, "error": "..."}   (store unavailable;
+                       the answer to an inbound or to a tap the core could not record)
     adapter -> core   {"type": "inbound", "id": 3, "chat": "42", "thread": "", "sender": "...",
                        "text": "...", "platform_id": "...", "received_at": 1.5, "reply_to": "",
                        "addressed": true,
