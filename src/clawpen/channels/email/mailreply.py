@@ -18,6 +18,7 @@ import unicodedata
 from email.errors import MessageError
 from email.message import EmailMessage
 
+from ...models import OutboundFile
 from ..base import SendError
 from . import mailtext
 
@@ -71,10 +72,12 @@ def build_reply(
     date: str,
     original: tuple[str, str, tuple[str, ...]] | None,
     thread: str,
+    attachment: OutboundFile | None = None,
 ) -> EmailMessage:
     """The reply to ``to``: threaded under ``original`` (its Message-ID, subject and
-    References) when known, else under ``thread``. Raises ``SendError(permanent=True)`` when
-    no mail can be made of these values."""
+    References) when known, else under ``thread``; with ``attachment`` (its type, its name,
+    base64) when given. Raises ``SendError(permanent=True)`` when no mail can be made of
+    these values."""
     to = check_address(to)
     mail = EmailMessage()
     try:
@@ -94,6 +97,14 @@ def build_reply(
         mail["Date"] = date
         mail["Auto-Submitted"] = "auto-replied"  # RFC 3834: vacation responders stay quiet
         mail.set_content(text)
+        if attachment is not None:
+            maintype, _, subtype = attachment.media_type.partition("/")
+            mail.add_attachment(
+                attachment.data,
+                maintype=maintype,
+                subtype=subtype or "octet-stream",
+                filename=clean_header_text(attachment.name, 255) or "file",
+            )
         mail.as_bytes()  # whatever the generator refuses, it refuses now, not mid-SMTP
     except (ValueError, TypeError, MessageError) as exc:
         raise SendError(
