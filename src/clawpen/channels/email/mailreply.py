@@ -24,6 +24,7 @@ from . import mailtext
 
 MAX_SUBJECT = 200  # characters of a reply's subject; the rest of a longer one is cut
 MAX_REFERENCES = 20  # ids in References: the root and the latest
+MAX_FIRST_LINE = 78  # characters of a new mail's first line that make its subject
 ADDRESS = re.compile(r"[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(\.[a-z0-9-]+)+")
 
 
@@ -89,10 +90,12 @@ def build_reply(
             mail["Subject"] = mailtext.reply_subject(clean_header_text(subject))
             mail["In-Reply-To"] = parents[0]
             mail["References"] = " ".join([*clean_ids(references), parents[0]][-MAX_REFERENCES:])
-        else:
+        elif clean_ids([thread]):
             mail["Subject"] = "Re: your message"
-            if clean_ids([thread]):
-                mail["References"] = thread
+            mail["References"] = thread
+        else:  # a mail of our own (a card, a message to another chat): its first line says it
+            first = next((line for line in text.splitlines() if line.strip()), "")
+            mail["Subject"] = clean_header_text(first, MAX_FIRST_LINE) or "A message"
         mail["Message-ID"] = message_id
         mail["Date"] = date
         mail["Auto-Submitted"] = "auto-replied"  # RFC 3834: vacation responders stay quiet
