@@ -23,6 +23,12 @@ Addresses: chat = the sender's address (lower-cased), thread = the Message-ID of
 root (the first of References), so a reply continues its thread; replies carry In-Reply-To,
 References and ``Re:`` and quote nothing. Replies go to the From address, never to Reply-To
 (which the sender may point anywhere).
+
+Mail has no buttons: a card is its text with a line "To <label>, reply with: <code>" per
+button, and a reply whose text, once trimmed of quotes and signature, is a code alone is read
+by the core as that sender's tap (so only an authenticated sender's ever counts). Mail cannot be
+edited either: ``edit`` sends the new text as a reply to the card. A file goes as an attachment
+to a reply (up to 25 MB), its caption as the text.
 """
 
 from __future__ import annotations
