@@ -14,7 +14,8 @@ CODE = "al-7f3k9q2m"
 CARD = with_reply_codes(
     OutboundMessage(
         Address("email", "alice@example.com"),
-        "Approval needed: assistant wants to reach example.com:443\nUnanswered by 21:00 UTC: denied.",
+        "Approval needed: assistant wants to reach example.com:443\n"
+        "Unanswered by 21:00 UTC: denied.",
         buttons=(
             Button("Allow once", "ok-7f3k9q2m"),
             Button("Allow this host from now on", CODE),
@@ -41,12 +42,14 @@ OUTLOOK_HTML = (
         ("plain", f"{CODE}\n\nOn Mon, 7 Dec 2026 at 21:00, <agent@example.net> wrote:\n{QUOTED}\n"),
         (
             "plain",
-            f"{CODE}\n\nOn Mon, 7 Dec 2026 at 21:00, assistant <agent@example.net>\nwrote:\n\n{QUOTED}",
+            f"{CODE}\n\nOn Mon, 7 Dec 2026 at 21:00, assistant <agent@example.net>\n"
+            f"wrote:\n\n{QUOTED}",
         ),
         # from a phone, the code first and a sign-off
         (
             "plain",
-            f"  {CODE}  \n\nSent from my iPhone\n\n> On 7 Dec 2026, at 21:00, agent wrote:\n{QUOTED}",
+            f"  {CODE}  \n\nSent from my iPhone\n\n"
+            f"> On 7 Dec 2026, at 21:00, agent wrote:\n{QUOTED}",
         ),
         # a signature, then Outlook's plain-text history
         ("plain", f"{CODE}\n-- \nAlice Example\n\n-----Original Message-----\nFrom: agent\n{CARD}"),
