@@ -710,6 +710,15 @@ async def test_edit_and_a_file_go_as_replies_threaded_under_the_card(mailboxes: 
     assert document.get_content() == PDF
 
 
+async def test_a_card_edited_after_a_restart_is_still_answered_under_it(mailboxes: None) -> None:
+    to = Address("email", ALICE, "")
+    card_id = await adapter().send(OutboundMessage(to, CARD, buttons=BUTTONS))
+    await adapter().edit(to, card_id, "Expired: nobody decided in time.")  # a fresh adapter
+    _, edited = await wait_for_inbox(ALICE, 2)
+    assert (edited["In-Reply-To"], edited["References"]) == (card_id, card_id)
+    assert body(edited) == "Expired: nobody decided in time."
+
+
 async def test_a_file_over_25_megabytes_is_refused_naming_the_limit(mailboxes: None) -> None:
     huge = OutboundFile(
         Address("email", ALICE, ""), "big.pdf", "application/pdf", bytes(25 * MB + 1)

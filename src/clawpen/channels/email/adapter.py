@@ -464,7 +464,11 @@ class EmailAdapter:
             found = await self._look_up(platform_id)
         except Exception as exc:  # best effort: without it the reply goes out unthreaded
             self.log.info("email_original_not_found", channel=self.name, error=repr(exc))
-            return None
+            found = None
+        if found is None and platform_id.lower().endswith(f"@{self.domain.lower()}>"):
+            # one of ours (a card edited after a restart): never in the mailbox we read, but
+            # In-Reply-To alone threads the reply under it
+            return platform_id, "", ()
         if found is None:
             return None
         subject, references = found
