@@ -14,13 +14,14 @@ import pytest
 
 from clawpen.channels.whatsapp import WhatsAppAdapter, WhatsAppSettings
 from clawpen.channels.whatsapp.cards import card_messages, title
-from clawpen.models import Address, Button, CardTap, OutboundMessage
+from clawpen.models import Address, Button, CardTap, OutboundFile, OutboundMessage
 from tests.fakes.fake_whatsapp import FakeWhatsApp
 from tests.waiting import until
 
 from .support import Core, running_adapter
 
 ALICE = "15551234567"
+PDF = b"%PDF-1.4\n%\xe2\xe3\n1 0 obj\n<<>>\nendobj\n%%EOF\n"
 MALLORY = "15559876543"
 EGRESS = (
     Button("Allow once", "ok-7f3k9q2m"),
@@ -192,10 +193,10 @@ def free_port() -> int:
 
 
 async def test_cards_and_taps_cross_the_adapter_process_boundary(meta: FakeWhatsApp) -> None:
-    """The same through the child process the orchestrator runs: the card with buttons, a
-    signed tap to the adapter's webhook there, the tap frame to the core and its answer back
-    as a text reply; the webhook answered only after that (503 while the store could not
-    record it, so Meta delivers it again)."""
+    """The same through the child process the orchestrator runs (and a file): the card with
+    buttons, a signed tap to the adapter's webhook there, the tap frame to the core and its
+    answer back as a text reply; the webhook answered only after that (503 while the store
+    could not record it, so Meta delivers it again)."""
     from clawpen.channels.process import ChannelProcess
 
     core = Core()
@@ -221,13 +222,18 @@ async def test_cards_and_taps_cross_the_adapter_process_boundary(meta: FakeWhats
         await meta.wait_for_sent(2)
         await process.edit(Address("whatsapp", ALICE), card_id, "Allowed by Alice.")
         await until(lambda: len(meta.sent) == 3, what="the edit sent")
+        pdf = OutboundFile(Address("whatsapp", ALICE), "report.pdf", "application/pdf", PDF)
+        file_id = await process.send_file(pdf)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     assert core.taps == [CardTap(Address("whatsapp", ALICE), ALICE, "ok-7f3k9q2m", card_id)]
     assert meta.sent[0]["type"] == "interactive"
-    assert [m["text"]["body"] for m in meta.sent[1:]] == [
+    document = meta.sent[3]
+    assert (document["type"], document["id"]) == ("document", file_id)
+    assert meta.uploads[document["document"]["id"]].data == PDF
+    assert [m["text"]["body"] for m in meta.sent[1:3]] == [
         f"Allowed by {ALICE}.",
         "Allowed by Alice.",
     ]
