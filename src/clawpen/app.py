@@ -22,7 +22,7 @@ from clawpen_agent.protocol import EGRESS_SOCKET_NAME
 
 from . import netenv
 from .channels.base import Channel, ChannelFatal, RateLimitSettings
-from .channels.cli import CliChannel
+from .channels.cli import CliChannel, CliSettings
 from .channels.process import ChannelProcess, Zygote
 from .channels.registry import plugins
 from .config import Settings
@@ -86,7 +86,10 @@ def _channels(
     """The adapters given (tests), and one built for every other configured platform."""
     built = dict(given)
     for name, channel_settings in settings.channel_settings().items():
-        if name not in built:
+        if isinstance(channel_settings, CliSettings) and name not in built:
+            # the files it is sent land in data_dir, for `clawpen chat` to name
+            built[name] = CliChannel(channel_settings, settings.data_dir / "files" / "cli")
+        elif name not in built:
             built[name] = build_channel(name, channel_settings, mode, settings.log_level, zygote)
     return built
 

@@ -132,6 +132,20 @@ class OutboundMessage:
 
 
 @dataclass(frozen=True)
+class OutboundFile:
+    """A file an agent sends back (``send_file``), as a channel is asked to deliver it: the
+    bytes came over the agent's door and were checked there (size, name, media type); the
+    host never opened a path the agent named."""
+
+    address: Address
+    name: str  # a plain file name, cleaned by the core
+    media_type: str  # sniffed from the bytes or from the name's extension, never the agent's word
+    data: bytes
+    caption: str = ""
+    reply_to: str = ""
+
+
+@dataclass(frozen=True)
 class DeliveryStatus:
     """What a platform said later about a message we sent (WhatsApp's status webhooks)."""
 

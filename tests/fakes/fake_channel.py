@@ -12,7 +12,14 @@ import time
 from dataclasses import dataclass, field
 
 from clawpen.channels.base import Accept, DeliveryStatus, SendError, report_status
-from clawpen.models import Address, Attachment, Decision, InboundMessage, OutboundMessage
+from clawpen.models import (
+    Address,
+    Attachment,
+    Decision,
+    InboundMessage,
+    OutboundFile,
+    OutboundMessage,
+)
 
 
 @dataclass
@@ -27,6 +34,9 @@ class MemoryChannel:
     name: str = "telegram"
     max_message_length: int = 4096
     sent: list[SentMessage] = field(default_factory=list)
+    # everything delivered in order, texts and files alike (``send_file``)
+    delivered: list[OutboundMessage | OutboundFile] = field(default_factory=list)
+    files: list[OutboundFile] = field(default_factory=list)
     attempts: list[tuple[OutboundMessage, float]] = field(default_factory=list)
     failures: dict[str, list[SendError]] = field(default_factory=dict)  # chat -> next errors
     typing_calls: list[tuple[Address, str, bool]] = field(default_factory=list)
@@ -84,8 +94,23 @@ class MemoryChannel:
         platform_id = f"out-{next(self._ids)}"
         async with self._changed:
             self.sent.append(SentMessage(message, platform_id, now))
+            self.delivered.append(message)
             self._changed.notify_all()
         return platform_id
+
+    async def send_file(self, file: OutboundFile) -> str:
+        pending = self.failures.get(file.address.chat)
+        if pending:
+            raise pending.pop(0)
+        async with self._changed:
+            self.files.append(file)
+            self.delivered.append(file)
+            self._changed.notify_all()
+        return f"file-{next(self._ids)}"
+
+    async def wait_files(self, count: int, timeout: float = 30) -> None:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.files) >= count)
 
     def texts_to(self, chat: str) -> list[str]:
         return [s.message.text for s in self.sent if s.message.address.chat == chat]

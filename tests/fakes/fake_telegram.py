@@ -1,5 +1,6 @@
 """A fake Telegram Bot API: getMe, getUpdates (long polling), sendMessage (with an inline
-keyboard), editMessageText, answerCallbackQuery.
+keyboard), editMessageText, answerCallbackQuery, sendPhoto and sendDocument (multipart uploads,
+kept in ``uploads``).
 
 Speaks the real HTTP API (``/bot<token>/<method>``, JSON or form-encoded parameters, the
 ``{"ok": ..., "result": ...}`` envelope), so python-telegram-bot drives it unmodified. Tests
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +48,8 @@ class FakeTelegram:
     sent: list[dict[str, Any]] = field(default_factory=list)
     answers: list[dict[str, Any]] = field(default_factory=list)  # answerCallbackQuery calls
     edits: list[dict[str, Any]] = field(default_factory=list)  # editMessageText calls
+    # files the bot uploaded: {"method", "chat_id", "name", "content_type", "data", "caption"}
+    uploads: list[dict[str, Any]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     failures: dict[str, list[Failure]] = field(default_factory=dict)
     url: str = ""
@@ -56,7 +61,7 @@ class FakeTelegram:
     _runner: web.AppRunner | None = None
 
     async def start(self, port: int = 0) -> str:
-        app = web.Application()
+        app = web.Application(client_max_size=60 * 1024 * 1024)  # the Bot API takes 50 MB
         app.router.add_route("*", "/bot{token}/{method}", self._call)
         app.router.add_get("/file/bot{token}/{path:.+}", self._file)
         self._runner, self.url = await serve_on_loopback(app, port)
@@ -208,14 +213,17 @@ class FakeTelegram:
                 "Too Many Requests" if failure.status == 429 else "Internal Server Error",
                 failure.retry_after,
             )
-        handler = {
+        handlers: dict[str, Callable[[dict[str, Any]], Awaitable[web.Response]]] = {
             "getMe": self._get_me,
             "getUpdates": self._get_updates,
             "sendMessage": self._send_message,
             "editMessageText": self._edit_message_text,
             "answerCallbackQuery": self._answer_callback_query,
             "getFile": self._get_file,
-        }.get(method)
+            "sendPhoto": partial(self._send_upload, "sendPhoto", "photo"),
+            "sendDocument": partial(self._send_upload, "sendDocument", "document"),
+        }
+        handler = handlers.get(method)
         if handler is None:
             return _ok(True)  # deleteWebhook, close, ... : accepted and ignored
         return await handler(params)
@@ -315,6 +323,44 @@ class FakeTelegram:
             self._changed.notify_all()
         return _ok(True)
 
+    async def _send_upload(self, method: str, field: str, params: dict[str, Any]) -> web.Response:
+        upload = params.get(field)
+        if not isinstance(upload, web.FileField):
+            return _fail(400, f"Bad Request: there is no {field} in the request")
+        data = upload.file.read()
+        if not data:
+            return _fail(400, "Bad Request: file must be non-empty")
+        chat_id = int(params["chat_id"])
+        record = {
+            "method": method,
+            "chat_id": chat_id,
+            "name": upload.filename,
+            "content_type": upload.content_type,
+            "data": data,
+            "caption": params.get("caption", ""),
+        }
+        message: dict[str, Any] = {
+            "message_id": self._next_message,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private"},
+            "from": BOT_USER,
+        }
+        if field == "photo":
+            size = {"file_id": "p1", "file_unique_id": "up1", "width": 1, "height": 1}
+            message["photo"] = [size]
+        else:
+            message["document"] = {"file_id": "d1", "file_unique_id": "ud1"}
+        self._next_message += 1
+        async with self._changed:
+            self.uploads.append(record)
+            self._changed.notify_all()
+        return _ok(message)
+
+    async def wait_for_uploads(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.uploads) >= count)
+        return self.uploads
+
 
 def _valid_keyboard(keyboard: Any) -> bool:
     """Rows of buttons, each with a text and callback_data of 1-64 bytes, as Telegram checks."""
@@ -338,6 +384,9 @@ async def _params(request: web.Request) -> dict[str, Any]:
         params.update(await request.json())
     elif request.method == "POST":
         for key, value in (await request.post()).items():
+            if isinstance(value, web.FileField):
+                params[key] = value  # an upload (sendPhoto, sendDocument)
+                continue
             text = value if isinstance(value, str) else ""
             try:
                 params[key] = json.loads(text) if text[:1] in "[{" else text

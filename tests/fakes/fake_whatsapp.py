@@ -1,15 +1,21 @@
 """A fake WhatsApp Cloud API: the Graph API the adapter calls, and Meta pushing webhooks to it.
 
 Graph side (on loopback, Bearer token checked, 401 with error 190 otherwise):
-``GET /{phone_number_id}``, ``POST /{phone_number_id}/messages`` (texts are recorded in ``sent``;
-``status: read`` calls in ``reads``), ``GET /{media_id}`` (``url``, ``mime_type``, ``file_size``)
-and the download at that ``url``. ``fail_next`` injects 429s and 5xxs, ``close_window`` makes
-sends to a user fail with error 131047 as Meta does once 24 hours have passed.
+``GET /{phone_number_id}``, ``POST /{phone_number_id}/messages`` (texts, cards and media
+messages are recorded in ``sent``, each checked against the Cloud API's limits as Meta checks
+them: an interactive message's at most 3 reply buttons, titles of at most 20 characters and
+unique, ids of at most 256, a body of at most 1024; a media message's uploaded id;
+``status: read`` calls in ``reads``), ``POST /{phone_number_id}/media`` (a multipart upload,
+recorded in ``uploads``; an image over 5 MB or a type WhatsApp does not take is refused),
+``GET /{media_id}`` (``url``, ``mime_type``, ``file_size``) and the download at that ``url``.
+``fail_next`` injects 429s and 5xxs, ``close_window`` makes sends to a user fail with error
+131047 as Meta does once 24 hours have passed.
 
-Meta side: ``user_says``, ``user_sends_image``, ``status`` build Meta's payload, sign it as Meta
-does (``X-Hub-Signature-256: sha256=`` + HMAC-SHA256 of the raw body under the app secret) and
-POST it to ``webhook_url`` in the background, again and again until it is answered 200, as Meta
-does. ``deliveries`` records every attempt; ``post`` sends anything (forged, unsigned) once.
+Meta side: ``user_says``, ``user_sends_image``, ``user_taps`` (a card's reply button),
+``status`` build Meta's payload, sign it as Meta does (``X-Hub-Signature-256: sha256=`` +
+HMAC-SHA256 of the raw body under the app secret) and POST it to ``webhook_url`` in the
+background, again and again until it is answered 200, as Meta does. ``deliveries``
+records every attempt; ``post`` sends anything (forged, unsigned) once.
 """
 
 from __future__ import annotations
@@ -51,6 +57,34 @@ class Failure:
 
 
 @dataclass
+class Upload:
+    media_type: str  # the ``type`` field
+    name: str  # the file part's filename
+    content_type: str  # the file part's Content-Type
+    data: bytes
+
+
+# what the Cloud API takes, by message type, and how large (Meta's "Supported media types")
+MB = 1024 * 1024
+MEDIA_LIMITS = {
+    "image/jpeg": 5 * MB,
+    "image/png": 5 * MB,
+    "application/pdf": 100 * MB,
+    "text/plain": 100 * MB,
+    "application/msword": 100 * MB,
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": 100 * MB,
+    "application/vnd.ms-excel": 100 * MB,
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": 100 * MB,
+    "application/vnd.ms-powerpoint": 100 * MB,
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": 100 * MB,
+    "image/webp": 500 * 1024,  # a sticker
+    "audio/ogg": 16 * MB,
+    "audio/mpeg": 16 * MB,
+    "video/mp4": 16 * MB,
+}
+
+
+@dataclass
 class Delivery:
     key: str  # the wamid it carries (or a status's "status:wamid")
     attempt: int
@@ -71,6 +105,7 @@ class FakeWhatsApp:
     reads: list[dict[str, Any]] = field(default_factory=list)  # mark-read / typing calls
     send_attempts: int = 0  # POST /messages calls that tried to send a text
     media: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id -> (mime, data)
+    uploads: dict[str, Upload] = field(default_factory=dict)  # media id -> what was uploaded
     media_downloads: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     closed_windows: set[str] = field(default_factory=set)
@@ -83,10 +118,11 @@ class FakeWhatsApp:
     _http: aiohttp.ClientSession | None = None
 
     async def start(self, port: int = 0) -> str:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=110 * MB)
         app.router.add_get("/download/{media_id}", self._download)
         app.router.add_get("/{object_id}", self._get_object)
         app.router.add_post("/{phone_number_id}/messages", self._messages)
+        app.router.add_post("/{phone_number_id}/media", self._upload)
         self._runner, self.url = await serve_on_loopback(app, port)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         return self.url
@@ -223,7 +259,25 @@ class FakeWhatsApp:
         self.closed_windows.add(wa_id)
 
     def texts_to(self, wa_id: str) -> list[str]:
-        return [m["text"]["body"] for m in self.sent if m["to"] == wa_id]
+        return [m["text"]["body"] for m in self.sent if m["to"] == wa_id and m["type"] == "text"]
+
+    def user_taps(self, wa_id: str, card: str, data: str, title: str = "Allow") -> str:
+        """The user presses the reply button ``data`` under the card ``card`` (its wamid); Meta
+        delivers the ``button_reply``. Returns the tap's wamid."""
+        reply = {"type": "button_reply", "button_reply": {"id": data, "title": title}}
+        return self._user_message(wa_id, "interactive", reply, reply_to=card)
+
+    def tap_body(self, wa_id: str, card: str, data: str, wamid: str = "wamid.tap") -> bytes:
+        """A ``button_reply`` webhook's body, to be posted by hand (forged, unsigned)."""
+        message = {
+            "from": wa_id,
+            "id": wamid,
+            "timestamp": str(int(time.time())),
+            "type": "interactive",
+            "interactive": {"type": "button_reply", "button_reply": {"id": data, "title": "x"}},
+            "context": {"from": "15550001111", "id": card},
+        }
+        return json.dumps(self.payload({"messages": [message]}, with_contact=wa_id)).encode()
 
     def attempts_for(self, key: str) -> list[int]:
         """The adapter's answers to each delivery of ``key``, in order."""
@@ -369,13 +423,9 @@ class FakeWhatsApp:
             }
             return _graph_error(failure.status, error | {"code": code}, headers)
         to = str(body.get("to", ""))
-        text = body.get("text", {}).get("body", "") if isinstance(body.get("text"), dict) else ""
-        if body.get("type") != "text" or not text:
-            return _graph_error(400, {"message": "(#100) Invalid parameter", "code": 100})
-        if len(text) > 4096:
-            return _graph_error(
-                400, {"message": "(#100) Param text['body'] is too long", "code": 100}
-            )
+        problem = self._invalid(body)
+        if problem:
+            return _graph_error(400, {"message": f"(#100) {problem}", "code": 100})
         if to in self.closed_windows:
             return _graph_error(400, WINDOW_CLOSED_ERROR)
         wamid = "wamid.HBgL" + secrets.token_hex(12).upper()
@@ -388,6 +438,119 @@ class FakeWhatsApp:
                 "messages": [{"id": wamid}],
             }
         )
+
+    def _invalid(self, body: dict[str, Any]) -> str:
+        """What Meta would refuse in a message's body ("" when nothing)."""
+        kind = body.get("type")
+        content = body.get(kind) if isinstance(kind, str) else None
+        if not isinstance(content, dict):
+            return f"Param {kind} is required"
+        if kind == "text":
+            text = content.get("body")
+            if not isinstance(text, str) or not text:
+                return "Param text['body'] is required"
+            return "Param text['body'] is too long" if len(text) > 4096 else ""
+        if kind == "interactive":
+            return _invalid_buttons(content)
+        if kind in ("image", "document"):
+            upload = self.uploads.get(str(content.get("id")))
+            if upload is None:
+                return f"Param {kind}['id'] is not a valid media id"
+            photo = upload.media_type in ("image/jpeg", "image/png")
+            if kind == "image" and not photo:
+                return f"{upload.media_type} is not an image type WhatsApp takes"
+            if len(str(content.get("caption", ""))) > 1024:
+                return f"Param {kind}['caption'] is too long"
+            if kind == "document" and not content.get("filename"):
+                return ""  # allowed; WhatsApp then shows "Untitled"
+            return ""
+        return f"Param type {kind!r} is not supported by this fake"
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """``POST /{phone_number_id}/media``: multipart ``messaging_product``, ``type``,
+        ``file``."""
+        if not self._authorized(request):
+            return _token_refused()
+        if request.match_info["phone_number_id"] != self.phone_number_id:
+            return _graph_error(400, {"message": "Invalid parameter", "code": 100})
+        fields: dict[str, str] = {}
+        file: tuple[str, str, bytes] | None = None
+        try:
+            reader = await request.multipart()
+        except (AssertionError, ValueError, KeyError):
+            return _graph_error(400, {"message": "(#100) not multipart", "code": 100})
+        async for part in reader:
+            if not isinstance(part, aiohttp.BodyPartReader):
+                continue
+            if part.name == "file":
+                data = await part.read()
+                file = (part.filename or "", part.headers.get("Content-Type", ""), bytes(data))
+            elif part.name:
+                fields[part.name] = await part.text()
+        if fields.get("messaging_product") != "whatsapp":
+            return _graph_error(
+                400, {"message": "(#100) The parameter messaging_product is required.", "code": 100}
+            )
+        if file is None:
+            return _graph_error(
+                400, {"message": "(#100) The parameter file is required.", "code": 100}
+            )
+        name, content_type, data = file
+        media_type = fields.get("type", "")
+        limit = MEDIA_LIMITS.get(media_type)
+        if limit is None or content_type != media_type:
+            return _graph_error(
+                400,
+                {
+                    "message": f"(#131053) Media upload error: {media_type!r} is not supported",
+                    "code": 131053,
+                },
+            )
+        if len(data) > limit:
+            return _graph_error(
+                400,
+                {"message": f"(#131053) Media upload error: over {limit} bytes", "code": 131053},
+            )
+        media_id = str(2 * 10**15 + next(self._ids))
+        self.uploads[media_id] = Upload(media_type, name, content_type, data)
+        await self._notify()
+        return web.json_response({"id": media_id})
+
+
+def _invalid_buttons(content: dict[str, Any]) -> str:
+    """What Meta refuses in an ``interactive`` message of type ``button``."""
+    if content.get("type") != "button":
+        return "Param interactive['type'] must be button in this fake"
+    body = content.get("body")
+    text = body.get("text") if isinstance(body, dict) else None
+    if not isinstance(text, str) or not text:
+        return "Param interactive['body']['text'] is required"
+    if len(text) > 1024:
+        return "Param interactive['body']['text'] is too long (1024 characters at most)"
+    action = content.get("action")
+    buttons = action.get("buttons") if isinstance(action, dict) else None
+    if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+        return "Param interactive['action']['buttons'] must hold 1 to 3 buttons"
+    ids: set[str] = set()
+    titles: set[str] = set()
+    for button in buttons:
+        reply = button.get("reply") if isinstance(button, dict) else None
+        if (
+            not isinstance(button, dict)
+            or button.get("type") != "reply"
+            or not isinstance(reply, dict)
+        ):
+            return "Param interactive['action']['buttons'][] must be a reply button"
+        button_id, title = reply.get("id"), reply.get("title")
+        if not isinstance(button_id, str) or not 1 <= len(button_id) <= 256:
+            return "Param reply['id'] must be 1 to 256 characters"
+        if not isinstance(title, str) or not 1 <= len(title) <= 20:
+            return "Param reply['title'] must be 1 to 20 characters"
+        if button_id in ids or title in titles:
+            return "Buttons' ids and titles must be unique"
+        ids.add(button_id)
+        titles.add(title)
+    return ""
 
 
 def _graph_error(

@@ -4,6 +4,7 @@ in one adapter cannot reach the model key, another platform's token or the store
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -18,9 +19,9 @@ import pytest
 from clawpen.app import Orchestrator
 from clawpen.channels.process import ChannelProcess, adapter_uid, process_spec
 from tests.fakes.fake_telegram import FakeTelegram
+from tests.waiting import until
 
 from ..conftest import running, settled
-from ..waiting import until
 
 
 def adapter_pid(orchestrator: Orchestrator) -> int:
@@ -267,3 +268,35 @@ async def test_adapters_are_forked_by_a_zygote_that_holds_no_secret_and_is_repla
         "echo: with the zygote gone",
         "echo: from the next adapter",
     ]
+
+
+async def test_a_file_crosses_to_the_adapter_process_and_reaches_telegram_whole(
+    fake_telegram: FakeTelegram,
+) -> None:
+    """The core hands a file to the adapter process (a ``send_file`` frame), which uploads it
+    with python-telegram-bot: a photo as a photo, a PDF as a document, byte for byte."""
+    from clawpen.channels.telegram import TelegramSettings
+    from clawpen.models import Address, OutboundFile
+
+    settings = TelegramSettings(token=fake_telegram.token, api_base_url=fake_telegram.url)
+    channel = ChannelProcess("telegram", settings, 4096)
+
+    async def accept(message: object) -> None:
+        return None
+
+    runner = asyncio.create_task(channel.run(accept))
+    try:
+        await until(lambda: channel.pid is not None, what="the adapter process")
+        to = Address("telegram", "1001")
+        png = b"\x89PNG\r\n\x1a\n" + os.urandom(3 * 1024 * 1024)
+        pdf = b"%PDF-1.4\n" + os.urandom(1024) + b"\n%%EOF\n"
+        photo = await channel.send_file(OutboundFile(to, "chart.png", "image/png", png, "chart"))
+        document = await channel.send_file(OutboundFile(to, "form.pdf", "application/pdf", pdf))
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await runner
+    first, second = fake_telegram.uploads
+    assert (first["method"], first["data"], first["caption"]) == ("sendPhoto", png, "chart")
+    assert (second["method"], second["name"], second["data"]) == ("sendDocument", "form.pdf", pdf)
+    assert photo != document

@@ -9,6 +9,7 @@ replies go out through the submission port and are read back from alice's own ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import imaplib
 import os
@@ -25,10 +26,10 @@ import pytest
 from aiohttp import web
 
 from clawpen.app import Orchestrator
-from clawpen.channels.base import SendError
+from clawpen.channels.base import MB, SendError
 from clawpen.channels.email import EmailAdapter, EmailSettings
 from clawpen.demo.model import FakeModel
-from clawpen.models import Address, OutboundMessage
+from clawpen.models import Address, Button, InboundMessage, OutboundFile, OutboundMessage
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory
@@ -606,3 +607,123 @@ async def test_a_mail_over_the_cap_is_never_read_whole_and_its_sender_is_told_th
     assert len(said) == 1
     assert "over the 25 MB limit for one mail" in said[0]
     assert "36.0 MB" in said[0]
+
+
+# -- approval cards and files back (CONTRACT.md) ----------------------------------------------
+
+CARD = "Approval needed: assistant wants to reach example.com:443\nUnanswered by 21:00 UTC: denied."
+BUTTONS = (
+    Button("Allow once", "ok-7f3k9q2m"),
+    Button("Allow this host from now on", "al-7f3k9q2m"),
+    Button("Deny", "no-7f3k9q2m"),
+)
+PDF = b"%PDF-1.4\n%\xe2\xe3\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n"
+
+
+@contextlib.asynccontextmanager
+async def receiving(agent: EmailAdapter) -> AsyncIterator[list[InboundMessage]]:
+    """The adapter reading the agent's mailbox; what it hands to the core, in order."""
+    received: list[InboundMessage] = []
+
+    async def accept(message: InboundMessage) -> None:
+        received.append(message)
+
+    task = asyncio.create_task(agent.run(accept))
+    try:
+        yield received
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_card_goes_out_with_codes_and_the_code_replied_above_it_is_read_alone(
+    mailboxes: None,
+) -> None:
+    agent = adapter()
+    card_id = await agent.send(OutboundMessage(Address("email", ALICE, ""), CARD, buttons=BUTTONS))
+    [card] = await wait_for_inbox(ALICE, 1)
+    assert card["Message-ID"] == card_id
+    assert card["Subject"] == "Approval needed: assistant wants to reach example.com:443"
+    text = body(card)
+    assert text.startswith(CARD)
+    for label, code in [
+        ("Allow once", "ok-7f3k9q2m"),
+        ("Allow this host from now on", "al-7f3k9q2m"),
+        ("Deny", "no-7f3k9q2m"),
+    ]:
+        assert f"To {label}, reply with: {code}" in text
+
+    # Mallory writes the code in Alice's name, with no verdict of our server: never handed over
+    quoted = "\n".join(f"> {line}" for line in text.splitlines())
+    forged = mail("al-7f3k9q2m", subject=f"Re: {card['Subject']}", auth=[], reply_to=card)
+    await deliver(forged, envelope_from=MALLORY)
+    # Alice's client: the code, a signature, the attribution line, the card quoted
+    answer = mail(
+        f"al-7f3k9q2m\n\n-- \nAlice\n\nOn Mon, 7 Dec 2026 at 21:00, <{AGENT}> wrote:\n{quoted}\n",
+        subject=f"Re: {card['Subject']}",
+        reply_to=card,
+    )
+    await deliver(answer)
+    await wait_for_inbox(AGENT, 2)
+    async with receiving(agent) as received:
+        async with asyncio.timeout(60):
+            while not received or not await all_seen(AGENT):
+                await asyncio.sleep(0.1)
+    [message] = received  # the forged one was older, read first, and left out
+    assert (message.text, message.sender_id) == ("al-7f3k9q2m", ALICE)
+    assert message.platform_id == answer["Message-ID"]
+    assert message.address.thread == card_id  # the card is the root of this thread
+
+
+async def test_edit_and_a_file_go_as_replies_threaded_under_the_card(mailboxes: None) -> None:
+    agent = adapter()
+    to = Address("email", ALICE, "")
+    card_id = await agent.send(OutboundMessage(to, CARD, buttons=BUTTONS))
+    await agent.edit(to, card_id, "Allowed (from now on) by email:alice@clawpen.test.")
+    photo_id = await agent.send_file(
+        OutboundFile(to, "chart.png", "image/png", PNG, "the chart", reply_to=card_id)
+    )
+    pdf_id = await agent.send_file(
+        OutboundFile(to, "form filled.pdf", "application/pdf", PDF, reply_to=card_id)
+    )
+    card, edited, photo, pdf = await wait_for_inbox(ALICE, 4)
+    for reply in (edited, photo, pdf):
+        assert reply["In-Reply-To"] == card_id
+        assert reply["References"].split() == [card_id]
+        assert reply["Subject"] == f"Re: {card['Subject']}"
+    assert body(edited) == "Allowed (from now on) by email:alice@clawpen.test."
+    assert (photo["Message-ID"], pdf["Message-ID"]) == (photo_id, pdf_id)
+
+    assert body(photo) == "the chart"
+    [image] = list(photo.iter_attachments())
+    assert (image.get_content_type(), image.get_filename()) == ("image/png", "chart.png")
+    assert image["Content-Transfer-Encoding"] == "base64"
+    assert image.get_content() == PNG
+
+    assert body(pdf) == "form filled.pdf is attached."  # no caption: the text names the file
+    [document] = list(pdf.iter_attachments())
+    assert (document.get_content_type(), document.get_filename()) == (
+        "application/pdf",
+        "form filled.pdf",
+    )
+    assert document.get_content() == PDF
+
+
+async def test_a_card_edited_after_a_restart_is_still_answered_under_it(mailboxes: None) -> None:
+    to = Address("email", ALICE, "")
+    card_id = await adapter().send(OutboundMessage(to, CARD, buttons=BUTTONS))
+    await adapter().edit(to, card_id, "Expired: nobody decided in time.")  # a fresh adapter
+    _, edited = await wait_for_inbox(ALICE, 2)
+    assert (edited["In-Reply-To"], edited["References"]) == (card_id, card_id)
+    assert body(edited) == "Expired: nobody decided in time."
+
+
+async def test_a_file_over_25_megabytes_is_refused_naming_the_limit(mailboxes: None) -> None:
+    huge = OutboundFile(
+        Address("email", ALICE, ""), "big.pdf", "application/pdf", bytes(25 * MB + 1)
+    )
+    with pytest.raises(SendError) as refused:
+        await adapter().send_file(huge)
+    assert refused.value.permanent and "25 MB limit" in str(refused.value)
+    assert await inbox(ALICE) == []

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..models import Address, Decision, InboundMessage, OutboundMessage
+from ..models import Address, Decision, InboundMessage, OutboundFile, OutboundMessage
 from ..models import Button as Button  # adapters import these from here
 from ..models import CardTap as CardTap
 from ..models import DeliveryStatus as DeliveryStatus
@@ -27,6 +27,10 @@ HOST_NAME_MODULES = ("encodings.idna", "stringprep", "unicodedata")
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024  # per file; larger ones are named, not downloaded
 MAX_ATTACHMENTS_TOTAL = 2 * MAX_ATTACHMENT_BYTES  # bytes of files in one message
 MAX_ATTACHMENTS = 10  # per message
+MB = 1024 * 1024
+# the largest file any platform takes from us (``ChannelPlugin.max_file_bytes`` is each one's);
+# an agent's send_file is refused past it before a byte of it is read
+MAX_FILE_BYTES = 100 * MB
 
 Finding = tuple[str, str] | None
 """What a doctor probe found: None (fine) or ``(problem, fix)``."""
@@ -140,6 +144,10 @@ class Channel(Protocol):
         with ``text`` and remove its buttons. A platform that cannot edit sends ``text`` as a
         new message instead. Raises SendError."""
 
+    async def send_file(self, file: OutboundFile) -> str:
+        """Deliver one file (at most the plug-in's ``max_file_bytes``) the way the platform's
+        users expect it (a photo as a photo); returns its platform id. Raises SendError."""
+
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """Show (``active``) or stop showing that the agent is working on ``message_id`` in
         ``address``. Called again every few seconds while it works, and once with
@@ -156,6 +164,14 @@ async def read_capped(
         if len(data) > limit:
             return None
     return bytes(data)
+
+
+def files_not_supported(platform: str) -> SendError:
+    """What an adapter that cannot send files yet answers ``send_file`` with: a permanent
+    failure (retrying cannot help), about this message only."""
+    return SendError(
+        f"files are not supported on {platform} yet", permanent=True, about_message=True
+    )
 
 
 def skipped_attachment_note(name: str, size: int) -> str:
@@ -213,6 +229,9 @@ class ChannelPlugin:
     # gives up its privileges, as it may not be able to read them afterwards
     preload: tuple[str, ...] = ()
     probe: Probe | None = None  # `clawpen doctor`'s check of it; None: only "configured"
+    # the platform's upload limit for one file (``Channel.send_file``); an agent's file over it
+    # is refused to the agent, naming the limit
+    max_file_bytes: int = 10 * MB
 
     def chat_problem(self, chat: str) -> str | None:
         """Why ``chat`` is not a chat id on this platform, or None if it is."""

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from ..errors import StoreUnavailable
-from ..models import Address, CardTap, OutboundMessage, TapOutcome
+from ..models import Address, CardTap, OutboundFile, OutboundMessage
 from ..netenv import NETWORK_ENV
 from ..obs.logging import get_logger
 from . import wire
@@ -417,12 +417,15 @@ class ChannelProcess:
         self, request_id: int, tap: CardTap, accept: Accept, in_flight: asyncio.Semaphore
     ) -> None:
         """A button pressed: the core decides what it means; the adapter is told what to
-        show. A tap that could not be recorded is the tapper's to repeat, and told so."""
+        show. A tap that could not be recorded is answered ``not_accepted``, as a message is:
+        the adapter's ``report_tap`` raises ``StoreUnavailable``, and the platform is not told
+        we have it (Meta and Telegram hand it out again)."""
         try:
             try:
                 outcome = await report_tap(accept, tap)
-            except StoreUnavailable:
-                outcome = TapOutcome("Not recorded (the store is busy); tap again shortly.")
+            except StoreUnavailable as exc:
+                self._write({"type": "not_accepted", "id": request_id, "error": str(exc)})
+                return
             self._write(wire.tap_result_frame(request_id, outcome))
         finally:
             in_flight.release()
@@ -448,8 +451,12 @@ class ChannelProcess:
     async def edit(self, address: Address, platform_id: str, text: str) -> None:
         await self._ask(lambda request_id: wire.edit_frame(request_id, address, platform_id, text))
 
+    async def send_file(self, file: OutboundFile) -> str:
+        return await self._ask(lambda request_id: wire.send_file_frame(request_id, file))
+
     async def _ask(self, frame: Callable[[int], wire.Frame]) -> str:
-        """Write a frame the adapter answers with ``sent`` or ``send_failed``; wait for it."""
+        """Write a frame the adapter answers with ``sent`` or ``send_failed`` (a send of text
+        or of a file, an edit); wait for it."""
         if self._writer is None or self._writer.is_closing():
             raise SendError(f"the {self.name} adapter is not running", retry_after=1.0)
         request_id = next(self._ids)

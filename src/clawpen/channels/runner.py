@@ -122,6 +122,9 @@ class Bridge:
                     tapped = self._taps.get(request_id)
                     if tapped is not None and not tapped.done():
                         tapped.set_result(outcome)
+                elif kind == "send_file":
+                    request_id, file = wire.parse_send_file(frame, self.channel)
+                    sends.create_task(self._send_or_edit(request_id, adapter.send_file(file)))
                 elif kind == "typing":
                     address, message_id, active = wire.parse_typing(frame, self.channel)
                     sends.create_task(self._typing(adapter, address, message_id, active))
@@ -136,7 +139,10 @@ class Bridge:
             self.log.debug("channel_typing_failed", channel=self.channel, error=str(exc))
 
     def _settle(self, request_id: int, outcome: Decision | BaseException | None) -> None:
-        future = self._accepts.get(request_id)
+        """A message's (or, when not accepted, a tap's) answer to whoever waits for it."""
+        future: asyncio.Future[Any] | None = self._accepts.get(request_id)
+        if future is None and isinstance(outcome, BaseException):
+            future = self._taps.get(request_id)  # ids are shared: a tap is one of them
         if future is None or future.done():
             return
         if isinstance(outcome, BaseException):
@@ -175,7 +181,7 @@ def drop_privileges(uid: int) -> None:
 
 async def serve(fd: int, uid: int | None = None) -> int:
     sock = socket.socket(fileno=fd)
-    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=wire.MAX_FRAME)
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=wire.MAX_CORE_FRAME)
     start = await wire.read_frame(reader)
     if start is None or start["type"] != "start":
         return 2

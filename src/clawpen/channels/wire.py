@@ -11,10 +11,14 @@ here before it is believed.
                       {"type": "edit", "id": 8, "chat": "42", "thread": "", "platform_id": "..",
                        "text": "..."}     a card's new text, its buttons gone; sent/send_failed
                       {"type": "tap_result", "id": 4, "notice": "...", "card": "..."}
+                      {"type": "send_file", "id": 9, "chat": "42", "thread": "", "name": "a.png",
+                       "media_type": "image/png", "caption": "", "reply_to": "",
+                       "data": "<base64>"}   answered with sent / send_failed
                       {"type": "typing", "chat": "42", "thread": "", "message_id": "9",
                        "active": true}            best effort, never answered
                       {"type": "accepted", "id": 3, "outcome": "routed"|"rejected"|"duplicate"}
-                      {"type": "not_accepted", "id": 3, "error": "..."}   (store unavailable)
+                      {"type": "not_accepted", "id": 3, "error": "..."}   (store unavailable;
+                       the answer to an inbound or to a tap the core could not record)
     adapter -> core   {"type": "inbound", "id": 3, "chat": "42", "thread": "", "sender": "...",
                        "text": "...", "platform_id": "...", "received_at": 1.5, "reply_to": "",
                        "addressed": true,
@@ -39,6 +43,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from typing import Any
 
 from ..models import (
@@ -50,6 +55,7 @@ from ..models import (
     CardTap,
     Decision,
     InboundMessage,
+    OutboundFile,
     OutboundMessage,
     Rejection,
     Route,
@@ -60,11 +66,16 @@ from .base import (
     MAX_ATTACHMENT_BYTES,
     MAX_ATTACHMENTS,
     MAX_ATTACHMENTS_TOTAL,
+    MAX_FILE_BYTES,
     DeliveryStatus,
     SendError,
 )
 
 MAX_FRAME = 4 * 1024 * 1024 + MAX_ATTACHMENTS_TOTAL * 4 // 3  # bytes in one line, base64 in
+# what the adapter reads from the core: a send_file frame carries up to MAX_FILE_BYTES, base64
+MAX_CORE_FRAME = 4 * 1024 * 1024 + MAX_FILE_BYTES * 4 // 3 + 4
+MAX_CAPTION = 4_096  # characters of a file's caption
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}/[a-z0-9][a-z0-9.+-]{0,62}")
 BIG_FRAME = 256 * 1024  # frames larger than this are parsed off the event loop
 MAX_NAME = 255  # characters in a file name
 MAX_MEDIA_TYPE = 127
@@ -412,6 +423,53 @@ def tap_result_frame(request_id: int, outcome: TapOutcome) -> Frame:
 def parse_tap_result(frame: Frame) -> tuple[int, TapOutcome]:
     notice = _text(frame, "notice", MAX_NOTICE, required=False)
     return _id(frame), TapOutcome(notice, _text(frame, "card", MAX_TEXT, required=False))
+
+
+def send_file_frame(request_id: int, file: OutboundFile) -> Frame:
+    return {
+        "type": "send_file",
+        "id": request_id,
+        "chat": file.address.chat,
+        "thread": file.address.thread,
+        "name": file.name,
+        "media_type": file.media_type,
+        "caption": file.caption,
+        "reply_to": file.reply_to,
+        "data": base64.b64encode(file.data).decode(),
+    }
+
+
+def parse_send_file(frame: Frame, channel: str) -> tuple[int, OutboundFile]:
+    """The file, for ``channel``. Checked as strictly as the other direction: a plain name, a
+    media type of the form type/subtype, bytes that are base64 and within MAX_FILE_BYTES."""
+    request_id = _id(frame)
+    chat = _text(frame, "chat", MAX_ID)
+    if not chat:
+        raise FrameError("send_file.chat must not be empty")
+    name = _text(frame, "name", MAX_NAME)
+    if not name or name in (".", "..") or any(c in name for c in "/\\\x00"):
+        raise FrameError("send_file.name must be a plain file name")
+    media_type = _text(frame, "media_type", MAX_MEDIA_TYPE)
+    if not _MEDIA_TYPE.fullmatch(media_type):
+        raise FrameError("send_file.media_type must look like type/subtype")
+    encoded = _text(frame, "data", MAX_CORE_FRAME)
+    if len(encoded) > (MAX_FILE_BYTES + 2) // 3 * 4:
+        raise FrameError(f"send_file.data is over {MAX_FILE_BYTES} bytes")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise FrameError("send_file.data is not base64") from None
+    if not data:
+        raise FrameError("send_file.data is empty")
+    file = OutboundFile(
+        address=Address(channel, chat, _text(frame, "thread", MAX_ID, required=False)),
+        name=name,
+        media_type=media_type,
+        data=data,
+        caption=_text(frame, "caption", MAX_CAPTION, required=False),
+        reply_to=_text(frame, "reply_to", MAX_ID, required=False),
+    )
+    return request_id, file
 
 
 def typing_frame(address: Address, message_id: str, active: bool) -> Frame:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import time
 import uuid
+from pathlib import Path
 
-from ...models import Address, InboundMessage, OutboundMessage, Rejection, Route
-from ..base import Accept, ChannelSettings, with_reply_codes
+from ...models import Address, InboundMessage, OutboundFile, OutboundMessage, Rejection, Route
+from ..base import Accept, ChannelSettings, SendError, with_reply_codes
 
 UNREAD = "unread:"  # the platform id of a reply no session was waiting for
 CARD_HEAD = "Approval needed: "  # how an approval card begins (core/approvals.py)
@@ -25,8 +27,11 @@ class CliChannel:
     name = "cli"
     max_message_length = 1_000_000
 
-    def __init__(self, settings: CliSettings | None = None) -> None:
+    def __init__(self, settings: CliSettings | None = None, files_dir: Path | None = None) -> None:
         self._accept: Accept | None = None
+        # where an agent's files land (``data_dir/files/cli``); None: files are refused
+        self.files_dir = files_dir
+        self._files: dict[Address, list[str]] = {}  # lines naming files sent, per session
         # one queue per chat session, keyed by its conversation (``cli:AGENT:SESSION``)
         self._listeners: dict[Address, asyncio.Queue[str]] = {}
         self._waiting: dict[Address, int] = {}  # asks still waiting, per session
@@ -64,7 +69,9 @@ class CliChannel:
             if isinstance(decision, Rejection) and not decision.answer:
                 raise LookupError(decision.reason)
             assert isinstance(decision, Route | Rejection)  # answered: a card's code typed
-            return await queue.get()
+            reply = await queue.get()
+            # the files the agent sent meanwhile arrived before its answer (order per chat)
+            return "\n".join([*self._files.pop(address, []), reply])
         finally:
             self._release(address, queue)
 
@@ -111,5 +118,28 @@ class CliChannel:
         """A card's decision, as a new message until this adapter edits natively."""
         await self.send(OutboundMessage(address, text))
 
+    async def send_file(self, file: OutboundFile) -> str:
+        """Write the file under ``data_dir/files/cli/AGENT/`` (owner-only) and name its path
+        in the session's answer, which `clawpen chat` prints."""
+        if file.address not in self._waiting:
+            raise SendError(f"no chat session {file.address} is waiting", permanent=True)
+        if self.files_dir is None:
+            raise SendError("files are not supported on cli here", permanent=True)
+        folder = self.files_dir / file.address.chat
+        platform_id = uuid.uuid4().hex
+        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{platform_id[:8]}-{file.name}"
+        await asyncio.to_thread(_write_private, path, file.data)
+        caption = f": {file.caption}" if file.caption else ""
+        self._files.setdefault(file.address, []).append(f"[file {path}{caption}]")
+        return platform_id
+
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """The terminal shows its own "thinking" while it waits."""
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A new file only its owner reads, in folders only its owner enters."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...models import Address, Attachment, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
 from ...retry import STORE, Retrier
 from ...store.base import StoreUnavailable
@@ -33,6 +33,7 @@ from ..base import (
     ChannelSettings,
     SendError,
     connected,
+    files_not_supported,
     skipped_attachment_note,
     with_reply_codes,
 )
@@ -246,6 +247,11 @@ class DiscordAdapter:
     async def edit(self, address: Address, platform_id: str, text: str) -> None:
         """A card's decision, as a new message until this adapter edits natively."""
         await self.send(OutboundMessage(address, text))
+
+    async def send_file(self, file: OutboundFile) -> str:
+        """Native delivery comes later (see the files contract); until then it fails for good,
+        and the agent's reply says so."""
+        raise files_not_supported("Discord")
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """One call shows "typing..." for about 10 seconds; posting the reply ends it."""

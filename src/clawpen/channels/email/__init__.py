@@ -7,7 +7,7 @@ and ``mailreply.py`` a mail in and a reply out (pure), ``oauth2.py`` XOAUTH2 tok
 
 from __future__ import annotations
 
-from ..base import ChannelPlugin, RateLimitSettings
+from ..base import MB, ChannelPlugin, RateLimitSettings
 from .adapter import MAX_MESSAGE_LENGTH, EmailAdapter
 from .probe import probe
 from .settings import EmailSettings
@@ -21,6 +21,7 @@ plugin = ChannelPlugin(
     chat_pattern=r"[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(\.[a-z0-9-]+)+",
     chat_example="email:alice@example.com",
     max_message_length=MAX_MESSAGE_LENGTH,
+    max_file_bytes=25 * MB,
     # mail providers throttle bulk senders: a mail every few seconds per address, 1/s overall
     rate_limit=RateLimitSettings(per_chat=0.2, per_chat_burst=5, overall=1.0, overall_burst=10),
     credentials=("password", "oauth2"),

@@ -23,6 +23,12 @@ Addresses: chat = the sender's address (lower-cased), thread = the Message-ID of
 root (the first of References), so a reply continues its thread; replies carry In-Reply-To,
 References and ``Re:`` and quote nothing. Replies go to the From address, never to Reply-To
 (which the sender may point anywhere).
+
+Mail has no buttons: a card is its text with a line "To <label>, reply with: <code>" per
+button, and a reply whose text, once trimmed of quotes and signature, is a code alone is read
+by the core as that sender's tap (so only an authenticated sender's ever counts). Mail cannot be
+edited either: ``edit`` sends the new text as a reply to the card. A file goes as an attachment
+to a reply (up to 25 MB), its caption as the text.
 """
 
 from __future__ import annotations
@@ -37,11 +43,11 @@ from email.errors import MessageError
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ...models import Address, InboundMessage, OutboundMessage
+from ...models import Address, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
 from ...retry import PLATFORM, STORE, Retrier
 from ...store.base import StoreUnavailable
-from ..base import Accept, ChannelFatal, SendError, connected, with_reply_codes
+from ..base import MB, Accept, ChannelFatal, SendError, connected, with_reply_codes
 from ..reach import cause_of
 from . import mailreply, mailtext
 from .oauth2 import Tokens
@@ -58,6 +64,10 @@ IDLE_SECONDS = 240.0  # IDLE is renewed this often (servers drop it after 29 min
 MAX_MAIL_BYTES = 25 * 1024 * 1024  # a larger mail is read as its header only (Gmail's limit)
 MAX_HEADER_BYTES = 256 * 1024  # of a mail's header, the most that is read
 REMEMBERED = 1000  # received messages whose subject and references are kept for replies
+MAX_FILE_BYTES = 25 * MB  # an attachment we send (Gmail's and most providers' limit)
+# under a card's reply codes: the core takes a reply whose whole text is a code as a tap, and
+# the quoted mail and signature below it are trimmed off (mailtext.trim_reply)
+REPLY_HINT = "Reply with just the code; quoting this mail below it is fine."
 
 
 class _Lost(Exception):
@@ -350,21 +360,49 @@ class EmailAdapter:
     # -- out -----------------------------------------------------------------------------------
 
     async def send(self, message: OutboundMessage) -> str:
-        message = with_reply_codes(message)  # native buttons: later, per CONTRACT.md
+        """A reply; a card's buttons as lines "To <label>, reply with: <code>" (mail has no
+        buttons: the code replied is the tap, from an authenticated sender only)."""
+        text = message.text
+        if message.buttons:
+            text = f"{with_reply_codes(message).text}\n\n{REPLY_HINT}"
+        return await self._reply(message.address, text, message.reply_to)
+
+    async def edit(self, address: Address, platform_id: str, text: str) -> None:
+        """Mail cannot be changed once sent: the card's new text goes as a reply to it."""
+        await self._reply(address, text, platform_id)
+
+    async def send_file(self, file: OutboundFile) -> str:
+        """A reply (threaded like any) with the file attached, its caption as the text."""
+        size = len(file.data)
+        if size > MAX_FILE_BYTES:
+            raise SendError(
+                f"e-mail: {file.name} is {size / MB:.1f} MB, over the"
+                f" {MAX_FILE_BYTES // MB} MB limit for a file by mail",
+                permanent=True,
+                about_message=True,
+            )
+        text = file.caption or f"{file.name} is attached."
+        return await self._reply(file.address, text, file.reply_to, file)
+
+    async def _reply(
+        self, address: Address, text: str, reply_to: str, attachment: OutboundFile | None = None
+    ) -> str:
+        """Write and send one mail to the chat's address, threaded under ``reply_to`` (else
+        the thread's root); its Message-ID."""
         import aiosmtplib
 
-        address = message.address
         mailreply.check_address(address.chat)  # before any round trip: it can never go out
-        original = await self._original(message.reply_to or address.thread)
+        original = await self._original(reply_to or address.thread)
         message_id = make_msgid(domain=self.domain)
         mail = mailreply.build_reply(
             sender=self.settings.address,
             to=address.chat,
-            text=message.text,
+            text=text,
             message_id=message_id,
             date=formatdate(usegmt=True),
             original=original,
             thread=address.thread,
+            attachment=attachment,
         )
         server = self.settings.smtp
         smtp = aiosmtplib.SMTP(
@@ -393,7 +431,9 @@ class EmailAdapter:
             ) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise SendError(f"{type(exc).__name__}: {exc}") from None
-        self._remember(message_id, str(mail["Subject"]), ())
+        # its own References, so that a reply to it (a card's code) threads under the root
+        references = tuple(mailtext.message_ids(str(mail.get("References", ""))))
+        self._remember(message_id, str(mail["Subject"]), references)
         return mailtext.short_id(message_id)
 
     async def _smtp_login(self, smtp: Any) -> None:
@@ -406,10 +446,6 @@ class EmailAdapter:
             await smtp.auth_xoauth2(self.settings.username, await self.tokens.get())
         except aiosmtplib.SMTPAuthenticationError:
             await smtp.auth_xoauth2(self.settings.username, await self.tokens.get(renew=True))
-
-    async def edit(self, address: Address, platform_id: str, text: str) -> None:
-        """A card's decision, as a new message until this adapter edits natively."""
-        await self.send(OutboundMessage(address, text))
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """E-mail has no typing indicator."""
@@ -432,7 +468,11 @@ class EmailAdapter:
             found = await self._look_up(platform_id)
         except Exception as exc:  # best effort: without it the reply goes out unthreaded
             self.log.info("email_original_not_found", channel=self.name, error=repr(exc))
-            return None
+            found = None
+        if found is None and platform_id.lower().endswith(f"@{self.domain.lower()}>"):
+            # one of ours (a card edited after a restart): never in the mailbox we read, but
+            # In-Reply-To alone threads the reply under it
+            return platform_id, "", ()
         if found is None:
             return None
         subject, references = found

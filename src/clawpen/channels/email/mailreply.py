@@ -18,11 +18,13 @@ import unicodedata
 from email.errors import MessageError
 from email.message import EmailMessage
 
+from ...models import OutboundFile
 from ..base import SendError
 from . import mailtext
 
 MAX_SUBJECT = 200  # characters of a reply's subject; the rest of a longer one is cut
 MAX_REFERENCES = 20  # ids in References: the root and the latest
+MAX_FIRST_LINE = 78  # characters of a new mail's first line that make its subject
 ADDRESS = re.compile(r"[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(\.[a-z0-9-]+)+")
 
 
@@ -71,10 +73,12 @@ def build_reply(
     date: str,
     original: tuple[str, str, tuple[str, ...]] | None,
     thread: str,
+    attachment: OutboundFile | None = None,
 ) -> EmailMessage:
     """The reply to ``to``: threaded under ``original`` (its Message-ID, subject and
-    References) when known, else under ``thread``. Raises ``SendError(permanent=True)`` when
-    no mail can be made of these values."""
+    References) when known, else under ``thread``; with ``attachment`` (its type, its name,
+    base64) when given. Raises ``SendError(permanent=True)`` when no mail can be made of
+    these values."""
     to = check_address(to)
     mail = EmailMessage()
     try:
@@ -86,14 +90,24 @@ def build_reply(
             mail["Subject"] = mailtext.reply_subject(clean_header_text(subject))
             mail["In-Reply-To"] = parents[0]
             mail["References"] = " ".join([*clean_ids(references), parents[0]][-MAX_REFERENCES:])
-        else:
+        elif clean_ids([thread]):
             mail["Subject"] = "Re: your message"
-            if clean_ids([thread]):
-                mail["References"] = thread
+            mail["References"] = thread
+        else:  # a mail of our own (a card, a message to another chat): its first line says it
+            first = next((line for line in text.splitlines() if line.strip()), "")
+            mail["Subject"] = clean_header_text(first, MAX_FIRST_LINE) or "A message"
         mail["Message-ID"] = message_id
         mail["Date"] = date
         mail["Auto-Submitted"] = "auto-replied"  # RFC 3834: vacation responders stay quiet
         mail.set_content(text)
+        if attachment is not None:
+            maintype, _, subtype = attachment.media_type.partition("/")
+            mail.add_attachment(
+                attachment.data,
+                maintype=maintype,
+                subtype=subtype or "octet-stream",
+                filename=clean_header_text(attachment.name, 255) or "file",
+            )
         mail.as_bytes()  # whatever the generator refuses, it refuses now, not mid-SMTP
     except (ValueError, TypeError, MessageError) as exc:
         raise SendError(

@@ -213,6 +213,17 @@ _BLOCK_TAGS = {
     "blockquote", "pre", "hr", "section", "article", "header", "footer",
 }  # fmt: skip
 _HIDDEN_TAGS = {"script", "style", "head", "title", "template"}
+_VOID_TAGS = {"br", "hr", "img", "input", "meta", "link", "wbr", "col", "area", "base"}
+
+
+# what mail clients mark as the signature (left out) and as the start of the quoted history
+# (left out, and all after it, as trim_reply does after "On ... wrote:"): Gmail, Outlook,
+# Thunderbird, Apple Mail, Yahoo
+_SIGNATURE_MARKS = re.compile(r"\b(gmail_signature|signature|moz-signature)\b", re.IGNORECASE)
+_HISTORY_MARKS = re.compile(
+    r"\b(gmail_quote|divRplyFwdMsg|moz-cite-prefix|AppleOriginalContents|yahoo_quoted)\b",
+    re.IGNORECASE,
+)
 
 
 class _TextOfHtml(HTMLParser):
@@ -221,8 +232,23 @@ class _TextOfHtml(HTMLParser):
         self.parts: list[str] = []
         self.hidden = 0
         self.quoted = 0
+        self.skipping = ""  # the tag of a signature's element being left out
+        self.skip_depth = 0
+        self.history = False  # past the start of the quoted history: nothing more is read
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.skipping:
+            self.skip_depth += tag == self.skipping
+            return
+        marks = " ".join(value or "" for key, value in attrs if key in ("id", "class"))
+        if marks and _HISTORY_MARKS.search(marks):
+            self.history = True
+        if self.history:
+            return
+        if marks and _SIGNATURE_MARKS.search(marks) and tag not in _VOID_TAGS:
+            self.skipping, self.skip_depth = tag, 1
+            self.parts.append("\n")
+            return
         if tag in _HIDDEN_TAGS:
             self.hidden += 1
         elif tag == "blockquote":
@@ -235,6 +261,12 @@ class _TextOfHtml(HTMLParser):
             self._href = dict(attrs).get("href") or ""
 
     def handle_endtag(self, tag: str) -> None:
+        if self.skipping:
+            if tag == self.skipping:
+                self.skip_depth -= 1
+                if not self.skip_depth:
+                    self.skipping = ""
+            return
         if tag in _HIDDEN_TAGS and self.hidden:
             self.hidden -= 1
         elif tag == "blockquote" and self.quoted:
@@ -246,7 +278,7 @@ class _TextOfHtml(HTMLParser):
             self._href = ""
 
     def handle_data(self, data: str) -> None:
-        if not self.hidden and not self.quoted:
+        if not self.hidden and not self.quoted and not self.skipping and not self.history:
             self.parts.append(re.sub(r"\s+", " ", data))
 
 
@@ -272,6 +304,11 @@ _FORWARD_MARKERS = re.compile(
     r"^(-{2,}\s*original message\s*-{2,}|_{10,}|-{2,}\s*forwarded message\s*-{2,})\s*$",
     re.IGNORECASE,
 )
+# Outlook's history starts with a header block, "From: ..." then "Sent: ..." (or "Date:")
+_HEADER_BLOCK_FROM = re.compile(r"^\**(from|von|de)\**:\s*\S", re.IGNORECASE)
+_HEADER_BLOCK_NEXT = re.compile(
+    r"^\**(sent|date|gesendet|datum|envoyé|enviado)\**:\s*\S", re.IGNORECASE
+)
 _SIGN_OFFS = re.compile(
     r"^(sent from my \w+.*|get outlook for \w+.*|sent from (mail|yahoo mail|outlook) for .*)$",
     re.IGNORECASE,
@@ -280,7 +317,8 @@ _SIGN_OFFS = re.compile(
 
 def trim_reply(text: str) -> str:
     """What the sender wrote in this message: quoted history (``> `` lines, an "On ... wrote:"
-    block and everything after it, Outlook's "Original Message") and the signature (after a
+    block and everything after it, Outlook's "Original Message" or its "From:"/"Sent:" header
+    block) and the signature (after a
     ``-- `` line, "Sent from my iPhone") are cut. Returns the text unchanged if nothing would
     remain."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -295,6 +333,10 @@ def trim_reply(text: str) -> str:
             break  # "On Mon, 1 Jan 2024, Alice <alice@example.com>\nwrote:"
         if _FORWARD_MARKERS.match(bare) or line in ("-- ", "--"):
             break
+        if _HEADER_BLOCK_FROM.match(bare) and any(
+            _HEADER_BLOCK_NEXT.match(after.strip()) for after in lines[index + 1 : index + 3]
+        ):
+            break  # "From: Bob <bob@example.com>" / "Sent: Monday, ..." (Outlook)
         if bare.startswith(">"):
             continue
         kept.append(line.rstrip())

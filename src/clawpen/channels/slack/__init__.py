@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from ..base import ChannelPlugin, RateLimitSettings
+from ..base import MB, ChannelPlugin, RateLimitSettings
 from .adapter import MAX_MESSAGE_LENGTH, SlackAdapter, SlackSettings
 from .probe import probe
 
@@ -19,6 +19,7 @@ plugin = ChannelPlugin(
     chat_pattern=r"[CDG][A-Z0-9]{2,20}",
     chat_example="slack:D0123ABCD",
     max_message_length=MAX_MESSAGE_LENGTH,
+    max_file_bytes=100 * MB,  # Slack takes 1 GB; we cap it
     # chat.postMessage: about one message a second per channel (short bursts allowed)
     rate_limit=RateLimitSettings(per_chat=1.0, per_chat_burst=3, overall=10.0, overall_burst=20),
     credentials=("bot_token", "app_token"),

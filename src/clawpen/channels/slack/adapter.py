@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from ... import netenv
-from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...models import Address, Attachment, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
 from ...retry import PLATFORM, Retrier
 from ...store.base import StoreUnavailable
@@ -39,6 +39,7 @@ from ..base import (
     ChannelSettings,
     SendError,
     connected,
+    files_not_supported,
     read_capped,
     skipped_attachment_note,
     with_reply_codes,
@@ -304,6 +305,11 @@ class SlackAdapter:
     async def edit(self, address: Address, platform_id: str, text: str) -> None:
         """A card's decision, as a new message until this adapter edits natively."""
         await self.send(OutboundMessage(address, text))
+
+    async def send_file(self, file: OutboundFile) -> str:
+        """Native delivery comes later (see the files contract); until then it fails for good,
+        and the agent's reply says so."""
+        raise files_not_supported("Slack")
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """A reaction on the user's message while the agent works on it."""

@@ -14,13 +14,13 @@ there, never in the orchestrator.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...models import Address, Attachment, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
 from ...retry import PLATFORM, STORE, Retrier
 from ...store.base import StoreUnavailable
@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     import telegram
 
 MAX_MESSAGE_LENGTH = 4096
+MAX_FILE_BYTES = 50 * 1024 * 1024  # the Bot API's upload limit
+MAX_PHOTO_BYTES = 10 * 1024 * 1024  # sendPhoto's; a larger picture goes as a document
+MAX_CAPTION = 1024
+PHOTO_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 
 
 class TelegramSettings(ChannelSettings):
@@ -239,32 +243,30 @@ class TelegramAdapter:
             raise SendError(str(exc)) from None
 
     async def send(self, message: OutboundMessage) -> str:
-        from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
-        from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+        from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-        address = message.address
-        options: dict[str, Any] = {}
-        if address.thread:
-            options["message_thread_id"] = int(address.thread)
-        if message.reply_to and address.chat.startswith("-"):  # quote only in group chats
-            options["reply_parameters"] = ReplyParameters(
-                int(message.reply_to), allow_sending_without_reply=True
-            )
+        options = _placement(message.address, message.reply_to)
         if message.buttons:  # one button a row: labels stay whole on a phone
             options["reply_markup"] = InlineKeyboardMarkup(
                 [[InlineKeyboardButton(b.label, callback_data=b.data)] for b in message.buttons]
             )
-        try:
-            sent = await self.bot.send_message(
-                chat_id=int(address.chat), text=message.text, **options
-            )
-        except RetryAfter as exc:
-            raise SendError(str(exc), retry_after=_seconds(exc.retry_after)) from None
-        except (Forbidden, BadRequest) as exc:
-            raise SendError(str(exc), permanent=True) from None
-        except TelegramError as exc:
-            raise SendError(str(exc)) from None
-        return str(sent.message_id)
+        return await _sent(
+            self.bot.send_message(chat_id=int(message.address.chat), text=message.text, **options)
+        )
+
+    async def send_file(self, file: OutboundFile) -> str:
+        """A picture as a photo (``sendPhoto``), anything else as a document (``sendDocument``),
+        so it shows as Telegram's users expect."""
+        from telegram import InputFile
+
+        options = _placement(file.address, file.reply_to)
+        if file.caption:
+            options["caption"] = file.caption[:MAX_CAPTION]
+        upload = InputFile(file.data, filename=file.name)
+        chat = int(file.address.chat)
+        if file.media_type in PHOTO_TYPES and len(file.data) <= MAX_PHOTO_BYTES:
+            return await _sent(self.bot.send_photo(chat_id=chat, photo=upload, **options))
+        return await _sent(self.bot.send_document(chat_id=chat, document=upload, **options))
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """Telegram shows "typing..." for 5 seconds per call; it ends by itself."""
@@ -280,6 +282,36 @@ class TelegramAdapter:
             await self.bot.send_chat_action(int(address.chat), ChatAction.TYPING, **options)
         except TelegramError as exc:
             self.log.debug("channel_typing_failed", channel=self.name, error=str(exc))
+
+
+def _placement(address: Address, reply_to: str) -> dict[str, Any]:
+    """Where in the chat a send goes: its forum topic, and the message it quotes (in groups)."""
+    from telegram import ReplyParameters
+
+    options: dict[str, Any] = {}
+    if address.thread:
+        options["message_thread_id"] = int(address.thread)
+    if reply_to and address.chat.startswith("-"):  # quote only in group chats
+        options["reply_parameters"] = ReplyParameters(
+            int(reply_to), allow_sending_without_reply=True
+        )
+    return options
+
+
+async def _sent(call: Awaitable[telegram.Message]) -> str:
+    """The sent message's id; Telegram's refusals as ``SendError`` (a 429 with its wait, a
+    blocked bot or a bad request for good)."""
+    from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+
+    try:
+        sent = await call
+    except RetryAfter as exc:
+        raise SendError(str(exc), retry_after=_seconds(exc.retry_after)) from None
+    except (Forbidden, BadRequest) as exc:
+        raise SendError(str(exc), permanent=True) from None
+    except TelegramError as exc:
+        raise SendError(str(exc)) from None
+    return str(sent.message_id)
 
 
 def _inbound(update: telegram.Update) -> InboundMessage | None:

@@ -7,6 +7,12 @@ committed. Meta redelivers whatever was not answered 200 (and sometimes what was
 the copies by the message's wamid. Media are downloaded through the Graph API while the POST
 waits (Meta's media URLs expire in minutes, so later is worse), up to ``MAX_ATTACHMENT_BYTES``.
 
+Cards (messages with buttons) go out as ``interactive`` reply-button messages (``cards.py``);
+a tap comes back in a webhook as a ``button_reply`` and is handed to the core as a ``CardTap``
+(who tapped is Meta's ``from``), the POST answered 200 only once the core recorded it, and the
+core's answer sent as a text reply under the card: WhatsApp cannot edit a message. Files go up
+to ``/{phone_number_id}/media`` and out as an image or document message naming the upload.
+
 Out: ``POST /{phone_number_id}/messages``. WhatsApp takes a free-form reply only within 24 hours
 of the user's last message; a reply refused for that (error 131047) is a permanent ``SendError``
 saying so, and a refusal that Meta reports later, in a status webhook, is passed to the core as a
@@ -32,12 +38,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator
 
 from ... import netenv
-from ...models import Address, Attachment, InboundMessage, OutboundMessage
+from ...models import Address, Attachment, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
 from ...ports.limits import PortLimits
 from ..base import (
     MAX_ATTACHMENT_BYTES,
+    MB,
     Accept,
+    CardTap,
     ChannelFatal,
     ChannelSettings,
     DeliveryStatus,
@@ -45,10 +53,11 @@ from ..base import (
     connected,
     read_capped,
     report_status,
+    report_tap,
     skipped_attachment_note,
-    with_reply_codes,
 )
-from .events import Media, Message, Webhook, graph_error, send_error, send_outcome
+from .cards import card_messages
+from .events import Media, Message, Tap, Webhook, graph_error, send_error, send_outcome
 
 if TYPE_CHECKING:
     import aiohttp
@@ -61,6 +70,24 @@ WEBHOOK_PATH = "/webhooks/whatsapp"
 HTTP_TIMEOUT = 30.0
 MEDIA_TRIES = 3
 TYPING_REMEMBERED = 1000  # message ids already marked read (typing is shown once per message)
+TAPS_REMEMBERED = 1000  # taps already answered: a redelivered one is not decided nor shown twice
+MAX_DOCUMENT_BYTES = 100 * MB  # the Cloud API's limits for a document and an image
+MAX_IMAGE_BYTES = 5 * MB
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})  # what WhatsApp shows as a photo
+MAX_CAPTION = 1024
+DOCUMENT_TYPES = frozenset(  # what the Cloud API takes as a document
+    {
+        "text/plain",
+        "application/pdf",
+        "application/msword",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.ms-excel",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.ms-powerpoint",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    }
+)
+TEXT_LIKE = frozenset({"application/json", "application/xml", "application/x-yaml"})
 EXTENSIONS = {
     "image/jpeg": ".jpg",
     "image/png": ".png",
@@ -129,6 +156,8 @@ class WhatsAppAdapter:
         self._http: aiohttp.ClientSession | None = None
         self._accept: Accept | None = None
         self._typed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._tapped: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._answers: set[asyncio.Task[None]] = set()  # taps' answers being sent
 
     @property
     def url(self) -> str:
@@ -147,6 +176,9 @@ class WhatsAppAdapter:
                     await connected(accept)
                 await self._serve()
             finally:
+                for task in list(self._answers):
+                    task.cancel()
+                await asyncio.gather(*self._answers, return_exceptions=True)
                 self._http = None
 
     async def _serve(self) -> None:
@@ -234,6 +266,8 @@ class WhatsAppAdapter:
         assert accept is not None
         for reason in webhook.ignored:
             self.log.debug("webhook_ignored", channel=self.name, reason=reason)
+        for tap in webhook.taps:  # a tap is decided before the messages after it are read
+            await self._tap(tap, accept)
         inbound = await asyncio.gather(*(self._inbound(m) for m in webhook.messages))
         outcomes = await asyncio.gather(*(accept(m) for m in inbound), return_exceptions=True)
         for outcome in outcomes:
@@ -254,6 +288,36 @@ class WhatsAppAdapter:
                 windowClosed=status.window_closed,
             )
             await report_status(accept, delivery)
+
+    async def _tap(self, tap: Tap, accept: Accept) -> None:
+        """A reply button pressed under a card: the core decides (``StoreUnavailable`` when it
+        could not record it: the webhook is then not answered 200, and Meta delivers the tap
+        again); its answer goes back as a text reply under the card, since WhatsApp cannot
+        edit a message. A tap already answered (Meta's redelivery) is neither decided nor
+        shown twice."""
+        if tap.wamid in self._tapped:
+            return
+        outcome = await report_tap(
+            accept,
+            CardTap(Address(self.name, tap.wa_id), tap.wa_id, tap.data, tap.card),
+        )
+        self._tapped[tap.wamid] = None
+        while len(self._tapped) > TAPS_REMEMBERED:
+            self._tapped.popitem(last=False)
+        text = outcome.card or outcome.notice
+        if text:  # after the 200: a slow Graph API must not make Meta deliver the tap again
+            answer = OutboundMessage(
+                Address(self.name, tap.wa_id), text[:MAX_MESSAGE_LENGTH], reply_to=tap.card
+            )
+            task = asyncio.create_task(self._answer_tap(answer))
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
+
+    async def _answer_tap(self, answer: OutboundMessage) -> None:
+        try:
+            await self.send(answer)
+        except SendError as exc:  # the decision is recorded; only its display failed
+            self.log.warning("channel_tap_answer_failed", channel=self.name, error=str(exc))
 
     async def _inbound(self, message: Message) -> InboundMessage:
         text = message.text
@@ -324,29 +388,83 @@ class WhatsAppAdapter:
     # -- out --------------------------------------------------------------------------------------
 
     async def send(self, message: OutboundMessage) -> str:
-        message = with_reply_codes(message)  # native buttons: later, per CONTRACT.md
+        """A text, or a card: an ``interactive`` message with reply buttons (its text sent
+        first on its own when too long for one, ``cards.py``); returns the wamid of the last
+        message, the card's, which its taps name."""
+        parts = card_messages(message)
+        sent = ""
+        for index, part in enumerate(parts):
+            if message.reply_to and index == 0:
+                part["context"] = {"message_id": message.reply_to}
+            sent = await self._post_message(message.address.chat, part)
+        return sent
+
+    async def edit(self, address: Address, platform_id: str, text: str) -> None:
+        """WhatsApp cannot edit a message: the card's new text goes as a reply quoting it (its
+        buttons stay, and a tap on them is answered by the core as already decided)."""
+        await self.send(OutboundMessage(address, text[:MAX_MESSAGE_LENGTH], reply_to=platform_id))
+
+    async def send_file(self, file: OutboundFile) -> str:
+        """Uploaded (``POST /{phone_number_id}/media``), then sent as a message naming the
+        upload: a JPEG or PNG up to 5 MB as an image, anything else as a document (up to 100
+        MB) with its file name. Returns the message's wamid."""
+        size = len(file.data)
+        kind = "image" if file.media_type in IMAGE_TYPES else "document"
+        limit = MAX_IMAGE_BYTES if kind == "image" else MAX_DOCUMENT_BYTES
+        if size > limit:  # Meta classes an upload by its type: a PNG is an image, whatever size
+            raise SendError(
+                f"whatsapp: {file.name} is {size / MB:.1f} MB, over WhatsApp's"
+                f" {limit // MB} MB limit for {'an image' if kind == 'image' else 'a document'}",
+                permanent=True,
+                about_message=True,
+            )
+        media_id = await self._upload(file, _upload_type(file.media_type))
+        content: dict[str, Any] = {"id": media_id}
+        if kind == "document":
+            content["filename"] = file.name
+        if file.caption:
+            content["caption"] = file.caption[:MAX_CAPTION]
+        body: dict[str, Any] = {"type": kind, kind: content}
+        if file.reply_to:
+            body["context"] = {"message_id": file.reply_to}
+        return await self._post_message(file.address.chat, body)
+
+    async def _upload(self, file: OutboundFile, media_type: str) -> str:
+        """The media id of ``file`` uploaded to the Graph API as ``media_type``."""
         import aiohttp
 
-        body: dict[str, Any] = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": message.address.chat,
-            "type": "text",
-            "text": {"body": message.text, "preview_url": False},
-        }
-        if message.reply_to:
-            body["context"] = {"message_id": message.reply_to}
+        form = aiohttp.FormData()
+        form.add_field("messaging_product", "whatsapp")
+        form.add_field("type", media_type)
+        form.add_field("file", file.data, filename=file.name, content_type=media_type)
+        http = self._http
+        if http is None:
+            raise SendError("whatsapp: the adapter is not running", retry_after=1.0)
+        path = f"{self.base}/{self.settings.phone_number_id}/media"
+        try:
+            async with http.post(path, data=form, headers=self._auth) as response:
+                raw = await response.content.read(1024 * 1024)
+                status, retry_after = response.status, response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SendError(f"whatsapp: upload: {type(exc).__name__}: {exc}") from None
+        answer = _json(raw)
+        media_id = answer.get("id") if isinstance(answer, dict) else None
+        if status == 200 and isinstance(media_id, str) and media_id:
+            return media_id
+        raise send_error(status, answer, retry_after)
+
+    async def _post_message(self, to: str, content: dict[str, Any]) -> str:
+        """``POST /{phone_number_id}/messages`` of one message to ``to``; its wamid."""
+        import aiohttp
+
+        body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to}
         try:
             status, raw, headers = await self._call(
-                "POST", f"/{self.settings.phone_number_id}/messages", body
+                "POST", f"/{self.settings.phone_number_id}/messages", body | content
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SendError(f"whatsapp: {type(exc).__name__}: {exc}") from None
         return send_outcome(status, raw, headers.get("Retry-After"))
-
-    async def edit(self, address: Address, platform_id: str, text: str) -> None:
-        """A card's decision, as a new message until this adapter edits natively."""
-        await self.send(OutboundMessage(address, text))
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """Marks the user's message read and shows "typing..." (up to 25 s, or until our
@@ -405,6 +523,14 @@ def _json(body: bytes) -> Any:
         return safejson.loads(body)
     except ValueError:
         return None
+
+
+def _upload_type(media_type: str) -> str:
+    """The type a file is uploaded as: its own, except text WhatsApp has no type for (CSV,
+    JSON, Markdown), which goes as ``text/plain`` (its name keeps its extension); any other
+    type WhatsApp does not take is refused by Meta (error 131053), and said so."""
+    textual = media_type.startswith("text/") or media_type in TEXT_LIKE
+    return "text/plain" if textual and media_type not in DOCUMENT_TYPES else media_type
 
 
 def _file_name(media: Media) -> str:

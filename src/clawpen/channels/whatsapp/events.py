@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ...models import MAX_BUTTON_DATA
 from ...ports import safejson
 from ..base import SendError
 
@@ -63,6 +64,17 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Tap:
+    """A reply button pressed under one of our cards (``interactive.button_reply``). Who
+    tapped is Meta's word (the message's ``from``); ``data`` is the button's ``reply.id``."""
+
+    wa_id: str
+    wamid: str  # the tap's own id: Meta's redeliveries carry it again
+    data: str
+    card: str  # ``context.id``: the wamid of the card it was under ("" if Meta named none)
+
+
+@dataclass(frozen=True)
 class Status:
     wamid: str
     recipient: str
@@ -75,7 +87,8 @@ class Status:
 class Webhook:
     messages: tuple[Message, ...] = ()
     statuses: tuple[Status, ...] = ()
-    ignored: tuple[str, ...] = ()  # why parts were left out (another number's, a reaction)
+    ignored: tuple[str, ...] = ()
+    taps: tuple[Tap, ...] = ()  # why parts were left out (another number's, a reaction)
 
 
 def parse_webhook(body: bytes, phone_number_id: str) -> Webhook:
@@ -90,6 +103,7 @@ def parse_webhook(body: bytes, phone_number_id: str) -> Webhook:
     if root.get("object") != "whatsapp_business_account":
         return Webhook(ignored=(f"object {_clip(str(root.get('object')), 40)!r}",))
     messages: list[Message] = []
+    taps: list[Tap] = []
     statuses: list[Status] = []
     ignored: list[str] = []
     for entry in _list(root.get("entry"), "entry"):
@@ -106,16 +120,18 @@ def parse_webhook(body: bytes, phone_number_id: str) -> Webhook:
                 continue
             for raw in _list(value.get("messages", []), "value.messages"):
                 message = _message(_obj(raw, "messages[]"))
-                if message.kind in IGNORED_KINDS:
+                if isinstance(message, Tap):
+                    taps.append(message)
+                elif message.kind in IGNORED_KINDS:
                     ignored.append(message.kind)
                 else:
                     messages.append(message)
             for raw in _list(value.get("statuses", []), "value.statuses"):
                 statuses.append(_status(_obj(raw, "statuses[]")))
-    return Webhook(tuple(messages), tuple(statuses), tuple(ignored))
+    return Webhook(tuple(messages), tuple(statuses), tuple(ignored), tuple(taps))
 
 
-def _message(raw: dict[str, Any]) -> Message:
+def _message(raw: dict[str, Any]) -> Message | Tap:
     kind = _str(raw, "type", MAX_NAME)
     context = _obj(raw.get("context", {}), "message.context")
     base = Message(
@@ -133,6 +149,9 @@ def _message(raw: dict[str, Any]) -> Message:
         content = found if isinstance(found, dict) else {}
     if kind == "text":
         return replace(base, text=_str(content, "body", MAX_TEXT))
+    tap = _tap(base, content) if kind == "interactive" else None
+    if tap is not None:
+        return tap
     if kind in MEDIA_KINDS:
         mime = _str(content, "mime_type", MAX_NAME, required=False)
         media = Media(
@@ -145,6 +164,22 @@ def _message(raw: dict[str, Any]) -> Message:
         caption = _str(content, "caption", MAX_TEXT, required=False)
         return replace(base, text=caption, media=media)
     return replace(base, text=_describe(kind, content))
+
+
+def _tap(base: Message, content: dict[str, Any]) -> Tap | None:
+    """A ``button_reply`` whose id can be a button's data (1 to ``MAX_BUTTON_DATA`` bytes, as
+    every button we send has); any other interactive reply is read as its title's text."""
+    choice = content.get("button_reply")
+    if content.get("type") != "button_reply" or not isinstance(choice, dict):
+        return None
+    data = choice.get("id")
+    if not isinstance(data, str) or not data.strip():
+        return None
+    if len(data) > MAX_BUTTON_DATA or _clip(data, MAX_BUTTON_DATA) != data:
+        return None  # not ours (ours are short and valid UTF-8): too long, or lone surrogates
+    if len(data.encode()) > MAX_BUTTON_DATA or not data.isprintable():
+        return None
+    return Tap(wa_id=base.wa_id, wamid=base.wamid, data=data, card=base.reply_to)
 
 
 def _describe(kind: str, content: dict[str, Any]) -> str:

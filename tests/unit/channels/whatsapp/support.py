@@ -11,7 +11,7 @@ from typing import Any
 from clawpen.channels.base import DeliveryStatus
 from clawpen.channels.whatsapp import WhatsAppAdapter, WhatsAppSettings
 from clawpen.errors import StoreUnavailable
-from clawpen.models import Decision, InboundMessage, Route
+from clawpen.models import CardTap, Decision, InboundMessage, Route, TapOutcome
 from tests.fakes.fake_whatsapp import FakeWhatsApp
 from tests.waiting import until
 
@@ -23,8 +23,10 @@ class Core:
 
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: list[DeliveryStatus] = field(default_factory=list)
-    offered: list[str] = field(default_factory=list)  # platform ids of every accept call
-    unavailable: int = 0  # how many accept calls still fail
+    taps: list[CardTap] = field(default_factory=list)  # the taps it recorded
+    offered: list[str] = field(default_factory=list)  # platform ids of every accept/tap call
+    unavailable: int = 0  # how many accept (or tap) calls still fail
+    approver: str = "15551234567"  # whose taps decide; anyone else's are "not yours"
 
     async def __call__(self, message: InboundMessage) -> Decision | None:
         self.offered.append(message.platform_id)
@@ -35,6 +37,19 @@ class Core:
             return None
         self.messages.append(message)
         return Route("assistant")
+
+    async def tap(self, tap: CardTap) -> TapOutcome:
+        """A card's button: decided once, by the approver; answered as the core answers."""
+        self.offered.append(tap.platform_id)
+        if self.unavailable:
+            self.unavailable -= 1
+            raise StoreUnavailable("disk full")
+        self.taps.append(tap)
+        if tap.sender_id != self.approver:
+            return TapOutcome("Not yours to decide.", "")
+        if any(t.data == tap.data and t.sender_id == self.approver for t in self.taps[:-1]):
+            return TapOutcome("Already decided: allowed.", "")
+        return TapOutcome("Allowed.", f"Allowed by {tap.sender_id}.")
 
     async def delivery_status(self, status: DeliveryStatus) -> None:
         self.statuses.append(status)

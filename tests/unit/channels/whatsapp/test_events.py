@@ -9,7 +9,7 @@ import pytest
 
 from clawpen.channels.base import SendError
 from clawpen.channels.webhook import parse_listen, sha256_signature_matches
-from clawpen.channels.whatsapp.events import Malformed, parse_webhook, send_outcome
+from clawpen.channels.whatsapp.events import Malformed, Tap, parse_webhook, send_outcome
 
 NUMBER = "106540352242922"
 
@@ -43,7 +43,7 @@ def message(kind: str, content: dict[str, Any], **extra: Any) -> dict[str, Any]:
         ),
         (
             "interactive",
-            {"type": "button_reply", "button_reply": {"id": "y", "title": "Yes"}},
+            {"type": "list_reply", "list_reply": {"id": "y", "title": "Yes"}},
             "Yes",
         ),
         ("button", {"text": "Stop promotions", "payload": "stop"}, "Stop promotions"),
@@ -56,6 +56,18 @@ def test_each_kind_of_message_reads_as_text_the_agent_can_use(
     [parsed] = parse_webhook(webhook(message(kind, content)), NUMBER).messages
     assert (parsed.wa_id, parsed.wamid, parsed.timestamp) == ("15551234567", "wamid.1", 1.7e9)
     assert parsed.text == text
+
+
+def test_a_button_reply_is_a_tap_by_its_sender_on_the_card_it_quotes() -> None:
+    reply = {"type": "button_reply", "button_reply": {"id": "ok-7f3k9q2m", "title": "Allow"}}
+    quoting = {"context": {"from": "15550001111", "id": "wamid.card"}}
+    parsed = parse_webhook(webhook(message("interactive", reply, **quoting)), NUMBER)
+    assert parsed.messages == ()
+    assert parsed.taps == (Tap("15551234567", "wamid.1", "ok-7f3k9q2m", "wamid.card"),)
+    # an id no button of ours can have (longer than a button's data) is only its title's text
+    odd = {"type": "button_reply", "button_reply": {"id": "x" * 65, "title": "Allow"}}
+    parsed = parse_webhook(webhook(message("interactive", odd, **quoting)), NUMBER)
+    assert parsed.taps == () and parsed.messages[0].text == "Allow"
 
 
 def test_a_voice_note_is_media_without_its_codec_parameter() -> None:

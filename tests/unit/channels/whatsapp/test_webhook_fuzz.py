@@ -231,6 +231,10 @@ def test_parsing_a_webhook_either_reads_it_or_says_it_is_malformed(body: bytes) 
             assert len(value) <= 256 and value.isascii()
         assert len(message.text) <= 200_000
         message.text.encode("utf-8")  # no lone surrogates: raises if there is one
+    for tap in webhook.taps:  # the wire's limits for a tap, or the core would end the adapter
+        for value in (tap.wa_id, tap.wamid, tap.card):
+            assert len(value) <= 256 and value.isascii()
+        assert tap.wa_id and 1 <= len(tap.data.encode("utf-8")) <= 64
     for status in webhook.statuses:
         assert status.wamid and status.status
         status.error.encode("utf-8")
