@@ -266,9 +266,11 @@ async def test_the_external_upload_needs_the_bytes_before_it_completes(slack: Fa
     with pytest.raises(SlackApiError) as early:
         await client.files_completeUploadExternal(files=files, channel_id="D1")
     assert early.value.response["error"] == "file_not_found"
-    async with aiohttp.ClientSession() as http:  # signed: no token needed
-        async with http.post(staged["upload_url"], data=b"hello") as response:
-            assert (response.status, await response.text()) == (200, "OK - 5")
+    async with (  # signed: no token needed
+        aiohttp.ClientSession() as http,
+        http.post(staged["upload_url"], data=b"hello") as response,
+    ):
+        assert (response.status, await response.text()) == (200, "OK - 5")
     done = await client.files_completeUploadExternal(files=files, channel_id="D1")
     assert done["files"][0]["id"] == staged["file_id"]
     assert [(u["name"], u["data"], u["channel"]) for u in slack.uploads] == [
