@@ -143,7 +143,11 @@ class DiscordAdapter:
             await asyncio.wait({deciding}, timeout=self.defer_after)
             if not deciding.done():  # Discord's 3 seconds would pass: answer "later" now
                 deferred = True
-                await _sent(client.respond(interaction_id, token, _response(6)))
+                try:
+                    deferral = _response(DEFERRED_UPDATE_MESSAGE)
+                    await _sent(client.respond(interaction_id, token, deferral))
+                except SendError as exc:  # the decision is still shown once it is made
+                    self.log.warning("channel_tap_answer_failed", channel=self.name, error=str(exc))
             outcome = await _outcome(deciding)
             if outcome is None:
                 return
