@@ -8,6 +8,16 @@ RESUME (replaying what the client missed, then RESUMED) and INVALID_SESSION, in 
 ``zlib-stream`` as the client asks. The bot's own posts come back as MESSAGE_CREATE, as on
 Discord.
 
+Cards and files: a message's ``components`` are checked as Discord checks them (at most 5 action
+rows of 1-5 buttons, a ``custom_id`` of 1-100 characters unique in the message, a label of at
+most 80), else 400 with code 50035; a file comes as ``multipart/form-data`` (``payload_json``
+and ``files[n]``), at most 10 MB (else 413, code 40005), and shows as an attachment whose type
+Discord guesses from its name. ``push_tap`` is a user pressing a button: an ``INTERACTION_CREATE``
+of type 3 on the gateway, to be answered once (``POST /interactions/{id}/{token}/callback``)
+within 3 seconds (else 404, code 10062 Unknown interaction; twice: 400, code 40060); after it,
+follow-ups on ``POST /webhooks/{application}/{token}``. ``PATCH`` edits a message (only the
+bot's own), and Discord echoes an edit as MESSAGE_UPDATE.
+
 Tests play the users with ``post_user_message``, read what the bot said from ``sent``, and
 break things with ``fail_next``, ``drop_connection`` and ``invalidate_sessions``.
 """
@@ -16,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mimetypes
 import re
 import secrets
 import time
@@ -35,7 +46,49 @@ MESSAGE_CONTENT_INTENT = 1 << 15
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | MESSAGE_CONTENT_INTENT  # members, presences, content
 
 SEND_MESSAGE = "POST /channels/{channel_id}/messages"  # route names for fail_next
+EDIT_MESSAGE = "PATCH /channels/{channel_id}/messages/{message_id}"
 TYPING = "POST /channels/{channel_id}/typing"
+CALLBACK = "POST /interactions/{interaction_id}/{interaction_token}/callback"
+FOLLOW_UP = "POST /webhooks/{application_id}/{interaction_token}"
+MAX_UPLOAD = 10 * 1024 * 1024  # a bot's upload, per message
+INTERACTION_DEADLINE = 3.0  # seconds to answer an interaction
+MAX_ROWS, MAX_ROW_BUTTONS, MAX_CUSTOM_ID, MAX_LABEL = 5, 5, 100, 80
+
+
+def components_problems(components: Any) -> list[str]:
+    """What Discord would say is wrong with a message's ``components`` (empty: nothing)."""
+    if not isinstance(components, list) or len(components) > MAX_ROWS:
+        return [f"components: Must be {MAX_ROWS} or fewer in length."]
+    problems: list[str] = []
+    custom_ids: set[str] = set()
+    for r, row in enumerate(components):
+        children = row.get("components") if isinstance(row, dict) else None
+        if not isinstance(row, dict) or row.get("type") != 1 or not isinstance(children, list):
+            problems.append(f"components.{r}: an action row (type 1) is required")
+            continue
+        if not 0 < len(children) <= MAX_ROW_BUTTONS:
+            problems.append(f"components.{r}.components: Must be 1 to {MAX_ROW_BUTTONS} long.")
+        for c, button in enumerate(children):
+            where = f"components.{r}.components.{c}"
+            if not isinstance(button, dict) or button.get("type") != 2:
+                problems.append(f"{where}: only buttons (type 2) are expected here")
+                continue
+            label = button.get("label")
+            if label is not None and (not isinstance(label, str) or len(label) > MAX_LABEL):
+                problems.append(f"{where}.label: Must be {MAX_LABEL} or fewer in length.")
+            if button.get("style") not in (1, 2, 3, 4, 5, 6):
+                problems.append(f"{where}.style: Value must be one of (1, 2, 3, 4, 5, 6).")
+            if button.get("style") == 5:
+                continue  # a link button has a url, no custom_id
+            custom_id = button.get("custom_id")
+            if not isinstance(custom_id, str) or not 0 < len(custom_id) <= MAX_CUSTOM_ID:
+                problems.append(f"{where}.custom_id: Must be 1 to {MAX_CUSTOM_ID} long.")
+            elif custom_id in custom_ids:
+                problems.append(f"{where}.custom_id: Component custom id cannot be duplicated")
+            else:
+                custom_ids.add(custom_id)
+    return problems
+
 
 _clock = {"last": 0}
 
@@ -81,6 +134,21 @@ class Failure:
 
 
 @dataclass
+class Interaction:
+    """A tap the fake dispatched, and what the bot answered."""
+
+    id: str
+    token: str
+    created: float  # monotonic
+    channel_id: str
+    message_id: str
+    custom_id: str
+    responses: list[dict[str, Any]] = field(default_factory=list)  # callback bodies, in order
+    follow_ups: list[dict[str, Any]] = field(default_factory=list)
+    late: list[int] = field(default_factory=list)  # callback types that came after 3 s
+
+
+@dataclass
 class Session:
     """A gateway session: its numbered events, kept so that a RESUME can replay them."""
 
@@ -120,6 +188,9 @@ class FakeDiscord:
     failures: dict[str, list[Failure]] = field(default_factory=dict)
     _nonces: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     resend_on_resume: int = 0  # replay this many events the client already had, once
+    interactions: dict[str, Interaction] = field(default_factory=dict)  # by id
+    edits: list[dict[str, Any]] = field(default_factory=list)  # PATCHes of messages, in order
+    uploads: list[dict[str, Any]] = field(default_factory=list)  # files the bot posted
     _files: dict[str, FakeFile] = field(default_factory=dict)
     _connections: list[web.Request] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -137,8 +208,15 @@ class FakeDiscord:
             ("GET", "/gateway", self._gateway_url),
             ("POST", "/channels/{channel_id}/messages", self._post_message),
             ("POST", "/channels/{channel_id}/typing", self._typing),
+            ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_message),
         ):
             app.router.add_route(method, API + path, self._rest(f"{method} {path}", handler))
+        for method, path, handler in (  # an interaction's token is its credential
+            ("POST", "/interactions/{interaction_id}/{interaction_token}/callback", self._callback),
+            ("POST", "/webhooks/{application_id}/{interaction_token}", self._follow_up),
+        ):
+            route = f"{method} {path}"
+            app.router.add_route(method, API + path, self._rest(route, handler, auth=False))
         app.router.add_route("*", API + "/{tail:.*}", self._not_found)
         self._runner, self.url = await serve_on_loopback(app, port)
         return self.url
@@ -186,6 +264,72 @@ class FakeDiscord:
                 message["referenced_message"] = self.messages[reply_to]
         await self._dispatch("MESSAGE_CREATE", message)
         return str(message["id"])
+
+    async def push_tap(
+        self,
+        channel_id: str,
+        message_id: str,
+        custom_id: str,
+        user: dict[str, Any] | None = None,
+    ) -> Interaction:
+        """``user`` (the fake's user by default) presses the button ``custom_id`` under the
+        bot's message: an INTERACTION_CREATE, as Discord sends it (only for a button the
+        message really has)."""
+        message = self.messages[message_id]
+        buttons = [c for row in message.get("components", []) for c in row["components"]]
+        if custom_id not in [b.get("custom_id") for b in buttons]:
+            raise AssertionError(f"the message {message_id} has no button {custom_id!r}")
+        who = user or self.user
+        guild = self._guild_of(channel_id)
+        interaction = Interaction(
+            id=snowflake(),
+            token=f"aW50ZXJhY3Rpb246{secrets.token_urlsafe(60)}",
+            created=time.monotonic(),
+            channel_id=channel_id,
+            message_id=message_id,
+            custom_id=custom_id,
+        )
+        channel: dict[str, Any] = self.threads.get(channel_id) or {
+            "id": channel_id,
+            "type": 0 if guild else 1,
+        }
+        payload: dict[str, Any] = {
+            "id": interaction.id,
+            "application_id": self.application_id,
+            "type": 3,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "channel_id": channel_id,
+            "channel": channel,
+            "token": interaction.token,
+            "version": 1,
+            "message": message,
+            "app_permissions": "562949953421311",
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": self.guild_id} if guild else {"1": who["id"]},
+            "context": 0 if guild else 1,
+        }
+        if guild is not None:
+            payload["guild_id"] = guild
+            payload["guild_locale"] = "en-US"
+            payload["member"] = {
+                "user": who,
+                "roles": [],
+                "joined_at": _now(),
+                "deaf": False,
+                "mute": False,
+                "permissions": "1024",
+                "flags": 0,
+            }
+        else:
+            payload["user"] = who
+        self.interactions[interaction.id] = interaction
+        await self._dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    async def push_interaction(self, payload: Any) -> None:
+        """Any INTERACTION_CREATE, hostile or malformed ones too."""
+        await self._dispatch("INTERACTION_CREATE", payload)
 
     async def create_thread(self, parent_id: str, name: str = "a thread") -> str:
         """A user opens a public thread in ``parent_id``; the bot hears THREAD_CREATE."""
@@ -268,13 +412,13 @@ class FakeDiscord:
     # -- REST ----------------------------------------------------------------------------------
 
     def _rest(
-        self, route: str, handler: Callable[[web.Request], Any]
+        self, route: str, handler: Callable[[web.Request], Any], auth: bool = True
     ) -> Callable[[web.Request], Any]:
         bucket = secrets.token_hex(8)
 
         async def call(request: web.Request) -> web.StreamResponse:
             self.calls.append(f"{request.method} {request.path.removeprefix(API)}")
-            if request.headers.get("Authorization") != f"Bot {self.token}":
+            if auth and request.headers.get("Authorization") != f"Bot {self.token}":
                 return _error(401, "401: Unauthorized", 0)
             pending = self.failures.get(route)
             if pending:
@@ -335,9 +479,16 @@ class FakeDiscord:
         guild = self._guild_of(channel_id)
         if guild is None and channel_id != self.dm_channel_id:
             return _error(404, "Unknown Channel", 10003)
-        body = await request.json()
+        if request.content_length and request.content_length > MAX_UPLOAD + 64 * 1024:
+            return _error(413, "Request entity too large", 40005)
+        body, files = await _message_body(request)
+        if sum(len(data) for _, data in files) > MAX_UPLOAD:
+            return _error(413, "Request entity too large", 40005)
         content = str(body.get("content") or "")
-        if not content:
+        components = body.get("components") or []
+        if problems := components_problems(components):
+            return _error(400, "Invalid Form Body: " + "; ".join(problems), 50035)
+        if not content and not files:
             return _error(400, "Cannot send an empty message", 50006)
         if len(content) > 2000:
             return _error(
@@ -348,7 +499,7 @@ class FakeDiscord:
             earlier = self._nonces.get((channel_id, str(nonce)))
             if earlier is not None:  # Discord: the same nonce again returns the first message
                 return _json(earlier)
-        reference = body.get("message_reference")
+        reference: Any = body.get("message_reference")
         unknown = reference and str(reference.get("message_id")) not in self.messages
         if unknown and reference.get("fail_if_not_exists", True):
             return _error(400, "Invalid Form Body: Unknown message", 50035)
@@ -362,10 +513,97 @@ class FakeDiscord:
         if nonce is not None:
             message["nonce"] = nonce
             self._nonces[(channel_id, str(nonce))] = message
+        if components:
+            message["components"] = components
+        for name, data in files:
+            attachment = self._attachment_payload(
+                channel_id,
+                FakeFile(name, mimetypes.guess_type(name)[0] or "application/octet-stream", data),
+            )
+            message["attachments"].append(attachment)
+            self.uploads.append({"message_id": message["id"], "name": name, "data": data})
         async with self._changed:
             self.sent.append(message)
             self._changed.notify_all()
         await self._dispatch("MESSAGE_CREATE", message)  # Discord echoes the bot's own posts
+        return _json(message)
+
+    async def _edit_message(self, request: web.Request) -> web.Response:
+        message = self.messages.get(request.match_info["message_id"])
+        if message is None or message["channel_id"] != request.match_info["channel_id"]:
+            return _error(404, "Unknown Message", 10008)
+        if message["author"]["id"] != self.bot["id"]:
+            return _error(403, "Cannot edit a message authored by another user", 50005)
+        body = await request.json()
+        problem = await self._apply_edit(message, body)
+        if problem is not None:
+            return problem
+        return _json(message)
+
+    async def _apply_edit(self, message: dict[str, Any], body: Any) -> web.Response | None:
+        """Change ``message`` as a PATCH or an UPDATE_MESSAGE says (what it leaves out stays)."""
+        if not isinstance(body, dict):
+            return _error(400, "Invalid Form Body", 50035)
+        if "components" in body and (problems := components_problems(body["components"] or [])):
+            return _error(400, "Invalid Form Body: " + "; ".join(problems), 50035)
+        content = body.get("content", message["content"])
+        if not isinstance(content, str) or len(content) > 2000:
+            return _error(400, "Invalid Form Body: content", 50035)
+        message["content"] = content
+        if "components" in body:
+            message["components"] = body["components"] or []
+        message["edited_timestamp"] = _now()
+        self.edits.append({"message_id": message["id"], **body})
+        await self._dispatch("MESSAGE_UPDATE", dict(message))
+        return None
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        """An interaction's response: once, within 3 seconds, by its token."""
+        interaction = self.interactions.get(request.match_info["interaction_id"])
+        if interaction is None or interaction.token != request.match_info["interaction_token"]:
+            return _error(404, "Unknown interaction", 10062)
+        body = await request.json()
+        kind = body.get("type") if isinstance(body, dict) else None
+        if time.monotonic() - interaction.created > INTERACTION_DEADLINE:
+            interaction.late.append(int(kind or 0))
+            return _error(404, "Unknown interaction", 10062)
+        if interaction.responses:
+            return _error(400, "Interaction has already been acknowledged.", 40060)
+        data = body.get("data") or {}
+        if kind == 7:
+            message = self.messages[interaction.message_id]
+            problem = await self._apply_edit(message, data)
+            if problem is not None:
+                return problem
+        elif kind == 4:
+            if not data.get("content"):
+                return _error(400, "Cannot send an empty message", 50006)
+        elif kind != 6:
+            return _error(400, "Invalid Form Body: type: interaction response type", 50035)
+        async with self._changed:
+            interaction.responses.append(body)
+            self._changed.notify_all()
+        return web.Response(status=204)
+
+    async def _follow_up(self, request: web.Request) -> web.Response:
+        """A follow-up message, by the interaction's token, after its response."""
+        token = request.match_info["interaction_token"]
+        found = [i for i in self.interactions.values() if i.token == token]
+        if request.match_info["application_id"] != self.application_id or not found:
+            return _error(404, "Unknown Webhook", 10015)
+        interaction = found[0]
+        if not interaction.responses:
+            return _error(404, "Unknown Webhook", 10015)  # not acknowledged yet
+        body = await request.json()
+        if not body.get("content"):
+            return _error(400, "Cannot send an empty message", 50006)
+        message = self._message(
+            interaction.channel_id, body["content"], self.bot, True, snowflake()
+        )
+        message["flags"] = int(body.get("flags") or 0)
+        async with self._changed:
+            interaction.follow_ups.append(body)
+            self._changed.notify_all()
         return _json(message)
 
     async def _typing(self, request: web.Request) -> web.Response:
@@ -593,6 +831,25 @@ class FakeDiscord:
             "preferred_locale": "en-US",
             "afk_timeout": 300,
         }
+
+
+async def _message_body(request: web.Request) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """A message's JSON, and its files when it came as multipart (``payload_json`` and
+    ``files[n]``, as discord.py and Discord's docs send them)."""
+    if not request.content_type.startswith("multipart/"):
+        parsed = await request.json()
+        return (parsed if isinstance(parsed, dict) else {}), []
+    body: dict[str, Any] = {}
+    files: list[tuple[str, bytes]] = []
+    reader = await request.multipart()
+    async for part in reader:
+        name = getattr(part, "name", "") or ""
+        data = await part.read()  # type: ignore[union-attr]
+        if name == "payload_json":
+            body = json.loads(data)
+        elif re.fullmatch(r"files\[[0-9]+\]", name):
+            files.append((getattr(part, "filename", None) or "file", bytes(data)))
+    return body, files
 
 
 def _sender(ws: web.WebSocketResponse, compressor: Any) -> Callable[[dict[str, Any]], Any]:

@@ -15,7 +15,14 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..models import Address, Decision, InboundMessage, OutboundFile, OutboundMessage
+from ..models import (
+    MAX_BUTTON_DATA,
+    Address,
+    Decision,
+    InboundMessage,
+    OutboundFile,
+    OutboundMessage,
+)
 from ..models import Button as Button  # adapters import these from here
 from ..models import CardTap as CardTap
 from ..models import DeliveryStatus as DeliveryStatus
@@ -79,6 +86,24 @@ async def report_tap(accept: Accept, tap: CardTap) -> TapOutcome:
         return TapOutcome("", "")
     outcome: TapOutcome = await report(tap)
     return outcome
+
+
+MAX_TAP_ID = 256  # characters of a tap's chat, thread, sender or message id (as the wire's)
+
+
+def tap_problem(tap: CardTap) -> str | None:
+    """Why a tap a platform delivered cannot be a card's (its data is not a button's, an id
+    is missing or oversized), or None. An adapter drops such a tap with a log line instead of
+    handing the core what its wire would refuse."""
+    if not tap.data or len(tap.data.encode("utf-8", "surrogatepass")) > MAX_BUTTON_DATA:
+        return f"the button data is not 1 to {MAX_BUTTON_DATA} bytes"
+    ids = {"chat": tap.address.chat, "sender": tap.sender_id, "message": tap.platform_id}
+    for name, value in ids.items():
+        if not value or len(value) > MAX_TAP_ID:
+            return f"the tap's {name} id is empty or over {MAX_TAP_ID} characters"
+    if len(tap.address.thread) > MAX_TAP_ID:
+        return f"the tap's thread id is over {MAX_TAP_ID} characters"
+    return None
 
 
 def with_reply_codes(message: OutboundMessage) -> OutboundMessage:

@@ -1,10 +1,16 @@
-"""Discord through discord.py: the gateway in, REST out.
+"""Discord through discord.py: the gateway in, REST out; approval cards as message components
+(an action row of buttons), their taps as ``INTERACTION_CREATE``; files back as attachments.
 
 The gateway has no acknowledgement: Discord pushes each event once per session, and replays
 the ones after the client's last sequence number when it RESUMEs a dropped connection (which
 discord.py does by itself). So nothing here is acknowledged; instead a message is kept in
 memory and handed to ``accept`` again until the store has committed it, and a message seen
 twice (a replay) is dropped by the core, which deduplicates by message id.
+
+A tap must be answered within 3 seconds: with the card itself (type 7, UPDATE_MESSAGE, its
+buttons gone) or a notice only the tapper sees (type 4, ephemeral). When the core takes longer,
+the tap is deferred (type 6) in time and the card edited, or the notice sent as a follow-up,
+once the core has decided.
 
 This adapter runs in a process of its own (``process.py``); discord.py is imported there,
 never in the orchestrator.
@@ -13,11 +19,12 @@ never in the orchestrator.
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import secrets
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import Field
 
@@ -29,13 +36,16 @@ from ..base import (
     MAX_ATTACHMENT_BYTES,
     MAX_ATTACHMENTS,
     Accept,
+    Button,
+    CardTap,
     ChannelFatal,
     ChannelSettings,
     SendError,
+    TapOutcome,
     connected,
-    files_not_supported,
+    report_tap,
     skipped_attachment_note,
-    with_reply_codes,
+    tap_problem,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +54,15 @@ if TYPE_CHECKING:
     from .client import Bot
 
 MAX_MESSAGE_LENGTH = 2000
+MAX_FILE_BYTES = 10 * 1024 * 1024  # Discord's upload limit for a bot, per message
+MAX_BUTTON_LABEL = 80
+COMPONENT_INTERACTION = 3
+BUTTON = 2
+THREAD_TYPES = frozenset({10, 11, 12})  # announcement, public and private threads
+EPHEMERAL = 1 << 6
+CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE, UPDATE_MESSAGE = 4, 6, 7  # interaction responses
+NOT_RECORDED = "Not recorded (the store is busy); tap again shortly."
+T = TypeVar("T")
 TYPING_SECONDS = 8.0  # Discord shows "typing..." for about 10 s per call
 LOGIN_WAIT_SECONDS = 30.0  # a send before the client has logged in waits this long
 
@@ -56,6 +75,9 @@ class DiscordSettings(ChannelSettings):
 class DiscordAdapter:
     name = "discord"
     max_message_length = MAX_MESSAGE_LENGTH
+    # seconds the core may take over a tap before it is deferred: within Discord's 3, with
+    # room for the response's own way there
+    defer_after = 2.0
 
     def __init__(self, settings: DiscordSettings) -> None:
         from . import client  # noqa: F401  (discord.py loads here, before run)
@@ -66,6 +88,8 @@ class DiscordAdapter:
         self._logged_in = asyncio.Event()
         self._received: asyncio.Queue[discord.Message] = asyncio.Queue()
         self._typing_at: dict[str, float] = {}
+        self._accept: Accept | None = None
+        self._tapping: set[asyncio.Task[None]] = set()
 
     async def run(self, accept: Accept) -> None:
         import discord
@@ -73,7 +97,10 @@ class DiscordAdapter:
         from .client import Bot
 
         self._logged_in.clear()
-        client = self._client = Bot(self.settings.api_base_url, self._received.put_nowait)
+        self._accept = accept
+        client = self._client = Bot(
+            self.settings.api_base_url, self._received.put_nowait, self._interaction
+        )
         try:
             try:
                 await client.login(self.settings.token)
@@ -87,7 +114,55 @@ class DiscordAdapter:
             await self._serve(client, accept)
         finally:
             self._logged_in.clear()
+            for task in list(self._tapping):
+                task.cancel()
             await client.close()
+
+    def _interaction(self, raw: Any) -> None:
+        """An ``INTERACTION_CREATE`` from the gateway (discord.py's reader calls this): each
+        tap is answered on its own, never behind messages waiting for the store."""
+        if self._accept is None or self._client is None:
+            return
+        task = asyncio.ensure_future(self._tap(self._client, raw, self._accept))
+        self._tapping.add(task)
+        task.add_done_callback(self._tapping.discard)
+
+    async def _tap(self, client: Bot, raw: Any, accept: Accept) -> None:
+        """A button pressed: the core decides, and Discord shows the decision on the card or
+        tells the tapper alone. Who tapped is Discord's word (``member.user.id`` or
+        ``user.id``); an interaction that is not a button on a message is logged and dropped."""
+        try:
+            found = _card_tap(raw, client)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.log.warning("channel_bad_tap", channel=self.name, error=str(exc))
+            return
+        if found is None:
+            return
+        tap, interaction_id, token = found
+        deciding = asyncio.ensure_future(report_tap(accept, tap))
+        deferred = False
+        try:
+            await asyncio.wait({deciding}, timeout=self.defer_after)
+            if not deciding.done():  # Discord's 3 seconds would pass: answer "later" now
+                deferred = True
+                try:
+                    deferral = _response(DEFERRED_UPDATE_MESSAGE)
+                    await _sent(client.respond(interaction_id, token, deferral))
+                except SendError as exc:  # the decision is still shown once it is made
+                    self.log.warning("channel_tap_answer_failed", channel=self.name, error=str(exc))
+            outcome = await _outcome(deciding)
+            if outcome is None:
+                return
+            if not deferred:
+                await _sent(client.respond(interaction_id, token, _answer(outcome)))
+            elif outcome.card:
+                await self._edit(client, tap.address, tap.platform_id, outcome.card)
+            elif outcome.notice:
+                await _sent(client.follow_up(token, _notice(outcome.notice)))
+        except SendError as exc:  # the decision stands; only its display failed
+            self.log.warning("channel_tap_answer_failed", channel=self.name, error=str(exc))
+        finally:
+            deciding.cancel()
 
     async def _serve(self, client: Bot, accept: Accept) -> None:
         """The gateway (discord.py reconnects and resumes on its own) and the hand-over of
@@ -209,49 +284,66 @@ class DiscordAdapter:
         return tuple(attachments), notes
 
     async def send(self, message: OutboundMessage) -> str:
-        message = with_reply_codes(message)  # native buttons: later, per CONTRACT.md
-        import aiohttp
+        """A message; a card gets its buttons as components (``custom_id`` = the button's
+        data)."""
         import discord
 
         client = await self._ready_client()
+        options: dict[str, Any] = {}
+        if message.buttons:
+            options["view"] = _buttons(message.buttons)
         address = message.address
-        target = int(address.thread or address.chat)
-        reference = None
-        if message.reply_to and _in_guild(client, int(address.chat)):  # quote in guilds only
-            reference = discord.MessageReference(
-                message_id=int(message.reply_to), channel_id=target, fail_if_not_exists=False
-            )
-        channel = client.get_partial_messageable(target)
-        try:
-            sent = await channel.send(
+        channel = client.get_partial_messageable(int(address.thread or address.chat))
+        reference = _reference(client, address, message.reply_to)
+        sent = await _sent(
+            channel.send(
                 message.text,
                 reference=reference,  # type: ignore[arg-type]
                 nonce=message.key or secrets.token_hex(8),  # Discord drops a repeated nonce
                 allowed_mentions=discord.AllowedMentions(everyone=False, roles=False),
+                **options,
             )
-        except discord.RateLimited as exc:
-            raise SendError(str(exc), retry_after=exc.retry_after) from None
-        except (discord.Forbidden, discord.NotFound) as exc:
-            raise SendError(str(exc), permanent=True) from None
-        except discord.DiscordServerError as exc:
-            raise SendError(str(exc)) from None
-        except discord.HTTPException as exc:
-            if exc.status == 429:  # refused before reaching Discord (Cloudflare)
-                retry_after = exc.response.headers.get("Retry-After")
-                raise SendError(str(exc), retry_after=_seconds(retry_after)) from None
-            raise SendError(str(exc), permanent=400 <= exc.status < 500) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise SendError(f"{type(exc).__name__}: {exc}") from None
+        )
         return str(sent.id)
 
     async def edit(self, address: Address, platform_id: str, text: str) -> None:
-        """A card's decision, as a new message until this adapter edits natively."""
-        await self.send(OutboundMessage(address, text))
+        """The card's message edited: its new text, its components gone."""
+        await self._edit(await self._ready_client(), address, platform_id, text)
+
+    async def _edit(self, client: Bot, address: Address, platform_id: str, text: str) -> None:
+        import discord
+
+        channel = client.get_partial_messageable(int(address.thread or address.chat))
+        await _sent(
+            channel.get_partial_message(int(platform_id)).edit(
+                content=text[:MAX_MESSAGE_LENGTH],
+                view=None,
+                allowed_mentions=discord.AllowedMentions(everyone=False, roles=False),
+            )
+        )
 
     async def send_file(self, file: OutboundFile) -> str:
-        """Native delivery comes later (see the files contract); until then it fails for good,
-        and the agent's reply says so."""
-        raise files_not_supported("Discord")
+        """A message with the file attached (``discord.File``), its caption as the text."""
+        import discord
+
+        if len(file.data) > MAX_FILE_BYTES:
+            raise SendError(
+                f"discord: {file.name} is over the {MAX_FILE_BYTES // (1024 * 1024)} MB limit",
+                permanent=True,
+                about_message=True,
+            )
+        client = await self._ready_client()
+        address = file.address
+        sent = await _sent(
+            client.get_partial_messageable(int(address.thread or address.chat)).send(
+                file.caption[:MAX_MESSAGE_LENGTH] or None,
+                file=discord.File(io.BytesIO(file.data), filename=file.name),
+                reference=_reference(client, address, file.reply_to),  # type: ignore[arg-type]
+                nonce=secrets.token_hex(8),
+                allowed_mentions=discord.AllowedMentions(everyone=False, roles=False),
+            )
+        )
+        return str(sent.id)
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """One call shows "typing..." for about 10 seconds; posting the reply ends it."""
@@ -284,6 +376,151 @@ class DiscordAdapter:
 def strip_mention(text: str, user_id: int) -> str:
     """``"<@123> hello"`` -> ``"hello"``: the bot's own mention (``<@id>`` or ``<@!id>``)."""
     return re.sub(rf"\s*<@!?{user_id}>\s*", " ", text).strip()
+
+
+def _reference(client: Bot, address: Address, reply_to: str) -> discord.MessageReference | None:
+    """The question a reply quotes, in guilds only (in a DM the reply follows it anyway)."""
+    import discord
+
+    if not reply_to or not _in_guild(client, int(address.chat)):
+        return None
+    return discord.MessageReference(
+        message_id=int(reply_to),
+        channel_id=int(address.thread or address.chat),
+        fail_if_not_exists=False,
+    )
+
+
+def _buttons(buttons: Sequence[Button]) -> discord.ui.View:
+    """The card's buttons as an action row. The view is stopped before it is sent, so that
+    discord.py keeps no registry of it: a tap is read raw (``client.py``) and decided by the
+    core, across restarts too."""
+    import discord
+
+    view = discord.ui.View(timeout=None)
+    for index, button in enumerate(buttons):
+        style = discord.ButtonStyle.primary if index == 0 else discord.ButtonStyle.secondary
+        view.add_item(
+            discord.ui.Button(
+                label=button.label[:MAX_BUTTON_LABEL], custom_id=button.data, style=style
+            )
+        )
+    view.stop()
+    return view
+
+
+async def _sent(call: Awaitable[T]) -> T:
+    """A REST call's result; Discord's refusals and an unreachable Discord as ``SendError``:
+    a 429 with its wait, a 5xx to try again, a forbidden or unknown target for good."""
+    import aiohttp
+    import discord
+
+    try:
+        return await call
+    except discord.RateLimited as exc:
+        raise SendError(str(exc), retry_after=exc.retry_after) from None
+    except (discord.Forbidden, discord.NotFound) as exc:
+        raise SendError(str(exc), permanent=True) from None
+    except discord.DiscordServerError as exc:
+        raise SendError(str(exc)) from None
+    except discord.HTTPException as exc:
+        if exc.status == 429:  # refused before reaching Discord (Cloudflare)
+            retry_after = exc.response.headers.get("Retry-After")
+            raise SendError(str(exc), retry_after=_seconds(retry_after)) from None
+        raise SendError(str(exc), permanent=400 <= exc.status < 500) from None
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise SendError(f"{type(exc).__name__}: {exc}") from None
+
+
+async def _outcome(deciding: asyncio.Future[TapOutcome]) -> TapOutcome | None:
+    """The core's answer to a tap; a notice to tap again when the store could not record it;
+    None when the core could not be asked at all (the bridge is gone)."""
+    try:
+        return await deciding
+    except StoreUnavailable:
+        return TapOutcome(NOT_RECORDED, "")
+    except Exception:
+        get_logger().exception("channel_tap_failed", channel="discord")
+        return None
+
+
+def _response(kind: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": kind, "data": data} if data is not None else {"type": kind}
+
+
+def _notice(notice: str) -> dict[str, Any]:
+    """A message only the tapper sees, mentioning nobody."""
+    return {
+        "content": notice[:MAX_MESSAGE_LENGTH],
+        "flags": EPHEMERAL,
+        "allowed_mentions": {"parse": []},
+    }
+
+
+def _answer(outcome: TapOutcome) -> dict[str, Any]:
+    """The response to a tap decided in time: the card updated without its buttons, or the
+    tapper told; with neither, the tap is acknowledged and nothing changes."""
+    if outcome.card:
+        return _response(
+            UPDATE_MESSAGE,
+            {
+                "content": outcome.card[:MAX_MESSAGE_LENGTH],
+                "components": [],
+                "allowed_mentions": {"parse": []},
+            },
+        )
+    if outcome.notice:
+        return _response(CHANNEL_MESSAGE, _notice(outcome.notice))
+    return _response(DEFERRED_UPDATE_MESSAGE)
+
+
+def _card_tap(raw: Any, client: Bot) -> tuple[CardTap, str, str] | None:
+    """(the tap, the interaction's id and token) of a button pressed on a message; None for
+    any other interaction. Raises (KeyError, TypeError, ValueError) on a malformed one."""
+    if not isinstance(raw, dict) or raw.get("type") != COMPONENT_INTERACTION:
+        if isinstance(raw, dict) and isinstance(raw.get("type"), int):
+            return None  # a command, an autocomplete, a modal: this bot registers none
+        raise ValueError("an interaction without a type")
+    data = raw["data"]
+    if data.get("component_type") != BUTTON:
+        return None
+    member = raw.get("member")
+    user = member["user"] if member is not None else raw["user"]
+    channel_id = _snowflake(raw["channel_id"], "channel_id")
+    channel = raw.get("channel")
+    parent = channel.get("parent_id") if isinstance(channel, dict) else None
+    is_thread = isinstance(channel, dict) and channel.get("type") in THREAD_TYPES
+    if not is_thread:
+        known = client.get_channel(int(channel_id))
+        parent = getattr(known, "parent_id", None) if known is not None else None
+        is_thread = parent is not None
+    address = (
+        Address("discord", _snowflake(str(parent), "channel.parent_id"), channel_id)
+        if is_thread
+        else Address("discord", channel_id)
+    )
+    custom_id = data["custom_id"]
+    if not isinstance(custom_id, str):
+        raise ValueError("data.custom_id is not a string")
+    tap = CardTap(
+        address=address,
+        sender_id=_snowflake(user["id"], "user.id"),
+        data=custom_id,
+        platform_id=_snowflake(raw["message"]["id"], "message.id"),
+    )
+    problem = tap_problem(tap)
+    if problem is not None:
+        raise ValueError(problem)
+    token = raw["token"]
+    if not isinstance(token, str) or not token or len(token) > 500:
+        raise ValueError("the interaction's token is missing or oversized")
+    return tap, _snowflake(raw["id"], "id"), token
+
+
+def _snowflake(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,20}", value):
+        raise ValueError(f"{name} is not a Discord id")
+    return value
 
 
 def _in_guild(client: Bot, channel_id: int) -> bool:

@@ -6,6 +6,12 @@ HTTP client that rewrites the URLs it is given: REST calls go to ``api_base_url`
 and the gateway connection discord.py would open at the default gateway goes to the one
 ``GET /gateway/bot`` returned (a RESUME uses READY's ``resume_gateway_url`` as it is).
 
+A button's tap (``INTERACTION_CREATE``) is not parsed by discord.py: it would build an
+``Interaction`` from the raw event (and a malformed one would end the gateway connection), and
+route it through a registry of persistent ``View``s that would have to outlive restarts. The
+raw event goes to the adapter instead, which reads it defensively and answers it on the
+interaction callback endpoint, through this client's REST base.
+
 Imported only by the Discord adapter, in its own process.
 """
 
@@ -54,7 +60,12 @@ class Bot(discord.Client):
     """A ``discord.Client`` that reads message text (the Message Content intent), keeps no
     message cache (the store has the messages), and talks to ``rest_base``."""
 
-    def __init__(self, rest_base: str, received: Callable[[discord.Message], None]) -> None:
+    def __init__(
+        self,
+        rest_base: str,
+        received: Callable[[discord.Message], None],
+        tapped: Callable[[Any], None] = lambda raw: None,
+    ) -> None:
         intents = discord.Intents.default()
         intents.message_content = True
         super().__init__(
@@ -74,9 +85,31 @@ class Bot(discord.Client):
         self.http = http
         self._connection.http = http
         self.received = received
+        self.tapped = tapped
+        self._connection.parsers["INTERACTION_CREATE"] = tapped  # read raw: see above
 
     async def on_message(self, message: discord.Message) -> None:
         self.received(message)
+
+    async def respond(self, interaction_id: str, token: str, payload: dict[str, Any]) -> None:
+        """An interaction's one response (``POST /interactions/{id}/{token}/callback``)."""
+        route = Route(
+            "POST",
+            "/interactions/{interaction_id}/{interaction_token}/callback",
+            interaction_id=interaction_id,
+            interaction_token=token,
+        )
+        await self.http.request(route, json=payload)
+
+    async def follow_up(self, token: str, payload: dict[str, Any]) -> None:
+        """A message after an interaction's response (``POST /webhooks/{app}/{token}``)."""
+        route = Route(
+            "POST",
+            "/webhooks/{webhook_id}/{webhook_token}",
+            webhook_id=self.application_id,
+            webhook_token=token,
+        )
+        await self.http.request(route, json=payload)
 
     async def point_gateway(self) -> None:
         """Connect where ``GET /gateway/bot`` (on our REST base) says, not to discord.gg."""

@@ -1,10 +1,16 @@
-"""Slack through slack_sdk: Socket Mode in, the Web API (chat.postMessage) out.
+"""Slack through slack_sdk: Socket Mode in, the Web API (chat.postMessage) out; approval cards
+as Block Kit buttons, their taps as ``block_actions`` over Socket Mode; files back through the
+external-upload flow (``files_upload_v2``).
 
 Each Socket Mode envelope is acknowledged only after its message was committed (``accept``
 returned). When the store cannot commit, the envelope is left unacknowledged and Slack delivers
 it again; a message Slack delivers twice (``retry_attempt``) is dropped by the core, keyed by its
 ``ts``. Messages from bots (ours included), edits, deletions and joins are acknowledged and
 dropped: they are not tasks.
+
+A tap is acknowledged at once (Slack shows the tapper an error after 3 seconds without it, and
+does not deliver it again): then the core decides, and the card is updated with ``chat.update``
+(its buttons gone) or the tapper alone is told why not (``chat.postEphemeral``).
 
 Slack has no typing indicator for bots: a reaction (:eyes:) on the user's message says the
 agent is on it, and goes away when it is done.
@@ -19,7 +25,7 @@ import asyncio
 import contextlib
 import html
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -35,14 +41,17 @@ from ..base import (
     MAX_ATTACHMENT_BYTES,
     MAX_ATTACHMENTS,
     Accept,
+    Button,
+    CardTap,
     ChannelFatal,
     ChannelSettings,
     SendError,
+    TapOutcome,
     connected,
-    files_not_supported,
     read_capped,
+    report_tap,
     skipped_attachment_note,
-    with_reply_codes,
+    tap_problem,
 )
 from ..reach import cause_of
 
@@ -53,6 +62,11 @@ if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
 
 MAX_MESSAGE_LENGTH = 4000  # Slack takes 40,000 characters, but advises 4,000 a message
+MAX_FILE_BYTES = 100 * 1024 * 1024  # Slack takes 1 GB; an agent's file is capped lower
+MAX_SECTION_TEXT = 3000  # characters of a Block Kit section's text
+MAX_BUTTON_TEXT = 75  # characters of a button's label
+CARD_BLOCK_ID = "clawpen-card"  # the actions block under a card
+NOT_RECORDED = "Not recorded (the store is busy); tap again shortly."
 WORKING_REACTION = "eyes"
 # Slack's answers that mean the token itself is no good: the channel cannot work at all
 REFUSED = frozenset(
@@ -170,7 +184,12 @@ class SlackAdapter:
     async def _handle(
         self, client: SocketModeClient, request: SocketModeRequest, accept: Accept
     ) -> None:
-        """One envelope: hand its message over, then acknowledge it (never before)."""
+        """One envelope: hand its message over, then acknowledge it (never before). A button's
+        tap is acknowledged first: Slack wants that within 3 seconds, and never repeats it."""
+        if request.type == "interactive":
+            await self._ack(client, request)
+            await self._tap(request.payload, accept)
+            return
         try:
             message = (
                 _inbound(request.payload.get("event"), self.bot_user_id)
@@ -188,12 +207,55 @@ class SlackAdapter:
             async with self._turn(message.address.chat):
                 if not await self._commit(message, files, accept):
                     return
+        await self._ack(client, request)
+
+    async def _ack(self, client: SocketModeClient, request: SocketModeRequest) -> None:
         from slack_sdk.socket_mode.response import SocketModeResponse
 
         try:
             await client.send_socket_mode_response(SocketModeResponse(request.envelope_id))
         except Exception as exc:  # the connection went: Slack delivers it again, deduplicated
             self.log.warning("channel_ack_failed", channel=self.name, error=str(exc))
+
+    async def _tap(self, payload: Any, accept: Accept) -> None:
+        """A button pressed on a card: the core decides, then the card shows the decision
+        without its buttons, or the tapper alone reads why not. Who tapped is Slack's word
+        (``user.id``); a payload that is not a tap on a message of ours is logged and dropped."""
+        try:
+            tap = _card_tap(payload)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.log.warning("channel_bad_tap", channel=self.name, error=str(exc))
+            return
+        if tap is None:
+            return  # another kind of interaction (a modal, a shortcut): not ours
+        try:
+            outcome = await report_tap(accept, tap)
+        except StoreUnavailable as exc:
+            self.log.error("store_unwritable", channel=self.name, error=str(exc))
+            outcome = TapOutcome(NOT_RECORDED, "")
+        except Exception as exc:  # the bridge broke: end run() with it
+            if self._broken is not None and not self._broken.done():
+                self._broken.set_exception(exc)
+            return
+        await self._show(tap, outcome)
+
+    async def _show(self, tap: CardTap, outcome: TapOutcome) -> None:
+        from slack_sdk.errors import SlackApiError
+
+        client = self._client()
+        thread: dict[str, Any] = {"thread_ts": tap.address.thread} if tap.address.thread else {}
+        try:
+            if outcome.card:
+                await self._update(tap.address.chat, tap.platform_id, outcome.card)
+            elif outcome.notice:
+                await client.chat_postEphemeral(
+                    channel=tap.address.chat,
+                    user=tap.sender_id,
+                    text=_escape(outcome.notice),
+                    **thread,
+                )
+        except (SlackApiError, SendError) as exc:  # the decision stands; only its display failed
+            self.log.warning("channel_tap_answer_failed", channel=self.name, error=str(exc))
 
     @contextlib.asynccontextmanager
     async def _turn(self, chat: str) -> AsyncIterator[None]:
@@ -284,32 +346,59 @@ class SlackAdapter:
             return None, f"{type(exc).__name__}"
 
     async def send(self, message: OutboundMessage) -> str:
-        message = with_reply_codes(message)  # native buttons: later, per CONTRACT.md
-        import aiohttp
-        from slack_sdk.errors import SlackApiError
-
+        """A message; a card is its text in sections and its buttons in an actions block, with
+        the text also as the notification's fallback."""
         address = message.address
         options: dict[str, Any] = {}
         if address.thread:
             options["thread_ts"] = address.thread
-        try:
-            response = await self._client().chat_postMessage(
+        if message.buttons:
+            options["blocks"] = card_blocks(message.text, message.buttons)
+        response = await _called(
+            self._client().chat_postMessage(
                 channel=address.chat, text=_escape(message.text), **options
             )
-        except SlackApiError as exc:
-            raise _send_error(*_answer(exc)) from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SendError(f"slack: {type(exc).__name__}: {exc}") from None
+        )
         return str(response.get("ts", ""))
 
     async def edit(self, address: Address, platform_id: str, text: str) -> None:
-        """A card's decision, as a new message until this adapter edits natively."""
-        await self.send(OutboundMessage(address, text))
+        """``chat.update``: the card's new text, its blocks (and so its buttons) gone."""
+        await self._update(address.chat, platform_id, text)
+
+    async def _update(self, channel: str, ts: str, text: str) -> None:
+        await _called(
+            self._client().chat_update(
+                channel=channel, ts=ts, text=_escape(text[:MAX_MESSAGE_LENGTH]), blocks=[]
+            )
+        )
 
     async def send_file(self, file: OutboundFile) -> str:
-        """Native delivery comes later (see the files contract); until then it fails for good,
-        and the agent's reply says so."""
-        raise files_not_supported("Slack")
+        """Slack's external upload (``files.getUploadURLExternal``, the bytes to the URL it
+        gives, ``files.completeUploadExternal`` into the chat and thread), the caption as the
+        file's comment; returns the file's id."""
+        if len(file.data) > MAX_FILE_BYTES:
+            raise SendError(
+                f"slack: {file.name} is over the {MAX_FILE_BYTES // (1024 * 1024)} MB limit",
+                permanent=True,
+                about_message=True,
+            )
+        options: dict[str, Any] = {}
+        if file.address.thread:
+            options["thread_ts"] = file.address.thread
+        if file.caption:
+            options["initial_comment"] = _escape(file.caption)
+        response = await _called(
+            self._client().files_upload_v2(
+                channel=file.address.chat,
+                file=file.data,
+                filename=file.name,
+                title=file.name,
+                **options,
+            )
+        )
+        files = response.get("files")
+        first = files[0] if isinstance(files, list) and files else {}
+        return str(first.get("id", "") if isinstance(first, dict) else "")
 
     async def typing(self, address: Address, message_id: str, active: bool) -> None:
         """A reaction on the user's message while the agent works on it."""
@@ -366,6 +455,89 @@ def _inbound(event: Any, bot_user_id: str) -> InboundMessage | None:
         received_at=float(ts),
         addressed=event.get("channel_type") == "im" or mentioned,
     )
+
+
+def card_blocks(text: str, buttons: Sequence[Button]) -> list[dict[str, Any]]:
+    """A card in Block Kit: its text in sections (3,000 characters each), then one actions
+    block whose buttons carry the button's data as ``action_id`` and ``value``."""
+    sections = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": part}}
+        for part in _escaped_parts(text, MAX_SECTION_TEXT)
+    ]
+    elements = [
+        {
+            "type": "button",
+            "text": {"type": "plain_text", "text": b.label[:MAX_BUTTON_TEXT]},
+            "action_id": b.data,
+            "value": b.data,
+        }
+        for b in buttons
+    ]
+    return [*sections, {"type": "actions", "block_id": CARD_BLOCK_ID, "elements": elements}]
+
+
+def _escaped_parts(text: str, limit: int) -> list[str]:
+    """``text`` escaped, in parts of at most ``limit`` characters, none splitting an entity."""
+    parts: list[str] = []
+    current = ""
+    for char in text:
+        piece = _escape(char)
+        if len(current) + len(piece) > limit:
+            parts.append(current)
+            current = ""
+        current += piece
+    if current.strip() or not parts:
+        parts.append(current if current.strip() else " ")
+    return parts
+
+
+def _card_tap(payload: Any) -> CardTap | None:
+    """The tap in a ``block_actions`` payload on a message; None for other interactions.
+    Raises (KeyError, TypeError, ValueError) on one that is malformed."""
+    if not isinstance(payload, dict) or payload.get("type") != "block_actions":
+        return None
+    container = payload["container"]
+    if container.get("type") != "message" or container.get("is_ephemeral"):
+        return None
+    (action,) = payload["actions"]  # a button press carries exactly one action
+    if action.get("type") != "button":
+        return None
+    message = payload.get("message") or {}
+    ts = _word(container["message_ts"], "container.message_ts")
+    thread = message.get("thread_ts") if isinstance(message, dict) else None
+    thread = str(thread) if isinstance(thread, str) and thread != ts else ""
+    tap = CardTap(
+        address=Address("slack", _word(container["channel_id"], "container.channel_id"), thread),
+        sender_id=_word(payload["user"]["id"], "user.id"),
+        data=_word(action.get("value") or action["action_id"], "action.value"),
+        platform_id=ts,
+    )
+    problem = tap_problem(tap)
+    if problem is not None:
+        raise ValueError(problem)
+    return tap
+
+
+def _word(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} is not a non-empty string")
+    return value
+
+
+async def _called(call: Awaitable[Any]) -> Any:
+    """A Web API call's response; Slack's refusals and an unreachable Slack as ``SendError``."""
+    import aiohttp
+    from slack_sdk.errors import SlackApiError, SlackRequestError
+
+    try:
+        return await call
+    except SlackApiError as exc:
+        raise _send_error(*_answer(exc)) from None
+    except SlackRequestError as exc:  # the upload URL refused the bytes
+        found = re.search(r"status: (\d+)", str(exc))
+        raise _send_error(int(found.group(1)) if found else 500, None, "") from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise SendError(f"slack: {type(exc).__name__}: {exc}") from None
 
 
 def _escape(text: str) -> str:

@@ -215,3 +215,43 @@ async def test_attachments_are_served_from_the_cdn_url_in_the_message(fake: Fake
     assert data == b"hello file"
     assert message.attachments[0].size == len(b"hello file")
     assert len(fake.downloads) == 1
+
+
+async def test_an_interaction_is_answered_once_within_three_seconds_and_followed_up_after(
+    fake: FakeDiscord,
+) -> None:
+    raw: list[object] = []
+    client = Bot(fake.api_base_url, Heard(), raw.append)
+    await client.login(fake.token)
+    await client.point_gateway()
+    task = asyncio.create_task(client.connect())
+    try:
+        await fake.wait_connected()
+        channel = client.get_partial_messageable(int(fake.channel_id))
+        view = discord.ui.View(timeout=None)
+        view.add_item(discord.ui.Button(label="Go", custom_id="go"))
+        view.stop()
+        card = await channel.send("card", view=view)
+        assert fake.messages[str(card.id)]["components"][0]["components"][0]["custom_id"] == "go"
+        first = await fake.push_tap(fake.channel_id, str(card.id), "go")
+        late = await fake.push_tap(fake.channel_id, str(card.id), "go")
+        await until(lambda: len(raw) == 2, what="both interactions on the gateway")
+        with pytest.raises(discord.NotFound):  # no response yet: no follow-up either
+            await client.follow_up(first.token, {"content": "too soon"})
+        await client.respond(first.id, first.token, {"type": 6})
+        with pytest.raises(discord.HTTPException) as twice:
+            await client.respond(first.id, first.token, {"type": 6})
+        await client.follow_up(first.token, {"content": "later", "flags": 64})
+        late.created -= 4.0  # as if Discord's 3 seconds had passed
+        with pytest.raises(discord.NotFound):
+            await client.respond(late.id, late.token, {"type": 6})
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
+    assert isinstance(raw[0], dict) and raw[0]["data"] == {"custom_id": "go", "component_type": 2}
+    assert raw[0]["member"]["user"]["id"] == fake.user["id"]
+    assert twice.value.code == 40060
+    assert first.responses == [{"type": 6}] and first.follow_ups[0]["content"] == "later"
+    assert late.responses == [] and late.late == [6]

@@ -202,3 +202,77 @@ async def test_bot_posts_come_back_as_bot_message_events(slack: FakeSlack) -> No
     assert own["bot_id"] == slack.bot_id and own["text"] == "from the bot"
     assert edit["subtype"] == "message_changed" and edit["message"]["text"] == "edited"
     assert json.dumps(edit)  # plain JSON all the way
+
+
+async def test_chat_update_keeps_blocks_left_out_and_removes_them_when_emptied(
+    slack: FakeSlack,
+) -> None:
+    client = web(slack)
+    button = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": "Allow"},
+        "action_id": "ok-1",
+        "value": "ok-1",
+    }
+    blocks = [{"type": "actions", "block_id": "b", "elements": [button]}]
+    sent = await client.chat_postMessage(channel="D1", text="card", blocks=blocks)
+    await client.chat_update(channel="D1", ts=sent["ts"], text="still a card")
+    assert slack.message("D1", sent["ts"])["blocks"] == blocks  # as Slack documents
+    await client.chat_update(channel="D1", ts=sent["ts"], text="decided", blocks=[])
+    assert "blocks" not in slack.message("D1", sent["ts"])
+    with pytest.raises(SlackApiError) as missing:
+        await client.chat_update(channel="D1", ts="1.000009", text="x")
+    assert missing.value.response["error"] == "message_not_found"
+
+
+async def test_a_tap_arrives_as_an_interactive_envelope_and_is_never_redelivered(
+    slack: FakeSlack,
+) -> None:
+    listener = Listener(slack, ack=False)
+    button = {"type": "button", "text": {"type": "plain_text", "text": "Go"}, "action_id": "go"}
+    sent = await web(slack).chat_postMessage(
+        channel="D1", text="card", blocks=[{"type": "actions", "elements": [button]}]
+    )
+    await listener.client.connect()  # type: ignore[no-untyped-call]
+    try:
+        envelope = await slack.push_tap("D1", sent["ts"], "go", user="U0ALICE")
+        await until(lambda: [r for r in listener.requests if r.type == "interactive"])
+        with pytest.raises(AssertionError):
+            await slack.push_tap("D1", sent["ts"], "no-such-button")
+        swept = time.monotonic()
+        await slack.wait_for(lambda: slack.swept_at > swept + slack.redeliver_after)
+    finally:
+        await listener.client.close()  # type: ignore[no-untyped-call]
+    [request] = [r for r in listener.requests if r.type == "interactive"]
+    assert request.envelope_id == envelope.envelope_id
+    payload = request.payload
+    assert (payload["type"], payload["user"]["id"]) == ("block_actions", "U0ALICE")
+    assert payload["container"] == {
+        "type": "message",
+        "message_ts": sent["ts"],
+        "channel_id": "D1",
+        "is_ephemeral": False,
+    }
+    assert [(a["action_id"], a["type"]) for a in payload["actions"]] == [("go", "button")]
+
+
+async def test_the_external_upload_needs_the_bytes_before_it_completes(slack: FakeSlack) -> None:
+    client = web(slack)
+    with pytest.raises(SlackApiError) as no_length:
+        await client.files_getUploadURLExternal(filename="a.txt", length=0)
+    assert no_length.value.response["error"] == "invalid_arguments"
+    staged = await client.files_getUploadURLExternal(filename="a.txt", length=5)
+    files = [{"id": staged["file_id"], "title": "a"}]
+    with pytest.raises(SlackApiError) as early:
+        await client.files_completeUploadExternal(files=files, channel_id="D1")
+    assert early.value.response["error"] == "file_not_found"
+    async with (  # signed: no token needed
+        aiohttp.ClientSession() as http,
+        http.post(staged["upload_url"], data=b"hello") as response,
+    ):
+        assert (response.status, await response.text()) == (200, "OK - 5")
+    done = await client.files_completeUploadExternal(files=files, channel_id="D1")
+    assert done["files"][0]["id"] == staged["file_id"]
+    assert [(u["name"], u["data"], u["channel"]) for u in slack.uploads] == [
+        ("a.txt", b"hello", "D1")
+    ]
