@@ -19,4 +19,5 @@ MODULES = (
     "isolation",
     "scheduler",
     "caching",
+    "parallel",
 )
