@@ -23,4 +23,5 @@ MODULES = (
     "idle",
     "gvisor",
     "fleet",
+    "parallel",
 )

@@ -85,6 +85,10 @@ class NetEnv:
         privileges, so a bundle only root can read still counts."""
         return _context(self.ca_file, self.ca_dir)
 
+    def fresh_ssl_context(self) -> ssl.SSLContext:
+        """A context of its own from the same bundle, for a caller that changes it."""
+        return _build(self.ca_file, self.ca_dir)
+
     def connector(self, **options: Any) -> aiohttp.TCPConnector:
         """An aiohttp connector that verifies with ``ssl_context``."""
         import aiohttp
@@ -123,8 +127,7 @@ def current() -> NetEnv:
     return NetEnv.from_environ()
 
 
-@functools.cache
-def _context(ca_file: str | None, ca_dir: str | None) -> ssl.SSLContext:
+def _build(ca_file: str | None, ca_dir: str | None) -> ssl.SSLContext:
     if not ca_file and not ca_dir:
         return ssl.create_default_context()
     try:
@@ -135,6 +138,9 @@ def _context(ca_file: str | None, ca_dir: str | None) -> ssl.SSLContext:
             f"{name}={ca_file or ca_dir} cannot be used as a CA bundle ({exc})",
             f"point {name} at a readable PEM file of CA certificates, or unset it",
         ) from exc
+
+
+_context = functools.cache(_build)
 
 
 def _shown(proxy: str) -> str:

@@ -28,7 +28,7 @@ from .protocol import (
     result_path,
 )
 from .session import Sessions
-from .stopping import STOPS
+from .stopping import Stops
 from .transport import HTTPError, SocketClient
 
 
@@ -50,19 +50,16 @@ def serve(
     if engine == "claude-code":  # its CLI reaches the model proxy through loopback
         claude_engine.start_forwarder(socket_path)
     sessions = Sessions(root)
-    threads = [
-        threading.Thread(
-            target=run_lane, args=(socket_path, root, sessions, engine, stopped), daemon=True
-        )
-        for _ in range(count - 1)
-    ]
-    if count > 1:  # /stop in one chat stops that chat's lane only
-        threads.append(
-            threading.Thread(target=watch_stops, args=(socket_path, stopped), daemon=True)
-        )
+    stops = Stops()
+    lane = (socket_path, root, sessions, engine, stops, stopped)
+    threads = [threading.Thread(target=run_lane, args=lane, daemon=True) for _ in range(count - 1)]
+    # /stop in one chat stops that chat's lane only; a dead orchestrator's tasks, every lane
+    threads.append(
+        threading.Thread(target=watch_stops, args=(socket_path, stops, stopped), daemon=True)
+    )
     for thread in threads:
         thread.start()
-    run_lane(socket_path, root, sessions, engine, stopped)
+    run_lane(*lane)
 
 
 def _lanes_from_environment() -> int:
@@ -75,6 +72,7 @@ def run_lane(
     root: str,
     sessions: Sessions,
     engine: str,
+    stops: Stops,
     stopped: Callable[[], bool],
 ) -> None:
     """One lane: wait for a task on the socket, run it, hand in the result, repeat."""
@@ -130,7 +128,7 @@ def run_lane(
         task = Task.from_json(body)
         trace, task_id = task.trace, task.id
         tools_ran.clear()
-        with STOPS.working_on(task.id):
+        with stops.working_on(task.id):
             try:
                 if engine == "claude-code":
                     result = claude_engine.run_task(task, root, api)
@@ -147,20 +145,24 @@ def run_lane(
         ahead = hand_in(tasks, task.id, result)
 
 
-def watch_stops(socket_path: str, stopped: Callable[[], bool]) -> None:
-    """Hold a request open for the tasks the user stops, and stop each (``stopping.py``)."""
+def watch_stops(socket_path: str, stops: Stops, stopped: Callable[[], bool]) -> None:
+    """Hold a request open for the tasks the user stops, and stop each (``stopping.py``);
+    when the request breaks, the orchestrator is gone: stop every task (it runs them again)."""
     client = SocketClient(socket_path)
     delay = 0.05
     while not stopped():
         try:
             status, body = client.request("GET", STOPPED_TASKS_PATH)
         except OSError:
+            stops.stop_all()
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
             continue
         delay = 0.05
         if status != 200:
-            time.sleep(0.5)  # shutting down, or an orchestrator that does not stop tasks
+            if status == 503:  # shutting down: it hands its tasks back to the store
+                stops.stop_all()
+            time.sleep(0.5)
             continue
         try:
             named = json.loads(body).get("tasks", [])
@@ -169,7 +171,7 @@ def watch_stops(socket_path: str, stopped: Callable[[], bool]) -> None:
         for task_id in named:
             if isinstance(task_id, int):
                 log(f"task {task_id} stopped by the user")
-                STOPS.stop(task_id)
+                stops.stop(task_id)
 
 
 class Requester(Protocol):

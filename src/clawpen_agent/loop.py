@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import stopping
 from .compact import compact, needs_compaction
 from .inbox import save_files, user_content
 from .memory import Memory
 from .protocol import MESSAGES_PATH, Task, TaskResult
 from .session import Conversation, Sessions
-from .stopping import STOPS
 from .tools import API_TOOLS, TOOL_SCHEMAS, Api, run_tool
 from .transport import HTTPError
 
@@ -185,7 +185,7 @@ class _Turn:
                     }
                 )
             messages.append({"role": "user", "content": results})
-            stop = "you stopped it with /stop" if STOPS.stopped() else None  # in this chat
+            stop = "you stopped it with /stop" if stopping.stopped() else None  # in this chat
             stop = stop or self._limit(
                 step + 1, max_steps, tokens, self.clock() - started - outside
             )

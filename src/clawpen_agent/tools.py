@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+from . import stopping
 from .filetools import (
     MAX_OUTPUT,
     ToolError,
@@ -38,7 +39,6 @@ from .protocol import (
     WORKSPACE,
     clean_text,
 )
-from .stopping import STOPS
 
 __all__ = ["MAX_OUTPUT", "TOOLS", "TOOL_SCHEMAS", "ToolError", "resolve_inside", "run_tool"]
 
@@ -75,7 +75,7 @@ def shell(args: dict[str, Any], root: str = WORKSPACE) -> str:
             start_new_session=True,
         )
         try:
-            with STOPS.process(process.pid):
+            with stopping.running(process.pid):
                 code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):

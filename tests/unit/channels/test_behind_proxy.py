@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -266,3 +267,30 @@ async def test_email_oauth2_refreshes_its_token_through_the_proxy_and_the_privat
         await server.close()
         await runner.cleanup()
     assert "oauth.test:443" in server.connects and server.trusted("oauth.test")
+
+
+async def test_a_ca_directory_in_ssl_cert_dir_is_trusted_too(
+    network: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+    proxy: InspectingProxy,
+    fakes: dict[str, Any],
+    ca: PrivateCA,
+    tmp_path: Path,
+) -> None:
+    """SSL_CERT_DIR: a directory of certificates named by their hash (``openssl rehash``)."""
+    network(ca_file=False)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "corporate.pem").write_bytes(ca.pem.read_bytes())
+    rehash = ["openssl", "rehash", str(certs)]
+    await asyncio.to_thread(subprocess.run, rehash, check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_DIR", str(certs))
+    telegram: FakeTelegram = fakes[TELEGRAM]
+    adapter = TelegramAdapter(
+        TelegramSettings(token=telegram.token, api_base_url=f"https://{TELEGRAM}", poll_timeout=1)
+    )
+    await round_trip(
+        adapter, lambda: telegram.push_text(1001, "hi"), lambda: telegram.texts_to(1001)
+    )
+    assert proxy.trusted(TELEGRAM)
+    assert f"{certs} (SSL_CERT_DIR)" in NetEnv.from_environ().describe()

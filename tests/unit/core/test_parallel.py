@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from clawpen.app import Orchestrator
+from clawpen.models import Address, ClaimedTask
 from clawpen.runtime.inprocess import InProcessRuntime
 from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
@@ -175,3 +176,23 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def test_a_tool_call_naming_another_agents_task_acts_for_no_chat(
+    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
+) -> None:
+    """The task a tool call names (its ``clawpen-task`` header, written by code in the
+    container) counts only if it is that agent's own task at work."""
+    orchestrator = orchestrator_factory(agents=[{"id": "alpha"}, {"id": "beta"}])
+    async with running(orchestrator):
+        board, intake = orchestrator.board, orchestrator.intake
+        alphas = ClaimedTask(1, "alpha", Address("cli", "alice"), ("u",), ("hi",), 1)
+        betas = ClaimedTask(2, "beta", Address("cli", "bob"), ("u",), ("hi",), 1)
+        board.started(alphas)
+        board.started(betas)
+        assert intake.answering("alpha", 1) == Address("cli", "alice")
+        assert intake.answering("alpha", 2) is None  # beta's: not alpha's to act for
+        assert intake.answering("alpha", 3) is None  # no such task at work
+        board.started(ClaimedTask(4, "alpha", Address("cli", "carol"), ("u",), ("hi",), 1))
+        assert intake.answering("alpha") is None  # two at work, none named: neither is guessed
+        assert intake.answering("beta") == Address("cli", "bob")  # its only one

@@ -43,6 +43,7 @@ from email.errors import MessageError
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ... import netenv
 from ...models import Address, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
 from ...retry import PLATFORM, STORE, Retrier
@@ -86,7 +87,12 @@ class EmailAdapter:
             raise ChannelFatal("email: set channels.email.password or channels.email.oauth2")
         self.settings = settings
         self.log = get_logger()
-        self.tls = ssl.create_default_context(cafile=settings.ca_file)
+        # its own ca_file, else the bundle every connection uses (SSL_CERT_FILE, SSL_CERT_DIR)
+        self.tls = (
+            ssl.create_default_context(cafile=settings.ca_file)
+            if settings.ca_file
+            else netenv.current().fresh_ssl_context()
+        )
         if not settings.tls_verify:
             self.tls.check_hostname = False
             self.tls.verify_mode = ssl.CERT_NONE
