@@ -53,13 +53,18 @@ async def memory(ctx: BenchContext) -> list[Row]:
     label = f"{agents} agents"
     rows = [
         Row(
-            f"orchestrator processes RSS summed with {label} ({plural(after.processes)})",
+            f"orchestrator processes PSS summed with {label} ({plural(after.processes)})",
             "MB",
-            [after.rss_mb],
+            [after.pss_mb],
             at_most(150),
             digits=1,
         ),
-        Row(f"orchestrator processes PSS summed with {label}", "MB", [after.pss_mb], digits=1),
+        Row(
+            f"orchestrator processes RSS summed with {label} (shared pages once per process)",
+            "MB",
+            [after.rss_mb],
+            digits=1,
+        ),
         Row("orchestrator VmHWM (its own peak RSS so far)", "MB", [after.root_hwm_mb], digits=1),
         Row(
             f"{baseline.label}: orchestrator processes RSS summed ({plural(before.processes)})",

@@ -179,7 +179,8 @@ async def test_idle_agent_is_frozen_and_its_next_message_thaws_the_same_containe
         await fake_telegram.push_text(1001, "first")
         await fake_telegram.wait_for_sent(1, timeout=60)
         first = docker_client.containers.get(name).id
-        await wait_until(lambda: docker_client.containers.get(name).status == "paused")
+        await wait_until(lambda: "assistant" in orchestrator.pool.paused)
+        assert docker_client.containers.get(name).status == "paused"  # frozen, not stopped
         status = await orchestrator.status()
         assert status["agents"]["assistant"]["paused"] is True
         assert re.search(r"^  assistant +paused ", render_status(status), re.M)  # clawpen status
