@@ -56,6 +56,7 @@ from .runtime.pool import AgentPool
 from .schedule import describe_job
 from .security.vault import Vault
 from .store import Store
+from .tools.files import AgentFiles
 from .tools.jobs import AgentJobs
 from .tools.send import AgentMessages
 from .tools.web import AgentWeb
@@ -97,6 +98,12 @@ def _limits(settings: Settings, channels: Mapping[str, Channel]) -> dict[str, Ra
         name: plugins()[name].limits(configured[name]) if name in configured else _UNLIMITED
         for name in channels
     }
+
+
+def _file_limits(channels: Mapping[str, Channel]) -> dict[str, int]:
+    """Each channel's upload limit for one file (its plug-in's ``max_file_bytes``)."""
+    installed = plugins()
+    return {name: installed[name].max_file_bytes for name in channels if name in installed}
 
 
 def agent_policy(settings: Settings, agent_id: str) -> AgentPolicy:
@@ -223,6 +230,7 @@ class Orchestrator:
             jobs=AgentJobs(self.scheduler, self.intake),
             messages=AgentMessages(self.intake),
             web=AgentWeb(settings, WebFetcher(exceptions)),
+            files=AgentFiles(self.intake, _file_limits(self.channels)),
         )
         self.pool = AgentPool(
             settings, self.runtime, self.proxy, self.store, self.metrics, tools=tools

@@ -152,6 +152,7 @@ class Reply:
     owner: str | None = None  # the orchestrator delivering it, while its lease runs
     lease_until: float = 0.0
     stranger: bool = False  # an answer to an unpaired chat (a pairing code): paced apart
+    has_file: bool = False  # a file an agent sent (``send_file``): ``text`` is its caption
 
 
 @dataclass(frozen=True)

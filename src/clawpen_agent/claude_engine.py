@@ -10,10 +10,11 @@ One SDK session per conversation: its id is kept under ``/workspace/.clawpen/cla
 (with the orchestrator's session number, so ``/new`` starts afresh) and the CLI's own
 transcripts live in ``$HOME/.claude`` (``HOME=/workspace``), so a restart resumes it.
 
-clawpen's own tools (memory, send_message, web_fetch, the jobs) reach the CLI as the in-process
-MCP server ``clawpen`` (the CLI names them ``mcp__clawpen__NAME``): the light engine's schemas
-(``tools.TOOL_SCHEMAS``) and implementations (``tools.run_tool``: memory in /workspace, the
-others through the socket routes ``/v1/outbox``, ``/v1/web/fetch``, ``/v1/jobs``).
+clawpen's own tools (memory, send_message, send_file, web_fetch, the jobs) reach the CLI as
+the in-process MCP server ``clawpen`` (the CLI names them ``mcp__clawpen__NAME``): the light
+engine's schemas (``tools.TOOL_SCHEMAS``) and implementations (``tools.run_tool``: memory in
+/workspace, the others through the socket routes ``/v1/outbox``, ``/v1/files``,
+``/v1/web/fetch``, ``/v1/jobs``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ MCP_TOOLS = (
     "memory_delete",
     "memory_list",
     "send_message",
+    "send_file",
     "web_fetch",
     "schedule_job",
     "list_jobs",

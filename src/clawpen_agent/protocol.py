@@ -22,6 +22,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+from urllib.parse import urlencode
 
 SOCKET_DIR = "/run/clawpen"
 SOCKET_NAME = "agent.sock"
@@ -367,3 +368,32 @@ def check_fetch_request(data: Any) -> FetchRequest:
     if type(max_chars) is not int or not 1 <= max_chars <= MAX_FETCH_CHARS:
         raise ProtocolError(f"max_chars must be an integer from 1 to {MAX_FETCH_CHARS}")
     return FetchRequest(url=url, max_chars=max_chars)
+
+
+# -- files back: ``POST /v1/files?name=...&caption=...`` (send_file), the bytes as the body ----
+# The agent's runtime reads the file inside its container; the host never opens a path the agent
+# named. The orchestrator checks the size against the platform's limit before reading the body.
+
+FILES_PATH = "/v1/files"
+MAX_SEND_FILE_BYTES = 100 * 1024 * 1024  # the largest any platform takes (Slack's, as we cap it)
+MAX_FILE_NAME_CHARS = 255
+MAX_CAPTION_CHARS = 1024  # Telegram's caption limit, the smallest of the platforms'
+
+
+def file_path(name: str, caption: str = "") -> str:
+    """The route with the file's name and caption in its query."""
+    query = {"name": name, **({"caption": caption} if caption else {})}
+    return f"{FILES_PATH}?{urlencode(query)}"
+
+
+def check_file_query(query: Any) -> tuple[str, str]:
+    """The agent's query (a mapping of strings) -> (name, caption), bounded; the name is
+    cleaned to a plain one by the orchestrator after this."""
+    unknown = sorted(set(query) - {"name", "caption"})
+    if unknown:
+        raise ProtocolError(f"unknown key {unknown[0][:MAX_EXTRA_KEY_CHARS]!r} in the query")
+    name = check_text(query.get("name"), "name", MAX_FILE_NAME_CHARS)
+    if not name.strip():
+        raise ProtocolError("name is empty")
+    caption = check_text(query.get("caption", ""), "caption", MAX_CAPTION_CHARS)
+    return name, caption

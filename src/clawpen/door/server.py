@@ -19,9 +19,11 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from clawpen_agent.protocol import (
+    FILES_PATH,
     JOBS_PATH,
     MAX_JOB_BODY_BYTES,
     MAX_SEND_BODY_BYTES,
+    MAX_SEND_FILE_BYTES,
     MESSAGES_PATH,
     NEXT_TASK_PATH,
     OUTBOX_PATH,
@@ -34,6 +36,7 @@ from clawpen_agent.protocol import (
     Task,
     TaskResult,
     check_fetch_request,
+    check_file_query,
     check_job_request,
     check_outgoing,
     check_result,
@@ -41,6 +44,7 @@ from clawpen_agent.protocol import (
     parse_task_id,
 )
 
+from ..models import Address
 from .caps import Door, DoorLimits, Refused
 from .proxy import ModelProxy, api_error
 
@@ -78,6 +82,17 @@ class AgentMessagesApi(Protocol):
     async def send(self, agent_id: str, message: OutgoingMessage) -> dict[str, Any]: ...
 
 
+class AgentFilesApi(Protocol):
+    """What an agent may send back (``tools/files.py``): ``target`` decides where the file
+    goes and whether its size is allowed there, before a byte of it is read."""
+
+    def target(self, agent_id: str, size: int) -> Address: ...
+
+    async def send(
+        self, agent_id: str, target: Address, name: str, caption: str, data: bytes
+    ) -> dict[str, Any]: ...
+
+
 class AgentWebApi(Protocol):
     """What an agent may fetch (``tools/web.py``)."""
 
@@ -92,6 +107,7 @@ class AgentTools:
     jobs: AgentJobsApi | None = None
     messages: AgentMessagesApi | None = None
     web: AgentWebApi | None = None
+    files: AgentFilesApi | None = None
 
 
 NO_TOOLS = AgentTools()
@@ -124,6 +140,8 @@ class AgentSession:
         self.jobs = tools.jobs
         self.messages = tools.messages
         self.web = tools.web
+        self.files = tools.files
+        self._uploading = asyncio.Lock()  # one file's body read at a time, per agent
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -147,6 +165,7 @@ class AgentSession:
         app.router.add_delete(JOBS_PATH + "/{name}", self._cancel_job)
         app.router.add_post(OUTBOX_PATH, self._send_message)
         app.router.add_post(WEB_FETCH_PATH, self._web_fetch)
+        app.router.add_post(FILES_PATH, self._send_file)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, shutdown_timeout=2, **limits.handler_kwargs()
         )
@@ -331,6 +350,40 @@ class AgentSession:
             return web.json_response(await self.web.fetch(self.agent_id, fetch))
         except ProtocolError as exc:
             return self._refuse(Refused(400, "invalid_fetch", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    async def _send_file(self, request: web.Request) -> web.Response:
+        """A file's bytes, as the body (never a path: the host opens nothing the agent names).
+        Its size is checked from the head first; a file over the platform's limit is refused
+        after its body is read off and dropped, so the agent hears why (the limit, named)."""
+        try:
+            name, caption = check_file_query(request.query)
+            size = request.content_length
+            if size is None:
+                raise Refused(411, "length_required", "send the file with a Content-Length")
+            if size > MAX_SEND_FILE_BYTES:
+                raise Refused(
+                    413,
+                    "body_too_large",
+                    f"the file is {size} bytes, over the limit of {MAX_SEND_FILE_BYTES} bytes",
+                )
+            if self.files is None:
+                raise ToolRefused(503, "send_file is not available")
+            async with self._uploading:
+                try:
+                    target = self.files.target(self.agent_id, size)
+                except ToolRefused:
+                    await self.door.discard_body(request, size)
+                    raise
+                data = await self.door.raw_body(request, size)
+            return web.json_response(
+                await self.files.send(self.agent_id, target, name, caption, data)
+            )
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_file", str(exc)))
         except Refused as refusal:
             return self._refuse(refusal)
         except JobRefused as exc:

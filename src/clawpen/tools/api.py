@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from ..models import Address, Job, JobSpec, Reply
+from ..models import Address, Job, JobSpec, OutboundFile, Reply
 
 
 class Chats(Protocol):
@@ -23,6 +23,8 @@ class Chats(Protocol):
     def answering(self, agent_id: str) -> Address | None: ...
 
     async def send_message(self, agent_id: str, address: Address, text: str) -> Reply | None: ...
+
+    async def send_file(self, agent_id: str, file: OutboundFile) -> Reply | None: ...
 
 
 class JobBook(Protocol):

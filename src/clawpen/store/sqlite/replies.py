@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from ...models import Address, DeliveryStatus, Reply
+from ...models import Address, DeliveryStatus, OutboundFile, Reply
 from ..base import Lease
 from .connection import Connection
 from .rows import key_value, reply
@@ -57,9 +57,24 @@ class Replies(Connection):
                 " WHERE id=?4 AND claim=?5 AND chunks_sent=?6 AND status='pending'",
                 (platform_id, done, now, reply_id, claim, chunk),
             ).rowcount
+            if recorded and done:  # the platform has the file: its bytes need not stay
+                db.execute("UPDATE reply_files SET data=x'' WHERE reply_id=?", (reply_id,))
             return bool(recorded)
 
         return await self._write(record)
+
+    async def reply_file(self, reply: Reply) -> OutboundFile | None:
+        def read(db: sqlite3.Connection) -> OutboundFile | None:
+            row = db.execute(
+                "SELECT name, media_type, data FROM reply_files WHERE reply_id=?", (reply.id,)
+            ).fetchone()
+            if row is None:
+                return None
+            return OutboundFile(
+                reply.address, row[0], row[1], bytes(row[2]), reply.text, reply.reply_to
+            )
+
+        return await self._read(read)
 
     async def release_reply(self, reply_id: int, claim: str) -> None:
         await self._write(

@@ -62,6 +62,7 @@ def reply(row: sqlite3.Row) -> Reply:
         owner=row["owner"],
         lease_until=row["lease_until"],
         stranger=bool(row["stranger"]),
+        has_file=bool(row["has_file"]),
     )
 
 
