@@ -30,6 +30,7 @@ from .core.intake import ChannelInbox, Intake
 from .core.outbox import Outbox
 from .core.scheduler import Clock, Scheduler
 from .core.usage import UsageRecorder
+from .core.voice import Transcriber
 from .core.worker import Worker
 from .door.budget import Budget, Limits
 from .door.caps import DoorLimits
@@ -245,6 +246,7 @@ class Orchestrator:
             self.board,
             job_done=self.scheduler.wake,
             tracing=self.tracing,
+            transcriber=Transcriber(settings.transcription) if settings.transcription else None,
         )
         self.egress = [
             EgressProxy(

@@ -89,6 +89,8 @@ def know_credentials(settings: Settings) -> None:
     """The model key and every channel credential, however they were written (a literal in the
     file too), join the redactor: no log line or reply may carry them."""
     SECRETS.add(settings.model.api_key)
+    if settings.transcription is not None and settings.transcription.api_key:
+        SECRETS.add(settings.transcription.api_key)
     for channel in settings.channel_settings().values():
         for field, value in channel.model_dump().items():
             if isinstance(value, str) and CREDENTIAL_KEY.search(field):

@@ -19,6 +19,7 @@ from .settings import (
     Price,
     Settings,
     TracingSettings,
+    TranscriptionSettings,
     VaultSettings,
     WebFetchSettings,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "Price",
     "Settings",
     "TracingSettings",
+    "TranscriptionSettings",
     "VaultSettings",
     "WebFetchSettings",
     "data_dir_of",

@@ -66,6 +66,23 @@ class ModelSettings(_Model):
         return value.rstrip("/")
 
 
+class TranscriptionSettings(_Model):
+    """Speech-to-text for voice notes, through an OpenAI-compatible
+    ``/v1/audio/transcriptions`` (a self-hosted whisper server, or a provider); off without
+    it. ``base_url`` ends where ``/audio/transcriptions`` begins (``http://host:9000/v1``)."""
+
+    base_url: str
+    api_key: str | None = Field(None, repr=False)  # secret:NAME like every credential
+    model: str = Field("whisper-1", min_length=1, max_length=200)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+
 class VaultSettings(_Model):
     backend: Literal["auto", "keyring", "file"] = "auto"
     key_file: Path | None = None  # the file backend's key; default data_dir/vault.key
@@ -237,6 +254,7 @@ class Settings(_Model):
     dashboard: DashboardSettings | None = None
     tracing: TracingSettings | None = None
     model: ModelSettings
+    transcription: TranscriptionSettings | None = None  # voice notes to text; off without it
     vault: VaultSettings = VaultSettings()
     agents: list[AgentSettings] = Field(min_length=1)
     channels: Channels = Channels(cli={})  # type: ignore[valid-type]

@@ -38,6 +38,7 @@ from .board import Board, Leases
 from .inbox import with_files
 from .outbox import Outbox
 from .text import reply_text
+from .voice import Transcriber, untranscribed
 
 MAX_TASK_ATTEMPTS = 3  # tries of the agent at one task (a container that died takes one)
 MAX_RESUMES = 5  # takeovers of one task after the orchestrator died holding it
@@ -64,6 +65,7 @@ class Worker:
         job_done: Callable[[], None] = lambda: None,
         tracing: Tracing = NO_TRACING,
         clock: Callable[[], float] = time.time,
+        transcriber: Transcriber | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -75,6 +77,7 @@ class Worker:
         self.job_done = job_done  # a job's run ended (the scheduler looks at its jobs again)
         self.tracing = tracing
         self.clock = clock
+        self.transcriber = transcriber  # voice notes to text, when configured
         self.log = get_logger()
 
     async def run_agent(self, agent_id: str) -> None:
@@ -192,7 +195,12 @@ class Worker:
         files: list[InboxFile] = []
         if claimed.has_files:
             stored = await until_written(lambda: self.store.task_files(claimed.id), "files")
-            lines, files = with_files(lines, claimed.platform_ids, stored)
+            voice = (
+                await self.transcriber.notes(stored)
+                if self.transcriber is not None
+                else untranscribed(stored)
+            )
+            lines, files = with_files(lines, claimed.platform_ids, stored, voice)
         conversation = str(claimed.address)
         number = await until_written(
             lambda: self.store.session_number(agent.id, conversation), "session"
