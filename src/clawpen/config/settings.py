@@ -24,6 +24,7 @@ from ..egress.netpolicy import LoopbackExceptions, Refused, normalize_host
 from ..models import Address, JobSpec
 from ..ports.limits import PortLimits
 from ..schedule import JOB_NAME, ScheduleError, make_spec
+from .skills import read_skills
 
 if TYPE_CHECKING:
     pass
@@ -179,9 +180,17 @@ class AgentSettings(_Model):
     # /workspace's own size (an ext4 image on a loop device); 0: an unlimited Docker volume
     workspace_mb: int = Field(1024, ge=0)
     mounts: list[MountSettings] = []
+    # folders in the SKILL.md format, mounted read-only (the mount allowlist must grant them)
+    skills: list[str] = []
     runtime: Runtime | None = None  # default: the top-level runtime
     # light: the standard-library agent; claude-code: the Claude Agent SDK (an image variant)
     engine: Literal["light", "claude-code"] = "light"
+
+    @field_validator("skills")
+    @classmethod
+    def _skills(cls, value: list[str]) -> list[str]:
+        read_skills(value)  # a malformed one is an error naming its file and field
+        return value
 
 
 def _channels_model() -> type[BaseModel]:

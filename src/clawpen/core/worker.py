@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 from clawpen_agent.protocol import ChatLine, InboxFile, Task
 
-from ..config import Settings
+from ..config import AgentSettings, Settings
+from ..config.skills import read_skills, skills_prompt
 from ..door.server import AgentGone
 from ..errors import ClawpenError, DockerUnavailable, StoreRejected
 from ..models import JOB_CHANNEL, ClaimedTask, Reply
@@ -210,7 +211,7 @@ class Worker:
             conversation=conversation,
             lines=lines,
             model=agent.model or self.settings.model.name,
-            system_prompt=agent.system_prompt,
+            system_prompt=self._system_prompt(agent),
             max_tokens=agent.max_tokens or self.settings.model.max_tokens,
             files=files,
             session=number,
@@ -256,6 +257,17 @@ class Worker:
                 await asyncio.sleep(delay)
             except ClawpenError as exc:
                 return "", str(exc), attempts, {}
+
+    def _system_prompt(self, agent: AgentSettings) -> str:
+        """The configured prompt and what the agent's skills are (names, descriptions, where:
+        the bodies stay in their folders). Read at each task, so an edited description shows;
+        a skill broken since the start is left out and logged, never the task's end."""
+        try:
+            skills = skills_prompt(read_skills(agent.skills))
+        except ValueError as exc:
+            self.log.error("skill_unreadable", agentId=agent.id, error=str(exc))
+            skills = ""
+        return "\n\n".join(part for part in (agent.system_prompt, skills) if part)
 
     async def _unless_stopped(self, agent_id: str, work: Awaitable[T]) -> T | None:
         """``work``'s result, or None when /stop came first (``work`` is then cancelled)."""

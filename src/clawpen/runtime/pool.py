@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ..config import AgentSettings, Settings
+from ..config.skills import read_skills
 from ..door.proxy import ModelProxy
 from ..door.server import NO_TOOLS, AgentGone, AgentSession, AgentTools
 from ..errors import ClawpenError, StoreError
@@ -48,7 +49,13 @@ def agent_spec(settings: Settings, agent: AgentSettings) -> AgentSpec:
         egress=bool(agent.egress.allow),
         workspace_mb=agent.workspace_mb,
         runtime=agent.runtime or settings.runtime,
-        mounts=tuple(MountRequest(m.host, m.container, m.read_only) for m in agent.mounts),
+        mounts=(
+            *(MountRequest(m.host, m.container, m.read_only) for m in agent.mounts),
+            *(
+                MountRequest(str(skill.folder), skill.container_path, read_only=True)
+                for skill in read_skills(agent.skills)
+            ),
+        ),
     )
 
 
