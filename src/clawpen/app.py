@@ -59,6 +59,7 @@ from .security.vault import Vault
 from .store import Store
 from .tools.files import AgentFiles
 from .tools.jobs import AgentJobs
+from .tools.mcp import AgentMcp
 from .tools.send import AgentMessages
 from .tools.web import AgentWeb
 
@@ -232,6 +233,7 @@ class Orchestrator:
             messages=AgentMessages(self.intake),
             web=AgentWeb(settings, WebFetcher(exceptions)),
             files=AgentFiles(self.intake, _file_limits(self.channels)),
+            mcp=AgentMcp(settings),
         )
         self.pool = AgentPool(
             settings, self.runtime, self.proxy, self.store, self.metrics, tools=tools

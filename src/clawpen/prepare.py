@@ -91,6 +91,11 @@ def know_credentials(settings: Settings) -> None:
     SECRETS.add(settings.model.api_key)
     if settings.transcription is not None and settings.transcription.api_key:
         SECRETS.add(settings.transcription.api_key)
+    for agent in settings.agents:  # a remote MCP server's headers hold its credential
+        for server in agent.mcp_servers:
+            for header, value in server.headers.items():
+                if header.lower() == "authorization" or CREDENTIAL_KEY.search(header):
+                    SECRETS.add(value)
     for channel in settings.channel_settings().values():
         for field, value in channel.model_dump().items():
             if isinstance(value, str) and CREDENTIAL_KEY.search(field):

@@ -194,6 +194,9 @@ class Task:
     time_limit: float = 0  # seconds the agent may work on it before it stops (0: no limit)
     context_tokens: int = 200_000  # the model's context window: history compacts at half
     trace: str = ""  # W3C traceparent of the task's span: sent back with each model call
+    # MCP servers: {"name", "command": [...], "env": {...}} run here (stdio), or
+    # {"name", "remote": true}, whose tools the orchestrator lists and calls (``MCP_*_PATH``)
+    mcp_servers: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -397,3 +400,43 @@ def check_file_query(query: Any) -> tuple[str, str]:
         raise ProtocolError("name is empty")
     caption = check_text(query.get("caption", ""), "caption", MAX_CAPTION_CHARS)
     return name, caption
+
+
+# -- MCP: remote servers' tools, through the orchestrator (which holds their credentials) -------
+# ``GET /v1/mcp/tools`` -> {"tools": [{"name": "SERVER__tool", "description", "input_schema"}]}
+# ``POST /v1/mcp/call`` {"name": "SERVER__tool", "arguments": {...}} -> {"text", "is_error"}
+
+MCP_TOOLS_PATH = "/v1/mcp/tools"
+MCP_CALL_PATH = "/v1/mcp/call"
+MCP_SEPARATOR = "__"  # SERVER__tool: how an MCP server's tool is named to the model
+MAX_MCP_BODY_BYTES = 1024 * 1024
+_MCP_TOOL = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}__[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True)
+class McpCall:
+    name: str  # SERVER__tool
+    arguments: dict[str, Any]
+
+    @property
+    def server(self) -> str:
+        return self.name.split(MCP_SEPARATOR, 1)[0]
+
+    @property
+    def tool(self) -> str:
+        return self.name.split(MCP_SEPARATOR, 1)[1]
+
+
+def check_mcp_call(data: Any) -> McpCall:
+    if not isinstance(data, dict):
+        raise ProtocolError(f"an MCP call must be a JSON object, not {_kind(data)}")
+    unknown = sorted(set(data) - {"name", "arguments"})
+    if unknown:
+        raise ProtocolError(f"unknown key {unknown[0][:MAX_EXTRA_KEY_CHARS]!r} in the call")
+    name = check_text(data.get("name"), "name", 100)
+    if not _MCP_TOOL.fullmatch(name):
+        raise ProtocolError("name must be SERVER__tool")
+    arguments = data.get("arguments", {})
+    if not isinstance(arguments, dict):
+        raise ProtocolError(f"arguments must be a JSON object, not {_kind(arguments)}")
+    return McpCall(name, arguments)

@@ -126,6 +126,46 @@ def _host_name(value: str) -> str:
         raise ValueError(f"{value!r} is not a host name") from None
 
 
+MCP_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class McpServerSettings(_Model):
+    """An MCP server for an agent: stdio (``command``, run inside the agent's container, with no
+    network like everything there) or remote (``url``, reached through the orchestrator, which
+    adds ``headers``: the credential never enters the container). Its tools reach the model as
+    ``NAME__tool``."""
+
+    name: str = Field(pattern=MCP_NAME)
+    command: list[str] | None = Field(None, min_length=1)
+    env: dict[str, str] = {}
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)  # secret:NAME welcome
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> McpServerSettings:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(
+                f"mcp server {self.name!r}: give either command (stdio, in the container) or"
+                " url (remote, through the orchestrator)"
+            )
+        if self.command is not None and self.headers:
+            raise ValueError(f"mcp server {self.name!r}: headers are for a remote (url) server")
+        if self.url is not None and self.env:
+            raise ValueError(f"mcp server {self.name!r}: env is for a stdio (command) server")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        return self.url is not None
+
+
 class MountSettings(_Model):
     """An extra host folder for an agent; granted only by the mount allowlist (mounts.py)."""
 
@@ -182,6 +222,7 @@ class AgentSettings(_Model):
     mounts: list[MountSettings] = []
     # folders in the SKILL.md format, mounted read-only (the mount allowlist must grant them)
     skills: list[str] = []
+    mcp_servers: list[McpServerSettings] = []
     runtime: Runtime | None = None  # default: the top-level runtime
     # light: the standard-library agent; claude-code: the Claude Agent SDK (an image variant)
     engine: Literal["light", "claude-code"] = "light"
@@ -190,6 +231,15 @@ class AgentSettings(_Model):
     @classmethod
     def _skills(cls, value: list[str]) -> list[str]:
         read_skills(value)  # a malformed one is an error naming its file and field
+        return value
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _mcp_names(cls, value: list[McpServerSettings]) -> list[McpServerSettings]:
+        names = [server.name for server in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two mcp servers are named {name!r}; each needs its own name")
         return value
 
 

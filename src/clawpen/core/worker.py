@@ -220,6 +220,12 @@ class Worker:
             time_limit=agent.task_timeout,
             context_tokens=agent.context_tokens,
             trace=self.tracing.traceparent(),
+            mcp_servers=[
+                {"name": s.name, "remote": True}
+                if s.remote
+                else {"name": s.name, "command": list(s.command or []), "env": dict(s.env)}
+                for s in agent.mcp_servers
+            ],
         )
         attempts = claimed.attempts
         while True:

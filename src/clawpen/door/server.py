@@ -22,8 +22,11 @@ from clawpen_agent.protocol import (
     FILES_PATH,
     JOBS_PATH,
     MAX_JOB_BODY_BYTES,
+    MAX_MCP_BODY_BYTES,
     MAX_SEND_BODY_BYTES,
     MAX_SEND_FILE_BYTES,
+    MCP_CALL_PATH,
+    MCP_TOOLS_PATH,
     MESSAGES_PATH,
     NEXT_TASK_PATH,
     OUTBOX_PATH,
@@ -31,6 +34,7 @@ from clawpen_agent.protocol import (
     WEB_FETCH_PATH,
     FetchRequest,
     JobRequest,
+    McpCall,
     OutgoingMessage,
     ProtocolError,
     Task,
@@ -38,6 +42,7 @@ from clawpen_agent.protocol import (
     check_fetch_request,
     check_file_query,
     check_job_request,
+    check_mcp_call,
     check_outgoing,
     check_result,
     parse_job_name,
@@ -93,6 +98,14 @@ class AgentFilesApi(Protocol):
     ) -> dict[str, Any]: ...
 
 
+class AgentMcpApi(Protocol):
+    """An agent's remote MCP servers (``tools/mcp.py``), reached by the orchestrator."""
+
+    async def tools(self, agent_id: str) -> list[dict[str, Any]]: ...
+
+    async def call(self, agent_id: str, call: McpCall) -> dict[str, Any]: ...
+
+
 class AgentWebApi(Protocol):
     """What an agent may fetch (``tools/web.py``)."""
 
@@ -108,6 +121,7 @@ class AgentTools:
     messages: AgentMessagesApi | None = None
     web: AgentWebApi | None = None
     files: AgentFilesApi | None = None
+    mcp: AgentMcpApi | None = None
 
 
 NO_TOOLS = AgentTools()
@@ -141,6 +155,7 @@ class AgentSession:
         self.messages = tools.messages
         self.web = tools.web
         self.files = tools.files
+        self.mcp = tools.mcp
         self._uploading = asyncio.Lock()  # one file's body read at a time, per agent
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -166,6 +181,8 @@ class AgentSession:
         app.router.add_post(OUTBOX_PATH, self._send_message)
         app.router.add_post(WEB_FETCH_PATH, self._web_fetch)
         app.router.add_post(FILES_PATH, self._send_file)
+        app.router.add_get(MCP_TOOLS_PATH, self._mcp_tools)
+        app.router.add_post(MCP_CALL_PATH, self._mcp_call)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, shutdown_timeout=2, **limits.handler_kwargs()
         )
@@ -384,6 +401,27 @@ class AgentSession:
             )
         except ProtocolError as exc:
             return self._refuse(Refused(400, "invalid_file", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    # -- remote MCP servers: listed and called by the orchestrator ---------------------------------
+
+    async def _mcp_tools(self, request: web.Request) -> web.Response:
+        if self.mcp is None:
+            return web.json_response({"tools": []})
+        return web.json_response({"tools": await self.mcp.tools(self.agent_id)})
+
+    async def _mcp_call(self, request: web.Request) -> web.Response:
+        try:
+            async with self.door.json_body(request, MAX_MCP_BODY_BYTES) as body:
+                call = check_mcp_call(body[1])
+            if self.mcp is None:
+                raise ToolRefused(503, "MCP servers are not available")
+            return web.json_response(await self.mcp.call(self.agent_id, call))
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_mcp_call", str(exc)))
         except Refused as refusal:
             return self._refuse(refusal)
         except JobRefused as exc:
