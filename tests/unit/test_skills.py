@@ -108,3 +108,41 @@ async def test_the_model_sees_only_each_skills_name_description_and_place(
     assert "You help." in system
     assert "- pdf-tools: Fill in and merge PDF forms. (/mnt/skills/pdf-tools/SKILL.md)" in system
     assert "SECRET-INSTRUCTION-BODY" not in str(fake_model.requests)
+
+
+def test_mcp_servers_are_accepted_as_the_issue_writes_them_and_mistakes_named(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "clawpen.yaml"
+    base = "data_dir: ./data\nmodel: {name: claude-test, api_key: k}\nagents:\n  - id: assistant\n"
+    path.write_text(
+        base + "    mcp_servers:\n"
+        "      - {name: files, command: [npx, -y, server-files], env: {ROOT: /workspace}}\n"
+        "      - name: github\n"
+        "        url: https://api.example.com/mcp\n"
+        "        headers: {Authorization: env:GH_TOKEN}\n"
+    )
+    settings = load_settings(path, {"GH_TOKEN": "Bearer gh-123"})
+    stdio, remote = settings.agent("assistant").mcp_servers
+    assert (stdio.command, stdio.env, stdio.remote) == (
+        ["npx", "-y", "server-files"],
+        {"ROOT": "/workspace"},
+        False,
+    )
+    assert (remote.url, remote.headers, remote.remote) == (
+        "https://api.example.com/mcp",
+        {"Authorization": "Bearer gh-123"},
+        True,
+    )
+    assert "gh-123" not in repr(settings)
+    for servers, problem in (
+        ("[{name: x}]", "give either command"),
+        ("[{name: x, command: [a], url: 'http://h/'}]", "give either command"),
+        ("[{name: x, command: [a], headers: {A: b}}]", "headers are for a remote"),
+        ("[{name: Bad Name, command: [a]}]", "name"),
+        ("[{name: clawpen, command: [a]}]", "clawpen's own"),
+        ("[{name: x, command: [a]}, {name: x, url: 'http://h/'}]", "two mcp servers"),
+    ):
+        path.write_text(base + f"    mcp_servers: {servers}\n")
+        with pytest.raises(ConfigError, match=problem):
+            load_settings(path, {})

@@ -237,6 +237,8 @@ class AgentSettings(_Model):
     @classmethod
     def _mcp_names(cls, value: list[McpServerSettings]) -> list[McpServerSettings]:
         names = [server.name for server in value]
+        if "clawpen" in names:
+            raise ValueError("the mcp server name 'clawpen' is clawpen's own; pick another")
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"two mcp servers are named {name!r}; each needs its own name")
