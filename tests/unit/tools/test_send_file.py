@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from clawpen.app import Orchestrator
+from clawpen.channels.base import files_not_supported
 from clawpen.models import OutboundFile
 from clawpen.runtime.inprocess import InProcessRuntime
 from clawpen.tools.files import clean_name, media_type
@@ -168,3 +169,22 @@ async def raw_post(
         answer += chunk
     writer.close()
     return int(status_line.split()[1]), answer
+
+
+async def test_a_file_the_platform_cannot_take_is_said_in_the_chat_never_silence(
+    orchestrator_factory: Callable[..., Orchestrator], tmp_path: Path
+) -> None:
+    put(tmp_path / "ws" / "assistant", "chart.png", PNG)
+    channel = MemoryChannel(name="telegram")
+    channel.fail_next("1001", files_not_supported("Telegram"))
+    orchestrator = build(orchestrator_factory, tmp_path, channel)
+    async with running(orchestrator):
+        await channel.push("1001", tool("send_file", path="chart.png"))
+        await settled(orchestrator)
+    texts = channel.texts_to("1001")
+    assert len(texts) == 2
+    assert any("sent chart.png" in text for text in texts)  # committed: the agent was told
+    assert "I could not send you the file chart.png: files are not supported on Telegram yet" in (
+        texts
+    )
+    assert channel.files == []
