@@ -215,11 +215,18 @@ class McpTools:
     def _add_remote(self, api: Api | None) -> None:
         if api is None:
             return
-        status, body = api("GET", MCP_TOOLS_PATH, None)
-        if status != 200:
+        try:
+            status, body = api("GET", MCP_TOOLS_PATH, None)
+            listed = json.loads(body).get("tools", []) if status == 200 else None
+        except (OSError, ValueError, AttributeError) as exc:
+            self.problems.append(f"the remote MCP tools could not be listed ({exc})")
+            return
+        if not isinstance(listed, list):
             self.problems.append(f"the remote MCP tools could not be listed (HTTP {status})")
             return
-        for tool in json.loads(body).get("tools", []):
+        for tool in listed:
+            if not isinstance(tool, dict):
+                continue
             name = str(tool.get("name"))
             if len(name) > 64:
                 continue

@@ -39,27 +39,30 @@ class AgentMcp:
         return {server.name: server for server in servers if server.remote}
 
     async def tools(self, agent_id: str) -> list[dict[str, Any]]:
-        """Every tool of the agent's remote servers, named ``SERVER__tool``; a server that
-        cannot be listed is left out (and logged), the others are not."""
-        found: list[dict[str, Any]] = []
-        for server in self._remote(agent_id).values():
-            try:
-                async with asyncio.timeout(LIST_TIMEOUT), _connected(server) as client:
-                    listed = await client.list_tools()
-            except Exception as exc:  # any failure of a remote server is that server's
-                self.log.warning(
-                    "mcp_server_unavailable", agentId=agent_id, server=server.name, error=_why(exc)
-                )
-                continue
-            for tool in listed.tools:
-                found.append(
-                    {
-                        "name": f"{server.name}{MCP_SEPARATOR}{tool.name}",
-                        "description": (tool.description or "")[:1024],
-                        "input_schema": tool.input_schema or {"type": "object"},
-                    }
-                )
-        return found
+        """Every tool of the agent's remote servers, named ``SERVER__tool``, the servers asked
+        at once; one that cannot be listed is left out (and logged), the others are not."""
+        listed = await asyncio.gather(
+            *(self._tools_of(agent_id, server) for server in self._remote(agent_id).values())
+        )
+        return [tool for tools in listed for tool in tools]
+
+    async def _tools_of(self, agent_id: str, server: McpServerSettings) -> list[dict[str, Any]]:
+        try:
+            async with asyncio.timeout(LIST_TIMEOUT), _connected(server) as client:
+                listed = await client.list_tools()
+        except Exception as exc:  # any failure of a remote server is that server's
+            self.log.warning(
+                "mcp_server_unavailable", agentId=agent_id, server=server.name, error=_why(exc)
+            )
+            return []
+        return [
+            {
+                "name": f"{server.name}{MCP_SEPARATOR}{tool.name}",
+                "description": (tool.description or "")[:1024],
+                "input_schema": tool.input_schema or {"type": "object"},
+            }
+            for tool in listed.tools
+        ]
 
     async def call(self, agent_id: str, call: McpCall) -> dict[str, Any]:
         server = self._remote(agent_id).get(call.server)
