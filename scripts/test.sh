@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh "[dev]"
 bash scripts/ensure-mail.sh   # dovecot and postfix on loopback, for the e-mail channel
 bash scripts/ensure-chromium.sh  # headless Chromium and its driver, for the dashboard's browser test
+bash scripts/ensure-espeak.sh   # espeak-ng, for the voice-note tests (a spoken sentence)
 exec python -m pytest tests "$@"

@@ -32,6 +32,7 @@ from .core.intake import ChannelInbox, Intake
 from .core.outbox import Outbox
 from .core.scheduler import Clock, Scheduler
 from .core.usage import UsageRecorder
+from .core.voice import Transcriber
 from .core.worker import Worker
 from .door.budget import Budget, Limits
 from .door.caps import DoorLimits
@@ -58,7 +59,9 @@ from .runtime.pool import AgentPool
 from .schedule import describe_job
 from .security.vault import Vault
 from .store import Store
+from .tools.files import AgentFiles
 from .tools.jobs import AgentJobs
+from .tools.mcp import AgentMcp
 from .tools.send import AgentMessages
 from .tools.web import AgentWeb
 
@@ -101,6 +104,12 @@ def _limits(settings: Settings, channels: Mapping[str, Channel]) -> dict[str, Ra
         name: plugins()[name].limits(configured[name]) if name in configured else _UNLIMITED
         for name in channels
     }
+
+
+def _file_limits(channels: Mapping[str, Channel]) -> dict[str, int]:
+    """Each channel's upload limit for one file (its plug-in's ``max_file_bytes``)."""
+    installed = plugins()
+    return {name: installed[name].max_file_bytes for name in channels if name in installed}
 
 
 def agent_policy(settings: Settings, agent_id: str) -> AgentPolicy:
@@ -233,6 +242,8 @@ class Orchestrator:
             jobs=AgentJobs(self.scheduler, self.intake, gate=self.approvals),
             messages=AgentMessages(self.intake, gate=self.approvals),
             web=AgentWeb(settings, WebFetcher(exceptions), gate=self.approvals),
+            files=AgentFiles(self.intake, _file_limits(self.channels)),
+            mcp=AgentMcp(settings),
         )
         self.pool = AgentPool(
             settings, self.runtime, self.proxy, self.store, self.metrics, tools=tools
@@ -248,6 +259,7 @@ class Orchestrator:
             job_done=self.scheduler.wake,
             tracing=self.tracing,
             review_mounts=self.approvals.review_mounts,
+            transcriber=Transcriber(settings.transcription) if settings.transcription else None,
         )
         self.egress = [
             EgressProxy(

@@ -189,6 +189,7 @@ class Reply:
     lease_until: float = 0.0
     stranger: bool = False  # an answer to an unpaired chat (a pairing code): paced apart
     buttons: tuple[Button, ...] = ()  # an approval card's, under its last chunk
+    has_file: bool = False  # a file an agent sent (``send_file``): ``text`` is its caption
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,13 @@ def know_credentials(settings: Settings) -> None:
     """The model key and every channel credential, however they were written (a literal in the
     file too), join the redactor: no log line or reply may carry them."""
     SECRETS.add(settings.model.api_key)
+    if settings.transcription is not None and settings.transcription.api_key:
+        SECRETS.add(settings.transcription.api_key)
+    for agent in settings.agents:  # a remote MCP server's headers hold its credential
+        for server in agent.mcp_servers:
+            for header, value in server.headers.items():
+                if header.lower() == "authorization" or CREDENTIAL_KEY.search(header):
+                    SECRETS.add(value)
     for channel in settings.channel_settings().values():
         for field, value in channel.model_dump().items():
             if isinstance(value, str) and CREDENTIAL_KEY.search(field):

@@ -10,15 +10,19 @@ One SDK session per conversation: its id is kept under ``/workspace/.clawpen/cla
 (with the orchestrator's session number, so ``/new`` starts afresh) and the CLI's own
 transcripts live in ``$HOME/.claude`` (``HOME=/workspace``), so a restart resumes it.
 
-clawpen's own tools (memory, send_message, web_fetch, the jobs) reach the CLI as the in-process
-MCP server ``clawpen`` (the CLI names them ``mcp__clawpen__NAME``): the light engine's schemas
-(``tools.TOOL_SCHEMAS``) and implementations (``tools.run_tool``: memory in /workspace, the
-others through the socket routes ``/v1/outbox``, ``/v1/web/fetch``, ``/v1/jobs``).
+clawpen's own tools (memory, send_message, send_file, web_fetch, the jobs) reach the CLI as
+the in-process MCP server ``clawpen`` (the CLI names them ``mcp__clawpen__NAME``): the light
+engine's schemas (``tools.TOOL_SCHEMAS``) and implementations (``tools.run_tool``: memory in
+/workspace, the others through the socket routes ``/v1/outbox``, ``/v1/files``,
+``/v1/web/fetch``, ``/v1/jobs``). The operator's MCP servers (``Task.mcp_servers``) reach it
+the CLI's way, as ``mcp__NAME__tool``: stdio ones configured for the CLI to run here, remote
+ones as in-process servers of the same names whose tools call through the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import threading
@@ -46,6 +50,7 @@ MCP_TOOLS = (
     "memory_delete",
     "memory_list",
     "send_message",
+    "send_file",
     "web_fetch",
     "schedule_job",
     "list_jobs",
@@ -90,7 +95,7 @@ def clawpen_tools(root: str, api: Api | None) -> list[ClawpenTool]:
     return [tool(name) for name in MCP_TOOLS]
 
 
-def mcp_server(tools: list[ClawpenTool]) -> Any:
+def mcp_server(tools: list[ClawpenTool], name: str = MCP_SERVER) -> Any:
     """The in-process SDK MCP server ``clawpen``; a tool runs in a thread, as it blocks on
     the socket or the disk while the SDK's loop keeps talking to the CLI."""
     from claude_agent_sdk import create_sdk_mcp_server, tool  # only in the engine's image
@@ -102,7 +107,47 @@ def mcp_server(tools: list[ClawpenTool]) -> Any:
 
         return tool(spec.name, spec.description, spec.input_schema)(handler)
 
-    return create_sdk_mcp_server(MCP_SERVER, tools=[wrapped(spec) for spec in tools])
+    return create_sdk_mcp_server(name, tools=[wrapped(spec) for spec in tools])
+
+
+def stdio_servers(task: Task) -> dict[str, dict[str, Any]]:
+    """The task's stdio MCP servers as the CLI configures them itself (it runs them here, in
+    the container, and names their tools ``mcp__NAME__tool``)."""
+    servers = {}
+    for spec in task.mcp_servers:
+        command = [str(part) for part in spec.get("command") or ()]
+        if spec.get("remote") or not command:
+            continue
+        servers[str(spec["name"])] = {
+            "type": "stdio",
+            "command": command[0],
+            "args": command[1:],
+            "env": {str(k): str(v) for k, v in (spec.get("env") or {}).items()},
+        }
+    return servers
+
+
+def remote_servers(task: Task, api: Api | None, root: str) -> dict[str, Any]:
+    """The task's remote MCP servers as in-process SDK servers of the same names, each tool
+    a call through the socket (the orchestrator holds the credentials)."""
+    remote = [spec for spec in task.mcp_servers if spec.get("remote")]
+    if not remote or api is None:
+        return {}
+    from .mcp import McpTools
+
+    tools = McpTools(remote, api, root)
+    grouped: dict[str, list[ClawpenTool]] = {}
+    for schema in tools.schemas:
+        server, _, name = str(schema["name"]).partition("__")
+        grouped.setdefault(server, []).append(
+            ClawpenTool(
+                name,
+                str(schema.get("description") or ""),
+                schema.get("input_schema") or {"type": "object"},
+                functools.partial(tools.run, str(schema["name"])),
+            )
+        )
+    return {server: mcp_server(specs, server) for server, specs in grouped.items()}
 
 
 def cli_environment(model: str, port: int = MODEL_PORT) -> dict[str, str]:
@@ -171,14 +216,18 @@ async def _run(task: Task, root: str, api: Api | None, port: int) -> TaskResult:
     save_files(task.files, root)  # the text names them; the CLI's Read tool opens them
     ids = SessionIds(root)
     resume = ids.get(task.conversation, task.session)
+    # the operator's MCP servers: stdio ones run by the CLI itself, remote ones through us
+    external = {**stdio_servers(task), **remote_servers(task, api, root)}
     options = ClaudeAgentOptions(
         model=task.model,
         system_prompt=system_prompt(task.system_prompt, root) or None,
         cwd=root,
         resume=resume,
         permission_mode="bypassPermissions",
-        mcp_servers={MCP_SERVER: mcp_server(clawpen_tools(root, api))},
-        allowed_tools=ALLOWED_TOOLS + [mcp_name(name) for name in MCP_TOOLS],
+        mcp_servers={**external, MCP_SERVER: mcp_server(clawpen_tools(root, api))},
+        allowed_tools=ALLOWED_TOOLS
+        + [mcp_name(name) for name in MCP_TOOLS]
+        + [f"mcp__{name}" for name in external],  # every tool of each of those servers
         max_turns=task.max_steps or None,
         env={**cli_environment(task.model, port), "HOME": os.environ.get("HOME", root)},
         setting_sources=[],

@@ -19,6 +19,7 @@ from typing import Any
 from . import stopping
 from .compact import compact, needs_compaction
 from .inbox import save_files, user_content
+from .mcp import McpTools
 from .memory import Memory
 from .protocol import MESSAGES_PATH, Task, TaskResult
 from .session import Conversation, Sessions
@@ -117,7 +118,10 @@ def run_task(
     text = user_turn(task)
     content = user_content(text, save_files(task.files, root))
     state.messages.append({"role": "user", "content": content})
-    result = _Turn(task, state, call_model, root, api, clock, on_tool).run()
+    mcp = McpTools(task.mcp_servers, api, root) if task.mcp_servers else None
+    for problem in mcp.problems if mcp else []:
+        log(f"mcp: {problem}")
+    result = _Turn(task, state, call_model, root, api, clock, on_tool, mcp).run()
     state.messages[earlier] = {"role": "user", "content": text}  # the text names the files
     sessions.save(task.conversation, state)
     return result
@@ -135,6 +139,7 @@ class _Turn:
     api: Api | None
     clock: Callable[[], float]
     on_tool: ToolTimer | None = None  # tells tracing which tools ran, and when
+    mcp: McpTools | None = None  # the task's MCP servers' tools (SERVER__tool)
 
     def run(self) -> TaskResult:
         task, messages = self.task, self.state.messages
@@ -150,7 +155,7 @@ class _Turn:
                 "model": task.model,
                 "max_tokens": task.max_tokens,
                 "messages": messages,
-                "tools": TOOL_SCHEMAS,
+                "tools": TOOL_SCHEMAS + (self.mcp.schemas if self.mcp else []),
             }
             if system:
                 request["system"] = system
@@ -171,7 +176,10 @@ class _Turn:
                 began = time.time()
                 outward = use["name"] in API_TOOLS
                 called = self.clock() if outward else 0.0
-                output, is_error = run_tool(use["name"], args, self.root, self.api)
+                if self.mcp is not None and self.mcp.handles(use["name"]):
+                    output, is_error = self.mcp.run(use["name"], args)
+                else:
+                    output, is_error = run_tool(use["name"], args, self.root, self.api)
                 if outward:
                     outside += self.clock() - called
                 if self.on_tool is not None:

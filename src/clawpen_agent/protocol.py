@@ -22,6 +22,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+from urllib.parse import urlencode
 
 SOCKET_DIR = "/run/clawpen"
 SOCKET_NAME = "agent.sock"
@@ -195,6 +196,9 @@ class Task:
     time_limit: float = 0  # seconds the agent may work on it before it stops (0: no limit)
     context_tokens: int = 200_000  # the model's context window: history compacts at half
     trace: str = ""  # W3C traceparent of the task's span: sent back with each model call
+    # MCP servers: {"name", "command": [...], "env": {...}} run here (stdio), or
+    # {"name", "remote": true}, whose tools the orchestrator lists and calls (``MCP_*_PATH``)
+    mcp_servers: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -369,3 +373,72 @@ def check_fetch_request(data: Any) -> FetchRequest:
     if type(max_chars) is not int or not 1 <= max_chars <= MAX_FETCH_CHARS:
         raise ProtocolError(f"max_chars must be an integer from 1 to {MAX_FETCH_CHARS}")
     return FetchRequest(url=url, max_chars=max_chars)
+
+
+# -- files back: ``POST /v1/files?name=...&caption=...`` (send_file), the bytes as the body ----
+# The agent's runtime reads the file inside its container; the host never opens a path the agent
+# named. The orchestrator checks the size against the platform's limit before reading the body.
+
+FILES_PATH = "/v1/files"
+MAX_SEND_FILE_BYTES = 100 * 1024 * 1024  # the largest any platform takes (Slack's, as we cap it)
+MAX_FILE_NAME_CHARS = 255
+MAX_CAPTION_CHARS = 1024  # Telegram's caption limit, the smallest of the platforms'
+
+
+def file_path(name: str, caption: str = "") -> str:
+    """The route with the file's name and caption in its query."""
+    query = {"name": name, **({"caption": caption} if caption else {})}
+    return f"{FILES_PATH}?{urlencode(query)}"
+
+
+def check_file_query(query: Any) -> tuple[str, str]:
+    """The agent's query (a mapping of strings) -> (name, caption), bounded; the name is
+    cleaned to a plain one by the orchestrator after this."""
+    unknown = sorted(set(query) - {"name", "caption"})
+    if unknown:
+        raise ProtocolError(f"unknown key {unknown[0][:MAX_EXTRA_KEY_CHARS]!r} in the query")
+    name = check_text(query.get("name"), "name", MAX_FILE_NAME_CHARS)
+    if not name.strip():
+        raise ProtocolError("name is empty")
+    caption = check_text(query.get("caption", ""), "caption", MAX_CAPTION_CHARS)
+    return name, caption
+
+
+# -- MCP: remote servers' tools, through the orchestrator (which holds their credentials) -------
+# ``GET /v1/mcp/tools`` -> {"tools": [{"name": "SERVER__tool", "description", "input_schema"}]}
+# ``POST /v1/mcp/call`` {"name": "SERVER__tool", "arguments": {...}} -> {"text", "is_error"}
+
+MCP_TOOLS_PATH = "/v1/mcp/tools"
+MCP_CALL_PATH = "/v1/mcp/call"
+MCP_SEPARATOR = "__"  # SERVER__tool: how an MCP server's tool is named to the model
+MAX_MCP_BODY_BYTES = 1024 * 1024
+_MCP_TOOL = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}__[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True)
+class McpCall:
+    name: str  # SERVER__tool
+    arguments: dict[str, Any]
+
+    @property
+    def server(self) -> str:
+        return self.name.split(MCP_SEPARATOR, 1)[0]
+
+    @property
+    def tool(self) -> str:
+        return self.name.split(MCP_SEPARATOR, 1)[1]
+
+
+def check_mcp_call(data: Any) -> McpCall:
+    if not isinstance(data, dict):
+        raise ProtocolError(f"an MCP call must be a JSON object, not {_kind(data)}")
+    unknown = sorted(set(data) - {"name", "arguments"})
+    if unknown:
+        raise ProtocolError(f"unknown key {unknown[0][:MAX_EXTRA_KEY_CHARS]!r} in the call")
+    name = check_text(data.get("name"), "name", 100)
+    if not _MCP_TOOL.fullmatch(name):
+        raise ProtocolError("name must be SERVER__tool")
+    arguments = data.get("arguments", {})
+    if not isinstance(arguments, dict):
+        raise ProtocolError(f"arguments must be a JSON object, not {_kind(arguments)}")
+    return McpCall(name, arguments)

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -32,12 +33,15 @@ from .filetools import (
 from .memory import MAX_KEY_CHARS, MAX_VALUE_CHARS, Memory, MemoryRefused
 from .protocol import (
     JOBS_PATH,
+    MAX_CAPTION_CHARS,
     MAX_FETCH_CHARS,
     MAX_SEND_CHARS,
+    MAX_SEND_FILE_BYTES,
     OUTBOX_PATH,
     WEB_FETCH_PATH,
     WORKSPACE,
     clean_text,
+    file_path,
 )
 
 __all__ = ["MAX_OUTPUT", "TOOLS", "TOOL_SCHEMAS", "ToolError", "resolve_inside", "run_tool"]
@@ -381,6 +385,80 @@ TOOL_SCHEMAS += [
         ),
     },
 ]
+
+
+def read_for_sending(path: str, root: str = WORKSPACE, limit: int = MAX_SEND_FILE_BYTES) -> bytes:
+    """The bytes of a regular file under ``root``, read here in the container: resolved first
+    (a symlink is followed only as far as it stays inside), opened without following a link
+    swapped in since, refused unless a regular file (not a FIFO, a device, a directory), and
+    refused by its size before it is read (a 2 GB sparse file costs nothing)."""
+    if path == WORKSPACE or path.startswith(WORKSPACE + "/"):  # the same place, wherever root is
+        path = path[len(WORKSPACE) :].lstrip("/") or "."
+    target = resolve_inside(root, path)
+    try:
+        descriptor = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ToolError(f"cannot open {path!r}: {exc.strerror}") from None
+    with os.fdopen(descriptor, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ToolError(f"{path!r} is not a regular file")
+        if info.st_size > limit:
+            raise ToolError(
+                f"{path!r} is {info.st_size / 1048576:.1f} MB, over the limit of"
+                f" {limit // 1048576} MB per file; compress or split it"
+            )
+        data = file.read(limit + 1)
+    if len(data) > limit:  # it grew while being read
+        raise ToolError(f"{path!r} is over the limit of {limit // 1048576} MB per file")
+    if not data:
+        raise ToolError(f"{path!r} is empty")
+    return data
+
+
+def send_file(args: dict[str, Any], root: str, api: Api | None) -> str:
+    """Send a file under /workspace to the chat being answered; its bytes go over the socket."""
+    path = args.get("path")
+    if not isinstance(path, str) or not path.strip():
+        raise ToolError("send_file needs a string 'path' under /workspace")
+    caption = args.get("caption") or ""
+    if not isinstance(caption, str):
+        raise ToolError("'caption' must be a string")
+    data = read_for_sending(path, root)
+    name = os.path.basename(path.rstrip("/")) or "file"
+    if api is None:
+        raise ToolError("the orchestrator cannot be reached from here")
+    try:
+        status, answer = api("POST", file_path(name, clean_text(caption, MAX_CAPTION_CHARS)), data)
+    except OSError as exc:
+        raise ToolError(f"the orchestrator did not answer ({exc})") from None
+    try:
+        sent = json.loads(answer) if answer else {}
+    except ValueError:
+        sent = {}
+    if status >= 400:
+        error = sent.get("error") if isinstance(sent, dict) else None
+        raise ToolError(f"refused ({status}): {error or answer[:300].decode(errors='replace')}")
+    return (
+        f"sent {sent.get('name', name)} ({sent.get('media_type', '?')},"
+        f" {len(data)} bytes) to {sent.get('to', 'the chat')}"
+    )
+
+
+TOOL_SCHEMAS.append(
+    {
+        "name": "send_file",
+        "description": "Send a file under /workspace (a chart, a PDF) to the chat you answer.",
+        "input_schema": _schema(
+            {"path": {"type": "string"}, "caption": {"type": "string"}},
+            ["path"],
+        ),
+    }
+)
+FILE_TOOLS: dict[str, Callable[[dict[str, Any], str, Api | None], str]] = {
+    "send_file": send_file,
+}
+
 API_TOOLS: dict[str, Callable[[dict[str, Any], Api | None], str]] = {
     **JOB_TOOLS,
     "send_message": send_message,
@@ -408,9 +486,12 @@ def run_tool(
     """Run one tool call; returns (text, is_error)."""
     tool = TOOLS.get(name)
     job_tool = API_TOOLS.get(name)
-    if tool is None and job_tool is None:
+    file_tool = FILE_TOOLS.get(name)
+    if tool is None and job_tool is None and file_tool is None:
         return f"unknown tool {name!r}", True
     try:
+        if file_tool is not None:
+            return file_tool(args, root, api), False
         return (tool(args, root) if tool else job_tool(args, api)), False  # type: ignore[misc]
     except ToolError as exc:
         return str(exc), True

@@ -14,6 +14,7 @@ from clawpen.runtime.image import build_engine_image, engine_tag
 from clawpen_agent.claude_engine import MCP_TOOLS, mcp_name
 from clawpen_agent.tools import TOOL_SCHEMAS
 from tests.fakes.fake_telegram import FakeTelegram
+from tests.fakes.mcp_servers import STDIO_SERVER, RemoteMcp
 
 from ..conftest import running
 from .conftest import DockerOrchestratorFactory
@@ -113,3 +114,42 @@ async def test_claude_code_reaches_clawpens_own_tools_through_its_mcp_server(
     light = {t["name"]: t for t in TOOL_SCHEMAS}
     for name in MCP_TOOLS:
         assert offered[mcp_name(name)]["input_schema"] == light[name]["input_schema"]
+
+
+async def test_claude_code_reaches_the_operators_stdio_and_remote_mcp_servers(
+    docker_orchestrator_factory: DockerOrchestratorFactory,
+    fake_telegram: FakeTelegram,
+    fake_model: FakeModel,
+    claude_code_image: str,
+) -> None:
+    """The CLI runs a stdio server itself, in the container; a remote one is reached through
+    the door; both as the CLI names MCP tools, mcp__NAME__tool."""
+    remote = RemoteMcp("engine-remote-credential-42")
+    await remote.start()
+    servers = [
+        {"name": "calc", "command": ["python3", "-c", STDIO_SERVER]},
+        {
+            "name": "weather",
+            "url": remote.url,
+            "headers": {"Authorization": "Bearer engine-remote-credential-42"},
+        },
+    ]
+    agent = {"id": "assistant", "engine": "claude-code", "memory_mb": 1024, "mcp_servers": servers}
+    orchestrator, _ = docker_orchestrator_factory(fake_telegram, agents=[agent])
+    try:
+        async with running(orchestrator):
+            await fake_telegram.push_text(1001, 'tool: mcp__calc__add {"a": 2, "b": 40}')
+            await fake_telegram.wait_for_sent(1, timeout=90)
+            await fake_telegram.push_text(1001, 'tool: mcp__weather__forecast {"city": "Rome"}')
+            await fake_telegram.wait_for_sent(2, timeout=90)
+    finally:
+        await remote.close()
+    added, forecast = fake_telegram.texts_to(1001)
+    assert added in (
+        "tool said:\n42",
+        'tool said:\n{"result":42}',
+    )  # the CLI may show it structured
+    assert "Sunny in Rome, 21 C" in forecast
+    offered = {t["name"] for t in fake_model.requests[0]["tools"]}
+    assert {"mcp__calc__add", "mcp__weather__forecast"} <= offered
+    assert "engine-remote-credential-42" not in json.dumps(fake_model.requests)

@@ -24,6 +24,7 @@ from ..egress.netpolicy import LoopbackExceptions, Refused, normalize_host
 from ..models import Address, JobSpec
 from ..ports.limits import PortLimits
 from ..schedule import JOB_NAME, ScheduleError, make_spec, parse_every
+from .skills import read_skills
 
 if TYPE_CHECKING:
     pass
@@ -57,6 +58,23 @@ class ModelSettings(_Model):
     daily_token_budget: int | None = Field(None, ge=1, description="per agent, input+output")
     daily_usd_budget: float | None = Field(None, gt=0, description="per agent; needs prices")
     prices: dict[str, Price] = {}  # model name -> USD per million tokens
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+
+class TranscriptionSettings(_Model):
+    """Speech-to-text for voice notes, through an OpenAI-compatible
+    ``/v1/audio/transcriptions`` (a self-hosted whisper server, or a provider); off without
+    it. ``base_url`` ends where ``/audio/transcriptions`` begins (``http://host:9000/v1``)."""
+
+    base_url: str
+    api_key: str | None = Field(None, repr=False)  # secret:NAME like every credential
+    model: str = Field("whisper-1", min_length=1, max_length=200)
 
     @field_validator("base_url")
     @classmethod
@@ -106,6 +124,46 @@ def _host_name(value: str) -> str:
         return normalize_host(value)
     except Refused:
         raise ValueError(f"{value!r} is not a host name") from None
+
+
+MCP_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class McpServerSettings(_Model):
+    """An MCP server for an agent: stdio (``command``, run inside the agent's container, with no
+    network like everything there) or remote (``url``, reached through the orchestrator, which
+    adds ``headers``: the credential never enters the container). Its tools reach the model as
+    ``NAME__tool``."""
+
+    name: str = Field(pattern=MCP_NAME)
+    command: list[str] | None = Field(None, min_length=1)
+    env: dict[str, str] = {}
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)  # secret:NAME welcome
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> McpServerSettings:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(
+                f"mcp server {self.name!r}: give either command (stdio, in the container) or"
+                " url (remote, through the orchestrator)"
+            )
+        if self.command is not None and self.headers:
+            raise ValueError(f"mcp server {self.name!r}: headers are for a remote (url) server")
+        if self.url is not None and self.env:
+            raise ValueError(f"mcp server {self.name!r}: env is for a stdio (command) server")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        return self.url is not None
 
 
 class MountSettings(_Model):
@@ -195,10 +253,30 @@ class AgentSettings(_Model):
     # /workspace's own size (an ext4 image on a loop device); 0: an unlimited Docker volume
     workspace_mb: int = Field(1024, ge=0)
     mounts: list[MountSettings] = []
+    # folders in the SKILL.md format, mounted read-only (the mount allowlist must grant them)
+    skills: list[str] = []
+    mcp_servers: list[McpServerSettings] = []
     runtime: Runtime | None = None  # default: the top-level runtime
     # light: the standard-library agent; claude-code: the Claude Agent SDK (an image variant)
     engine: Literal["light", "claude-code"] = "light"
     approvals: ApprovalSettings = ApprovalSettings()
+
+    @field_validator("skills")
+    @classmethod
+    def _skills(cls, value: list[str]) -> list[str]:
+        read_skills(value)  # a malformed one is an error naming its file and field
+        return value
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _mcp_names(cls, value: list[McpServerSettings]) -> list[McpServerSettings]:
+        names = [server.name for server in value]
+        if "clawpen" in names:
+            raise ValueError("the mcp server name 'clawpen' is clawpen's own; pick another")
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two mcp servers are named {name!r}; each needs its own name")
+        return value
 
 
 def _channels_model() -> type[BaseModel]:
@@ -271,6 +349,7 @@ class Settings(_Model):
     dashboard: DashboardSettings | None = None
     tracing: TracingSettings | None = None
     model: ModelSettings
+    transcription: TranscriptionSettings | None = None  # voice notes to text; off without it
     vault: VaultSettings = VaultSettings()
     agents: list[AgentSettings] = Field(min_length=1)
     channels: Channels = Channels(cli={})  # type: ignore[valid-type]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from clawpen_agent.protocol import ChatLine, InboxFile
 
 from ..models import TaskFile
+from .voice import VoiceNote, voice_line
 
 INBOX_DIR = "/workspace/inbox"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -33,18 +34,26 @@ def file_note(name: str, media_type: str, size: int) -> str:
 
 
 def with_files(
-    lines: Sequence[ChatLine], platform_ids: Sequence[str], files: Sequence[TaskFile]
+    lines: Sequence[ChatLine],
+    platform_ids: Sequence[str],
+    files: Sequence[TaskFile],
+    voice: Sequence[VoiceNote | None] = (),
 ) -> tuple[list[ChatLine], list[InboxFile]]:
-    """Each line with a note per file its message brought, and the files for the agent."""
+    """Each line with a note per file its message brought, and the files for the agent. A voice
+    note (``voice``, one entry per file, ``None`` for any other file) joins as its transcript,
+    ``[voice note, 12 s]: ...``, or says it arrived and where its audio is."""
     notes: dict[str, list[str]] = {}
     inbox: list[InboxFile] = []
     counts: dict[str, int] = {}
-    for file in files:
+    for position, file in enumerate(files):
         index = counts.get(file.platform_id, 0)
         counts[file.platform_id] = index + 1
         name = inbox_name(file.platform_id, index, file.name)
+        spoken = voice[position] if position < len(voice) else None
         notes.setdefault(file.platform_id, []).append(
             file_note(name, file.media_type, len(file.data))
+            if spoken is None
+            else voice_line(spoken, f"{INBOX_DIR}/{name}")
         )
         inbox.append(InboxFile(name, file.media_type, base64.b64encode(file.data).decode()))
     annotated = [

@@ -15,6 +15,7 @@ through the ``Board`` both are given (``board.py``); the intake never holds a wo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,6 +30,7 @@ from ..models import (
     Decision,
     DeliveryStatus,
     InboundMessage,
+    OutboundFile,
     Rejection,
     Reply,
     Route,
@@ -378,6 +380,32 @@ class Intake:
         )
         if reply is not None:
             self.outbox.notify(address.channel)
+        return reply
+
+    async def send_file(
+        self, agent_id: str, file: OutboundFile, task_id: int | None = None
+    ) -> Reply | None:
+        """A file an agent sends back (``tools/files.py`` checked it): committed as a reply
+        carrying it, then delivered by the outbox in order with the chat's other replies."""
+        now = self.clock()
+        tasks = self.board.running.get(agent_id, {})
+        running = tasks.get(task_id) if task_id is not None else None
+        if running is None and len(tasks) == 1:
+            running = next(iter(tasks.values()))
+        # a task taken over after a crash runs again, and may send the same file again: once
+        once = None
+        if running is not None:
+            digest = hashlib.sha256(file.name.encode() + b"\0" + file.data).hexdigest()
+            once = f"{running.id}:{digest}"
+        reply = await self.store.record_agent_file(
+            agent_id,
+            replace(file, caption=reply_text(file.caption)),
+            self.leases.lease(now),
+            now,
+            once,
+        )
+        if reply is not None:
+            self.outbox.notify(file.address.channel)
         return reply
 
     # -- tracing (no-ops unless tracing is on) ----------------------------------------------

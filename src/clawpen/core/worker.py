@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 from clawpen_agent.protocol import ChatLine, InboxFile, Task
 
-from ..config import Settings
+from ..config import AgentSettings, Settings
+from ..config.skills import read_skills, skills_prompt
 from ..door.server import AgentGone
 from ..errors import ClawpenError, DockerUnavailable, StoreRejected
 from ..models import JOB_CHANNEL, ClaimedTask, Reply
@@ -40,6 +41,7 @@ from .board import Board, Leases
 from .inbox import with_files
 from .outbox import Outbox
 from .text import reply_text
+from .voice import Transcriber, untranscribed
 
 MAX_TASK_ATTEMPTS = 3  # tries of the agent at one task (a container that died takes one)
 MAX_RESUMES = 5  # takeovers of one task after the orchestrator died holding it
@@ -67,6 +69,7 @@ class Worker:
         tracing: Tracing = NO_TRACING,
         clock: Callable[[], float] = time.time,
         review_mounts: Callable[[str, int], Awaitable[list[str]]] | None = None,
+        transcriber: Transcriber | None = None,
     ) -> None:
         # after each task: the agent's writes to staged mounts, asked about (approvals)
         self.review_mounts = review_mounts
@@ -80,6 +83,7 @@ class Worker:
         self.job_done = job_done  # a job's run ended (the scheduler looks at its jobs again)
         self.tracing = tracing
         self.clock = clock
+        self.transcriber = transcriber  # voice notes to text, when configured
         self.log = get_logger()
 
     async def run_agent(self, agent_id: str) -> None:
@@ -231,7 +235,12 @@ class Worker:
         files: list[InboxFile] = []
         if claimed.has_files:
             stored = await until_written(lambda: self.store.task_files(claimed.id), "files")
-            lines, files = with_files(lines, claimed.platform_ids, stored)
+            voice = (
+                await self.transcriber.notes(stored)
+                if self.transcriber is not None
+                else untranscribed(stored)
+            )
+            lines, files = with_files(lines, claimed.platform_ids, stored, voice)
         conversation = str(claimed.address)
         number = await until_written(
             lambda: self.store.session_number(agent.id, conversation), "session"
@@ -241,7 +250,7 @@ class Worker:
             conversation=conversation,
             lines=lines,
             model=agent.model or self.settings.model.name,
-            system_prompt=agent.system_prompt,
+            system_prompt=self._system_prompt(agent),
             max_tokens=agent.max_tokens or self.settings.model.max_tokens,
             files=files,
             session=number,
@@ -250,6 +259,12 @@ class Worker:
             time_limit=agent.task_timeout,
             context_tokens=agent.context_tokens,
             trace=self.tracing.traceparent(),
+            mcp_servers=[
+                {"name": s.name, "remote": True}
+                if s.remote
+                else {"name": s.name, "command": list(s.command or []), "env": dict(s.env)}
+                for s in agent.mcp_servers
+            ],
         )
         attempts = claimed.attempts
         while True:
@@ -305,6 +320,17 @@ class Worker:
             await self.pool.sessions[agent.id].stop_task(claimed.id)
         else:
             await self.pool.stop(agent.id, reason)
+
+    def _system_prompt(self, agent: AgentSettings) -> str:
+        """The configured prompt and what the agent's skills are (names, descriptions, where:
+        the bodies stay in their folders). Read at each task, so an edited description shows;
+        a skill broken since the start is left out and logged, never the task's end."""
+        try:
+            skills = skills_prompt(read_skills(agent.skills))
+        except ValueError as exc:
+            self.log.error("skill_unreadable", agentId=agent.id, error=str(exc))
+            skills = ""
+        return "\n\n".join(part for part in (agent.system_prompt, skills) if part)
 
     async def _unless_stopped(self, stopped: asyncio.Event, work: Awaitable[T]) -> T | None:
         """``work``'s result, or None when /stop came first (``work`` is then cancelled)."""

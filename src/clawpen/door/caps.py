@@ -215,6 +215,31 @@ class Door:
         finally:
             self.body_bytes -= size
 
+    async def raw_body(self, request: web.Request, size: int) -> bytes:
+        """Exactly ``size`` bytes of body (a file's), within the body deadline; raises
+        ``Refused``. Outside the JSON bodies' budget: its route reads one at a time."""
+        try:
+            async with asyncio.timeout(self.limits.body_timeout):
+                return await request.content.readexactly(size)
+        except TimeoutError:
+            raise Refused(
+                408, "body_timeout", f"body not sent within {self.limits.body_timeout:g}s"
+            ) from None
+        except asyncio.IncompleteReadError:
+            raise Refused(400, "body_incomplete", "the body is shorter than its length") from None
+
+    async def discard_body(self, request: web.Request, size: int) -> None:
+        """Read a refused body off and drop it, so that the agent, still sending, reads the
+        refusal instead of a broken connection; bounded by the body deadline."""
+        with contextlib.suppress(TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            async with asyncio.timeout(self.limits.body_timeout):
+                left = size
+                while left > 0:
+                    chunk = await request.content.read(min(left, 1024 * 1024))
+                    if not chunk:
+                        return
+                    left -= len(chunk)
+
     async def _parse(self, raw: bytes) -> Any:
         if len(raw) <= self.limits.inline_parse_max:
             return parse_body(raw)

@@ -20,9 +20,14 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from clawpen_agent.protocol import (
+    FILES_PATH,
     JOBS_PATH,
     MAX_JOB_BODY_BYTES,
+    MAX_MCP_BODY_BYTES,
     MAX_SEND_BODY_BYTES,
+    MAX_SEND_FILE_BYTES,
+    MCP_CALL_PATH,
+    MCP_TOOLS_PATH,
     MESSAGES_PATH,
     NEXT_TASK_PATH,
     OUTBOX_PATH,
@@ -32,18 +37,22 @@ from clawpen_agent.protocol import (
     WEB_FETCH_PATH,
     FetchRequest,
     JobRequest,
+    McpCall,
     OutgoingMessage,
     ProtocolError,
     Task,
     TaskResult,
     check_fetch_request,
+    check_file_query,
     check_job_request,
+    check_mcp_call,
     check_outgoing,
     check_result,
     parse_job_name,
     parse_task_id,
 )
 
+from ..models import Address
 from .caps import Door, DoorLimits, Refused
 from .proxy import ModelProxy, api_error
 
@@ -85,6 +94,31 @@ class AgentMessagesApi(Protocol):
     ) -> dict[str, Any]: ...
 
 
+class AgentFilesApi(Protocol):
+    """What an agent may send back (``tools/files.py``): ``target`` decides where the file
+    goes and whether its size is allowed there, before a byte of it is read."""
+
+    def target(self, agent_id: str, size: int, task_id: int | None = None) -> Address: ...
+
+    async def send(
+        self,
+        agent_id: str,
+        target: Address,
+        name: str,
+        caption: str,
+        data: bytes,
+        task_id: int | None = None,
+    ) -> dict[str, Any]: ...
+
+
+class AgentMcpApi(Protocol):
+    """An agent's remote MCP servers (``tools/mcp.py``), reached by the orchestrator."""
+
+    async def tools(self, agent_id: str) -> list[dict[str, Any]]: ...
+
+    async def call(self, agent_id: str, call: McpCall) -> dict[str, Any]: ...
+
+
 class AgentWebApi(Protocol):
     """What an agent may fetch (``tools/web.py``)."""
 
@@ -99,6 +133,8 @@ class AgentTools:
     jobs: AgentJobsApi | None = None
     messages: AgentMessagesApi | None = None
     web: AgentWebApi | None = None
+    files: AgentFilesApi | None = None
+    mcp: AgentMcpApi | None = None
 
 
 NO_TOOLS = AgentTools()
@@ -133,6 +169,9 @@ class AgentSession:
         self.jobs = tools.jobs
         self.messages = tools.messages
         self.web = tools.web
+        self.files = tools.files
+        self.mcp = tools.mcp
+        self._uploading = asyncio.Lock()  # one file's body read at a time, per agent
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -157,6 +196,9 @@ class AgentSession:
         app.router.add_delete(JOBS_PATH + "/{name}", self._cancel_job)
         app.router.add_post(OUTBOX_PATH, self._send_message)
         app.router.add_post(WEB_FETCH_PATH, self._web_fetch)
+        app.router.add_post(FILES_PATH, self._send_file)
+        app.router.add_get(MCP_TOOLS_PATH, self._mcp_tools)
+        app.router.add_post(MCP_CALL_PATH, self._mcp_call)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, shutdown_timeout=2, **limits.handler_kwargs()
         )
@@ -365,6 +407,61 @@ class AgentSession:
             return web.json_response(await self.web.fetch(self.agent_id, fetch))
         except ProtocolError as exc:
             return self._refuse(Refused(400, "invalid_fetch", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    async def _send_file(self, request: web.Request) -> web.Response:
+        """A file's bytes, as the body (never a path: the host opens nothing the agent names).
+        Its size is checked from the head first; a file over the platform's limit is refused
+        after its body is read off and dropped, so the agent hears why (the limit, named)."""
+        try:
+            name, caption = check_file_query(request.query)
+            size = request.content_length
+            if size is None:
+                raise Refused(411, "length_required", "send the file with a Content-Length")
+            if size > MAX_SEND_FILE_BYTES:
+                raise Refused(
+                    413,
+                    "body_too_large",
+                    f"the file is {size} bytes, over the limit of {MAX_SEND_FILE_BYTES} bytes",
+                )
+            if self.files is None:
+                raise ToolRefused(503, "send_file is not available")
+            async with self._uploading:
+                try:
+                    target = self.files.target(self.agent_id, size, _task_of(request))
+                except ToolRefused:
+                    await self.door.discard_body(request, size)
+                    raise
+                data = await self.door.raw_body(request, size)
+            return web.json_response(
+                await self.files.send(self.agent_id, target, name, caption, data, _task_of(request))
+            )
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_file", str(exc)))
+        except Refused as refusal:
+            return self._refuse(refusal)
+        except JobRefused as exc:
+            return self._refuse_job(exc)
+
+    # -- remote MCP servers: listed and called by the orchestrator ---------------------------------
+
+    async def _mcp_tools(self, request: web.Request) -> web.Response:
+        if self.mcp is None:
+            return web.json_response({"tools": []})
+        return web.json_response({"tools": await self.mcp.tools(self.agent_id)})
+
+    async def _mcp_call(self, request: web.Request) -> web.Response:
+        try:
+            async with self.door.json_body(request, MAX_MCP_BODY_BYTES) as body:
+                call = check_mcp_call(body[1])
+            if self.mcp is None:
+                raise ToolRefused(503, "MCP servers are not available")
+            return web.json_response(await self.mcp.call(self.agent_id, call))
+        except ProtocolError as exc:
+            return self._refuse(Refused(400, "invalid_mcp_call", str(exc)))
         except Refused as refusal:
             return self._refuse(refusal)
         except JobRefused as exc:

@@ -26,7 +26,8 @@ import yaml
 from ..errors import ClawpenError
 
 ALLOWLIST_ENV = "CLAWPEN_MOUNT_ALLOWLIST"
-CONTAINER_PATH = re.compile(r"^/mnt/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# /mnt/NAME for agents[].mounts; /mnt/skills/NAME for skills (config/skills.py)
+CONTAINER_PATH = re.compile(r"^/mnt/(skills/)?[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # A folder with one of these names, at any depth, holds credentials: never mounted, nor anything
 # that contains one.
 SENSITIVE_NAMES = frozenset(

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ..config import AgentSettings, Settings
+from ..config.skills import read_skills
 from ..door.proxy import ModelProxy
 from ..door.server import NO_TOOLS, AgentGone, AgentSession, AgentTools
 from ..errors import ClawpenError, StoreError
@@ -50,14 +51,20 @@ def agent_spec(settings: Settings, agent: AgentSettings) -> AgentSpec:
         workspace_mb=agent.workspace_mb,
         runtime=agent.runtime or settings.runtime,
         # approvals.ask: [mounts]: a read-write mount is staged, its writes applied on a tap
-        mounts=tuple(
-            MountRequest(
-                m.host,
-                m.container,
-                m.read_only,
-                staged=not m.read_only and "mounts" in agent.approvals.ask,
-            )
-            for m in agent.mounts
+        mounts=(
+            *(
+                MountRequest(
+                    m.host,
+                    m.container,
+                    m.read_only,
+                    staged=not m.read_only and "mounts" in agent.approvals.ask,
+                )
+                for m in agent.mounts
+            ),
+            *(
+                MountRequest(str(skill.folder), skill.container_path, read_only=True)
+                for skill in read_skills(agent.skills)
+            ),
         ),
         lanes=agent.max_parallel,
     )

@@ -49,6 +49,7 @@ from ..models import (
     JobFiring,
     JobRun,
     JobSpec,
+    OutboundFile,
     Reply,
     Stranger,
     TaskFile,
@@ -183,6 +184,17 @@ class Store(Protocol):
         """Commit a message an agent sends on its own (``send_message``) as a reply to
         ``address``, behind a finished task of its own: the outbox delivers it as any reply.
         None, committing nothing, when ``address`` is no longer paired with the agent."""
+
+    async def record_agent_file(
+        self, agent_id: str, file: OutboundFile, lease: Lease, now: float, once: str | None = None
+    ) -> Reply | None:
+        """Commit a file an agent sends back (``send_file``) as a reply to ``file.address``
+        (its caption the reply's text), as ``record_agent_message`` does a message. None,
+        committing nothing, when the address is no longer paired with the agent. A file with
+        the ``once`` key of one committed before is that one's reply, committed again never."""
+
+    async def reply_file(self, reply: Reply) -> OutboundFile | None:
+        """The file a reply with ``has_file`` carries, as the channel is to be given it."""
 
     async def release_task(self, task_id: int, owner: str) -> None:
         """Give a running task back (the orchestrator is stopping, not crashing): its next

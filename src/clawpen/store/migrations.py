@@ -294,4 +294,19 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE replies ADD COLUMN buttons TEXT NOT NULL DEFAULT '';
     """,
+    # 15 (files): a file an agent sends back (send_file) is a reply of its own (its caption the
+    # text), delivered by the outbox in order with the chat's other replies; its bytes wait in
+    # reply_files until the platform has them; a task taken over after a crash that sends the
+    # same file again finds it committed already
+    """
+    ALTER TABLE replies ADD COLUMN has_file INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE reply_files (
+        reply_id INTEGER PRIMARY KEY REFERENCES replies (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL,              -- emptied once the platform confirmed the file
+        once TEXT UNIQUE                 -- task and content: a resumed task sends it once
+    );
+    """,
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from ..models import Address, Job, JobSpec, Reply, Verdict
+from ..models import Address, Job, JobSpec, OutboundFile, Reply, Verdict
 
 
 class Chats(Protocol):
@@ -23,6 +23,10 @@ class Chats(Protocol):
     def answering(self, agent_id: str, task_id: int | None = None) -> Address | None: ...
 
     async def send_message(self, agent_id: str, address: Address, text: str) -> Reply | None: ...
+
+    async def send_file(
+        self, agent_id: str, file: OutboundFile, task_id: int | None = None
+    ) -> Reply | None: ...
 
 
 class JobBook(Protocol):

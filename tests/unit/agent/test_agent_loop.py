@@ -102,6 +102,7 @@ def test_plain_answer_is_returned(tmp_path: Path) -> None:
         "cancel_job",
         "send_message",
         "web_fetch",
+        "send_file",
     }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from clawpen_agent.tools import API_TOOLS, MAX_OUTPUT, TOOL_SCHEMAS, TOOLS, run_tool
+from clawpen_agent.tools import API_TOOLS, FILE_TOOLS, MAX_OUTPUT, TOOL_SCHEMAS, TOOLS, run_tool
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def outside(tmp_path: Path) -> Path:
 
 
 def test_every_tool_has_a_schema() -> None:
-    assert sorted(s["name"] for s in TOOL_SCHEMAS) == sorted([*TOOLS, *API_TOOLS])
+    assert sorted(s["name"] for s in TOOL_SCHEMAS) == sorted([*TOOLS, *API_TOOLS, *FILE_TOOLS])
 
 
 def test_job_tools_speak_to_the_socket_and_show_refusals_to_the_model() -> None:

@@ -119,3 +119,29 @@ def test_the_mcp_servers_tools_are_the_light_engines(tmp_path: Path) -> None:
     assert calls == [("POST", "/v1/outbox", b'{"text": "hi"}')]
     text, is_error = clawpen_tools(str(tmp_path), None)[0].run({"key": "x" * 500})
     assert is_error and "128" in text  # refusals reach the model as errors
+
+
+def test_claude_code_runs_the_operators_stdio_mcp_servers_itself_and_never_a_remote_one() -> None:
+    """The CLI configures stdio servers its own way (its tools then read mcp__NAME__tool);
+    a remote server is not handed to it: its credential stays with the orchestrator."""
+    from clawpen_agent.claude_engine import stdio_servers
+    from clawpen_agent.protocol import Task
+
+    task = Task(
+        id=1,
+        conversation="cli:a",
+        lines=[],
+        model="m",
+        mcp_servers=[
+            {"name": "calc", "command": ["python3", "-m", "calc", "--fast"], "env": {"A": "1"}},
+            {"name": "weather", "remote": True},
+        ],
+    )
+    assert stdio_servers(task) == {
+        "calc": {
+            "type": "stdio",
+            "command": "python3",
+            "args": ["-m", "calc", "--fast"],
+            "env": {"A": "1"},
+        }
+    }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from ...models import Address, DeliveryStatus, Reply
+from ...models import Address, DeliveryStatus, OutboundFile, Reply
 from ..base import Lease
 from .connection import Connection
 from .rows import key_value, reply
@@ -57,9 +57,24 @@ class Replies(Connection):
                 " WHERE id=?4 AND claim=?5 AND chunks_sent=?6 AND status='pending'",
                 (platform_id, done, now, reply_id, claim, chunk),
             ).rowcount
+            if recorded and done:  # the platform has the file: its bytes need not stay
+                db.execute("UPDATE reply_files SET data=x'' WHERE reply_id=?", (reply_id,))
             return bool(recorded)
 
         return await self._write(record)
+
+    async def reply_file(self, reply: Reply) -> OutboundFile | None:
+        def read(db: sqlite3.Connection) -> OutboundFile | None:
+            row = db.execute(
+                "SELECT name, media_type, data FROM reply_files WHERE reply_id=?", (reply.id,)
+            ).fetchone()
+            if row is None:
+                return None
+            return OutboundFile(
+                reply.address, row[0], row[1], bytes(row[2]), reply.text, reply.reply_to
+            )
+
+        return await self._read(read)
 
     async def release_reply(self, reply_id: int, claim: str) -> None:
         await self._write(
@@ -120,7 +135,7 @@ class Replies(Connection):
         counted: bool = True,
     ) -> None:
         def record(db: sqlite3.Connection) -> None:
-            db.execute(
+            changed = db.execute(
                 "UPDATE replies SET attempts=attempts+?, error=?, status=?, next_attempt_at=?,"
                 " claim=NULL WHERE id=? AND claim=? AND status='pending'",
                 (
@@ -131,7 +146,9 @@ class Replies(Connection):
                     reply_id,
                     claim,
                 ),
-            )
+            ).rowcount
+            if changed and final:
+                _tell_file_lost(db, reply_id, error, next_attempt_at)
 
         await self._write(record)
 
@@ -198,6 +215,27 @@ def insert_reply(
 def task_reply(db: sqlite3.Connection, task_id: int | None) -> Reply:
     """The reply just committed for ``task_id``."""
     return reply(db.execute("SELECT * FROM replies WHERE task_id=?", (task_id,)).fetchone())
+
+
+def _tell_file_lost(db: sqlite3.Connection, reply_id: int, error: str, now: float) -> None:
+    """A file given up on is said in the chat, as a text reply of its own, in the same
+    transaction: the user hears that a file did not come, and why, never silence."""
+    found = db.execute(
+        "SELECT r.channel, r.chat_id, r.thread, f.name, t.agent_id FROM replies r"
+        " JOIN reply_files f ON f.reply_id = r.id JOIN tasks t ON t.id = r.task_id"
+        " WHERE r.id=?",
+        (reply_id,),
+    ).fetchone()
+    if found is None:
+        return
+    channel, chat, thread, name, agent_id = found
+    task_id = db.execute(
+        "INSERT INTO tasks (agent_id, channel, chat_id, thread, status, created_at, finished_at)"
+        " VALUES (?, ?, ?, ?, 'done', ?, ?)",
+        (agent_id, channel, chat, thread, now, now),
+    ).lastrowid
+    text = f"I could not send you the file {name}: {error[:300]}"
+    insert_reply(db, task_id, Address(channel, chat, thread), "", text, Lease("", 0.0), now)
 
 
 def _failures(row: sqlite3.Row) -> tuple[str, tuple[int, str]]:

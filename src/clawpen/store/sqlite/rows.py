@@ -64,6 +64,7 @@ def reply(row: sqlite3.Row) -> Reply:
         lease_until=row["lease_until"],
         stranger=bool(row["stranger"]),
         buttons=buttons(row["buttons"]),
+        has_file=bool(row["has_file"]),
     )
 
 

@@ -4,7 +4,8 @@
            running again, resumes + 1, when its owner's lease ran out (a crash)
 
 Finishing a task commits its reply in the same transaction; a job's run is closed with it
-(``jobs.finish_job_run``). An agent's ``send_message`` is a task done at once with its reply.
+(``jobs.finish_job_run``). An agent's ``send_message`` is a task done at once with its reply,
+and so is its ``send_file`` (the reply carries the file).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from functools import partial
 
-from ...models import JOB_CHANNEL, Address, ClaimedTask, Reply, TaskFile
+from ...models import JOB_CHANNEL, Address, ClaimedTask, OutboundFile, Reply, TaskFile
 from ..base import Lease
 from . import rows
 from .connection import Connection
@@ -88,6 +89,38 @@ class Tasks(Connection):
                 (agent_id, address.channel, address.chat, address.thread, now, now),
             ).lastrowid
             insert_reply(db, task_id, address, "", text, lease, now)
+            return task_reply(db, task_id)
+
+        return await self._write(record)
+
+    async def record_agent_file(
+        self, agent_id: str, file: OutboundFile, lease: Lease, now: float, once: str | None = None
+    ) -> Reply | None:
+        def record(db: sqlite3.Connection) -> Reply | None:
+            address = file.address
+            if delivery_refused(db, agent_id, address) is not None:
+                return None
+            if once is not None:
+                found = db.execute(
+                    "SELECT replies.* FROM reply_files JOIN replies ON replies.id = reply_id"
+                    " WHERE once=?",
+                    (once,),
+                ).fetchone()
+                if found is not None:  # sent before this task was taken over: not again
+                    return rows.reply(found)
+            task_id = db.execute(
+                "INSERT INTO tasks (agent_id, channel, chat_id, thread, status, created_at,"
+                " finished_at) VALUES (?, ?, ?, ?, 'done', ?, ?)",
+                (agent_id, address.channel, address.chat, address.thread, now, now),
+            ).lastrowid
+            insert_reply(db, task_id, address, file.reply_to, file.caption, lease, now)
+            reply_id = db.execute("SELECT id FROM replies WHERE task_id=?", (task_id,)).fetchone()
+            db.execute("UPDATE replies SET has_file=1 WHERE id=?", (reply_id[0],))
+            db.execute(
+                "INSERT INTO reply_files (reply_id, name, media_type, size, data, once)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (reply_id[0], file.name, file.media_type, len(file.data), file.data, once),
+            )
             return task_reply(db, task_id)
 
         return await self._write(record)
