@@ -243,7 +243,7 @@ class Orchestrator:
             messages=AgentMessages(self.intake, gate=self.approvals),
             web=AgentWeb(settings, WebFetcher(exceptions), gate=self.approvals),
             files=AgentFiles(self.intake, _file_limits(self.channels)),
-            mcp=AgentMcp(settings),
+            mcp=AgentMcp(settings, gate=self.approvals),
         )
         self.pool = AgentPool(
             settings, self.runtime, self.proxy, self.store, self.metrics, tools=tools

@@ -194,7 +194,7 @@ class TracingSettings(_Model):
     service_name: str = "clawpen"
 
 
-ApprovalKind = Literal["send_message", "web_fetch", "egress", "jobs", "mounts"]
+ApprovalKind = Literal["send_message", "web_fetch", "egress", "jobs", "mounts", "mcp"]
 MAX_APPROVAL_TIMEOUT = 86_400  # seconds: a tool call waits a day at most
 
 

@@ -56,7 +56,7 @@ CODE_LETTERS = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: a person may 
 CODE = re.compile(r"(ok|al|no)-([a-hjkmnp-z2-9]{8})")
 CHOICES = {"ok": ("allowed", "once"), "al": ("allowed", "always"), "no": ("denied", "")}
 PREVIEW = 300  # characters of a message's text on its card
-ONCE = ("send_message", "jobs", "mounts", "egress")  # carried out once per decision
+ONCE = ("send_message", "jobs", "mounts", "egress", "mcp")  # carried out once per decision
 ANSWERS = {"allowed": "Allowed.", "denied": "Denied.", "expired": "Expired."}
 
 

@@ -116,7 +116,9 @@ class AgentMcpApi(Protocol):
 
     async def tools(self, agent_id: str) -> list[dict[str, Any]]: ...
 
-    async def call(self, agent_id: str, call: McpCall) -> dict[str, Any]: ...
+    async def call(
+        self, agent_id: str, call: McpCall, task_id: int | None = None
+    ) -> dict[str, Any]: ...
 
 
 class AgentWebApi(Protocol):
@@ -459,7 +461,7 @@ class AgentSession:
                 call = check_mcp_call(body[1])
             if self.mcp is None:
                 raise ToolRefused(503, "MCP servers are not available")
-            return web.json_response(await self.mcp.call(self.agent_id, call))
+            return web.json_response(await self.mcp.call(self.agent_id, call, _task_of(request)))
         except ProtocolError as exc:
             return self._refuse(Refused(400, "invalid_mcp_call", str(exc)))
         except Refused as refusal:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from clawpen_agent.protocol import MCP_SEPARATOR, McpCall
 from ..config import McpServerSettings, Settings
 from ..door.server import ToolRefused
 from ..obs.logging import get_logger
+from .api import NO_GATE, Gate
 
 if TYPE_CHECKING:
     from mcp import Client
@@ -30,8 +32,9 @@ MAX_RESULT_CHARS = 100_000  # of one tool's answer, for the model
 
 
 class AgentMcp:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, gate: Gate = NO_GATE) -> None:
         self.settings = settings
+        self.gate = gate  # approvals.ask: [mcp]: each remote call waits for a person's tap
         self.log = get_logger()
 
     def _remote(self, agent_id: str) -> dict[str, McpServerSettings]:
@@ -64,16 +67,37 @@ class AgentMcp:
             for tool in listed.tools
         ]
 
-    async def call(self, agent_id: str, call: McpCall) -> dict[str, Any]:
+    async def call(
+        self, agent_id: str, call: McpCall, task_id: int | None = None
+    ) -> dict[str, Any]:
         server = self._remote(agent_id).get(call.server)
         if server is None:
             raise ToolRefused(404, f"no remote MCP server {call.server!r} is configured for you")
-        return await self.call_remote_tool(agent_id, server, call.tool, call.arguments)
+        return await self.call_remote_tool(agent_id, server, call.tool, call.arguments, task_id)
 
     async def call_remote_tool(
-        self, agent_id: str, server: McpServerSettings, tool: str, arguments: dict[str, Any]
+        self,
+        agent_id: str,
+        server: McpServerSettings,
+        tool: str,
+        arguments: dict[str, Any],
+        task_id: int | None = None,
     ) -> dict[str, Any]:
-        """The one way a remote MCP tool is called for an agent (approvals hook in here)."""
+        """The one way a remote MCP tool is called for an agent; with ``mcp`` in the agent's
+        ``approvals.ask``, only once a person allowed this exact call."""
+        if self.gate.asks(agent_id, "mcp"):
+            args = {"server": server.name, "tool": tool, "arguments": arguments}
+            shown = json.dumps(arguments, ensure_ascii=False)
+            preview = shown if len(shown) <= 300 else shown[:300] + "..."
+            verdict = await self.gate.request(
+                agent_id, "mcp", args, f"call {server.name}__{tool} with {preview}", task_id
+            )
+            if not verdict.approved:
+                raise ToolRefused(403, f"{server.name}__{tool} {verdict}; not called")
+            if not verdict.first:  # a re-run of the task: the call was made the first time
+                raise ToolRefused(
+                    409, f"{server.name}__{tool} was called once already under its approval"
+                )
         try:
             async with asyncio.timeout(CALL_TIMEOUT), _connected(server) as client:
                 result = await client.call_tool(tool, arguments)

@@ -16,6 +16,7 @@ from clawpen.runtime.inprocess import InProcessRuntime
 from tests.conftest import running
 from tests.fakes.fake_channel import MemoryChannel
 from tests.fakes.mcp_servers import RemoteMcp
+from tests.waiting import until
 
 TOKEN = "mcp-remote-credential-0123456789"
 
@@ -78,3 +79,37 @@ async def test_a_remote_server_that_refuses_the_credential_costs_only_its_tools(
         await channel.wait_sent(1)
     assert channel.texts_to("assistant") == ["echo: hello"]
     assert not any(t["name"].startswith("weather__") for t in fake_model.requests[0]["tools"])
+
+
+@pytest.mark.parametrize(("choice", "called"), [("Allow", True), ("Deny", False)])
+async def test_with_mcp_in_approvals_ask_a_remote_call_waits_for_the_tap(
+    orchestrator_factory: Callable[..., Orchestrator],
+    remote: RemoteMcp,
+    tmp_path: Path,
+    choice: str,
+    called: bool,
+) -> None:
+    """The remote call is an action that leaves the sandbox: with `ask: [mcp]` the card shows
+    the exact call, and the server hears of it only after Allow."""
+    channel = MemoryChannel(name="cli")
+    server = {"name": "weather", "url": remote.url, "headers": {"Authorization": f"Bearer {TOKEN}"}}
+    orchestrator = orchestrator_factory(
+        InProcessRuntime(tmp_path / "ws"),
+        channels={"cli": channel},
+        agents=[{"id": "assistant", "mcp_servers": [server], "approvals": {"ask": ["mcp"]}}],
+    )
+    async with running(orchestrator):
+        await channel.push("assistant", tool("weather__forecast", city="Paris"))
+        await channel.wait_sent(1)
+        card = channel.sent[0].message
+        assert "weather__forecast" in card.text and "Paris" in card.text
+        assert remote.calls == []  # nothing reached the server before the decision
+        (button,) = [b for b in card.buttons if b.label == choice]
+        await channel.push("assistant", button.data)
+        await until(
+            lambda: any("Sunny" in t or "not called" in t for t in channel.texts_to("assistant")),
+            what="the tool's outcome in the answer",
+        )
+    answers = "\n".join(channel.texts_to("assistant"))
+    assert remote.calls == ([("forecast", {"city": "Paris"})] if called else [])
+    assert ("Sunny in Paris, 21 C" in answers) is called
