@@ -209,7 +209,7 @@ class Intake:
         """A message that is exactly a card's button code, in a chat that card went to: the
         tap of its sender where the platform has no buttons (e-mail, the CLI) or they were
         not used. It is answered here, and never reaches the agent."""
-        text = message.text.strip()
+        text = message.text.strip().lower()  # a phone capitalises the first letter: "Ok-..."
         if self.approvals is None or not CODE.fullmatch(text):
             return None
         approval = await self.store.approval_by_code(text.split("-", 1)[1])

@@ -67,7 +67,8 @@ async def test_a_code_typed_back_is_the_tap_of_who_typed_it(
         card = await first_card(fake_telegram)
         code = button(card, "Allow")
         await fake_telegram.push_text(-500, code, user_id=OWNER)  # another chat: just a message
-        await fake_telegram.push_text(OWNER, f"  {code} ", user_id=OWNER)
+        # as a phone's keyboard types it: first letter capitalised, spaces around
+        await fake_telegram.push_text(OWNER, f"  {code.capitalize()} ", user_id=OWNER)
         await until(lambda: "hey group" in fake_telegram.texts_to(-500), what="the group's message")
         await settled(orchestrator)
         [decided] = await orchestrator.store.approvals(pending_only=False)
