@@ -428,7 +428,7 @@ async def test_an_answer_whose_chat_was_closed_is_shown_by_the_next_chat_of_that
         "run: sleep 2; echo written-while-away",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    await until(lambda: tasks_running(config), timeout=60, what="the command running")
+    await until(lambda: orchestrator_process.events("agent_started"), what="the agent at work")
     chat.kill()  # the terminal is closed while the agent works
     await chat.wait()
 
@@ -464,7 +464,7 @@ async def test_a_task_rerun_after_a_crash_answers_into_its_conversations_history
         "run: sleep 2; echo finished-after-the-crash",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    await until(lambda: tasks_running(config), timeout=60, what="the command running")
+    await until(lambda: first.events("agent_started"), what="the agent at work")
     await first.stop(signal.SIGKILL)
     chat.kill()
     await chat.wait()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pexpect
+import pytest
 
 from clawpen.app import Orchestrator
 from clawpen.cli.chatui import inert
@@ -121,3 +122,30 @@ async def test_chat_without_an_orchestrator_fails_before_the_first_message(
     shown, code = await asyncio.to_thread(converse)
     assert code != 0
     assert "no orchestrator answers" in shown and "you>" not in shown
+
+
+def test_ctrl_c_during_an_answer_stops_it_and_a_second_ctrl_c_leaves(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The interactive chat and the piped one share ``answer``: the first Ctrl-C sends
+    ``/stop`` for this conversation and shows what the stopped work says; the second one,
+    while that is awaited, leaves."""
+    from clawpen.cli.chatui import answer
+
+    asked: list[str] = []
+
+    def interrupted_once(text: str) -> str:
+        asked.append(text)
+        if len(asked) == 1:
+            raise KeyboardInterrupt
+        return "Stopped."
+
+    assert answer(interrupted_once, "run: sleep 600") == "Stopped."
+    assert asked == ["run: sleep 600", "/stop"]
+    assert "stopping the answer, as /stop does; Ctrl-C again leaves" in capsys.readouterr().err
+
+    def always_interrupted(text: str) -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        answer(always_interrupted, "run: sleep 600")
