@@ -180,12 +180,12 @@ async def test_a_pending_approval_is_listed_and_decided_only_with_the_csrf_heade
             again = await client.post(path, headers={CSRF_HEADER: csrf_for(token)})
             await until(lambda: fake_telegram.texts_to(2002), what="the message to bob")
             after = (await client.get("/api/overview")).json()["approvals"]
+        [decided] = await orchestrator.store.approvals(pending_only=False)
     assert shown["kind"] == "send_message" and "telegram:2002" in shown["summary"]
     assert [no_header.status_code, elsewhere.status_code] == [403, 403]
     assert ok.status_code == 200
     assert again.status_code == 400 and "already" in again.json()["error"]
     assert after == []
-    [decided] = await orchestrator.store.approvals(pending_only=False)
     assert (decided.status, decided.decided_by, decided.how) == (
         "allowed",
         "dashboard",
