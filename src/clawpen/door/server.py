@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -345,33 +346,41 @@ class AgentSession:
 
     # -- scheduled jobs (the agent's tools) -----------------------------------------------------
 
-    async def _create_job(self, request: web.Request) -> web.Response:
+    async def _tool(
+        self, invalid: str, call: Callable[[], Awaitable[web.Response]]
+    ) -> web.Response:
+        """A tool's route: a request the agent got wrong is a 400 named ``invalid``; a refusal,
+        the door's or the tool's, is answered as one (and counted), never raised."""
         try:
-            async with self.door.json_body(request, MAX_JOB_BODY_BYTES) as body:
-                job = check_job_request(body[1])
-            created = await self._jobs().create(self.agent_id, job, _task_of(request))
-            return web.json_response(created, status=201)
+            return await call()
         except ProtocolError as exc:
-            return self._refuse(Refused(400, "invalid_job", str(exc)))
+            return self._refuse(Refused(400, invalid, str(exc)))
         except Refused as refusal:
             return self._refuse(refusal)
         except JobRefused as exc:
             return self._refuse_job(exc)
 
+    async def _create_job(self, request: web.Request) -> web.Response:
+        async def create() -> web.Response:
+            async with self.door.json_body(request, MAX_JOB_BODY_BYTES) as body:
+                job = check_job_request(body[1])
+            created = await self._jobs().create(self.agent_id, job, _task_of(request))
+            return web.json_response(created, status=201)
+
+        return await self._tool("invalid_job", create)
+
     async def _list_jobs(self, request: web.Request) -> web.Response:
-        try:
+        async def listed() -> web.Response:
             return web.json_response({"jobs": await self._jobs().list(self.agent_id)})
-        except JobRefused as exc:
-            return self._refuse_job(exc)
+
+        return await self._tool("invalid_job", listed)
 
     async def _cancel_job(self, request: web.Request) -> web.Response:
-        try:
+        async def cancel() -> web.Response:
             name = parse_job_name(request.match_info["name"])
             return web.json_response(await self._jobs().cancel(self.agent_id, name))
-        except ProtocolError as exc:
-            return self._refuse(Refused(400, "bad_job_name", str(exc)))
-        except JobRefused as exc:
-            return self._refuse_job(exc)
+
+        return await self._tool("bad_job_name", cancel)
 
     def _jobs(self) -> AgentJobsApi:
         if self.jobs is None:
@@ -383,42 +392,35 @@ class AgentSession:
         self.door.refused(Refused(exc.status, reason, exc.message))
         return web.json_response({"error": exc.message}, status=exc.status)
 
-    # -- reaching out: send_message and web_fetch (the agent's tools) ------------------------------
+    # -- reaching out: send_message, web_fetch, send_file (the agent's tools) ----------------------
 
     async def _send_message(self, request: web.Request) -> web.Response:
-        try:
+        async def send() -> web.Response:
             async with self.door.json_body(request, MAX_SEND_BODY_BYTES) as body:
                 message = check_outgoing(body[1])
             if self.messages is None:
                 raise ToolRefused(503, "send_message is not available")
             sent = await self.messages.send(self.agent_id, message, _task_of(request))
             return web.json_response(sent)
-        except ProtocolError as exc:
-            return self._refuse(Refused(400, "invalid_message", str(exc)))
-        except Refused as refusal:
-            return self._refuse(refusal)
-        except JobRefused as exc:
-            return self._refuse_job(exc)
+
+        return await self._tool("invalid_message", send)
 
     async def _web_fetch(self, request: web.Request) -> web.Response:
-        try:
+        async def fetch() -> web.Response:
             async with self.door.json_body(request, MAX_SEND_BODY_BYTES) as body:
-                fetch = check_fetch_request(body[1])
+                asked = check_fetch_request(body[1])
             if self.web is None:
                 raise ToolRefused(503, "web_fetch is not available")
-            return web.json_response(await self.web.fetch(self.agent_id, fetch))
-        except ProtocolError as exc:
-            return self._refuse(Refused(400, "invalid_fetch", str(exc)))
-        except Refused as refusal:
-            return self._refuse(refusal)
-        except JobRefused as exc:
-            return self._refuse_job(exc)
+            return web.json_response(await self.web.fetch(self.agent_id, asked))
+
+        return await self._tool("invalid_fetch", fetch)
 
     async def _send_file(self, request: web.Request) -> web.Response:
         """A file's bytes, as the body (never a path: the host opens nothing the agent names).
         Its size is checked from the head first; a file over the platform's limit is refused
         after its body is read off and dropped, so the agent hears why (the limit, named)."""
-        try:
+
+        async def send() -> web.Response:
             name, caption = check_file_query(request.query)
             size = request.content_length
             if size is None:
@@ -431,22 +433,18 @@ class AgentSession:
                 )
             if self.files is None:
                 raise ToolRefused(503, "send_file is not available")
+            task_id = _task_of(request)
             async with self._uploading:
                 try:
-                    target = self.files.target(self.agent_id, size, _task_of(request))
+                    target = self.files.target(self.agent_id, size, task_id)
                 except ToolRefused:
                     await self.door.discard_body(request, size)
                     raise
                 data = await self.door.raw_body(request, size)
-            return web.json_response(
-                await self.files.send(self.agent_id, target, name, caption, data, _task_of(request))
-            )
-        except ProtocolError as exc:
-            return self._refuse(Refused(400, "invalid_file", str(exc)))
-        except Refused as refusal:
-            return self._refuse(refusal)
-        except JobRefused as exc:
-            return self._refuse_job(exc)
+            sent = await self.files.send(self.agent_id, target, name, caption, data, task_id)
+            return web.json_response(sent)
+
+        return await self._tool("invalid_file", send)
 
     # -- remote MCP servers: listed and called by the orchestrator ---------------------------------
 
@@ -456,18 +454,14 @@ class AgentSession:
         return web.json_response({"tools": await self.mcp.tools(self.agent_id)})
 
     async def _mcp_call(self, request: web.Request) -> web.Response:
-        try:
+        async def call() -> web.Response:
             async with self.door.json_body(request, MAX_MCP_BODY_BYTES) as body:
-                call = check_mcp_call(body[1])
+                asked = check_mcp_call(body[1])
             if self.mcp is None:
                 raise ToolRefused(503, "MCP servers are not available")
-            return web.json_response(await self.mcp.call(self.agent_id, call, _task_of(request)))
-        except ProtocolError as exc:
-            return self._refuse(Refused(400, "invalid_mcp_call", str(exc)))
-        except Refused as refusal:
-            return self._refuse(refusal)
-        except JobRefused as exc:
-            return self._refuse_job(exc)
+            return web.json_response(await self.mcp.call(self.agent_id, asked, _task_of(request)))
+
+        return await self._tool("invalid_mcp_call", call)
 
 
 def _task_of(request: web.Request) -> int | None:
