@@ -333,6 +333,25 @@ def rows(ctx: BenchContext, clawpen: Side, nanobot: Side, window: float, hops: i
             [ratio(clawpen.idle_share, nanobot.idle_share)]),
     ]  # fmt: skip
     ctx.note(
+        "What differs on purpose. clawpen runs each agent in a Docker container of its own (no"
+        " network, read-only root, non-root) that reaches the model only through the"
+        " orchestrator's proxy on a Unix socket, and each platform adapter in a process of its"
+        " own; it commits every message, task and reply to SQLite (WAL, synchronous=FULL;"
+        " what queued up meanwhile goes in one transaction, an fsync each) before acting on it"
+        " or acknowledging it; messages that arrive while"
+        " a conversation's turn runs are batched into its next turn, so a burst costs a few"
+        " turns per chat. nanobot runs everything in one process (`nanobot-gateway`, no child"
+        " processes): the Telegram client (python-telegram-bot), the agent loop of every chat"
+        " and the tools, with no isolation between chats or from the host (its shell tool can"
+        " be wrapped in bubblewrap, `tools.exec.sandbox`, off by default and here); it keeps"
+        " sessions in memory and rewrites them as JSONL files without an fsync per turn; it"
+        " adds messages that arrive during a turn to that turn as messages of their own, and"
+        " per message it also sets a reaction and a typing action at Telegram. The fake model"
+        " echoes a turn's last user message, so nanobot's one answer to several messages names"
+        " only the last (`no reply named`); such a message counts as lost only if no request"
+        " ever gave it to the model."
+    )
+    ctx.note(
         f"nanobot {peer_nanobot.VERSION} reached its fake Telegram through the bench's TLS"
         f" CONNECT proxy ({hops} CONNECTs of api.telegram.org, each handshake checked against"
         f" the bench's CA); idle windows of {window:.0f} s, clawpen's first. CPU per message"
