@@ -24,4 +24,8 @@ MODULES = (
     "gvisor",
     "fleet",
     "parallel",
+    "peer",
 )
+PEERS = ("nanobot",)
+"""Benchmarks against a peer run only when asked for (``--peer NAME``): they install it."""
+ON_REQUEST = {"peer"}

@@ -27,7 +27,7 @@ import uvloop
 from clawpen.obs import logging as clawpen_logging
 from clawpen.runtime.image import DEFAULT_TAG, build_agent_image
 
-from . import MODULES
+from . import MODULES, ON_REQUEST, PEERS
 from .harness import (
     PID_FILE,
     REGISTRY,
@@ -67,6 +67,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="DIR",
         help="record py-spy profiles (folded stacks) of the child orchestrators into DIR",
     )
+    parser.add_argument(
+        "--peer",
+        choices=PEERS,
+        help="also run the peer benchmark against this system (installs it once into"
+        " ~/.cache/clawpen-bench)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs, dbs)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     return parser.parse_args(argv)
@@ -77,12 +83,21 @@ def load() -> None:
         importlib.import_module(f"{__package__}.{module}")
 
 
-def select(only: list[str]) -> list[Benchmark]:
+def select(only: list[str], peer: str | None = None) -> list[Benchmark]:
+    """The benchmarks ``--only`` names (all when none); those against a peer only with
+    ``--peer``, which alone runs them with the rest."""
     names = [n.strip() for item in only for n in item.split(",") if n.strip()]
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise SystemExit(f"unknown benchmark {unknown[0]!r}; known: {', '.join(REGISTRY)}")
-    return [b for name, b in REGISTRY.items() if not names or name in names]
+    asked = [n for n in names if n in ON_REQUEST]
+    if asked and peer is None:
+        raise SystemExit(f"{asked[0]!r} runs against a peer: add --peer {PEERS[0]}")
+    return [
+        b
+        for name, b in REGISTRY.items()
+        if (name in names if names else peer is not None or name not in ON_REQUEST)
+    ]
 
 
 def summary(row: Row) -> str:
@@ -168,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         for bench in REGISTRY.values():
             print(f"{bench.name:12} {bench.title}")
         return 0
-    benchmarks = select(args.only)
+    benchmarks = select(args.only, args.peer)
     if args.profile and not Path(sys.executable).with_name("py-spy").exists():
         raise SystemExit("--profile needs py-spy in the venv: .venv/bin/pip install py-spy")
     began = time.perf_counter()

@@ -212,3 +212,52 @@ async def profiled(ctx: BenchContext, pid: int, name: str) -> AsyncIterator[None
     finally:
         spy.send_signal(signal.SIGINT)
         await spy.wait()
+
+
+def cgroup_cpu_path(cgroup: str, root: Path = Path("/sys/fs/cgroup")) -> Path | None:
+    """The file holding a cgroup's CPU time, from a process's /proc/PID/cgroup text: cgroup
+    v1's ``cpuacct.usage`` (nanoseconds) or v2's ``cpu.stat`` (``usage_usec``)."""
+    unified = None
+    for line in cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if "cpuacct" in controllers.split(","):
+            return root / "cpuacct" / path.lstrip("/") / "cpuacct.usage"
+        if controllers == "" and parts[0] == "0":
+            unified = root / path.lstrip("/") / "cpu.stat"
+    return unified
+
+
+def parse_cgroup_cpu(path: Path, text: str) -> float:
+    """Seconds of CPU in the text of a file ``cgroup_cpu_path`` named."""
+    if path.name == "cpuacct.usage":
+        return int(text.strip()) / 1e9
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value) / 1e6
+    raise ValueError(f"no usage_usec in {path}")
+
+
+def container_cgroups(client: docker.DockerClient, instance: str) -> list[Path]:
+    """The CPU-time files of the instance's running containers' cgroups: everything a
+    container ran is counted, processes that came and went included."""
+    label = {"label": [f"{LABEL_INSTANCE}={instance}"], "status": "running"}
+    found = []
+    for container in client.containers.list(filters=label):
+        pid = container.attrs["State"]["Pid"]
+        path = cgroup_cpu_path(Path(f"/proc/{pid}/cgroup").read_text())
+        if path is not None and path.exists():
+            found.append(path)
+    return found
+
+
+def cgroups_cpu(paths: Iterable[Path]) -> float:
+    """CPU seconds used so far by these cgroups (0 for one that is gone)."""
+    used = 0.0
+    for path in paths:
+        with contextlib.suppress(OSError, ValueError):
+            used += parse_cgroup_cpu(path, path.read_text())
+    return used
