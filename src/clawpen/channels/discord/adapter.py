@@ -36,16 +36,21 @@ from ..base import (
     MAX_ATTACHMENT_BYTES,
     MAX_ATTACHMENTS,
     Accept,
-    Button,
-    CardTap,
     ChannelFatal,
     ChannelSettings,
     SendError,
-    TapOutcome,
     connected,
     report_tap,
     skipped_attachment_note,
-    tap_problem,
+)
+from .interactions import (
+    DEFERRED_UPDATE_MESSAGE,
+    answer,
+    buttons_view,
+    card_tap,
+    decided,
+    notice,
+    response,
 )
 
 if TYPE_CHECKING:
@@ -55,13 +60,6 @@ if TYPE_CHECKING:
 
 MAX_MESSAGE_LENGTH = 2000
 MAX_FILE_BYTES = 10 * 1024 * 1024  # Discord's upload limit for a bot, per message
-MAX_BUTTON_LABEL = 80
-COMPONENT_INTERACTION = 3
-BUTTON = 2
-THREAD_TYPES = frozenset({10, 11, 12})  # announcement, public and private threads
-EPHEMERAL = 1 << 6
-CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE, UPDATE_MESSAGE = 4, 6, 7  # interaction responses
-NOT_RECORDED = "Not recorded (the store is busy); tap again shortly."
 T = TypeVar("T")
 TYPING_SECONDS = 8.0  # Discord shows "typing..." for about 10 s per call
 LOGIN_WAIT_SECONDS = 30.0  # a send before the client has logged in waits this long
@@ -132,7 +130,7 @@ class DiscordAdapter:
         tells the tapper alone. Who tapped is Discord's word (``member.user.id`` or
         ``user.id``); an interaction that is not a button on a message is logged and dropped."""
         try:
-            found = _card_tap(raw, client)
+            found = card_tap(raw, client)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self.log.warning("channel_bad_tap", channel=self.name, error=str(exc))
             return
@@ -146,19 +144,19 @@ class DiscordAdapter:
             if not deciding.done():  # Discord's 3 seconds would pass: answer "later" now
                 deferred = True
                 try:
-                    deferral = _response(DEFERRED_UPDATE_MESSAGE)
+                    deferral = response(DEFERRED_UPDATE_MESSAGE)
                     await _sent(client.respond(interaction_id, token, deferral))
                 except SendError as exc:  # the decision is still shown once it is made
                     self.log.warning("channel_tap_answer_failed", channel=self.name, error=str(exc))
-            outcome = await _outcome(deciding)
+            outcome = await decided(deciding)
             if outcome is None:
                 return
             if not deferred:
-                await _sent(client.respond(interaction_id, token, _answer(outcome)))
+                await _sent(client.respond(interaction_id, token, answer(outcome)))
             elif outcome.card:
                 await self._edit(client, tap.address, tap.platform_id, outcome.card)
             elif outcome.notice:
-                await _sent(client.follow_up(token, _notice(outcome.notice)))
+                await _sent(client.follow_up(token, notice(outcome.notice)))
         except SendError as exc:  # the decision stands; only its display failed
             self.log.warning("channel_tap_answer_failed", channel=self.name, error=str(exc))
         finally:
@@ -291,7 +289,7 @@ class DiscordAdapter:
         client = await self._ready_client()
         options: dict[str, Any] = {}
         if message.buttons:
-            options["view"] = _buttons(message.buttons)
+            options["view"] = buttons_view(message.buttons)
         address = message.address
         channel = client.get_partial_messageable(int(address.thread or address.chat))
         reference = _reference(client, address, message.reply_to)
@@ -391,24 +389,6 @@ def _reference(client: Bot, address: Address, reply_to: str) -> discord.MessageR
     )
 
 
-def _buttons(buttons: Sequence[Button]) -> discord.ui.View:
-    """The card's buttons as an action row. The view is stopped before it is sent, so that
-    discord.py keeps no registry of it: a tap is read raw (``client.py``) and decided by the
-    core, across restarts too."""
-    import discord
-
-    view = discord.ui.View(timeout=None)
-    for index, button in enumerate(buttons):
-        style = discord.ButtonStyle.primary if index == 0 else discord.ButtonStyle.secondary
-        view.add_item(
-            discord.ui.Button(
-                label=button.label[:MAX_BUTTON_LABEL], custom_id=button.data, style=style
-            )
-        )
-    view.stop()
-    return view
-
-
 async def _sent(call: Awaitable[T]) -> T:
     """A REST call's result; Discord's refusals and an unreachable Discord as ``SendError``:
     a 429 with its wait, a 5xx to try again, a forbidden or unknown target for good."""
@@ -430,97 +410,6 @@ async def _sent(call: Awaitable[T]) -> T:
         raise SendError(str(exc), permanent=400 <= exc.status < 500) from None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise SendError(f"{type(exc).__name__}: {exc}") from None
-
-
-async def _outcome(deciding: asyncio.Future[TapOutcome]) -> TapOutcome | None:
-    """The core's answer to a tap; a notice to tap again when the store could not record it;
-    None when the core could not be asked at all (the bridge is gone)."""
-    try:
-        return await deciding
-    except StoreUnavailable:
-        return TapOutcome(NOT_RECORDED, "")
-    except Exception:
-        get_logger().exception("channel_tap_failed", channel="discord")
-        return None
-
-
-def _response(kind: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"type": kind, "data": data} if data is not None else {"type": kind}
-
-
-def _notice(notice: str) -> dict[str, Any]:
-    """A message only the tapper sees, mentioning nobody."""
-    return {
-        "content": notice[:MAX_MESSAGE_LENGTH],
-        "flags": EPHEMERAL,
-        "allowed_mentions": {"parse": []},
-    }
-
-
-def _answer(outcome: TapOutcome) -> dict[str, Any]:
-    """The response to a tap decided in time: the card updated without its buttons, or the
-    tapper told; with neither, the tap is acknowledged and nothing changes."""
-    if outcome.card:
-        return _response(
-            UPDATE_MESSAGE,
-            {
-                "content": outcome.card[:MAX_MESSAGE_LENGTH],
-                "components": [],
-                "allowed_mentions": {"parse": []},
-            },
-        )
-    if outcome.notice:
-        return _response(CHANNEL_MESSAGE, _notice(outcome.notice))
-    return _response(DEFERRED_UPDATE_MESSAGE)
-
-
-def _card_tap(raw: Any, client: Bot) -> tuple[CardTap, str, str] | None:
-    """(the tap, the interaction's id and token) of a button pressed on a message; None for
-    any other interaction. Raises (KeyError, TypeError, ValueError) on a malformed one."""
-    if not isinstance(raw, dict) or raw.get("type") != COMPONENT_INTERACTION:
-        if isinstance(raw, dict) and isinstance(raw.get("type"), int):
-            return None  # a command, an autocomplete, a modal: this bot registers none
-        raise ValueError("an interaction without a type")
-    data = raw["data"]
-    if data.get("component_type") != BUTTON:
-        return None
-    member = raw.get("member")
-    user = member["user"] if member is not None else raw["user"]
-    channel_id = _snowflake(raw["channel_id"], "channel_id")
-    channel = raw.get("channel")
-    parent = channel.get("parent_id") if isinstance(channel, dict) else None
-    is_thread = isinstance(channel, dict) and channel.get("type") in THREAD_TYPES
-    if not is_thread:
-        known = client.get_channel(int(channel_id))
-        parent = getattr(known, "parent_id", None) if known is not None else None
-        is_thread = parent is not None
-    address = (
-        Address("discord", _snowflake(str(parent), "channel.parent_id"), channel_id)
-        if is_thread
-        else Address("discord", channel_id)
-    )
-    custom_id = data["custom_id"]
-    if not isinstance(custom_id, str):
-        raise ValueError("data.custom_id is not a string")
-    tap = CardTap(
-        address=address,
-        sender_id=_snowflake(user["id"], "user.id"),
-        data=custom_id,
-        platform_id=_snowflake(raw["message"]["id"], "message.id"),
-    )
-    problem = tap_problem(tap)
-    if problem is not None:
-        raise ValueError(problem)
-    token = raw["token"]
-    if not isinstance(token, str) or not token or len(token) > 500:
-        raise ValueError("the interaction's token is missing or oversized")
-    return tap, _snowflake(raw["id"], "id"), token
-
-
-def _snowflake(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,20}", value):
-        raise ValueError(f"{name} is not a Discord id")
-    return value
 
 
 def _in_guild(client: Bot, channel_id: int) -> bool:
