@@ -1,16 +1,18 @@
 """WhatsApp: the Cloud API's signed webhooks in, the Graph API out.
 
-``adapter.py`` the settings, the adapter and its webhook route (served by the shared
+``settings.py`` its block, ``adapter.py`` the adapter and its webhook route (served by the shared
 ``channels/webhook.py``), ``events.py`` what Meta's payloads and answers mean (pure),
-``cards.py`` a message as the bodies sent for it (a card as reply buttons; pure), ``probe.py``
+``cards.py`` a message as the bodies sent for it (a card as reply buttons; pure), ``media.py``
+the limits and types of files (pure), ``probe.py``
 `clawpen doctor`'s check; ``plugin`` registers them.
 """
 
 from __future__ import annotations
 
 from ..base import MB, ChannelPlugin, RateLimitSettings
-from .adapter import MAX_MESSAGE_LENGTH, WhatsAppAdapter, WhatsAppSettings
+from .adapter import MAX_MESSAGE_LENGTH, WhatsAppAdapter
 from .probe import probe
+from .settings import WhatsAppSettings
 
 __all__ = ["WhatsAppAdapter", "WhatsAppSettings", "plugin"]
 

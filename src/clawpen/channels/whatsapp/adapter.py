@@ -35,19 +35,15 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
-
 from ... import netenv
 from ...models import Address, Attachment, InboundMessage, OutboundFile, OutboundMessage
 from ...obs.logging import get_logger
-from ...ports.limits import PortLimits
 from ..base import (
     MAX_ATTACHMENT_BYTES,
     MB,
     Accept,
     CardTap,
     ChannelFatal,
-    ChannelSettings,
     DeliveryStatus,
     SendError,
     connected,
@@ -58,6 +54,15 @@ from ..base import (
 )
 from .cards import card_messages
 from .events import Media, Message, Tap, Webhook, graph_error, send_error, send_outcome
+from .media import (
+    IMAGE_TYPES,
+    MAX_CAPTION,
+    MAX_DOCUMENT_BYTES,
+    MAX_IMAGE_BYTES,
+    file_name,
+    upload_type,
+)
+from .settings import WhatsAppSettings
 
 if TYPE_CHECKING:
     import aiohttp
@@ -71,65 +76,6 @@ HTTP_TIMEOUT = 30.0
 MEDIA_TRIES = 3
 TYPING_REMEMBERED = 1000  # message ids already marked read (typing is shown once per message)
 TAPS_REMEMBERED = 1000  # taps already answered: a redelivered one is not decided nor shown twice
-MAX_DOCUMENT_BYTES = 100 * MB  # the Cloud API's limits for a document and an image
-MAX_IMAGE_BYTES = 5 * MB
-IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})  # what WhatsApp shows as a photo
-MAX_CAPTION = 1024
-DOCUMENT_TYPES = frozenset(  # what the Cloud API takes as a document
-    {
-        "text/plain",
-        "application/pdf",
-        "application/msword",
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        "application/vnd.ms-excel",
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "application/vnd.ms-powerpoint",
-        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-    }
-)
-TEXT_LIKE = frozenset({"application/json", "application/xml", "application/x-yaml"})
-EXTENSIONS = {
-    "image/jpeg": ".jpg",
-    "image/png": ".png",
-    "image/webp": ".webp",
-    "audio/ogg": ".ogg",
-    "audio/mpeg": ".mp3",
-    "audio/mp4": ".m4a",
-    "audio/aac": ".aac",
-    "audio/amr": ".amr",
-    "video/mp4": ".mp4",
-    "video/3gpp": ".3gp",
-    "application/pdf": ".pdf",
-    "text/plain": ".txt",
-}
-
-
-class WhatsAppSettings(ChannelSettings):
-    phone_number_id: str
-    access_token: str = Field(repr=False)
-    app_secret: str = Field(repr=False)  # checks X-Hub-Signature-256 on every webhook
-    verify_token: str = Field(repr=False)  # the webhook subscription handshake
-    api_base_url: str = "https://graph.facebook.com/v21.0"
-    listen: str = "127.0.0.1:8787"
-    port_limits: PortLimits = PortLimits(max_connections=64)  # the webhook's connections
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        from ..webhook import parse_listen
-
-        parse_listen(value)
-        return value
-
-    @field_validator("phone_number_id", mode="before")
-    @classmethod
-    def _digits(cls, value: object) -> object:
-        """Digits, quoted or not: YAML reads ``106540352242922`` unquoted as a number."""
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not value.isascii() or not value.isdigit():
-            raise ValueError(f"{value!r} is not a phone number id (digits, from Meta's app)")
-        return value
 
 
 class WhatsAppAdapter:
@@ -342,7 +288,7 @@ class WhatsAppAdapter:
         where it is and how large; the download itself needs the token too."""
         import aiohttp
 
-        name = media.filename or _file_name(media)
+        name = media.filename or file_name(media)
         error = ""
         for attempt in range(MEDIA_TRIES):
             if attempt:
@@ -418,7 +364,7 @@ class WhatsAppAdapter:
                 permanent=True,
                 about_message=True,
             )
-        media_id = await self._upload(file, _upload_type(file.media_type))
+        media_id = await self._upload(file, upload_type(file.media_type))
         content: dict[str, Any] = {"id": media_id}
         if kind == "document":
             content["filename"] = file.name
@@ -523,17 +469,3 @@ def _json(body: bytes) -> Any:
         return safejson.loads(body)
     except ValueError:
         return None
-
-
-def _upload_type(media_type: str) -> str:
-    """The type a file is uploaded as: its own, except text WhatsApp has no type for (CSV,
-    JSON, Markdown), which goes as ``text/plain`` (its name keeps its extension); any other
-    type WhatsApp does not take is refused by Meta (error 131053), and said so."""
-    textual = media_type.startswith("text/") or media_type in TEXT_LIKE
-    return "text/plain" if textual and media_type not in DOCUMENT_TYPES else media_type
-
-
-def _file_name(media: Media) -> str:
-    """``image-<id>.jpg``: a name the agent can tell apart, from what WhatsApp told us."""
-    kind = "voice" if media.voice else media.kind
-    return f"{kind}-{media.media_id[-12:]}{EXTENSIONS.get(media.mime_type, '')}"

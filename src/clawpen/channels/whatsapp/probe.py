@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..base import Finding
 from ..probing import UNREACHABLE, no_answer, request
-from .adapter import WhatsAppSettings
+from .settings import WhatsAppSettings
 
 
 async def probe(block: WhatsAppSettings) -> Finding:
