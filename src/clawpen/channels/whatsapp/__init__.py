@@ -33,6 +33,7 @@ plugin = ChannelPlugin(
         "clawpen.channels.whatsapp.events",
         "json",
         "hmac",
+        "clawpen.ports.safejson",
     ),
     probe=probe,
 )
