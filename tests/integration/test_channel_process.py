@@ -18,6 +18,7 @@ import pytest
 
 from clawpen.app import Orchestrator
 from clawpen.channels import wire
+from clawpen.channels.base import ChannelFatal
 from clawpen.channels.process import (
     AdapterHandle,
     ChannelProcess,
@@ -180,6 +181,45 @@ async def test_an_adapter_runs_as_its_own_uid_before_it_is_sent_its_token(
         ours.close()
         if zygote is not None:
             await zygote.close()
+
+
+async def test_an_adapter_that_says_ready_but_kept_roots_uid_is_never_sent_its_token(
+    fake_telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    """The core does not take `ready` on the adapter's word: it reads the uid from /proc. A
+    process that says ready as root gets no start frame; the channel is disabled, naming why."""
+    assert os.geteuid() == 0, "run the test suite as root: it hands the adapter another uid"
+    heard = tmp_path / "heard"
+    script = (
+        "import os, signal, sys\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "fd, heard = int(sys.argv[1]), open(sys.argv[2], 'wb', 0)\n"
+        "os.write(fd, b'{\"type\": \"ready\"}\\n')\n"
+        "while chunk := os.read(fd, 65536):\n"  # what the core sends, kept as it comes
+        "    heard.write(chunk)\n"
+    )
+
+    class KeptRoot(ChannelProcess):
+        async def _spawn(self, fd: int) -> AdapterHandle:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                script,
+                str(fd),
+                str(heard),
+                pass_fds=(fd,),
+                stderr=asyncio.subprocess.PIPE,
+            )
+
+    async def accept(message: object) -> None:
+        return None
+
+    settings = TelegramSettings(token=fake_telegram.token, api_base_url=fake_telegram.url)
+    with pytest.raises(ChannelFatal, match=f"did not drop to uid {adapter_uid('telegram')}"):
+        await KeptRoot("telegram", settings, 4096).run(accept)
+    # it was stopped (after its grace: it ignores SIGTERM) having heard nothing, no token
+    assert heard.read_bytes() == b""
+    assert fake_telegram.calls == []
 
 
 async def test_a_killed_adapter_is_restarted_and_no_message_is_lost_or_doubled(
