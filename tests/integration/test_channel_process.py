@@ -194,7 +194,7 @@ async def test_an_adapter_that_says_ready_but_kept_roots_uid_is_never_sent_its_t
         "import os, signal, sys\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "fd, heard = int(sys.argv[1]), open(sys.argv[2], 'wb', 0)\n"
-        "os.write(fd, b'{\"type\": \"ready\"}\\n')\n"
+        'os.write(fd, b\'{"type": "ready"}\\n\')\n'
         "while chunk := os.read(fd, 65536):\n"  # what the core sends, kept as it comes
         "    heard.write(chunk)\n"
     )
