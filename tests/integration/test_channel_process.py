@@ -17,7 +17,18 @@ from pathlib import Path
 import pytest
 
 from clawpen.app import Orchestrator
-from clawpen.channels.process import ChannelProcess, adapter_uid, process_spec
+from clawpen.channels import wire
+from clawpen.channels.base import ChannelFatal
+from clawpen.channels.process import (
+    AdapterHandle,
+    ChannelProcess,
+    Zygote,
+    _package_root,
+    adapter_uid,
+    process_spec,
+    process_uids,
+)
+from clawpen.channels.telegram import TelegramSettings
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.waiting import until
 
@@ -74,7 +85,7 @@ def test_an_adapter_gets_nothing_of_the_orchestrators_environment() -> None:
     assert "xoxb-other" not in str(spec)
     assert spec.env["HTTPS_PROXY"] == "http://proxy:3128"
     assert spec.env["PYTHONPATH"] == "/srv/clawpen"
-    assert spec.argv[-2:] == ("--uid", str(adapter_uid("telegram")))
+    assert spec.argv[-3:] == ("telegram", "--uid", str(adapter_uid("telegram")))
     assert spec.cwd == "/"
     as_user = process_spec("telegram", 7, "/usr/bin/python3", "/srv/clawpen", 1000, parent_env)
     assert as_user.user is None and "--uid" not in as_user.argv  # not root: nothing to drop
@@ -125,6 +136,90 @@ async def test_telegram_is_served_by_a_process_of_its_own_that_holds_only_its_to
     )
     assert probe.returncode != 0
     assert "PermissionError" in probe.stderr
+
+
+@pytest.mark.parametrize("started_by", ["exec", "zygote"])
+async def test_an_adapter_runs_as_its_own_uid_before_it_is_sent_its_token(
+    fake_telegram: FakeTelegram, started_by: str
+) -> None:
+    """The adapter loads its code, drops to its own uid and says `ready` with no credential
+    in it; only then does the core send the start frame (the token). Here the test is the
+    core: it withholds the start frame and looks at the process meanwhile."""
+    assert os.geteuid() == 0, "run the test suite as root: it hands the adapter another uid"
+    uid = adapter_uid("telegram")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    zygote = Zygote() if started_by == "zygote" else None
+    process: AdapterHandle
+    try:
+        if zygote is not None:
+            process = await zygote.spawn("telegram", theirs.fileno())
+        else:
+            spec = process_spec(
+                "telegram", theirs.fileno(), sys.executable, _package_root(), 0, os.environ
+            )
+            process = await asyncio.create_subprocess_exec(
+                *spec.argv, env=spec.env, cwd=spec.cwd, pass_fds=(theirs.fileno(),)
+            )
+        theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=wire.MAX_FRAME)
+        async with asyncio.timeout(60):
+            first = await wire.read_frame(reader)
+        assert first == {"type": "ready"}
+        assert await asyncio.to_thread(process_uids, process.pid) == {uid}  # dropped already
+        memory = await asyncio.to_thread(readable_memory, process.pid)
+        assert fake_telegram.token.encode() not in memory
+        assert fake_telegram.calls == []
+
+        settings = TelegramSettings(token=fake_telegram.token, api_base_url=fake_telegram.url)
+        writer.write(wire.encode(wire.start_frame("telegram", settings.model_dump(mode="json"))))
+        await until(lambda: "getUpdates" in fake_telegram.calls, what="the adapter polls")
+        assert await asyncio.to_thread(process_uids, process.pid) == {uid}
+        writer.close()  # the core hangs up: the adapter ends
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0
+    finally:
+        ours.close()
+        if zygote is not None:
+            await zygote.close()
+
+
+async def test_an_adapter_that_says_ready_but_kept_roots_uid_is_never_sent_its_token(
+    fake_telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    """The core does not take `ready` on the adapter's word: it reads the uid from /proc. A
+    process that says ready as root gets no start frame; the channel is disabled, naming why."""
+    assert os.geteuid() == 0, "run the test suite as root: it hands the adapter another uid"
+    heard = tmp_path / "heard"
+    script = (
+        "import os, signal, sys\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "fd, heard = int(sys.argv[1]), open(sys.argv[2], 'wb', 0)\n"
+        'os.write(fd, b\'{"type": "ready"}\\n\')\n'
+        "while chunk := os.read(fd, 65536):\n"  # what the core sends, kept as it comes
+        "    heard.write(chunk)\n"
+    )
+
+    class KeptRoot(ChannelProcess):
+        async def _spawn(self, fd: int) -> AdapterHandle:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                script,
+                str(fd),
+                str(heard),
+                pass_fds=(fd,),
+                stderr=asyncio.subprocess.PIPE,
+            )
+
+    async def accept(message: object) -> None:
+        return None
+
+    settings = TelegramSettings(token=fake_telegram.token, api_base_url=fake_telegram.url)
+    with pytest.raises(ChannelFatal, match=f"did not drop to uid {adapter_uid('telegram')}"):
+        await KeptRoot("telegram", settings, 4096).run(accept)
+    # it was stopped (after its grace: it ignores SIGTERM) having heard nothing, no token
+    assert heard.read_bytes() == b""
+    assert fake_telegram.calls == []
 
 
 async def test_a_killed_adapter_is_restarted_and_no_message_is_lost_or_doubled(

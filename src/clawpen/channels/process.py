@@ -43,6 +43,7 @@ from .base import Accept, ChannelFatal, SendError, report_reach, report_status, 
 ADAPTER_UID_BASE = 61_000  # + a number from the channel's name: one uid per platform
 SEND_TIMEOUT = 120.0
 STOP_GRACE = 5.0
+READY_TIMEOUT = 60.0  # an adapter's imports, on a loaded machine
 MAX_INBOUND_IN_FLIGHT = 1_000  # frames being committed at once; past it we stop reading
 FRAMES_AT_ONCE = 32  # frames handled per turn of the event loop
 PASSED_ENV = NETWORK_ENV  # proxies and the CA bundle: adapters connect as the rest of us do
@@ -77,8 +78,9 @@ def process_spec(
 
     Nothing of our environment is passed on but proxy and CA settings (the model key or another
     platform's token may be in it); the credential comes over the socket, after the start.
-    It starts as us and drops to its own uid itself, once its code is loaded: the Python it runs
-    on may live where that uid cannot read (a root-only /root/.pyenv, a checkout in /root)."""
+    It starts as us and drops to its own uid itself, once its code is loaded (the Python it runs
+    on may live where that uid cannot read: a root-only /root/.pyenv, a checkout in /root) and
+    before it is sent its credential (``ChannelProcess.run`` checks the uid first)."""
     uid = adapter_uid(channel) if euid == 0 else None
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -90,10 +92,22 @@ def process_spec(
         "CLAWPEN_LOG_LEVEL": log_level,
         **{k: v for k in PASSED_ENV if (v := parent_env.get(k))},
     }
-    argv: tuple[str, ...] = (python, "-m", "clawpen.channels.runner", str(fd))
+    argv: tuple[str, ...] = (python, "-m", "clawpen.channels.runner", str(fd), channel)
     if uid is not None:
         argv += ("--uid", str(uid))
     return ProcessSpec(argv=argv, env=env, cwd="/", user=uid)
+
+
+def process_uids(pid: int) -> set[int]:
+    """The real, effective, saved and filesystem uids of process ``pid`` (empty: it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return set()
+    for line in status.splitlines():
+        if line.startswith("Uid:"):
+            return {int(field) for field in line.split()[1:]}
+    return set()
 
 
 def _package_root() -> str:
@@ -301,6 +315,7 @@ class ChannelProcess:
         self._writer: asyncio.StreamWriter | None = None
         self._sends: dict[int, asyncio.Future[str]] = {}
         self._ids = itertools.count(1)
+        self._held: list[wire.Frame] | None = None  # written before the start: sent after it
 
     async def run(self, accept: Accept) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -315,14 +330,16 @@ class ChannelProcess:
         try:
             reader, writer = await asyncio.open_unix_connection(sock=ours, limit=wire.MAX_FRAME)
             self._writer = writer
-            settings = self.settings.model_dump(mode="json")
-            writer.write(wire.encode(wire.start_frame(self.name, settings)))
+            self._held = []
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._relay_stderr(process))
-                fatal = await self._serve(reader, accept, group)
+                started, fatal = await self._start(reader, writer, process.pid, uid)
+                if started:
+                    fatal = await self._serve(reader, accept, group)
                 group.create_task(self._stop(process))
         finally:
             self._writer = None
+            self._held = None
             self._fail_sends(f"the {self.name} adapter process ended")
             ours.close()
             if process.returncode is None:
@@ -331,6 +348,40 @@ class ChannelProcess:
         if fatal is not None:
             raise ChannelFatal(fatal)
         raise AdapterExited(f"the {self.name} adapter exited with code {process.returncode}")
+
+    async def _start(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        pid: int,
+        uid: int | None,
+    ) -> tuple[bool, str | None]:
+        """Send the settings (the credential) once the adapter says it is ready and runs as
+        its own uid, checked here from /proc, not taken on its word. Returns whether it was
+        started, and its fatal error if it sent one instead (a CA bundle it cannot read) or
+        kept its privileges; neither: it is stopped and restarted, never having had it."""
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                frame = await wire.read_frame(reader)
+        except (wire.FrameError, TimeoutError) as exc:
+            error = str(exc) or "no ready frame in time"
+            self.log.error("channel_protocol_error", channel=self.name, error=error)
+            return False, None
+        if frame is not None and frame["type"] == "fatal":
+            return False, str(frame.get("error", ""))[: wire.MAX_ERROR] or "fatal error"
+        if frame is None or frame["type"] != "ready":
+            return False, None
+        if uid is not None and (found := process_uids(pid)) != {uid}:
+            return False, (
+                f"the {self.name} adapter did not drop to uid {uid} (it runs as "
+                f"{sorted(found)}); its credential was not sent"
+            )
+        settings = self.settings.model_dump(mode="json")
+        writer.write(wire.encode(wire.start_frame(self.name, settings)))
+        held, self._held = self._held or [], None
+        for waiting in held:
+            writer.write(wire.encode(waiting))
+        return True, None
 
     async def _spawn(self, fd: int) -> AdapterHandle:
         if self.zygote is not None:
@@ -442,7 +493,9 @@ class ChannelProcess:
             future.set_result(platform_id)
 
     def _write(self, frame: wire.Frame) -> None:
-        if self._writer is not None and not self._writer.is_closing():
+        if self._held is not None:  # the adapter has not been started yet
+            self._held.append(frame)
+        elif self._writer is not None and not self._writer.is_closing():
             self._writer.write(wire.encode(frame))
 
     async def send(self, message: OutboundMessage) -> str:

@@ -1,6 +1,8 @@
-"""The adapter process: ``python -m clawpen.channels.runner FD``, started by ``process.py``.
+"""The adapter process: ``python -m clawpen.channels.runner FD CHANNEL [--uid UID]``, started
+by ``process.py``.
 
-It reads its channel and settings (with its credential) from the socket on FD, runs the
+It loads its platform's code, drops to its own uid, says ``ready``, and only then reads its
+settings (with its credential) from the socket on FD; it runs the
 platform's adapter, and bridges it to the core: each message the adapter accepts goes to the
 core as a frame, and the adapter's ``accept`` returns only when the core says it is committed
 (so the platform is acknowledged after the commit, across the process boundary too); each send
@@ -179,20 +181,16 @@ def drop_privileges(uid: int) -> None:
         raise SystemExit(f"could not drop to uid {uid}")
 
 
-async def serve(fd: int, uid: int | None = None) -> int:
+async def serve(fd: int, name: str, uid: int | None = None) -> int:
+    """Load the platform's code, drop to ``uid``, say ``ready``, and only then read the start
+    frame that carries the credential: the token never enters a process that still holds
+    root's rights (and the core sends it only once it has seen our uid change)."""
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock, limit=wire.MAX_CORE_FRAME)
-    start = await wire.read_frame(reader)
-    if start is None or start["type"] != "start":
-        return 2
-    name = str(start["channel"])
+    log = clawpen_logging.get_logger().bind(channel=name)
     plugin = plugin_named(name)
-    settings = plugin.settings.model_validate(start["settings"])
-    del start  # the credential stays in the adapter only
-    adapter = plugin.adapter(settings)
     for module in (*HOST_NAME_MODULES, *plugin.preload):
         importlib.import_module(module)
-    log = clawpen_logging.get_logger().bind(channel=name)
     try:
         netenv.current().ssl_context()  # the CA bundle is read now, while we still may
     except CABundleError as exc:
@@ -203,6 +201,13 @@ async def serve(fd: int, uid: int | None = None) -> int:
         return EXIT_FATAL
     if uid is not None:
         drop_privileges(uid)
+    writer.write(wire.encode(wire.ready_frame()))
+    start = await wire.read_frame(reader)
+    if start is None or start["type"] != "start" or start.get("channel") != name:
+        return 2
+    settings = plugin.settings.model_validate(start["settings"])
+    del start  # the credential stays in the adapter only
+    adapter = plugin.adapter(settings)
     bridge = Bridge(name, writer)
     bridge.reach = reach = Reachability(name, endpoint_of(settings), bridge.report_reach)
     code = 0
@@ -226,19 +231,19 @@ async def serve(fd: int, uid: int | None = None) -> int:
 
 
 def main() -> None:
-    fd = int(sys.argv[1])
-    uid = int(sys.argv[3]) if sys.argv[2:3] == ["--uid"] else None
-    sys.exit(run(fd, uid, os.environ.get("CLAWPEN_LOG_LEVEL", "info")))
+    fd, channel = int(sys.argv[1]), sys.argv[2]
+    uid = int(sys.argv[4]) if sys.argv[3:4] == ["--uid"] else None
+    sys.exit(run(fd, channel, uid, os.environ.get("CLAWPEN_LOG_LEVEL", "info")))
 
 
-def run(fd: int, uid: int | None, log_level: str) -> int:
+def run(fd: int, channel: str, uid: int | None, log_level: str) -> int:
     """The adapter on socket ``fd``, to its end; its exit code. An exec'd adapter (``main``)
     and one forked by the zygote (``zygote.py``) both run this."""
     clawpen_logging.configure(log_level)
     raise_open_files_limit()  # a webhook's caps are sized well below it
     code = 0
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-        code = uvloop.run(until_terminated(serve(fd, uid)))
+        code = uvloop.run(until_terminated(serve(fd, channel, uid)))
     return code
 
 

@@ -5,7 +5,9 @@ the socket it came in on: the core stamps it and never reads it from a frame. Th
 treated as untrusted (it parses everything a platform sends), so every frame from it is checked
 here before it is believed.
 
-    core -> adapter   {"type": "start", "channel": "telegram", "settings": {...}}   first, once
+    adapter -> core   {"type": "ready"}   first, once: its code loaded, running as its own uid
+    core -> adapter   {"type": "start", "channel": "telegram", "settings": {...}}   once, the
+                       answer to ready (settings hold the credential)
                       {"type": "send", "id": 7, "chat": "42", "thread": "", "text": "...",
                        "reply_to": "", "buttons": [{"label": "Allow", "data": "ok-7f3k9q2m"}]}
                       {"type": "edit", "id": 8, "chat": "42", "thread": "", "platform_id": "..",
@@ -336,6 +338,12 @@ def _button_data(frame: Frame) -> str:
     if not data or len(data.encode("utf-8", "surrogatepass")) > MAX_BUTTON_DATA:
         raise FrameError(f"{frame.get('type')}.data must be 1 to {MAX_BUTTON_DATA} bytes")
     return data
+
+
+def ready_frame() -> Frame:
+    """The adapter's first frame: its code is loaded and it runs as its own uid; the core
+    answers with the start frame (the credential) only after checking that uid itself."""
+    return {"type": "ready"}
 
 
 def fatal_frame(error: str) -> Frame:

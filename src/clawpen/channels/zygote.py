@@ -107,6 +107,7 @@ def _fork(
             uid = request.get("uid")
             code = runner.run(
                 adapter_fd,
+                str(request["channel"]),
                 uid if isinstance(uid, int) else None,
                 str(request.get("log_level", "info")),
             )

@@ -9,7 +9,7 @@ goes to the agent in the task (``Task.trace``, a W3C ``traceparent``), and comes
 ``traceparent`` header of each model call the agent makes; the agent reports its tool calls'
 times with its result, and they become spans of the task; the reply's delivery is remembered
 under the task's id. Without OpenTelemetry installed, or with tracing off, every call here is
-a no-op.
+a no-op, and OpenTelemetry is not even imported (megabytes of every orchestrator's memory).
 """
 
 from __future__ import annotations
@@ -18,26 +18,35 @@ import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from types import ModuleType
 from typing import Any
 
 REMEMBERED = 10_000  # span contexts kept for work not yet picked up (oldest forgotten first)
 
-try:  # the optional extra
-    from opentelemetry import trace
-    from opentelemetry.context import Context
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-except ImportError:  # pragma: no cover - without the extra
-    trace = None  # type: ignore[assignment]
+
+def _opentelemetry() -> ModuleType | None:
+    """``opentelemetry.trace``, imported on first use (tracing on); None without the extra."""
+    try:
+        from opentelemetry import trace
+    except ImportError:  # pragma: no cover - without the extra
+        return None
+    return trace
 
 
 class Tracing:
     """The orchestrator's tracer; ``Tracing(None)`` (or no OpenTelemetry) traces nothing."""
 
     def __init__(self, provider: Any = None, enabled: bool = True) -> None:
-        self.enabled = enabled and trace is not None
+        trace = _opentelemetry() if enabled else None
+        self.enabled = trace is not None
         self._tracer: Any = None
+        self._trace: Any = trace
         self._remembered: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        if self.enabled:
+        if trace is not None:
+            from opentelemetry.trace.propagation.tracecontext import (
+                TraceContextTextMapPropagator,
+            )
+
             source = provider if provider is not None else trace.get_tracer_provider()
             self._tracer = source.get_tracer("clawpen")
             self._propagator = TraceContextTextMapPropagator()
@@ -60,7 +69,7 @@ class Tracing:
             name, context=context, attributes=dict(attributes or {})
         ) as span:
             if remember is not None:
-                self._keep(remember, trace.set_span_in_context(span))
+                self._keep(remember, self._trace.set_span_in_context(span))
             yield span
 
     def record(self, name: str, start: float, end: float, parent: str, agent_id: str) -> None:
@@ -80,7 +89,7 @@ class Tracing:
     def annotate(self, attributes: Mapping[str, Any]) -> None:
         """Add to the current span (the model call's tokens, once known)."""
         if self.enabled:
-            trace.get_current_span().set_attributes(dict(attributes))
+            self._trace.get_current_span().set_attributes(dict(attributes))
 
     def traceparent(self) -> str:
         """The current span as a W3C ``traceparent`` (empty without one)."""
@@ -99,7 +108,7 @@ class Tracing:
         while len(self._remembered) > REMEMBERED:
             self._remembered.popitem(last=False)
 
-    def _parent(self, parent: tuple[Any, ...] | str | None) -> Context | None:
+    def _parent(self, parent: tuple[Any, ...] | str | None) -> Any:
         if isinstance(parent, tuple):
             return self._remembered.get(parent)
         if isinstance(parent, str) and parent:
@@ -113,7 +122,7 @@ NO_TRACING = Tracing(enabled=False)
 def otlp_provider(service_name: str) -> Any:
     """An SDK provider exporting over OTLP, when the SDK and exporter are installed and an
     endpoint is set; else None (the global provider: a no-op unless the process set one)."""
-    if trace is None or not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or _opentelemetry() is None:
         return None
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]

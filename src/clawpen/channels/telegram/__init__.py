@@ -28,6 +28,7 @@ plugin = ChannelPlugin(
         "telegram.constants",
         "telegram.error",
         "telegram.request",
+        "clawpen.channels.telegram.request",
     ),
     probe=probe,
 )

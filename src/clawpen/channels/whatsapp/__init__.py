@@ -35,6 +35,7 @@ plugin = ChannelPlugin(
         "clawpen.channels.whatsapp.events",
         "json",
         "hmac",
+        "clawpen.ports.safejson",
     ),
     probe=probe,
 )
