@@ -38,10 +38,9 @@ import re
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
 from email.errors import MessageError
 from email.utils import formatdate, make_msgid
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ... import netenv
 from ...models import Address, InboundMessage, OutboundFile, OutboundMessage
@@ -51,13 +50,12 @@ from ...store.base import StoreUnavailable
 from ..base import MB, Accept, ChannelFatal, SendError, connected, with_reply_codes
 from ..reach import cause_of
 from . import mailreply, mailtext
+from .imap import ImapLogin, Lost, close, until
 from .oauth2 import Tokens
 from .settings import EmailSettings
 
 if TYPE_CHECKING:
     import aioimaplib
-
-T = TypeVar("T")
 
 MAX_MESSAGE_LENGTH = 100_000  # a mail has no real limit; this keeps one reply readable
 MAX_TEXT = 100_000  # characters of a received mail the agent reads
@@ -69,10 +67,6 @@ MAX_FILE_BYTES = 25 * MB  # an attachment we send (Gmail's and most providers' l
 # under a card's reply codes: the core takes a reply whose whole text is a code as a tap, and
 # the quoted mail and signature below it are trimmed off (mailtext.trim_reply)
 REPLY_HINT = "Reply with just the code; quoting this mail below it is fine."
-
-
-class _Lost(Exception):
-    """The IMAP connection went away."""
 
 
 class EmailAdapter:
@@ -100,6 +94,7 @@ class EmailAdapter:
         self.domain = mailtext.sender_address(settings.address) or settings.address
         self.domain = self.domain.rpartition("@")[2]
         self.remembered: OrderedDict[str, tuple[str, tuple[str, ...]]] = OrderedDict()
+        self.imap = ImapLogin(settings, self.tls, self.tokens)
 
     # -- in ------------------------------------------------------------------------------------
 
@@ -111,10 +106,10 @@ class EmailAdapter:
             lost = asyncio.Event()
             imap = None
             try:
-                imap = await self._login(lost)
+                imap = await self.imap.login(lost)
                 await connected(accept)
                 await self._serve(imap, lost, accept, connections)
-            except (OSError, TimeoutError, AioImapException, _Lost) as exc:
+            except (OSError, TimeoutError, AioImapException, Lost) as exc:
                 if cause_of(exc) is not None:
                     raise  # nothing answered: reach.py says so and tries again
                 delay = connections.next_delay()
@@ -127,73 +122,7 @@ class EmailAdapter:
                 await asyncio.sleep(delay)
             finally:
                 if imap is not None:
-                    _close(imap)
-
-    async def _login(self, lost: asyncio.Event) -> aioimaplib.IMAP4:
-        """A logged-in IMAP session; ``lost`` is set when its connection drops."""
-        import aioimaplib
-
-        server = self.settings.imap
-        imap: aioimaplib.IMAP4
-        if server.starttls:
-            imap = aioimaplib.IMAP4(server.host, server.port, timeout=self.settings.timeout)
-        else:
-            imap = aioimaplib.IMAP4_SSL(
-                server.host, server.port, timeout=self.settings.timeout, ssl_context=self.tls
-            )
-        protocol = imap.protocol
-        protocol.conn_lost_cb = lambda exc: lost.set()
-        _answer_sasl_errors(protocol)
-        try:
-            await self._authenticate(imap)
-        except BaseException:
-            _close(imap)
-            raise
-        return imap
-
-    async def _authenticate(self, imap: aioimaplib.IMAP4) -> None:
-        """Greeting, STARTTLS if asked for, login. A refused login is fatal (the config is
-        wrong); a token is renewed once first, and a server that cannot check logins for the
-        moment ([UNAVAILABLE]) is tried again later."""
-        server = self.settings.imap
-        await imap.wait_hello_from_server()
-        if server.starttls:
-            await self._starttls(imap)
-        for attempt in range(2):
-            if self.tokens is not None:
-                token = await self.tokens.get(renew=attempt > 0)
-                response = await imap.xoauth2(self.settings.username, token)
-            else:
-                response = await imap.login(self.settings.username, self.settings.password or "")
-            if response.result == "OK":
-                return
-            if any(b"[UNAVAILABLE]" in bytes(line) for line in response.lines):
-                raise ConnectionError(f"IMAP login unavailable for now: {response.lines}")
-            if self.tokens is None:
-                break  # a refused password stays refused; a token may be renewed once
-        key = "oauth2" if self.tokens is not None else "password"
-        raise ChannelFatal(
-            f"email: the IMAP server {server.host} refused the login of "
-            f"{self.settings.username}; check channels.email.username and channels.email.{key}"
-        )
-
-    async def _starttls(self, imap: aioimaplib.IMAP4) -> None:
-        """aioimaplib has no STARTTLS: ask for it, then upgrade the transport in place."""
-        from aioimaplib import Command
-
-        protocol = imap.protocol
-        command = Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
-        response = await self._step(protocol.execute(command))
-        if response.result != "OK":
-            raise ConnectionError(f"STARTTLS refused: {response.lines}")
-        loop = asyncio.get_running_loop()
-        transport = await self._step(
-            loop.start_tls(
-                protocol.transport, protocol, self.tls, server_hostname=self.settings.imap.host
-            )
-        )
-        protocol.transport = transport
-        await self._step(protocol.capability())  # capabilities change once encrypted
+                    close(imap)
 
     async def _serve(
         self,
@@ -213,14 +142,14 @@ class EmailAdapter:
         store = Retrier(STORE)
         while True:
             if lost.is_set():
-                raise _Lost("connection closed")
+                raise Lost("connection closed")
             unwritable = await self._take_unseen(imap, accept)
             if unwritable is not None:
                 delay = store.next_delay()
                 self.log.error(
                     "store_unwritable", channel=self.name, error=unwritable, retryIn=delay
                 )
-                await _until(asyncio.sleep(delay), lost)
+                await until(asyncio.sleep(delay), lost)
                 continue
             store.reset()
             await self._wait_for_mail(imap, lost)
@@ -231,7 +160,7 @@ class EmailAdapter:
         stays unseen for the next round)."""
         response = await imap.uid_search("UNSEEN", charset=None)
         if response.result != "OK":
-            raise _Lost(f"SEARCH failed: {response.lines}")
+            raise Lost(f"SEARCH failed: {response.lines}")
         uids = response.lines[0].decode().split() if response.lines else []
         for uid in uids:
             if not uid.isdigit():
@@ -341,27 +270,27 @@ class EmailAdapter:
 
     async def _wait_for_mail(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
         """Return when new mail may have come: IDLE says so, or IDLE is renewed, or (without
-        IDLE) after ``poll_interval``. Raises ``_Lost`` when the connection drops."""
+        IDLE) after ``poll_interval``. Raises ``Lost`` when the connection drops."""
         from aioimaplib import STOP_WAIT_SERVER_PUSH
 
         if not imap.has_capability("IDLE"):
-            await _until(asyncio.sleep(self.settings.poll_interval), lost)
+            await until(asyncio.sleep(self.settings.poll_interval), lost)
             return
-        idle = await _until(imap.idle_start(timeout=IDLE_SECONDS), lost)
+        idle = await until(imap.idle_start(timeout=IDLE_SECONDS), lost)
         try:
             while True:
-                pushed = await _until(imap.wait_server_push(IDLE_SECONDS + 30), lost)
+                pushed = await until(imap.wait_server_push(IDLE_SECONDS + 30), lost)
                 if pushed == STOP_WAIT_SERVER_PUSH:
                     return
                 lines = [line for line in pushed if isinstance(line, bytes | bytearray)]
                 if any(b"BYE" in line for line in lines):
-                    raise _Lost(b" ".join(lines).decode(errors="replace"))
+                    raise Lost(b" ".join(lines).decode(errors="replace"))
                 if any(b"EXISTS" in line for line in lines):
                     return
         finally:
             if imap.has_pending_idle() and not lost.is_set():
                 imap.idle_done()
-                await _until(asyncio.wait_for(idle, self.settings.timeout), lost)
+                await until(asyncio.wait_for(idle, self.settings.timeout), lost)
 
     # -- out -----------------------------------------------------------------------------------
 
@@ -485,7 +414,7 @@ class EmailAdapter:
         return platform_id, subject, references
 
     async def _look_up(self, message_id: str) -> tuple[str, tuple[str, ...]] | None:
-        imap = await self._login(asyncio.Event())
+        imap = await self.imap.login(asyncio.Event())
         try:
             await imap.select(self.settings.mailbox)  # only PEEKs follow: no flag changes
             escaped = message_id.replace("\\", "\\\\").replace('"', '\\"')
@@ -505,44 +434,4 @@ class EmailAdapter:
                     return str(headers.get("Subject", "")), tuple(refs)
             return None
         finally:
-            _close(imap)
-
-    async def _step(self, awaitable: Awaitable[T]) -> T:
-        return await asyncio.wait_for(awaitable, self.settings.timeout)
-
-
-async def _until(awaitable: Awaitable[T], lost: asyncio.Event) -> T:
-    """Await ``awaitable`` unless the connection drops first (then raise ``_Lost``)."""
-    work = asyncio.ensure_future(awaitable)
-    dropped = asyncio.ensure_future(lost.wait())
-    try:
-        await asyncio.wait({work, dropped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        dropped.cancel()
-    if not work.done():
-        work.cancel()
-        raise _Lost("connection closed")
-    return work.result()
-
-
-def _answer_sasl_errors(protocol: Any) -> None:
-    """A refused XOAUTH2 login comes as a challenge carrying the error, which the client must
-    answer with an empty line before the server says NO (RFC 7628). aioimaplib does not, and
-    would wait until its timeout; answer it here."""
-    original = protocol._continuation
-
-    def continuation(line: bytes) -> None:
-        command = protocol.pending_sync_command
-        if command is not None and command.name == "AUTHENTICATE":
-            protocol.transport.write(b"\r\n")
-            return
-        original(line)
-
-    protocol._continuation = continuation
-
-
-def _close(imap: aioimaplib.IMAP4) -> None:
-    """Drop the connection (no LOGOUT round trip: it may be gone already)."""
-    transport = getattr(imap.protocol, "transport", None)
-    if transport is not None:
-        transport.close()
+            close(imap)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from ..base import ChannelFatal, Finding
-from .adapter import EmailAdapter, _close
+from .adapter import EmailAdapter
+from .imap import close
 from .settings import EmailSettings
 
 
@@ -14,8 +15,8 @@ async def probe(block: EmailSettings) -> Finding:
     where = f"{block.imap.host}:{block.imap.port}"
     try:
         adapter = EmailAdapter(block)
-        imap = await asyncio.wait_for(adapter._login(asyncio.Event()), block.timeout)
-        _close(imap)
+        imap = await asyncio.wait_for(adapter.imap.login(asyncio.Event()), block.timeout)
+        close(imap)
     except ChannelFatal as exc:
         return (str(exc).removeprefix("email: "), "store the right password (or oauth2 token)")
     except (OSError, ConnectionError, TimeoutError) as exc:
